@@ -1,0 +1,54 @@
+//! credit-check: a sync plug-in for create/update of `opportunity`.
+//!
+//! Rejects an opportunity whose `amount` exceeds the `creditlimit` of its customer
+//! account (the `customer` column, a `ref:account`), read through `records`.
+//! Register it at pre-operation with `--grant account:read`.
+
+use weir_guest::records;
+use weir_guest::types::{Context, Entity};
+
+wit_bindgen::generate!({
+    path: "../../wit",
+    world: "plugin",
+    with: {
+        "weir:plugin/types@0.1.0": weir_guest::types,
+        "weir:plugin/records@0.1.0": weir_guest::records,
+        "weir:plugin/log@0.1.0": weir_guest::log,
+    },
+});
+
+use exports::weir::plugin::handler::{Guest, Outcome, PluginError};
+
+struct CreditCheck;
+
+impl Guest for CreditCheck {
+    fn execute(ctx: Context) -> Result<Outcome, PluginError> {
+        // On update the target holds only the changed fields: fall back to the pre-image.
+        let column = |name: &str| -> Option<Entity> {
+            if ctx.target.get(name).is_some() {
+                Some(ctx.target.clone())
+            } else {
+                ctx.pre_image.clone().filter(|pre| pre.get(name).is_some())
+            }
+        };
+        let Some(amount) = column("amount").and_then(|e| e.number("amount")) else {
+            return Ok(Outcome { changes: vec![] });
+        };
+        let Some(customer) = column("customer").and_then(|e| e.text("customer").map(String::from)) else {
+            return Err(PluginError::Rejected("an opportunity needs a customer account".into()));
+        };
+        let account = records::get("account", &customer)
+            .map_err(|e| PluginError::Failed(format!("cannot read account {customer}: {e:?}")))?;
+        let limit = account.number("creditlimit").unwrap_or(0.0);
+        if amount > limit {
+            let name = account.text("name").unwrap_or(&customer);
+            return Err(PluginError::Rejected(format!(
+                "amount {amount} exceeds the credit limit {limit} of account {name}"
+            )));
+        }
+        weir_guest::info(&format!("amount {amount} is within the credit limit {limit}"));
+        Ok(Outcome { changes: vec![] })
+    }
+}
+
+export!(CreditCheck);

@@ -1,0 +1,34 @@
+//! set-defaults: a sync pre-operation plug-in.
+//!
+//! Fills `priority` with "normal" when the caller left it out, or with the value
+//! of `priority` in the step's config (`--config '{"priority":"high"}'`).
+
+use weir_guest::types::{Context, Value};
+
+wit_bindgen::generate!({
+    path: "../../wit",
+    world: "plugin",
+    with: {
+        "weir:plugin/types@0.1.0": weir_guest::types,
+        "weir:plugin/records@0.1.0": weir_guest::records,
+        "weir:plugin/log@0.1.0": weir_guest::log,
+    },
+});
+
+use exports::weir::plugin::handler::{Guest, Outcome, PluginError};
+
+struct SetDefaults;
+
+impl Guest for SetDefaults {
+    fn execute(ctx: Context) -> Result<Outcome, PluginError> {
+        let present = !matches!(ctx.target.get("priority"), None | Some(Value::Null));
+        if present {
+            return Ok(Outcome { changes: vec![] });
+        }
+        let config = weir_guest::json(&ctx.config);
+        let default = config["priority"].as_str().unwrap_or("normal");
+        Ok(Outcome { changes: vec![weir_guest::text("priority", default)] })
+    }
+}
+
+export!(SetDefaults);

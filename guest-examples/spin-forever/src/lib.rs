@@ -1,0 +1,45 @@
+//! spin-forever: loops forever without calling the host.
+//!
+//! A misbehaving guest for the sandbox's tests; it exports both worlds so it can
+//! be registered as a sync step or an async one.
+
+use weir_guest::types::Context;
+
+wit_bindgen::generate!({
+    path: "../../wit",
+    world: "hybrid",
+    with: {
+        "weir:plugin/types@0.1.0": weir_guest::types,
+        "weir:plugin/records@0.1.0": weir_guest::records,
+        "weir:plugin/log@0.1.0": weir_guest::log,
+    },
+});
+
+use exports::weir::plugin::handler::{Outcome, PluginError};
+use exports::weir::plugin::runner::{Step, WorkflowError};
+
+/// Never returns: only fuel or the epoch deadline can stop it.
+fn misbehave() {
+    let mut x: u64 = 0;
+    loop {
+        x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+    }
+}
+
+struct Bad;
+
+impl exports::weir::plugin::handler::Guest for Bad {
+    fn execute(_ctx: Context) -> Result<Outcome, PluginError> {
+        misbehave();
+        Ok(Outcome { changes: vec![] })
+    }
+}
+
+impl exports::weir::plugin::runner::Guest for Bad {
+    fn run(_ctx: Context, _state: Option<Vec<u8>>) -> Result<Step, WorkflowError> {
+        misbehave();
+        Ok(Step::Done(None))
+    }
+}
+
+export!(Bad);

@@ -1,0 +1,90 @@
+//! The plug-in registry: stores component versions (through [`crate::store`]),
+//! checks their world with the [`crate::runtime`], and hands out prepared
+//! (compiled, linked) versions for the pipeline and the job workers.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use rusqlite::Connection;
+
+use crate::error::{Error, Result};
+use crate::runtime::{Prepared, Runtime, World};
+use crate::store::{self, PluginRow};
+
+/// The largest component weir accepts.
+pub const MAX_COMPONENT_BYTES: usize = 64 << 20;
+
+/// Plug-in versions, prepared on first use and kept for the process's life.
+pub struct Plugins {
+    runtime: Arc<Runtime>,
+    prepared: Mutex<HashMap<(String, i64), Arc<Prepared>>>,
+}
+
+/// Checks a name for plug-ins, steps, tables, columns and users.
+pub fn check_name(kind: &str, name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(format!(
+            "bad {kind} name {name:?}: use 1-63 lowercase letters, digits, '-' or '_', starting with a letter"
+        )))
+    }
+}
+
+impl Plugins {
+    pub fn new(runtime: Arc<Runtime>) -> Plugins {
+        Plugins { runtime, prepared: Mutex::new(HashMap::new()) }
+    }
+
+    pub fn runtime(&self) -> &Arc<Runtime> {
+        &self.runtime
+    }
+
+    /// Validates `wasm` and stores it as the next version of `name`.
+    pub fn add(&self, conn: &Connection, name: &str, wasm: &[u8]) -> Result<PluginRow> {
+        check_name("plug-in", name)?;
+        if wasm.len() > MAX_COMPONENT_BYTES {
+            return Err(Error::invalid(format!(
+                "{name}: the component is {} bytes, over the limit of {MAX_COMPONENT_BYTES}",
+                wasm.len()
+            )));
+        }
+        let world = self.runtime.inspect(wasm).map_err(|e| Error::invalid(format!("{name}: {e}")))?;
+        let digest = Runtime::digest(wasm);
+        let version = store::insert_plugin(conn, name, world.as_str(), &digest, wasm)?;
+        let row = store::list_plugins(conn)?
+            .into_iter()
+            .find(|p| p.name == name && p.version == version)
+            .ok_or_else(|| Error::Internal(format!("plug-in {name} version {version} vanished")))?;
+        Ok(row)
+    }
+
+    /// The newest version of `name` and its world.
+    pub fn head(&self, conn: &Connection, name: &str) -> Result<(i64, World)> {
+        let (version, world) = store::plugin_head(conn, name)?
+            .ok_or_else(|| Error::not_found(format!("no plug-in named {name}; add it with `weir plugin add {name} FILE.wasm`")))?;
+        let world = World::parse(&world).ok_or_else(|| Error::Internal(format!("plug-in {name} has unknown world {world}")))?;
+        Ok((version, world))
+    }
+
+    /// Plug-in `name` at `version`, compiled and linked.
+    pub fn prepared(&self, conn: &Connection, name: &str, version: i64) -> Result<Arc<Prepared>> {
+        let key = (name.to_string(), version);
+        if let Some(p) = self.prepared.lock().map_err(lock)?.get(&key) {
+            return Ok(p.clone());
+        }
+        let (_, _, wasm) = store::load_plugin(conn, name, Some(version))?
+            .ok_or_else(|| Error::not_found(format!("no plug-in {name} version {version}")))?;
+        let prepared = self.runtime.prepare(&wasm).map_err(|e| Error::invalid(format!("{name}: {e}")))?;
+        self.prepared.lock().map_err(lock)?.insert(key, prepared.clone());
+        Ok(prepared)
+    }
+}
+
+fn lock<T>(_: T) -> Error {
+    Error::Internal("plug-in cache lock poisoned".into())
+}

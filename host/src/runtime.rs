@@ -1,0 +1,790 @@
+//! The runtime: the one place that owns wasmtime.
+//!
+//! It compiles plug-in components (through an on-disk cache keyed by the
+//! component's hash and the engine's compatibility hash, so a wasmtime upgrade
+//! never loads a stale artifact), checks which of weir's worlds they implement,
+//! keeps one `InstancePre` per plug-in version and mode, and runs calls in a fresh
+//! `Store` with limits:
+//!
+//! * sync calls (`plugin` world, inside an operation's transaction): fuel per call
+//!   plus an epoch deadline for the operation's time budget;
+//! * async calls (`workflow` world, system jobs): epoch time-slicing (the guest
+//!   yields to the executor every tick), a per-attempt timeout, cancellation, and
+//!   optional fuel;
+//! * both: a memory limit (`StoreLimits`-style limiter), a wasm stack limit, the
+//!   pooling allocator, no WASI filesystem, environment, sockets or inherited stdio.
+//!   Guest stdout/stderr and `log` lines become the call's trace.
+//!
+//! Every way a call ends maps to a [`CallError`]. The runtime knows nothing of
+//! records, steps or jobs: record operations a guest asks for go to the
+//! [`RecordHost`] the caller passes in (the pipeline's, or a job's).
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, HasSelf, InstancePre, Linker, ResourceTable};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, Store,
+    Trap, UpdateDeadline, WasmBacktrace,
+};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+/// Bindings of the WIT package, sync flavour: the shared types, the host's
+/// imports and both exports with blocking calls (used for sync plug-ins and for
+/// type-checking components).
+pub mod wit {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "hybrid",
+        additional_derives: [PartialEq],
+    });
+
+    pub use exports::weir::plugin::handler::{Outcome, PluginError};
+    pub use exports::weir::plugin::runner::{Step, WaitFor, WaitUntil, WorkflowError};
+    pub use weir::plugin::log::Level;
+    pub use weir::plugin::records::RecordError;
+    pub use weir::plugin::types::{Context, Entity, Field, Message, Mode, Stage, Value, WakeReason};
+}
+
+/// Bindings of the `workflow` world with async calls (system jobs).
+mod wit_async {
+    pub use exports::weir::plugin::runner::{Step, WorkflowError};
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "workflow",
+        exports: { default: async },
+        with: {
+            "weir:plugin/types": super::wit::weir::plugin::types,
+            "weir:plugin/records": super::wit::weir::plugin::records,
+            "weir:plugin/log": super::wit::weir::plugin::log,
+        },
+    });
+}
+
+use wit::{Context, Entity, Field, Outcome, PluginError, RecordError, Step};
+
+/// How often the epoch advances. Deadlines and time slices are multiples of it.
+pub const TICK: Duration = Duration::from_millis(5);
+/// Bytes of guest stdout/stderr kept per call (each).
+const OUTPUT_CAPACITY: usize = 64 * 1024;
+/// Trace lines kept per call; later lines are counted, not kept.
+const TRACE_LINES: usize = 1000;
+
+/// Which of weir's worlds a component implements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum World {
+    /// Sync plug-in: exports `weir:plugin/handler`.
+    Plugin,
+    /// Async workflow: exports `weir:plugin/runner`.
+    Workflow,
+    /// Both.
+    Hybrid,
+}
+
+impl World {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            World::Plugin => "plugin",
+            World::Workflow => "workflow",
+            World::Hybrid => "hybrid",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<World> {
+        match s {
+            "plugin" => Some(World::Plugin),
+            "workflow" => Some(World::Workflow),
+            "hybrid" => Some(World::Hybrid),
+            _ => None,
+        }
+    }
+
+    pub fn serves_sync(self) -> bool {
+        matches!(self, World::Plugin | World::Hybrid)
+    }
+
+    pub fn serves_async(self) -> bool {
+        matches!(self, World::Workflow | World::Hybrid)
+    }
+}
+
+/// Why a component cannot be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("not a wasm component: {0}")]
+    NotWasm(String),
+    #[error(
+        "not a component: this is a core wasm module; build it as a component \
+         (cargo build --target wasm32-wasip2, or `wasm-tools component new`)"
+    )]
+    CoreModule,
+    #[error("invalid component: {0}")]
+    Invalid(String),
+    #[error(
+        "the component implements none of weir's worlds (weir:plugin/handler@0.1.0 for \
+         sync plug-ins, weir:plugin/runner@0.1.0 for workflows): {0}"
+    )]
+    NoWorld(String),
+    #[error("the component needs imports weir does not provide: {0}")]
+    Imports(String),
+    #[error("the component is a `{have}` plug-in and cannot run as a {wanted} step")]
+    WrongMode { have: &'static str, wanted: &'static str },
+}
+
+/// How a plug-in call ended, when it did not succeed.
+#[derive(Debug, Clone, thiserror::Error, PartialEq)]
+pub enum CallError {
+    /// The plug-in's business rule said no (sync `rejected`).
+    #[error("{0}")]
+    Rejected(String),
+    /// The plug-in reported a failure (sync `failed`).
+    #[error("{0}")]
+    Failed(String),
+    /// A workflow asked to be retried.
+    #[error("{0}")]
+    Transient(String),
+    /// A workflow said retrying cannot help.
+    #[error("{0}")]
+    Permanent(String),
+    #[error("ran out of fuel after {fuel} units (an endless loop? raise the step's --fuel if the work is real)")]
+    OutOfFuel { fuel: u64 },
+    #[error("timed out after {ms} ms (an endless loop or too much work; raise the step's --timeout-ms if the work is real)")]
+    TimedOut { ms: u64 },
+    #[error("hit the memory limit of {limit_bytes} bytes")]
+    MemoryLimit { limit_bytes: u64 },
+    #[error("overflowed its stack (runaway recursion?)")]
+    StackOverflow,
+    #[error("trapped: {message}")]
+    Trap { message: String, backtrace: Option<String> },
+    #[error("was canceled")]
+    Canceled,
+    #[error("returned a result larger than the limit of {limit_bytes} bytes")]
+    TooLarge { limit_bytes: u64 },
+    /// The host could not run the call at all (instantiation failed, ...).
+    #[error("could not be run: {0}")]
+    Host(String),
+}
+
+impl CallError {
+    /// A short machine-readable code, kept on jobs and in metrics.
+    pub fn code(&self) -> &'static str {
+        match self {
+            CallError::Rejected(_) => "rejected",
+            CallError::Failed(_) => "failed",
+            CallError::Transient(_) => "transient",
+            CallError::Permanent(_) => "permanent",
+            CallError::OutOfFuel { .. } => "out_of_fuel",
+            CallError::TimedOut { .. } => "timed_out",
+            CallError::MemoryLimit { .. } => "memory_limit",
+            CallError::StackOverflow => "stack_overflow",
+            CallError::Trap { .. } => "trap",
+            CallError::Canceled => "canceled",
+            CallError::TooLarge { .. } => "too_large",
+            CallError::Host(_) => "host",
+        }
+    }
+}
+
+/// Record operations a guest may ask for. The pipeline implements it for sync
+/// calls (nested operations in the same transaction), the job worker for async
+/// ones. Implementations enforce the step's grants.
+pub trait RecordHost: Send {
+    fn get(&mut self, table: &str, id: &str) -> Result<Entity, RecordError>;
+    fn query(&mut self, table: &str, filter: &str, top: u32) -> Result<Vec<Entity>, RecordError>;
+    fn create(&mut self, table: &str, fields: Vec<Field>) -> Result<Entity, RecordError>;
+    fn update(&mut self, table: &str, id: &str, fields: Vec<Field>) -> Result<Entity, RecordError>;
+    fn delete(&mut self, table: &str, id: &str) -> Result<(), RecordError>;
+}
+
+/// A [`RecordHost`] that refuses everything (a plug-in with no grants).
+pub struct NoRecords;
+
+impl RecordHost for NoRecords {
+    fn get(&mut self, table: &str, _: &str) -> Result<Entity, RecordError> {
+        Err(denied(table))
+    }
+    fn query(&mut self, table: &str, _: &str, _: u32) -> Result<Vec<Entity>, RecordError> {
+        Err(denied(table))
+    }
+    fn create(&mut self, table: &str, _: Vec<Field>) -> Result<Entity, RecordError> {
+        Err(denied(table))
+    }
+    fn update(&mut self, table: &str, _: &str, _: Vec<Field>) -> Result<Entity, RecordError> {
+        Err(denied(table))
+    }
+    fn delete(&mut self, table: &str, _: &str) -> Result<(), RecordError> {
+        Err(denied(table))
+    }
+}
+
+fn denied(table: &str) -> RecordError {
+    RecordError::Denied(format!("no grant for table {table}"))
+}
+
+/// Limits of one call.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Fuel units (sync: required; async: `None` for unlimited).
+    pub fuel: Option<u64>,
+    /// When the call must have ended (sync: the operation's deadline; async:
+    /// start + per-attempt timeout).
+    pub deadline: Instant,
+    /// The budget `deadline` came from, for the error message.
+    pub budget_ms: u64,
+    /// Maximum linear memory per instance, in bytes.
+    pub memory_bytes: u64,
+    /// Maximum host calls (records + log) in one call.
+    pub max_host_calls: u64,
+}
+
+/// One line of a call's trace.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TraceLine {
+    /// trace|debug|info|warn|error for `log` lines, stdout|stderr for guest output.
+    pub level: String,
+    pub message: String,
+}
+
+/// What a call did besides its result.
+#[derive(Debug, Clone, Default)]
+pub struct CallStats {
+    pub trace: Vec<TraceLine>,
+    pub fuel_used: u64,
+    pub duration: Duration,
+    pub host_calls: u64,
+}
+
+/// A cancellation flag for an async call (checked every tick).
+#[derive(Debug, Clone, Default)]
+pub struct CancelFlag(Arc<AtomicBool>);
+
+impl CancelFlag {
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+    pub fn is_canceled(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// Per-call state held in the `Store`.
+pub struct HostState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limiter: MemoryLimiter,
+    records: Box<dyn RecordHost>,
+    trace: Vec<TraceLine>,
+    dropped_lines: u64,
+    host_calls: u64,
+    max_host_calls: u64,
+    interrupt: Option<Interrupt>,
+}
+
+/// Why the epoch callback stopped a guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+enum Interrupt {
+    #[error("deadline reached")]
+    Deadline,
+    #[error("canceled")]
+    Canceled,
+    #[error("too many host calls")]
+    HostCalls,
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+/// A memory limiter that remembers whether the limit was hit, so the trap that
+/// follows a failed allocation is reported as "memory limit".
+struct MemoryLimiter {
+    max_bytes: usize,
+    hit: bool,
+}
+
+impl ResourceLimiter for MemoryLimiter {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > self.max_bytes {
+            self.hit = true;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(desired <= 100_000)
+    }
+}
+
+impl HostState {
+    fn count_host_call(&mut self) -> wasmtime::Result<()> {
+        self.host_calls += 1;
+        if self.host_calls > self.max_host_calls {
+            self.interrupt = Some(Interrupt::HostCalls);
+            return Err(wasmtime::Error::new(Interrupt::HostCalls));
+        }
+        Ok(())
+    }
+
+    fn push_trace(&mut self, level: &str, message: String) {
+        if self.trace.len() < TRACE_LINES {
+            self.trace.push(TraceLine { level: level.to_string(), message });
+        } else {
+            self.dropped_lines += 1;
+        }
+    }
+}
+
+impl wit::weir::plugin::types::Host for HostState {}
+
+impl wit::weir::plugin::log::Host for HostState {
+    fn write(&mut self, level: wit::Level, message: String) {
+        let level = match level {
+            wit::Level::Trace => "trace",
+            wit::Level::Debug => "debug",
+            wit::Level::Info => "info",
+            wit::Level::Warn => "warn",
+            wit::Level::Error => "error",
+        };
+        // Over the host-call budget the line is dropped; the epoch check ends the call.
+        if self.count_host_call().is_ok() {
+            self.push_trace(level, message);
+        }
+    }
+}
+
+/// Record imports, routed to the caller's [`RecordHost`]. Over the host-call
+/// budget every call fails, and the guest is stopped at its next epoch check.
+impl wit::weir::plugin::records::Host for HostState {
+    fn get(&mut self, table: String, id: String) -> Result<Entity, RecordError> {
+        self.count_host_call().map_err(|_| too_many())?;
+        self.records.get(&table, &id)
+    }
+    fn query(&mut self, table: String, filter: String, top: u32) -> Result<Vec<Entity>, RecordError> {
+        self.count_host_call().map_err(|_| too_many())?;
+        self.records.query(&table, &filter, top)
+    }
+    fn create(&mut self, table: String, fields: Vec<Field>) -> Result<Entity, RecordError> {
+        self.count_host_call().map_err(|_| too_many())?;
+        self.records.create(&table, fields)
+    }
+    fn update(&mut self, table: String, id: String, fields: Vec<Field>) -> Result<Entity, RecordError> {
+        self.count_host_call().map_err(|_| too_many())?;
+        self.records.update(&table, &id, fields)
+    }
+    fn delete(&mut self, table: String, id: String) -> Result<(), RecordError> {
+        self.count_host_call().map_err(|_| too_many())?;
+        self.records.delete(&table, &id)
+    }
+}
+
+fn too_many() -> RecordError {
+    RecordError::Failed("too many host calls in one plug-in call".into())
+}
+
+/// Runtime settings.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// Where compiled components are cached (`None`: no disk cache).
+    pub cache_dir: Option<PathBuf>,
+    /// Concurrent instances the pooling allocator reserves per engine.
+    pub max_instances: u32,
+    /// Upper bound on any plug-in's memory (the pool's slot size).
+    pub max_memory_bytes: u64,
+    /// Wasm stack limit per call.
+    pub max_wasm_stack: usize,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            cache_dir: None,
+            max_instances: 100,
+            max_memory_bytes: 256 << 20,
+            max_wasm_stack: 512 << 10,
+        }
+    }
+}
+
+/// A plug-in version ready to run in one mode.
+pub struct Prepared {
+    pub world: World,
+    pre: InstancePre<HostState>,
+    /// Export indices of `weir:plugin/handler` (sync mode, when implemented).
+    handler: Option<wit::exports::weir::plugin::handler::GuestIndices>,
+    /// The typed `workflow` pre-instance (async mode, when implemented).
+    workflow: Option<wit_async::WorkflowPre<HostState>>,
+}
+
+impl std::fmt::Debug for Prepared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Prepared").field("world", &self.world).finish_non_exhaustive()
+    }
+}
+
+/// Owns the engine, the linkers, the compiled-component caches and the epoch ticker.
+pub struct Runtime {
+    engine: Engine,
+    sync_linker: Linker<HostState>,
+    async_linker: Linker<HostState>,
+    config: RuntimeConfig,
+    prepared: Mutex<HashMap<String, Arc<Prepared>>>,
+    stop_ticker: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.stop_ticker.store(true, Ordering::SeqCst);
+    }
+}
+
+fn engine_config(cfg: &RuntimeConfig) -> Config {
+    let mut pool = PoolingAllocationConfig::default();
+    let n = cfg.max_instances;
+    pool.total_component_instances(n)
+        .total_core_instances(n * 8)
+        .total_memories(n * 2)
+        .total_tables(n * 8)
+        .max_memory_size(cfg.max_memory_bytes as usize)
+        .total_stacks(n);
+    let mut config = Config::new();
+    config
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
+        .consume_fuel(true)
+        .epoch_interruption(true)
+        .max_wasm_stack(cfg.max_wasm_stack)
+        .async_stack_size(cfg.max_wasm_stack + (1 << 20))
+        .wasm_backtrace_max_frames(std::num::NonZeroUsize::new(32));
+    config
+}
+
+impl Runtime {
+    pub fn new(config: RuntimeConfig) -> anyhow::Result<Runtime> {
+        let engine = Engine::new(&engine_config(&config)).map_err(we)?;
+
+        // The same host functions twice: WASI's blocking flavour for sync calls,
+        // its async flavour for jobs (which yield to the executor).
+        let mut sync_linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut sync_linker).map_err(we)?;
+        wit::Hybrid::add_to_linker::<_, HasSelf<HostState>>(&mut sync_linker, |s| s).map_err(we)?;
+        let mut async_linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut async_linker).map_err(we)?;
+        wit::Hybrid::add_to_linker::<_, HasSelf<HostState>>(&mut async_linker, |s| s).map_err(we)?;
+
+        let stop_ticker = Arc::new(AtomicBool::new(false));
+        let (ticker_engine, stop) = (engine.clone(), stop_ticker.clone());
+        std::thread::Builder::new().name("weir-epoch".into()).spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(TICK);
+                ticker_engine.increment_epoch();
+            }
+        })?;
+
+        if let Some(dir) = &config.cache_dir {
+            std::fs::create_dir_all(dir)?;
+        }
+        Ok(Runtime {
+            engine,
+            sync_linker,
+            async_linker,
+            config,
+            prepared: Mutex::new(HashMap::new()),
+            stop_ticker,
+        })
+    }
+
+    /// Checks that `wasm` is a component implementing one of weir's worlds, and
+    /// says which. Compiles it (through the disk cache).
+    pub fn inspect(&self, wasm: &[u8]) -> Result<World, LoadError> {
+        Ok(self.prepare(wasm)?.world)
+    }
+
+    /// The hex SHA-256 of a component, its identity in caches.
+    pub fn digest(wasm: &[u8]) -> String {
+        hex::encode(Sha256::digest(wasm))
+    }
+
+    /// Compiles (or loads from cache) and links `wasm`, memoised by hash.
+    pub fn prepare(&self, wasm: &[u8]) -> Result<Arc<Prepared>, LoadError> {
+        let digest = Self::digest(wasm);
+        if let Some(p) = self.prepared.lock().map_err(poisoned)?.get(&digest) {
+            return Ok(p.clone());
+        }
+        check_header(wasm)?;
+        let component = self.compile(wasm, &digest)?;
+        let pre = self.sync_linker.instantiate_pre(&component).map_err(|e| LoadError::Imports(chain(&e)))?;
+        let handler = wit::exports::weir::plugin::handler::GuestIndices::new(&pre);
+        let runner = wit::exports::weir::plugin::runner::GuestIndices::new(&pre);
+        let world = match (&handler, &runner) {
+            (Ok(_), Ok(_)) => World::Hybrid,
+            (Ok(_), Err(_)) => World::Plugin,
+            (Err(_), Ok(_)) => World::Workflow,
+            (Err(h), Err(r)) => {
+                let exports = export_names(&self.engine, &component);
+                return Err(LoadError::NoWorld(format!(
+                    "it exports [{}] ({}; {})",
+                    exports.join(", "),
+                    chain(h),
+                    chain(r)
+                )));
+            }
+        };
+        let workflow = if world.serves_async() {
+            let pre = self.async_linker.instantiate_pre(&component).map_err(|e| LoadError::Imports(chain(&e)))?;
+            Some(wit_async::WorkflowPre::new(pre).map_err(|e| LoadError::NoWorld(chain(&e)))?)
+        } else {
+            None
+        };
+        let prepared = Arc::new(Prepared { world, pre, handler: handler.ok(), workflow });
+        self.prepared.lock().map_err(poisoned)?.insert(digest, prepared.clone());
+        Ok(prepared)
+    }
+
+    /// Compiles a component, or loads the artifact compiled earlier for this exact
+    /// engine configuration and wasmtime version.
+    fn compile(&self, wasm: &[u8], digest: &str) -> Result<Component, LoadError> {
+        let engine = &self.engine;
+        let Some(dir) = &self.config.cache_dir else {
+            return Component::new(engine, wasm).map_err(|e| LoadError::Invalid(chain(&e)));
+        };
+        let mut h = std::hash::DefaultHasher::new();
+        engine.precompile_compatibility_hash().hash(&mut h);
+        env!("CARGO_PKG_VERSION").hash(&mut h);
+        let path = dir.join(format!("{digest}-{:016x}.cwasm", h.finish()));
+        if path.is_file() {
+            // SAFETY: the file was written by `precompile_component` of an engine
+            // with the same compatibility hash, into weir's own cache directory.
+            if let Ok(c) = unsafe { Component::deserialize_file(engine, &path) } {
+                return Ok(c);
+            }
+        }
+        let bytes = engine.precompile_component(wasm).map_err(|e| LoadError::Invalid(chain(&e)))?;
+        // Write atomically; a failed cache write only costs a recompile next time.
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        if std::fs::write(&tmp, &bytes).is_ok() && std::fs::rename(&tmp, &path).is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        // SAFETY: `bytes` were just produced by `precompile_component` on this engine.
+        unsafe { Component::deserialize(engine, &bytes) }.map_err(|e| LoadError::Invalid(chain(&e)))
+    }
+
+    fn new_store(&self, records: Box<dyn RecordHost>, limits: &Limits) -> (Store<HostState>, MemoryOutputPipe, MemoryOutputPipe) {
+        let stdout = MemoryOutputPipe::new(OUTPUT_CAPACITY);
+        let stderr = MemoryOutputPipe::new(OUTPUT_CAPACITY);
+        // Deny by default: no preopened directories, no environment, no
+        // arguments, no network, empty stdin.
+        let wasi = WasiCtx::builder().stdout(stdout.clone()).stderr(stderr.clone()).build();
+        let state = HostState {
+            wasi,
+            table: ResourceTable::new(),
+            limiter: MemoryLimiter { max_bytes: limits.memory_bytes as usize, hit: false },
+            records,
+            trace: Vec::new(),
+            dropped_lines: 0,
+            host_calls: 0,
+            max_host_calls: limits.max_host_calls,
+            interrupt: None,
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        (store, stdout, stderr)
+    }
+
+    /// Runs a sync plug-in's `execute`. Blocks; never panics on guest behaviour.
+    pub fn call_sync(&self, prepared: &Prepared, ctx: &Context, records: Box<dyn RecordHost>, limits: &Limits) -> (Result<Outcome, CallError>, CallStats) {
+        let started = Instant::now();
+        let Some(indices) = &prepared.handler else {
+            return (Err(CallError::Host(format!("a {} plug-in cannot run as a sync step", prepared.world.as_str()))), CallStats::default());
+        };
+        let (mut store, stdout, stderr) = self.new_store(records, limits);
+        let fuel = limits.fuel.unwrap_or(u64::MAX);
+        let _ = store.set_fuel(fuel);
+        let remaining = limits.deadline.saturating_duration_since(started);
+        store.epoch_deadline_trap();
+        store.set_epoch_deadline(ticks(remaining));
+        let result = (|| -> wasmtime::Result<Result<Outcome, PluginError>> {
+            let instance = prepared.pre.instantiate(&mut store)?;
+            let guest = indices.load(&mut store, &instance)?;
+            guest.call_execute(&mut store, ctx)
+        })();
+        let fuel_used = fuel.saturating_sub(store.get_fuel().unwrap_or(0));
+        let result = match result {
+            Ok(Ok(outcome)) => Ok(outcome),
+            Ok(Err(PluginError::Rejected(m))) => Err(CallError::Rejected(m)),
+            Ok(Err(PluginError::Failed(m))) => Err(CallError::Failed(m)),
+            Err(e) => Err(classify(e, &store, limits, fuel, &stderr)),
+        };
+        let stats = finish(store, stdout, stderr, fuel_used, started);
+        (result, stats)
+    }
+
+    /// Runs a workflow's `run` as a job attempt: yields to the executor every
+    /// tick, stops at `limits.deadline` or when `cancel` is set.
+    pub async fn call_async(&self, prepared: &Prepared, ctx: &Context, state: Option<Vec<u8>>, records: Box<dyn RecordHost>, limits: &Limits, cancel: CancelFlag) -> (Result<Step, CallError>, CallStats) {
+        let started = Instant::now();
+        let Some(pre) = &prepared.workflow else {
+            return (Err(CallError::Host(format!("a {} plug-in cannot run as an async step", prepared.world.as_str()))), CallStats::default());
+        };
+        let (mut store, stdout, stderr) = self.new_store(records, limits);
+        let fuel = limits.fuel.unwrap_or(u64::MAX);
+        let _ = store.set_fuel(fuel);
+        let deadline = limits.deadline;
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |store| {
+            let cause = if cancel.is_canceled() {
+                Some(Interrupt::Canceled)
+            } else if Instant::now() >= deadline {
+                Some(Interrupt::Deadline)
+            } else if store.data().interrupt == Some(Interrupt::HostCalls) {
+                Some(Interrupt::HostCalls)
+            } else {
+                None
+            };
+            match cause {
+                Some(cause) => Err(wasmtime::Error::new(cause)),
+                None => Ok(UpdateDeadline::Yield(1)),
+            }
+        });
+        let result = async {
+            let workflow = pre.instantiate_async(&mut store).await?;
+            workflow.weir_plugin_runner().call_run(&mut store, ctx, state.as_deref()).await
+        }
+        .await;
+        let fuel_used = fuel.saturating_sub(store.get_fuel().unwrap_or(0));
+        let result = match result {
+            Ok(Ok(step)) => Ok(step_from_async(step)),
+            Ok(Err(wit_async::WorkflowError::Transient(m))) => Err(CallError::Transient(m)),
+            Ok(Err(wit_async::WorkflowError::Permanent(m))) => Err(CallError::Permanent(m)),
+            Err(e) => Err(classify(e, &store, limits, fuel, &stderr)),
+        };
+        let stats = finish(store, stdout, stderr, fuel_used, started);
+        (result, stats)
+    }
+}
+
+/// The async bindings have their own copy of the exported types; one `Step` for callers.
+fn step_from_async(step: wit_async::Step) -> Step {
+    match step {
+        wit_async::Step::Done(result) => Step::Done(result),
+        wit_async::Step::WaitUntil(w) => Step::WaitUntil(wit::WaitUntil { at: w.at, state: w.state }),
+        wit_async::Step::WaitFor(w) => Step::WaitFor(wit::WaitFor {
+            table: w.table,
+            id: w.id,
+            condition: w.condition,
+            timeout_ms: w.timeout_ms,
+            state: w.state,
+        }),
+    }
+}
+
+fn we(e: wasmtime::Error) -> anyhow::Error {
+    anyhow::anyhow!("{e:#}")
+}
+
+fn poisoned<T>(_: T) -> LoadError {
+    LoadError::Invalid("internal lock poisoned by an earlier panic".into())
+}
+
+fn ticks(d: Duration) -> u64 {
+    (d.as_millis() as u64).div_ceil(TICK.as_millis() as u64).max(1)
+}
+
+fn chain(e: &wasmtime::Error) -> String {
+    format!("{e:#}")
+}
+
+fn check_header(wasm: &[u8]) -> Result<(), LoadError> {
+    if wasm.len() < 8 || &wasm[0..4] != b"\0asm" {
+        return Err(LoadError::NotWasm("the file does not start with the wasm magic bytes \\0asm".into()));
+    }
+    // Bytes 4..8: version + layer. Core modules are layer 0, components layer 1.
+    if wasm[6..8] == [0, 0] {
+        return Err(LoadError::CoreModule);
+    }
+    Ok(())
+}
+
+fn export_names(engine: &Engine, component: &Component) -> Vec<String> {
+    component.component_type().exports(engine).map(|(name, _)| name.to_string()).collect()
+}
+
+/// Turns a wasmtime error into the typed error a person can act on.
+fn classify(e: wasmtime::Error, store: &Store<HostState>, limits: &Limits, fuel: u64, stderr: &MemoryOutputPipe) -> CallError {
+    let data = store.data();
+    if data.limiter.hit {
+        return CallError::MemoryLimit { limit_bytes: limits.memory_bytes };
+    }
+    if let Some(i) = e.downcast_ref::<Interrupt>().copied().or(data.interrupt) {
+        return match i {
+            Interrupt::Deadline => CallError::TimedOut { ms: limits.budget_ms },
+            Interrupt::Canceled => CallError::Canceled,
+            Interrupt::HostCalls => CallError::Host(format!("made more than {} host calls in one call", limits.max_host_calls)),
+        };
+    }
+    let wasm_backtrace = e.downcast_ref::<WasmBacktrace>();
+    let backtrace = wasm_backtrace.map(|b| format!("{b}"));
+    match e.downcast_ref::<Trap>() {
+        Some(Trap::OutOfFuel) => CallError::OutOfFuel { fuel },
+        Some(Trap::Interrupt) => CallError::TimedOut { ms: limits.budget_ms },
+        Some(Trap::StackOverflow) => CallError::StackOverflow,
+        // Languages compiled through LLVM keep a shadow stack in linear memory
+        // below their data; running it out shows as an out-of-bounds access deep
+        // inside one recursing function.
+        Some(Trap::MemoryOutOfBounds) if wasm_backtrace.is_some_and(runaway_recursion) => CallError::StackOverflow,
+        Some(trap) => {
+            let err_text = String::from_utf8_lossy(&stderr.contents()).trim().to_string();
+            let panic = err_text.lines().find(|l| l.contains("panicked at")).map(|_| err_text.clone());
+            let message = match panic {
+                Some(p) => format!("the plug-in panicked ({trap}): {}", last_lines(&p, 3)),
+                None => trap.to_string(),
+            };
+            CallError::Trap { message, backtrace }
+        }
+        None => CallError::Trap { message: chain(&e), backtrace },
+    }
+}
+
+/// True when the backtrace is full (as deep as recorded) of one function.
+fn runaway_recursion(bt: &WasmBacktrace) -> bool {
+    let frames = bt.frames();
+    frames.len() >= 16 && {
+        let top = frames[0].func_index();
+        frames.iter().filter(|f| f.func_index() == top).count() >= frames.len() - 1
+    }
+}
+
+fn last_lines(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join(" | ")
+}
+
+fn finish(store: Store<HostState>, stdout: MemoryOutputPipe, stderr: MemoryOutputPipe, fuel_used: u64, started: Instant) -> CallStats {
+    let state = store.into_data();
+    let mut trace = state.trace;
+    for (level, pipe) in [("stdout", stdout), ("stderr", stderr)] {
+        for line in String::from_utf8_lossy(&pipe.contents()).lines() {
+            if trace.len() < TRACE_LINES && !line.is_empty() {
+                trace.push(TraceLine { level: level.into(), message: line.to_string() });
+            }
+        }
+    }
+    if state.dropped_lines > 0 {
+        trace.push(TraceLine { level: "warn".into(), message: format!("{} more trace lines were dropped", state.dropped_lines) });
+    }
+    CallStats { trace, fuel_used, duration: started.elapsed(), host_calls: state.host_calls }
+}

@@ -1,0 +1,172 @@
+//! The store: weir's SQLite database.
+//!
+//! Owns the connection settings (WAL, busy timeout, foreign keys), the schema
+//! migrations, and the SQL of weir's own catalog tables (`weir_plugins`,
+//! `weir_tables`, `weir_steps`, `weir_users`). Other modules talk to SQLite only
+//! through the functions here and in `records`/`jobs`, which are the narrow
+//! interface a PostgreSQL backend will implement next.
+//!
+//! It knows nothing of plug-ins' behaviour, the pipeline or workers.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::error::{Error, Result};
+use crate::time::now_ms;
+
+/// Schema migrations, applied in order; `PRAGMA user_version` counts the applied ones.
+const MIGRATIONS: &[&str] = &[
+    // 1: catalog, plug-ins, steps, users, jobs.
+    "CREATE TABLE weir_plugins (
+        name TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        world TEXT NOT NULL,
+        sha256 TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        wasm BLOB NOT NULL,
+        created_at INTEGER NOT NULL,
+        PRIMARY KEY (name, version)
+    );
+    CREATE TABLE weir_tables (
+        name TEXT PRIMARY KEY,
+        columns TEXT NOT NULL,
+        created_at INTEGER NOT NULL
+    );
+    CREATE TABLE weir_steps (
+        name TEXT PRIMARY KEY,
+        spec TEXT NOT NULL,
+        enabled INTEGER NOT NULL DEFAULT 1,
+        created_at INTEGER NOT NULL
+    );
+    CREATE TABLE weir_users (
+        name TEXT PRIMARY KEY,
+        active INTEGER NOT NULL DEFAULT 1,
+        created_at INTEGER NOT NULL
+    );
+    INSERT INTO weir_users (name, active, created_at) VALUES ('system', 1, 0);",
+];
+
+/// The database file and how to connect to it.
+#[derive(Debug, Clone)]
+pub struct Db {
+    path: PathBuf,
+}
+
+impl Db {
+    /// Opens (creating if needed) the database at `path` and applies migrations.
+    pub fn open(path: impl AsRef<Path>) -> Result<Db> {
+        let db = Db { path: path.as_ref().to_path_buf() };
+        let mut conn = db.connect()?;
+        // WAL is a property of the file: set once here.
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        migrate(&mut conn)?;
+        Ok(db)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// A new connection with weir's settings.
+    pub fn connect(&self) -> Result<Connection> {
+        let conn = Connection::open(&self.path).map_err(|e| {
+            Error::Internal(format!("cannot open the database {}: {e}", self.path.display()))
+        })?;
+        conn.busy_timeout(Duration::from_secs(10))?;
+        // NORMAL in WAL mode: a committed transaction survives a process crash
+        // (kill -9); only an OS crash or power loss may lose the last commits.
+        let sync = std::env::var("WEIR_SYNCHRONOUS").unwrap_or_else(|_| "NORMAL".into());
+        conn.pragma_update(None, "synchronous", if sync.eq_ignore_ascii_case("full") { "FULL" } else { "NORMAL" })?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.set_prepared_statement_cache_capacity(256);
+        Ok(conn)
+    }
+}
+
+fn migrate(conn: &mut Connection) -> Result<()> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let applied: usize = tx.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))? as usize;
+    if applied > MIGRATIONS.len() {
+        return Err(Error::Internal(format!(
+            "the database has schema version {applied}, newer than this weir ({}); upgrade weir",
+            MIGRATIONS.len()
+        )));
+    }
+    for sql in &MIGRATIONS[applied..] {
+        tx.execute_batch(sql)?;
+    }
+    tx.pragma_update(None, "user_version", MIGRATIONS.len() as i64)?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// A stored plug-in version (without its bytes).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PluginRow {
+    pub name: String,
+    pub version: i64,
+    pub world: String,
+    pub sha256: String,
+    pub size: i64,
+    pub created_at: String,
+}
+
+/// Stores a new version of plug-in `name`; returns its version number.
+pub fn insert_plugin(conn: &Connection, name: &str, world: &str, sha256: &str, wasm: &[u8]) -> Result<i64> {
+    let version: i64 = conn.query_row(
+        "SELECT COALESCE(MAX(version), 0) + 1 FROM weir_plugins WHERE name = ?1",
+        [name],
+        |r| r.get(0),
+    )?;
+    conn.execute(
+        "INSERT INTO weir_plugins (name, version, world, sha256, size, wasm, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![name, version, world, sha256, wasm.len() as i64, wasm, now_ms()],
+    )?;
+    Ok(version)
+}
+
+/// Every plug-in version, newest version of each name last.
+pub fn list_plugins(conn: &Connection) -> Result<Vec<PluginRow>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT name, version, world, sha256, size, created_at FROM weir_plugins ORDER BY name, version",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok(PluginRow {
+            name: r.get(0)?,
+            version: r.get(1)?,
+            world: r.get(2)?,
+            sha256: r.get(3)?,
+            size: r.get(4)?,
+            created_at: crate::time::to_rfc3339(r.get(5)?),
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// A plug-in version's world and bytes: the given version, or the newest.
+pub fn load_plugin(conn: &Connection, name: &str, version: Option<i64>) -> Result<Option<(i64, String, Vec<u8>)>> {
+    let row = match version {
+        Some(v) => conn
+            .prepare_cached("SELECT version, world, wasm FROM weir_plugins WHERE name = ?1 AND version = ?2")?
+            .query_row(params![name, v], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .optional()?,
+        None => conn
+            .prepare_cached(
+                "SELECT version, world, wasm FROM weir_plugins WHERE name = ?1 ORDER BY version DESC LIMIT 1",
+            )?
+            .query_row(params![name], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .optional()?,
+    };
+    Ok(row)
+}
+
+/// The newest version number and world of plug-in `name`.
+pub fn plugin_head(conn: &Connection, name: &str) -> Result<Option<(i64, String)>> {
+    Ok(conn
+        .prepare_cached("SELECT version, world FROM weir_plugins WHERE name = ?1 ORDER BY version DESC LIMIT 1")?
+        .query_row([name], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?)
+}

@@ -1,0 +1,31 @@
+//! Time helpers: weir stores instants as milliseconds since the Unix epoch (UTC)
+//! and shows them as RFC 3339.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+
+/// Now, in milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    Utc::now().timestamp_millis()
+}
+
+/// RFC 3339 with milliseconds, UTC (`2026-11-22T14:00:00.000Z`).
+pub fn to_rfc3339(ms: i64) -> String {
+    DateTime::<Utc>::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true))
+        .unwrap_or_else(|| ms.to_string())
+}
+
+/// Parses RFC 3339 into milliseconds since the epoch.
+pub fn parse_rfc3339(s: &str) -> Option<i64> {
+    DateTime::parse_from_rfc3339(s).ok().map(|t| t.timestamp_millis())
+}
+
+/// Parses a time for the CLI: RFC 3339, or `+DURATION` from now (`+10m`, `+2h 30m`).
+pub fn parse_when(s: &str) -> Result<i64, String> {
+    if let Some(rest) = s.strip_prefix('+') {
+        let d = humantime::parse_duration(rest.trim())
+            .map_err(|e| format!("bad duration {rest:?}: {e} (try +30s, +10m, +2h)"))?;
+        return Ok(now_ms() + d.as_millis() as i64);
+    }
+    parse_rfc3339(s).ok_or_else(|| format!("bad time {s:?}: use RFC 3339 (2026-11-22T15:00:00Z) or +DURATION (+10m)"))
+}

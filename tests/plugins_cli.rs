@@ -1,0 +1,73 @@
+//! `weir plugin add|list` through the real binary: the example guests load with
+//! their worlds; bad files are refused with exit 1, a reason, and nothing stored.
+
+mod common;
+use common::{Env, path};
+
+const ALL: &[(&str, &str)] = &[
+    ("credit-check", "plugin"),
+    ("set-defaults", "plugin"),
+    ("audit-trail", "plugin"),
+    ("ping-pong", "plugin"),
+    ("spin-forever", "hybrid"),
+    ("memory-hog", "hybrid"),
+    ("deep-recursion", "hybrid"),
+    ("panicker", "hybrid"),
+];
+
+#[test]
+fn example_guests_load_and_list_with_their_world() {
+    let env = Env::new();
+    for (name, world) in ALL {
+        let f = env.example_file(name);
+        let out = env.run(&["plugin", "add", name, path(&f), "--json"]).ok().json();
+        assert_eq!(out["world"], *world, "{name}");
+        assert_eq!(out["version"], 1);
+    }
+    let list = env.run(&["plugin", "list", "--json"]).ok().json();
+    let list = list.as_array().unwrap();
+    assert_eq!(list.len(), ALL.len());
+    // Re-adding makes a new version.
+    let f = env.example_file("credit-check");
+    let out = env.run(&["plugin", "add", "credit-check", path(&f)]).ok();
+    assert!(out.stdout.contains("version 2"), "{}", out.stdout);
+    let text = env.run(&["plugin", "list"]).ok().stdout;
+    assert!(text.contains("credit-check") && text.contains("hybrid"), "{text}");
+    // The compiled artifact was cached on disk.
+    let cache = env.dir.path().join("weir.db.cache");
+    assert!(std::fs::read_dir(cache).unwrap().count() >= ALL.len());
+}
+
+#[test]
+fn bad_files_are_refused_and_nothing_is_stored() {
+    let env = Env::new();
+    let random: Vec<u8> = (0..4096u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("random", random, "not a wasm component"),
+        // A valid core module (the empty module).
+        ("core", b"\0asm\x01\0\0\0".to_vec(), "not a component"),
+        // A valid component that implements no weir world.
+        ("empty", b"\0asm\x0d\0\x01\0".to_vec(), "none of weir's worlds"),
+        ("empty-file", vec![], "not a wasm component"),
+    ];
+    for (name, bytes, why) in cases {
+        let f = env.write(&format!("{name}.wasm"), &bytes);
+        let out = env.run(&["plugin", "add", name, path(&f)]).fails();
+        assert!(out.stderr.contains(why), "{name}: {}", out.stderr);
+        assert!(out.stderr.contains(name), "the error names the plug-in: {}", out.stderr);
+        assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
+    }
+    let missing = env.run(&["plugin", "add", "x", "/nonexistent/file.wasm"]).fails();
+    assert!(missing.stderr.contains("cannot read /nonexistent/file.wasm"), "{}", missing.stderr);
+    let bad_name = env.run(&["plugin", "add", "Bad Name", path(&env.example_file("notify"))]).fails();
+    assert!(bad_name.stderr.contains("bad plug-in name"), "{}", bad_name.stderr);
+    let list = env.run(&["plugin", "list", "--json"]).ok().json();
+    assert_eq!(list.as_array().unwrap().len(), 0, "nothing was stored");
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let env = Env::new();
+    assert_eq!(env.run(&["plugin", "frobnicate"]).code, 2);
+    assert_eq!(env.run(&["plugin", "add"]).code, 2);
+}
