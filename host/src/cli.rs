@@ -8,6 +8,8 @@ use clap::{Parser, Subcommand};
 
 use crate::Weir;
 use crate::error::{Error, Result};
+use crate::steps::{Grant, MessageKind, ModeKind, StageKind, Step};
+use crate::store::records::OrderBy;
 
 #[derive(Parser, Debug)]
 #[command(name = "weir", version, about = "A WebAssembly plug-in host: records, an event pipeline and a durable job queue")]
@@ -27,6 +29,15 @@ pub enum Command {
     /// Plug-ins: wasm components implementing a weir world.
     #[command(subcommand)]
     Plugin(PluginCmd),
+    /// Tables: declared columns and their types.
+    #[command(subcommand)]
+    Table(TableCmd),
+    /// Steps: which plug-in runs on which operation.
+    #[command(subcommand)]
+    Step(StepCmd),
+    /// Records: create, update, delete (through the pipeline), get, query.
+    #[command(subcommand)]
+    Record(RecordCmd),
     /// Loads the example plug-ins and runs weir's story end to end.
     Demo,
 }
@@ -47,6 +58,103 @@ pub enum PluginCmd {
     },
 }
 
+#[derive(Subcommand, Debug)]
+pub enum TableCmd {
+    /// Declares a table: `--column NAME:TYPE`, TYPE text|integer|decimal|boolean|timestamp|json|ref:TABLE.
+    Create {
+        name: String,
+        #[arg(long = "column", value_name = "COL:TYPE")]
+        columns: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Lists tables and their columns.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+pub struct StepAdd {
+    name: String,
+    #[arg(long)]
+    plugin: String,
+    #[arg(long, value_enum)]
+    message: Option<MessageKind>,
+    #[arg(long)]
+    table: Option<String>,
+    #[arg(long, value_enum)]
+    stage: Option<StageKind>,
+    #[arg(long, value_enum, default_value = "sync")]
+    mode: ModeKind,
+    /// Order within the stage (lower runs first).
+    #[arg(long, default_value_t = 1)]
+    rank: i64,
+    /// Update steps fire only when one of these columns changed.
+    #[arg(long, value_delimiter = ',', value_name = "COL,...")]
+    filter: Vec<String>,
+    /// Trigger condition on the target, e.g. `amount gt 1000`.
+    #[arg(long, value_name = "EXPR")]
+    when: Option<String>,
+    /// Configuration passed to the plug-in (JSON).
+    #[arg(long, value_name = "JSON")]
+    config: Option<String>,
+    #[arg(long)]
+    pre_image: bool,
+    #[arg(long)]
+    post_image: bool,
+    #[arg(long)]
+    fuel: Option<u64>,
+    #[arg(long)]
+    timeout_ms: Option<u64>,
+    #[arg(long)]
+    max_attempts: Option<u32>,
+    #[arg(long)]
+    backoff_ms: Option<u64>,
+    /// `TABLE:read` or `TABLE:write`; repeatable.
+    #[arg(long = "grant", value_name = "TABLE:ACCESS")]
+    grants: Vec<String>,
+    /// Cron expression with seconds, for a scheduled workflow.
+    #[arg(long, value_name = "CRON")]
+    schedule: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum StepCmd {
+    /// Registers a step.
+    Add(StepAdd),
+    /// Lists steps.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    Enable { name: String },
+    Disable { name: String },
+    Remove { name: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RecordCmd {
+    /// Creates a record from a JSON object; prints it with its id.
+    Create { table: String, json: String },
+    /// Changes the given columns of a record.
+    Update { table: String, id: String, json: String },
+    Delete { table: String, id: String },
+    Get { table: String, id: String },
+    /// Prints a JSON array of the records matching --filter.
+    Query {
+        table: String,
+        #[arg(long, value_name = "EXPR")]
+        filter: Option<String>,
+        #[arg(long)]
+        top: Option<usize>,
+        /// Sort: `COL` or `COL desc`, comma-separated.
+        #[arg(long, value_name = "COL [asc|desc],...")]
+        orderby: Option<String>,
+    },
+}
+
 /// Runs the CLI; returns the process exit code.
 pub fn main() -> i32 {
     let cli = match Cli::try_parse() {
@@ -61,6 +169,9 @@ pub fn main() -> i32 {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("error: {e}");
+            for line in crate::pipeline::trace_of(&e) {
+                eprintln!("  [{}] {}", line.level, line.message);
+            }
             1
         }
     }
@@ -79,7 +190,159 @@ fn run(cli: Cli) -> Result<()> {
             plugin(&weir, cmd)
         }
         Command::Demo => crate::demo::run(&cli.db),
+        Command::Table(cmd) => table(&Weir::open(&cli.db)?, cmd),
+        Command::Step(cmd) => step(&Weir::open(&cli.db)?, cmd),
+        Command::Record(cmd) => record(&Weir::open(&cli.db)?, &cli.user, cmd),
     }
+}
+
+fn table(weir: &Weir, cmd: TableCmd) -> Result<()> {
+    match cmd {
+        TableCmd::Create { name, columns, json } => {
+            let mut cols = Vec::new();
+            for c in &columns {
+                let (n, t) = c.split_once(':').ok_or_else(|| Error::invalid(format!("bad --column {c:?}: write NAME:TYPE, e.g. amount:decimal")))?;
+                cols.push((n, t));
+            }
+            let def = weir.create_table(&name, &cols)?;
+            if json {
+                print_json(&def);
+            } else {
+                println!("created table {} ({} columns)", def.name, def.columns.len());
+            }
+        }
+        TableCmd::List { json } => {
+            let tables = weir.list_tables()?;
+            if json {
+                print_json(&tables);
+            } else {
+                for t in tables {
+                    let cols: Vec<String> = t.columns.iter().map(|c| format!("{}:{}", c.name, c.ty)).collect();
+                    println!("{:<20} {}", t.name, cols.join(" "));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn parse_json(what: &str, s: &str) -> Result<serde_json::Value> {
+    serde_json::from_str(s).map_err(|e| Error::invalid(format!("{what} is not valid JSON: {e}")))
+}
+
+fn step(weir: &Weir, cmd: StepCmd) -> Result<()> {
+    match cmd {
+        StepCmd::Add(a) => {
+            let config = match &a.config {
+                Some(c) => parse_json("--config", c)?,
+                None => serde_json::Value::Null,
+            };
+            let grants = a.grants.iter().map(|g| Grant::parse(g)).collect::<Result<Vec<_>>>()?;
+            let step = Step {
+                name: a.name.clone(),
+                plugin: a.plugin,
+                message: a.message,
+                table: a.table,
+                stage: a.stage,
+                mode: if a.schedule.is_some() { ModeKind::Async } else { a.mode },
+                rank: a.rank,
+                filter: a.filter,
+                when: a.when,
+                config,
+                pre_image: a.pre_image,
+                post_image: a.post_image,
+                fuel: a.fuel,
+                timeout_ms: a.timeout_ms,
+                max_attempts: a.max_attempts,
+                backoff_ms: a.backoff_ms,
+                grants,
+                schedule: a.schedule,
+                enabled: true,
+            };
+            weir.add_step(&step)?;
+            println!("added step {}", a.name);
+        }
+        StepCmd::List { json } => {
+            let steps = weir.list_steps()?;
+            if json {
+                print_json(&steps);
+            } else {
+                println!("{:<20} {:<16} {:<8} {:<14} {:<15} {:<5} {:>4}  {}", "NAME", "PLUGIN", "MESSAGE", "TABLE", "STAGE", "MODE", "RANK", "ENABLED");
+                for s in steps {
+                    println!(
+                        "{:<20} {:<16} {:<8} {:<14} {:<15} {:<5} {:>4}  {}",
+                        s.name,
+                        s.plugin,
+                        s.message.map_or("-", |m| m.as_str()),
+                        s.table.as_deref().or(s.schedule.as_deref()).unwrap_or("-"),
+                        s.stage.map_or("-", |m| m.as_str()),
+                        s.mode.as_str(),
+                        s.rank,
+                        if s.enabled { "yes" } else { "no" }
+                    );
+                }
+            }
+        }
+        StepCmd::Enable { name } => {
+            weir.set_step_enabled(&name, true)?;
+            println!("enabled step {name}");
+        }
+        StepCmd::Disable { name } => {
+            weir.set_step_enabled(&name, false)?;
+            println!("disabled step {name}");
+        }
+        StepCmd::Remove { name } => {
+            weir.remove_step(&name)?;
+            println!("removed step {name}");
+        }
+    }
+    Ok(())
+}
+
+/// Parses `col`, `col desc`, `a asc, b desc`.
+pub fn parse_orderby(s: &str) -> Result<Vec<OrderBy>> {
+    s.split(',')
+        .filter(|p| !p.trim().is_empty())
+        .map(|part| {
+            let mut words = part.split_whitespace();
+            let field = words.next().unwrap_or_default().to_string();
+            let descending = match words.next() {
+                None | Some("asc") => false,
+                Some("desc") => true,
+                Some(w) => return Err(Error::invalid(format!("bad order {part:?}: {w:?} is not asc or desc"))),
+            };
+            if words.next().is_some() {
+                return Err(Error::invalid(format!("bad order {part:?}: write COL [asc|desc]")));
+            }
+            Ok(OrderBy { field, descending })
+        })
+        .collect()
+}
+
+fn record(weir: &Weir, user: &str, cmd: RecordCmd) -> Result<()> {
+    let p = weir.pipeline();
+    match cmd {
+        RecordCmd::Create { table, json } => {
+            let rec = p.create(user, &table, &parse_json("the record", &json)?)?;
+            print_json(&rec.to_json());
+        }
+        RecordCmd::Update { table, id, json } => {
+            let rec = p.update(user, &table, &id, &parse_json("the change", &json)?)?;
+            print_json(&rec.to_json());
+        }
+        RecordCmd::Delete { table, id } => {
+            p.delete(user, &table, &id)?;
+            println!("deleted {table} {id}");
+        }
+        RecordCmd::Get { table, id } => print_json(&p.get(&table, &id)?.to_json()),
+        RecordCmd::Query { table, filter, top, orderby } => {
+            let order = parse_orderby(orderby.as_deref().unwrap_or(""))?;
+            let rows = p.query(&table, filter.as_deref(), &order, top)?;
+            let json: Vec<serde_json::Value> = rows.iter().map(|r| r.to_json()).collect();
+            print_json(&json);
+        }
+    }
+    Ok(())
 }
 
 fn plugin(weir: &Weir, cmd: PluginCmd) -> Result<()> {

@@ -1,16 +1,171 @@
-//! `weir demo`: loads the example plug-ins and walks through weir's story.
+//! `weir demo`: loads the example plug-ins into the database and walks through
+//! weir's story, printing what happens at each step. Safe to run again on the
+//! same database: what exists is reused.
 
 use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
 
 use crate::Weir;
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::runtime::wit::{Context, Entity, Message, Mode, Stage};
+use crate::runtime::{Limits, NoRecords};
+use crate::steps::{Grant, MessageKind, ModeKind, StageKind, Step};
 
 pub fn run(db: &Path) -> Result<()> {
     let weir = Weir::open(db)?;
+    println!("weir demo on {}\n", db.display());
+
+    println!("1. Loading the example plug-ins");
+    let known = weir.list_plugins()?;
     for name in crate::examples::names() {
         let wasm = crate::examples::wasm(name).unwrap_or_default();
-        let row = weir.add_plugin(name, wasm)?;
-        println!("loaded {name} v{} ({})", row.version, row.world);
+        let digest = crate::runtime::Runtime::digest(wasm);
+        match known.iter().find(|p| p.name == name && p.sha256 == digest) {
+            Some(p) => println!("   {name:<15} v{} ({}), already loaded", p.version, p.world),
+            None => {
+                let p = weir.add_plugin(name, wasm)?;
+                println!("   {name:<15} v{} ({}), {} bytes", p.version, p.world, p.size);
+            }
+        }
+    }
+
+    println!("\n2. The sandbox: each misbehaving guest ends with its own typed error");
+    for name in ["spin-forever", "memory-hog", "deep-recursion", "panicker"] {
+        let started = Instant::now();
+        let outcome = sandbox_call(&weir, name)?;
+        println!("   {name:<15} -> {outcome} ({} ms)", started.elapsed().as_millis());
+    }
+
+    println!("\n3. The credit-check story (reference/000): a sync plug-in inside the transaction");
+    setup_tables(&weir)?;
+    let p = weir.pipeline();
+    let account = p.create("system", "account", &json!({"name": "Contoso", "creditlimit": 1000}))?;
+    println!("   account Contoso, credit limit 1000: {}", account.id);
+    let audits_before = p.query("audit", None, &[], None)?.len();
+    match p.create("system", "opportunity", &json!({"name": "Big deal", "amount": 5000, "customer": account.id})) {
+        Err(e) => println!("   opportunity of 5000 -> rejected: {e}"),
+        Ok(r) => println!("   opportunity of 5000 -> unexpectedly accepted: {}", r.id),
+    }
+    let audits_after_reject = p.query("audit", None, &[], None)?.len();
+    println!("   audit rows written by the rejected operation: {}", audits_after_reject - audits_before);
+    let opp = p.create("system", "opportunity", &json!({"name": "Small deal", "amount": 500, "customer": account.id}))?;
+    let audits = p.query("audit", Some(&format!("recordid eq '{}'", opp.id)), &[], None)?;
+    println!(
+        "   opportunity of 500  -> accepted: {}, priority {} (set-defaults), {} audit row (audit-trail)",
+        opp.id,
+        opp.get("priority").map(crate::values::to_json).unwrap_or_default(),
+        audits.len()
+    );
+
+    println!("\n4. The depth guard: ping-pong updates the record it is triggered by");
+    let before = opp.get("counter").cloned();
+    match p.update("system", "opportunity", &opp.id, &json!({"counter": 1})) {
+        Err(e) => println!("   update -> {e}"),
+        Ok(_) => println!("   update -> unexpectedly succeeded"),
+    }
+    let after = p.get("opportunity", &opp.id)?;
+    println!("   counter kept its old value: {:?}", after.get("counter") == before.as_ref());
+    println!("\ndone.");
+    Ok(())
+}
+
+/// Runs a misbehaving example once as a sync call with demo limits.
+fn sandbox_call(weir: &Weir, name: &str) -> Result<String> {
+    let prepared = weir.pipeline().with_conn(|conn| {
+        let (version, _) = weir.plugins().head(conn, name)?;
+        weir.plugins().prepared(conn, name, version)
+    })?;
+    let ctx = Context {
+        message: Message::Create,
+        table: "demo".into(),
+        stage: Stage::PreOperation,
+        mode: Mode::Sync,
+        depth: 1,
+        user: "system".into(),
+        correlation_id: "demo".into(),
+        target: Entity { table: "demo".into(), id: "demo".into(), fields: vec![] },
+        pre_image: None,
+        post_image: None,
+        config: "null".into(),
+        input: "null".into(),
+        attempt: 1,
+        wake: None,
+    };
+    let limits = Limits {
+        fuel: Some(200_000_000),
+        deadline: Instant::now() + Duration::from_secs(2),
+        budget_ms: 2000,
+        memory_bytes: 32 << 20,
+        max_host_calls: 1000,
+    };
+    let (r, _) = weir.plugins().runtime().call_sync(&prepared, &ctx, Box::new(NoRecords), &limits);
+    Ok(match r {
+        Ok(_) => "succeeded".into(),
+        Err(e) => format!("{}: {}", e.code(), first_line(&e.to_string())),
+    })
+}
+
+fn first_line(s: &str) -> String {
+    s.lines().next().unwrap_or_default().chars().take(140).collect()
+}
+
+fn sync_step(name: &str, plugin: &str, message: MessageKind, table: &str, stage: StageKind) -> Step {
+    Step {
+        name: name.into(),
+        plugin: plugin.into(),
+        message: Some(message),
+        table: Some(table.into()),
+        stage: Some(stage),
+        mode: ModeKind::Sync,
+        rank: 1,
+        filter: vec![],
+        when: None,
+        config: serde_json::Value::Null,
+        pre_image: false,
+        post_image: false,
+        fuel: None,
+        timeout_ms: None,
+        max_attempts: None,
+        backoff_ms: None,
+        grants: vec![],
+        schedule: None,
+        enabled: true,
+    }
+}
+
+/// Creates the demo's tables and steps unless they exist.
+fn setup_tables(weir: &Weir) -> Result<()> {
+    let tables: Vec<String> = weir.list_tables()?.into_iter().map(|t| t.name).collect();
+    let want: &[(&str, &[(&str, &str)])] = &[
+        ("account", &[("name", "text"), ("creditlimit", "decimal")]),
+        (
+            "opportunity",
+            &[("name", "text"), ("amount", "decimal"), ("customer", "ref:account"), ("priority", "text"), ("stage", "text"), ("counter", "integer")],
+        ),
+        ("audit", &[("entity", "text"), ("recordid", "text"), ("action", "text")]),
+    ];
+    for (name, cols) in want {
+        if !tables.iter().any(|t| t == name) {
+            weir.create_table(name, cols)?;
+        }
+    }
+    let existing: Vec<String> = weir.list_steps()?.into_iter().map(|s| s.name).collect();
+    let grant = |t: &str, w: &str| Grant::parse(&format!("{t}:{w}"));
+    let mut steps = vec![
+        Step { rank: 0, ..sync_step("demo-defaults", "set-defaults", MessageKind::Create, "opportunity", StageKind::PreOperation) },
+        Step { grants: vec![grant("account", "read")?], ..sync_step("demo-credit", "credit-check", MessageKind::Create, "opportunity", StageKind::PreOperation) },
+        Step { grants: vec![grant("audit", "write")?], ..sync_step("demo-audit", "audit-trail", MessageKind::Create, "opportunity", StageKind::PostOperation) },
+        Step {
+            grants: vec![grant("opportunity", "write")?],
+            filter: vec!["counter".into()],
+            ..sync_step("demo-ping-pong", "ping-pong", MessageKind::Update, "opportunity", StageKind::PostOperation)
+        },
+    ];
+    steps.retain(|s| !existing.contains(&s.name));
+    for s in &steps {
+        weir.add_step(s).map_err(|e| Error::Internal(format!("demo step {}: {e}", s.name)))?;
     }
     Ok(())
 }

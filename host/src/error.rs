@@ -15,7 +15,7 @@ pub enum Error {
     /// A plug-in rejected or failed the operation; it was rolled back.
     /// The message is `<plugin>: <message>`.
     #[error("{plugin}: {message}")]
-    Plugin { plugin: String, step: String, code: String, message: String },
+    Plugin { plugin: String, step: String, code: String, message: String, trace: Vec<crate::runtime::TraceLine> },
     /// The operation chain went deeper than the limit; rolled back.
     #[error("{0}")]
     DepthLimit(String),

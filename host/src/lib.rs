@@ -6,16 +6,26 @@
 //! * [`store`]: owns the SQLite database — connection, migrations, the catalog of
 //!   tables, records and plug-in binaries. The only module that writes SQL for them.
 //! * [`plugins`]: the plug-in registry — versions, worlds, loading into the runtime.
+//! * [`values`]: column types and typed values (JSON and SQL forms).
+//! * [`filter`]: the filter language EXPR — parser, evaluator, SQL compiler.
+//! * [`steps`]: step registrations and their rules.
+//! * [`pipeline`]: runs every record operation through its steps, in one transaction.
+//! * [`jobs`]: the durable system-job queue.
 //! * [`examples`]: the example plug-ins built from `guest-examples/`.
-//! * [`cli`]: the `weir` command line.
+//! * [`cli`]: the `weir` command line; [`demo`]: `weir demo`.
 
 pub mod cli;
 pub mod error;
 pub mod examples;
+pub mod filter;
+pub mod jobs;
+pub mod pipeline;
 pub mod plugins;
 pub mod runtime;
+pub mod steps;
 pub mod store;
 pub mod time;
+pub mod values;
 
 pub use error::Error;
 pub mod demo;
@@ -24,27 +34,39 @@ use std::path::Path;
 use std::sync::Arc;
 
 use error::Result;
+use pipeline::{Pipeline, Settings};
 use plugins::Plugins;
 use runtime::{Runtime, RuntimeConfig};
+use steps::Step;
+use store::records::{self, Column, TableDef};
 use store::{Db, PluginRow};
+use values::ColType;
 
-/// A weir instance: the database, the runtime and the registry, wired together.
+/// A weir instance: the database, the runtime, the registry and the pipeline,
+/// wired together. The CLI and the HTTP API are thin layers over it.
 pub struct Weir {
     db: Db,
     plugins: Arc<Plugins>,
+    pipeline: Arc<Pipeline>,
 }
 
 impl Weir {
     /// Opens the database at `path` (creating it), with compiled components cached
     /// in `<path>.cache/`.
     pub fn open(path: impl AsRef<Path>) -> Result<Weir> {
+        Self::open_with(path, Settings::default())
+    }
+
+    pub fn open_with(path: impl AsRef<Path>, settings: Settings) -> Result<Weir> {
         let path = path.as_ref();
         let db = Db::open(path)?;
         let mut cache = path.as_os_str().to_owned();
         cache.push(".cache");
         let config = RuntimeConfig { cache_dir: Some(cache.into()), ..RuntimeConfig::default() };
         let runtime = Runtime::new(config).map_err(|e| Error::Internal(format!("cannot start the wasm runtime: {e:#}")))?;
-        Ok(Weir { db, plugins: Arc::new(Plugins::new(Arc::new(runtime))) })
+        let plugins = Arc::new(Plugins::new(Arc::new(runtime)));
+        let pipeline = Arc::new(Pipeline::new(db.clone(), plugins.clone(), settings));
+        Ok(Weir { db, plugins, pipeline })
     }
 
     pub fn db(&self) -> &Db {
@@ -55,13 +77,45 @@ impl Weir {
         &self.plugins
     }
 
+    pub fn pipeline(&self) -> &Arc<Pipeline> {
+        &self.pipeline
+    }
+
     /// Validates and stores a component as the next version of plug-in `name`.
     pub fn add_plugin(&self, name: &str, wasm: &[u8]) -> Result<PluginRow> {
-        let conn = self.db.connect()?;
-        self.plugins.add(&conn, name, wasm)
+        self.pipeline.with_conn(|conn| self.plugins.add(conn, name, wasm))
     }
 
     pub fn list_plugins(&self) -> Result<Vec<PluginRow>> {
-        store::list_plugins(&self.db.connect()?)
+        self.pipeline.with_conn(store::list_plugins)
+    }
+
+    /// Declares a table: `columns` as `(name, type)` with types as in the CLI.
+    pub fn create_table(&self, name: &str, columns: &[(&str, &str)]) -> Result<TableDef> {
+        let cols = columns
+            .iter()
+            .map(|(n, t)| Ok(Column { name: n.to_string(), ty: ColType::parse(t).map_err(Error::Invalid)? }))
+            .collect::<Result<Vec<_>>>()?;
+        self.pipeline.with_conn(|conn| records::create_table(conn, name, &cols))
+    }
+
+    pub fn list_tables(&self) -> Result<Vec<TableDef>> {
+        self.pipeline.with_conn(records::list_tables)
+    }
+
+    pub fn add_step(&self, step: &Step) -> Result<()> {
+        self.pipeline.with_conn(|conn| steps::add(conn, &self.plugins, step))
+    }
+
+    pub fn list_steps(&self) -> Result<Vec<Step>> {
+        self.pipeline.with_conn(steps::list)
+    }
+
+    pub fn set_step_enabled(&self, name: &str, enabled: bool) -> Result<()> {
+        self.pipeline.with_conn(|conn| steps::set_enabled(conn, name, enabled))
+    }
+
+    pub fn remove_step(&self, name: &str) -> Result<()> {
+        self.pipeline.with_conn(|conn| steps::remove(conn, name))
     }
 }

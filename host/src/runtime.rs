@@ -45,16 +45,16 @@ pub mod wit {
         additional_derives: [PartialEq],
     });
 
-    pub use exports::weir::plugin::handler::{Outcome, PluginError};
-    pub use exports::weir::plugin::runner::{Step, WaitFor, WaitUntil, WorkflowError};
-    pub use weir::plugin::log::Level;
-    pub use weir::plugin::records::RecordError;
-    pub use weir::plugin::types::{Context, Entity, Field, Message, Mode, Stage, Value, WakeReason};
+    pub use self::exports::weir::plugin::handler::{Outcome, PluginError};
+    pub use self::exports::weir::plugin::runner::{Step, WaitFor, WaitUntil, WorkflowError};
+    pub use self::weir::plugin::log::Level;
+    pub use self::weir::plugin::records::RecordError;
+    pub use self::weir::plugin::types::{Context, Entity, Field, Message, Mode, Stage, Value, WakeReason};
 }
 
 /// Bindings of the `workflow` world with async calls (system jobs).
 mod wit_async {
-    pub use exports::weir::plugin::runner::{Step, WorkflowError};
+    pub use self::exports::weir::plugin::runner::{Step, WorkflowError};
     wasmtime::component::bindgen!({
         path: "../wit",
         world: "workflow",
@@ -747,10 +747,8 @@ fn classify(e: wasmtime::Error, store: &Store<HostState>, limits: &Limits, fuel:
         // inside one recursing function.
         Some(Trap::MemoryOutOfBounds) if wasm_backtrace.is_some_and(runaway_recursion) => CallError::StackOverflow,
         Some(trap) => {
-            let err_text = String::from_utf8_lossy(&stderr.contents()).trim().to_string();
-            let panic = err_text.lines().find(|l| l.contains("panicked at")).map(|_| err_text.clone());
-            let message = match panic {
-                Some(p) => format!("the plug-in panicked ({trap}): {}", last_lines(&p, 3)),
+            let message = match panic_message(&String::from_utf8_lossy(&stderr.contents())) {
+                Some(p) => format!("the plug-in panicked {p}"),
                 None => trap.to_string(),
             };
             CallError::Trap { message, backtrace }
@@ -768,9 +766,13 @@ fn runaway_recursion(bt: &WasmBacktrace) -> bool {
     }
 }
 
-fn last_lines(s: &str, n: usize) -> String {
-    let lines: Vec<&str> = s.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join(" | ")
+/// "at src/lib.rs:24:9: the message" from a Rust guest's panic output on stderr.
+fn panic_message(stderr: &str) -> Option<String> {
+    let mut lines = stderr.lines();
+    let head = lines.find(|l| l.contains("panicked at "))?;
+    let location = head.split("panicked at ").nth(1).unwrap_or_default().trim_end_matches(':');
+    let message: Vec<&str> = lines.take_while(|l| !l.starts_with("note: ")).collect();
+    Some(format!("at {location}: {}", message.join(" ").trim()))
 }
 
 fn finish(store: Store<HostState>, stdout: MemoryOutputPipe, stderr: MemoryOutputPipe, fuel_used: u64, started: Instant) -> CallStats {

@@ -11,6 +11,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub mod records;
+
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::error::{Error, Result};
@@ -45,7 +47,41 @@ const MIGRATIONS: &[&str] = &[
         active INTEGER NOT NULL DEFAULT 1,
         created_at INTEGER NOT NULL
     );
-    INSERT INTO weir_users (name, active, created_at) VALUES ('system', 1, 0);",
+    INSERT INTO weir_users (name, active, created_at) VALUES ('system', 1, 0);
+    CREATE TABLE weir_jobs (
+        id TEXT PRIMARY KEY,
+        kind TEXT NOT NULL,
+        step TEXT,
+        plugin TEXT NOT NULL,
+        plugin_version INTEGER NOT NULL,
+        owner TEXT NOT NULL,
+        correlation_id TEXT NOT NULL,
+        statecode INTEGER NOT NULL,
+        statuscode INTEGER NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        max_attempts INTEGER NOT NULL,
+        backoff_ms INTEGER NOT NULL,
+        timeout_ms INTEGER NOT NULL,
+        fuel INTEGER,
+        context TEXT NOT NULL,
+        grants TEXT NOT NULL,
+        state BLOB,
+        wait TEXT,
+        created_at INTEGER NOT NULL,
+        started_at INTEGER,
+        completed_at INTEGER,
+        duration_ms INTEGER,
+        postpone_until INTEGER,
+        lease_owner TEXT,
+        lease_until INTEGER,
+        error_code TEXT,
+        error_message TEXT,
+        trace TEXT,
+        result TEXT,
+        callback_url TEXT
+    );
+    CREATE INDEX weir_jobs_due ON weir_jobs (statecode, postpone_until);
+    CREATE INDEX weir_jobs_correlation ON weir_jobs (correlation_id);",
 ];
 
 /// The database file and how to connect to it.

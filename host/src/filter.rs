@@ -1,0 +1,547 @@
+//! The filter language EXPR, used everywhere a condition is written: `weir record
+//! query --filter`, HTTP `$filter`, step `--when` trigger conditions, `wait-for`
+//! conditions and `weir jobs list --filter`.
+//!
+//! OData-style: comparisons `FIELD op LITERAL` with `eq ne gt ge lt le`,
+//! combined with `and`, `or`, `not` and parentheses. Literals: 'strings' (a quote
+//! doubled inside: 'O''Brien'), numbers, `true`, `false`, `null`.
+//!
+//! This module owns parsing (with errors that point at the position), evaluation
+//! against in-memory values, and compilation to parameterised SQL: field names
+//! are resolved by the caller to trusted column expressions and every literal is
+//! a bound parameter, never pasted into the SQL text.
+
+use std::fmt;
+
+/// A comparison operator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Eq,
+    Ne,
+    Gt,
+    Ge,
+    Lt,
+    Le,
+}
+
+impl Op {
+    fn sql(self) -> &'static str {
+        match self {
+            Op::Eq => "=",
+            Op::Ne => "<>",
+            Op::Gt => ">",
+            Op::Ge => ">=",
+            Op::Lt => "<",
+            Op::Le => "<=",
+        }
+    }
+}
+
+/// A literal value in an expression.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Literal {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(String),
+}
+
+/// A parsed expression.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Expr {
+    Cmp { field: String, op: Op, value: Literal, pos: usize },
+    And(Box<Expr>, Box<Expr>),
+    Or(Box<Expr>, Box<Expr>),
+    Not(Box<Expr>),
+}
+
+/// A bad expression: what is wrong and where (0-based character offset).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub struct FilterError {
+    pub pos: usize,
+    pub message: String,
+    pub input: String,
+}
+
+impl fmt::Display for FilterError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "bad filter at position {}: {}\n  {}\n  {}^", self.pos + 1, self.message, self.input, " ".repeat(self.pos))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Tok {
+    Ident(String),
+    Lit(Literal),
+    LParen,
+    RParen,
+}
+
+/// Longest accepted expression, in bytes.
+pub const MAX_LEN: usize = 4096;
+/// Deepest accepted nesting of parentheses and `not`.
+const MAX_DEPTH: usize = 64;
+
+struct Parser<'a> {
+    input: &'a str,
+    toks: Vec<(Tok, usize)>,
+    at: usize,
+    depth: usize,
+}
+
+/// Parses an expression.
+pub fn parse(input: &str) -> Result<Expr, FilterError> {
+    let err = |pos: usize, message: String| FilterError { pos, message, input: input.to_string() };
+    if input.len() > MAX_LEN {
+        return Err(err(0, format!("the expression is longer than {MAX_LEN} bytes")));
+    }
+    let toks = lex(input).map_err(|(pos, m)| err(pos, m))?;
+    if toks.is_empty() {
+        return Err(err(0, "the expression is empty".into()));
+    }
+    let mut p = Parser { input, toks, at: 0, depth: 0 };
+    let e = p.or()?;
+    if let Some((t, pos)) = p.toks.get(p.at) {
+        return Err(p.err(*pos, format!("expected `and`, `or` or the end, found {}", describe(t))));
+    }
+    Ok(e)
+}
+
+fn describe(t: &Tok) -> String {
+    match t {
+        Tok::Ident(s) => format!("`{s}`"),
+        Tok::Lit(Literal::Str(s)) => format!("'{s}'"),
+        Tok::Lit(l) => format!("{l:?}").to_lowercase(),
+        Tok::LParen => "`(`".into(),
+        Tok::RParen => "`)`".into(),
+    }
+}
+
+/// Character offset of a byte offset, for error carets.
+fn char_pos(input: &str, byte: usize) -> usize {
+    input[..byte.min(input.len())].chars().count()
+}
+
+fn lex(input: &str) -> Result<Vec<(Tok, usize)>, (usize, String)> {
+    let mut toks = Vec::new();
+    let bytes = input.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let c = bytes[i];
+        let start = i;
+        let cpos = char_pos(input, start);
+        match c {
+            b' ' | b'\t' | b'\n' | b'\r' => i += 1,
+            b'(' => {
+                toks.push((Tok::LParen, cpos));
+                i += 1
+            }
+            b')' => {
+                toks.push((Tok::RParen, cpos));
+                i += 1
+            }
+            b'\'' => {
+                let mut s = String::new();
+                i += 1;
+                loop {
+                    match input[i..].find('\'') {
+                        None => return Err((cpos, "unterminated string: add the closing '".into())),
+                        Some(off) => {
+                            s.push_str(&input[i..i + off]);
+                            i += off + 1;
+                            if bytes.get(i) == Some(&b'\'') {
+                                s.push('\'');
+                                i += 1;
+                            } else {
+                                break;
+                            }
+                        }
+                    }
+                }
+                toks.push((Tok::Lit(Literal::Str(s)), cpos));
+            }
+            b'-' | b'0'..=b'9' => {
+                i += 1;
+                while i < bytes.len() && (bytes[i].is_ascii_digit() || matches!(bytes[i], b'.' | b'e' | b'E' | b'+' | b'-')) {
+                    // a sign only right after an exponent marker
+                    if matches!(bytes[i], b'+' | b'-') && !matches!(bytes[i - 1], b'e' | b'E') {
+                        break;
+                    }
+                    i += 1;
+                }
+                let text = &input[start..i];
+                let lit = if let Ok(n) = text.parse::<i64>() {
+                    Literal::Int(n)
+                } else if let Ok(f) = text.parse::<f64>().map_err(|_| ()).and_then(|f| if f.is_finite() { Ok(f) } else { Err(()) }) {
+                    Literal::Float(f)
+                } else {
+                    return Err((cpos, format!("bad number `{text}`")));
+                };
+                toks.push((Tok::Lit(lit), cpos));
+            }
+            c if c.is_ascii_alphabetic() || c == b'_' => {
+                while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_' || bytes[i] == b'-') {
+                    i += 1;
+                }
+                let word = &input[start..i];
+                let tok = match word {
+                    "true" => Tok::Lit(Literal::Bool(true)),
+                    "false" => Tok::Lit(Literal::Bool(false)),
+                    "null" => Tok::Lit(Literal::Null),
+                    _ => Tok::Ident(word.to_string()),
+                };
+                toks.push((tok, cpos));
+            }
+            _ => {
+                let ch = input[start..].chars().next().unwrap_or('?');
+                return Err((cpos, format!("unexpected character `{ch}` (strings are written in single quotes)")));
+            }
+        }
+    }
+    Ok(toks)
+}
+
+impl Parser<'_> {
+    fn err(&self, pos: usize, message: String) -> FilterError {
+        FilterError { pos, message, input: self.input.to_string() }
+    }
+
+    fn end_pos(&self) -> usize {
+        self.input.chars().count()
+    }
+
+    fn keyword(&mut self, kw: &str) -> bool {
+        if let Some((Tok::Ident(w), _)) = self.toks.get(self.at) {
+            if w == kw {
+                self.at += 1;
+                return true;
+            }
+        }
+        false
+    }
+
+    fn or(&mut self) -> Result<Expr, FilterError> {
+        let mut left = self.and()?;
+        while self.keyword("or") {
+            let right = self.and()?;
+            left = Expr::Or(Box::new(left), Box::new(right));
+        }
+        Ok(left)
+    }
+
+    fn and(&mut self) -> Result<Expr, FilterError> {
+        let mut left = self.unary()?;
+        while self.keyword("and") {
+            let right = self.unary()?;
+            left = Expr::And(Box::new(left), Box::new(right));
+        }
+        Ok(left)
+    }
+
+    fn unary(&mut self) -> Result<Expr, FilterError> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            let pos = self.toks.get(self.at).map_or(self.end_pos(), |t| t.1);
+            return Err(self.err(pos, format!("nested deeper than {MAX_DEPTH} levels")));
+        }
+        let e = if self.keyword("not") {
+            Expr::Not(Box::new(self.unary()?))
+        } else {
+            self.primary()?
+        };
+        self.depth -= 1;
+        Ok(e)
+    }
+
+    fn primary(&mut self) -> Result<Expr, FilterError> {
+        let Some((tok, pos)) = self.toks.get(self.at).cloned() else {
+            return Err(self.err(self.end_pos(), "expected a comparison such as `amount gt 100`, found the end".into()));
+        };
+        self.at += 1;
+        match tok {
+            Tok::LParen => {
+                let e = self.or()?;
+                match self.toks.get(self.at) {
+                    Some((Tok::RParen, _)) => {
+                        self.at += 1;
+                        Ok(e)
+                    }
+                    Some((t, p)) => Err(self.err(*p, format!("expected `)`, found {}", describe(t)))),
+                    None => Err(self.err(self.end_pos(), "expected `)`, found the end".into())),
+                }
+            }
+            Tok::Ident(field) if !matches!(field.as_str(), "and" | "or" | "not" | "eq" | "ne" | "gt" | "ge" | "lt" | "le") => {
+                let op = match self.toks.get(self.at) {
+                    Some((Tok::Ident(o), p)) => {
+                        let op = match o.as_str() {
+                            "eq" => Op::Eq,
+                            "ne" => Op::Ne,
+                            "gt" => Op::Gt,
+                            "ge" => Op::Ge,
+                            "lt" => Op::Lt,
+                            "le" => Op::Le,
+                            _ => return Err(self.err(*p, format!("expected an operator (eq ne gt ge lt le), found `{o}`"))),
+                        };
+                        self.at += 1;
+                        op
+                    }
+                    Some((t, p)) => return Err(self.err(*p, format!("expected an operator (eq ne gt ge lt le) after `{field}`, found {}", describe(t)))),
+                    None => return Err(self.err(self.end_pos(), format!("expected an operator (eq ne gt ge lt le) after `{field}`, found the end"))),
+                };
+                let value = match self.toks.get(self.at) {
+                    Some((Tok::Lit(l), _)) => {
+                        self.at += 1;
+                        l.clone()
+                    }
+                    Some((t, p)) => return Err(self.err(*p, format!("expected a value ('text', a number, true, false or null), found {}", describe(t)))),
+                    None => return Err(self.err(self.end_pos(), "expected a value ('text', a number, true, false or null), found the end".into())),
+                };
+                if value == Literal::Null && !matches!(op, Op::Eq | Op::Ne) {
+                    return Err(self.err(pos, "null can only be compared with eq or ne".into()));
+                }
+                Ok(Expr::Cmp { field, op, value, pos })
+            }
+            t => Err(self.err(pos, format!("expected a field name or `(`, found {}", describe(&t)))),
+        }
+    }
+}
+
+impl Expr {
+    /// Every field the expression names, with its position.
+    pub fn fields(&self) -> Vec<(&str, usize)> {
+        let mut out = Vec::new();
+        self.walk(&mut |e| {
+            if let Expr::Cmp { field, pos, .. } = e {
+                out.push((field.as_str(), *pos));
+            }
+        });
+        out
+    }
+
+    fn walk<'a>(&'a self, f: &mut impl FnMut(&'a Expr)) {
+        f(self);
+        match self {
+            Expr::And(a, b) | Expr::Or(a, b) => {
+                a.walk(f);
+                b.walk(f);
+            }
+            Expr::Not(a) => a.walk(f),
+            Expr::Cmp { .. } => {}
+        }
+    }
+}
+
+/// A value a field holds, for in-memory evaluation.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Scalar {
+    Null,
+    Bool(bool),
+    Num(f64),
+    Str(String),
+}
+
+/// How a field's literal must be converted before comparing (from the column type).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Text,
+    Number,
+    Bool,
+    /// Stored as milliseconds since the epoch; literals are RFC 3339 strings or numbers.
+    Time,
+}
+
+/// Converts a literal for comparison with a field of `kind`, or says why not.
+fn coerce(lit: &Literal, kind: Kind, field: &str) -> Result<Scalar, String> {
+    Ok(match (lit, kind) {
+        (Literal::Null, _) => Scalar::Null,
+        (Literal::Str(s), Kind::Text) => Scalar::Str(s.clone()),
+        (Literal::Int(n), Kind::Number | Kind::Time) => Scalar::Num(*n as f64),
+        (Literal::Float(f), Kind::Number) => Scalar::Num(*f),
+        (Literal::Bool(b), Kind::Bool) => Scalar::Bool(*b),
+        (Literal::Str(s), Kind::Time) => match crate::time::parse_rfc3339(s) {
+            Some(ms) => Scalar::Num(ms as f64),
+            None => return Err(format!("`{field}` is a timestamp: compare it with an RFC 3339 time such as '2026-01-31T12:00:00Z'")),
+        },
+        (_, Kind::Text) => return Err(format!("`{field}` is text: compare it with a 'quoted string'")),
+        (_, Kind::Number) => return Err(format!("`{field}` is a number: compare it with a number")),
+        (_, Kind::Bool) => return Err(format!("`{field}` is a boolean: compare it with true or false")),
+        (_, Kind::Time) => return Err(format!("`{field}` is a timestamp: compare it with an RFC 3339 time")),
+    })
+}
+
+/// Checks names and types against a schema (`resolve` gives a field's kind).
+pub fn check(expr: &Expr, input: &str, resolve: &dyn Fn(&str) -> Option<Kind>) -> Result<(), FilterError> {
+    let mut result = Ok(());
+    expr.walk(&mut |e| {
+        if result.is_err() {
+            return;
+        }
+        if let Expr::Cmp { field, value, pos, .. } = e {
+            result = match resolve(field) {
+                None => Err(FilterError { pos: *pos, message: format!("unknown field `{field}`"), input: input.to_string() }),
+                Some(kind) => coerce(value, kind, field).map(|_| ()).map_err(|m| FilterError { pos: *pos, message: m, input: input.to_string() }),
+            };
+        }
+    });
+    result
+}
+
+/// Evaluates against in-memory values (`get` gives a field's kind and value).
+/// Comparisons with null follow SQL: only `eq null`/`ne null` are true or false.
+pub fn eval(expr: &Expr, get: &dyn Fn(&str) -> Option<(Kind, Scalar)>) -> bool {
+    match expr {
+        Expr::And(a, b) => eval(a, get) && eval(b, get),
+        Expr::Or(a, b) => eval(a, get) || eval(b, get),
+        Expr::Not(a) => !eval(a, get),
+        Expr::Cmp { field, op, value, .. } => {
+            let Some((kind, have)) = get(field) else { return false };
+            let Ok(want) = coerce(value, kind, field) else { return false };
+            match (&have, &want) {
+                (Scalar::Null, Scalar::Null) => *op == Op::Eq,
+                (_, Scalar::Null) => *op == Op::Ne,
+                (Scalar::Null, _) => false,
+                _ => {
+                    let ord = match (&have, &want) {
+                        (Scalar::Num(a), Scalar::Num(b)) => a.partial_cmp(b),
+                        (Scalar::Str(a), Scalar::Str(b)) => Some(a.cmp(b)),
+                        (Scalar::Bool(a), Scalar::Bool(b)) => Some(a.cmp(b)),
+                        _ => None,
+                    };
+                    let Some(ord) = ord else { return false };
+                    use std::cmp::Ordering::*;
+                    match op {
+                        Op::Eq => ord == Equal,
+                        Op::Ne => ord != Equal,
+                        Op::Gt => ord == Greater,
+                        Op::Ge => ord != Less,
+                        Op::Lt => ord == Less,
+                        Op::Le => ord != Greater,
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A SQL parameter produced by [`to_sql`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum SqlParam {
+    Int(i64),
+    Real(f64),
+    Text(String),
+}
+
+impl rusqlite::ToSql for SqlParam {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        Ok(match self {
+            SqlParam::Int(i) => rusqlite::types::ToSqlOutput::from(*i),
+            SqlParam::Real(f) => rusqlite::types::ToSqlOutput::from(*f),
+            SqlParam::Text(s) => rusqlite::types::ToSqlOutput::from(s.as_str()),
+        })
+    }
+}
+
+/// Compiles to a SQL condition with `?` placeholders. `resolve` maps a field to a
+/// trusted SQL column expression and its kind; unknown fields are an error.
+pub fn to_sql(expr: &Expr, input: &str, resolve: &dyn Fn(&str) -> Option<(String, Kind)>) -> Result<(String, Vec<SqlParam>), FilterError> {
+    let mut params = Vec::new();
+    let sql = sql_of(expr, input, resolve, &mut params)?;
+    Ok((sql, params))
+}
+
+fn sql_of(expr: &Expr, input: &str, resolve: &dyn Fn(&str) -> Option<(String, Kind)>, params: &mut Vec<SqlParam>) -> Result<String, FilterError> {
+    Ok(match expr {
+        Expr::And(a, b) => format!("({} AND {})", sql_of(a, input, resolve, params)?, sql_of(b, input, resolve, params)?),
+        Expr::Or(a, b) => format!("({} OR {})", sql_of(a, input, resolve, params)?, sql_of(b, input, resolve, params)?),
+        Expr::Not(a) => format!("(NOT {})", sql_of(a, input, resolve, params)?),
+        Expr::Cmp { field, op, value, pos } => {
+            let err = |message: String| FilterError { pos: *pos, message, input: input.to_string() };
+            let (column, kind) = resolve(field).ok_or_else(|| err(format!("unknown field `{field}`")))?;
+            match coerce(value, kind, field).map_err(err)? {
+                Scalar::Null if *op == Op::Eq => format!("({column} IS NULL)"),
+                Scalar::Null => format!("({column} IS NOT NULL)"),
+                Scalar::Bool(b) => {
+                    params.push(SqlParam::Int(b as i64));
+                    format!("({column} {} ?)", op.sql())
+                }
+                Scalar::Num(n) => {
+                    params.push(if n.fract() == 0.0 && n.abs() < 9e15 { SqlParam::Int(n as i64) } else { SqlParam::Real(n) });
+                    format!("({column} {} ?)", op.sql())
+                }
+                Scalar::Str(s) => {
+                    params.push(SqlParam::Text(s));
+                    format!("({column} {} ?)", op.sql())
+                }
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kinds(f: &str) -> Option<(String, Kind)> {
+        match f {
+            "amount" => Some(("\"amount\"".into(), Kind::Number)),
+            "name" => Some(("\"name\"".into(), Kind::Text)),
+            "ok" => Some(("\"ok\"".into(), Kind::Bool)),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn parses_precedence_and_compiles_to_parameters() {
+        let e = parse("amount gt 100 and not (name eq 'O''Brien' or ok eq true)").unwrap();
+        let (sql, params) = to_sql(&e, "", &kinds).unwrap();
+        assert_eq!(sql, "((\"amount\" > ?) AND (NOT ((\"name\" = ?) OR (\"ok\" = ?))))");
+        assert_eq!(params, vec![SqlParam::Int(100), SqlParam::Text("O'Brien".into()), SqlParam::Int(1)]);
+        let e = parse("a eq 1 or b eq 2 and c eq 3").unwrap();
+        assert!(matches!(e, Expr::Or(_, _)), "and binds tighter than or");
+    }
+
+    #[test]
+    fn errors_point_at_the_position() {
+        let e = parse("amount gx 5").unwrap_err();
+        assert_eq!(e.pos, 7);
+        assert!(e.to_string().contains("expected an operator"), "{e}");
+        assert!(e.to_string().contains("\n  amount gx 5\n         ^"), "{e}");
+        assert_eq!(parse("name eq 'abc").unwrap_err().pos, 8);
+        assert_eq!(parse("(amount eq 1").unwrap_err().pos, 12);
+        assert_eq!(parse("amount eq").unwrap_err().pos, 9);
+        assert_eq!(parse("amount eq 1 name").unwrap_err().pos, 12);
+        assert!(parse("").is_err());
+        assert!(parse("amount gt null").is_err());
+        assert!(parse("x eq 1; DROP TABLE t").unwrap_err().message.contains("unexpected character `;`"));
+        let deep = format!("{}a eq 1{}", "(".repeat(100), ")".repeat(100));
+        assert!(parse(&deep).unwrap_err().message.contains("nested deeper"));
+    }
+
+    #[test]
+    fn unknown_fields_and_type_mismatches_are_errors() {
+        let e = parse("nope eq 1").unwrap();
+        assert!(to_sql(&e, "nope eq 1", &kinds).unwrap_err().message.contains("unknown field `nope`"));
+        let e = parse("amount eq 'x'").unwrap();
+        assert!(to_sql(&e, "", &kinds).unwrap_err().message.contains("is a number"));
+    }
+
+    #[test]
+    fn evaluates_like_sql() {
+        let get = |f: &str| -> Option<(Kind, Scalar)> {
+            match f {
+                "amount" => Some((Kind::Number, Scalar::Num(150.0))),
+                "name" => Some((Kind::Text, Scalar::Null)),
+                "ok" => Some((Kind::Bool, Scalar::Bool(true))),
+                _ => None,
+            }
+        };
+        let t = |s: &str| eval(&parse(s).unwrap(), &get);
+        assert!(t("amount gt 100 and ok eq true"));
+        assert!(!t("amount le 100"));
+        assert!(t("name eq null"));
+        assert!(!t("name eq 'x'"));
+        assert!(t("not (amount lt 100)"));
+        assert!(t("amount ge 150.0 or zzz eq 1"));
+    }
+}

@@ -1,0 +1,623 @@
+//! The event pipeline: every Create, Update and Delete of a record goes through
+//! it (reference/000, Dataverse's event execution pipeline).
+//!
+//! For one operation, in order:
+//! 1. pre-validation steps, before the write transaction opens (read-only);
+//! 2. `BEGIN IMMEDIATE`; pre-operation steps, which may change the target's
+//!    fields (checked against the columns again);
+//! 3. the write;
+//! 4. post-operation sync steps, then the async steps' jobs, enqueued in the same
+//!    transaction;
+//! 5. `COMMIT`. Any error rolls everything back, jobs included; the caller sees
+//!    `<plugin>: <message>`.
+//!
+//! A plug-in's `records` calls run through this same pipeline, in the same
+//! transaction (a savepoint per nested operation), with depth + 1; past
+//! [`MAX_DEPTH`] the whole chain is stopped and rolled back. The operation has a
+//! time budget enforced with epochs; each call has its own fuel.
+//!
+//! Owns the orchestration only: SQL lives in [`crate::store`], job rows in
+//! [`crate::jobs`], wasm in [`crate::runtime`]. It never touches jobs after
+//! enqueueing them.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use rusqlite::Connection;
+use serde_json::Value as Json;
+
+use crate::error::{Error, Result};
+use crate::filter;
+use crate::jobs::{self, JobContext, NewJob};
+use crate::plugins::Plugins;
+use crate::runtime::wit::{Context, Entity, Field, Message, Mode, RecordError, Stage};
+use crate::runtime::{Limits, RecordHost, TraceLine};
+use crate::steps::{self, Access, Grant, MessageKind, ModeKind, StageKind, Step};
+use crate::store::Db;
+use crate::store::records::{self, OrderBy, Record, TableDef};
+use crate::values::{EntityDoc, Value};
+
+/// Operations deeper than this are stopped as probable infinite loops.
+pub const MAX_DEPTH: u32 = 8;
+
+/// Limits applied to sync plug-in calls.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Time budget of a whole operation, nested calls included.
+    pub op_budget: Duration,
+    /// Fuel per sync call unless the step sets `--fuel`.
+    pub default_fuel: u64,
+    /// Linear memory per instance.
+    pub memory_bytes: u64,
+    /// Host calls per plug-in call.
+    pub max_host_calls: u64,
+    /// Most records a query may return.
+    pub max_top: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            op_budget: Duration::from_secs(2),
+            default_fuel: 100_000_000,
+            memory_bytes: 64 << 20,
+            max_host_calls: 10_000,
+            max_top: 5000,
+        }
+    }
+}
+
+/// Runs operations through the steps registered on them.
+pub struct Pipeline {
+    db: Db,
+    plugins: Arc<Plugins>,
+    settings: Settings,
+    pool: Mutex<Vec<Connection>>,
+}
+
+/// One top-level operation and everything nested in it.
+struct Op {
+    conn: Mutex<Connection>,
+    user: String,
+    correlation_id: String,
+    deadline: Instant,
+    budget_ms: u64,
+    /// Set when the chain must fail whatever plug-ins do with the error (depth limit).
+    fatal: Mutex<Option<String>>,
+}
+
+/// What to do to a record.
+#[derive(Debug, Clone)]
+enum Input {
+    Create { id: String, fields: Vec<(String, Value)> },
+    Update { id: String, fields: Vec<(String, Value)> },
+    Delete { id: String },
+}
+
+impl Input {
+    fn message(&self) -> MessageKind {
+        match self {
+            Input::Create { .. } => MessageKind::Create,
+            Input::Update { .. } => MessageKind::Update,
+            Input::Delete { .. } => MessageKind::Delete,
+        }
+    }
+    fn id(&self) -> &str {
+        match self {
+            Input::Create { id, .. } | Input::Update { id, .. } | Input::Delete { id } => id,
+        }
+    }
+}
+
+/// Steps that do nothing (none registered, or no match) cost one query.
+impl Pipeline {
+    pub fn new(db: Db, plugins: Arc<Plugins>, settings: Settings) -> Pipeline {
+        Pipeline { db, plugins, settings, pool: Mutex::new(Vec::new()) }
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    fn checkout(&self) -> Result<Connection> {
+        match self.pool.lock().pop() {
+            Some(c) => Ok(c),
+            None => self.db.connect(),
+        }
+    }
+
+    fn checkin(&self, conn: Connection) {
+        if conn.is_autocommit() {
+            self.pool.lock().push(conn);
+        }
+    }
+
+    /// Runs `f` with a pooled connection (reads and catalog changes).
+    pub fn with_conn<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        let conn = self.checkout()?;
+        let r = f(&conn);
+        self.checkin(conn);
+        r
+    }
+
+    /// Creates a record from a JSON object of column values.
+    pub fn create(self: &Arc<Self>, user: &str, table: &str, json: &Json) -> Result<Record> {
+        self.top(user, table, 1, |def| {
+            Ok(Input::Create { id: uuid::Uuid::now_v7().to_string(), fields: def.parse_fields(json)? })
+        })
+        .and_then(|r| r.ok_or_else(|| Error::Internal("create returned no record".into())))
+    }
+
+    /// Changes the given columns of a record.
+    pub fn update(self: &Arc<Self>, user: &str, table: &str, id: &str, json: &Json) -> Result<Record> {
+        self.top(user, table, 1, |def| Ok(Input::Update { id: id.to_string(), fields: def.parse_fields(json)? }))
+            .and_then(|r| r.ok_or_else(|| Error::Internal("update returned no record".into())))
+    }
+
+    pub fn delete(self: &Arc<Self>, user: &str, table: &str, id: &str) -> Result<()> {
+        self.top(user, table, 1, |_| Ok(Input::Delete { id: id.to_string() })).map(|_| ())
+    }
+
+    pub fn get(&self, table: &str, id: &str) -> Result<Record> {
+        self.with_conn(|conn| {
+            let def = records::require_table(conn, table)?;
+            records::get(conn, &def, id)?.ok_or_else(|| records::not_found(&def, id))
+        })
+    }
+
+    /// Records of `table` matching `filter` (the filter language), at most `top`.
+    pub fn query(&self, table: &str, filter: Option<&str>, order: &[OrderBy], top: Option<usize>) -> Result<Vec<Record>> {
+        self.with_conn(|conn| {
+            let def = records::require_table(conn, table)?;
+            query_with(conn, &def, filter, order, top.unwrap_or(self.settings.max_top).min(self.settings.max_top))
+        })
+    }
+
+    /// A top-level operation: its own transaction, at `depth` (1 for callers,
+    /// the trigger's depth + 1 for async jobs' record calls).
+    fn top(self: &Arc<Self>, user: &str, table: &str, depth: u32, input: impl FnOnce(&TableDef) -> Result<Input>) -> Result<Option<Record>> {
+        let conn = self.checkout()?;
+        let parsed = records::require_table(&conn, table).and_then(|def| Ok((input(&def)?, def)));
+        let (input, def) = match parsed {
+            Ok(x) => x,
+            Err(e) => {
+                self.checkin(conn);
+                return Err(e);
+            }
+        };
+        let op = Arc::new(Op {
+            conn: Mutex::new(conn),
+            user: user.to_string(),
+            correlation_id: uuid::Uuid::now_v7().to_string(),
+            deadline: Instant::now() + self.settings.op_budget,
+            budget_ms: self.settings.op_budget.as_millis() as u64,
+            fatal: Mutex::new(None),
+        });
+        let result = self.run(&op, def, input, depth, false);
+        let result = match result {
+            Ok(rec) => {
+                let conn = op.conn.lock();
+                conn.execute_batch("COMMIT").map(|_| rec).map_err(Error::from)
+            }
+            Err(e) => {
+                let conn = op.conn.lock();
+                if !conn.is_autocommit() {
+                    let _ = conn.execute_batch("ROLLBACK");
+                }
+                Err(e)
+            }
+        };
+        if let Ok(op) = Arc::try_unwrap(op) {
+            self.checkin(op.conn.into_inner());
+        }
+        result
+    }
+
+    /// Runs one operation (top-level or nested) through its steps.
+    fn run(self: &Arc<Self>, op: &Arc<Op>, def: TableDef, input: Input, depth: u32, nested: bool) -> Result<Option<Record>> {
+        if depth > MAX_DEPTH {
+            let msg = format!(
+                "the operation chain went deeper than {MAX_DEPTH} levels ({} of {} {}): a probable infinite loop between plug-ins; \
+                 everything was rolled back. Use filtering attributes (--filter) or a --when condition to stop the loop",
+                input.message().as_str(),
+                def.name,
+                input.id()
+            );
+            *op.fatal.lock() = Some(msg.clone());
+            return Err(Error::DepthLimit(msg));
+        }
+        let message = input.message();
+        let all_steps = {
+            let conn = op.conn.lock();
+            steps::for_operation(&conn, &def.name, message)?
+        };
+        let mut run = Run { pipeline: self, op, def: &def, depth, message, steps: &all_steps, pre: None, input };
+
+        // 1. pre-validation, outside the transaction at the top level.
+        if !nested && run.any(StageKind::PreValidation) {
+            run.load_pre_image()?;
+            run.stage(StageKind::PreValidation, None, !nested)?;
+        }
+        {
+            let conn = op.conn.lock();
+            if nested {
+                conn.execute_batch(&format!("SAVEPOINT weir_d{depth}"))?;
+            } else {
+                conn.execute_batch("BEGIN IMMEDIATE")?;
+            }
+        }
+        let result = (|| {
+            run.load_pre_image()?;
+            if nested {
+                run.stage(StageKind::PreValidation, None, false)?;
+            }
+            run.stage(StageKind::PreOperation, None, false)?;
+            let written = run.write()?;
+            run.stage(StageKind::PostOperation, written.as_ref(), false)?;
+            run.enqueue(written.as_ref())?;
+            Ok(written)
+        })();
+        if nested {
+            let conn = op.conn.lock();
+            let sql = if result.is_ok() {
+                format!("RELEASE weir_d{depth}")
+            } else {
+                format!("ROLLBACK TO weir_d{depth}; RELEASE weir_d{depth}")
+            };
+            conn.execute_batch(&sql)?;
+        }
+        result
+    }
+}
+
+fn query_with(conn: &Connection, def: &TableDef, filter: Option<&str>, order: &[OrderBy], top: usize) -> Result<Vec<Record>> {
+    let expr = match filter.map(str::trim).filter(|f| !f.is_empty()) {
+        Some(f) => Some((filter::parse(f).map_err(|e| Error::invalid(e.to_string()))?, f)),
+        None => None,
+    };
+    records::query(conn, def, expr.as_ref().map(|(e, s)| (e, *s)), order, top)
+}
+
+/// The state of one operation while it moves through the stages.
+struct Run<'a> {
+    pipeline: &'a Arc<Pipeline>,
+    op: &'a Arc<Op>,
+    def: &'a TableDef,
+    depth: u32,
+    message: MessageKind,
+    steps: &'a [Step],
+    /// The record before the operation (update, delete).
+    pre: Option<Record>,
+    input: Input,
+}
+
+impl Run<'_> {
+    fn any(&self, stage: StageKind) -> bool {
+        self.steps.iter().any(|s| s.stage == Some(stage))
+    }
+
+    fn load_pre_image(&mut self) -> Result<()> {
+        if let Input::Update { id, .. } | Input::Delete { id } = &self.input {
+            let conn = self.op.conn.lock();
+            self.pre = Some(records::get(&conn, self.def, id)?.ok_or_else(|| records::not_found(self.def, id))?);
+        }
+        Ok(())
+    }
+
+    /// The columns an update really changes.
+    fn changed(&self) -> Vec<&str> {
+        match (&self.input, &self.pre) {
+            (Input::Update { fields, .. }, Some(pre)) => {
+                fields.iter().filter(|(n, v)| pre.get(n) != Some(v)).map(|(n, _)| n.as_str()).collect()
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// The record as it will be (create: the fields; update: pre-image + changes;
+    /// delete: the pre-image), for `--when` conditions.
+    fn prospective(&self) -> Record {
+        let mut rec = self.pre.clone().unwrap_or_else(|| Record {
+            table: self.def.name.clone(),
+            id: self.input.id().to_string(),
+            fields: Vec::new(),
+            created_at: 0,
+            modified_at: 0,
+        });
+        if let Input::Create { fields, .. } | Input::Update { fields, .. } = &self.input {
+            for (n, v) in fields {
+                match rec.fields.iter_mut().find(|(k, _)| k == n) {
+                    Some(slot) => slot.1 = v.clone(),
+                    None => rec.fields.push((n.clone(), v.clone())),
+                }
+            }
+        }
+        rec
+    }
+
+    fn fires(&self, step: &Step) -> bool {
+        if !step.filter.is_empty() {
+            let changed = self.changed();
+            if !step.filter.iter().any(|f| changed.contains(&f.as_str())) {
+                return false;
+            }
+        }
+        if let Some(expr) = step.when_expr() {
+            let rec = self.prospective();
+            if !filter::eval(&expr, &|f| rec.scalar(self.def, f)) {
+                return false;
+            }
+        }
+        true
+    }
+
+    fn target(&self, written: Option<&Record>) -> Entity {
+        if let Some(rec) = written {
+            return rec.to_entity();
+        }
+        let fields = match &self.input {
+            Input::Create { fields, .. } | Input::Update { fields, .. } => {
+                fields.iter().map(|(n, v)| Field { name: n.clone(), value: v.clone() }).collect()
+            }
+            Input::Delete { .. } => Vec::new(),
+        };
+        Entity { table: self.def.name.clone(), id: self.input.id().to_string(), fields }
+    }
+
+    fn context(&self, step: &Step, stage: StageKind, written: Option<&Record>, mode: Mode) -> Context {
+        Context {
+            message: match self.message {
+                MessageKind::Create => Message::Create,
+                MessageKind::Update => Message::Update,
+                MessageKind::Delete => Message::Delete,
+            },
+            table: self.def.name.clone(),
+            stage: match stage {
+                StageKind::PreValidation => Stage::PreValidation,
+                StageKind::PreOperation => Stage::PreOperation,
+                StageKind::PostOperation => Stage::PostOperation,
+            },
+            mode,
+            depth: self.depth,
+            user: self.op.user.clone(),
+            correlation_id: self.op.correlation_id.clone(),
+            target: self.target(written),
+            pre_image: if step.pre_image { self.pre.as_ref().map(Record::to_entity) } else { None },
+            post_image: if step.post_image { written.map(Record::to_entity) } else { None },
+            config: step.config.to_string(),
+            input: "null".into(),
+            attempt: 1,
+            wake: None,
+        }
+    }
+
+    /// Runs the sync steps of one stage. `read_only`: pre-validation at the top
+    /// level runs outside the transaction and may not write.
+    fn stage(&mut self, stage: StageKind, written: Option<&Record>, read_only: bool) -> Result<()> {
+        let steps = self.steps;
+        for step in steps.iter().filter(|s| s.stage == Some(stage) && s.mode == ModeKind::Sync) {
+            if !self.fires(step) {
+                continue;
+            }
+            if Instant::now() >= self.op.deadline {
+                return Err(Error::Plugin {
+                    plugin: step.plugin.clone(),
+                    step: step.name.clone(),
+                    code: "timed_out".into(),
+                    message: format!("the operation ran out of its {} ms time budget before this step", self.op.budget_ms),
+                    trace: Vec::new(),
+                });
+            }
+            let ctx = self.context(step, stage, written, Mode::Sync);
+            let outcome = self.call(step, &ctx, read_only)?;
+            if stage == StageKind::PostOperation || outcome.changes.is_empty() {
+                continue;
+            }
+            let changes = self.def.conform_fields(outcome.changes).map_err(|e| Error::Plugin {
+                plugin: step.plugin.clone(),
+                step: step.name.clone(),
+                code: "invalid_change".into(),
+                message: format!("returned a change weir cannot store: {e}"),
+                trace: Vec::new(),
+            })?;
+            match &mut self.input {
+                Input::Create { fields, .. } | Input::Update { fields, .. } => {
+                    for (n, v) in changes {
+                        match fields.iter_mut().find(|(k, _)| *k == n) {
+                            Some(slot) => slot.1 = v,
+                            None => fields.push((n, v)),
+                        }
+                    }
+                }
+                Input::Delete { .. } => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn call(&self, step: &Step, ctx: &Context, read_only: bool) -> Result<crate::runtime::wit::Outcome> {
+        let p = self.pipeline;
+        let prepared = {
+            let conn = self.op.conn.lock();
+            let (version, _) = p.plugins.head(&conn, &step.plugin)?;
+            p.plugins.prepared(&conn, &step.plugin, version)?
+        };
+        let budget = step.timeout_ms.map(Duration::from_millis);
+        let deadline = match budget {
+            Some(b) => self.op.deadline.min(Instant::now() + b),
+            None => self.op.deadline,
+        };
+        let limits = Limits {
+            fuel: Some(step.fuel.unwrap_or(p.settings.default_fuel)),
+            deadline,
+            budget_ms: step.timeout_ms.unwrap_or(self.op.budget_ms).min(self.op.budget_ms),
+            memory_bytes: p.settings.memory_bytes,
+            max_host_calls: p.settings.max_host_calls,
+        };
+        let host = PipelineHost {
+            pipeline: p.clone(),
+            op: self.op.clone(),
+            depth: self.depth,
+            step: step.name.clone(),
+            grants: step.grants.clone(),
+            read_only,
+        };
+        let (result, stats) = p.plugins.runtime().call_sync(&prepared, ctx, Box::new(host), &limits);
+        if let Some(fatal) = self.op.fatal.lock().clone() {
+            return Err(Error::DepthLimit(fatal));
+        }
+        result.map_err(|e| Error::Plugin {
+            plugin: step.plugin.clone(),
+            step: step.name.clone(),
+            code: e.code().into(),
+            message: e.to_string(),
+            trace: stats.trace,
+        })
+    }
+
+    /// The write itself. Returns the stored record (none for delete).
+    fn write(&self) -> Result<Option<Record>> {
+        let conn = self.op.conn.lock();
+        match &self.input {
+            Input::Create { id, fields } => {
+                records::check_refs(&conn, self.def, fields)?;
+                Ok(Some(records::insert(&conn, self.def, id, fields)?))
+            }
+            Input::Update { id, fields } => {
+                records::check_refs(&conn, self.def, fields)?;
+                Ok(Some(records::update(&conn, self.def, id, fields)?))
+            }
+            Input::Delete { id } => {
+                records::delete(&conn, self.def, id)?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Enqueues the async post-operation steps' jobs, in the transaction.
+    fn enqueue(&self, written: Option<&Record>) -> Result<()> {
+        for step in self.steps.iter().filter(|s| s.mode == ModeKind::Async && s.stage == Some(StageKind::PostOperation)) {
+            if !self.fires(step) {
+                continue;
+            }
+            let ctx = self.context(step, StageKind::PostOperation, written, Mode::Async);
+            let conn = self.op.conn.lock();
+            let (version, _) = self.pipeline.plugins.head(&conn, &step.plugin)?;
+            let job = NewJob {
+                kind: "step",
+                step: Some(step.name.clone()),
+                plugin: step.plugin.clone(),
+                plugin_version: version,
+                owner: self.op.user.clone(),
+                context: JobContext {
+                    message: self.message.as_str().into(),
+                    table: self.def.name.clone(),
+                    stage: StageKind::PostOperation.as_str().into(),
+                    depth: self.depth,
+                    user: self.op.user.clone(),
+                    correlation_id: self.op.correlation_id.clone(),
+                    target: EntityDoc::from(&ctx.target),
+                    pre_image: ctx.pre_image.as_ref().map(EntityDoc::from),
+                    post_image: ctx.post_image.as_ref().map(EntityDoc::from),
+                    config: step.config.clone(),
+                    input: Json::Null,
+                },
+                grants: step.grants.clone(),
+                max_attempts: step.max_attempts.unwrap_or(jobs::DEFAULT_MAX_ATTEMPTS),
+                backoff_ms: step.backoff_ms.unwrap_or(jobs::DEFAULT_BACKOFF_MS),
+                timeout_ms: step.timeout_ms.unwrap_or(jobs::DEFAULT_TIMEOUT_MS),
+                fuel: step.fuel,
+                postpone_until: None,
+                callback_url: None,
+            };
+            jobs::enqueue(&conn, &job)?;
+        }
+        Ok(())
+    }
+}
+
+/// `records` for sync plug-ins: nested operations in the same transaction.
+struct PipelineHost {
+    pipeline: Arc<Pipeline>,
+    op: Arc<Op>,
+    depth: u32,
+    step: String,
+    grants: Vec<Grant>,
+    read_only: bool,
+}
+
+impl PipelineHost {
+    fn check(&self, table: &str, access: Access) -> std::result::Result<TableDef, RecordError> {
+        if !steps::allowed(&self.grants, table, access) {
+            let a = if access == Access::Write { "write" } else { "read" };
+            return Err(RecordError::Denied(format!(
+                "step {} has no {a} grant for table {table} (register it with --grant {table}:{a})",
+                self.step
+            )));
+        }
+        if access == Access::Write && self.read_only {
+            return Err(RecordError::Denied("pre-validation steps run outside the transaction and may only read".into()));
+        }
+        let conn = self.op.conn.lock();
+        records::require_table(&conn, table).map_err(to_record_error)
+    }
+
+    fn nested(&self, def: TableDef, input: Input) -> std::result::Result<Option<Record>, RecordError> {
+        self.pipeline.run(&self.op, def, input, self.depth + 1, true).map_err(to_record_error)
+    }
+}
+
+fn to_record_error(e: Error) -> RecordError {
+    match e {
+        Error::NotFound(m) => RecordError::NotFound(m),
+        Error::Invalid(m) | Error::Conflict(m) => RecordError::Invalid(m),
+        e => RecordError::Failed(e.to_string()),
+    }
+}
+
+impl RecordHost for PipelineHost {
+    fn get(&mut self, table: &str, id: &str) -> std::result::Result<Entity, RecordError> {
+        let def = self.check(table, Access::Read)?;
+        let conn = self.op.conn.lock();
+        match records::get(&conn, &def, id).map_err(to_record_error)? {
+            Some(r) => Ok(r.to_entity()),
+            None => Err(RecordError::NotFound(format!("no {table} record with id {id}"))),
+        }
+    }
+
+    fn query(&mut self, table: &str, filter: &str, top: u32) -> std::result::Result<Vec<Entity>, RecordError> {
+        let def = self.check(table, Access::Read)?;
+        let conn = self.op.conn.lock();
+        let top = (top as usize).min(self.pipeline.settings.max_top);
+        let rows = query_with(&conn, &def, Some(filter), &[], top).map_err(to_record_error)?;
+        Ok(rows.iter().map(Record::to_entity).collect())
+    }
+
+    fn create(&mut self, table: &str, fields: Vec<Field>) -> std::result::Result<Entity, RecordError> {
+        let def = self.check(table, Access::Write)?;
+        let fields = def.conform_fields(fields).map_err(to_record_error)?;
+        let input = Input::Create { id: uuid::Uuid::now_v7().to_string(), fields };
+        self.nested(def, input)?.map(|r| r.to_entity()).ok_or_else(|| RecordError::Failed("create returned nothing".into()))
+    }
+
+    fn update(&mut self, table: &str, id: &str, fields: Vec<Field>) -> std::result::Result<Entity, RecordError> {
+        let def = self.check(table, Access::Write)?;
+        let fields = def.conform_fields(fields).map_err(to_record_error)?;
+        let input = Input::Update { id: id.to_string(), fields };
+        self.nested(def, input)?.map(|r| r.to_entity()).ok_or_else(|| RecordError::Failed("update returned nothing".into()))
+    }
+
+    fn delete(&mut self, table: &str, id: &str) -> std::result::Result<(), RecordError> {
+        let def = self.check(table, Access::Write)?;
+        self.nested(def, Input::Delete { id: id.to_string() }).map(|_| ())
+    }
+}
+
+/// Trace lines of a failed operation, for the CLI and the API.
+pub fn trace_of(e: &Error) -> &[TraceLine] {
+    match e {
+        Error::Plugin { trace, .. } => trace,
+        _ => &[],
+    }
+}

@@ -1,0 +1,327 @@
+//! Declared tables and their records: the `weir_tables` catalog and one SQLite
+//! table `data_<name>` per declared table, with `id`, `created_at`,
+//! `modified_at` and the declared columns.
+//!
+//! Identifiers are validated names (see [`crate::plugins::check_name`]) and are
+//! always double-quoted; values are always bound parameters.
+
+use rusqlite::{Connection, OptionalExtension, params_from_iter};
+use serde_json::{Map, Value as Json};
+
+use crate::error::{Error, Result};
+use crate::filter::{self, Expr, Kind};
+use crate::runtime::wit::{Entity, Field};
+use crate::time::{now_ms, to_rfc3339};
+use crate::values::{self, ColType, Value};
+
+/// Columns every table has.
+pub const SYSTEM_COLUMNS: &[&str] = &["id", "created_at", "modified_at"];
+/// Most columns a table may declare.
+pub const MAX_COLUMNS: usize = 200;
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Column {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub ty: ColType,
+}
+
+/// A declared table.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct TableDef {
+    pub name: String,
+    pub columns: Vec<Column>,
+}
+
+impl TableDef {
+    pub fn column(&self, name: &str) -> Option<&Column> {
+        self.columns.iter().find(|c| c.name == name)
+    }
+
+    /// A field's filter kind, system columns included.
+    pub fn kind(&self, field: &str) -> Option<Kind> {
+        match field {
+            "id" => Some(Kind::Text),
+            "created_at" | "modified_at" => Some(Kind::Time),
+            _ => self.column(field).map(|c| c.ty.kind()),
+        }
+    }
+
+    /// The quoted SQL column for a field, for the filter compiler.
+    pub fn sql_column(&self, field: &str) -> Option<(String, Kind)> {
+        self.kind(field).map(|k| (format!("\"{field}\""), k))
+    }
+
+    fn sql_table(&self) -> String {
+        format!("\"data_{}\"", self.name)
+    }
+
+    /// Parses a JSON object of column values (no system columns) for this table.
+    pub fn parse_fields(&self, json: &Json) -> Result<Vec<(String, Value)>> {
+        let Json::Object(map) = json else {
+            return Err(Error::invalid(format!("a {} record must be a JSON object, got {}", self.name, kind_of_json(json))));
+        };
+        let mut out = Vec::with_capacity(map.len());
+        for (k, v) in map {
+            if SYSTEM_COLUMNS.contains(&k.as_str()) {
+                return Err(Error::invalid(format!("column {k} of table {} is set by weir and cannot be written", self.name)));
+            }
+            let col = self.column(k).ok_or_else(|| self.unknown_column(k))?;
+            out.push((k.clone(), values::from_json(k, &col.ty, v).map_err(|m| Error::invalid(format!("{}: {m}", self.name)))?));
+        }
+        Ok(out)
+    }
+
+    /// Checks plug-in supplied fields against the columns.
+    pub fn conform_fields(&self, fields: Vec<Field>) -> Result<Vec<(String, Value)>> {
+        fields
+            .into_iter()
+            .map(|f| {
+                if SYSTEM_COLUMNS.contains(&f.name.as_str()) {
+                    return Err(Error::invalid(format!("column {} of table {} is set by weir and cannot be written", f.name, self.name)));
+                }
+                let col = self.column(&f.name).ok_or_else(|| self.unknown_column(&f.name))?;
+                let v = values::conform(&f.name, &col.ty, f.value).map_err(|m| Error::invalid(format!("{}: {m}", self.name)))?;
+                Ok((f.name, v))
+            })
+            .collect()
+    }
+
+    pub fn unknown_column(&self, name: &str) -> Error {
+        let known: Vec<&str> = self.columns.iter().map(|c| c.name.as_str()).collect();
+        Error::invalid(format!("table {} has no column {name:?} (columns: {})", self.name, known.join(", ")))
+    }
+}
+
+fn kind_of_json(v: &Json) -> &'static str {
+    match v {
+        Json::Null => "null",
+        Json::Bool(_) => "a boolean",
+        Json::Number(_) => "a number",
+        Json::String(_) => "a string",
+        Json::Array(_) => "an array",
+        Json::Object(_) => "an object",
+    }
+}
+
+/// A stored record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    pub table: String,
+    pub id: String,
+    /// Declared columns, in declaration order.
+    pub fields: Vec<(String, Value)>,
+    pub created_at: i64,
+    pub modified_at: i64,
+}
+
+impl Record {
+    pub fn get(&self, name: &str) -> Option<&Value> {
+        self.fields.iter().find(|(n, _)| n == name).map(|(_, v)| v)
+    }
+
+    /// A field for the filter language, system columns included.
+    pub fn scalar(&self, def: &TableDef, field: &str) -> Option<(Kind, filter::Scalar)> {
+        let kind = def.kind(field)?;
+        let v = match field {
+            "id" => Value::Text(self.id.clone()),
+            "created_at" => Value::Timestamp(self.created_at),
+            "modified_at" => Value::Timestamp(self.modified_at),
+            _ => self.get(field).cloned().unwrap_or(Value::Null),
+        };
+        Some((kind, values::scalar(&v)))
+    }
+
+    /// `{"id": ..., <columns>..., "created_at": ..., "modified_at": ...}`.
+    pub fn to_json(&self) -> Json {
+        let mut m = Map::new();
+        m.insert("id".into(), Json::String(self.id.clone()));
+        for (k, v) in &self.fields {
+            m.insert(k.clone(), values::to_json(v));
+        }
+        m.insert("created_at".into(), Json::String(to_rfc3339(self.created_at)));
+        m.insert("modified_at".into(), Json::String(to_rfc3339(self.modified_at)));
+        Json::Object(m)
+    }
+
+    /// The record as plug-ins see it (system times as timestamp fields).
+    pub fn to_entity(&self) -> Entity {
+        let mut fields: Vec<Field> = self.fields.iter().map(|(n, v)| Field { name: n.clone(), value: v.clone() }).collect();
+        fields.push(Field { name: "created_at".into(), value: Value::Timestamp(self.created_at) });
+        fields.push(Field { name: "modified_at".into(), value: Value::Timestamp(self.modified_at) });
+        Entity { table: self.table.clone(), id: self.id.clone(), fields }
+    }
+}
+
+/// Declares a table and creates its storage.
+pub fn create_table(conn: &Connection, name: &str, columns: &[Column]) -> Result<TableDef> {
+    crate::plugins::check_name("table", name)?;
+    if table_def(conn, name)?.is_some() {
+        return Err(Error::Conflict(format!("table {name} already exists")));
+    }
+    if columns.len() > MAX_COLUMNS {
+        return Err(Error::invalid(format!("table {name}: at most {MAX_COLUMNS} columns")));
+    }
+    let mut ddl = format!("CREATE TABLE \"data_{name}\" (id TEXT PRIMARY KEY NOT NULL, created_at INTEGER NOT NULL, modified_at INTEGER NOT NULL");
+    for (i, c) in columns.iter().enumerate() {
+        crate::plugins::check_name("column", &c.name)?;
+        if SYSTEM_COLUMNS.contains(&c.name.as_str()) {
+            return Err(Error::invalid(format!("table {name}: column {} is a system column", c.name)));
+        }
+        if columns[..i].iter().any(|o| o.name == c.name) {
+            return Err(Error::invalid(format!("table {name}: column {} is declared twice", c.name)));
+        }
+        if let ColType::Ref(target) = &c.ty {
+            if target != name && table_def(conn, target)?.is_none() {
+                return Err(Error::invalid(format!("table {name}: column {} refers to table {target}, which does not exist", c.name)));
+            }
+        }
+        ddl.push_str(&format!(", \"{}\" {}", c.name, c.ty.sql_type()));
+    }
+    ddl.push(')');
+    conn.execute_batch(&ddl)?;
+    conn.execute(
+        "INSERT INTO weir_tables (name, columns, created_at) VALUES (?1, ?2, ?3)",
+        rusqlite::params![name, serde_json::to_string(columns).map_err(|e| Error::Internal(e.to_string()))?, now_ms()],
+    )?;
+    Ok(TableDef { name: name.to_string(), columns: columns.to_vec() })
+}
+
+pub fn table_def(conn: &Connection, name: &str) -> Result<Option<TableDef>> {
+    let cols: Option<String> = conn
+        .prepare_cached("SELECT columns FROM weir_tables WHERE name = ?1")?
+        .query_row([name], |r| r.get(0))
+        .optional()?;
+    cols.map(|c| {
+        let columns = serde_json::from_str(&c).map_err(|e| Error::Internal(format!("catalog of table {name} is corrupt: {e}")))?;
+        Ok(TableDef { name: name.to_string(), columns })
+    })
+    .transpose()
+}
+
+/// The table, or a not-found error naming it.
+pub fn require_table(conn: &Connection, name: &str) -> Result<TableDef> {
+    table_def(conn, name)?.ok_or_else(|| Error::not_found(format!("no table named {name:?}; create it with `weir table create {name} --column NAME:TYPE`")))
+}
+
+pub fn list_tables(conn: &Connection) -> Result<Vec<TableDef>> {
+    let mut stmt = conn.prepare_cached("SELECT name FROM weir_tables ORDER BY name")?;
+    let names: Vec<String> = stmt.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
+    names.iter().filter_map(|n| table_def(conn, n).transpose()).collect()
+}
+
+/// Checks that every reference column points at an existing record.
+pub fn check_refs(conn: &Connection, def: &TableDef, fields: &[(String, Value)]) -> Result<()> {
+    for (name, v) in fields {
+        if let (Some(Column { ty: ColType::Ref(target), .. }), Value::Reference(id)) = (def.column(name), v) {
+            if !exists(conn, target, id)? {
+                return Err(Error::invalid(format!("{}: column {name} refers to {target} {id}, which does not exist", def.name)));
+            }
+        }
+    }
+    Ok(())
+}
+
+pub fn exists(conn: &Connection, table: &str, id: &str) -> Result<bool> {
+    Ok(conn
+        .prepare_cached(&format!("SELECT 1 FROM \"data_{table}\" WHERE id = ?1"))?
+        .query_row([id], |_| Ok(()))
+        .optional()?
+        .is_some())
+}
+
+pub fn insert(conn: &Connection, def: &TableDef, id: &str, fields: &[(String, Value)]) -> Result<Record> {
+    let now = now_ms();
+    let mut cols = String::from("id, created_at, modified_at");
+    let mut marks = String::from("?1, ?2, ?2");
+    for (i, (name, _)) in fields.iter().enumerate() {
+        cols.push_str(&format!(", \"{name}\""));
+        marks.push_str(&format!(", ?{}", i + 3));
+    }
+    let sql = format!("INSERT INTO {} ({cols}) VALUES ({marks})", def.sql_table());
+    let mut args: Vec<rusqlite::types::ToSqlOutput<'_>> = vec![id.into(), now.into()];
+    args.extend(fields.iter().map(|(_, v)| values::to_sql(v)));
+    conn.prepare_cached(&sql)?.execute(params_from_iter(args)).map_err(|e| match e {
+        rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation => {
+            Error::Conflict(format!("{} {id} already exists", def.name))
+        }
+        e => e.into(),
+    })?;
+    get(conn, def, id)?.ok_or_else(|| Error::Internal(format!("{} {id} vanished after insert", def.name)))
+}
+
+pub fn update(conn: &Connection, def: &TableDef, id: &str, fields: &[(String, Value)]) -> Result<Record> {
+    let mut sets = String::from("modified_at = ?2");
+    for (i, (name, _)) in fields.iter().enumerate() {
+        sets.push_str(&format!(", \"{name}\" = ?{}", i + 3));
+    }
+    let sql = format!("UPDATE {} SET {sets} WHERE id = ?1", def.sql_table());
+    let mut args: Vec<rusqlite::types::ToSqlOutput<'_>> = vec![id.into(), now_ms().into()];
+    args.extend(fields.iter().map(|(_, v)| values::to_sql(v)));
+    if conn.prepare_cached(&sql)?.execute(params_from_iter(args))? == 0 {
+        return Err(not_found(def, id));
+    }
+    get(conn, def, id)?.ok_or_else(|| not_found(def, id))
+}
+
+pub fn delete(conn: &Connection, def: &TableDef, id: &str) -> Result<()> {
+    let n = conn.prepare_cached(&format!("DELETE FROM {} WHERE id = ?1", def.sql_table()))?.execute([id])?;
+    if n == 0 {
+        return Err(not_found(def, id));
+    }
+    Ok(())
+}
+
+pub fn not_found(def: &TableDef, id: &str) -> Error {
+    Error::not_found(format!("no {} record with id {id}", def.name))
+}
+
+fn select_list(def: &TableDef) -> String {
+    let mut s = String::from("id, created_at, modified_at");
+    for c in &def.columns {
+        s.push_str(&format!(", \"{}\"", c.name));
+    }
+    s
+}
+
+fn read_row(def: &TableDef, r: &rusqlite::Row<'_>) -> rusqlite::Result<Record> {
+    let mut fields = Vec::with_capacity(def.columns.len());
+    for (i, c) in def.columns.iter().enumerate() {
+        fields.push((c.name.clone(), values::from_sql(&c.ty, r.get_ref(i + 3)?)));
+    }
+    Ok(Record { table: def.name.clone(), id: r.get(0)?, created_at: r.get(1)?, modified_at: r.get(2)?, fields })
+}
+
+pub fn get(conn: &Connection, def: &TableDef, id: &str) -> Result<Option<Record>> {
+    let sql = format!("SELECT {} FROM {} WHERE id = ?1", select_list(def), def.sql_table());
+    Ok(conn.prepare_cached(&sql)?.query_row([id], |r| read_row(def, r)).optional()?)
+}
+
+/// Sort order for queries: a field and a direction.
+#[derive(Debug, Clone)]
+pub struct OrderBy {
+    pub field: String,
+    pub descending: bool,
+}
+
+/// Records matching `filter` (already parsed from `source`), at most `top`.
+pub fn query(conn: &Connection, def: &TableDef, filter: Option<(&Expr, &str)>, order: &[OrderBy], top: usize) -> Result<Vec<Record>> {
+    let mut sql = format!("SELECT {} FROM {}", select_list(def), def.sql_table());
+    let mut params = Vec::new();
+    if let Some((expr, source)) = filter {
+        let (cond, p) = filter::to_sql(expr, source, &|f| def.sql_column(f)).map_err(|e| Error::invalid(e.to_string()))?;
+        sql.push_str(" WHERE ");
+        sql.push_str(&cond);
+        params = p;
+    }
+    let mut orders = Vec::new();
+    for o in order {
+        let (col, _) = def.sql_column(&o.field).ok_or_else(|| def.unknown_column(&o.field))?;
+        orders.push(format!("{col} {}", if o.descending { "DESC" } else { "ASC" }));
+    }
+    orders.push("id ASC".into());
+    sql.push_str(&format!(" ORDER BY {} LIMIT {}", orders.join(", "), top.min(i64::MAX as usize)));
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt.query_map(params_from_iter(params.iter()), |r| read_row(def, r))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}

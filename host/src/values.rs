@@ -1,0 +1,269 @@
+//! Column types and typed values: parsing a record's JSON against its table's
+//! columns, rendering values back to JSON, and their SQLite representation.
+//!
+//! Values use the WIT `value` type, the one plug-ins see, so nothing is
+//! converted twice between the store and a guest.
+
+use rusqlite::types::{ToSqlOutput, ValueRef};
+use serde_json::Value as Json;
+
+use crate::filter::{Kind, Scalar};
+pub use crate::runtime::wit::Value;
+
+/// A column's declared type.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(into = "String", try_from = "String")]
+pub enum ColType {
+    Text,
+    Integer,
+    Decimal,
+    Boolean,
+    Timestamp,
+    Json,
+    Ref(String),
+}
+
+impl ColType {
+    pub fn parse(s: &str) -> Result<ColType, String> {
+        Ok(match s {
+            "text" => ColType::Text,
+            "integer" => ColType::Integer,
+            "decimal" => ColType::Decimal,
+            "boolean" => ColType::Boolean,
+            "timestamp" => ColType::Timestamp,
+            "json" => ColType::Json,
+            _ => match s.strip_prefix("ref:") {
+                Some(t) if !t.is_empty() => ColType::Ref(t.to_string()),
+                _ => return Err(format!("unknown column type {s:?}: use text, integer, decimal, boolean, timestamp, json or ref:TABLE")),
+            },
+        })
+    }
+
+    pub fn sql_type(&self) -> &'static str {
+        match self {
+            ColType::Text | ColType::Json | ColType::Ref(_) => "TEXT",
+            ColType::Integer | ColType::Boolean | ColType::Timestamp => "INTEGER",
+            ColType::Decimal => "REAL",
+        }
+    }
+
+    /// How the filter language compares this column.
+    pub fn kind(&self) -> Kind {
+        match self {
+            ColType::Text | ColType::Json | ColType::Ref(_) => Kind::Text,
+            ColType::Integer | ColType::Decimal => Kind::Number,
+            ColType::Boolean => Kind::Bool,
+            ColType::Timestamp => Kind::Time,
+        }
+    }
+}
+
+impl std::fmt::Display for ColType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ColType::Text => f.write_str("text"),
+            ColType::Integer => f.write_str("integer"),
+            ColType::Decimal => f.write_str("decimal"),
+            ColType::Boolean => f.write_str("boolean"),
+            ColType::Timestamp => f.write_str("timestamp"),
+            ColType::Json => f.write_str("json"),
+            ColType::Ref(t) => write!(f, "ref:{t}"),
+        }
+    }
+}
+
+impl From<ColType> for String {
+    fn from(c: ColType) -> String {
+        c.to_string()
+    }
+}
+
+impl TryFrom<String> for ColType {
+    type Error = String;
+    fn try_from(s: String) -> Result<ColType, String> {
+        ColType::parse(&s)
+    }
+}
+
+/// Converts a JSON value for a column of type `ty` (column `col`), or says why not.
+pub fn from_json(col: &str, ty: &ColType, v: &Json) -> Result<Value, String> {
+    let wrong = |want: &str| format!("column {col} is {ty}: expected {want}, got {}", short(v));
+    Ok(match (ty, v) {
+        (_, Json::Null) => Value::Null,
+        (ColType::Text, Json::String(s)) => Value::Text(s.clone()),
+        (ColType::Integer, Json::Number(n)) => Value::Integer(n.as_i64().ok_or_else(|| wrong("a whole number"))?),
+        (ColType::Decimal, Json::Number(n)) => Value::Decimal(n.as_f64().filter(|f| f.is_finite()).ok_or_else(|| wrong("a number"))?),
+        (ColType::Boolean, Json::Bool(b)) => Value::Boolean(*b),
+        (ColType::Timestamp, Json::String(s)) => {
+            Value::Timestamp(crate::time::parse_rfc3339(s).ok_or_else(|| wrong("an RFC 3339 time such as \"2026-11-22T15:00:00Z\""))?)
+        }
+        (ColType::Timestamp, Json::Number(n)) => Value::Timestamp(n.as_i64().ok_or_else(|| wrong("milliseconds since the epoch"))?),
+        (ColType::Json, v) => Value::Json(v.to_string()),
+        (ColType::Ref(_), Json::String(s)) => Value::Reference(s.clone()),
+        (ColType::Text, _) => return Err(wrong("a string")),
+        (ColType::Integer, _) => return Err(wrong("a whole number")),
+        (ColType::Decimal, _) => return Err(wrong("a number")),
+        (ColType::Boolean, _) => return Err(wrong("true or false")),
+        (ColType::Timestamp, _) => return Err(wrong("an RFC 3339 time")),
+        (ColType::Ref(t), _) => return Err(wrong(&format!("the id of a {t} record (a string)"))),
+    })
+}
+
+/// Checks (and normalises) a value a plug-in produced for column `col`.
+pub fn conform(col: &str, ty: &ColType, v: Value) -> Result<Value, String> {
+    Ok(match (ty, v) {
+        (_, Value::Null) => Value::Null,
+        (ColType::Text, Value::Text(s)) => Value::Text(s),
+        (ColType::Integer, Value::Integer(i)) => Value::Integer(i),
+        (ColType::Decimal, Value::Decimal(d)) if d.is_finite() => Value::Decimal(d),
+        (ColType::Decimal, Value::Integer(i)) => Value::Decimal(i as f64),
+        (ColType::Boolean, Value::Boolean(b)) => Value::Boolean(b),
+        (ColType::Timestamp, Value::Timestamp(t)) => Value::Timestamp(t),
+        (ColType::Json, Value::Json(s)) => {
+            serde_json::from_str::<Json>(&s).map_err(|e| format!("column {col} is json: the value is not JSON ({e})"))?;
+            Value::Json(s)
+        }
+        (ColType::Ref(_), Value::Reference(s) | Value::Text(s)) => Value::Reference(s),
+        (ty, v) => return Err(format!("column {col} is {ty}: a plug-in gave it {}", type_name(&v))),
+    })
+}
+
+pub fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Boolean(_) => "a boolean",
+        Value::Integer(_) => "an integer",
+        Value::Decimal(_) => "a decimal",
+        Value::Text(_) => "text",
+        Value::Timestamp(_) => "a timestamp",
+        Value::Reference(_) => "a reference",
+        Value::Json(_) => "json",
+    }
+}
+
+fn short(v: &Json) -> String {
+    let s = v.to_string();
+    if s.len() > 40 { format!("{}...", &s[..s.floor_char_boundary(37)]) } else { s }
+}
+
+/// A value as JSON (timestamps as RFC 3339, json columns as documents).
+pub fn to_json(v: &Value) -> Json {
+    match v {
+        Value::Null => Json::Null,
+        Value::Boolean(b) => Json::Bool(*b),
+        Value::Integer(i) => Json::from(*i),
+        Value::Decimal(d) => serde_json::Number::from_f64(*d).map(Json::Number).unwrap_or(Json::Null),
+        Value::Text(s) | Value::Reference(s) => Json::String(s.clone()),
+        Value::Timestamp(ms) => Json::String(crate::time::to_rfc3339(*ms)),
+        Value::Json(s) => serde_json::from_str(s).unwrap_or_else(|_| Json::String(s.clone())),
+    }
+}
+
+/// A value for the filter language.
+pub fn scalar(v: &Value) -> Scalar {
+    match v {
+        Value::Null => Scalar::Null,
+        Value::Boolean(b) => Scalar::Bool(*b),
+        Value::Integer(i) | Value::Timestamp(i) => Scalar::Num(*i as f64),
+        Value::Decimal(d) => Scalar::Num(*d),
+        Value::Text(s) | Value::Reference(s) | Value::Json(s) => Scalar::Str(s.clone()),
+    }
+}
+
+/// The SQLite form of a value.
+pub fn to_sql(v: &Value) -> ToSqlOutput<'_> {
+    match v {
+        Value::Null => ToSqlOutput::from(rusqlite::types::Null),
+        Value::Boolean(b) => ToSqlOutput::from(*b as i64),
+        Value::Integer(i) | Value::Timestamp(i) => ToSqlOutput::from(*i),
+        Value::Decimal(d) => ToSqlOutput::from(*d),
+        Value::Text(s) | Value::Reference(s) | Value::Json(s) => ToSqlOutput::from(s.as_str()),
+    }
+}
+
+/// Reads a column of type `ty` from SQLite.
+pub fn from_sql(ty: &ColType, v: ValueRef<'_>) -> Value {
+    let text = |v: ValueRef<'_>| v.as_str().map(str::to_string).unwrap_or_default();
+    match (ty, v) {
+        (_, ValueRef::Null) => Value::Null,
+        (ColType::Text, v) => Value::Text(text(v)),
+        (ColType::Json, v) => Value::Json(text(v)),
+        (ColType::Ref(_), v) => Value::Reference(text(v)),
+        (ColType::Integer, v) => Value::Integer(v.as_i64().unwrap_or_default()),
+        (ColType::Timestamp, v) => Value::Timestamp(v.as_i64().unwrap_or_default()),
+        (ColType::Boolean, v) => Value::Boolean(v.as_i64().unwrap_or_default() != 0),
+        (ColType::Decimal, v) => Value::Decimal(v.as_f64().or_else(|_| v.as_i64().map(|i| i as f64)).unwrap_or_default()),
+    }
+}
+
+/// A value in a form serde can store (job contexts are kept as JSON).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "type", content = "value", rename_all = "lowercase")]
+pub enum ValueDoc {
+    Null,
+    Boolean(bool),
+    Integer(i64),
+    Decimal(f64),
+    Text(String),
+    Timestamp(i64),
+    Reference(String),
+    Json(String),
+}
+
+impl From<&Value> for ValueDoc {
+    fn from(v: &Value) -> ValueDoc {
+        match v.clone() {
+            Value::Null => ValueDoc::Null,
+            Value::Boolean(b) => ValueDoc::Boolean(b),
+            Value::Integer(i) => ValueDoc::Integer(i),
+            Value::Decimal(d) => ValueDoc::Decimal(d),
+            Value::Text(s) => ValueDoc::Text(s),
+            Value::Timestamp(t) => ValueDoc::Timestamp(t),
+            Value::Reference(s) => ValueDoc::Reference(s),
+            Value::Json(s) => ValueDoc::Json(s),
+        }
+    }
+}
+
+impl From<ValueDoc> for Value {
+    fn from(v: ValueDoc) -> Value {
+        match v {
+            ValueDoc::Null => Value::Null,
+            ValueDoc::Boolean(b) => Value::Boolean(b),
+            ValueDoc::Integer(i) => Value::Integer(i),
+            ValueDoc::Decimal(d) => Value::Decimal(d),
+            ValueDoc::Text(s) => Value::Text(s),
+            ValueDoc::Timestamp(t) => Value::Timestamp(t),
+            ValueDoc::Reference(s) => Value::Reference(s),
+            ValueDoc::Json(s) => Value::Json(s),
+        }
+    }
+}
+
+/// An entity in a form serde can store.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct EntityDoc {
+    pub table: String,
+    pub id: String,
+    pub fields: Vec<(String, ValueDoc)>,
+}
+
+impl From<&crate::runtime::wit::Entity> for EntityDoc {
+    fn from(e: &crate::runtime::wit::Entity) -> EntityDoc {
+        EntityDoc {
+            table: e.table.clone(),
+            id: e.id.clone(),
+            fields: e.fields.iter().map(|f| (f.name.clone(), ValueDoc::from(&f.value))).collect(),
+        }
+    }
+}
+
+impl From<EntityDoc> for crate::runtime::wit::Entity {
+    fn from(e: EntityDoc) -> crate::runtime::wit::Entity {
+        crate::runtime::wit::Entity {
+            table: e.table,
+            id: e.id,
+            fields: e.fields.into_iter().map(|(name, v)| crate::runtime::wit::Field { name, value: v.into() }).collect(),
+        }
+    }
+}
