@@ -6,27 +6,7 @@ use weir::Weir;
 use weir::steps::{Grant, MessageKind, ModeKind, StageKind, Step};
 
 fn step(name: &str, plugin: &str, message: MessageKind, stage: StageKind, mode: ModeKind) -> Step {
-    Step {
-        name: name.into(),
-        plugin: plugin.into(),
-        message: Some(message),
-        table: Some("opportunity".into()),
-        stage: Some(stage),
-        mode,
-        rank: 1,
-        filter: vec![],
-        when: None,
-        config: serde_json::Value::Null,
-        pre_image: false,
-        post_image: false,
-        fuel: None,
-        timeout_ms: None,
-        max_attempts: None,
-        backoff_ms: None,
-        grants: vec![],
-        schedule: None,
-        enabled: true,
-    }
+    Step::new(name, plugin, message, "opportunity", stage, mode)
 }
 
 fn setup() -> (tempfile::TempDir, Weir, String) {

@@ -40,6 +40,11 @@ pub enum Command {
     Record(RecordCmd),
     /// Loads the example plug-ins and runs weir's story end to end.
     Demo,
+    /// Measures weir against raw SQLite on this machine (use a release build).
+    Bench {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -190,6 +195,7 @@ fn run(cli: Cli) -> Result<()> {
             plugin(&weir, cmd)
         }
         Command::Demo => crate::demo::run(&cli.db),
+        Command::Bench { json } => crate::bench::run(json),
         Command::Table(cmd) => table(&Weir::open(&cli.db)?, cmd),
         Command::Step(cmd) => step(&Weir::open(&cli.db)?, cmd),
         Command::Record(cmd) => record(&Weir::open(&cli.db)?, &cli.user, cmd),

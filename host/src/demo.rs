@@ -112,27 +112,7 @@ fn first_line(s: &str) -> String {
 }
 
 fn sync_step(name: &str, plugin: &str, message: MessageKind, table: &str, stage: StageKind) -> Step {
-    Step {
-        name: name.into(),
-        plugin: plugin.into(),
-        message: Some(message),
-        table: Some(table.into()),
-        stage: Some(stage),
-        mode: ModeKind::Sync,
-        rank: 1,
-        filter: vec![],
-        when: None,
-        config: serde_json::Value::Null,
-        pre_image: false,
-        post_image: false,
-        fuel: None,
-        timeout_ms: None,
-        max_attempts: None,
-        backoff_ms: None,
-        grants: vec![],
-        schedule: None,
-        enabled: true,
-    }
+    Step::new(name, plugin, message, table, stage, ModeKind::Sync)
 }
 
 /// Creates the demo's tables and steps unless they exist.

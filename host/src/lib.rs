@@ -14,6 +14,7 @@
 //! * [`examples`]: the example plug-ins built from `guest-examples/`.
 //! * [`cli`]: the `weir` command line; [`demo`]: `weir demo`.
 
+pub mod bench;
 pub mod cli;
 pub mod error;
 pub mod examples;

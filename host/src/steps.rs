@@ -136,6 +136,32 @@ fn yes() -> bool {
 }
 
 impl Step {
+    /// A step with default options: rank 1, no filter, condition, config,
+    /// images, limits or grants. Adjust fields with struct update syntax.
+    pub fn new(name: &str, plugin: &str, message: MessageKind, table: &str, stage: StageKind, mode: ModeKind) -> Step {
+        Step {
+            name: name.into(),
+            plugin: plugin.into(),
+            message: Some(message),
+            table: Some(table.into()),
+            stage: Some(stage),
+            mode,
+            rank: 1,
+            filter: vec![],
+            when: None,
+            config: Json::Null,
+            pre_image: false,
+            post_image: false,
+            fuel: None,
+            timeout_ms: None,
+            max_attempts: None,
+            backoff_ms: None,
+            grants: vec![],
+            schedule: None,
+            enabled: true,
+        }
+    }
+
     /// The parsed trigger condition.
     pub fn when_expr(&self) -> Option<filter::Expr> {
         self.when.as_deref().and_then(|w| filter::parse(w).ok())
