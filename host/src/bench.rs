@@ -8,7 +8,7 @@ use serde_json::{Map, Value as Json, json};
 
 use crate::Weir;
 use crate::error::{Error, Result};
-use crate::runtime::wit::{Context, Entity, Message, Mode, Stage};
+use crate::runtime::wit::{Context, Mode};
 use crate::runtime::{Limits, NoRecords, Runtime, RuntimeConfig};
 use crate::steps::{MessageKind, ModeKind, StageKind, Step};
 
@@ -55,22 +55,7 @@ fn rate(mut op: impl FnMut() -> Result<()>) -> Result<Vec<f64>> {
 }
 
 fn bench_context() -> Context {
-    Context {
-        message: Message::Create,
-        table: "bench".into(),
-        stage: Stage::PreOperation,
-        mode: Mode::Sync,
-        depth: 1,
-        user: "system".into(),
-        correlation_id: "bench".into(),
-        target: Entity { table: "bench".into(), id: "bench".into(), fields: vec![] },
-        pre_image: None,
-        post_image: None,
-        config: "null".into(),
-        input: "null".into(),
-        attempt: 1,
-        wake: None,
-    }
+    Context::standalone("bench", Mode::Sync)
 }
 
 pub fn run(json_out: bool) -> Result<()> {

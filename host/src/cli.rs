@@ -10,6 +10,7 @@ use crate::Weir;
 use crate::error::{Error, Result};
 use crate::steps::{Grant, MessageKind, ModeKind, StageKind, Step};
 use crate::store::records::OrderBy;
+use crate::worker::WorkOptions;
 
 #[derive(Parser, Debug)]
 #[command(name = "weir", version, about = "A WebAssembly plug-in host: records, an event pipeline and a durable job queue")]
@@ -40,6 +41,23 @@ pub enum Command {
     Record(RecordCmd),
     /// Loads the example plug-ins and runs weir's story end to end.
     Demo,
+    /// Runs the worker pool: claims due system jobs and runs them.
+    Work {
+        /// Jobs running at once (default: 4 per CPU).
+        #[arg(long)]
+        workers: Option<usize>,
+        /// Lease length in ms; a job whose worker stops is taken over after it.
+        #[arg(long, default_value_t = 30_000)]
+        lease_ms: u64,
+        /// Exit once nothing runs and nothing is due within the next 3 seconds.
+        #[arg(long)]
+        until_idle: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// System jobs: list, show.
+    #[command(subcommand)]
+    Jobs(JobsCmd),
     /// Measures weir against raw SQLite on this machine (use a release build).
     Bench {
         #[arg(long)]
@@ -58,6 +76,25 @@ pub enum PluginCmd {
     },
     /// Lists plug-in versions.
     List {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum JobsCmd {
+    /// Lists jobs, newest first; e.g. --filter "statecode eq 3 and statuscode eq 31" for failures.
+    List {
+        #[arg(long, value_name = "EXPR")]
+        filter: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        top: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Shows one job with its error and trace.
+    Show {
+        id: String,
         #[arg(long)]
         json: bool,
     },
@@ -170,7 +207,15 @@ pub fn main() -> i32 {
         }
     };
     init_tracing();
-    match run(cli) {
+    // Operations run nested sync plug-ins, each with its own wasm stack on top of
+    // the host's: give the command a roomy stack.
+    let worker = std::thread::Builder::new().name("weir".into()).stack_size(64 << 20).spawn(move || run(cli));
+    let result = match worker.map(|h| h.join()) {
+        Ok(Ok(r)) => r,
+        Ok(Err(_)) => Err(Error::Internal("weir crashed; please report this with the command that caused it".into())),
+        Err(e) => Err(Error::Internal(format!("cannot start: {e}"))),
+    };
+    match result {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("error: {e}");
@@ -196,10 +241,117 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Demo => crate::demo::run(&cli.db),
         Command::Bench { json } => crate::bench::run(json),
+        Command::Work { workers, lease_ms, until_idle, json } => {
+            let weir = Weir::open(&cli.db)?;
+            let mut opts = WorkOptions { lease_ms, until_idle, ..WorkOptions::default() };
+            if let Some(w) = workers {
+                opts.workers = w.max(1);
+            }
+            let stats = runtime()?.block_on(weir.work(opts, shutdown_signal()))?;
+            if json {
+                print_json(&stats);
+            } else {
+                println!(
+                    "ran {} attempts: {} succeeded, {} failed or will retry; {} expired leases taken over",
+                    stats.attempts, stats.succeeded, stats.retried_or_failed, stats.leases_expired
+                );
+            }
+            Ok(())
+        }
+        Command::Jobs(cmd) => jobs(&Weir::open(&cli.db)?, cmd),
         Command::Table(cmd) => table(&Weir::open(&cli.db)?, cmd),
         Command::Step(cmd) => step(&Weir::open(&cli.db)?, cmd),
         Command::Record(cmd) => record(&Weir::open(&cli.db)?, &cli.user, cmd),
     }
+}
+
+/// The tokio runtime for commands that run jobs or serve: multi-threaded, with
+/// roomy stacks for nested plug-in calls.
+pub fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_stack_size(16 << 20)
+        .build()
+        .map_err(|e| Error::Internal(format!("cannot start the async runtime: {e}")))
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}
+
+fn jobs(weir: &Weir, cmd: JobsCmd) -> Result<()> {
+    match cmd {
+        JobsCmd::List { filter, top, json } => {
+            let jobs = weir.list_jobs(filter.as_deref(), top)?;
+            if json {
+                print_json(&jobs);
+            } else {
+                println!("{:<36}  {:<16} {:<14} {:<10} {:<19} {:>8}  {}", "ID", "STEP", "PLUGIN", "STATE", "STATUS", "ATTEMPTS", "ERROR");
+                for j in jobs {
+                    println!(
+                        "{:<36}  {:<16} {:<14} {:<10} {:<19} {:>4}/{:<3}  {}",
+                        j.id,
+                        j.step.as_deref().unwrap_or("-"),
+                        j.plugin,
+                        j.state,
+                        j.status,
+                        j.attempts,
+                        j.max_attempts,
+                        j.error.as_deref().unwrap_or("").chars().take(80).collect::<String>()
+                    );
+                }
+            }
+        }
+        JobsCmd::Show { id, json } => {
+            let j = weir.show_job(&id)?;
+            if json {
+                print_json(&j);
+            } else {
+                println!("job {} ({} of plug-in {} v{})", j.id, j.kind, j.plugin, j.plugin_version);
+                println!("  step:        {}", j.step.as_deref().unwrap_or("-"));
+                println!("  state:       {} / {} ({} / {})", j.state, j.status, j.statecode, j.statuscode);
+                println!("  attempts:    {} of {}", j.attempts, j.max_attempts);
+                println!("  owner:       {}  correlation {}", j.owner, j.correlation_id);
+                println!("  created:     {}", j.created_at);
+                println!("  started:     {}", j.started_at.as_deref().unwrap_or("-"));
+                println!("  completed:   {}", j.completed_at.as_deref().unwrap_or("-"));
+                if let Some(p) = &j.postpone_until {
+                    println!("  postponed:   until {p}");
+                }
+                if let Some(e) = &j.error {
+                    println!("  error:       [{}] {e}", j.error_code.as_deref().unwrap_or("?"));
+                }
+                if let Some(r) = &j.result {
+                    println!("  result:      {r}");
+                }
+                if let Some(lines) = j.trace.as_array().filter(|l| !l.is_empty()) {
+                    println!("  trace:");
+                    for l in lines {
+                        println!("    [{}] {}", l["level"].as_str().unwrap_or(""), l["message"].as_str().unwrap_or(""));
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 fn table(weir: &Weir, cmd: TableCmd) -> Result<()> {

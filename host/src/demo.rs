@@ -9,9 +9,10 @@ use serde_json::json;
 
 use crate::Weir;
 use crate::error::{Error, Result};
-use crate::runtime::wit::{Context, Entity, Message, Mode, Stage};
+use crate::runtime::wit::{Context, Mode};
 use crate::runtime::{Limits, NoRecords};
 use crate::steps::{Grant, MessageKind, ModeKind, StageKind, Step};
+use crate::worker::WorkOptions;
 
 pub fn run(db: &Path) -> Result<()> {
     let weir = Weir::open(db)?;
@@ -67,6 +68,27 @@ pub fn run(db: &Path) -> Result<()> {
     }
     let after = p.get("opportunity", &opp.id)?;
     println!("   counter kept its old value: {:?}", after.get("counter") == before.as_ref());
+
+    println!("\n5. Background jobs: async steps run after the commit, with retries");
+    let shipment = p.create("system", "shipment", &json!({"name": "Parcel to Contoso"}))?;
+    let mine = format!("regarding eq '{}'", shipment.id);
+    println!("   created shipment {}: {} jobs enqueued in its transaction", shipment.id, weir.list_jobs(Some(&mine), 100)?.len());
+    let opts = WorkOptions { workers: 2, until_idle: true, ..WorkOptions::default() };
+    let stats = crate::cli::runtime()?.block_on(weir.work(opts, std::future::pending()))?;
+    println!("   weir work --until-idle: {} attempts, {} succeeded", stats.attempts, stats.succeeded);
+    for j in weir.list_jobs(Some(&mine), 100)?.iter().rev() {
+        println!(
+            "   {:<13} {:<10} {:<9} after {} attempt(s){}",
+            j.plugin,
+            j.state,
+            j.status,
+            j.attempts,
+            j.error.as_ref().map(|e| format!(": {e}")).unwrap_or_default()
+        );
+    }
+    let failures = weir.list_jobs(Some(&format!("statecode eq 3 and statuscode eq 31 and {mine}")), 100)?;
+    println!("   jobs list --filter \"statecode eq 3 and statuscode eq 31\" finds {} failure(s): {}", failures.len(),
+        failures.iter().map(|j| j.plugin.as_str()).collect::<Vec<_>>().join(", "));
     println!("\ndone.");
     Ok(())
 }
@@ -77,22 +99,7 @@ fn sandbox_call(weir: &Weir, name: &str) -> Result<String> {
         let (version, _) = weir.plugins().head(conn, name)?;
         weir.plugins().prepared(conn, name, version)
     })?;
-    let ctx = Context {
-        message: Message::Create,
-        table: "demo".into(),
-        stage: Stage::PreOperation,
-        mode: Mode::Sync,
-        depth: 1,
-        user: "system".into(),
-        correlation_id: "demo".into(),
-        target: Entity { table: "demo".into(), id: "demo".into(), fields: vec![] },
-        pre_image: None,
-        post_image: None,
-        config: "null".into(),
-        input: "null".into(),
-        attempt: 1,
-        wake: None,
-    };
+    let ctx = Context::standalone("demo", Mode::Sync);
     let limits = Limits {
         fuel: Some(200_000_000),
         deadline: Instant::now() + Duration::from_secs(2),
@@ -125,6 +132,7 @@ fn setup_tables(weir: &Weir) -> Result<()> {
             &[("name", "text"), ("amount", "decimal"), ("customer", "ref:account"), ("priority", "text"), ("stage", "text"), ("counter", "integer")],
         ),
         ("audit", &[("entity", "text"), ("recordid", "text"), ("action", "text")]),
+        ("shipment", &[("name", "text")]),
     ];
     for (name, cols) in want {
         if !tables.iter().any(|t| t == name) {
@@ -143,6 +151,10 @@ fn setup_tables(weir: &Weir) -> Result<()> {
             ..sync_step("demo-ping-pong", "ping-pong", MessageKind::Update, "opportunity", StageKind::PostOperation)
         },
     ];
+    let job = |name: &str, plugin: &str| Step::new(name, plugin, MessageKind::Create, "shipment", StageKind::PostOperation, ModeKind::Async);
+    steps.push(job("demo-notify", "notify"));
+    steps.push(Step { backoff_ms: Some(100), ..job("demo-flaky", "flaky") });
+    steps.push(job("demo-fails", "always-fails"));
     steps.retain(|s| !existing.contains(&s.name));
     for s in &steps {
         weir.add_step(s).map_err(|e| Error::Internal(format!("demo step {}: {e}", s.name)))?;

@@ -1,14 +1,32 @@
 //! System jobs: the durable queue of background work (Dataverse's
-//! asyncoperation). Owns the `weir_jobs` table: its states and statuses,
-//! enqueueing (inside the caller's transaction, so a rolled-back operation
-//! leaves no job) and reading jobs back.
+//! asyncoperation). Owns the `weir_jobs` and `weir_step_health` tables.
+//!
+//! The lifecycle, in one place:
+//!
+//! * [`enqueue`] inserts a Ready job inside the caller's transaction, so a
+//!   rolled-back operation leaves no job and a committed one always has its job.
+//! * [`claim`] (one transaction) first returns jobs whose lease expired to Ready
+//!   (the lost attempt counts; out of attempts they fail), then locks due Ready
+//!   jobs for a worker: InProgress, attempts + 1, a lease until now + lease.
+//! * [`heartbeat`] extends the leases a worker holds.
+//! * [`complete`] records an attempt's outcome, only if the caller still holds
+//!   the lease: Succeeded, Ready again after a capped exponential backoff with
+//!   jitter, or Failed.
+//! * Per step, consecutive failed attempts trip a breaker (reference/004): the
+//!   step's jobs are held for a doubling interval (capped) and the first success
+//!   resets it.
+//!
+//! It knows nothing of wasm: the worker pool ([`crate::worker`]) runs the jobs.
 
-use rusqlite::{Connection, params};
+use rand::Rng;
+use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 use serde_json::Value as Json;
 
 use crate::error::{Error, Result};
+use crate::filter::{self, Kind};
+use crate::runtime::TraceLine;
 use crate::steps::Grant;
-use crate::time::now_ms;
+use crate::time::{now_ms, to_rfc3339};
 use crate::values::EntityDoc;
 
 /// statecode values.
@@ -32,7 +50,41 @@ pub mod status {
     pub const CANCELED: i64 = 32;
 }
 
+/// Names of the states and statuses.
+pub fn state_name(code: i64) -> &'static str {
+    match code {
+        state::READY => "Ready",
+        state::SUSPENDED => "Suspended",
+        state::LOCKED => "Locked",
+        state::COMPLETED => "Completed",
+        _ => "Unknown",
+    }
+}
+
+pub fn status_name(code: i64) -> &'static str {
+    match code {
+        status::WAITING_FOR_RESOURCES => "WaitingForResources",
+        status::WAITING => "Waiting",
+        status::PAUSED => "Paused",
+        status::IN_PROGRESS => "InProgress",
+        status::PAUSING => "Pausing",
+        status::CANCELING => "Canceling",
+        status::SUCCEEDED => "Succeeded",
+        status::FAILED => "Failed",
+        status::CANCELED => "Canceled",
+        _ => "Unknown",
+    }
+}
+
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
+/// Longest retry delay.
+pub const MAX_BACKOFF_MS: u64 = 3_600_000;
+/// Consecutive failed attempts of one step before its jobs are held.
+pub const BREAKER_THRESHOLD: i64 = 5;
+/// First hold of a tripped step; doubles per further failure.
+pub const BREAKER_BASE_MS: i64 = 2_000;
+/// Longest hold.
+pub const BREAKER_CAP_MS: i64 = 600_000;
 pub const DEFAULT_BACKOFF_MS: u64 = 1000;
 pub const DEFAULT_TIMEOUT_MS: u64 = 60_000;
 
@@ -100,6 +152,342 @@ pub fn enqueue(conn: &Connection, job: &NewJob) -> Result<String> {
         job.callback_url,
     ])?;
     Ok(id)
+}
+
+/// A job a worker holds the lease of.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub id: String,
+    pub kind: String,
+    pub step: Option<String>,
+    pub plugin: String,
+    pub plugin_version: i64,
+    pub owner: String,
+    pub attempts: u32,
+    pub max_attempts: u32,
+    pub timeout_ms: u64,
+    pub fuel: Option<u64>,
+    pub context: JobContext,
+    pub grants: Vec<Grant>,
+    pub state: Option<Vec<u8>>,
+    pub wake: Option<String>,
+}
+
+fn json_err(e: serde_json::Error) -> Error {
+    Error::Internal(format!("corrupt job row: {e}"))
+}
+
+/// Returns expired leases to Ready (or Failed when out of attempts), then locks
+/// up to `limit` due jobs for `worker`. Returns the claimed jobs and how many
+/// leases had expired.
+pub fn claim(conn: &mut Connection, worker: &str, lease_ms: u64, limit: usize) -> Result<(Vec<Claimed>, usize)> {
+    let now = now_ms();
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let mut expired = tx.prepare_cached(
+        "UPDATE weir_jobs SET statecode = 0, statuscode = 0, lease_owner = NULL, lease_until = NULL,
+             error_code = 'lease_expired',
+             error_message = 'attempt ' || attempts || ' was lost: its worker stopped (lease expired)'
+         WHERE statecode = 2 AND lease_until < ?1 AND attempts < max_attempts",
+    )?
+    .execute([now])?;
+    expired += tx
+        .prepare_cached(
+            "UPDATE weir_jobs SET statecode = 3, statuscode = 31, lease_owner = NULL, lease_until = NULL,
+                 completed_at = ?1, error_code = 'lease_expired',
+                 error_message = 'attempt ' || attempts || ' of ' || max_attempts || ' was lost: its worker stopped (lease expired)'
+             WHERE statecode = 2 AND lease_until < ?1 AND attempts >= max_attempts",
+        )?
+        .execute([now])?;
+    let mut claimed = Vec::new();
+    if limit > 0 {
+        let mut stmt = tx.prepare_cached(
+            "UPDATE weir_jobs SET statecode = 2, statuscode = 20, attempts = attempts + 1,
+                 lease_owner = ?1, lease_until = ?2, started_at = ?3
+             WHERE id IN (
+                 SELECT id FROM weir_jobs
+                 WHERE statecode = 0 AND COALESCE(postpone_until, 0) <= ?3
+                   AND (step IS NULL OR step NOT IN (SELECT step FROM weir_step_health WHERE hold_until > ?3))
+                 ORDER BY COALESCE(postpone_until, created_at), id
+                 LIMIT ?4)
+             RETURNING id, kind, step, plugin, plugin_version, owner, attempts, max_attempts,
+                 timeout_ms, fuel, context, grants, state, wait",
+        )?;
+        let rows = stmt.query_map(params![worker, now + lease_ms as i64, now, limit as i64], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, Option<String>>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, i64>(4)?,
+                r.get::<_, String>(5)?,
+                r.get::<_, u32>(6)?,
+                r.get::<_, u32>(7)?,
+                r.get::<_, i64>(8)?,
+                r.get::<_, Option<i64>>(9)?,
+                r.get::<_, String>(10)?,
+                r.get::<_, String>(11)?,
+                r.get::<_, Option<Vec<u8>>>(12)?,
+                r.get::<_, Option<String>>(13)?,
+            ))
+        })?;
+        for row in rows {
+            let (id, kind, step, plugin, plugin_version, owner, attempts, max_attempts, timeout_ms, fuel, context, grants, state, wait) = row?;
+            let wake = wait.as_deref().and_then(|w| serde_json::from_str::<Json>(w).ok()).and_then(|w| w["wake"].as_str().map(String::from));
+            claimed.push(Claimed {
+                id,
+                kind,
+                step,
+                plugin,
+                plugin_version,
+                owner,
+                attempts,
+                max_attempts,
+                timeout_ms: timeout_ms as u64,
+                fuel: fuel.map(|f| f as u64),
+                context: serde_json::from_str(&context).map_err(json_err)?,
+                grants: serde_json::from_str(&grants).map_err(json_err)?,
+                state,
+                wake,
+            });
+        }
+    }
+    tx.commit()?;
+    Ok((claimed, expired))
+}
+
+/// Extends every lease `worker` holds; returns how many.
+pub fn heartbeat(conn: &Connection, worker: &str, lease_ms: u64) -> Result<usize> {
+    Ok(conn
+        .prepare_cached("UPDATE weir_jobs SET lease_until = ?2 WHERE lease_owner = ?1 AND statecode = 2")?
+        .execute(params![worker, now_ms() + lease_ms as i64])?)
+}
+
+/// How an attempt ended.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    Succeeded { result: Option<String> },
+    /// The attempt failed; retried unless `permanent` or out of attempts.
+    Failed { code: String, message: String, permanent: bool },
+}
+
+/// Delay before retry number `attempt` (1-based): capped exponential backoff
+/// with equal jitter (half fixed, half random), so retries of many jobs spread out.
+pub fn backoff_ms(base_ms: u64, attempt: u32) -> u64 {
+    let exp = base_ms.saturating_mul(1u64 << attempt.saturating_sub(1).min(32)).min(MAX_BACKOFF_MS);
+    let half = exp / 2;
+    half + rand::rng().random_range(0..=half)
+}
+
+/// Records the outcome of an attempt, if `worker` still holds the job's lease.
+/// Returns false (and changes nothing) when it does not.
+pub fn complete(conn: &mut Connection, id: &str, worker: &str, outcome: &Outcome, trace: &[TraceLine], duration_ms: u64) -> Result<bool> {
+    let now = now_ms();
+    let trace = serde_json::to_string(trace).map_err(json_err)?;
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let held: Option<(Option<String>, u32, u32, i64)> = tx
+        .prepare_cached("SELECT step, attempts, max_attempts, backoff_ms FROM weir_jobs WHERE id = ?1 AND lease_owner = ?2 AND statecode = 2")?
+        .query_row(params![id, worker], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .optional()?;
+    let Some((step, attempts, max_attempts, backoff)) = held else {
+        return Ok(false);
+    };
+    match outcome {
+        Outcome::Succeeded { result } => {
+            tx.prepare_cached(
+                "UPDATE weir_jobs SET statecode = 3, statuscode = 30, completed_at = ?2, duration_ms = ?3,
+                     result = ?4, trace = ?5, error_code = NULL, error_message = NULL,
+                     lease_owner = NULL, lease_until = NULL, state = NULL, postpone_until = NULL
+                 WHERE id = ?1",
+            )?
+            .execute(params![id, now, duration_ms as i64, result, trace])?;
+            if let Some(step) = &step {
+                tx.prepare_cached("DELETE FROM weir_step_health WHERE step = ?1")?.execute([step])?;
+            }
+        }
+        Outcome::Failed { code, message, permanent } => {
+            if *permanent || attempts >= max_attempts {
+                let why = if *permanent { message.clone() } else { format!("{message} (attempt {attempts} of {max_attempts}; no attempts left)") };
+                tx.prepare_cached(
+                    "UPDATE weir_jobs SET statecode = 3, statuscode = 31, completed_at = ?2, duration_ms = ?3,
+                         error_code = ?4, error_message = ?5, trace = ?6, lease_owner = NULL, lease_until = NULL
+                     WHERE id = ?1",
+                )?
+                .execute(params![id, now, duration_ms as i64, code, why, trace])?;
+            } else {
+                let due = now + backoff_ms(backoff as u64, attempts) as i64;
+                tx.prepare_cached(
+                    "UPDATE weir_jobs SET statecode = 0, statuscode = 0, postpone_until = ?2, duration_ms = ?3,
+                         error_code = ?4, error_message = ?5, trace = ?6, lease_owner = NULL, lease_until = NULL
+                     WHERE id = ?1",
+                )?
+                .execute(params![id, due, duration_ms as i64, code, message, trace])?;
+            }
+            if let Some(step) = &step {
+                trip_breaker(&tx, step, now)?;
+            }
+        }
+    }
+    tx.commit()?;
+    Ok(true)
+}
+
+/// Counts a failed attempt of `step`; past the threshold, holds its jobs.
+fn trip_breaker(conn: &Connection, step: &str, now: i64) -> Result<()> {
+    let failures: i64 = conn
+        .prepare_cached(
+            "INSERT INTO weir_step_health (step, consecutive_failures, hold_until) VALUES (?1, 1, NULL)
+             ON CONFLICT (step) DO UPDATE SET consecutive_failures = consecutive_failures + 1
+             RETURNING consecutive_failures",
+        )?
+        .query_row([step], |r| r.get(0))?;
+    if failures >= BREAKER_THRESHOLD {
+        let doublings = (failures - BREAKER_THRESHOLD).min(20) as u32;
+        let hold = (BREAKER_BASE_MS << doublings).min(BREAKER_CAP_MS);
+        conn.prepare_cached("UPDATE weir_step_health SET hold_until = ?2 WHERE step = ?1")?.execute(params![step, now + hold])?;
+        // Make the hold visible on the jobs it delays.
+        conn.prepare_cached(
+            "UPDATE weir_jobs SET postpone_until = MAX(COALESCE(postpone_until, 0), ?2)
+             WHERE step = ?1 AND statecode = 0",
+        )?
+        .execute(params![step, now + hold])?;
+    }
+    Ok(())
+}
+
+/// When the next job becomes due (ms since the epoch): Ready jobs by their
+/// postponement or their step's hold, Locked ones by their lease's end. None
+/// when nothing can become due.
+pub fn next_due(conn: &Connection) -> Result<Option<i64>> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT MIN(due) FROM (
+                 SELECT MAX(COALESCE(j.postpone_until, 0), COALESCE(h.hold_until, 0)) AS due
+                 FROM weir_jobs j LEFT JOIN weir_step_health h ON h.step = j.step
+                 WHERE j.statecode = 0
+                 UNION ALL
+                 SELECT lease_until FROM weir_jobs WHERE statecode = 2)",
+        )?
+        .query_row([], |r| r.get(0))?)
+}
+
+/// A job as operators see it (`weir jobs show --json`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct JobView {
+    pub id: String,
+    pub kind: String,
+    pub step: Option<String>,
+    pub plugin: String,
+    pub plugin_version: i64,
+    pub state: &'static str,
+    pub status: &'static str,
+    pub statecode: i64,
+    pub statuscode: i64,
+    pub attempts: u32,
+    pub max_attempts: u32,
+    pub error_code: Option<String>,
+    pub error: Option<String>,
+    pub trace: Json,
+    pub owner: String,
+    pub correlation_id: String,
+    pub created_at: String,
+    pub started_at: Option<String>,
+    pub completed_at: Option<String>,
+    pub duration_ms: Option<i64>,
+    pub postpone_until: Option<String>,
+    pub wait: Option<Json>,
+    pub result: Option<Json>,
+    pub callback_url: Option<String>,
+    pub depth: u32,
+    pub target: Option<Json>,
+}
+
+const VIEW_COLUMNS: &str = "id, kind, step, plugin, plugin_version, statecode, statuscode, attempts, max_attempts,
+    error_code, error_message, trace, owner, correlation_id, created_at, started_at, completed_at, duration_ms,
+    postpone_until, wait, result, callback_url, context";
+
+fn read_view(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobView> {
+    let statecode: i64 = r.get(5)?;
+    let statuscode: i64 = r.get(6)?;
+    let parse = |s: Option<String>| s.and_then(|s| serde_json::from_str::<Json>(&s).ok().or(Some(Json::String(s))));
+    let context: Option<JobContext> = r.get::<_, String>(22).ok().and_then(|c| serde_json::from_str(&c).ok());
+    Ok(JobView {
+        id: r.get(0)?,
+        kind: r.get(1)?,
+        step: r.get(2)?,
+        plugin: r.get(3)?,
+        plugin_version: r.get(4)?,
+        state: state_name(statecode),
+        status: status_name(statuscode),
+        statecode,
+        statuscode,
+        attempts: r.get(7)?,
+        max_attempts: r.get(8)?,
+        error_code: r.get(9)?,
+        error: r.get(10)?,
+        trace: parse(r.get(11)?).unwrap_or(Json::Array(vec![])),
+        owner: r.get(12)?,
+        correlation_id: r.get(13)?,
+        created_at: to_rfc3339(r.get(14)?),
+        started_at: r.get::<_, Option<i64>>(15)?.map(to_rfc3339),
+        completed_at: r.get::<_, Option<i64>>(16)?.map(to_rfc3339),
+        duration_ms: r.get(17)?,
+        postpone_until: r.get::<_, Option<i64>>(18)?.map(to_rfc3339),
+        wait: parse(r.get(19)?),
+        result: parse(r.get(20)?),
+        callback_url: r.get(21)?,
+        depth: context.as_ref().map_or(0, |c| c.depth),
+        target: context.map(|c| serde_json::json!({"table": c.target.table, "id": c.target.id})),
+    })
+}
+
+/// The job fields the filter language can use, as trusted SQL expressions.
+fn job_field(field: &str) -> Option<(String, Kind)> {
+    let (sql, kind) = match field {
+        "id" | "kind" | "step" | "plugin" | "owner" | "correlation_id" | "error_code" | "callback_url" => (field.to_string(), Kind::Text),
+        "error" | "error_message" => ("error_message".into(), Kind::Text),
+        // Dataverse's regardingobjectid: the record the job is about.
+        "regarding" => ("json_extract(context, '$.target.id')".into(), Kind::Text),
+        "regarding_table" => ("json_extract(context, '$.target.table')".into(), Kind::Text),
+        "statecode" | "statuscode" | "attempts" | "max_attempts" | "duration_ms" | "plugin_version" => (field.to_string(), Kind::Number),
+        "created_at" | "started_at" | "completed_at" | "postpone_until" => (field.to_string(), Kind::Time),
+        "state" => (
+            "(CASE statecode WHEN 0 THEN 'Ready' WHEN 1 THEN 'Suspended' WHEN 2 THEN 'Locked' WHEN 3 THEN 'Completed' END)".into(),
+            Kind::Text,
+        ),
+        "status" => (
+            "(CASE statuscode WHEN 0 THEN 'WaitingForResources' WHEN 10 THEN 'Waiting' WHEN 11 THEN 'Paused' \
+             WHEN 20 THEN 'InProgress' WHEN 21 THEN 'Pausing' WHEN 22 THEN 'Canceling' WHEN 30 THEN 'Succeeded' \
+             WHEN 31 THEN 'Failed' WHEN 32 THEN 'Canceled' END)"
+                .into(),
+            Kind::Text,
+        ),
+        _ => return None,
+    };
+    Some((sql, kind))
+}
+
+/// Jobs matching `filter` (the filter language over job fields), newest first.
+pub fn list(conn: &Connection, filter_src: Option<&str>, top: usize) -> Result<Vec<JobView>> {
+    let mut sql = format!("SELECT {VIEW_COLUMNS} FROM weir_jobs");
+    let mut params = Vec::new();
+    if let Some(src) = filter_src.map(str::trim).filter(|s| !s.is_empty()) {
+        let expr = filter::parse(src).map_err(|e| Error::invalid(e.to_string()))?;
+        let (cond, p) = filter::to_sql(&expr, src, &job_field).map_err(|e| Error::invalid(e.to_string()))?;
+        sql.push_str(" WHERE ");
+        sql.push_str(&cond);
+        params = p;
+    }
+    sql.push_str(&format!(" ORDER BY id DESC LIMIT {}", top.min(1_000_000)));
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt.query_map(params_from_iter(params.iter()), read_view)?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+pub fn show(conn: &Connection, id: &str) -> Result<JobView> {
+    conn.prepare_cached(&format!("SELECT {VIEW_COLUMNS} FROM weir_jobs WHERE id = ?1"))?
+        .query_row([id], read_view)
+        .optional()?
+        .ok_or_else(|| Error::not_found(format!("no job with id {id}")))
 }
 
 /// How many jobs exist for a correlation id (tests and diagnostics).

@@ -10,7 +10,8 @@
 //! * [`filter`]: the filter language EXPR — parser, evaluator, SQL compiler.
 //! * [`steps`]: step registrations and their rules.
 //! * [`pipeline`]: runs every record operation through its steps, in one transaction.
-//! * [`jobs`]: the durable system-job queue.
+//! * [`jobs`]: the durable system-job queue (lifecycle, leases, retries).
+//! * [`worker`]: the worker pool that runs jobs.
 //! * [`examples`]: the example plug-ins built from `guest-examples/`.
 //! * [`cli`]: the `weir` command line; [`demo`]: `weir demo`.
 
@@ -27,6 +28,7 @@ pub mod steps;
 pub mod store;
 pub mod time;
 pub mod values;
+pub mod worker;
 
 pub use error::Error;
 pub mod demo;
@@ -118,5 +120,19 @@ impl Weir {
 
     pub fn remove_step(&self, name: &str) -> Result<()> {
         self.pipeline.with_conn(|conn| steps::remove(conn, name))
+    }
+
+    /// Runs the worker pool until `shutdown` resolves (or until idle).
+    pub async fn work(&self, opts: worker::WorkOptions, shutdown: impl std::future::Future<Output = ()>) -> Result<worker::WorkStats> {
+        worker::run(&self.db, self.pipeline.clone(), self.plugins.clone(), opts, shutdown).await
+    }
+
+    /// Jobs matching a filter expression over job fields, newest first.
+    pub fn list_jobs(&self, filter: Option<&str>, top: usize) -> Result<Vec<jobs::JobView>> {
+        self.pipeline.with_conn(|conn| jobs::list(conn, filter, top))
+    }
+
+    pub fn show_job(&self, id: &str) -> Result<jobs::JobView> {
+        self.pipeline.with_conn(|conn| jobs::show(conn, id))
     }
 }

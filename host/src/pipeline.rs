@@ -110,7 +110,14 @@ impl Input {
     }
 }
 
-/// Steps that do nothing (none registered, or no match) cost one query.
+/// A change a background job's plug-in asks for (fields as plug-ins give them).
+#[derive(Debug, Clone)]
+pub enum Change {
+    Create(Vec<Field>),
+    Update(String, Vec<Field>),
+    Delete(String),
+}
+
 impl Pipeline {
     pub fn new(db: Db, plugins: Arc<Plugins>, settings: Settings) -> Pipeline {
         Pipeline { db, plugins, settings, pool: Mutex::new(Vec::new()) }
@@ -157,6 +164,18 @@ impl Pipeline {
 
     pub fn delete(self: &Arc<Self>, user: &str, table: &str, id: &str) -> Result<()> {
         self.top(user, table, 1, |_| Ok(Input::Delete { id: id.to_string() })).map(|_| ())
+    }
+
+    /// Applies a plug-in's change as its own top-level operation (own
+    /// transaction) at `depth`: how async jobs write records.
+    pub fn apply(self: &Arc<Self>, user: &str, depth: u32, table: &str, change: Change) -> Result<Option<Record>> {
+        self.top(user, table, depth, |def| {
+            Ok(match change {
+                Change::Create(f) => Input::Create { id: uuid::Uuid::now_v7().to_string(), fields: def.conform_fields(f)? },
+                Change::Update(id, f) => Input::Update { id, fields: def.conform_fields(f)? },
+                Change::Delete(id) => Input::Delete { id },
+            })
+        })
     }
 
     pub fn get(&self, table: &str, id: &str) -> Result<Record> {
@@ -549,13 +568,7 @@ struct PipelineHost {
 
 impl PipelineHost {
     fn check(&self, table: &str, access: Access) -> std::result::Result<TableDef, RecordError> {
-        if !steps::allowed(&self.grants, table, access) {
-            let a = if access == Access::Write { "write" } else { "read" };
-            return Err(RecordError::Denied(format!(
-                "step {} has no {a} grant for table {table} (register it with --grant {table}:{a})",
-                self.step
-            )));
-        }
+        check_grant(&format!("step {}", self.step), &self.grants, table, access)?;
         if access == Access::Write && self.read_only {
             return Err(RecordError::Denied("pre-validation steps run outside the transaction and may only read".into()));
         }
@@ -568,7 +581,17 @@ impl PipelineHost {
     }
 }
 
-fn to_record_error(e: Error) -> RecordError {
+/// Refuses a `records` call the grants do not allow, naming who lacks what.
+pub fn check_grant(who: &str, grants: &[Grant], table: &str, access: Access) -> std::result::Result<(), RecordError> {
+    if steps::allowed(grants, table, access) {
+        return Ok(());
+    }
+    let a = if access == Access::Write { "write" } else { "read" };
+    Err(RecordError::Denied(format!("{who} has no {a} grant for table {table} (register it with --grant {table}:{a})")))
+}
+
+/// A library error as the `records` interface reports it to a guest.
+pub fn to_record_error(e: Error) -> RecordError {
     match e {
         Error::NotFound(m) => RecordError::NotFound(m),
         Error::Invalid(m) | Error::Conflict(m) => RecordError::Invalid(m),

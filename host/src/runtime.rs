@@ -69,6 +69,29 @@ mod wit_async {
 
 use wit::{Context, Entity, Field, Outcome, PluginError, RecordError, Step};
 
+impl Context {
+    /// A context for a call outside any operation (the demo's sandbox runs, the
+    /// benchmark): a create of an empty `table` record at depth 1.
+    pub fn standalone(table: &str, mode: wit::Mode) -> Context {
+        Context {
+            message: wit::Message::Create,
+            table: table.into(),
+            stage: wit::Stage::PreOperation,
+            mode,
+            depth: 1,
+            user: "system".into(),
+            correlation_id: table.into(),
+            target: Entity { table: table.into(), id: table.into(), fields: vec![] },
+            pre_image: None,
+            post_image: None,
+            config: "null".into(),
+            input: "null".into(),
+            attempt: 1,
+            wake: None,
+        }
+    }
+}
+
 /// How often the epoch advances. Deadlines and time slices are multiples of it.
 pub const TICK: Duration = Duration::from_millis(5);
 /// Bytes of guest stdout/stderr kept per call (each).

@@ -81,7 +81,13 @@ const MIGRATIONS: &[&str] = &[
         callback_url TEXT
     );
     CREATE INDEX weir_jobs_due ON weir_jobs (statecode, postpone_until);
-    CREATE INDEX weir_jobs_correlation ON weir_jobs (correlation_id);",
+    CREATE INDEX weir_jobs_correlation ON weir_jobs (correlation_id);
+    CREATE INDEX weir_jobs_lease ON weir_jobs (lease_owner) WHERE lease_owner IS NOT NULL;
+    CREATE TABLE weir_step_health (
+        step TEXT PRIMARY KEY,
+        consecutive_failures INTEGER NOT NULL,
+        hold_until INTEGER
+    );",
 ];
 
 /// The database file and how to connect to it.

@@ -1,0 +1,323 @@
+//! The worker pool: runs system jobs (`weir work`, and inside `weir serve`).
+//!
+//! One dispatcher claims due jobs in batches, up to the number of free worker
+//! slots, and runs each on the tokio executor as an async wasm call that yields
+//! every epoch tick, so a busy guest never starves the others or the heartbeat.
+//! A heartbeat task extends the leases this pool holds; if the process dies, its
+//! leases expire and another worker takes the jobs over (the lost attempt counts).
+//!
+//! Owns no table: every state change goes through [`crate::jobs`]. Record
+//! operations a job's plug-in asks for go through the [`Pipeline`] as their own
+//! operations, at the trigger's depth + 1.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use rusqlite::Connection;
+use tokio::sync::{Notify, Semaphore};
+
+use crate::error::{Error, Result};
+use crate::jobs::{self, Claimed, Outcome};
+use crate::pipeline::{Change, Pipeline, check_grant, to_record_error};
+use crate::plugins::Plugins;
+use crate::runtime::wit::{Context, Entity, Field, Message, Mode, RecordError, Stage, Step, WakeReason};
+use crate::runtime::{CallError, CancelFlag, Limits, RecordHost};
+use crate::steps::{Access, Grant};
+use crate::store::Db;
+use crate::store::records::Record;
+
+/// How the pool runs.
+#[derive(Debug, Clone)]
+pub struct WorkOptions {
+    /// Jobs running at once.
+    pub workers: usize,
+    /// Lease length; the heartbeat renews it every third of it.
+    pub lease_ms: u64,
+    /// Exit once nothing runs and nothing is due within `idle_horizon`.
+    pub until_idle: bool,
+    pub idle_horizon: Duration,
+    /// How often to look for due jobs when idle.
+    pub poll: Duration,
+}
+
+impl Default for WorkOptions {
+    fn default() -> Self {
+        WorkOptions {
+            workers: std::thread::available_parallelism().map(|n| n.get() * 4).unwrap_or(8),
+            lease_ms: 30_000,
+            until_idle: false,
+            idle_horizon: Duration::from_secs(3),
+            poll: Duration::from_millis(10),
+        }
+    }
+}
+
+/// What a pool did.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct WorkStats {
+    pub attempts: u64,
+    pub succeeded: u64,
+    pub retried_or_failed: u64,
+    pub leases_expired: u64,
+    pub lost_leases: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    attempts: AtomicU64,
+    succeeded: AtomicU64,
+    unsuccessful: AtomicU64,
+    leases_expired: AtomicU64,
+    lost_leases: AtomicU64,
+}
+
+/// A running pool's shared parts.
+struct Shared {
+    db_conn: Mutex<Connection>,
+    pipeline: Arc<Pipeline>,
+    plugins: Arc<Plugins>,
+    worker_id: String,
+    opts: WorkOptions,
+    counters: Counters,
+    inflight: AtomicUsize,
+    finished: Notify,
+    memory_bytes: u64,
+    max_host_calls: u64,
+}
+
+/// Runs jobs until `shutdown` resolves (or, with `until_idle`, until idle).
+/// On shutdown it stops claiming and lets running jobs finish.
+pub async fn run(db: &Db, pipeline: Arc<Pipeline>, plugins: Arc<Plugins>, opts: WorkOptions, shutdown: impl std::future::Future<Output = ()>) -> Result<WorkStats> {
+    let settings = pipeline.settings().clone();
+    let shared = Arc::new(Shared {
+        db_conn: Mutex::new(db.connect()?),
+        pipeline,
+        plugins,
+        worker_id: format!("worker-{}-{}", std::process::id(), uuid::Uuid::now_v7()),
+        opts: opts.clone(),
+        counters: Counters::default(),
+        inflight: AtomicUsize::new(0),
+        finished: Notify::new(),
+        memory_bytes: settings.memory_bytes,
+        max_host_calls: settings.max_host_calls,
+    });
+    let slots = Arc::new(Semaphore::new(opts.workers.max(1)));
+    let heartbeat = {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let every = Duration::from_millis((shared.opts.lease_ms / 3).max(10));
+            loop {
+                tokio::time::sleep(every).await;
+                let r = jobs::heartbeat(&shared.db_conn.lock(), &shared.worker_id, shared.opts.lease_ms);
+                if let Err(e) = r {
+                    tracing::warn!("heartbeat failed: {e}");
+                }
+            }
+        })
+    };
+    tokio::pin!(shutdown);
+    loop {
+        let free = slots.available_permits();
+        if free > 0 {
+            let claimed = {
+                let mut conn = shared.db_conn.lock();
+                jobs::claim(&mut conn, &shared.worker_id, opts.lease_ms, free)
+            };
+            match claimed {
+                Ok((batch, expired)) => {
+                    shared.counters.leases_expired.fetch_add(expired as u64, Ordering::Relaxed);
+                    let got = !batch.is_empty();
+                    for job in batch {
+                        let permit = slots.clone().acquire_owned().await.map_err(|e| Error::Internal(e.to_string()))?;
+                        shared.inflight.fetch_add(1, Ordering::SeqCst);
+                        let shared = shared.clone();
+                        tokio::spawn(async move {
+                            run_job(&shared, job).await;
+                            shared.inflight.fetch_sub(1, Ordering::SeqCst);
+                            drop(permit);
+                            shared.finished.notify_waiters();
+                        });
+                    }
+                    if got {
+                        continue;
+                    }
+                }
+                Err(e) => tracing::warn!("claiming jobs failed: {e}"),
+            }
+        }
+        if opts.until_idle && shared.inflight.load(Ordering::SeqCst) == 0 {
+            let next = jobs::next_due(&shared.db_conn.lock())?;
+            let horizon = crate::time::now_ms() + opts.idle_horizon.as_millis() as i64;
+            if next.is_none_or(|due| due > horizon) {
+                break;
+            }
+        }
+        tokio::select! {
+            _ = &mut shutdown => break,
+            _ = shared.finished.notified() => {}
+            _ = tokio::time::sleep(opts.poll) => {}
+        }
+    }
+    // Stop claiming; let running jobs finish (their leases stay alive meanwhile).
+    while shared.inflight.load(Ordering::SeqCst) > 0 {
+        tokio::select! {
+            _ = shared.finished.notified() => {}
+            _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+        }
+    }
+    heartbeat.abort();
+    let c = &shared.counters;
+    Ok(WorkStats {
+        attempts: c.attempts.load(Ordering::Relaxed),
+        succeeded: c.succeeded.load(Ordering::Relaxed),
+        retried_or_failed: c.unsuccessful.load(Ordering::Relaxed),
+        leases_expired: c.leases_expired.load(Ordering::Relaxed),
+        lost_leases: c.lost_leases.load(Ordering::Relaxed),
+    })
+}
+
+/// The context a job's plug-in sees.
+fn context(job: &Claimed) -> Context {
+    let c = &job.context;
+    Context {
+        message: match c.message.as_str() {
+            "create" => Message::Create,
+            "update" => Message::Update,
+            "delete" => Message::Delete,
+            _ => Message::Background,
+        },
+        table: c.table.clone(),
+        stage: Stage::PostOperation,
+        mode: Mode::Async,
+        depth: c.depth,
+        user: c.user.clone(),
+        correlation_id: c.correlation_id.clone(),
+        target: Entity::from(c.target.clone()),
+        pre_image: c.pre_image.clone().map(Entity::from),
+        post_image: c.post_image.clone().map(Entity::from),
+        config: c.config.to_string(),
+        input: c.input.to_string(),
+        attempt: job.attempts,
+        wake: match job.wake.as_deref() {
+            Some("timer") => Some(WakeReason::Timer),
+            Some("condition-met") => Some(WakeReason::ConditionMet),
+            Some("timed-out") => Some(WakeReason::TimedOut),
+            _ => None,
+        },
+    }
+}
+
+async fn run_job(shared: &Shared, job: Claimed) {
+    let started = Instant::now();
+    shared.counters.attempts.fetch_add(1, Ordering::Relaxed);
+    let (outcome, trace) = attempt(shared, &job).await;
+    match &outcome {
+        Outcome::Succeeded { .. } => shared.counters.succeeded.fetch_add(1, Ordering::Relaxed),
+        Outcome::Failed { .. } => shared.counters.unsuccessful.fetch_add(1, Ordering::Relaxed),
+    };
+    let duration = started.elapsed().as_millis() as u64;
+    let done = {
+        let mut conn = shared.db_conn.lock();
+        jobs::complete(&mut conn, &job.id, &shared.worker_id, &outcome, &trace, duration)
+    };
+    match done {
+        Ok(true) => {}
+        Ok(false) => {
+            shared.counters.lost_leases.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!("job {}: the lease was lost before the attempt finished; its outcome was discarded", job.id);
+        }
+        Err(e) => tracing::error!("job {}: recording the outcome failed: {e}; the lease will expire and the job run again", job.id),
+    }
+}
+
+/// Runs one attempt; returns its outcome and trace.
+async fn attempt(shared: &Shared, job: &Claimed) -> (Outcome, Vec<crate::runtime::TraceLine>) {
+    let failed = |code: &str, message: String, permanent: bool| Outcome::Failed { code: code.into(), message, permanent };
+    let prepared = match shared.pipeline.with_conn(|conn| shared.plugins.prepared(conn, &job.plugin, job.plugin_version)) {
+        Ok(p) => p,
+        Err(e) => return (failed("host", format!("{}: cannot load version {}: {e}", job.plugin, job.plugin_version), false), vec![]),
+    };
+    let ctx = context(job);
+    let limits = Limits {
+        fuel: job.fuel,
+        deadline: Instant::now() + Duration::from_millis(job.timeout_ms),
+        budget_ms: job.timeout_ms,
+        memory_bytes: shared.memory_bytes,
+        max_host_calls: shared.max_host_calls,
+    };
+    let records = JobRecords {
+        pipeline: shared.pipeline.clone(),
+        who: format!("job {} ({})", job.id, job.step.as_deref().unwrap_or(&job.plugin)),
+        user: job.owner.clone(),
+        depth: job.context.depth,
+        grants: job.grants.clone(),
+    };
+    let runtime = shared.plugins.runtime();
+    let (result, stats) = runtime.call_async(&prepared, &ctx, job.state.clone(), Box::new(records), &limits, CancelFlag::default()).await;
+    let outcome = match result {
+        Ok(Step::Done(result)) => Outcome::Succeeded { result },
+        Ok(Step::WaitUntil(_) | Step::WaitFor(_)) => failed(
+            "unsupported",
+            format!("{}: returned a wait step; this weir version does not run wait states yet", job.plugin),
+            true,
+        ),
+        Err(CallError::Permanent(m)) => failed("permanent", format!("{}: {m}", job.plugin), true),
+        Err(e) => failed(e.code(), format!("{}: {e}", job.plugin), false),
+    };
+    (outcome, stats.trace)
+}
+
+/// `records` for async jobs: each change is its own operation through the
+/// pipeline, at the trigger's depth + 1, as the job's owner.
+struct JobRecords {
+    pipeline: Arc<Pipeline>,
+    who: String,
+    user: String,
+    depth: u32,
+    grants: Vec<Grant>,
+}
+
+/// Stack for pipeline operations started from inside a guest: nested sync
+/// plug-ins each get their own wasm stack on top of it.
+const OP_STACK: usize = 32 << 20;
+
+impl JobRecords {
+    /// Runs a pipeline operation on a thread with a large stack (the caller is
+    /// on a guest's fiber, whose stack is small).
+    fn change(&self, table: &str, change: Change) -> std::result::Result<Option<Record>, RecordError> {
+        check_grant(&self.who, &self.grants, table, Access::Write)?;
+        let (p, user, depth, table) = (self.pipeline.clone(), self.user.clone(), self.depth + 1, table.to_string());
+        std::thread::scope(|s| {
+            std::thread::Builder::new()
+                .stack_size(OP_STACK)
+                .spawn_scoped(s, move || p.apply(&user, depth, &table, change))
+                .map_err(|e| RecordError::Failed(format!("cannot start the operation: {e}")))?
+                .join()
+                .map_err(|_| RecordError::Failed("the operation panicked".into()))?
+                .map_err(to_record_error)
+        })
+    }
+}
+
+impl RecordHost for JobRecords {
+    fn get(&mut self, table: &str, id: &str) -> std::result::Result<Entity, RecordError> {
+        check_grant(&self.who, &self.grants, table, Access::Read)?;
+        self.pipeline.get(table, id).map(|r| r.to_entity()).map_err(to_record_error)
+    }
+    fn query(&mut self, table: &str, filter: &str, top: u32) -> std::result::Result<Vec<Entity>, RecordError> {
+        check_grant(&self.who, &self.grants, table, Access::Read)?;
+        let rows = self.pipeline.query(table, Some(filter), &[], Some(top as usize)).map_err(to_record_error)?;
+        Ok(rows.iter().map(Record::to_entity).collect())
+    }
+    fn create(&mut self, table: &str, fields: Vec<Field>) -> std::result::Result<Entity, RecordError> {
+        self.change(table, Change::Create(fields))?.map(|r| r.to_entity()).ok_or_else(|| RecordError::Failed("create returned nothing".into()))
+    }
+    fn update(&mut self, table: &str, id: &str, fields: Vec<Field>) -> std::result::Result<Entity, RecordError> {
+        self.change(table, Change::Update(id.into(), fields))?.map(|r| r.to_entity()).ok_or_else(|| RecordError::Failed("update returned nothing".into()))
+    }
+    fn delete(&mut self, table: &str, id: &str) -> std::result::Result<(), RecordError> {
+        self.change(table, Change::Delete(id.into())).map(|_| ())
+    }
+}
