@@ -10,7 +10,10 @@ use crate::Weir;
 use crate::error::{Error, Result};
 use crate::runtime::wit::{Context, Mode};
 use crate::runtime::{Limits, NoRecords, Runtime, RuntimeConfig};
+use crate::jobs::{self, JobContext, NewJob};
 use crate::steps::{MessageKind, ModeKind, StageKind, Step};
+use crate::values::EntityDoc;
+use crate::worker::WorkOptions;
 
 /// Repetitions of each timed run.
 const RUNS: usize = 5;
@@ -154,6 +157,26 @@ pub fn run(json_out: bool) -> Result<()> {
         figures.push(Figure { key: "component_cached_load_ms", label: "component load, from the disk cache", unit: "ms", runs: cached });
     }
 
+    say("async jobs: 10,000 notify jobs, 2 workers");
+    figures.push(Figure {
+        key: "async_notify_10k_2_workers_per_s",
+        label: "drain 10,000 notify jobs, 2 workers",
+        unit: "/s",
+        runs: (0..3).map(|_| drain(&weir, "notify", 10_000, 2)).collect::<Result<_>>()?,
+    });
+    say("async jobs: 50,000 no-op jobs, default workers");
+    let workers = WorkOptions::default().workers;
+    figures.push(Figure {
+        key: "async_jobs_per_s",
+        label: "drain 50,000 no-op jobs, default workers",
+        unit: "/s",
+        runs: (0..3).map(|_| drain(&weir, "noop", 50_000, workers)).collect::<Result<_>>()?,
+    });
+    say("enqueue-to-start latency at 1,000 jobs/s");
+    let (p50, p99) = latency(&weir, 1000, Duration::from_secs(3))?;
+    figures.push(Figure { key: "enqueue_to_start_p50_ms", label: "enqueue to start, p50 at 1,000 jobs/s", unit: "ms", runs: vec![p50] });
+    figures.push(Figure { key: "enqueue_to_start_p99_ms", label: "enqueue to start, p99 at 1,000 jobs/s", unit: "ms", runs: vec![p99] });
+
     let machine = machine();
     if json_out {
         let mut obj = Map::new();
@@ -175,6 +198,109 @@ pub fn run(json_out: bool) -> Result<()> {
     }
     drop(weir);
     Ok(())
+}
+
+fn job(plugin: &str, version: i64) -> NewJob {
+    NewJob {
+        kind: "bench",
+        step: None,
+        plugin: plugin.into(),
+        plugin_version: version,
+        owner: "system".into(),
+        context: JobContext {
+            message: "background".into(),
+            table: "bench".into(),
+            stage: "post-operation".into(),
+            depth: 1,
+            user: "system".into(),
+            correlation_id: "bench".into(),
+            target: EntityDoc { table: "bench".into(), id: "bench".into(), fields: vec![] },
+            pre_image: None,
+            post_image: None,
+            config: Json::Null,
+            input: Json::Null,
+        },
+        grants: vec![],
+        max_attempts: 1,
+        backoff_ms: 1000,
+        timeout_ms: 10_000,
+        fuel: None,
+        postpone_until: None,
+        callback_url: None,
+    }
+}
+
+fn plugin_version(weir: &Weir, plugin: &str) -> Result<i64> {
+    if weir.pipeline().with_conn(|c| weir.plugins().head(c, plugin)).is_err() {
+        weir.add_plugin(plugin, crate::examples::wasm(plugin).unwrap_or_default())?;
+    }
+    Ok(weir.pipeline().with_conn(|c| weir.plugins().head(c, plugin))?.0)
+}
+
+/// Enqueues `n` jobs of `plugin` in one transaction, then times a pool of
+/// `workers` draining them. Returns jobs per second.
+fn drain(weir: &Weir, plugin: &str, n: usize, workers: usize) -> Result<f64> {
+    let version = plugin_version(weir, plugin)?;
+    let mut conn = weir.db().connect()?;
+    let tx = conn.transaction()?;
+    let j = job(plugin, version);
+    for _ in 0..n {
+        jobs::enqueue(&tx, &j)?;
+    }
+    tx.commit()?;
+    let opts = WorkOptions { workers, until_idle: true, idle_horizon: Duration::ZERO, ..WorkOptions::default() };
+    let started = Instant::now();
+    let stats = crate::cli::runtime()?.block_on(weir.work(opts, std::future::pending()))?;
+    let secs = started.elapsed().as_secs_f64();
+    if stats.succeeded < n as u64 {
+        return Err(Error::Internal(format!("bench: only {} of {n} {plugin} jobs succeeded", stats.succeeded)));
+    }
+    Ok(n as f64 / secs)
+}
+
+/// Enqueues jobs at `rate` per second for `period` while a pool runs; returns
+/// the p50 and p99 of (first start − creation) in ms.
+fn latency(weir: &Weir, rate: u32, period: Duration) -> Result<(f64, f64)> {
+    let version = plugin_version(weir, "noop")?;
+    let rt = crate::cli::runtime()?;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let pool = rt.spawn({
+        let (db, pipeline, plugins) = (weir.db().clone(), weir.pipeline().clone(), weir.plugins().clone());
+        async move {
+            let opts = WorkOptions::default();
+            crate::worker::run(&db, pipeline, plugins, opts, async {
+                let _ = stop_rx.await;
+            })
+            .await
+        }
+    });
+    let conn = weir.db().connect()?;
+    let mut j = job("noop", version);
+    j.kind = "latency";
+    let interval = Duration::from_secs_f64(1.0 / rate as f64);
+    let started = Instant::now();
+    let mut next = started;
+    while started.elapsed() < period {
+        jobs::enqueue(&conn, &j)?;
+        next += interval;
+        if let Some(wait) = next.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+    }
+    // Let the pool finish what was enqueued.
+    while conn.query_row("SELECT COUNT(*) FROM weir_jobs WHERE kind = 'latency' AND statecode < 3", [], |r| r.get::<_, i64>(0))? > 0 {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = stop_tx.send(());
+    rt.block_on(pool).map_err(|e| Error::Internal(e.to_string()))??;
+    let mut lat: Vec<f64> = conn
+        .prepare("SELECT started_at - created_at FROM weir_jobs WHERE kind = 'latency'")?
+        .query_map([], |r| r.get::<_, i64>(0))?
+        .map(|v| v.map(|v| v as f64))
+        .collect::<rusqlite::Result<_>>()?;
+    lat.sort_by(|a, b| a.total_cmp(b));
+    let pct = |p: f64| lat.get(((lat.len() as f64 - 1.0) * p).round() as usize).copied().unwrap_or(f64::NAN);
+    Ok((pct(0.50), pct(0.99)))
 }
 
 fn round(v: f64) -> f64 {
