@@ -31,6 +31,7 @@ fn async_steps_enqueue_in_the_transaction() {
     weir.add_step(&Step { grants: vec![Grant::parse("account:read").unwrap()], ..step("credit", "credit-check", MessageKind::Create, StageKind::PreOperation, ModeKind::Sync) }).unwrap();
     weir.add_step(&step("n1", "notify", MessageKind::Create, StageKind::PostOperation, ModeKind::Async)).unwrap();
     weir.add_step(&step("n2", "flaky", MessageKind::Create, StageKind::PostOperation, ModeKind::Async)).unwrap();
+    weir.add_user("alice").unwrap();
     let p = weir.pipeline();
     let rec = p.create("alice", "opportunity", &json!({"name": "ok", "amount": 5, "customer": acct})).unwrap();
     assert_eq!(job_count(&weir), 2, "two async steps, two jobs");

@@ -6,7 +6,8 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use crate::Weir;
+use crate::jobs::timers::CleanupStatus;
+use crate::{Background, JobAction, Weir};
 use crate::error::{Error, Result};
 use crate::steps::{Grant, MessageKind, ModeKind, StageKind, Step};
 use crate::store::records::OrderBy;
@@ -55,9 +56,15 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// System jobs: list, show.
+    /// System jobs: list, show, control, cleanup.
     #[command(subcommand)]
     Jobs(JobsCmd),
+    /// Background operations (reference/001).
+    #[command(subcommand)]
+    Background(BackgroundCmd),
+    /// Users operations run as.
+    #[command(subcommand)]
+    User(UserCmd),
     /// Measures weir against raw SQLite on this machine (use a release build).
     Bench {
         #[arg(long)]
@@ -98,6 +105,60 @@ pub enum JobsCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Cancels a job that has not completed (a running one is interrupted).
+    Cancel { id: String },
+    /// Pauses a job; a paused job never runs until resumed.
+    Pause { id: String },
+    /// Resumes a paused job where it belongs (Ready or Waiting).
+    Resume { id: String },
+    /// Runs a Failed job again.
+    Retry { id: String },
+    /// Delays a job: --until RFC 3339 time or +DURATION (e.g. +10m).
+    Postpone {
+        id: String,
+        #[arg(long, value_name = "TIME")]
+        until: String,
+    },
+    /// Deletes completed jobs by age and status; prints the count.
+    Cleanup {
+        #[arg(long, default_value = "30d", value_name = "DURATION")]
+        older_than: String,
+        #[arg(long, value_enum, default_value = "completed")]
+        status: CleanupStatus,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BackgroundCmd {
+    /// Submits a background operation; prints the job id and its status location.
+    Submit {
+        plugin: String,
+        #[arg(long, value_name = "JSON")]
+        input: String,
+        #[arg(long = "grant", value_name = "TABLE:ACCESS")]
+        grants: Vec<String>,
+        /// POSTed the job's id, status and result when it completes.
+        #[arg(long, value_name = "URL")]
+        callback: Option<String>,
+        /// Run no earlier than this: RFC 3339 or +DURATION (a one-shot delayed job).
+        #[arg(long, value_name = "TIME")]
+        at: Option<String>,
+        #[arg(long)]
+        max_attempts: Option<u32>,
+        #[arg(long)]
+        timeout_ms: Option<u64>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum UserCmd {
+    Add { name: String },
+    /// Deactivates a user: their operations are refused, their jobs fail when they would run.
+    Deactivate { name: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -259,6 +320,42 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Jobs(cmd) => jobs(&Weir::open(&cli.db)?, cmd),
+        Command::Background(BackgroundCmd::Submit { plugin, input, grants, callback, at, max_attempts, timeout_ms, json }) => {
+            let weir = Weir::open(&cli.db)?;
+            let req = Background {
+                plugin,
+                input: parse_json("--input", &input)?,
+                grants: grants.iter().map(|g| Grant::parse(g)).collect::<Result<Vec<_>>>()?,
+                callback_url: callback,
+                at: at.as_deref().map(crate::time::parse_when).transpose().map_err(Error::Invalid)?,
+                owner: cli.user.clone(),
+                max_attempts,
+                timeout_ms,
+            };
+            let id = weir.submit_background(&req)?;
+            let location = format!("/api/jobs/{id}");
+            if json {
+                print_json(&serde_json::json!({"id": id, "location": location}));
+            } else {
+                println!("{id}");
+                println!("status: weir jobs show {id}  (HTTP: GET {location})");
+            }
+            Ok(())
+        }
+        Command::User(cmd) => {
+            let weir = Weir::open(&cli.db)?;
+            match cmd {
+                UserCmd::Add { name } => {
+                    weir.add_user(&name)?;
+                    println!("added user {name}");
+                }
+                UserCmd::Deactivate { name } => {
+                    weir.deactivate_user(&name)?;
+                    println!("deactivated user {name}");
+                }
+            }
+            Ok(())
+        }
         Command::Table(cmd) => table(&Weir::open(&cli.db)?, cmd),
         Command::Step(cmd) => step(&Weir::open(&cli.db)?, cmd),
         Command::Record(cmd) => record(&Weir::open(&cli.db)?, &cli.user, cmd),
@@ -320,6 +417,21 @@ fn jobs(weir: &Weir, cmd: JobsCmd) -> Result<()> {
                 }
             }
         }
+        JobsCmd::Cancel { id } => action(weir, &id, JobAction::Cancel)?,
+        JobsCmd::Pause { id } => action(weir, &id, JobAction::Pause)?,
+        JobsCmd::Resume { id } => action(weir, &id, JobAction::Resume)?,
+        JobsCmd::Retry { id } => action(weir, &id, JobAction::Retry)?,
+        JobsCmd::Postpone { id, until } => action(weir, &id, JobAction::Postpone(crate::time::parse_when(&until).map_err(Error::Invalid)?))?,
+        JobsCmd::Cleanup { older_than, status, json } => {
+            let age = humantime::parse_duration(&older_than)
+                .map_err(|e| Error::invalid(format!("bad --older-than {older_than:?}: {e} (try 30d, 12h)")))?;
+            let n = weir.cleanup_jobs(age, status)?;
+            if json {
+                print_json(&serde_json::json!({"deleted": n}));
+            } else {
+                println!("deleted {n} jobs");
+            }
+        }
         JobsCmd::Show { id, json } => {
             let j = weir.show_job(&id)?;
             if json {
@@ -351,6 +463,12 @@ fn jobs(weir: &Weir, cmd: JobsCmd) -> Result<()> {
             }
         }
     }
+    Ok(())
+}
+
+fn action(weir: &Weir, id: &str, action: JobAction) -> Result<()> {
+    let j = weir.control_job(id, action)?;
+    println!("job {} is now {}/{}", j.id, j.state, j.status);
     Ok(())
 }
 

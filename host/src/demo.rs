@@ -89,6 +89,42 @@ pub fn run(db: &Path) -> Result<()> {
     let failures = weir.list_jobs(Some(&format!("statecode eq 3 and statuscode eq 31 and {mine}")), 100)?;
     println!("   jobs list --filter \"statecode eq 3 and statuscode eq 31\" finds {} failure(s): {}", failures.len(),
         failures.iter().map(|j| j.plugin.as_str()).collect::<Vec<_>>().join(", "));
+
+    println!("\n6. A wait state: approval waits, holding no worker, until the expense is approved");
+    let rt = crate::cli::runtime()?;
+    let idle = || WorkOptions { workers: 2, until_idle: true, ..WorkOptions::default() };
+    let expense = p.create("system", "expense", &json!({"amount": 120.0}))?;
+    rt.block_on(weir.work(idle(), std::future::pending()))?;
+    let waiting = weir.list_jobs(Some(&format!("regarding eq '{}'", expense.id)), 1)?;
+    if let Some(j) = waiting.first() {
+        println!("   expense {}: job {} is {}/{} (wait {})", expense.id, j.id, j.state, j.status, j.wait.clone().unwrap_or_default());
+    }
+    p.update("system", "expense", &expense.id, &json!({"approved": true}))?;
+    println!("   approved the expense: the committed change made the job Ready");
+    rt.block_on(weir.work(idle(), std::future::pending()))?;
+    let paid = p.get("expense", &expense.id)?;
+    println!("   after weir work: expense state = {}", paid.get("state").map(crate::values::to_json).unwrap_or_default());
+
+    println!("\n7. A background operation with a callback (reference/001)");
+    let (url, received) = demo_callback_server()?;
+    let job = weir.submit_background(&crate::Background {
+        plugin: "bulk-update".into(),
+        input: json!({"table": "expense", "set": {"state": "archived"}, "filter": "state eq 'paid'"}),
+        grants: vec![Grant::parse("expense:write")?],
+        callback_url: Some(url.clone()),
+        at: None,
+        owner: "system".into(),
+        max_attempts: None,
+        timeout_ms: None,
+    })?;
+    println!("   weir background submit bulk-update -> job {job} (status at /api/jobs/{job})");
+    rt.block_on(weir.work(idle(), std::future::pending()))?;
+    let j = weir.show_job(&job)?;
+    println!("   job {}: {} with result {}", j.id, j.status, j.result.clone().unwrap_or_default());
+    match received.recv_timeout(Duration::from_secs(5)) {
+        Ok(body) => println!("   callback received at {url}: {body}"),
+        Err(_) => println!("   no callback arrived at {url}"),
+    }
     println!("\ndone.");
     Ok(())
 }
@@ -114,6 +150,32 @@ fn sandbox_call(weir: &Weir, name: &str) -> Result<String> {
     })
 }
 
+/// A one-shot HTTP receiver on loopback for the demo's callback.
+fn demo_callback_server() -> Result<(String, std::sync::mpsc::Receiver<String>)> {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| Error::Internal(format!("demo callback server: {e}")))?;
+    let url = format!("http://{}/callback", listener.local_addr().map_err(|e| Error::Internal(e.to_string()))?);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let Ok((mut stream, _)) = listener.accept() else { return };
+        let Ok(clone) = stream.try_clone() else { return };
+        let mut reader = BufReader::new(clone);
+        let mut len = 0usize;
+        let mut line = String::new();
+        while reader.read_line(&mut line).unwrap_or(0) > 0 && line != "\r\n" {
+            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                len = v.trim().parse().unwrap_or(0);
+            }
+            line.clear();
+        }
+        let mut body = vec![0; len.min(1 << 20)];
+        let _ = reader.read_exact(&mut body);
+        let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+        let _ = tx.send(String::from_utf8_lossy(&body).into_owned());
+    });
+    Ok((url, rx))
+}
+
 fn first_line(s: &str) -> String {
     s.lines().next().unwrap_or_default().chars().take(140).collect()
 }
@@ -133,6 +195,7 @@ fn setup_tables(weir: &Weir) -> Result<()> {
         ),
         ("audit", &[("entity", "text"), ("recordid", "text"), ("action", "text")]),
         ("shipment", &[("name", "text")]),
+        ("expense", &[("amount", "decimal"), ("approved", "boolean"), ("state", "text")]),
     ];
     for (name, cols) in want {
         if !tables.iter().any(|t| t == name) {
@@ -155,6 +218,10 @@ fn setup_tables(weir: &Weir) -> Result<()> {
     steps.push(job("demo-notify", "notify"));
     steps.push(Step { backoff_ms: Some(100), ..job("demo-flaky", "flaky") });
     steps.push(job("demo-fails", "always-fails"));
+    steps.push(Step {
+        grants: vec![grant("expense", "write")?],
+        ..Step::new("demo-approval", "approval", MessageKind::Create, "expense", StageKind::PostOperation, ModeKind::Async)
+    });
     steps.retain(|s| !existing.contains(&s.name));
     for s in &steps {
         weir.add_step(s).map_err(|e| Error::Internal(format!("demo step {}: {e}", s.name)))?;

@@ -135,4 +135,102 @@ impl Weir {
     pub fn show_job(&self, id: &str) -> Result<jobs::JobView> {
         self.pipeline.with_conn(|conn| jobs::show(conn, id))
     }
+
+    /// Applies an operator action to a job.
+    pub fn control_job(&self, id: &str, action: JobAction) -> Result<jobs::JobView> {
+        let mut conn = self.db.connect()?;
+        match action {
+            JobAction::Cancel => jobs::control::cancel(&mut conn, id),
+            JobAction::Pause => jobs::control::pause(&mut conn, id),
+            JobAction::Resume => jobs::control::resume(&mut conn, id),
+            JobAction::Retry => jobs::control::retry(&mut conn, id),
+            JobAction::Postpone(until) => jobs::control::postpone(&mut conn, id, until),
+        }
+    }
+
+    /// Deletes completed jobs older than `older_than` with the given status.
+    pub fn cleanup_jobs(&self, older_than: std::time::Duration, status: jobs::timers::CleanupStatus) -> Result<usize> {
+        self.pipeline.with_conn(|conn| jobs::timers::cleanup(conn, older_than.as_millis() as i64, status))
+    }
+
+    /// Submits a background operation (reference/001, 003): a job of workflow
+    /// `plugin` with `input`, run as `owner`. Returns the job id.
+    pub fn submit_background(&self, req: &Background) -> Result<String> {
+        self.pipeline.with_conn(|conn| {
+            store::require_active_user(conn, &req.owner)?;
+            let (version, world) = self.plugins.head(conn, &req.plugin)?;
+            if !world.serves_async() {
+                return Err(Error::invalid(format!("plug-in {} is a {} component; background operations need a workflow", req.plugin, world.as_str())));
+            }
+            for g in &req.grants {
+                records::require_table(conn, &g.table)?;
+            }
+            if let Some(url) = &req.callback_url {
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    return Err(Error::invalid(format!("bad callback URL {url:?}: use http:// or https://")));
+                }
+            }
+            let job = jobs::NewJob {
+                kind: "background",
+                step: None,
+                plugin: req.plugin.clone(),
+                plugin_version: version,
+                owner: req.owner.clone(),
+                context: jobs::JobContext {
+                    message: "background".into(),
+                    table: String::new(),
+                    stage: "post-operation".into(),
+                    depth: 1,
+                    user: req.owner.clone(),
+                    correlation_id: uuid::Uuid::now_v7().to_string(),
+                    target: values::EntityDoc { table: String::new(), id: String::new(), fields: vec![] },
+                    pre_image: None,
+                    post_image: None,
+                    config: serde_json::Value::Null,
+                    input: req.input.clone(),
+                },
+                grants: req.grants.clone(),
+                max_attempts: req.max_attempts.unwrap_or(jobs::DEFAULT_MAX_ATTEMPTS),
+                backoff_ms: jobs::DEFAULT_BACKOFF_MS,
+                timeout_ms: req.timeout_ms.unwrap_or(jobs::DEFAULT_TIMEOUT_MS),
+                fuel: None,
+                postpone_until: req.at,
+                callback_url: req.callback_url.clone(),
+            };
+            jobs::enqueue(conn, &job)
+        })
+    }
+
+    pub fn add_user(&self, name: &str) -> Result<()> {
+        self.pipeline.with_conn(|conn| store::add_user(conn, name))
+    }
+
+    pub fn deactivate_user(&self, name: &str) -> Result<()> {
+        self.pipeline.with_conn(|conn| store::deactivate_user(conn, name))
+    }
+}
+
+/// An operator action on a job.
+#[derive(Debug, Clone, Copy)]
+pub enum JobAction {
+    Cancel,
+    Pause,
+    Resume,
+    Retry,
+    /// Until this time (ms since the epoch).
+    Postpone(i64),
+}
+
+/// A background operation to submit.
+#[derive(Debug, Clone)]
+pub struct Background {
+    pub plugin: String,
+    pub input: serde_json::Value,
+    pub grants: Vec<steps::Grant>,
+    pub callback_url: Option<String>,
+    /// Run no earlier than this (ms since the epoch): a one-shot delayed job.
+    pub at: Option<i64>,
+    pub owner: String,
+    pub max_attempts: Option<u32>,
+    pub timeout_ms: Option<u64>,
 }

@@ -178,6 +178,26 @@ impl Pipeline {
         })
     }
 
+    /// Wakes jobs waiting for record `table`/`id` if it matches their condition now.
+    pub fn recheck_waits(&self, table: &str, id: &str) -> Result<usize> {
+        self.with_conn(|conn| {
+            let def = records::require_table(conn, table)?;
+            match records::get(conn, &def, id)? {
+                Some(rec) => wake_waiters(conn, &def, &rec),
+                None => Ok(0),
+            }
+        })
+    }
+
+    /// Checks a wait condition: the table exists and the expression fits it.
+    pub fn check_condition(&self, table: &str, condition: &str) -> Result<()> {
+        self.with_conn(|conn| {
+            let def = records::require_table(conn, table)?;
+            let expr = filter::parse(condition).map_err(|e| Error::invalid(e.to_string()))?;
+            filter::check(&expr, condition, &|f| def.kind(f)).map_err(|e| Error::invalid(e.to_string()))
+        })
+    }
+
     pub fn get(&self, table: &str, id: &str) -> Result<Record> {
         self.with_conn(|conn| {
             let def = records::require_table(conn, table)?;
@@ -197,7 +217,9 @@ impl Pipeline {
     /// the trigger's depth + 1 for async jobs' record calls).
     fn top(self: &Arc<Self>, user: &str, table: &str, depth: u32, input: impl FnOnce(&TableDef) -> Result<Input>) -> Result<Option<Record>> {
         let conn = self.checkout()?;
-        let parsed = records::require_table(&conn, table).and_then(|def| Ok((input(&def)?, def)));
+        let parsed = crate::store::require_active_user(&conn, user)
+            .and_then(|_| records::require_table(&conn, table))
+            .and_then(|def| Ok((input(&def)?, def)));
         let (input, def) = match parsed {
             Ok(x) => x,
             Err(e) => {
@@ -288,6 +310,14 @@ impl Pipeline {
         }
         result
     }
+}
+
+/// Wakes jobs waiting for `rec` to match their condition (in the writer's
+/// transaction: they wake if and when it commits).
+fn wake_waiters(conn: &Connection, def: &TableDef, rec: &Record) -> Result<usize> {
+    jobs::timers::record_changed(conn, &def.name, &rec.id, &|condition| {
+        filter::parse(condition).is_ok_and(|expr| filter::eval(&expr, &|f| rec.scalar(def, f)))
+    })
 }
 
 fn query_with(conn: &Connection, def: &TableDef, filter: Option<&str>, order: &[OrderBy], top: usize) -> Result<Vec<Record>> {
@@ -505,7 +535,9 @@ impl Run<'_> {
             }
             Input::Update { id, fields } => {
                 records::check_refs(&conn, self.def, fields)?;
-                Ok(Some(records::update(&conn, self.def, id, fields)?))
+                let rec = records::update(&conn, self.def, id, fields)?;
+                wake_waiters(&conn, self.def, &rec)?;
+                Ok(Some(rec))
             }
             Input::Delete { id } => {
                 records::delete(&conn, self.def, id)?;

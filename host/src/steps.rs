@@ -218,6 +218,11 @@ pub fn add(conn: &Connection, plugins: &Plugins, step: &Step) -> Result<()> {
         }
     } else if step.mode != ModeKind::Async {
         return Err(Error::invalid(format!("step {name}: scheduled steps run as async workflows")));
+    } else if let Some(expr) = &step.schedule {
+        crate::jobs::timers::parse_cron(expr).map_err(|e| Error::invalid(format!("step {name}: {e}")))?;
+        if step.message.is_some() || step.table.is_some() || step.stage.is_some() {
+            return Err(Error::invalid(format!("step {name}: a scheduled step has no --message, --table or --stage")));
+        }
     }
     for g in &step.grants {
         records::require_table(conn, &g.table).map_err(|e| Error::invalid(format!("step {name}: --grant: {e}")))?;

@@ -10,6 +10,7 @@
 //! operations a job's plug-in asks for go through the [`Pipeline`] as their own
 //! operations, at the trigger's depth + 1.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -19,7 +20,7 @@ use rusqlite::Connection;
 use tokio::sync::{Notify, Semaphore};
 
 use crate::error::{Error, Result};
-use crate::jobs::{self, Claimed, Outcome};
+use crate::jobs::{self, Claimed, Outcome, Wait};
 use crate::pipeline::{Change, Pipeline, check_grant, to_record_error};
 use crate::plugins::Plugins;
 use crate::runtime::wit::{Context, Entity, Field, Message, Mode, RecordError, Stage, Step, WakeReason};
@@ -40,6 +41,31 @@ pub struct WorkOptions {
     pub idle_horizon: Duration,
     /// How often to look for due jobs when idle.
     pub poll: Duration,
+    pub retention: Retention,
+}
+
+/// The recurring cleanup the pool runs by itself (reference/002, 004): keep
+/// failures longer than successes.
+#[derive(Debug, Clone)]
+pub struct Retention {
+    pub every: Duration,
+    pub succeeded_after: Duration,
+    /// Failed and canceled jobs.
+    pub failed_after: Duration,
+    /// Paused waits whose timeout passed this long ago are ended.
+    pub abandoned_after: Duration,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        const DAY: u64 = 24 * 3600;
+        Retention {
+            every: Duration::from_secs(3600),
+            succeeded_after: Duration::from_secs(7 * DAY),
+            failed_after: Duration::from_secs(30 * DAY),
+            abandoned_after: Duration::from_secs(30 * DAY),
+        }
+    }
 }
 
 impl Default for WorkOptions {
@@ -50,6 +76,7 @@ impl Default for WorkOptions {
             until_idle: false,
             idle_horizon: Duration::from_secs(3),
             poll: Duration::from_millis(10),
+            retention: Retention::default(),
         }
     }
 }
@@ -83,6 +110,8 @@ struct Shared {
     counters: Counters,
     inflight: AtomicUsize,
     finished: Notify,
+    /// Cancel flags of the jobs running here, by job id.
+    cancels: Mutex<HashMap<String, CancelFlag>>,
     memory_bytes: u64,
     max_host_calls: u64,
 }
@@ -100,6 +129,7 @@ pub async fn run(db: &Db, pipeline: Arc<Pipeline>, plugins: Arc<Plugins>, opts: 
         counters: Counters::default(),
         inflight: AtomicUsize::new(0),
         finished: Notify::new(),
+        cancels: Mutex::new(HashMap::new()),
         memory_bytes: settings.memory_bytes,
         max_host_calls: settings.max_host_calls,
     });
@@ -118,7 +148,9 @@ pub async fn run(db: &Db, pipeline: Arc<Pipeline>, plugins: Arc<Plugins>, opts: 
         })
     };
     tokio::pin!(shutdown);
+    let mut housekeeping = Housekeeping::default();
     loop {
+        housekeeping.run(&shared).await;
         let free = slots.available_permits();
         if free > 0 {
             let claimed = {
@@ -178,6 +210,88 @@ pub async fn run(db: &Db, pipeline: Arc<Pipeline>, plugins: Arc<Plugins>, opts: 
     })
 }
 
+/// How often the pool wakes timers, checks interrupts and fires schedules.
+const TICK: Duration = Duration::from_millis(100);
+
+/// Periodic work besides running jobs: timers, operator interrupts,
+/// schedules, callback deliveries and retention.
+#[derive(Default)]
+struct Housekeeping {
+    last_tick: Option<Instant>,
+    last_retention: Option<Instant>,
+    delivering: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Housekeeping {
+    async fn run(&mut self, shared: &Arc<Shared>) {
+        if self.last_tick.is_some_and(|t| t.elapsed() < TICK) {
+            return;
+        }
+        self.last_tick = Some(Instant::now());
+        if let Err(e) = self.tick(shared) {
+            tracing::warn!("job housekeeping failed: {e}");
+        }
+        // Callbacks are delivered off the executor, one batch at a time.
+        if !self.delivering.swap(true, Ordering::SeqCst) {
+            let (shared, flag) = (shared.clone(), self.delivering.clone());
+            tokio::task::spawn_blocking(move || {
+                deliver_callbacks(&shared);
+                flag.store(false, Ordering::SeqCst);
+            });
+        }
+    }
+
+    fn tick(&mut self, shared: &Shared) -> Result<()> {
+        let mut conn = shared.db_conn.lock();
+        jobs::timers::wake_due(&conn)?;
+        for id in jobs::control::interrupts(&conn, &shared.worker_id)? {
+            if let Some(flag) = shared.cancels.lock().get(&id) {
+                flag.cancel();
+            }
+        }
+        let scheduled: Vec<(crate::steps::Step, i64)> = crate::steps::list(&conn)?
+            .into_iter()
+            .filter(|s| s.enabled && s.schedule.is_some())
+            .filter_map(|s| shared.plugins.head(&conn, &s.plugin).ok().map(|(v, _)| (s, v)))
+            .collect();
+        let live: Vec<String> = scheduled.iter().map(|(s, _)| s.name.clone()).collect();
+        jobs::timers::prune_schedules(&conn, &live)?;
+        jobs::timers::fire_schedules(&mut conn, &scheduled)?;
+        let retention = &shared.opts.retention;
+        if self.last_retention.is_none_or(|t| t.elapsed() >= retention.every) {
+            self.last_retention = Some(Instant::now());
+            let ms = |d: Duration| d.as_millis() as i64;
+            let mut n = jobs::timers::cleanup(&conn, ms(retention.succeeded_after), jobs::timers::CleanupStatus::Succeeded)?;
+            n += jobs::timers::cleanup(&conn, ms(retention.failed_after), jobs::timers::CleanupStatus::Failed)?;
+            n += jobs::timers::cleanup(&conn, ms(retention.failed_after), jobs::timers::CleanupStatus::Canceled)?;
+            let ended = jobs::timers::end_abandoned(&conn, ms(retention.abandoned_after))?;
+            if n + ended > 0 {
+                tracing::info!("retention: deleted {n} completed jobs, ended {ended} abandoned waits");
+            }
+        }
+        Ok(())
+    }
+}
+
+fn deliver_callbacks(shared: &Shared) {
+    let due = match jobs::callbacks::due(&shared.db_conn.lock(), 50) {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::warn!("reading due callbacks failed: {e}");
+            return;
+        }
+    };
+    for d in due {
+        let result = jobs::callbacks::post(&d.url, &d.payload);
+        if let Err(e) = &result {
+            tracing::warn!("callback of job {} failed (attempt {}): {e}", d.job_id, d.attempts + 1);
+        }
+        if let Err(e) = jobs::callbacks::record(&shared.db_conn.lock(), &d, result) {
+            tracing::warn!("recording a callback delivery failed: {e}");
+        }
+    }
+}
+
 /// The context a job's plug-in sees.
 fn context(job: &Claimed) -> Context {
     let c = &job.context;
@@ -214,16 +328,24 @@ async fn run_job(shared: &Shared, job: Claimed) {
     shared.counters.attempts.fetch_add(1, Ordering::Relaxed);
     let (outcome, trace) = attempt(shared, &job).await;
     match &outcome {
-        Outcome::Succeeded { .. } => shared.counters.succeeded.fetch_add(1, Ordering::Relaxed),
-        Outcome::Failed { .. } => shared.counters.unsuccessful.fetch_add(1, Ordering::Relaxed),
+        Outcome::Succeeded { .. } | Outcome::Wait(_) => shared.counters.succeeded.fetch_add(1, Ordering::Relaxed),
+        Outcome::Failed { .. } | Outcome::Interrupted => shared.counters.unsuccessful.fetch_add(1, Ordering::Relaxed),
     };
     let duration = started.elapsed().as_millis() as u64;
     let done = {
         let mut conn = shared.db_conn.lock();
         jobs::complete(&mut conn, &job.id, &shared.worker_id, &outcome, &trace, duration)
     };
+    shared.cancels.lock().remove(&job.id);
     match done {
-        Ok(true) => {}
+        Ok(true) => {
+            // A wait-for whose record already matches wakes at once.
+            if let Outcome::Wait(Wait { table: Some(t), record: Some(r), .. }) = &outcome {
+                if let Err(e) = shared.pipeline.recheck_waits(t, r) {
+                    tracing::warn!("job {}: checking its wait condition failed: {e}", job.id);
+                }
+            }
+        }
         Ok(false) => {
             shared.counters.lost_leases.fetch_add(1, Ordering::Relaxed);
             tracing::warn!("job {}: the lease was lost before the attempt finished; its outcome was discarded", job.id);
@@ -254,15 +376,32 @@ async fn attempt(shared: &Shared, job: &Claimed) -> (Outcome, Vec<crate::runtime
         depth: job.context.depth,
         grants: job.grants.clone(),
     };
+    let owner_active = shared.pipeline.with_conn(|conn| crate::store::user_active(conn, &job.owner));
+    if !matches!(owner_active, Ok(Some(true))) {
+        let message = format!(
+            "{}: the job's owner {} is deactivated (or gone), so it cannot run; reactivate the owner and retry the job, or cancel it",
+            job.plugin, job.owner
+        );
+        return (failed("owner_inactive", message, true), vec![]);
+    }
+    let cancel = CancelFlag::default();
+    shared.cancels.lock().insert(job.id.clone(), cancel.clone());
     let runtime = shared.plugins.runtime();
-    let (result, stats) = runtime.call_async(&prepared, &ctx, job.state.clone(), Box::new(records), &limits, CancelFlag::default()).await;
+    let (result, stats) = runtime.call_async(&prepared, &ctx, job.state.clone(), Box::new(records), &limits, cancel).await;
     let outcome = match result {
         Ok(Step::Done(result)) => Outcome::Succeeded { result },
-        Ok(Step::WaitUntil(_) | Step::WaitFor(_)) => failed(
-            "unsupported",
-            format!("{}: returned a wait step; this weir version does not run wait states yet", job.plugin),
-            true,
-        ),
+        Ok(Step::WaitUntil(w)) => Outcome::Wait(Wait { until: w.at, table: None, record: None, condition: None, state: w.state }),
+        Ok(Step::WaitFor(w)) => match shared.pipeline.check_condition(&w.table, &w.condition) {
+            Ok(()) => Outcome::Wait(Wait {
+                until: crate::time::now_ms().saturating_add(w.timeout_ms.min(i64::MAX as u64) as i64),
+                table: Some(w.table),
+                record: Some(w.id),
+                condition: Some(w.condition),
+                state: w.state,
+            }),
+            Err(e) => failed("invalid_wait", format!("{}: cannot wait for that: {e}", job.plugin), true),
+        },
+        Err(CallError::Canceled) => Outcome::Interrupted,
         Err(CallError::Permanent(m)) => failed("permanent", format!("{}: {m}", job.plugin), true),
         Err(e) => failed(e.code(), format!("{}: {e}", job.plugin), false),
     };

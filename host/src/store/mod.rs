@@ -88,6 +88,26 @@ const MIGRATIONS: &[&str] = &[
         consecutive_failures INTEGER NOT NULL,
         hold_until INTEGER
     );",
+    // 2: wait states, schedules, callbacks, retention.
+    "ALTER TABLE weir_jobs ADD COLUMN wait_table TEXT;
+    ALTER TABLE weir_jobs ADD COLUMN wait_record TEXT;
+    CREATE INDEX weir_jobs_wait ON weir_jobs (wait_table, wait_record) WHERE wait_record IS NOT NULL;
+    CREATE INDEX weir_jobs_completed ON weir_jobs (statecode, completed_at);
+    CREATE TABLE weir_schedules (
+        step TEXT PRIMARY KEY,
+        next_at INTEGER NOT NULL
+    );
+    CREATE TABLE weir_callbacks (
+        id INTEGER PRIMARY KEY,
+        job_id TEXT NOT NULL,
+        url TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_at INTEGER NOT NULL,
+        delivered_at INTEGER,
+        last_error TEXT
+    );
+    CREATE INDEX weir_callbacks_due ON weir_callbacks (next_at) WHERE delivered_at IS NULL;",
 ];
 
 /// The database file and how to connect to it.
@@ -142,6 +162,44 @@ fn migrate(conn: &mut Connection) -> Result<()> {
     tx.pragma_update(None, "user_version", MIGRATIONS.len() as i64)?;
     tx.commit()?;
     Ok(())
+}
+
+/// Adds a user (active).
+pub fn add_user(conn: &Connection, name: &str) -> Result<()> {
+    crate::plugins::check_name("user", name)?;
+    let n = conn.execute(
+        "INSERT INTO weir_users (name, active, created_at) VALUES (?1, 1, ?2) ON CONFLICT (name) DO NOTHING",
+        params![name, now_ms()],
+    )?;
+    if n == 0 {
+        return Err(Error::Conflict(format!("user {name} already exists")));
+    }
+    Ok(())
+}
+
+/// Deactivates a user: operations as them are refused, their jobs fail when they would run.
+pub fn deactivate_user(conn: &Connection, name: &str) -> Result<()> {
+    if conn.execute("UPDATE weir_users SET active = 0 WHERE name = ?1", [name])? == 0 {
+        return Err(Error::not_found(format!("no user named {name}")));
+    }
+    Ok(())
+}
+
+/// Whether `name` exists (Some) and is active.
+pub fn user_active(conn: &Connection, name: &str) -> Result<Option<bool>> {
+    Ok(conn
+        .prepare_cached("SELECT active FROM weir_users WHERE name = ?1")?
+        .query_row([name], |r| r.get(0))
+        .optional()?)
+}
+
+/// Refuses a user who does not exist or is deactivated.
+pub fn require_active_user(conn: &Connection, name: &str) -> Result<()> {
+    match user_active(conn, name)? {
+        Some(true) => Ok(()),
+        Some(false) => Err(Error::invalid(format!("user {name} is deactivated"))),
+        None => Err(Error::invalid(format!("no user named {name}; add it with `weir user add {name}`"))),
+    }
 }
 
 /// A stored plug-in version (without its bytes).

@@ -16,6 +16,11 @@
 //!   step's jobs are held for a doubling interval (capped) and the first success
 //!   resets it.
 //!
+//! * Workflows may wait ([`timers`]): the job is Suspended/Waiting and holds no
+//!   worker until its timer fires or a committed change makes its record match.
+//! * Operators cancel, pause, resume, postpone and retry jobs ([`control`]).
+//! * Completions with a callback URL queue a delivery ([`callbacks`]).
+//!
 //! It knows nothing of wasm: the worker pool ([`crate::worker`]) runs the jobs.
 
 use rand::Rng;
@@ -28,6 +33,10 @@ use crate::runtime::TraceLine;
 use crate::steps::Grant;
 use crate::time::{now_ms, to_rfc3339};
 use crate::values::EntityDoc;
+
+pub mod callbacks;
+pub mod control;
+pub mod timers;
 
 /// statecode values.
 pub mod state {
@@ -268,6 +277,34 @@ pub enum Outcome {
     Succeeded { result: Option<String> },
     /// The attempt failed; retried unless `permanent` or out of attempts.
     Failed { code: String, message: String, permanent: bool },
+    /// The workflow asked to wait; it is suspended and holds no worker.
+    Wait(Wait),
+    /// The guest was interrupted because an operator canceled or paused the job.
+    Interrupted,
+}
+
+/// A wait a workflow asked for.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Wait {
+    /// When the timer fires: the wait-until time, or the wait-for timeout.
+    pub until: i64,
+    /// For wait-for: the record and the condition it must meet.
+    pub table: Option<String>,
+    pub record: Option<String>,
+    pub condition: Option<String>,
+    #[serde(skip)]
+    pub state: Vec<u8>,
+}
+
+impl Wait {
+    fn doc(&self) -> Json {
+        match (&self.table, &self.record, &self.condition) {
+            (Some(t), Some(r), Some(c)) => serde_json::json!({
+                "kind": "for", "table": t, "id": r, "condition": c, "timeout_at": to_rfc3339(self.until),
+            }),
+            _ => serde_json::json!({"kind": "until", "at": to_rfc3339(self.until)}),
+        }
+    }
 }
 
 /// Delay before retry number `attempt` (1-based): capped exponential backoff
@@ -279,47 +316,97 @@ pub fn backoff_ms(base_ms: u64, attempt: u32) -> u64 {
 }
 
 /// Records the outcome of an attempt, if `worker` still holds the job's lease.
-/// Returns false (and changes nothing) when it does not.
+/// Returns false (and changes nothing) when it does not. An operator's cancel
+/// or pause requested meanwhile wins over the outcome.
 pub fn complete(conn: &mut Connection, id: &str, worker: &str, outcome: &Outcome, trace: &[TraceLine], duration_ms: u64) -> Result<bool> {
     let now = now_ms();
     let trace = serde_json::to_string(trace).map_err(json_err)?;
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    let held: Option<(Option<String>, u32, u32, i64)> = tx
-        .prepare_cached("SELECT step, attempts, max_attempts, backoff_ms FROM weir_jobs WHERE id = ?1 AND lease_owner = ?2 AND statecode = 2")?
-        .query_row(params![id, worker], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+    let held: Option<(Option<String>, u32, u32, i64, i64)> = tx
+        .prepare_cached(
+            "SELECT step, attempts, max_attempts, backoff_ms, statuscode FROM weir_jobs
+             WHERE id = ?1 AND lease_owner = ?2 AND statecode = 2",
+        )?
+        .query_row(params![id, worker], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
         .optional()?;
-    let Some((step, attempts, max_attempts, backoff)) = held else {
+    let Some((step, attempts, max_attempts, backoff, statuscode)) = held else {
         return Ok(false);
     };
+    let release = "lease_owner = NULL, lease_until = NULL";
+    if statuscode == status::CANCELING {
+        tx.prepare_cached(&format!(
+            "UPDATE weir_jobs SET statecode = 3, statuscode = 32, completed_at = ?2, duration_ms = ?3, trace = ?4,
+                 error_code = 'canceled', error_message = 'canceled by an operator while running', {release}
+             WHERE id = ?1"
+        ))?
+        .execute(params![id, now, duration_ms as i64, trace])?;
+        finished(&tx, id, now)?;
+        tx.commit()?;
+        return Ok(true);
+    }
+    if statuscode == status::PAUSING {
+        // The interrupted attempt does not count; a wait it asked for is kept.
+        let (wait, until, table, record, state) = match outcome {
+            Outcome::Wait(w) => (Some(w.doc().to_string()), Some(w.until), w.table.clone(), w.record.clone(), Some(w.state.clone())),
+            _ => (None, None, None, None, None),
+        };
+        let keep = if matches!(outcome, Outcome::Wait(_) | Outcome::Interrupted) { 1 } else { 0 };
+        tx.prepare_cached(&format!(
+            "UPDATE weir_jobs SET statecode = 1, statuscode = 11, attempts = MAX(attempts - ?2, 0), trace = ?3,
+                 wait = COALESCE(?4, wait), postpone_until = COALESCE(?5, postpone_until),
+                 wait_table = COALESCE(?6, wait_table), wait_record = COALESCE(?7, wait_record),
+                 state = COALESCE(?8, state), {release}
+             WHERE id = ?1"
+        ))?
+        .execute(params![id, keep, trace, wait, until, table, record, state])?;
+        tx.commit()?;
+        return Ok(true);
+    }
     match outcome {
         Outcome::Succeeded { result } => {
-            tx.prepare_cached(
+            tx.prepare_cached(&format!(
                 "UPDATE weir_jobs SET statecode = 3, statuscode = 30, completed_at = ?2, duration_ms = ?3,
                      result = ?4, trace = ?5, error_code = NULL, error_message = NULL,
-                     lease_owner = NULL, lease_until = NULL, state = NULL, postpone_until = NULL
-                 WHERE id = ?1",
-            )?
+                     state = NULL, postpone_until = NULL, {release}
+                 WHERE id = ?1"
+            ))?
             .execute(params![id, now, duration_ms as i64, result, trace])?;
-            if let Some(step) = &step {
-                tx.prepare_cached("DELETE FROM weir_step_health WHERE step = ?1")?.execute([step])?;
-            }
+            healthy(&tx, step.as_deref())?;
+            finished(&tx, id, now)?;
+        }
+        Outcome::Wait(w) => {
+            tx.prepare_cached(&format!(
+                "UPDATE weir_jobs SET statecode = 1, statuscode = 10, duration_ms = ?2, trace = ?3,
+                     wait = ?4, postpone_until = ?5, wait_table = ?6, wait_record = ?7, state = ?8,
+                     error_code = NULL, error_message = NULL, {release}
+                 WHERE id = ?1"
+            ))?
+            .execute(params![id, duration_ms as i64, trace, w.doc().to_string(), w.until, w.table, w.record, w.state])?;
+            healthy(&tx, step.as_deref())?;
+        }
+        Outcome::Interrupted => {
+            // Interrupted without an operator's request (should not happen): retry.
+            let due = now + backoff_ms(backoff as u64, attempts) as i64;
+            tx.prepare_cached(&format!("UPDATE weir_jobs SET statecode = 0, statuscode = 0, postpone_until = ?2, {release} WHERE id = ?1"))?
+                .execute(params![id, due])?;
         }
         Outcome::Failed { code, message, permanent } => {
             if *permanent || attempts >= max_attempts {
                 let why = if *permanent { message.clone() } else { format!("{message} (attempt {attempts} of {max_attempts}; no attempts left)") };
-                tx.prepare_cached(
+                tx.prepare_cached(&format!(
                     "UPDATE weir_jobs SET statecode = 3, statuscode = 31, completed_at = ?2, duration_ms = ?3,
-                         error_code = ?4, error_message = ?5, trace = ?6, lease_owner = NULL, lease_until = NULL
-                     WHERE id = ?1",
-                )?
+                         error_code = ?4, error_message = ?5, trace = ?6, {release}
+                     WHERE id = ?1"
+                ))?
                 .execute(params![id, now, duration_ms as i64, code, why, trace])?;
+                finished(&tx, id, now)?;
             } else {
                 let due = now + backoff_ms(backoff as u64, attempts) as i64;
-                tx.prepare_cached(
+                tx.prepare_cached(&format!(
                     "UPDATE weir_jobs SET statecode = 0, statuscode = 0, postpone_until = ?2, duration_ms = ?3,
-                         error_code = ?4, error_message = ?5, trace = ?6, lease_owner = NULL, lease_until = NULL
-                     WHERE id = ?1",
-                )?
+                         error_code = ?4, error_message = ?5, trace = ?6, {release}
+                     WHERE id = ?1"
+                ))?
                 .execute(params![id, due, duration_ms as i64, code, message, trace])?;
             }
             if let Some(step) = &step {
@@ -329,6 +416,20 @@ pub fn complete(conn: &mut Connection, id: &str, worker: &str, outcome: &Outcome
     }
     tx.commit()?;
     Ok(true)
+}
+
+/// A step's job went well: reset its breaker.
+fn healthy(conn: &Connection, step: Option<&str>) -> Result<()> {
+    if let Some(step) = step {
+        conn.prepare_cached("DELETE FROM weir_step_health WHERE step = ?1")?.execute([step])?;
+    }
+    Ok(())
+}
+
+/// A job reached a final status: queue its callback, if it has one, in the same
+/// transaction (a durable outbox; delivery never changes the job).
+pub(crate) fn finished(conn: &Connection, id: &str, now: i64) -> Result<()> {
+    callbacks::queue(conn, id, now)
 }
 
 /// Counts a failed attempt of `step`; past the threshold, holds its jobs.
@@ -355,8 +456,9 @@ fn trip_breaker(conn: &Connection, step: &str, now: i64) -> Result<()> {
 }
 
 /// When the next job becomes due (ms since the epoch): Ready jobs by their
-/// postponement or their step's hold, Locked ones by their lease's end. None
-/// when nothing can become due.
+/// postponement or their step's hold, Locked ones by their lease's end,
+/// Waiting ones by their timer, and pending callback deliveries. None when
+/// nothing can become due.
 pub fn next_due(conn: &Connection) -> Result<Option<i64>> {
     Ok(conn
         .prepare_cached(
@@ -365,7 +467,11 @@ pub fn next_due(conn: &Connection) -> Result<Option<i64>> {
                  FROM weir_jobs j LEFT JOIN weir_step_health h ON h.step = j.step
                  WHERE j.statecode = 0
                  UNION ALL
-                 SELECT lease_until FROM weir_jobs WHERE statecode = 2)",
+                 SELECT lease_until FROM weir_jobs WHERE statecode = 2
+                 UNION ALL
+                 SELECT postpone_until FROM weir_jobs WHERE statecode = 1 AND statuscode = 10
+                 UNION ALL
+                 SELECT next_at FROM weir_callbacks WHERE delivered_at IS NULL)",
         )?
         .query_row([], |r| r.get(0))?)
 }
