@@ -8,15 +8,7 @@ use weir_guest::records;
 use weir_guest::serde_json::Value as Json;
 use weir_guest::types::{Context, Field, Value};
 
-wit_bindgen::generate!({
-    path: "../../wit",
-    world: "workflow",
-    with: {
-        "weir:plugin/types@0.1.0": weir_guest::types,
-        "weir:plugin/records@0.1.0": weir_guest::records,
-        "weir:plugin/log@0.1.0": weir_guest::log,
-    },
-});
+weir_guest::bindings!("workflow");
 
 use exports::weir::plugin::runner::{Guest, Step, WorkflowError};
 

@@ -3,15 +3,7 @@
 
 use weir_guest::types::Context;
 
-wit_bindgen::generate!({
-    path: "../../wit",
-    world: "hybrid",
-    with: {
-        "weir:plugin/types@0.1.0": weir_guest::types,
-        "weir:plugin/records@0.1.0": weir_guest::records,
-        "weir:plugin/log@0.1.0": weir_guest::log,
-    },
-});
+weir_guest::bindings!("hybrid");
 
 use exports::weir::plugin::handler::{Outcome, PluginError};
 use exports::weir::plugin::runner::{Step, WorkflowError};

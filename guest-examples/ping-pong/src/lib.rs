@@ -6,15 +6,7 @@
 use weir_guest::records;
 use weir_guest::types::{Context, Value};
 
-wit_bindgen::generate!({
-    path: "../../wit",
-    world: "plugin",
-    with: {
-        "weir:plugin/types@0.1.0": weir_guest::types,
-        "weir:plugin/records@0.1.0": weir_guest::records,
-        "weir:plugin/log@0.1.0": weir_guest::log,
-    },
-});
+weir_guest::bindings!("plugin");
 
 use exports::weir::plugin::handler::{Guest, Outcome, PluginError};
 

@@ -1,19 +1,15 @@
 //! Shared helpers for weir plug-ins written in Rust.
 //!
 //! This crate generates the bindings of weir's imports (`types`, `records`, `log`)
-//! once; a plug-in crate generates its own world (`plugin`, `workflow` or `hybrid`)
-//! and points wit-bindgen's `with` at the modules re-exported here:
+//! once. A plug-in crate generates its own world (`plugin`, `workflow` or
+//! `hybrid`) on top of them with one line, then implements the exports:
 //!
 //! ```ignore
-//! wit_bindgen::generate!({
-//!     path: "../../wit",
-//!     world: "plugin",
-//!     with: {
-//!         "weir:plugin/types@0.1.0": weir_guest::types,
-//!         "weir:plugin/records@0.1.0": weir_guest::records,
-//!         "weir:plugin/log@0.1.0": weir_guest::log,
-//!     },
-//! });
+//! weir_guest::bindings!("plugin");
+//!
+//! struct MyPlugin;
+//! impl exports::weir::plugin::handler::Guest for MyPlugin { /* execute */ }
+//! export!(MyPlugin);
 //! ```
 
 wit_bindgen::generate!({
@@ -82,3 +78,22 @@ pub fn warn(message: &str) {
 }
 
 pub use serde_json;
+
+/// Generates a plug-in's bindings for one of weir's worlds (`"plugin"`,
+/// `"workflow"` or `"hybrid"`), reusing this crate's types and imports. Expands
+/// to `wit_bindgen::generate!` with the WIT package at `../../wit` (relative to
+/// the plug-in crate); the plug-in crate depends on `wit-bindgen` too.
+#[macro_export]
+macro_rules! bindings {
+    ($world:literal) => {
+        wit_bindgen::generate!({
+            path: "../../wit",
+            world: $world,
+            with: {
+                "weir:plugin/types@0.1.0": weir_guest::types,
+                "weir:plugin/records@0.1.0": weir_guest::records,
+                "weir:plugin/log@0.1.0": weir_guest::log,
+            },
+        });
+    };
+}
