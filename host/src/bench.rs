@@ -65,10 +65,17 @@ pub fn run(json_out: bool) -> Result<()> {
     let scratch = tempfile::tempdir().map_err(|e| Error::Internal(format!("cannot make a scratch directory: {e}")))?;
     let weir = Weir::open(scratch.path().join("bench.db"))?;
     let mut figures = Vec::new();
+    // A progress bar on a terminal (hidden otherwise, and with --json).
+    let progress = if json_out { indicatif::ProgressBar::hidden() } else { indicatif::ProgressBar::new(9) };
+    progress.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} [{bar:20}] {pos}/{len} {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    progress.enable_steady_tick(Duration::from_millis(120));
     let say = |s: &str| {
-        if !json_out {
-            eprintln!("  measuring {s}...");
-        }
+        progress.inc(1);
+        progress.set_message(format!("measuring {s}"));
     };
 
     say("raw SQLite commits");
@@ -177,6 +184,7 @@ pub fn run(json_out: bool) -> Result<()> {
     figures.push(Figure { key: "enqueue_to_start_p50_ms", label: "enqueue to start, p50 at 1,000 jobs/s", unit: "ms", runs: vec![p50] });
     figures.push(Figure { key: "enqueue_to_start_p99_ms", label: "enqueue to start, p99 at 1,000 jobs/s", unit: "ms", runs: vec![p99] });
 
+    progress.finish_and_clear();
     let machine = machine();
     if json_out {
         let mut obj = Map::new();

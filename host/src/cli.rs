@@ -65,6 +65,22 @@ pub enum Command {
     /// Users operations run as.
     #[command(subcommand)]
     User(UserCmd),
+    /// Runs the HTTP API, the dashboard, the worker pool, schedules and retention.
+    Serve {
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+        /// Jobs running at once (default: 4 per CPU).
+        #[arg(long)]
+        workers: Option<usize>,
+        /// Bearer token required on the API (also WEIR_TOKEN).
+        #[arg(long, env = "WEIR_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// Largest request body in bytes (413 above); plug-in uploads may be larger.
+        #[arg(long, default_value_t = 1 << 20)]
+        max_body_bytes: usize,
+        #[arg(long, default_value_t = 30_000)]
+        lease_ms: u64,
+    },
     /// Measures weir against raw SQLite on this machine (use a release build).
     Bench {
         #[arg(long)]
@@ -279,7 +295,10 @@ pub fn main() -> i32 {
     match result {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("error: {e}");
+            use std::io::IsTerminal;
+            // Colour only on a terminal.
+            let label = if std::io::stderr().is_terminal() { "\x1b[1;31merror:\x1b[0m" } else { "error:" };
+            eprintln!("{label} {e}");
             for line in crate::pipeline::trace_of(&e) {
                 eprintln!("  [{}] {}", line.level, line.message);
             }
@@ -308,7 +327,13 @@ fn run(cli: Cli) -> Result<()> {
             if let Some(w) = workers {
                 opts.workers = w.max(1);
             }
-            let stats = runtime()?.block_on(weir.work(opts, shutdown_signal()))?;
+            // A spinner on a terminal while --until-idle drains the queue.
+            let spinner = if until_idle && !json { indicatif::ProgressBar::new_spinner() } else { indicatif::ProgressBar::hidden() };
+            spinner.set_message("running jobs until the queue is idle");
+            spinner.enable_steady_tick(std::time::Duration::from_millis(120));
+            let stats = runtime()?.block_on(weir.work(opts, shutdown_signal()));
+            spinner.finish_and_clear();
+            let stats = stats?;
             if json {
                 print_json(&stats);
             } else {
@@ -320,6 +345,16 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Jobs(cmd) => jobs(&Weir::open(&cli.db)?, cmd),
+        Command::Serve { listen, workers, token, max_body_bytes, lease_ms } => {
+            let weir = std::sync::Arc::new(Weir::open(&cli.db)?);
+            let mut work = WorkOptions { lease_ms, ..WorkOptions::default() };
+            if let Some(w) = workers {
+                work.workers = w.max(1);
+            }
+            let token = token.filter(|t| !t.is_empty());
+            let config = crate::api::ApiConfig { token, max_body_bytes };
+            runtime()?.block_on(crate::api::serve(weir, listen, config, work))
+        }
         Command::Background(BackgroundCmd::Submit { plugin, input, grants, callback, at, max_attempts, timeout_ms, json }) => {
             let weir = Weir::open(&cli.db)?;
             let req = Background {

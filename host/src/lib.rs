@@ -13,8 +13,11 @@
 //! * [`jobs`]: the durable system-job queue (lifecycle, leases, retries).
 //! * [`worker`]: the worker pool that runs jobs.
 //! * [`examples`]: the example plug-ins built from `guest-examples/`.
-//! * [`cli`]: the `weir` command line; [`demo`]: `weir demo`.
+//! * [`api`]: the HTTP API, dashboard and metrics of `weir serve`.
+//! * [`telemetry`]: counters and histograms for `/metrics` and the dashboard.
+//! * [`cli`]: the `weir` command line; [`demo`]: `weir demo`; [`bench`]: `weir bench`.
 
+pub mod api;
 pub mod bench;
 pub mod cli;
 pub mod error;
@@ -25,6 +28,7 @@ pub mod pipeline;
 pub mod plugins;
 pub mod runtime;
 pub mod steps;
+pub mod telemetry;
 pub mod store;
 pub mod time;
 pub mod values;

@@ -235,6 +235,7 @@ impl Pipeline {
             budget_ms: self.settings.op_budget.as_millis() as u64,
             fatal: Mutex::new(None),
         });
+        let message = input.message().as_str();
         let result = self.run(&op, def, input, depth, false);
         let result = match result {
             Ok(rec) => {
@@ -252,6 +253,13 @@ impl Pipeline {
         if let Ok(op) = Arc::try_unwrap(op) {
             self.checkin(op.conn.into_inner());
         }
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(Error::Plugin { code, .. }) if code == "rejected" => "rejected",
+            Err(Error::Plugin { .. } | Error::DepthLimit(_)) => "failed",
+            Err(_) => "invalid",
+        };
+        crate::telemetry::operation(message, outcome);
         result
     }
 
@@ -513,6 +521,8 @@ impl Run<'_> {
             read_only,
         };
         let (result, stats) = p.plugins.runtime().call_sync(&prepared, ctx, Box::new(host), &limits);
+        let outcome = result.as_ref().map_or_else(|e| e.code(), |_| "ok");
+        crate::telemetry::plugin_call(&step.plugin, "sync", outcome, stats.duration, stats.fuel_used);
         if let Some(fatal) = self.op.fatal.lock().clone() {
             return Err(Error::DepthLimit(fatal));
         }

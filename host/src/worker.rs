@@ -160,6 +160,7 @@ pub async fn run(db: &Db, pipeline: Arc<Pipeline>, plugins: Arc<Plugins>, opts: 
             match claimed {
                 Ok((batch, expired)) => {
                     shared.counters.leases_expired.fetch_add(expired as u64, Ordering::Relaxed);
+                    crate::telemetry::leases_expired(expired as u64);
                     let got = !batch.is_empty();
                     for job in batch {
                         let permit = slots.clone().acquire_owned().await.map_err(|e| Error::Internal(e.to_string()))?;
@@ -327,6 +328,17 @@ async fn run_job(shared: &Shared, job: Claimed) {
     let started = Instant::now();
     shared.counters.attempts.fetch_add(1, Ordering::Relaxed);
     let (outcome, trace) = attempt(shared, &job).await;
+    let label = match &outcome {
+        Outcome::Succeeded { .. } => "succeeded",
+        Outcome::Wait(_) => "wait",
+        Outcome::Failed { permanent: false, .. } if job.attempts < job.max_attempts => "retry",
+        Outcome::Failed { .. } => "failed",
+        Outcome::Interrupted => "interrupted",
+    };
+    crate::telemetry::job_attempt(label);
+    if label == "retry" {
+        crate::telemetry::job_retry();
+    }
     match &outcome {
         Outcome::Succeeded { .. } | Outcome::Wait(_) => shared.counters.succeeded.fetch_add(1, Ordering::Relaxed),
         Outcome::Failed { .. } | Outcome::Interrupted => shared.counters.unsuccessful.fetch_add(1, Ordering::Relaxed),
@@ -388,6 +400,8 @@ async fn attempt(shared: &Shared, job: &Claimed) -> (Outcome, Vec<crate::runtime
     shared.cancels.lock().insert(job.id.clone(), cancel.clone());
     let runtime = shared.plugins.runtime();
     let (result, stats) = runtime.call_async(&prepared, &ctx, job.state.clone(), Box::new(records), &limits, cancel).await;
+    let code = result.as_ref().map_or_else(|e| e.code(), |_| "ok");
+    crate::telemetry::plugin_call(&job.plugin, "async", code, stats.duration, stats.fuel_used);
     let outcome = match result {
         Ok(Step::Done(result)) => Outcome::Succeeded { result },
         Ok(Step::WaitUntil(w)) => Outcome::Wait(Wait { until: w.at, table: None, record: None, condition: None, state: w.state }),

@@ -35,6 +35,7 @@ use crate::time::{now_ms, to_rfc3339};
 use crate::values::EntityDoc;
 
 pub mod callbacks;
+pub mod stats;
 pub mod control;
 pub mod timers;
 

@@ -1,0 +1,445 @@
+//! The HTTP API of `weir serve` (axum): records through the pipeline, jobs and
+//! their control, background operations, plug-ins, steps and tables, the
+//! operator dashboard, `/metrics` and an OpenAPI document generated from the
+//! handlers (`/api/openapi.json`).
+//!
+//! Every error is JSON `{"error": ..., ...}` naming the plug-in, step or record:
+//! 400 bad input, 401 no or wrong token, 404 unknown table/record/job, 409 an
+//! illegal job transition or a duplicate, 413 a body over the limit, 422 a
+//! plug-in rejected or failed the operation, 500 anything else.
+//!
+//! Handlers are thin: they parse, call the library on a blocking thread (the
+//! pipeline runs SQLite and wasm synchronously) and shape the answer.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{Value as Json_, json};
+use utoipa::OpenApi;
+
+use crate::error::Error;
+use crate::steps::{Grant, Step};
+use crate::{Background, JobAction, Weir};
+
+/// Settings of the HTTP server.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// Bearer token required on every route but health (and the static
+    /// dashboard shell, which carries no data).
+    pub token: Option<String>,
+    /// Largest JSON body accepted (413 above).
+    pub max_body_bytes: usize,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig { token: None, max_body_bytes: 1 << 20 }
+    }
+}
+
+#[derive(Clone)]
+struct App {
+    weir: Arc<Weir>,
+    config: Arc<ApiConfig>,
+}
+
+/// An API error: a status and a JSON body.
+pub struct ApiError(StatusCode, Json_);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(self.1)).into_response()
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> ApiError {
+        let msg = e.to_string();
+        match e {
+            Error::Invalid(_) | Error::Load(_) => ApiError(StatusCode::BAD_REQUEST, json!({"error": msg})),
+            Error::NotFound(_) => ApiError(StatusCode::NOT_FOUND, json!({"error": msg})),
+            Error::Conflict(_) => ApiError(StatusCode::CONFLICT, json!({"error": msg})),
+            Error::Plugin { plugin, step, code, trace, .. } => ApiError(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                json!({"error": msg, "plugin": plugin, "step": step, "code": code, "trace": trace}),
+            ),
+            Error::DepthLimit(_) => ApiError(StatusCode::UNPROCESSABLE_ENTITY, json!({"error": msg, "code": "depth_limit"})),
+            Error::Db(_) | Error::Internal(_) => {
+                tracing::error!("internal error: {msg}");
+                ApiError(StatusCode::INTERNAL_SERVER_ERROR, json!({"error": msg}))
+            }
+        }
+    }
+}
+
+fn bad(msg: impl Into<String>) -> ApiError {
+    ApiError(StatusCode::BAD_REQUEST, json!({"error": msg.into()}))
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// Runs blocking library work off the async executor.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> crate::error::Result<T> + Send + 'static) -> ApiResult<T> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| ApiError::from(Error::Internal(format!("the request's worker failed: {e}"))))?.map_err(ApiError::from)
+}
+
+fn parse_body(body: &Bytes) -> ApiResult<Json_> {
+    serde_json::from_slice(body).map_err(|e| bad(format!("the body is not valid JSON: {e}")))
+}
+
+/// The user a request acts as (`X-Weir-User`, default `system`).
+fn user(headers: &HeaderMap) -> String {
+    headers.get("x-weir-user").and_then(|v| v.to_str().ok()).unwrap_or("system").to_string()
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "weir", description = "A WebAssembly plug-in host: records, an event pipeline and a durable job queue."),
+    paths(
+        health, create_record, query_records, get_record, update_record, delete_record, list_jobs, get_job, job_action,
+        submit_background, list_plugins, upload_plugin, list_steps, add_step, list_tables, create_table, stats
+    ),
+    modifiers(&BearerAuth)
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme("bearer", SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()));
+        openapi.security = Some(vec![utoipa::openapi::security::SecurityRequirement::new("bearer", Vec::<String>::new())]);
+    }
+}
+
+/// The OpenAPI document of this API.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}
+
+/// Builds the router.
+pub fn router(weir: Arc<Weir>, config: ApiConfig) -> Router {
+    let app = App { weir, config: Arc::new(config.clone()) };
+    let plugins = Router::new()
+        .route("/api/plugins", get(list_plugins).post(upload_plugin))
+        .layer(DefaultBodyLimit::max(crate::plugins::MAX_COMPONENT_BYTES));
+    Router::new()
+        .route("/", get(dashboard))
+        .route("/assets/chart.js", get(chart_js))
+        .route("/api/health", get(health))
+        .route("/api/openapi.json", get(openapi_json))
+        .route("/metrics", get(metrics))
+        .route("/api/stats", get(stats))
+        .route("/api/data/{table}", post(create_record).get(query_records))
+        .route("/api/data/{table}/{id}", get(get_record).patch(update_record).delete(delete_record))
+        .route("/api/jobs", get(list_jobs))
+        .route("/api/jobs/{id}", get(get_job))
+        .route("/api/jobs/{id}/{action}", post(job_action))
+        .route("/api/background", post(submit_background))
+        .route("/api/steps", get(list_steps).post(add_step))
+        .route("/api/tables", get(list_tables).post(create_table))
+        .layer(DefaultBodyLimit::max(config.max_body_bytes))
+        .merge(plugins)
+        .layer(middleware::from_fn_with_state(app.clone(), auth))
+        .with_state(app)
+}
+
+/// Bearer-token check, in constant time.
+async fn auth(State(app): State<App>, req: Request, next: Next) -> Response {
+    let open = matches!(req.uri().path(), "/api/health" | "/" | "/assets/chart.js");
+    if let (Some(token), false) = (&app.config.token, open) {
+        let given = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+        let ok = given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes()));
+        if !ok {
+            let mut r = ApiError(StatusCode::UNAUTHORIZED, json!({"error": "missing or wrong bearer token: send Authorization: Bearer <token>"})).into_response();
+            r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            return r;
+        }
+    }
+    next.run(req).await
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[utoipa::path(get, path = "/api/health", security(()), responses((status = 200, description = "weir is up")))]
+async fn health() -> Json<Json_> {
+    Json(json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")}))
+}
+
+async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
+    Json(openapi())
+}
+
+async fn dashboard() -> Html<&'static str> {
+    Html(include_str!("../assets/dashboard.html"))
+}
+
+async fn chart_js() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8"), (header::CACHE_CONTROL, "max-age=86400")], include_str!("../assets/chart.umd.min.js"))
+}
+
+async fn metrics(State(app): State<App>) -> ApiResult<impl IntoResponse> {
+    let weir = app.weir.clone();
+    let jobs = blocking(move || weir.pipeline().with_conn(crate::jobs::stats::prometheus)).await?;
+    let body = format!("{}{jobs}", crate::telemetry::render());
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body))
+}
+
+#[utoipa::path(get, path = "/api/stats", responses((status = 200, description = "The dashboard's figures: jobs by status, failure rate, duration percentiles, backlog, stuck jobs, recent failures, throughput per minute, per-plug-in calls")))]
+async fn stats(State(app): State<App>) -> ApiResult<Json<Json_>> {
+    let weir = app.weir.clone();
+    let s = blocking(move || weir.pipeline().with_conn(crate::jobs::stats::stats)).await?;
+    let plugins: Vec<Json_> = crate::telemetry::plugin_stats()
+        .iter()
+        .map(|p| json!({"plugin": p.plugin, "calls": p.calls, "failures": p.failures, "fuel": p.fuel, "mean_ms": p.mean_ms()}))
+        .collect();
+    let mut v = serde_json::to_value(s).map_err(|e| ApiError::from(Error::Internal(e.to_string())))?;
+    v["plugins"] = Json_::Array(plugins);
+    Ok(Json(v))
+}
+
+#[utoipa::path(post, path = "/api/data/{table}", params(("table" = String, Path)), request_body(content = Object, description = "Column values"),
+    responses((status = 201, description = "The stored record, with its id"), (status = 400), (status = 404), (status = 413), (status = 422, description = "A plug-in rejected or failed the operation")))]
+async fn create_record(State(app): State<App>, Path(table): Path<String>, headers: HeaderMap, body: Bytes) -> ApiResult<(StatusCode, HeaderMap, Json<Json_>)> {
+    let json = parse_body(&body)?;
+    let (weir, user) = (app.weir.clone(), user(&headers));
+    let t = table.clone();
+    let rec = blocking(move || weir.pipeline().create(&user, &t, &json)).await?;
+    let mut h = HeaderMap::new();
+    if let Ok(v) = HeaderValue::from_str(&format!("/api/data/{table}/{}", rec.id)) {
+        h.insert(header::LOCATION, v);
+    }
+    Ok((StatusCode::CREATED, h, Json(rec.to_json())))
+}
+
+#[utoipa::path(get, path = "/api/data/{table}", params(("table" = String, Path), ("$filter" = Option<String>, Query), ("$select" = Option<String>, Query), ("$top" = Option<usize>, Query), ("$orderby" = Option<String>, Query)),
+    responses((status = 200, description = "{\"value\": [records]}"), (status = 400), (status = 404)))]
+async fn query_records(State(app): State<App>, Path(table): Path<String>, Query(q): Query<HashMap<String, String>>) -> ApiResult<Json<Json_>> {
+    let filter = q.get("$filter").cloned();
+    let top = match q.get("$top") {
+        Some(t) => Some(t.parse::<usize>().map_err(|_| bad(format!("bad $top {t:?}: a whole number")))?),
+        None => None,
+    };
+    let order = crate::cli::parse_orderby(q.get("$orderby").map(String::as_str).unwrap_or("")).map_err(ApiError::from)?;
+    let select: Option<Vec<String>> = q.get("$select").map(|s| s.split(',').map(|c| c.trim().to_string()).filter(|c| !c.is_empty()).collect());
+    let weir = app.weir.clone();
+    let (rows, def) = blocking(move || {
+        let rows = weir.pipeline().query(&table, filter.as_deref(), &order, top)?;
+        let def = weir.pipeline().with_conn(|c| crate::store::records::require_table(c, &table))?;
+        Ok((rows, def))
+    })
+    .await?;
+    if let Some(cols) = &select {
+        for c in cols {
+            if def.kind(c).is_none() {
+                return Err(ApiError::from(def.unknown_column(c)));
+            }
+        }
+    }
+    let value: Vec<Json_> = rows
+        .iter()
+        .map(|r| {
+            let mut j = r.to_json();
+            if let (Some(cols), Json_::Object(m)) = (&select, &mut j) {
+                m.retain(|k, _| k == "id" || cols.contains(k));
+            }
+            j
+        })
+        .collect();
+    Ok(Json(json!({"value": value})))
+}
+
+#[utoipa::path(get, path = "/api/data/{table}/{id}", params(("table" = String, Path), ("id" = String, Path)), responses((status = 200), (status = 404)))]
+async fn get_record(State(app): State<App>, Path((table, id)): Path<(String, String)>) -> ApiResult<Json<Json_>> {
+    let weir = app.weir.clone();
+    Ok(Json(blocking(move || weir.pipeline().get(&table, &id)).await?.to_json()))
+}
+
+#[utoipa::path(patch, path = "/api/data/{table}/{id}", params(("table" = String, Path), ("id" = String, Path)), request_body(content = Object),
+    responses((status = 200), (status = 400), (status = 404), (status = 422)))]
+async fn update_record(State(app): State<App>, Path((table, id)): Path<(String, String)>, headers: HeaderMap, body: Bytes) -> ApiResult<Json<Json_>> {
+    let json = parse_body(&body)?;
+    let (weir, user) = (app.weir.clone(), user(&headers));
+    Ok(Json(blocking(move || weir.pipeline().update(&user, &table, &id, &json)).await?.to_json()))
+}
+
+#[utoipa::path(delete, path = "/api/data/{table}/{id}", params(("table" = String, Path), ("id" = String, Path)), responses((status = 204), (status = 404), (status = 422)))]
+async fn delete_record(State(app): State<App>, Path((table, id)): Path<(String, String)>, headers: HeaderMap) -> ApiResult<StatusCode> {
+    let (weir, user) = (app.weir.clone(), user(&headers));
+    blocking(move || weir.pipeline().delete(&user, &table, &id)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(get, path = "/api/jobs", params(("$filter" = Option<String>, Query, description = "e.g. statecode eq 3 and statuscode eq 31"), ("$top" = Option<usize>, Query)),
+    responses((status = 200, description = "{\"value\": [jobs]}, newest first"), (status = 400)))]
+async fn list_jobs(State(app): State<App>, Query(q): Query<HashMap<String, String>>) -> ApiResult<Json<Json_>> {
+    let filter = q.get("$filter").cloned();
+    let top = q.get("$top").map(|t| t.parse::<usize>().map_err(|_| bad(format!("bad $top {t:?}")))).transpose()?.unwrap_or(100);
+    let weir = app.weir.clone();
+    let jobs = blocking(move || weir.list_jobs(filter.as_deref(), top)).await?;
+    Ok(Json(json!({"value": jobs})))
+}
+
+#[utoipa::path(get, path = "/api/jobs/{id}", params(("id" = String, Path)), responses((status = 200), (status = 404)))]
+async fn get_job(State(app): State<App>, Path(id): Path<String>) -> ApiResult<Json<Json_>> {
+    let weir = app.weir.clone();
+    let job = blocking(move || weir.show_job(&id)).await?;
+    Ok(Json(serde_json::to_value(job).unwrap_or(Json_::Null)))
+}
+
+#[utoipa::path(post, path = "/api/jobs/{id}/{action}", params(("id" = String, Path), ("action" = String, Path, description = "cancel, pause, resume, retry or postpone (body {\"until\": TIME})")),
+    responses((status = 200, description = "The job after the action"), (status = 400), (status = 404), (status = 409, description = "Illegal transition")))]
+async fn job_action(State(app): State<App>, Path((id, action)): Path<(String, String)>, body: Bytes) -> ApiResult<Json<Json_>> {
+    let action = match action.as_str() {
+        "cancel" => JobAction::Cancel,
+        "pause" => JobAction::Pause,
+        "resume" => JobAction::Resume,
+        "retry" => JobAction::Retry,
+        "postpone" => {
+            let b = parse_body(&body)?;
+            let until = b["until"].as_str().ok_or_else(|| bad("postpone needs {\"until\": TIME} (RFC 3339 or +DURATION)"))?;
+            JobAction::Postpone(crate::time::parse_when(until).map_err(bad)?)
+        }
+        other => return Err(ApiError(StatusCode::NOT_FOUND, json!({"error": format!("no job action {other:?}: use cancel, pause, resume, retry or postpone")}))),
+    };
+    let weir = app.weir.clone();
+    let job = blocking(move || weir.control_job(&id, action)).await?;
+    Ok(Json(serde_json::to_value(job).unwrap_or(Json_::Null)))
+}
+
+#[utoipa::path(post, path = "/api/background", request_body(content = Object, description = "{\"plugin\": NAME, \"input\": JSON, \"grants\": [\"TABLE:write\"], \"callback\": URL, \"at\": TIME}"),
+    responses((status = 202, description = "Accepted; Location is the job"), (status = 400), (status = 404)))]
+async fn submit_background(State(app): State<App>, headers: HeaderMap, body: Bytes) -> ApiResult<(StatusCode, HeaderMap, Json<Json_>)> {
+    let b = parse_body(&body)?;
+    let plugin = b["plugin"].as_str().ok_or_else(|| bad("give \"plugin\""))?.to_string();
+    let grants = match b.get("grants") {
+        None | Some(Json_::Null) => vec![],
+        Some(Json_::Array(a)) => a.iter().map(|g| g.as_str().ok_or_else(|| bad("grants are strings like \"expense:write\"")).and_then(|g| Grant::parse(g).map_err(ApiError::from))).collect::<ApiResult<_>>()?,
+        Some(_) => return Err(bad("\"grants\" is a list of \"TABLE:read|write\"")),
+    };
+    let at = b["at"].as_str().map(crate::time::parse_when).transpose().map_err(bad)?;
+    let req = Background {
+        plugin,
+        input: b.get("input").cloned().unwrap_or(Json_::Null),
+        grants,
+        callback_url: b["callback"].as_str().map(String::from),
+        at,
+        owner: user(&headers),
+        max_attempts: b["max_attempts"].as_u64().map(|n| n as u32),
+        timeout_ms: b["timeout_ms"].as_u64(),
+    };
+    let weir = app.weir.clone();
+    let id = blocking(move || weir.submit_background(&req)).await?;
+    let location = format!("/api/jobs/{id}");
+    let mut h = HeaderMap::new();
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        h.insert(header::LOCATION, v);
+    }
+    Ok((StatusCode::ACCEPTED, h, Json(json!({"id": id, "location": location}))))
+}
+
+#[utoipa::path(get, path = "/api/plugins", responses((status = 200, description = "Plug-in versions")))]
+async fn list_plugins(State(app): State<App>) -> ApiResult<Json<Json_>> {
+    let weir = app.weir.clone();
+    let rows = blocking(move || weir.list_plugins()).await?;
+    Ok(Json(json!({"value": rows})))
+}
+
+#[utoipa::path(post, path = "/api/plugins", params(("name" = String, Query)), request_body(content = Vec<u8>, content_type = "application/wasm"),
+    responses((status = 201, description = "The stored version"), (status = 400, description = "Not a component, or no weir world")))]
+async fn upload_plugin(State(app): State<App>, Query(q): Query<HashMap<String, String>>, body: Bytes) -> ApiResult<(StatusCode, Json<Json_>)> {
+    let name = q.get("name").cloned().ok_or_else(|| bad("give the plug-in's name: POST /api/plugins?name=NAME with the component as the body"))?;
+    let weir = app.weir.clone();
+    let row = blocking(move || weir.add_plugin(&name, &body)).await?;
+    Ok((StatusCode::CREATED, Json(serde_json::to_value(row).unwrap_or(Json_::Null))))
+}
+
+#[utoipa::path(get, path = "/api/steps", responses((status = 200)))]
+async fn list_steps(State(app): State<App>) -> ApiResult<Json<Json_>> {
+    let weir = app.weir.clone();
+    let steps = blocking(move || weir.list_steps()).await?;
+    Ok(Json(json!({"value": steps})))
+}
+
+#[utoipa::path(post, path = "/api/steps", request_body(content = Object, description = "A step, as `weir step list --json` shows them"), responses((status = 201), (status = 400), (status = 409)))]
+async fn add_step(State(app): State<App>, body: Bytes) -> ApiResult<(StatusCode, Json<Json_>)> {
+    let step: Step = serde_json::from_slice(&body).map_err(|e| bad(format!("bad step: {e}")))?;
+    let weir = app.weir.clone();
+    let s = step.clone();
+    blocking(move || weir.add_step(&s)).await?;
+    Ok((StatusCode::CREATED, Json(serde_json::to_value(step).unwrap_or(Json_::Null))))
+}
+
+#[utoipa::path(get, path = "/api/tables", responses((status = 200)))]
+async fn list_tables(State(app): State<App>) -> ApiResult<Json<Json_>> {
+    let weir = app.weir.clone();
+    let t = blocking(move || weir.list_tables()).await?;
+    Ok(Json(json!({"value": t})))
+}
+
+#[utoipa::path(post, path = "/api/tables", request_body(content = Object, description = "{\"name\": NAME, \"columns\": [{\"name\": COL, \"type\": TYPE}]}"), responses((status = 201), (status = 400), (status = 409)))]
+async fn create_table(State(app): State<App>, body: Bytes) -> ApiResult<(StatusCode, Json<Json_>)> {
+    let b = parse_body(&body)?;
+    let name = b["name"].as_str().ok_or_else(|| bad("give \"name\""))?.to_string();
+    let cols: Vec<(String, String)> = b["columns"]
+        .as_array()
+        .map(|a| a.iter().map(|c| (c["name"].as_str().unwrap_or("").to_string(), c["type"].as_str().unwrap_or("").to_string())).collect())
+        .unwrap_or_default();
+    let weir = app.weir.clone();
+    let def = blocking(move || {
+        let cols: Vec<(&str, &str)> = cols.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+        weir.create_table(&name, &cols)
+    })
+    .await?;
+    Ok((StatusCode::CREATED, Json(serde_json::to_value(def).unwrap_or(Json_::Null))))
+}
+
+/// Runs `weir serve`: the API, the worker pool (schedules and retention
+/// included) until SIGTERM/Ctrl-C; then stops accepting, stops claiming, lets
+/// running jobs finish and closes the database.
+pub async fn serve(weir: Arc<Weir>, listen: std::net::SocketAddr, config: ApiConfig, work: crate::worker::WorkOptions) -> crate::error::Result<()> {
+    if config.token.is_none() && !listen.ip().is_loopback() {
+        return Err(Error::invalid(format!(
+            "refusing to listen on {listen} without a token: set --token or WEIR_TOKEN, or listen on 127.0.0.1"
+        )));
+    }
+    crate::telemetry::install();
+    let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| Error::Internal(format!("cannot listen on {listen}: {e}")))?;
+    let local = listener.local_addr().map_err(|e| Error::Internal(e.to_string()))?;
+    println!("weir serving on http://{local} (dashboard at /, API at /api, OpenAPI at /api/openapi.json)");
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    let pool = {
+        let weir = weir.clone();
+        let stopped = stopped.clone();
+        tokio::spawn(async move { weir.work(work, stopped()).await })
+    };
+    let app = router(weir, config);
+    let server = axum::serve(listener, app).with_graceful_shutdown(stopped());
+    let signal = tokio::spawn(async move {
+        crate::cli::shutdown_signal().await;
+        tracing::info!("shutting down: no new requests or jobs; running jobs finish");
+        let _ = stop_tx.send(true);
+    });
+    let served = server.await;
+    signal.abort();
+    let stats = pool.await.map_err(|e| Error::Internal(format!("the worker pool failed: {e}")))??;
+    tracing::info!("worker pool stopped after {} attempts", stats.attempts);
+    served.map_err(|e| Error::Internal(format!("the HTTP server failed: {e}")))
+}

@@ -1,0 +1,136 @@
+//! Figures about the job system for operators: the dashboard and `/metrics`.
+
+use rusqlite::Connection;
+use serde_json::{Value as Json, json};
+
+use super::{status_name, to_rfc3339};
+use crate::error::Result;
+use crate::time::now_ms;
+
+/// The dashboard's view of the job system.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Stats {
+    /// Jobs by status name (all statuses present, zeros included).
+    pub by_status: serde_json::Map<String, Json>,
+    /// Failed / (failed + succeeded) of jobs completed in the last hour.
+    pub failure_rate: f64,
+    /// Attempt durations of jobs completed in the last hour, ms.
+    pub duration_p50_ms: Option<i64>,
+    pub duration_p95_ms: Option<i64>,
+    pub duration_p99_ms: Option<i64>,
+    /// Ready jobs that are due now.
+    pub backlog: i64,
+    /// Age of the oldest due Ready job, seconds.
+    pub oldest_due_age_s: Option<f64>,
+    pub oldest_due_id: Option<String>,
+    /// InProgress jobs whose lease has run out (their worker is gone).
+    pub stuck: Vec<Json>,
+    pub recent_failures: Vec<Json>,
+    /// Per minute over the last hour: completed and failed counts.
+    pub throughput: Vec<Json>,
+}
+
+pub fn stats(conn: &Connection) -> Result<Stats> {
+    let now = now_ms();
+    let hour_ago = now - 3_600_000;
+    let mut by_status = serde_json::Map::new();
+    for code in [0, 10, 11, 20, 21, 22, 30, 31, 32] {
+        by_status.insert(status_name(code).into(), json!(0));
+    }
+    let mut stmt = conn.prepare_cached("SELECT statuscode, COUNT(*) FROM weir_jobs GROUP BY statuscode")?;
+    for row in stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))? {
+        let (code, n) = row?;
+        by_status.insert(status_name(code).into(), json!(n));
+    }
+    let (ok, failed): (i64, i64) = conn.query_row(
+        "SELECT COALESCE(SUM(statuscode = 30), 0), COALESCE(SUM(statuscode = 31), 0) FROM weir_jobs WHERE statecode = 3 AND completed_at >= ?1",
+        [hour_ago],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    let failure_rate = if ok + failed == 0 { 0.0 } else { failed as f64 / (ok + failed) as f64 };
+    let mut durations: Vec<i64> = conn
+        .prepare_cached("SELECT duration_ms FROM weir_jobs WHERE statecode = 3 AND completed_at >= ?1 AND duration_ms IS NOT NULL ORDER BY duration_ms")?
+        .query_map([hour_ago], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    durations.sort_unstable();
+    let pct = |p: f64| (!durations.is_empty()).then(|| durations[((durations.len() - 1) as f64 * p).round() as usize]);
+    let (backlog, oldest): (i64, Option<i64>) = conn.query_row(
+        "SELECT COUNT(*), MIN(COALESCE(postpone_until, created_at)) FROM weir_jobs WHERE statecode = 0 AND COALESCE(postpone_until, 0) <= ?1",
+        [now],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    let oldest_due_id: Option<String> = conn
+        .query_row(
+            "SELECT id FROM weir_jobs WHERE statecode = 0 AND COALESCE(postpone_until, 0) <= ?1 ORDER BY COALESCE(postpone_until, created_at) LIMIT 1",
+            [now],
+            |r| r.get(0),
+        )
+        .ok();
+    let row_json = |r: &rusqlite::Row<'_>| -> rusqlite::Result<Json> {
+        Ok(json!({
+            "id": r.get::<_, String>(0)?,
+            "plugin": r.get::<_, String>(1)?,
+            "step": r.get::<_, Option<String>>(2)?,
+            "at": r.get::<_, Option<i64>>(3)?.map(to_rfc3339),
+            "error": r.get::<_, Option<String>>(4)?,
+            "error_code": r.get::<_, Option<String>>(5)?,
+            "status": status_name(r.get(6)?),
+        }))
+    };
+    let stuck = conn
+        .prepare_cached("SELECT id, plugin, step, lease_until, error_message, error_code, statuscode FROM weir_jobs WHERE statecode = 2 AND lease_until < ?1 LIMIT 50")?
+        .query_map([now], row_json)?
+        .collect::<rusqlite::Result<_>>()?;
+    let recent_failures = conn
+        .prepare_cached(
+            "SELECT id, plugin, step, completed_at, error_message, error_code, statuscode FROM weir_jobs
+             WHERE statecode = 3 AND statuscode = 31 ORDER BY completed_at DESC LIMIT 10",
+        )?
+        .query_map([], row_json)?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut per_minute = vec![(0i64, 0i64); 60];
+    let mut stmt = conn.prepare_cached(
+        "SELECT (completed_at - ?1) / 60000, SUM(statuscode = 30), SUM(statuscode = 31) FROM weir_jobs
+         WHERE statecode = 3 AND completed_at >= ?1 GROUP BY 1",
+    )?;
+    for row in stmt.query_map([hour_ago], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)))? {
+        let (bucket, ok, failed) = row?;
+        if let Some(slot) = per_minute.get_mut(bucket as usize) {
+            *slot = (ok, failed);
+        }
+    }
+    let throughput = per_minute
+        .iter()
+        .enumerate()
+        .map(|(i, (ok, failed))| json!({"minute": to_rfc3339(hour_ago + i as i64 * 60_000), "succeeded": ok, "failed": failed}))
+        .collect();
+    Ok(Stats {
+        by_status,
+        failure_rate,
+        duration_p50_ms: pct(0.50),
+        duration_p95_ms: pct(0.95),
+        duration_p99_ms: pct(0.99),
+        backlog,
+        oldest_due_age_s: oldest.map(|t| (now - t).max(0) as f64 / 1000.0),
+        oldest_due_id,
+        stuck,
+        recent_failures,
+        throughput,
+    })
+}
+
+/// Job gauges in Prometheus text format (computed at scrape time).
+pub fn prometheus(conn: &Connection) -> Result<String> {
+    let s = stats(conn)?;
+    let mut out = String::from("# HELP weir_jobs Jobs by status.\n# TYPE weir_jobs gauge\n");
+    for (status, n) in &s.by_status {
+        out.push_str(&format!("weir_jobs{{status=\"{status}\"}} {n}\n"));
+    }
+    out.push_str(&format!("# HELP weir_queue_depth Ready jobs that are due now.\n# TYPE weir_queue_depth gauge\nweir_queue_depth {}\n", s.backlog));
+    out.push_str(&format!(
+        "# HELP weir_oldest_due_job_age_seconds Age of the oldest due job.\n# TYPE weir_oldest_due_job_age_seconds gauge\nweir_oldest_due_job_age_seconds {}\n",
+        s.oldest_due_age_s.unwrap_or(0.0)
+    ));
+    out.push_str(&format!("# HELP weir_stuck_jobs InProgress jobs past their lease.\n# TYPE weir_stuck_jobs gauge\nweir_stuck_jobs {}\n", s.stuck.len()));
+    Ok(out)
+}

@@ -1,0 +1,94 @@
+//! Telemetry: counters and histograms of operations, plug-in calls and jobs,
+//! exported in Prometheus text format (`/metrics`, series named `weir_*`), and a
+//! per-plug-in summary for the dashboard. Recording is cheap and lock-free on
+//! the metrics side; it never touches the database.
+
+use std::collections::BTreeMap;
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use metrics::{counter, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+static PLUGINS: Mutex<BTreeMap<String, PluginStat>> = Mutex::new(BTreeMap::new());
+
+/// Installs the process-wide recorder (once); later calls are no-ops.
+pub fn install() {
+    HANDLE.get_or_init(|| {
+        let buckets = [0.000_1, 0.000_5, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0];
+        PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &buckets)
+            .ok()
+            .and_then(|b| b.install_recorder().ok())
+    });
+}
+
+/// The recorded series in Prometheus text format (empty before [`install`]).
+pub fn render() -> String {
+    HANDLE.get().and_then(|h| h.as_ref()).map(|h| h.render()).unwrap_or_default()
+}
+
+/// One record operation through the pipeline ended.
+pub fn operation(message: &str, outcome: &str) {
+    counter!("weir_operations_total", "message" => message.to_string(), "outcome" => outcome.to_string()).increment(1);
+}
+
+/// One plug-in call ended (`outcome`: ok or an error code).
+pub fn plugin_call(plugin: &str, mode: &str, outcome: &str, duration: Duration, fuel: u64) {
+    counter!("weir_plugin_calls_total", "plugin" => plugin.to_string(), "mode" => mode.to_string(), "outcome" => outcome.to_string()).increment(1);
+    histogram!("weir_plugin_call_duration_seconds", "plugin" => plugin.to_string(), "mode" => mode.to_string()).record(duration.as_secs_f64());
+    if fuel > 0 && fuel < u64::MAX / 2 {
+        counter!("weir_plugin_fuel_used_total", "plugin" => plugin.to_string()).increment(fuel);
+    }
+    if let Ok(mut m) = PLUGINS.lock() {
+        let s = m.entry(plugin.to_string()).or_insert_with(|| PluginStat { plugin: plugin.to_string(), ..PluginStat::default() });
+        s.calls += 1;
+        if outcome != "ok" {
+            s.failures += 1;
+        }
+        if fuel < u64::MAX / 2 {
+            s.fuel += fuel;
+        }
+        s.total_ms += duration.as_secs_f64() * 1e3;
+    }
+}
+
+/// A job attempt failed and will be retried.
+pub fn job_retry() {
+    counter!("weir_job_retries_total").increment(1);
+}
+
+/// Leases of dead workers were taken over.
+pub fn leases_expired(n: u64) {
+    if n > 0 {
+        counter!("weir_leases_expired_total").increment(n);
+    }
+}
+
+/// A job attempt finished with `outcome` (succeeded, failed, retry, wait, interrupted).
+pub fn job_attempt(outcome: &str) {
+    counter!("weir_job_attempts_total", "outcome" => outcome.to_string()).increment(1);
+}
+
+/// Calls, failures and fuel of one plug-in since this process started.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct PluginStat {
+    pub plugin: String,
+    pub calls: u64,
+    pub failures: u64,
+    pub fuel: u64,
+    #[serde(skip)]
+    total_ms: f64,
+}
+
+impl PluginStat {
+    pub fn mean_ms(&self) -> f64 {
+        if self.calls == 0 { 0.0 } else { self.total_ms / self.calls as f64 }
+    }
+}
+
+/// Per-plug-in figures, by name.
+pub fn plugin_stats() -> Vec<PluginStat> {
+    PLUGINS.lock().map(|m| m.values().cloned().collect()).unwrap_or_default()
+}

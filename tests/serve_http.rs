@@ -1,0 +1,266 @@
+//! A live `weir serve` on loopback, driven over HTTP: auth, records through
+//! the pipeline, plug-in rejections, bad input, async jobs, background
+//! operations, job control, metrics, OpenAPI, graceful shutdown — and the
+//! dashboard in headless Chromium.
+
+mod common;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use common::Env;
+use serde_json::{Value, json};
+
+const TOKEN: &str = "test-token-123";
+
+struct Server {
+    child: Child,
+    base: String,
+    agent: ureq::Agent,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Reply {
+    status: u16,
+    body: Value,
+    location: Option<String>,
+    text: String,
+}
+
+impl Server {
+    fn start(env: &Env, extra: &[&str]) -> Server {
+        let mut args = vec!["serve", "--listen", "127.0.0.1:0", "--token", TOKEN, "--workers", "2"];
+        args.extend_from_slice(extra);
+        let mut child = env.command().args(&args).stdout(Stdio::piped()).spawn().unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let base = line.split_whitespace().find(|w| w.starts_with("http://")).expect("serve prints its address").to_string();
+        let agent = ureq::Agent::config_builder().http_status_as_error(false).timeout_global(Some(Duration::from_secs(30))).build().into();
+        Server { child, base, agent }
+    }
+
+    fn call(&self, method: &str, path: &str, body: Option<&[u8]>, token: Option<&str>) -> Reply {
+        let url = format!("{}{path}", self.base);
+        let auth = token.map(|t| format!("Bearer {t}"));
+        let mut resp = match (method, body) {
+            ("GET", _) => {
+                let mut r = self.agent.get(&url);
+                if let Some(a) = &auth {
+                    r = r.header("authorization", a);
+                }
+                r.call()
+            }
+            ("DELETE", _) => {
+                let mut r = self.agent.delete(&url);
+                if let Some(a) = &auth {
+                    r = r.header("authorization", a);
+                }
+                r.call()
+            }
+            (m, b) => {
+                let mut r = if m == "PATCH" { self.agent.patch(&url) } else { self.agent.post(&url) };
+                if let Some(a) = &auth {
+                    r = r.header("authorization", a);
+                }
+                r.send(b.unwrap_or(b""))
+            }
+        }
+        .unwrap();
+        let status = resp.status().as_u16();
+        let location = resp.headers().get("location").and_then(|v| v.to_str().ok()).map(String::from);
+        let text = resp.body_mut().with_config().limit(50 << 20).read_to_string().unwrap_or_default();
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Reply { status, body, location, text }
+    }
+
+    fn get(&self, path: &str) -> Reply {
+        self.call("GET", path, None, Some(TOKEN))
+    }
+
+    fn post(&self, path: &str, body: &Value) -> Reply {
+        self.call("POST", path, Some(body.to_string().as_bytes()), Some(TOKEN))
+    }
+}
+
+fn q(s: &str) -> String {
+    s.replace(' ', "%20").replace('\'', "%27")
+}
+
+fn crm() -> Env {
+    let env = Env::new();
+    env.run(&["table", "create", "account", "--column", "name:text", "--column", "creditlimit:decimal"]).ok();
+    env.run(&["table", "create", "opportunity", "--column", "name:text", "--column", "amount:decimal", "--column", "customer:ref:account", "--column", "priority:text"]).ok();
+    for p in ["credit-check", "set-defaults", "notify", "always-fails"] {
+        env.add_example(p);
+    }
+    env.run(&["step", "add", "credit", "--plugin", "credit-check", "--message", "create", "--table", "opportunity", "--stage", "pre-operation", "--grant", "account:read"]).ok();
+    env.run(&["step", "add", "defaults", "--plugin", "set-defaults", "--message", "create", "--table", "opportunity", "--stage", "pre-operation", "--rank", "0"]).ok();
+    env.run(&["step", "add", "notify", "--plugin", "notify", "--message", "create", "--table", "opportunity", "--stage", "post-operation", "--mode", "async"]).ok();
+    env
+}
+
+fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !f() {
+        assert!(started.elapsed() < Duration::from_secs(30), "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn the_api_end_to_end() {
+    let env = crm();
+    let s = Server::start(&env, &["--max-body-bytes", "4096"]);
+
+    // Auth: health is open, everything else needs the token.
+    assert_eq!(s.call("GET", "/api/health", None, None).status, 200);
+    assert_eq!(s.call("GET", "/api/jobs", None, None).status, 401);
+    let wrong = s.call("GET", "/api/data/account", None, Some("nope"));
+    assert_eq!(wrong.status, 401);
+    assert!(wrong.body["error"].as_str().unwrap().contains("bearer token"));
+    assert_eq!(s.call("POST", "/api/data/account", Some(b"{}"), None).status, 401);
+
+    // Records through the pipeline.
+    let acct = s.post("/api/data/account", &json!({"name": "Contoso", "creditlimit": 1000}));
+    assert_eq!(acct.status, 201, "{}", acct.text);
+    let acct_id = acct.body["id"].as_str().unwrap().to_string();
+    assert_eq!(acct.location.as_deref(), Some(format!("/api/data/account/{acct_id}").as_str()));
+    let rejected = s.post("/api/data/opportunity", &json!({"name": "big", "amount": 5000, "customer": acct_id}));
+    assert_eq!(rejected.status, 422, "{}", rejected.text);
+    assert_eq!(rejected.body["plugin"], "credit-check");
+    assert_eq!(rejected.body["code"], "rejected");
+    assert!(rejected.body["error"].as_str().unwrap().starts_with("credit-check: amount 5000 exceeds the credit limit"), "{}", rejected.text);
+    let ok = s.post("/api/data/opportunity", &json!({"name": "small", "amount": 50, "customer": acct_id}));
+    assert_eq!(ok.status, 201, "{}", ok.text);
+    assert_eq!(ok.body["priority"], "normal");
+    let opp = ok.body["id"].as_str().unwrap().to_string();
+    let list = s.get(&format!("/api/data/opportunity?$filter={}&$select=name,amount&$orderby=amount%20desc&$top=5", q("amount gt 10")));
+    assert_eq!(list.status, 200, "{}", list.text);
+    assert_eq!(list.body["value"].as_array().unwrap().len(), 1);
+    assert_eq!(list.body["value"][0], json!({"id": opp, "name": "small", "amount": 50.0}));
+    let patched = s.call("PATCH", &format!("/api/data/opportunity/{opp}"), Some(br#"{"name":"renamed"}"#), Some(TOKEN));
+    assert_eq!((patched.status, patched.body["name"].as_str()), (200, Some("renamed")));
+    assert_eq!(s.get(&format!("/api/data/opportunity/{opp}")).body["name"], "renamed");
+
+    // Bad input: 400, 404, 413 — each with a JSON error, nothing stored.
+    let cases: Vec<(Reply, u16, &str)> = vec![
+        (s.get(&format!("/api/data/opportunity?$filter={}", q("amount gx 1"))), 400, "bad filter at position 8"),
+        (s.get(&format!("/api/data/opportunity?$filter={}", q("colour eq 'red'"))), 400, "unknown field `colour`"),
+        (s.get(&format!("/api/data/opportunity?$filter={}", q("name eq 'x' or 1 eq 1; DROP TABLE data_account"))), 400, "bad filter"),
+        (s.get("/api/data/opportunity?$select=colour"), 400, "no column \"colour\""),
+        (s.get("/api/data/nosuch"), 404, "no table named \"nosuch\""),
+        (s.get("/api/data/opportunity/missing"), 404, "no opportunity record with id missing"),
+        (s.call("POST", "/api/data/opportunity", Some(b"{not json"), Some(TOKEN)), 400, "not valid JSON"),
+        (s.post("/api/data/opportunity", &json!({"amount": "lots"})), 400, "column amount is decimal"),
+        (s.post("/api/data/opportunity", &json!({"colour": "red"})), 400, "no column \"colour\""),
+        (s.post("/api/data/opportunity", &json!({"name": "x".repeat(5000)})), 413, ""),
+        (s.call("POST", "/api/plugins?name=junk", Some(b"\0asm\x01\0\0\0"), Some(TOKEN)), 400, "not a component"),
+    ];
+    for (reply, status, words) in cases {
+        assert_eq!(reply.status, status, "{}", reply.text);
+        if !words.is_empty() {
+            assert!(reply.body["error"].as_str().unwrap_or("").contains(words), "wanted {words:?}: {}", reply.text);
+        }
+    }
+    assert_eq!(s.get("/api/data/opportunity").body["value"].as_array().unwrap().len(), 1, "nothing stored by bad input");
+    assert!(s.get("/api/data/account").text.contains("Contoso"), "injection did not drop the table");
+
+    // Async jobs of the accepted create reach Succeeded.
+    wait_for("the notify job", || {
+        let r = s.get(&format!("/api/jobs?$filter={}", q("step eq 'notify' and status eq 'Succeeded'")));
+        r.body["value"].as_array().is_some_and(|v| v.len() == 1)
+    });
+    let failures = s.get(&format!("/api/jobs?$filter={}", q("statecode eq 3 and statuscode eq 31")));
+    assert_eq!(failures.body["value"], json!([]));
+    assert_eq!(s.get(&format!("/api/jobs?$filter={}", q("statecode eq"))).status, 400);
+
+    // Background operation: 202 with the job's location; control over HTTP.
+    let bg = s.post("/api/background", &json!({"plugin": "notify", "input": {"hello": 1}, "at": "+1h"}));
+    assert_eq!(bg.status, 202, "{}", bg.text);
+    let loc = bg.location.clone().unwrap();
+    assert_eq!(loc, bg.body["location"].as_str().unwrap());
+    assert_eq!(s.get(&loc).body["status"], "WaitingForResources");
+    let id = bg.body["id"].as_str().unwrap();
+    assert_eq!(s.post(&format!("/api/jobs/{id}/pause"), &json!({})).body["status"], "Paused");
+    let illegal = s.post(&format!("/api/jobs/{id}/retry"), &json!({}));
+    assert_eq!(illegal.status, 409, "{}", illegal.text);
+    assert_eq!(s.post(&format!("/api/jobs/{id}/resume"), &json!({})).body["status"], "WaitingForResources");
+    assert_eq!(s.post(&format!("/api/jobs/{id}/postpone"), &json!({"until": "+0s"})).status, 200);
+    wait_for("the background job", || s.get(&loc).body["status"] == "Succeeded");
+    assert_eq!(s.post(&format!("/api/jobs/{id}/frobnicate"), &json!({})).status, 404);
+    assert_eq!(s.post("/api/background", &json!({"plugin": "nosuch"})).status, 404);
+
+    // Metrics, catalog, OpenAPI, DELETE.
+    let m = s.get("/metrics").text;
+    for series in ["weir_operations_total", "weir_plugin_calls_total", "weir_plugin_call_duration_seconds", "weir_plugin_fuel_used_total", "weir_jobs{status=\"Succeeded\"}", "weir_queue_depth", "weir_oldest_due_job_age_seconds"] {
+        assert!(m.contains(series), "/metrics has {series}");
+    }
+    assert!(m.contains(r#"weir_operations_total{message="create",outcome="rejected"} 1"#), "{m}");
+    assert_eq!(s.get("/api/tables").body["value"].as_array().unwrap().len(), 2);
+    assert_eq!(s.get("/api/plugins").body["value"].as_array().unwrap().len(), 4);
+    assert_eq!(s.get("/api/steps").body["value"].as_array().unwrap().len(), 3);
+    let doc = s.get("/api/openapi.json").body;
+    for path in ["/api/data/{table}", "/api/jobs/{id}/{action}", "/api/background", "/api/plugins"] {
+        assert!(doc["paths"].get(path).is_some(), "OpenAPI documents {path}");
+    }
+    assert_eq!(s.call("DELETE", &format!("/api/data/opportunity/{opp}"), None, Some(TOKEN)).status, 204);
+    assert_eq!(s.get(&format!("/api/data/opportunity/{opp}")).status, 404);
+}
+
+#[test]
+fn serve_refuses_a_public_address_without_a_token_and_stops_gracefully() {
+    let env = crm();
+    let out = env.run(&["serve", "--listen", "0.0.0.0:0"]).fails();
+    assert!(out.stderr.contains("without a token"), "{}", out.stderr);
+    let mut s = Server::start(&env, &[]);
+    assert_eq!(s.get("/api/health").status, 200);
+    std::process::Command::new("kill").arg(s.child.id().to_string()).status().unwrap();
+    let status = s.child.wait().unwrap();
+    assert!(status.success(), "SIGTERM is a clean stop: {status:?}");
+}
+
+#[test]
+fn the_dashboard_shows_the_api_s_numbers_and_its_actions_work() {
+    let env = crm();
+    let s = Server::start(&env, &[]);
+    let acct = s.post("/api/data/account", &json!({"name": "A", "creditlimit": 10})).body["id"].as_str().unwrap().to_string();
+    for amount in [1, 2, 3] {
+        assert_eq!(s.post("/api/data/opportunity", &json!({"amount": amount, "customer": acct})).status, 201);
+    }
+    assert_eq!(s.post("/api/background", &json!({"plugin": "always-fails", "input": {}})).status, 202);
+    // A job that will not run for an hour: the one the page pauses.
+    let later = s.post("/api/background", &json!({"plugin": "notify", "input": {}, "at": "+1h"})).body["id"].as_str().unwrap().to_string();
+    wait_for("the notify jobs", || s.get(&format!("/api/jobs?$filter={}", q("status eq 'Succeeded'"))).body["value"].as_array().unwrap().len() == 3);
+    wait_for("the failing job", || s.get(&format!("/api/jobs?$filter={}", q("status eq 'Failed'"))).body["value"].as_array().unwrap().len() == 1);
+    let api = s.get("/api/stats").body;
+
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/artifacts");
+    std::fs::create_dir_all(&dir).unwrap();
+    let shot = dir.join("dashboard.png");
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/browser/dashboard.mjs");
+    let out = std::process::Command::new("node")
+        .arg(&script)
+        .args([&format!("{}/", s.base), TOKEN, &later, "pause", "Paused", shot.to_str().unwrap()])
+        .output()
+        .expect("node runs (the browser test needs Node.js, tests/browser's npm packages and Debian's chromium; .ci/run installs them)");
+    assert!(out.status.success(), "browser test failed:\n{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let page: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(page["errors"], json!([]), "no script errors on the page");
+    for status in ["WaitingForResources", "Succeeded", "Failed", "Paused"] {
+        assert_eq!(page["shown"]["counts"][status], api["by_status"][status], "the page shows the API's {status} count");
+    }
+    assert_eq!(page["shown"]["counts"]["Succeeded"], 3);
+    assert_eq!(page["shown"]["counts"]["Failed"], 1);
+    assert_eq!(page["shown"]["failures"], 1, "the failure is listed with its error");
+    assert_eq!(page["shown"]["failureRate"], "25.0%");
+    assert_eq!(page["shown"]["backlog"], api["backlog"]);
+    assert_eq!(page["shown"]["chart"], 1);
+    assert_eq!(s.get(&format!("/api/jobs/{later}")).body["status"], "Paused", "the click paused the job");
+    assert!(std::fs::metadata(&shot).unwrap().len() > 10_000, "a screenshot was kept at {}", shot.display());
+}
