@@ -61,7 +61,8 @@ fn bench_context() -> Context {
     Context::standalone("bench", Mode::Sync)
 }
 
-pub fn run(json_out: bool) -> Result<()> {
+pub fn run(json_out: bool, only: Option<&str>) -> Result<()> {
+    let want = |section: &str| only.is_none_or(|o| section.contains(o));
     let scratch = tempfile::tempdir().map_err(|e| Error::Internal(format!("cannot make a scratch directory: {e}")))?;
     let weir = Weir::open(scratch.path().join("bench.db"))?;
     let mut figures = Vec::new();
@@ -78,8 +79,8 @@ pub fn run(json_out: bool) -> Result<()> {
         progress.set_message(format!("measuring {s}"));
     };
 
-    say("raw SQLite commits");
-    {
+    if want("sqlite") {
+        say("raw SQLite commits");
         let conn = weir.db().connect()?;
         conn.execute_batch("CREATE TABLE raw (id TEXT PRIMARY KEY, created_at INTEGER, modified_at INTEGER, name TEXT, amount REAL)")?;
         let mut stmt = conn.prepare("INSERT INTO raw VALUES (?1, ?2, ?2, 'bench', 1.0)")?;
@@ -94,39 +95,41 @@ pub fn run(json_out: bool) -> Result<()> {
 
     weir.add_plugin("noop", crate::examples::wasm("noop").unwrap_or_default())?;
     let p = weir.pipeline().clone();
-    let mut per_op_us = Vec::new();
-    for (k, key, label) in [
-        (0usize, "create_bare_per_s", "weir create, no steps"),
-        (1, "create_1_sync_plugin_per_s", "weir create, 1 no-op sync plug-in"),
-        (5, "create_5_sync_plugins_per_s", "weir create, 5 no-op sync plug-ins"),
-    ] {
-        say(label);
-        let table = format!("bench{k}");
-        weir.create_table(&table, &[("name", "text"), ("amount", "decimal")])?;
-        for i in 0..k {
-            weir.add_step(&Step::new(&format!("{table}-noop{i}"), "noop", MessageKind::Create, &table, StageKind::PreOperation, ModeKind::Sync))?;
+    if want("create") {
+        let mut per_op_us = Vec::new();
+        for (k, key, label) in [
+            (0usize, "create_bare_per_s", "weir create, no steps"),
+            (1, "create_1_sync_plugin_per_s", "weir create, 1 no-op sync plug-in"),
+            (5, "create_5_sync_plugins_per_s", "weir create, 5 no-op sync plug-ins"),
+        ] {
+            say(label);
+            let table = format!("bench{k}");
+            weir.create_table(&table, &[("name", "text"), ("amount", "decimal")])?;
+            for i in 0..k {
+                weir.add_step(&Step::new(&format!("{table}-noop{i}"), "noop", MessageKind::Create, &table, StageKind::PreOperation, ModeKind::Sync))?;
+            }
+            let rec = json!({"name": "bench", "amount": 1.5});
+            let runs = rate(|| p.create("system", &table, &rec).map(|_| ()))?;
+            per_op_us.push((k as f64, runs.iter().map(|r| 1e6 / r).collect::<Vec<_>>()));
+            figures.push(Figure { key, label, unit: "/s", runs });
         }
-        let rec = json!({"name": "bench", "amount": 1.5});
-        let runs = rate(|| p.create("system", &table, &rec).map(|_| ()))?;
-        per_op_us.push((k as f64, runs.iter().map(|r| 1e6 / r).collect::<Vec<_>>()));
-        figures.push(Figure { key, label, unit: "/s", runs });
+        // Overhead per sync plug-in: least-squares slope of µs per create against plug-in count, per run.
+        let overhead: Vec<f64> = (0..RUNS)
+            .map(|i| {
+                let pts: Vec<(f64, f64)> = per_op_us.iter().map(|(k, us)| (*k, us[i])).collect();
+                let n = pts.len() as f64;
+                let (sx, sy) = pts.iter().fold((0.0, 0.0), |(a, b), (x, y)| (a + x, b + y));
+                let (mx, my) = (sx / n, sy / n);
+                let num: f64 = pts.iter().map(|(x, y)| (x - mx) * (y - my)).sum();
+                let den: f64 = pts.iter().map(|(x, _)| (x - mx).powi(2)).sum();
+                num / den
+            })
+            .collect();
+        figures.push(Figure { key: "sync_invoke_overhead_us", label: "cost per sync plug-in in a create (slope 0/1/5)", unit: "µs", runs: overhead });
     }
-    // Overhead per sync plug-in: least-squares slope of µs per create against plug-in count, per run.
-    let overhead: Vec<f64> = (0..RUNS)
-        .map(|i| {
-            let pts: Vec<(f64, f64)> = per_op_us.iter().map(|(k, us)| (*k, us[i])).collect();
-            let n = pts.len() as f64;
-            let (sx, sy) = pts.iter().fold((0.0, 0.0), |(a, b), (x, y)| (a + x, b + y));
-            let (mx, my) = (sx / n, sy / n);
-            let num: f64 = pts.iter().map(|(x, y)| (x - mx) * (y - my)).sum();
-            let den: f64 = pts.iter().map(|(x, _)| (x - mx).powi(2)).sum();
-            num / den
-        })
-        .collect();
-    figures.push(Figure { key: "sync_invoke_overhead_us", label: "cost per sync plug-in in a create (slope 0/1/5)", unit: "µs", runs: overhead });
 
-    say("one sync call (fresh Store + instantiate + call)");
-    {
+    if want("call") {
+        say("one sync call (fresh Store + instantiate + call)");
         let prepared = p.with_conn(|conn| weir.plugins().prepared(conn, "noop", 1))?;
         let rt = weir.plugins().runtime();
         let ctx = bench_context();
@@ -143,8 +146,8 @@ pub fn run(json_out: bool) -> Result<()> {
         figures.push(Figure { key: "sync_call_us", label: "one sync call: fresh Store + instantiate + call", unit: "µs", runs: runs.iter().map(|r| 1e6 / r).collect() });
     }
 
-    say("component loads");
-    {
+    if want("load") {
+        say("component loads");
         let wasm = crate::examples::wasm("credit-check").unwrap_or_default();
         let cache = scratch.path().join("load-cache");
         let (mut cold, mut cached) = (Vec::new(), Vec::new());
@@ -164,25 +167,29 @@ pub fn run(json_out: bool) -> Result<()> {
         figures.push(Figure { key: "component_cached_load_ms", label: "component load, from the disk cache", unit: "ms", runs: cached });
     }
 
-    say("async jobs: 10,000 notify jobs, 2 workers");
-    figures.push(Figure {
-        key: "async_notify_10k_2_workers_per_s",
-        label: "drain 10,000 notify jobs, 2 workers",
-        unit: "/s",
-        runs: (0..3).map(|_| drain(&weir, "notify", 10_000, 2)).collect::<Result<_>>()?,
-    });
-    say("async jobs: 50,000 no-op jobs, default workers");
-    let workers = WorkOptions::default().workers;
-    figures.push(Figure {
-        key: "async_jobs_per_s",
-        label: "drain 50,000 no-op jobs, default workers",
-        unit: "/s",
-        runs: (0..3).map(|_| drain(&weir, "noop", 50_000, workers)).collect::<Result<_>>()?,
-    });
-    say("enqueue-to-start latency at 1,000 jobs/s");
-    let (p50, p99) = latency(&weir, 1000, Duration::from_secs(3))?;
-    figures.push(Figure { key: "enqueue_to_start_p50_ms", label: "enqueue to start, p50 at 1,000 jobs/s", unit: "ms", runs: vec![p50] });
-    figures.push(Figure { key: "enqueue_to_start_p99_ms", label: "enqueue to start, p99 at 1,000 jobs/s", unit: "ms", runs: vec![p99] });
+    if want("async") {
+        say("async jobs: 10,000 notify jobs, 2 workers");
+        figures.push(Figure {
+            key: "async_notify_10k_2_workers_per_s",
+            label: "drain 10,000 notify jobs, 2 workers",
+            unit: "/s",
+            runs: (0..3).map(|_| drain(&weir, "notify", 10_000, 2)).collect::<Result<_>>()?,
+        });
+        say("async jobs: 50,000 no-op jobs, default workers");
+        let workers = WorkOptions::default().workers;
+        figures.push(Figure {
+            key: "async_jobs_per_s",
+            label: "drain 50,000 no-op jobs, default workers",
+            unit: "/s",
+            runs: (0..3).map(|_| drain(&weir, "noop", 50_000, workers)).collect::<Result<_>>()?,
+        });
+    }
+    if want("latency") {
+        say("enqueue-to-start latency at 1,000 jobs/s");
+        let (p50, p99) = latency(&weir, 1000, Duration::from_secs(3))?;
+        figures.push(Figure { key: "enqueue_to_start_p50_ms", label: "enqueue to start, p50 at 1,000 jobs/s", unit: "ms", runs: vec![p50] });
+        figures.push(Figure { key: "enqueue_to_start_p99_ms", label: "enqueue to start, p99 at 1,000 jobs/s", unit: "ms", runs: vec![p99] });
+    }
 
     progress.finish_and_clear();
     let machine = machine();

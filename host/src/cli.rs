@@ -85,6 +85,9 @@ pub enum Command {
     Bench {
         #[arg(long)]
         json: bool,
+        /// Run only the sections whose name contains this: sqlite, create, call, load, async, latency.
+        #[arg(long)]
+        only: Option<String>,
     },
 }
 
@@ -320,7 +323,7 @@ fn run(cli: Cli) -> Result<()> {
             plugin(&weir, cmd)
         }
         Command::Demo => crate::demo::run(&cli.db),
-        Command::Bench { json } => crate::bench::run(json),
+        Command::Bench { json, only } => crate::bench::run(json, only.as_deref()),
         Command::Work { workers, lease_ms, until_idle, json } => {
             let weir = Weir::open(&cli.db)?;
             let mut opts = WorkOptions { lease_ms, until_idle, ..WorkOptions::default() };

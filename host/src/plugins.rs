@@ -71,6 +71,11 @@ impl Plugins {
         Ok((version, world))
     }
 
+    /// Plug-in `name` at `version` if it is already prepared (no database read).
+    pub fn cached(&self, name: &str, version: i64) -> Option<Arc<Prepared>> {
+        self.prepared.lock().ok()?.get(&(name.to_string(), version)).cloned()
+    }
+
     /// Plug-in `name` at `version`, compiled and linked.
     pub fn prepared(&self, conn: &Connection, name: &str, version: i64) -> Result<Arc<Prepared>> {
         let key = (name.to_string(), version);

@@ -476,6 +476,9 @@ impl Drop for Runtime {
     }
 }
 
+/// Bytes of each pooled linear memory kept resident between calls.
+const KEEP_RESIDENT: usize = 2 << 20;
+
 fn engine_config(cfg: &RuntimeConfig) -> Config {
     let mut pool = PoolingAllocationConfig::default();
     let n = cfg.max_instances;
@@ -484,7 +487,14 @@ fn engine_config(cfg: &RuntimeConfig) -> Config {
         .total_memories(n * 2)
         .total_tables(n * 8)
         .max_memory_size(cfg.max_memory_bytes as usize)
-        .total_stacks(n);
+        .total_stacks(n)
+        // Reusing a slot: reset only the pages the last call dirtied (PAGEMAP_SCAN,
+        // Linux ≥ 6.7) with memset and keep them resident, instead of madvise +
+        // a page fault per touched page on the next call. Measured by `weir bench`.
+        .pagemap_scan(wasmtime::Enabled::Auto)
+        .linear_memory_keep_resident(KEEP_RESIDENT)
+        .table_keep_resident(64 << 10)
+        .decommit_batch_size(16);
     let mut config = Config::new();
     config
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))

@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -75,7 +75,7 @@ impl Default for WorkOptions {
             lease_ms: 30_000,
             until_idle: false,
             idle_horizon: Duration::from_secs(3),
-            poll: Duration::from_millis(10),
+            poll: Duration::from_millis(1),
             retention: Retention::default(),
         }
     }
@@ -108,18 +108,57 @@ struct Shared {
     worker_id: String,
     opts: WorkOptions,
     counters: Counters,
-    inflight: AtomicUsize,
-    finished: Notify,
+    /// Jobs this pool holds the lease of and has not yet recorded the outcome of
+    /// (queued for a slot, running, or waiting for the group commit).
+    held: AtomicUsize,
+    /// Wakes the dispatcher when outcomes were recorded (room to claim more).
+    wake: Notify,
+    /// Set on shutdown: claimed jobs that have not started go back to Ready.
+    stopping: AtomicBool,
+    /// Moving average of attempt durations (µs): how deep to prefetch.
+    avg_attempt_us: AtomicU64,
+    /// Outcomes on their way to the recorder thread.
+    done: std::sync::mpsc::Sender<jobs::Completion>,
     /// Cancel flags of the jobs running here, by job id.
     cancels: Mutex<HashMap<String, CancelFlag>>,
     memory_bytes: u64,
     max_host_calls: u64,
 }
 
+/// Most outcomes recorded in one transaction.
+const MAX_GROUP_COMMIT: usize = 512;
+/// Claimed jobs waiting for a slot: about this much work...
+const PREFETCH_HORIZON_US: u64 = 50_000;
+/// ...and never more than this many.
+const MAX_PREFETCH: usize = 1024;
+
+impl Shared {
+    /// How many leases the pool may hold: its slots plus a prefetch of about
+    /// `PREFETCH_HORIZON_US` of work (deep for tiny jobs, none for slow ones,
+    /// so slow jobs are not locked away from other workers while they queue).
+    fn capacity(&self, workers: usize) -> usize {
+        let avg = self.avg_attempt_us.load(Ordering::Relaxed).max(1);
+        let prefetch = (workers as u64).saturating_mul(PREFETCH_HORIZON_US) / avg;
+        workers + (prefetch as usize).min(MAX_PREFETCH)
+    }
+}
+
 /// Runs jobs until `shutdown` resolves (or, with `until_idle`, until idle).
-/// On shutdown it stops claiming and lets running jobs finish.
+/// On shutdown it stops claiming, returns claimed jobs that have not started,
+/// and lets running jobs finish.
+///
+/// The loop, in one place: the dispatcher claims due jobs in batches (holding
+/// at most [`Shared::capacity`] leases, claiming once half of that fits or
+/// nothing is held); each job waits for a slot (a semaphore of `workers`), runs
+/// as an async wasm call, and sends its outcome to the recorder thread, which
+/// records every outcome that has arrived in one transaction (group commit)
+/// and wakes the dispatcher. When a claim finds nothing, the dispatcher polls
+/// cheaply: it claims again only when another connection committed
+/// (`PRAGMA data_version`), a postponed job falls due, a housekeeping tick ran,
+/// or outcomes were recorded.
 pub async fn run(db: &Db, pipeline: Arc<Pipeline>, plugins: Arc<Plugins>, opts: WorkOptions, shutdown: impl std::future::Future<Output = ()>) -> Result<WorkStats> {
     let settings = pipeline.settings().clone();
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
     let shared = Arc::new(Shared {
         db_conn: Mutex::new(db.connect()?),
         pipeline,
@@ -127,13 +166,25 @@ pub async fn run(db: &Db, pipeline: Arc<Pipeline>, plugins: Arc<Plugins>, opts: 
         worker_id: format!("worker-{}-{}", std::process::id(), uuid::Uuid::now_v7()),
         opts: opts.clone(),
         counters: Counters::default(),
-        inflight: AtomicUsize::new(0),
-        finished: Notify::new(),
+        held: AtomicUsize::new(0),
+        wake: Notify::new(),
+        stopping: AtomicBool::new(false),
+        avg_attempt_us: AtomicU64::new(10_000),
+        done: done_tx,
         cancels: Mutex::new(HashMap::new()),
         memory_bytes: settings.memory_bytes,
         max_host_calls: settings.max_host_calls,
     });
-    let slots = Arc::new(Semaphore::new(opts.workers.max(1)));
+    let recorder = {
+        let shared = shared.clone();
+        std::thread::Builder::new()
+            .name("weir-recorder".into())
+            .stack_size(OP_STACK)
+            .spawn(move || record_outcomes(&shared, done_rx))
+            .map_err(|e| Error::Internal(format!("cannot start the outcome recorder: {e}")))?
+    };
+    let workers = opts.workers.max(1);
+    let slots = Arc::new(Semaphore::new(workers));
     let heartbeat = {
         let shared = shared.clone();
         tokio::spawn(async move {
@@ -149,38 +200,55 @@ pub async fn run(db: &Db, pipeline: Arc<Pipeline>, plugins: Arc<Plugins>, opts: 
     };
     tokio::pin!(shutdown);
     let mut housekeeping = Housekeeping::default();
+    // Whether to claim regardless of the cheap checks below.
+    let mut check = true;
+    let mut seen_version: i64 = -1;
+    let mut next_due: Option<i64> = None;
     loop {
-        housekeeping.run(&shared).await;
-        let free = slots.available_permits();
-        if free > 0 {
-            let claimed = {
-                let mut conn = shared.db_conn.lock();
-                jobs::claim(&mut conn, &shared.worker_id, opts.lease_ms, free)
-            };
-            match claimed {
-                Ok((batch, expired)) => {
-                    shared.counters.leases_expired.fetch_add(expired as u64, Ordering::Relaxed);
-                    crate::telemetry::leases_expired(expired as u64);
-                    let got = !batch.is_empty();
-                    for job in batch {
-                        let permit = slots.clone().acquire_owned().await.map_err(|e| Error::Internal(e.to_string()))?;
-                        shared.inflight.fetch_add(1, Ordering::SeqCst);
-                        let shared = shared.clone();
-                        tokio::spawn(async move {
-                            run_job(&shared, job).await;
-                            shared.inflight.fetch_sub(1, Ordering::SeqCst);
-                            drop(permit);
-                            shared.finished.notify_waiters();
-                        });
+        if housekeeping.run(&shared).await {
+            check = true;
+        }
+        let held = shared.held.load(Ordering::SeqCst);
+        let capacity = shared.capacity(workers);
+        let room = capacity.saturating_sub(held);
+        if room > 0 && (room >= capacity / 2 || held == 0) {
+            let version = data_version(&shared.db_conn.lock());
+            let due = check || version != seen_version || next_due.is_some_and(|d| d <= crate::time::now_ms());
+            if due {
+                let claimed = {
+                    let mut conn = shared.db_conn.lock();
+                    jobs::claim_ready(&mut conn, &shared.worker_id, opts.lease_ms, room)
+                };
+                match claimed {
+                    Ok(batch) => {
+                        let got = batch.len();
+                        for job in batch {
+                            shared.held.fetch_add(1, Ordering::SeqCst);
+                            let (shared, slot) = (shared.clone(), slots.clone().acquire_owned());
+                            tokio::spawn(async move {
+                                let Ok(permit) = slot.await else { return };
+                                if shared.stopping.load(Ordering::SeqCst) {
+                                    release(&shared, &job.id);
+                                } else {
+                                    run_job(&shared, job).await;
+                                }
+                                drop(permit);
+                            });
+                        }
+                        if got == room {
+                            continue;
+                        }
+                        if got == 0 {
+                            check = false;
+                            seen_version = version;
+                            next_due = jobs::next_due(&shared.db_conn.lock()).unwrap_or(None);
+                        }
                     }
-                    if got {
-                        continue;
-                    }
+                    Err(e) => tracing::warn!("claiming jobs failed: {e}"),
                 }
-                Err(e) => tracing::warn!("claiming jobs failed: {e}"),
             }
         }
-        if opts.until_idle && shared.inflight.load(Ordering::SeqCst) == 0 {
+        if opts.until_idle && shared.held.load(Ordering::SeqCst) == 0 {
             let next = jobs::next_due(&shared.db_conn.lock())?;
             let horizon = crate::time::now_ms() + opts.idle_horizon.as_millis() as i64;
             if next.is_none_or(|due| due > horizon) {
@@ -189,18 +257,21 @@ pub async fn run(db: &Db, pipeline: Arc<Pipeline>, plugins: Arc<Plugins>, opts: 
         }
         tokio::select! {
             _ = &mut shutdown => break,
-            _ = shared.finished.notified() => {}
+            _ = shared.wake.notified() => check = true,
             _ = tokio::time::sleep(opts.poll) => {}
         }
     }
-    // Stop claiming; let running jobs finish (their leases stay alive meanwhile).
-    while shared.inflight.load(Ordering::SeqCst) > 0 {
+    // Stop claiming; return what has not started, let running jobs finish
+    // (their leases stay alive meanwhile), and wait for their outcomes.
+    shared.stopping.store(true, Ordering::SeqCst);
+    while shared.held.load(Ordering::SeqCst) > 0 {
         tokio::select! {
-            _ = shared.finished.notified() => {}
+            _ = shared.wake.notified() => {}
             _ = tokio::time::sleep(Duration::from_millis(20)) => {}
         }
     }
     heartbeat.abort();
+    tokio::task::spawn_blocking(move || recorder.join()).await.ok();
     let c = &shared.counters;
     Ok(WorkStats {
         attempts: c.attempts.load(Ordering::Relaxed),
@@ -209,6 +280,78 @@ pub async fn run(db: &Db, pipeline: Arc<Pipeline>, plugins: Arc<Plugins>, opts: 
         leases_expired: c.leases_expired.load(Ordering::Relaxed),
         lost_leases: c.lost_leases.load(Ordering::Relaxed),
     })
+}
+
+/// SQLite's counter of commits by other connections (-1 if it cannot be read,
+/// which makes the dispatcher claim).
+fn data_version(conn: &Connection) -> i64 {
+    conn.query_row("PRAGMA data_version", [], |r| r.get(0)).unwrap_or(-2)
+}
+
+/// A claimed job that never started (the pool is stopping) goes back to Ready.
+fn release(shared: &Shared, id: &str) {
+    if let Err(e) = jobs::release(&mut shared.db_conn.lock(), id, &shared.worker_id) {
+        tracing::warn!("job {id}: returning it unstarted failed: {e}; its lease will expire");
+    }
+    shared.held.fetch_sub(1, Ordering::SeqCst);
+    shared.wake.notify_one();
+}
+
+/// The recorder thread: records outcomes in groups until the pool stops.
+fn record_outcomes(shared: &Shared, rx: std::sync::mpsc::Receiver<jobs::Completion>) {
+    use std::sync::mpsc::RecvTimeoutError;
+    loop {
+        let first = match rx.recv_timeout(Duration::from_millis(50)) {
+            Ok(c) => c,
+            Err(RecvTimeoutError::Timeout) if shared.stopping.load(Ordering::SeqCst) && shared.held.load(Ordering::SeqCst) == 0 => return,
+            Err(RecvTimeoutError::Timeout) => continue,
+            Err(RecvTimeoutError::Disconnected) => return,
+        };
+        let mut batch = vec![first];
+        while batch.len() < MAX_GROUP_COMMIT {
+            match rx.try_recv() {
+                Ok(c) => batch.push(c),
+                Err(_) => break,
+            }
+        }
+        record_group(shared, &batch);
+        shared.held.fetch_sub(batch.len(), Ordering::SeqCst);
+        shared.wake.notify_one();
+    }
+}
+
+/// Records a group of outcomes in one transaction; if that fails, one by one,
+/// so one bad row cannot lose the others.
+fn record_group(shared: &Shared, batch: &[jobs::Completion]) {
+    let grouped = jobs::complete_batch(&mut shared.db_conn.lock(), &shared.worker_id, batch);
+    let results: Vec<Result<bool>> = match grouped {
+        Ok(held) => held.into_iter().map(Ok).collect(),
+        Err(e) => {
+            tracing::warn!("recording {} outcomes together failed ({e}); recording them one by one", batch.len());
+            batch
+                .iter()
+                .map(|c| jobs::complete(&mut shared.db_conn.lock(), &c.id, &shared.worker_id, &c.outcome, &c.trace, c.duration_ms))
+                .collect()
+        }
+    };
+    for (c, result) in batch.iter().zip(results) {
+        shared.cancels.lock().remove(&c.id);
+        match result {
+            Ok(true) => {
+                // A wait-for whose record already matches wakes at once.
+                if let Outcome::Wait(Wait { table: Some(t), record: Some(r), .. }) = &c.outcome {
+                    if let Err(e) = shared.pipeline.recheck_waits(t, r) {
+                        tracing::warn!("job {}: checking its wait condition failed: {e}", c.id);
+                    }
+                }
+            }
+            Ok(false) => {
+                shared.counters.lost_leases.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!("job {}: the lease was lost before the attempt finished; its outcome was discarded", c.id);
+            }
+            Err(e) => tracing::error!("job {}: recording the outcome failed: {e}; the lease will expire and the job run again", c.id),
+        }
+    }
 }
 
 /// How often the pool wakes timers, checks interrupts and fires schedules.
@@ -224,9 +367,10 @@ struct Housekeeping {
 }
 
 impl Housekeeping {
-    async fn run(&mut self, shared: &Arc<Shared>) {
+    /// Returns true when it ran a tick (timers may have made jobs Ready).
+    async fn run(&mut self, shared: &Arc<Shared>) -> bool {
         if self.last_tick.is_some_and(|t| t.elapsed() < TICK) {
-            return;
+            return false;
         }
         self.last_tick = Some(Instant::now());
         if let Err(e) = self.tick(shared) {
@@ -240,10 +384,14 @@ impl Housekeeping {
                 flag.store(false, Ordering::SeqCst);
             });
         }
+        true
     }
 
     fn tick(&mut self, shared: &Shared) -> Result<()> {
         let mut conn = shared.db_conn.lock();
+        let expired = jobs::expire_leases(&mut conn)?;
+        shared.counters.leases_expired.fetch_add(expired as u64, Ordering::Relaxed);
+        crate::telemetry::leases_expired(expired as u64);
         jobs::timers::wake_due(&conn)?;
         for id in jobs::control::interrupts(&conn, &shared.worker_id)? {
             if let Some(flag) = shared.cancels.lock().get(&id) {
@@ -343,33 +491,22 @@ async fn run_job(shared: &Shared, job: Claimed) {
         Outcome::Succeeded { .. } | Outcome::Wait(_) => shared.counters.succeeded.fetch_add(1, Ordering::Relaxed),
         Outcome::Failed { .. } | Outcome::Interrupted => shared.counters.unsuccessful.fetch_add(1, Ordering::Relaxed),
     };
-    let duration = started.elapsed().as_millis() as u64;
-    let done = {
-        let mut conn = shared.db_conn.lock();
-        jobs::complete(&mut conn, &job.id, &shared.worker_id, &outcome, &trace, duration)
-    };
-    shared.cancels.lock().remove(&job.id);
-    match done {
-        Ok(true) => {
-            // A wait-for whose record already matches wakes at once.
-            if let Outcome::Wait(Wait { table: Some(t), record: Some(r), .. }) = &outcome {
-                if let Err(e) = shared.pipeline.recheck_waits(t, r) {
-                    tracing::warn!("job {}: checking its wait condition failed: {e}", job.id);
-                }
-            }
-        }
-        Ok(false) => {
-            shared.counters.lost_leases.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!("job {}: the lease was lost before the attempt finished; its outcome was discarded", job.id);
-        }
-        Err(e) => tracing::error!("job {}: recording the outcome failed: {e}; the lease will expire and the job run again", job.id),
+    let took = started.elapsed();
+    let avg = shared.avg_attempt_us.load(Ordering::Relaxed);
+    shared.avg_attempt_us.store((avg * 7 + took.as_micros() as u64) / 8, Ordering::Relaxed);
+    let completion = jobs::Completion { id: job.id.clone(), outcome, trace, duration_ms: took.as_millis() as u64 };
+    if shared.done.send(completion).is_err() {
+        tracing::error!("job {}: the outcome recorder stopped; the lease will expire and the job run again", job.id);
+        shared.held.fetch_sub(1, Ordering::SeqCst);
+        shared.wake.notify_one();
     }
 }
 
 /// Runs one attempt; returns its outcome and trace.
 async fn attempt(shared: &Shared, job: &Claimed) -> (Outcome, Vec<crate::runtime::TraceLine>) {
     let failed = |code: &str, message: String, permanent: bool| Outcome::Failed { code: code.into(), message, permanent };
-    let prepared = match shared.pipeline.with_conn(|conn| shared.plugins.prepared(conn, &job.plugin, job.plugin_version)) {
+    let cached = shared.plugins.cached(&job.plugin, job.plugin_version);
+    let prepared = match cached.map(Ok).unwrap_or_else(|| shared.pipeline.with_conn(|conn| shared.plugins.prepared(conn, &job.plugin, job.plugin_version))) {
         Ok(p) => p,
         Err(e) => return (failed("host", format!("{}: cannot load version {}: {e}", job.plugin, job.plugin_version), false), vec![]),
     };
@@ -388,8 +525,7 @@ async fn attempt(shared: &Shared, job: &Claimed) -> (Outcome, Vec<crate::runtime
         depth: job.context.depth,
         grants: job.grants.clone(),
     };
-    let owner_active = shared.pipeline.with_conn(|conn| crate::store::user_active(conn, &job.owner));
-    if !matches!(owner_active, Ok(Some(true))) {
+    if !job.owner_active {
         let message = format!(
             "{}: the job's owner {} is deactivated (or gone), so it cannot run; reactivate the owner and retry the job, or cancel it",
             job.plugin, job.owner

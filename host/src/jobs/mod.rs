@@ -173,6 +173,8 @@ pub struct Claimed {
     pub plugin: String,
     pub plugin_version: i64,
     pub owner: String,
+    /// Whether the owner was active when the job was claimed.
+    pub owner_active: bool,
     pub attempts: u32,
     pub max_attempts: u32,
     pub timeout_ms: u64,
@@ -188,18 +190,43 @@ fn json_err(e: serde_json::Error) -> Error {
 }
 
 /// Returns expired leases to Ready (or Failed when out of attempts), then locks
-/// up to `limit` due jobs for `worker`. Returns the claimed jobs and how many
-/// leases had expired.
+/// up to `limit` due jobs for `worker`, in one transaction. Returns the claimed
+/// jobs and how many leases had expired.
 pub fn claim(conn: &mut Connection, worker: &str, lease_ms: u64, limit: usize) -> Result<(Vec<Claimed>, usize)> {
-    let now = now_ms();
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    let mut expired = tx.prepare_cached(
-        "UPDATE weir_jobs SET statecode = 0, statuscode = 0, lease_owner = NULL, lease_until = NULL,
-             error_code = 'lease_expired',
-             error_message = 'attempt ' || attempts || ' was lost: its worker stopped (lease expired)'
-         WHERE statecode = 2 AND lease_until < ?1 AND attempts < max_attempts",
-    )?
-    .execute([now])?;
+    let expired = expire_leases_in(&tx, now_ms())?;
+    let claimed = claim_ready_in(&tx, worker, lease_ms, limit)?;
+    tx.commit()?;
+    Ok((claimed, expired))
+}
+
+/// Returns jobs whose lease expired to Ready (the lost attempt counts), or
+/// Failed when they are out of attempts. Returns how many. The worker pool runs
+/// this on its housekeeping tick, not on every claim.
+pub fn expire_leases(conn: &mut Connection) -> Result<usize> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let n = expire_leases_in(&tx, now_ms())?;
+    tx.commit()?;
+    Ok(n)
+}
+
+/// Locks up to `limit` due Ready jobs for `worker` (one transaction).
+pub fn claim_ready(conn: &mut Connection, worker: &str, lease_ms: u64, limit: usize) -> Result<Vec<Claimed>> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let claimed = claim_ready_in(&tx, worker, lease_ms, limit)?;
+    tx.commit()?;
+    Ok(claimed)
+}
+
+fn expire_leases_in(tx: &Connection, now: i64) -> Result<usize> {
+    let mut expired = tx
+        .prepare_cached(
+            "UPDATE weir_jobs SET statecode = 0, statuscode = 0, lease_owner = NULL, lease_until = NULL,
+                 error_code = 'lease_expired',
+                 error_message = 'attempt ' || attempts || ' was lost: its worker stopped (lease expired)'
+             WHERE statecode = 2 AND lease_until < ?1 AND attempts < max_attempts",
+        )?
+        .execute([now])?;
     expired += tx
         .prepare_cached(
             "UPDATE weir_jobs SET statecode = 3, statuscode = 31, lease_owner = NULL, lease_until = NULL,
@@ -208,61 +235,79 @@ pub fn claim(conn: &mut Connection, worker: &str, lease_ms: u64, limit: usize) -
              WHERE statecode = 2 AND lease_until < ?1 AND attempts >= max_attempts",
         )?
         .execute([now])?;
+    Ok(expired)
+}
+
+/// The claim itself: due Ready jobs in due order (from the `weir_jobs_ready`
+/// partial index), skipping steps whose breaker holds them.
+fn claim_ready_in(tx: &Connection, worker: &str, lease_ms: u64, limit: usize) -> Result<Vec<Claimed>> {
+    let now = now_ms();
     let mut claimed = Vec::new();
-    if limit > 0 {
-        let mut stmt = tx.prepare_cached(
-            "UPDATE weir_jobs SET statecode = 2, statuscode = 20, attempts = attempts + 1,
-                 lease_owner = ?1, lease_until = ?2, started_at = ?3
-             WHERE id IN (
-                 SELECT id FROM weir_jobs
-                 WHERE statecode = 0 AND COALESCE(postpone_until, 0) <= ?3
-                   AND (step IS NULL OR step NOT IN (SELECT step FROM weir_step_health WHERE hold_until > ?3))
-                 ORDER BY COALESCE(postpone_until, created_at), id
-                 LIMIT ?4)
-             RETURNING id, kind, step, plugin, plugin_version, owner, attempts, max_attempts,
-                 timeout_ms, fuel, context, grants, state, wait",
-        )?;
-        let rows = stmt.query_map(params![worker, now + lease_ms as i64, now, limit as i64], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, Option<String>>(2)?,
-                r.get::<_, String>(3)?,
-                r.get::<_, i64>(4)?,
-                r.get::<_, String>(5)?,
-                r.get::<_, u32>(6)?,
-                r.get::<_, u32>(7)?,
-                r.get::<_, i64>(8)?,
-                r.get::<_, Option<i64>>(9)?,
-                r.get::<_, String>(10)?,
-                r.get::<_, String>(11)?,
-                r.get::<_, Option<Vec<u8>>>(12)?,
-                r.get::<_, Option<String>>(13)?,
-            ))
-        })?;
-        for row in rows {
-            let (id, kind, step, plugin, plugin_version, owner, attempts, max_attempts, timeout_ms, fuel, context, grants, state, wait) = row?;
-            let wake = wait.as_deref().and_then(|w| serde_json::from_str::<Json>(w).ok()).and_then(|w| w["wake"].as_str().map(String::from));
-            claimed.push(Claimed {
-                id,
-                kind,
-                step,
-                plugin,
-                plugin_version,
-                owner,
-                attempts,
-                max_attempts,
-                timeout_ms: timeout_ms as u64,
-                fuel: fuel.map(|f| f as u64),
-                context: serde_json::from_str(&context).map_err(json_err)?,
-                grants: serde_json::from_str(&grants).map_err(json_err)?,
-                state,
-                wake,
-            });
-        }
+    if limit == 0 {
+        return Ok(claimed);
     }
-    tx.commit()?;
-    Ok((claimed, expired))
+    let mut stmt = tx.prepare_cached(
+        "UPDATE weir_jobs SET statecode = 2, statuscode = 20, attempts = attempts + 1,
+             lease_owner = ?1, lease_until = ?2, started_at = ?3
+         WHERE id IN (
+             SELECT id FROM weir_jobs INDEXED BY weir_jobs_ready
+             WHERE statecode = 0 AND COALESCE(postpone_until, created_at) <= ?3
+               AND (step IS NULL OR step NOT IN (SELECT step FROM weir_step_health WHERE hold_until > ?3))
+             ORDER BY COALESCE(postpone_until, created_at), id
+             LIMIT ?4)
+         RETURNING id, kind, step, plugin, plugin_version, owner, attempts, max_attempts,
+             timeout_ms, fuel, context, grants, state, wait",
+    )?;
+    let rows = stmt.query_map(params![worker, now + lease_ms as i64, now, limit as i64], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, Option<String>>(2)?,
+            r.get::<_, String>(3)?,
+            r.get::<_, i64>(4)?,
+            r.get::<_, String>(5)?,
+            r.get::<_, u32>(6)?,
+            r.get::<_, u32>(7)?,
+            r.get::<_, i64>(8)?,
+            r.get::<_, Option<i64>>(9)?,
+            r.get::<_, String>(10)?,
+            r.get::<_, String>(11)?,
+            r.get::<_, Option<Vec<u8>>>(12)?,
+            r.get::<_, Option<String>>(13)?,
+        ))
+    })?;
+    // Owners are few; look each up once per claim.
+    let mut owners: std::collections::HashMap<String, bool> = std::collections::HashMap::new();
+    for row in rows {
+        let (id, kind, step, plugin, plugin_version, owner, attempts, max_attempts, timeout_ms, fuel, context, grants, state, wait) = row?;
+        let wake = wait.as_deref().and_then(|w| serde_json::from_str::<Json>(w).ok()).and_then(|w| w["wake"].as_str().map(String::from));
+        let owner_active = match owners.get(&owner) {
+            Some(a) => *a,
+            None => {
+                let a = crate::store::user_active(tx, &owner)? == Some(true);
+                owners.insert(owner.clone(), a);
+                a
+            }
+        };
+        claimed.push(Claimed {
+            id,
+            kind,
+            step,
+            plugin,
+            plugin_version,
+            owner,
+            owner_active,
+            attempts,
+            max_attempts,
+            timeout_ms: timeout_ms as u64,
+            fuel: fuel.map(|f| f as u64),
+            context: serde_json::from_str(&context).map_err(json_err)?,
+            grants: serde_json::from_str(&grants).map_err(json_err)?,
+            state,
+            wake,
+        });
+    }
+    Ok(claimed)
 }
 
 /// Extends every lease `worker` holds; returns how many.
@@ -320,19 +365,66 @@ pub fn backoff_ms(base_ms: u64, attempt: u32) -> u64 {
 /// Returns false (and changes nothing) when it does not. An operator's cancel
 /// or pause requested meanwhile wins over the outcome.
 pub fn complete(conn: &mut Connection, id: &str, worker: &str, outcome: &Outcome, trace: &[TraceLine], duration_ms: u64) -> Result<bool> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let held = complete_in(&tx, id, worker, outcome, trace, duration_ms)?;
+    tx.commit()?;
+    Ok(held)
+}
+
+/// Gives back a claimed job that never started (its pool is stopping): Ready
+/// again, the attempt not counted. A cancel or pause an operator asked for
+/// meanwhile is carried out instead.
+pub fn release(conn: &mut Connection, id: &str, worker: &str) -> Result<()> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let n = tx
+        .prepare_cached(
+            "UPDATE weir_jobs SET statecode = 0, statuscode = 0, attempts = MAX(attempts - 1, 0),
+                 lease_owner = NULL, lease_until = NULL
+             WHERE id = ?1 AND lease_owner = ?2 AND statecode = 2 AND statuscode = 20",
+        )?
+        .execute(params![id, worker])?;
+    if n == 0 {
+        complete_in(&tx, id, worker, &Outcome::Interrupted, &[], 0)?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+/// An attempt's outcome, for [`complete_batch`].
+#[derive(Debug, Clone)]
+pub struct Completion {
+    pub id: String,
+    pub outcome: Outcome,
+    pub trace: Vec<TraceLine>,
+    pub duration_ms: u64,
+}
+
+/// Records many attempts' outcomes in one transaction (group commit: one WAL
+/// write for the batch). Same rules as [`complete`] per job; returns, per
+/// completion, whether `worker` still held the lease. Nothing is recorded if
+/// any of them fails to write.
+pub fn complete_batch(conn: &mut Connection, worker: &str, batch: &[Completion]) -> Result<Vec<bool>> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let held = batch.iter().map(|c| complete_in(&tx, &c.id, worker, &c.outcome, &c.trace, c.duration_ms)).collect::<Result<Vec<_>>>()?;
+    tx.commit()?;
+    Ok(held)
+}
+
+fn complete_in(tx: &Connection, id: &str, worker: &str, outcome: &Outcome, trace: &[TraceLine], duration_ms: u64) -> Result<bool> {
     let now = now_ms();
     let trace = serde_json::to_string(trace).map_err(json_err)?;
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    let held: Option<(Option<String>, u32, u32, i64, i64)> = tx
+    let held: Option<(Option<String>, u32, u32, i64, i64, bool)> = tx
         .prepare_cached(
-            "SELECT step, attempts, max_attempts, backoff_ms, statuscode FROM weir_jobs
+            "SELECT step, attempts, max_attempts, backoff_ms, statuscode, callback_url IS NOT NULL FROM weir_jobs
              WHERE id = ?1 AND lease_owner = ?2 AND statecode = 2",
         )?
-        .query_row(params![id, worker], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+        .query_row(params![id, worker], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))
         .optional()?;
-    let Some((step, attempts, max_attempts, backoff, statuscode)) = held else {
+    let Some((step, attempts, max_attempts, backoff, statuscode, has_callback)) = held else {
         return Ok(false);
     };
+    // The job reached a final status: queue its callback, if it has one.
+    let reached_final = |tx: &Connection| if has_callback { finished(tx, id, now) } else { Ok(()) };
     let release = "lease_owner = NULL, lease_until = NULL";
     if statuscode == status::CANCELING {
         tx.prepare_cached(&format!(
@@ -341,8 +433,7 @@ pub fn complete(conn: &mut Connection, id: &str, worker: &str, outcome: &Outcome
              WHERE id = ?1"
         ))?
         .execute(params![id, now, duration_ms as i64, trace])?;
-        finished(&tx, id, now)?;
-        tx.commit()?;
+        reached_final(tx)?;
         return Ok(true);
     }
     if statuscode == status::PAUSING {
@@ -360,7 +451,6 @@ pub fn complete(conn: &mut Connection, id: &str, worker: &str, outcome: &Outcome
              WHERE id = ?1"
         ))?
         .execute(params![id, keep, trace, wait, until, table, record, state])?;
-        tx.commit()?;
         return Ok(true);
     }
     match outcome {
@@ -372,8 +462,8 @@ pub fn complete(conn: &mut Connection, id: &str, worker: &str, outcome: &Outcome
                  WHERE id = ?1"
             ))?
             .execute(params![id, now, duration_ms as i64, result, trace])?;
-            healthy(&tx, step.as_deref())?;
-            finished(&tx, id, now)?;
+            healthy(tx, step.as_deref())?;
+            reached_final(tx)?;
         }
         Outcome::Wait(w) => {
             tx.prepare_cached(&format!(
@@ -383,7 +473,7 @@ pub fn complete(conn: &mut Connection, id: &str, worker: &str, outcome: &Outcome
                  WHERE id = ?1"
             ))?
             .execute(params![id, duration_ms as i64, trace, w.doc().to_string(), w.until, w.table, w.record, w.state])?;
-            healthy(&tx, step.as_deref())?;
+            healthy(tx, step.as_deref())?;
         }
         Outcome::Interrupted => {
             // Interrupted without an operator's request (should not happen): retry.
@@ -400,7 +490,7 @@ pub fn complete(conn: &mut Connection, id: &str, worker: &str, outcome: &Outcome
                      WHERE id = ?1"
                 ))?
                 .execute(params![id, now, duration_ms as i64, code, why, trace])?;
-                finished(&tx, id, now)?;
+                reached_final(tx)?;
             } else {
                 let due = now + backoff_ms(backoff as u64, attempts) as i64;
                 tx.prepare_cached(&format!(
@@ -411,11 +501,10 @@ pub fn complete(conn: &mut Connection, id: &str, worker: &str, outcome: &Outcome
                 .execute(params![id, due, duration_ms as i64, code, message, trace])?;
             }
             if let Some(step) = &step {
-                trip_breaker(&tx, step, now)?;
+                trip_breaker(tx, step, now)?;
             }
         }
     }
-    tx.commit()?;
     Ok(true)
 }
 
@@ -464,17 +553,21 @@ pub fn next_due(conn: &Connection) -> Result<Option<i64>> {
     Ok(conn
         .prepare_cached(
             "SELECT MIN(due) FROM (
-                 SELECT MAX(COALESCE(j.postpone_until, 0), COALESCE(h.hold_until, 0)) AS due
-                 FROM weir_jobs j LEFT JOIN weir_step_health h ON h.step = j.step
-                 WHERE j.statecode = 0
+                 SELECT * FROM (
+                     SELECT COALESCE(postpone_until, created_at) AS due FROM weir_jobs INDEXED BY weir_jobs_ready
+                     WHERE statecode = 0
+                       AND (step IS NULL OR step NOT IN (SELECT step FROM weir_step_health WHERE hold_until > ?1))
+                     ORDER BY 1 LIMIT 1)
                  UNION ALL
-                 SELECT lease_until FROM weir_jobs WHERE statecode = 2
+                 SELECT MIN(hold_until) FROM weir_step_health WHERE hold_until > ?1
                  UNION ALL
-                 SELECT postpone_until FROM weir_jobs WHERE statecode = 1 AND statuscode = 10
+                 SELECT MIN(lease_until) FROM weir_jobs WHERE statecode = 2
                  UNION ALL
-                 SELECT next_at FROM weir_callbacks WHERE delivered_at IS NULL)",
+                 SELECT MIN(postpone_until) FROM weir_jobs WHERE statecode = 1 AND statuscode = 10
+                 UNION ALL
+                 SELECT MIN(next_at) FROM weir_callbacks WHERE delivered_at IS NULL)",
         )?
-        .query_row([], |r| r.get(0))?)
+        .query_row([now_ms()], |r| r.get(0))?)
 }
 
 /// A job as operators see it (`weir jobs show --json`).
