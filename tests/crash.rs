@@ -1,0 +1,156 @@
+//! The crash suite: a live `weir serve` takes concurrent creates over HTTP and is
+//! killed with SIGKILL at random moments, then restarted, round after round.
+//! Afterwards, with the jobs drained by a clean worker:
+//!
+//! * every create the server acknowledged (201) is stored;
+//! * every stored record carries exactly the effects of its sync steps (the
+//!   pre-operation default is set and there is exactly one audit row) and no
+//!   effect exists without its record (nothing half-applied);
+//! * every stored record has exactly one job of its async step, and it reached
+//!   Succeeded; no job exists for a record that is not stored.
+//!
+//! `WEIR_CRASH_ROUNDS` sets the number of kill -9 rounds (default 5).
+
+mod common;
+use std::collections::{HashMap, HashSet};
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::Env;
+use rand::Rng;
+
+const TOKEN: &str = "crash-token";
+const CLIENTS: usize = 4;
+
+fn setup() -> Env {
+    let env = Env::new();
+    env.run(&["table", "create", "order", "--column", "name:text", "--column", "priority:text", "--column", "amount:decimal"]).ok();
+    env.run(&["table", "create", "audit", "--column", "entity:text", "--column", "recordid:text", "--column", "action:text"]).ok();
+    for p in ["set-defaults", "audit-trail", "notify"] {
+        env.add_example(p);
+    }
+    let step = |name: &str, plugin: &str, stage: &str, extra: &[&str]| {
+        let mut args = vec!["step", "add", name, "--plugin", plugin, "--message", "create", "--table", "order", "--stage", stage];
+        args.extend_from_slice(extra);
+        env.run(&args).ok();
+    };
+    step("defaults", "set-defaults", "pre-operation", &[]);
+    step("audit", "audit-trail", "post-operation", &["--grant", "audit:write"]);
+    step("notify", "notify", "post-operation", &["--mode", "async"]);
+    env
+}
+
+/// Starts `weir serve` on a free loopback port; returns the child and its base URL.
+fn serve(env: &Env) -> (std::process::Child, String) {
+    let mut child = env
+        .command()
+        .args(["serve", "--listen", "127.0.0.1:0", "--token", TOKEN, "--workers", "2", "--lease-ms", "1000"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let base = line.split_whitespace().find(|w| w.starts_with("http://")).expect("serve prints its address").to_string();
+    (child, base)
+}
+
+/// One client: creates orders until the server stops answering; returns the
+/// ids of the acknowledged ones.
+fn client(base: String, round: usize, n: usize) -> Vec<String> {
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).timeout_global(Some(Duration::from_secs(10))).build().into();
+    let mut acked = Vec::new();
+    for i in 0.. {
+        let body = serde_json::json!({"name": format!("r{round}-c{n}-{i}"), "amount": i}).to_string();
+        let reply = agent.post(&format!("{base}/api/data/order")).header("authorization", &format!("Bearer {TOKEN}")).header("content-type", "application/json").send(body.as_bytes());
+        match reply {
+            Ok(mut r) if r.status() == 201 => {
+                let v: serde_json::Value = serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap();
+                acked.push(v["id"].as_str().expect("a created record has an id").to_string());
+            }
+            Ok(r) => panic!("create answered {} (not a crash)", r.status()),
+            Err(_) => break, // the server is gone
+        }
+    }
+    acked
+}
+
+#[test]
+fn kill_9_rounds_lose_nothing_and_half_apply_nothing() {
+    let rounds: usize = std::env::var("WEIR_CRASH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
+    let env = setup();
+    let acked: Arc<Mutex<Vec<String>>> = Arc::default();
+    let mut rng = rand::rng();
+    for round in 0..rounds {
+        let (mut child, base) = serve(&env);
+        let clients: Vec<_> = (0..CLIENTS)
+            .map(|n| {
+                let (base, acked) = (base.clone(), acked.clone());
+                std::thread::spawn(move || acked.lock().unwrap().extend(client(base, round, n)))
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(rng.random_range(300..1200)));
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        for c in clients {
+            c.join().unwrap();
+        }
+    }
+    let acked = acked.lock().unwrap().clone();
+    assert!(acked.len() >= rounds * 10, "the clients got too few creates through to test anything: {}", acked.len());
+
+    // Drain what the killed servers left: expired leases are taken over.
+    env.run(&["work", "--until-idle", "--lease-ms", "1000"]).ok();
+
+    let conn = rusqlite::Connection::open(env.db()).unwrap();
+    let stored: HashMap<String, Option<String>> = conn
+        .prepare("SELECT id, priority FROM data_order")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    for id in &acked {
+        assert!(stored.contains_key(id), "acknowledged order {id} was lost");
+    }
+    for (id, priority) in &stored {
+        assert_eq!(priority.as_deref(), Some("normal"), "order {id} lacks its pre-operation default");
+    }
+    let mut audits: HashMap<String, usize> = HashMap::new();
+    let rows: Vec<String> = conn.prepare("SELECT recordid FROM data_audit").unwrap().query_map([], |r| r.get(0)).unwrap().collect::<Result<_, _>>().unwrap();
+    for r in rows {
+        *audits.entry(r).or_default() += 1;
+    }
+    for id in stored.keys() {
+        assert_eq!(audits.get(id).copied().unwrap_or(0), 1, "order {id} must have exactly one audit row");
+    }
+    for id in audits.keys() {
+        assert!(stored.contains_key(id), "audit row for order {id}, which is not stored: a half-applied create");
+    }
+    let jobs: Vec<(String, String, i64, i64)> = conn
+        .prepare("SELECT id, json_extract(context, '$.target.id'), statuscode, attempts FROM weir_jobs WHERE step = 'notify'")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let mut per_record: HashMap<&str, usize> = HashMap::new();
+    for (job, target, status, attempts) in &jobs {
+        assert!(stored.contains_key(target), "job {job} is for order {target}, which is not stored");
+        assert_eq!(*status, 30, "job {job} for order {target} did not succeed (status {status}, {attempts} attempts)");
+        *per_record.entry(target.as_str()).or_default() += 1;
+    }
+    let missing: HashSet<&String> = stored.keys().filter(|id| per_record.get(id.as_str()).copied().unwrap_or(0) != 1).collect();
+    assert!(missing.is_empty(), "orders without exactly one notify job: {missing:?}");
+    let check: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
+    assert_eq!(check, "ok");
+    let retried = jobs.iter().filter(|j| j.3 > 1).count();
+    eprintln!(
+        "crash suite: {rounds} kill -9 rounds, {} acknowledged creates, {} stored, {} jobs succeeded ({retried} after a lost attempt)",
+        acked.len(),
+        stored.len(),
+        jobs.len()
+    );
+}
