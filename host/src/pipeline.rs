@@ -20,6 +20,7 @@
 //! [`crate::jobs`], wasm in [`crate::runtime`]. It never touches jobs after
 //! enqueueing them.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -74,6 +75,21 @@ pub struct Pipeline {
     plugins: Arc<Plugins>,
     settings: Settings,
     pool: Mutex<Vec<Connection>>,
+    catalog: Mutex<Catalog>,
+}
+
+/// What every operation reads — table definitions, the steps on a table and
+/// message, plug-in heads, active users — cached as of one catalogue version.
+/// Triggers bump `weir_catalog.version` on any change to those tables (from any
+/// process); an operation reads that one row inside its transaction and drops
+/// the cache when it moved, so a change is seen by the next operation.
+#[derive(Default)]
+struct Catalog {
+    version: i64,
+    tables: HashMap<String, TableDef>,
+    steps: HashMap<(String, MessageKind), Arc<Vec<Step>>>,
+    heads: HashMap<String, i64>,
+    active_users: HashSet<String>,
 }
 
 /// One top-level operation and everything nested in it.
@@ -120,7 +136,55 @@ pub enum Change {
 
 impl Pipeline {
     pub fn new(db: Db, plugins: Arc<Plugins>, settings: Settings) -> Pipeline {
-        Pipeline { db, plugins, settings, pool: Mutex::new(Vec::new()) }
+        Pipeline { db, plugins, settings, pool: Mutex::new(Vec::new()), catalog: Mutex::new(Catalog::default()) }
+    }
+
+    /// Drops the cached catalogue if it changed since it was read. Call inside
+    /// the operation's transaction.
+    fn sync_catalog(&self, conn: &Connection) -> Result<()> {
+        let version: i64 = conn.prepare_cached("SELECT version FROM weir_catalog")?.query_row([], |r| r.get(0))?;
+        let mut c = self.catalog.lock();
+        if c.version != version {
+            *c = Catalog { version, ..Catalog::default() };
+        }
+        Ok(())
+    }
+
+    fn table_def(&self, conn: &Connection, table: &str) -> Result<TableDef> {
+        if let Some(def) = self.catalog.lock().tables.get(table) {
+            return Ok(def.clone());
+        }
+        let def = records::require_table(conn, table)?;
+        self.catalog.lock().tables.insert(table.to_string(), def.clone());
+        Ok(def)
+    }
+
+    fn steps_for(&self, conn: &Connection, table: &str, message: MessageKind) -> Result<Arc<Vec<Step>>> {
+        let key = (table.to_string(), message);
+        if let Some(steps) = self.catalog.lock().steps.get(&key) {
+            return Ok(steps.clone());
+        }
+        let steps = Arc::new(steps::for_operation(conn, table, message)?);
+        self.catalog.lock().steps.insert(key, steps.clone());
+        Ok(steps)
+    }
+
+    fn plugin_head(&self, conn: &Connection, plugin: &str) -> Result<i64> {
+        if let Some(v) = self.catalog.lock().heads.get(plugin) {
+            return Ok(*v);
+        }
+        let (version, _) = self.plugins.head(conn, plugin)?;
+        self.catalog.lock().heads.insert(plugin.to_string(), version);
+        Ok(version)
+    }
+
+    fn require_active_user(&self, conn: &Connection, user: &str) -> Result<()> {
+        if self.catalog.lock().active_users.contains(user) {
+            return Ok(());
+        }
+        crate::store::require_active_user(conn, user)?;
+        self.catalog.lock().active_users.insert(user.to_string());
+        Ok(())
     }
 
     pub fn settings(&self) -> &Settings {
@@ -217,12 +281,23 @@ impl Pipeline {
     /// the trigger's depth + 1 for async jobs' record calls).
     fn top(self: &Arc<Self>, user: &str, table: &str, depth: u32, input: impl FnOnce(&TableDef) -> Result<Input>) -> Result<Option<Record>> {
         let conn = self.checkout()?;
-        let parsed = crate::store::require_active_user(&conn, user)
-            .and_then(|_| records::require_table(&conn, table))
+        // One write transaction from the first read: the checks, the steps and
+        // the write see the same state (pre-validation steps, which run outside
+        // it, give it back meanwhile; see `run`).
+        let parsed = conn
+            .prepare_cached("BEGIN IMMEDIATE")
+            .and_then(|mut s| s.execute([]))
+            .map_err(Error::from)
+            .and_then(|_| self.sync_catalog(&conn))
+            .and_then(|_| self.require_active_user(&conn, user))
+            .and_then(|_| self.table_def(&conn, table))
             .and_then(|def| Ok((input(&def)?, def)));
         let (input, def) = match parsed {
             Ok(x) => x,
             Err(e) => {
+                if !conn.is_autocommit() {
+                    let _ = conn.execute_batch("ROLLBACK");
+                }
                 self.checkin(conn);
                 return Err(e);
             }
@@ -277,24 +352,19 @@ impl Pipeline {
             return Err(Error::DepthLimit(msg));
         }
         let message = input.message();
-        let all_steps = {
-            let conn = op.conn.lock();
-            steps::for_operation(&conn, &def.name, message)?
-        };
+        let all_steps = self.steps_for(&op.conn.lock(), &def.name, message)?;
         let mut run = Run { pipeline: self, op, def: &def, depth, message, steps: &all_steps, pre: None, input };
 
-        // 1. pre-validation, outside the transaction at the top level.
+        // 1. pre-validation, outside the transaction at the top level: the
+        // write lock is given back while those steps run, and taken again.
         if !nested && run.any(StageKind::PreValidation) {
+            op.conn.lock().execute_batch("ROLLBACK")?;
             run.load_pre_image()?;
             run.stage(StageKind::PreValidation, None, !nested)?;
+            op.conn.lock().execute_batch("BEGIN IMMEDIATE")?;
         }
-        {
-            let conn = op.conn.lock();
-            if nested {
-                conn.execute_batch(&format!("SAVEPOINT weir_d{depth}"))?;
-            } else {
-                conn.execute_batch("BEGIN IMMEDIATE")?;
-            }
+        if nested {
+            op.conn.lock().execute_batch(&format!("SAVEPOINT weir_d{depth}"))?;
         }
         let result = (|| {
             run.load_pre_image()?;
@@ -497,7 +567,7 @@ impl Run<'_> {
         let p = self.pipeline;
         let prepared = {
             let conn = self.op.conn.lock();
-            let (version, _) = p.plugins.head(&conn, &step.plugin)?;
+            let version = p.plugin_head(&conn, &step.plugin)?;
             p.plugins.prepared(&conn, &step.plugin, version)?
         };
         let budget = step.timeout_ms.map(Duration::from_millis);
@@ -564,7 +634,7 @@ impl Run<'_> {
             }
             let ctx = self.context(step, StageKind::PostOperation, written, Mode::Async);
             let conn = self.op.conn.lock();
-            let (version, _) = self.pipeline.plugins.head(&conn, &step.plugin)?;
+            let version = self.pipeline.plugin_head(&conn, &step.plugin)?;
             let job = NewJob {
                 kind: "step",
                 step: Some(step.name.clone()),
@@ -615,7 +685,9 @@ impl PipelineHost {
             return Err(RecordError::Denied("pre-validation steps run outside the transaction and may only read".into()));
         }
         let conn = self.op.conn.lock();
-        records::require_table(&conn, table).map_err(to_record_error)
+        // Outside the transaction the cached catalogue is not checked: read it.
+        let def = if self.read_only { records::require_table(&conn, table) } else { self.pipeline.table_def(&conn, table) };
+        def.map_err(to_record_error)
     }
 
     fn nested(&self, def: TableDef, input: Input) -> std::result::Result<Option<Record>, RecordError> {
