@@ -446,7 +446,30 @@ pub struct Prepared {
     handler: Option<wit::exports::weir::plugin::handler::GuestIndices>,
     /// The typed `workflow` pre-instance (async mode, when implemented).
     workflow: Option<wit_async::WorkflowPre<HostState>>,
+    /// Sync instances made ahead of their calls by the instancer thread.
+    spares: Mutex<Vec<Spare>>,
 }
+
+/// A fresh sync instance made ahead of its call, off the caller's thread: its
+/// own `Store`, never used before and used for exactly one call.
+struct Spare {
+    store: Store<HostState>,
+    guest: wit::exports::weir::plugin::handler::Guest,
+    stdout: MemoryOutputPipe,
+    stderr: MemoryOutputPipe,
+    memory_bytes: u64,
+}
+
+/// Work for the instancer thread.
+enum Instancer {
+    /// Make a spare sync instance of this plug-in (with this memory limit).
+    Refill(Arc<Prepared>, u64),
+    /// Drop a used store (returning its pool slot) off the caller's thread.
+    Drop(Box<Store<HostState>>),
+}
+
+/// Spare sync instances kept per plug-in version...
+const SPARES_PER_PLUGIN: usize = 4;
 
 impl std::fmt::Debug for Prepared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -462,6 +485,13 @@ pub struct Runtime {
     config: RuntimeConfig,
     prepared: Mutex<HashMap<String, Arc<Prepared>>>,
     stop_ticker: Arc<AtomicBool>,
+    /// The instancer thread's queue (it stops when this is dropped).
+    instancer: Mutex<std::sync::mpsc::Sender<Instancer>>,
+    /// Spare instances across all plug-ins, capped at `spare_cap`...
+    spares: Arc<std::sync::atomic::AtomicUsize>,
+    /// ...and used stores waiting to be dropped, capped the same: a quarter of the pool.
+    retiring: Arc<std::sync::atomic::AtomicUsize>,
+    spare_cap: usize,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -531,6 +561,14 @@ impl Runtime {
         if let Some(dir) = &config.cache_dir {
             std::fs::create_dir_all(dir)?;
         }
+        let spares = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let retiring = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let spare_cap = (config.max_instances as usize / 4).max(1);
+        let (instancer, queue) = std::sync::mpsc::channel();
+        let (engine2, spares2, retiring2) = (engine.clone(), spares.clone(), retiring.clone());
+        std::thread::Builder::new()
+            .name("weir-instancer".into())
+            .spawn(move || run_instancer(&engine2, queue, &spares2, &retiring2, spare_cap))?;
         Ok(Runtime {
             engine,
             sync_linker,
@@ -538,6 +576,10 @@ impl Runtime {
             config,
             prepared: Mutex::new(HashMap::new()),
             stop_ticker,
+            instancer: Mutex::new(instancer),
+            spares,
+            retiring,
+            spare_cap,
         })
     }
 
@@ -583,7 +625,7 @@ impl Runtime {
         } else {
             None
         };
-        let prepared = Arc::new(Prepared { world, pre, handler: handler.ok(), workflow });
+        let prepared = Arc::new(Prepared { world, pre, handler: handler.ok(), workflow, spares: Mutex::new(Vec::new()) });
         self.prepared.lock().map_err(poisoned)?.insert(digest, prepared.clone());
         Ok(prepared)
     }
@@ -617,44 +659,69 @@ impl Runtime {
     }
 
     fn new_store(&self, records: Box<dyn RecordHost>, limits: &Limits) -> (Store<HostState>, MemoryOutputPipe, MemoryOutputPipe) {
-        let stdout = MemoryOutputPipe::new(OUTPUT_CAPACITY);
-        let stderr = MemoryOutputPipe::new(OUTPUT_CAPACITY);
-        // Deny by default: no preopened directories, no environment, no
-        // arguments, no network, empty stdin.
-        let wasi = WasiCtx::builder().stdout(stdout.clone()).stderr(stderr.clone()).build();
-        let state = HostState {
-            wasi,
-            table: ResourceTable::new(),
-            limiter: MemoryLimiter { max_bytes: limits.memory_bytes as usize, hit: false },
-            records,
-            trace: Vec::new(),
-            dropped_lines: 0,
-            host_calls: 0,
-            max_host_calls: limits.max_host_calls,
-            interrupt: None,
-        };
-        let mut store = Store::new(&self.engine, state);
-        store.limiter(|s| &mut s.limiter);
-        (store, stdout, stderr)
+        new_store(&self.engine, records, limits.memory_bytes, limits.max_host_calls)
+    }
+
+    /// A spare sync instance of `prepared` if the instancer made one (and asks
+    /// for the next), else a new one made here.
+    fn sync_instance(&self, prepared: &Arc<Prepared>, indices: &wit::exports::weir::plugin::handler::GuestIndices, limits: &Limits) -> Result<Spare, Box<Failed>> {
+        let spare = prepared.spares.lock().ok().and_then(|mut v| v.pop());
+        if let Some(tx) = self.instancer.lock().ok() {
+            let _ = tx.send(Instancer::Refill(prepared.clone(), limits.memory_bytes));
+        }
+        match spare {
+            Some(s) if s.memory_bytes == limits.memory_bytes => {
+                self.spares.fetch_sub(1, Ordering::Relaxed);
+                Ok(s)
+            }
+            other => {
+                if other.is_some() {
+                    self.spares.fetch_sub(1, Ordering::Relaxed);
+                }
+                make_spare(&self.engine, prepared, indices, limits.memory_bytes)
+            }
+        }
+    }
+
+    /// Drops a used store on the instancer thread, unless it is behind (then
+    /// here), so retired stores cannot pile up and hold the pool's slots.
+    fn retire(&self, store: Store<HostState>) {
+        if self.retiring.load(Ordering::Relaxed) >= self.spare_cap {
+            return drop(store);
+        }
+        if let Ok(tx) = self.instancer.lock() {
+            self.retiring.fetch_add(1, Ordering::Relaxed);
+            if let Err(e) = tx.send(Instancer::Drop(Box::new(store))) {
+                self.retiring.fetch_sub(1, Ordering::Relaxed);
+                drop(e);
+            }
+        }
     }
 
     /// Runs a sync plug-in's `execute`. Blocks; never panics on guest behaviour.
-    pub fn call_sync(&self, prepared: &Prepared, ctx: &Context, records: Box<dyn RecordHost>, limits: &Limits) -> (Result<Outcome, CallError>, CallStats) {
+    pub fn call_sync(&self, prepared: &Arc<Prepared>, ctx: &Context, records: Box<dyn RecordHost>, limits: &Limits) -> (Result<Outcome, CallError>, CallStats) {
         let started = Instant::now();
         let Some(indices) = &prepared.handler else {
             return (Err(CallError::Host(format!("a {} plug-in cannot run as a sync step", prepared.world.as_str()))), CallStats::default());
         };
-        let (mut store, stdout, stderr) = self.new_store(records, limits);
         let fuel = limits.fuel.unwrap_or(u64::MAX);
+        let Spare { mut store, guest, stdout, stderr, .. } = match self.sync_instance(prepared, indices, limits) {
+            Ok(s) => s,
+            Err(failed) => {
+                let Failed { error, store, stdout, stderr } = *failed;
+                let error = classify(error, &store, limits, INSTANTIATION_FUEL, &stderr);
+                return (Err(error), finish(store, stdout, stderr, 0, started));
+            }
+        };
+        {
+            let state = store.data_mut();
+            state.records = records;
+            state.max_host_calls = limits.max_host_calls;
+        }
         let _ = store.set_fuel(fuel);
         let remaining = limits.deadline.saturating_duration_since(started);
-        store.epoch_deadline_trap();
         store.set_epoch_deadline(ticks(remaining));
-        let result = (|| -> wasmtime::Result<Result<Outcome, PluginError>> {
-            let instance = prepared.pre.instantiate(&mut store)?;
-            let guest = indices.load(&mut store, &instance)?;
-            guest.call_execute(&mut store, ctx)
-        })();
+        let result = guest.call_execute(&mut store, ctx);
         let fuel_used = fuel.saturating_sub(store.get_fuel().unwrap_or(0));
         let result = match result {
             Ok(Ok(outcome)) => Ok(outcome),
@@ -662,7 +729,10 @@ impl Runtime {
             Ok(Err(PluginError::Failed(m))) => Err(CallError::Failed(m)),
             Err(e) => Err(classify(e, &store, limits, fuel, &stderr)),
         };
-        let stats = finish(store, stdout, stderr, fuel_used, started);
+        let stats = collect(&mut store, stdout, stderr, fuel_used, started);
+        // The caller's `records` (which may hold its transaction) end here.
+        store.data_mut().records = Box::new(NoRecords);
+        self.retire(store);
         (result, stats)
     }
 
@@ -808,9 +878,14 @@ fn panic_message(stderr: &str) -> Option<String> {
     Some(format!("at {location}: {}", message.join(" ").trim()))
 }
 
-fn finish(store: Store<HostState>, stdout: MemoryOutputPipe, stderr: MemoryOutputPipe, fuel_used: u64, started: Instant) -> CallStats {
-    let state = store.into_data();
-    let mut trace = state.trace;
+fn finish(mut store: Store<HostState>, stdout: MemoryOutputPipe, stderr: MemoryOutputPipe, fuel_used: u64, started: Instant) -> CallStats {
+    collect(&mut store, stdout, stderr, fuel_used, started)
+}
+
+/// The call's trace (log lines, then captured stdout/stderr) and figures.
+fn collect(store: &mut Store<HostState>, stdout: MemoryOutputPipe, stderr: MemoryOutputPipe, fuel_used: u64, started: Instant) -> CallStats {
+    let state = store.data_mut();
+    let mut trace = std::mem::take(&mut state.trace);
     for (level, pipe) in [("stdout", stdout), ("stderr", stderr)] {
         for line in String::from_utf8_lossy(&pipe.contents()).lines() {
             if trace.len() < TRACE_LINES && !line.is_empty() {
@@ -822,4 +897,82 @@ fn finish(store: Store<HostState>, stdout: MemoryOutputPipe, stderr: MemoryOutpu
         trace.push(TraceLine { level: "warn".into(), message: format!("{} more trace lines were dropped", state.dropped_lines) });
     }
     CallStats { trace, fuel_used, duration: started.elapsed(), host_calls: state.host_calls }
+}
+
+/// A store with weir's per-call state: no WASI capabilities but captured
+/// stdout/stderr, the memory limiter, and the caller's `records`.
+fn new_store(engine: &Engine, records: Box<dyn RecordHost>, memory_bytes: u64, max_host_calls: u64) -> (Store<HostState>, MemoryOutputPipe, MemoryOutputPipe) {
+    let stdout = MemoryOutputPipe::new(OUTPUT_CAPACITY);
+    let stderr = MemoryOutputPipe::new(OUTPUT_CAPACITY);
+    // Deny by default: no preopened directories, no environment, no
+    // arguments, no network, empty stdin.
+    let wasi = WasiCtx::builder().stdout(stdout.clone()).stderr(stderr.clone()).build();
+    let state = HostState {
+        wasi,
+        table: ResourceTable::new(),
+        limiter: MemoryLimiter { max_bytes: memory_bytes as usize, hit: false },
+        records,
+        trace: Vec::new(),
+        dropped_lines: 0,
+        host_calls: 0,
+        max_host_calls,
+        interrupt: None,
+    };
+    let mut store = Store::new(engine, state);
+    store.limiter(|s| &mut s.limiter);
+    (store, stdout, stderr)
+}
+
+/// Instantiates `prepared` for one sync call in a fresh store (fuel for any
+/// start code, an epoch trap, the memory limit).
+/// On failure, returns the error with the store, for [`classify`].
+fn make_spare(engine: &Engine, prepared: &Prepared, indices: &wit::exports::weir::plugin::handler::GuestIndices, memory_bytes: u64) -> Result<Spare, Box<Failed>> {
+    let (mut store, stdout, stderr) = new_store(engine, Box::new(NoRecords), memory_bytes, 0);
+    let _ = store.set_fuel(INSTANTIATION_FUEL);
+    store.epoch_deadline_trap();
+    store.set_epoch_deadline(ticks(Duration::from_secs(1)));
+    let made = prepared.pre.instantiate(&mut store).and_then(|instance| indices.load(&mut store, &instance));
+    match made {
+        Ok(guest) => Ok(Spare { store, guest, stdout, stderr, memory_bytes }),
+        Err(error) => Err(Box::new(Failed { error, store, stdout, stderr })),
+    }
+}
+
+/// An instantiation that failed, with its store.
+struct Failed {
+    error: wasmtime::Error,
+    store: Store<HostState>,
+    stdout: MemoryOutputPipe,
+    stderr: MemoryOutputPipe,
+}
+
+/// Fuel for a component's start code while it is instantiated.
+const INSTANTIATION_FUEL: u64 = 10_000_000;
+
+/// The instancer thread: keeps a few spare sync instances of the plug-ins in
+/// use (never more than `cap` in all, so spares cannot starve the pool) and
+/// drops used stores, so callers pay for neither.
+fn run_instancer(engine: &Engine, queue: std::sync::mpsc::Receiver<Instancer>, total: &std::sync::atomic::AtomicUsize, retiring: &std::sync::atomic::AtomicUsize, cap: usize) {
+    while let Ok(work) = queue.recv() {
+        match work {
+            Instancer::Drop(store) => {
+                drop(store);
+                retiring.fetch_sub(1, Ordering::Relaxed);
+            }
+            Instancer::Refill(prepared, memory_bytes) => {
+                let Some(indices) = &prepared.handler else { continue };
+                let have = prepared.spares.lock().map(|v| v.len()).unwrap_or(SPARES_PER_PLUGIN);
+                if have >= SPARES_PER_PLUGIN || total.load(Ordering::Relaxed) + retiring.load(Ordering::Relaxed) >= cap {
+                    continue;
+                }
+                // A failed instantiation is reported by the call that makes its own.
+                if let Ok(spare) = make_spare(engine, &prepared, indices, memory_bytes) {
+                    if let Ok(mut v) = prepared.spares.lock() {
+                        v.push(spare);
+                        total.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }
+    }
 }

@@ -35,14 +35,17 @@ pub fn operation(message: &str, outcome: &str) {
 }
 
 /// One plug-in call ended (`outcome`: ok or an error code).
-pub fn plugin_call(plugin: &str, mode: &str, outcome: &str, duration: Duration, fuel: u64) {
-    counter!("weir_plugin_calls_total", "plugin" => plugin.to_string(), "mode" => mode.to_string(), "outcome" => outcome.to_string()).increment(1);
-    histogram!("weir_plugin_call_duration_seconds", "plugin" => plugin.to_string(), "mode" => mode.to_string()).record(duration.as_secs_f64());
+pub fn plugin_call(plugin: &str, mode: &'static str, outcome: &'static str, duration: Duration, fuel: u64) {
+    counter!("weir_plugin_calls_total", "plugin" => plugin.to_string(), "mode" => mode, "outcome" => outcome).increment(1);
+    histogram!("weir_plugin_call_duration_seconds", "plugin" => plugin.to_string(), "mode" => mode).record(duration.as_secs_f64());
     if fuel > 0 && fuel < u64::MAX / 2 {
         counter!("weir_plugin_fuel_used_total", "plugin" => plugin.to_string()).increment(fuel);
     }
     if let Ok(mut m) = PLUGINS.lock() {
-        let s = m.entry(plugin.to_string()).or_insert_with(|| PluginStat { plugin: plugin.to_string(), ..PluginStat::default() });
+        if !m.contains_key(plugin) {
+            m.insert(plugin.to_string(), PluginStat { plugin: plugin.to_string(), ..PluginStat::default() });
+        }
+        let Some(s) = m.get_mut(plugin) else { return };
         s.calls += 1;
         if outcome != "ok" {
             s.failures += 1;
