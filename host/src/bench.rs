@@ -44,17 +44,18 @@ impl Figure {
 
 /// Calls `op` for `RUN_TIME`, `RUNS` times; returns operations per second of each run.
 fn rate(mut op: impl FnMut() -> Result<()>) -> Result<Vec<f64>> {
-    let mut out = Vec::with_capacity(RUNS);
-    for _ in 0..RUNS {
-        let started = Instant::now();
-        let mut n = 0u64;
-        while started.elapsed() < RUN_TIME {
-            op()?;
-            n += 1;
-        }
-        out.push(n as f64 / started.elapsed().as_secs_f64());
+    (0..RUNS).map(|_| once(&mut op)).collect()
+}
+
+/// Calls `op` for `RUN_TIME`; returns operations per second.
+fn once(mut op: impl FnMut() -> Result<()>) -> Result<f64> {
+    let started = Instant::now();
+    let mut n = 0u64;
+    while started.elapsed() < RUN_TIME {
+        op()?;
+        n += 1;
     }
-    Ok(out)
+    Ok(n as f64 / started.elapsed().as_secs_f64())
 }
 
 fn bench_context() -> Context {
@@ -67,7 +68,7 @@ pub fn run(json_out: bool, only: Option<&str>) -> Result<()> {
     let weir = Weir::open(scratch.path().join("bench.db"))?;
     let mut figures = Vec::new();
     // A progress bar on a terminal (hidden otherwise, and with --json).
-    let progress = if json_out { indicatif::ProgressBar::hidden() } else { indicatif::ProgressBar::new(9) };
+    let progress = if json_out { indicatif::ProgressBar::hidden() } else { indicatif::ProgressBar::new(8) };
     progress.set_style(
         indicatif::ProgressStyle::with_template("{spinner} [{bar:20}] {pos}/{len} {msg}")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
@@ -96,20 +97,31 @@ pub fn run(json_out: bool, only: Option<&str>) -> Result<()> {
     weir.add_plugin("noop", crate::examples::wasm("noop").unwrap_or_default())?;
     let p = weir.pipeline().clone();
     if want("create") {
-        let mut per_op_us = Vec::new();
-        for (k, key, label) in [
+        let sizes = [
             (0usize, "create_bare_per_s", "weir create, no steps"),
             (1, "create_1_sync_plugin_per_s", "weir create, 1 no-op sync plug-in"),
             (5, "create_5_sync_plugins_per_s", "weir create, 5 no-op sync plug-ins"),
-        ] {
-            say(label);
+        ];
+        for (k, _, _) in sizes {
             let table = format!("bench{k}");
             weir.create_table(&table, &[("name", "text"), ("amount", "decimal")])?;
             for i in 0..k {
                 weir.add_step(&Step::new(&format!("{table}-noop{i}"), "noop", MessageKind::Create, &table, StageKind::PreOperation, ModeKind::Sync))?;
             }
-            let rec = json!({"name": "bench", "amount": 1.5});
-            let runs = rate(|| p.create("system", &table, &rec).map(|_| ()))?;
+        }
+        say("creates with 0, 1 and 5 sync plug-ins");
+        // Interleaved (0, 1, 5, 0, 1, 5, ...) so a change in the machine's load
+        // affects every size alike and the per-plug-in slope stays meaningful.
+        let rec = json!({"name": "bench", "amount": 1.5});
+        let mut runs = vec![Vec::new(); sizes.len()];
+        for _ in 0..RUNS {
+            for (j, (k, _, _)) in sizes.iter().enumerate() {
+                let table = format!("bench{k}");
+                runs[j].push(once(|| p.create("system", &table, &rec).map(|_| ()))?);
+            }
+        }
+        let mut per_op_us = Vec::new();
+        for ((k, key, label), runs) in sizes.into_iter().zip(runs) {
             per_op_us.push((k as f64, runs.iter().map(|r| 1e6 / r).collect::<Vec<_>>()));
             figures.push(Figure { key, label, unit: "/s", runs });
         }
@@ -184,6 +196,20 @@ pub fn run(json_out: bool, only: Option<&str>) -> Result<()> {
             runs: (0..3).map(|_| drain(&weir, "noop", 50_000, workers)).collect::<Result<_>>()?,
         });
     }
+    if want("containment") {
+        say("containment: no-op jobs with and without misbehaving ones");
+        let workers = WorkOptions::default().workers;
+        let bad = ["spin-forever", "memory-hog", "deep-recursion", "panicker"];
+        let (mut clean, mut mixed) = (Vec::new(), Vec::new());
+        for _ in 0..3 {
+            clean.push(drain_among(&weir, "noop", 20_000, workers, &[])?);
+            mixed.push(drain_among(&weir, "noop", 20_000, workers, &bad)?);
+        }
+        let ratio = clean.iter().zip(&mixed).map(|(c, m)| m / c).collect();
+        figures.push(Figure { key: "containment_clean_per_s", label: "20,000 no-op jobs alone", unit: "/s", runs: clean });
+        figures.push(Figure { key: "containment_mixed_per_s", label: "the same among 16 misbehaving jobs", unit: "/s", runs: mixed });
+        figures.push(Figure { key: "containment_ratio", label: "good-job throughput, mixed / clean", unit: "", runs: ratio });
+    }
     if want("latency") {
         say("enqueue-to-start latency at 1,000 jobs/s");
         let (p50, p99) = latency(&weir, 1000, Duration::from_secs(3))?;
@@ -255,21 +281,49 @@ fn plugin_version(weir: &Weir, plugin: &str) -> Result<i64> {
 /// Enqueues `n` jobs of `plugin` in one transaction, then times a pool of
 /// `workers` draining them. Returns jobs per second.
 fn drain(weir: &Weir, plugin: &str, n: usize, workers: usize) -> Result<f64> {
-    let version = plugin_version(weir, plugin)?;
+    drain_among(weir, plugin, n, workers, &[])
+}
+
+/// Like [`drain`], with the misbehaving `bad` plug-ins' jobs (each `BAD_EACH`
+/// times, a 500 ms timeout, one attempt) spread evenly among the good ones.
+/// Returns the good jobs per second, up to the last good one's completion.
+fn drain_among(weir: &Weir, plugin: &str, n: usize, workers: usize, bad: &[&str]) -> Result<f64> {
+    const BAD_EACH: usize = 4;
+    let run_id = uuid::Uuid::now_v7().to_string();
+    let mut good = job(plugin, plugin_version(weir, plugin)?);
+    good.context.correlation_id = run_id.clone();
+    let mut bad_jobs = Vec::new();
+    for b in bad {
+        let mut j = job(b, plugin_version(weir, b)?);
+        j.timeout_ms = 500;
+        for _ in 0..BAD_EACH {
+            bad_jobs.push(j.clone());
+        }
+    }
+    let every = n / (bad_jobs.len() + 1);
     let mut conn = weir.db().connect()?;
     let tx = conn.transaction()?;
-    let j = job(plugin, version);
-    for _ in 0..n {
-        jobs::enqueue(&tx, &j)?;
+    for i in 0..n {
+        jobs::enqueue(&tx, &good)?;
+        if every > 0 && i % every == every / 2 {
+            if let Some(b) = bad_jobs.get(i / every) {
+                jobs::enqueue(&tx, b)?;
+            }
+        }
     }
     tx.commit()?;
     let opts = WorkOptions { workers, until_idle: true, idle_horizon: Duration::ZERO, ..WorkOptions::default() };
-    let started = Instant::now();
-    let stats = crate::cli::runtime()?.block_on(weir.work(opts, std::future::pending()))?;
-    let secs = started.elapsed().as_secs_f64();
-    if stats.succeeded < n as u64 {
-        return Err(Error::Internal(format!("bench: only {} of {n} {plugin} jobs succeeded", stats.succeeded)));
+    let started_ms = crate::time::now_ms();
+    crate::cli::runtime()?.block_on(weir.work(opts, std::future::pending()))?;
+    let (done, last): (i64, Option<i64>) = conn.query_row(
+        "SELECT COUNT(*), MAX(completed_at) FROM weir_jobs WHERE correlation_id = ?1 AND statuscode = 30",
+        [&run_id],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    if done < n as i64 {
+        return Err(Error::Internal(format!("bench: only {done} of {n} {plugin} jobs succeeded")));
     }
+    let secs = (last.unwrap_or(started_ms) - started_ms).max(1) as f64 / 1e3;
     Ok(n as f64 / secs)
 }
 
