@@ -8,10 +8,14 @@
 //! blocked it rejects (sync) or fails permanently (async) with "all N attempts
 //! were blocked"; when one got through it fails with "ESCAPED".
 //!
+//! It also counts its calls in a static: each call runs in a fresh instance, so
+//! it logs `calls seen by this instance: 1` every time.
+//!
 //! The step's config (or a background operation's input) names the targets:
 //! `{"file": PATH, "env": NAME, "port": N, "table": NAME}`.
 
 use std::io::Read;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use weir_guest::records;
 use weir_guest::types::Context;
@@ -89,8 +93,13 @@ fn attempts(ctx: &Context) -> Vec<(String, Attempt)> {
     out
 }
 
+/// Calls this instance has seen.
+static CALLS: AtomicU32 = AtomicU32::new(0);
+
 /// Runs every attempt, logs each outcome; `Ok(summary)` when all were blocked.
 fn try_to_escape(ctx: &Context) -> Result<String, String> {
+    let calls = CALLS.fetch_add(1, Ordering::SeqCst) + 1;
+    weir_guest::info(&format!("calls seen by this instance: {calls}"));
     println!("escape-artist: this line goes to stdout");
     eprintln!("escape-artist: this line goes to stderr");
     let results = attempts(ctx);
