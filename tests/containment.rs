@@ -227,6 +227,11 @@ fn results_over_the_size_limit_are_refused_in_both_modes() {
     for l in logged {
         assert!(l.message.len() < MAX_MESSAGE_BYTES + 100 && l.message.ends_with("more bytes cut)"), "{} bytes", l.message.len());
     }
+    // So is one `records` write of too much: refused before the record host sees it.
+    match sync(r#"{"mib":2,"mode":"write"}"#).0 {
+        Err(CallError::Failed(m)) => assert!(m.contains("Invalid") && m.contains("over the size limit of 1048576 bytes"), "{m}"),
+        other => panic!("expected the write to be refused, got {other:?}"),
+    }
     match sync(r#"{"mib":4,"mode":"error"}"#).0 {
         Err(CallError::Rejected(m)) => assert!(m.len() < MAX_MESSAGE_BYTES + 100 && m.ends_with("more bytes cut)"), "{} bytes", m.len()),
         other => panic!("expected a cut rejection, got {other:?}"),

@@ -107,6 +107,10 @@ fn a_sync_plug_in_reaches_no_file_environment_network_stdio_or_ungranted_table()
     assert!(stderr.contains("[stdout] escape-artist: this line goes to stdout"), "{stderr}");
     assert!(stderr.contains("[stderr] escape-artist: this line goes to stderr"), "{stderr}");
     assert!(!stdout.contains("this line goes to"), "{stdout}");
+    // Terminal escapes the guest wrote reach nobody's terminal.
+    assert!(stderr.contains("[warn] escape-artist: \u{fffd}[2J\u{fffd}[31mlog in red\u{fffd}"), "{stderr}");
+    assert!(stderr.contains("[stdout] escape-artist: \u{fffd}[2J\u{fffd}[31mstdout in red\u{fffd}"), "{stderr}");
+    assert!(!stderr.contains('\x1b') && !stderr.contains('\x07'), "{stderr:?}");
     assert_eq!(t.env.run(&["record", "query", "thing"]).ok().json(), json!([]));
 }
 
@@ -128,6 +132,7 @@ fn an_async_job_reaches_no_file_environment_network_stdio_or_ungranted_table() {
     t.assert_all_blocked(&trace, &format!("{}{wout}{werr}", job.stdout));
     assert!(trace.contains(&"[stdout] escape-artist: this line goes to stdout".to_string()), "{trace:#?}");
     assert!(!wout.contains("this line goes to"), "{wout}");
+    assert!(!job.stdout.contains("\\u001b") && !job.stdout.contains('\x1b'), "{}", job.stdout);
 }
 
 #[test]

@@ -431,8 +431,13 @@ impl HostState {
     }
 }
 
-/// Cuts a guest's log line or error message to [`MAX_MESSAGE_BYTES`].
+/// Cuts a guest's log line or error message to [`MAX_MESSAGE_BYTES`] and
+/// replaces control characters (terminal escapes, bells) but newline and tab,
+/// so nothing a guest writes can drive an operator's terminal.
 fn clip(mut s: String) -> String {
+    if s.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+        s = s.chars().map(|c| if c.is_control() && c != '\n' && c != '\t' { '\u{fffd}' } else { c }).collect();
+    }
     if s.len() > MAX_MESSAGE_BYTES {
         let cut = s.floor_char_boundary(MAX_MESSAGE_BYTES);
         let dropped = s.len() - cut;
@@ -841,7 +846,7 @@ fn classify(e: wasmtime::Error, store: &Store<HostState>, limits: &Limits, fuel:
         Some(Trap::MemoryOutOfBounds) if wasm_backtrace.is_some_and(runaway_recursion) => CallError::StackOverflow,
         Some(trap) => {
             let message = match panic_message(&String::from_utf8_lossy(&stderr.contents())) {
-                Some(p) => format!("the plug-in panicked {p}"),
+                Some(p) => clip(format!("the plug-in panicked {p}")),
                 None => trap.to_string(),
             };
             CallError::Trap { message, backtrace }
@@ -874,7 +879,7 @@ fn finish(store: Store<HostState>, stdout: MemoryOutputPipe, stderr: MemoryOutpu
     for (level, pipe) in [("stdout", stdout), ("stderr", stderr)] {
         for line in String::from_utf8_lossy(&pipe.contents()).lines() {
             if trace.len() < TRACE_LINES && !line.is_empty() {
-                trace.push(TraceLine { level: level.into(), message: line.to_string() });
+                trace.push(TraceLine { level: level.into(), message: clip(line.to_string()) });
             }
         }
     }

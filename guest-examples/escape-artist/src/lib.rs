@@ -8,7 +8,8 @@
 //! blocked it rejects (sync) or fails permanently (async) with "all N attempts
 //! were blocked"; when one got through it fails with "ESCAPED".
 //!
-//! It also counts its calls in a static: each call runs in a fresh instance, so
+//! It writes terminal escape sequences to stdout and its log, which weir must
+//! not pass on. It also counts its calls in a static: each call runs in a fresh instance, so
 //! it logs `calls seen by this instance: 1` every time.
 //!
 //! The step's config (or a background operation's input) names the targets:
@@ -102,6 +103,9 @@ fn try_to_escape(ctx: &Context) -> Result<String, String> {
     weir_guest::info(&format!("calls seen by this instance: {calls}"));
     println!("escape-artist: this line goes to stdout");
     eprintln!("escape-artist: this line goes to stderr");
+    // Terminal escapes (clear the screen, red, a bell) in every channel.
+    println!("escape-artist: \x1b[2J\x1b[31mstdout in red\x07");
+    weir_guest::warn("escape-artist: \x1b[2J\x1b[31mlog in red\x07");
     let results = attempts(ctx);
     let mut escaped = Vec::new();
     for (what, result) in &results {

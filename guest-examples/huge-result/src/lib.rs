@@ -8,11 +8,14 @@
 //! * `result` (async, the default there): `done` with a `mib` MiB JSON string;
 //! * `state` (async): `wait-until` with `mib` MiB of saved state;
 //! * `error`: a rejection (sync) or permanent error (async) of `mib` MiB;
-//! * `log`: four log lines of `mib` MiB each, then success.
+//! * `log`: four log lines of `mib` MiB each, then success;
+//! * `write` (sync): creates a record of its table with `mib` MiB of text in
+//!   `name`, and fails saying how the write was refused.
 //!
 //! The default size stays well inside the memory limit, so it is the size limit
 //! on results, not the memory limit, that must stop it.
 
+use weir_guest::records;
 use weir_guest::types::{Context, Value};
 
 weir_guest::bindings!("hybrid");
@@ -55,6 +58,10 @@ impl exports::weir::plugin::handler::Guest for Bad {
                 Ok(Outcome { changes: (0..100_000).map(|i| weir_guest::field(&name, Value::Integer(i))).collect() })
             }
             "error" => Err(PluginError::Rejected(blob(p.bytes))),
+            "write" => match records::create(&ctx.table, &[weir_guest::text("name", blob(p.bytes))]) {
+                Ok(_) => Ok(Outcome { changes: vec![] }),
+                Err(e) => Err(PluginError::Failed(format!("the write was refused: {e:?}"))),
+            },
             "log" => {
                 log_lines(p.bytes);
                 Ok(Outcome { changes: vec![] })
