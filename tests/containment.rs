@@ -96,6 +96,7 @@ fn misbehaving_jobs_fail_with_their_typed_error_among_good_ones_and_memory_retur
     round(&env, 6);
     let after = rss_kib(worker.id());
     let peak = status_kib(worker.id(), "VmHWM:");
+    eprintln!("worker memory: baseline {baseline} KiB, after {after} KiB, peak {peak} KiB");
     std::process::Command::new("kill").arg(worker.id().to_string()).status().unwrap();
     assert!(worker.wait().unwrap().success(), "the worker stops cleanly on SIGTERM");
 
@@ -115,6 +116,7 @@ fn misbehaving_jobs_fail_with_their_typed_error_among_good_ones_and_memory_retur
     assert!(good.iter().all(|j| j["status"] == "Succeeded"), "every good job succeeded: {good:?}");
     // Memory bombs fill 64 MiB per instance on up to 4 workers at once and the
     // huge results are 8 MiB each: keeping any of that per job would show.
+    assert!(peak > after + 32 * 1024, "the memory bombs really used memory (peak {peak} KiB, after {after} KiB)");
     let grown = after.saturating_sub(baseline);
     assert!(grown < 64 * 1024, "resident memory grew by {grown} KiB over the run (baseline {baseline} KiB, after {after} KiB, peak {peak} KiB)");
 }
