@@ -4,93 +4,8 @@
 //! dashboard in headless Chromium.
 
 mod common;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
-
-use common::Env;
+use common::{Env, Reply, Server, TOKEN, q, wait_for};
 use serde_json::{Value, json};
-
-const TOKEN: &str = "test-token-123";
-
-struct Server {
-    child: Child,
-    base: String,
-    agent: ureq::Agent,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-struct Reply {
-    status: u16,
-    body: Value,
-    location: Option<String>,
-    text: String,
-}
-
-impl Server {
-    fn start(env: &Env, extra: &[&str]) -> Server {
-        let mut args = vec!["serve", "--listen", "127.0.0.1:0", "--token", TOKEN, "--workers", "2"];
-        args.extend_from_slice(extra);
-        let mut child = env.command().args(&args).stdout(Stdio::piped()).spawn().unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        let base = line.split_whitespace().find(|w| w.starts_with("http://")).expect("serve prints its address").to_string();
-        let agent = ureq::Agent::config_builder().http_status_as_error(false).timeout_global(Some(Duration::from_secs(30))).build().into();
-        Server { child, base, agent }
-    }
-
-    fn call(&self, method: &str, path: &str, body: Option<&[u8]>, token: Option<&str>) -> Reply {
-        let url = format!("{}{path}", self.base);
-        let auth = token.map(|t| format!("Bearer {t}"));
-        let mut resp = match (method, body) {
-            ("GET", _) => {
-                let mut r = self.agent.get(&url);
-                if let Some(a) = &auth {
-                    r = r.header("authorization", a);
-                }
-                r.call()
-            }
-            ("DELETE", _) => {
-                let mut r = self.agent.delete(&url);
-                if let Some(a) = &auth {
-                    r = r.header("authorization", a);
-                }
-                r.call()
-            }
-            (m, b) => {
-                let mut r = if m == "PATCH" { self.agent.patch(&url) } else { self.agent.post(&url) };
-                if let Some(a) = &auth {
-                    r = r.header("authorization", a);
-                }
-                r.send(b.unwrap_or(b""))
-            }
-        }
-        .unwrap();
-        let status = resp.status().as_u16();
-        let location = resp.headers().get("location").and_then(|v| v.to_str().ok()).map(String::from);
-        let text = resp.body_mut().with_config().limit(50 << 20).read_to_string().unwrap_or_default();
-        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-        Reply { status, body, location, text }
-    }
-
-    fn get(&self, path: &str) -> Reply {
-        self.call("GET", path, None, Some(TOKEN))
-    }
-
-    fn post(&self, path: &str, body: &Value) -> Reply {
-        self.call("POST", path, Some(body.to_string().as_bytes()), Some(TOKEN))
-    }
-}
-
-fn q(s: &str) -> String {
-    s.replace(' ', "%20").replace('\'', "%27")
-}
 
 fn crm() -> Env {
     let env = Env::new();
@@ -103,14 +18,6 @@ fn crm() -> Env {
     env.run(&["step", "add", "defaults", "--plugin", "set-defaults", "--message", "create", "--table", "opportunity", "--stage", "pre-operation", "--rank", "0"]).ok();
     env.run(&["step", "add", "notify", "--plugin", "notify", "--message", "create", "--table", "opportunity", "--stage", "post-operation", "--mode", "async"]).ok();
     env
-}
-
-fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !f() {
-        assert!(started.elapsed() < Duration::from_secs(30), "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 #[test]

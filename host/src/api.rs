@@ -150,7 +150,36 @@ pub fn router(weir: Arc<Weir>, config: ApiConfig) -> Router {
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
         .merge(plugins)
         .layer(middleware::from_fn_with_state(app.clone(), auth))
+        .layer(middleware::from_fn_with_state(app.clone(), json_errors))
         .with_state(app)
+}
+
+/// Gives the errors axum produces by itself (413 over the body limit, 404 no
+/// such route, 405 wrong method, a bad query string...) the API's JSON shape
+/// and a message that says what to do.
+async fn json_errors(State(app): State<App>, req: Request, next: Next) -> Response {
+    let (method, path) = (req.method().clone(), req.uri().path().to_string());
+    let resp = next.run(req).await;
+    let status = resp.status();
+    let is_json = resp.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return resp;
+    }
+    let text = match axum::body::to_bytes(resp.into_body(), 64 * 1024).await {
+        Ok(b) => String::from_utf8_lossy(&b).trim().to_string(),
+        Err(_) => String::new(),
+    };
+    let message = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            let limit = if path == "/api/plugins" { crate::plugins::MAX_COMPONENT_BYTES } else { app.config.max_body_bytes };
+            format!("the request body is larger than the limit of {limit} bytes (weir serve --max-body-bytes sets it; plug-in uploads may be up to {} bytes)", crate::plugins::MAX_COMPONENT_BYTES)
+        }
+        StatusCode::NOT_FOUND => format!("no route {method} {path}; the routes are listed in /api/openapi.json"),
+        StatusCode::METHOD_NOT_ALLOWED => format!("{path} does not take {method}; the routes are listed in /api/openapi.json"),
+        _ if !text.is_empty() => text,
+        _ => status.canonical_reason().unwrap_or("error").to_string(),
+    };
+    ApiError(status, json!({"error": message})).into_response()
 }
 
 /// Bearer-token check, in constant time.
@@ -318,26 +347,40 @@ async fn job_action(State(app): State<App>, Path((id, action)): Path<(String, St
     Ok(Json(serde_json::to_value(job).unwrap_or(Json_::Null)))
 }
 
+/// The body of `POST /api/background`; unknown fields and wrong types are refused.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BackgroundBody {
+    plugin: String,
+    #[serde(default)]
+    input: Json_,
+    #[serde(default)]
+    grants: Vec<String>,
+    callback: Option<String>,
+    at: Option<String>,
+    max_attempts: Option<u32>,
+    timeout_ms: Option<u64>,
+}
+
 #[utoipa::path(post, path = "/api/background", request_body(content = Object, description = "{\"plugin\": NAME, \"input\": JSON, \"grants\": [\"TABLE:write\"], \"callback\": URL, \"at\": TIME}"),
     responses((status = 202, description = "Accepted; Location is the job"), (status = 400), (status = 404)))]
 async fn submit_background(State(app): State<App>, headers: HeaderMap, body: Bytes) -> ApiResult<(StatusCode, HeaderMap, Json<Json_>)> {
-    let b = parse_body(&body)?;
-    let plugin = b["plugin"].as_str().ok_or_else(|| bad("give \"plugin\""))?.to_string();
-    let grants = match b.get("grants") {
-        None | Some(Json_::Null) => vec![],
-        Some(Json_::Array(a)) => a.iter().map(|g| g.as_str().ok_or_else(|| bad("grants are strings like \"expense:write\"")).and_then(|g| Grant::parse(g).map_err(ApiError::from))).collect::<ApiResult<_>>()?,
-        Some(_) => return Err(bad("\"grants\" is a list of \"TABLE:read|write\"")),
-    };
-    let at = b["at"].as_str().map(crate::time::parse_when).transpose().map_err(bad)?;
+    let b: BackgroundBody = serde_json::from_slice(&body).map_err(|e| {
+        bad(format!(
+            "bad background operation: {e}; send {{\"plugin\": NAME, \"input\": JSON, \"grants\": [\"TABLE:read|write\"], \"callback\": URL, \"at\": TIME, \"max_attempts\": N, \"timeout_ms\": N}}"
+        ))
+    })?;
+    let grants = b.grants.iter().map(|g| Grant::parse(g)).collect::<crate::error::Result<_>>()?;
+    let at = b.at.as_deref().map(crate::time::parse_when).transpose().map_err(bad)?;
     let req = Background {
-        plugin,
-        input: b.get("input").cloned().unwrap_or(Json_::Null),
+        plugin: b.plugin,
+        input: b.input,
         grants,
-        callback_url: b["callback"].as_str().map(String::from),
+        callback_url: b.callback,
         at,
         owner: user(&headers),
-        max_attempts: b["max_attempts"].as_u64().map(|n| n as u32),
-        timeout_ms: b["timeout_ms"].as_u64(),
+        max_attempts: b.max_attempts,
+        timeout_ms: b.timeout_ms,
     };
     let weir = app.weir.clone();
     let id = blocking(move || weir.submit_background(&req)).await?;
@@ -391,11 +434,19 @@ async fn list_tables(State(app): State<App>) -> ApiResult<Json<Json_>> {
 #[utoipa::path(post, path = "/api/tables", request_body(content = Object, description = "{\"name\": NAME, \"columns\": [{\"name\": COL, \"type\": TYPE}]}"), responses((status = 201), (status = 400), (status = 409)))]
 async fn create_table(State(app): State<App>, body: Bytes) -> ApiResult<(StatusCode, Json<Json_>)> {
     let b = parse_body(&body)?;
-    let name = b["name"].as_str().ok_or_else(|| bad("give \"name\""))?.to_string();
-    let cols: Vec<(String, String)> = b["columns"]
-        .as_array()
-        .map(|a| a.iter().map(|c| (c["name"].as_str().unwrap_or("").to_string(), c["type"].as_str().unwrap_or("").to_string())).collect())
-        .unwrap_or_default();
+    let name = b["name"].as_str().ok_or_else(|| bad("give \"name\" (a string)"))?.to_string();
+    let shape = "\"columns\" is a list of {\"name\": COL, \"type\": TYPE}";
+    let cols: Vec<(String, String)> = match &b["columns"] {
+        Json_::Null => vec![],
+        Json_::Array(a) => a
+            .iter()
+            .map(|c| match (c["name"].as_str(), c["type"].as_str()) {
+                (Some(n), Some(t)) => Ok((n.to_string(), t.to_string())),
+                _ => Err(bad(format!("bad column {c}: {shape}"))),
+            })
+            .collect::<ApiResult<_>>()?,
+        other => return Err(bad(format!("bad \"columns\" {other}: {shape}"))),
+    };
     let weir = app.weir.clone();
     let def = blocking(move || {
         let cols: Vec<(&str, &str)> = cols.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();

@@ -337,6 +337,8 @@ impl Expr {
 pub enum Scalar {
     Null,
     Bool(bool),
+    /// Integers and timestamps: compared exactly, as SQLite does, also past 2^53.
+    Int(i64),
     Num(f64),
     Str(String),
 }
@@ -356,11 +358,11 @@ fn coerce(lit: &Literal, kind: Kind, field: &str) -> Result<Scalar, String> {
     Ok(match (lit, kind) {
         (Literal::Null, _) => Scalar::Null,
         (Literal::Str(s), Kind::Text) => Scalar::Str(s.clone()),
-        (Literal::Int(n), Kind::Number | Kind::Time) => Scalar::Num(*n as f64),
+        (Literal::Int(n), Kind::Number | Kind::Time) => Scalar::Int(*n),
         (Literal::Float(f), Kind::Number) => Scalar::Num(*f),
         (Literal::Bool(b), Kind::Bool) => Scalar::Bool(*b),
         (Literal::Str(s), Kind::Time) => match crate::time::parse_rfc3339(s) {
-            Some(ms) => Scalar::Num(ms as f64),
+            Some(ms) => Scalar::Int(ms),
             None => return Err(format!("`{field}` is a timestamp: compare it with an RFC 3339 time such as '2026-01-31T12:00:00Z'")),
         },
         (_, Kind::Text) => return Err(format!("`{field}` is text: compare it with a 'quoted string'")),
@@ -388,7 +390,9 @@ pub fn check(expr: &Expr, input: &str, resolve: &dyn Fn(&str) -> Option<Kind>) -
 }
 
 /// Evaluates against in-memory values (`get` gives a field's kind and value).
-/// Comparisons with null follow SQL: only `eq null`/`ne null` are true or false.
+/// Two-valued, like the SQL [`to_sql`] makes: a comparison of a null field with
+/// anything but `null` is false (so `ne 'x'` does not match null either, and
+/// `not (f eq 'x')` does); `eq null` and `ne null` test for null.
 pub fn eval(expr: &Expr, get: &dyn Fn(&str) -> Option<(Kind, Scalar)>) -> bool {
     match expr {
         Expr::And(a, b) => eval(a, get) && eval(b, get),
@@ -403,6 +407,9 @@ pub fn eval(expr: &Expr, get: &dyn Fn(&str) -> Option<(Kind, Scalar)>) -> bool {
                 (Scalar::Null, _) => false,
                 _ => {
                     let ord = match (&have, &want) {
+                        (Scalar::Int(a), Scalar::Int(b)) => Some(a.cmp(b)),
+                        (Scalar::Int(a), Scalar::Num(b)) => cmp_int_float(*a, *b),
+                        (Scalar::Num(a), Scalar::Int(b)) => cmp_int_float(*b, *a).map(std::cmp::Ordering::reverse),
                         (Scalar::Num(a), Scalar::Num(b)) => a.partial_cmp(b),
                         (Scalar::Str(a), Scalar::Str(b)) => Some(a.cmp(b)),
                         (Scalar::Bool(a), Scalar::Bool(b)) => Some(a.cmp(b)),
@@ -422,6 +429,27 @@ pub fn eval(expr: &Expr, get: &dyn Fn(&str) -> Option<(Kind, Scalar)>) -> bool {
             }
         }
     }
+}
+
+/// Compares an integer with a float exactly (no rounding of the integer to a
+/// float), as SQLite compares an INTEGER with a REAL.
+fn cmp_int_float(i: i64, f: f64) -> Option<std::cmp::Ordering> {
+    use std::cmp::Ordering::*;
+    const TWO_63: f64 = 9_223_372_036_854_775_808.0;
+    if f.is_nan() {
+        return None;
+    }
+    if f >= TWO_63 {
+        return Some(Less);
+    }
+    if f < -TWO_63 {
+        return Some(Greater);
+    }
+    let whole = f.trunc();
+    Some(match i.cmp(&(whole as i64)) {
+        Equal => 0.0f64.partial_cmp(&(f - whole))?,
+        ord => ord,
+    })
 }
 
 /// A SQL parameter produced by [`to_sql`].
@@ -444,6 +472,9 @@ impl rusqlite::ToSql for SqlParam {
 
 /// Compiles to a SQL condition with `?` placeholders. `resolve` maps a field to a
 /// trusted SQL column expression and its kind; unknown fields are an error.
+/// Comparisons are two-valued as in [`eval`]: `f op ?` becomes
+/// `(f op ? AND f IS NOT NULL)`, false rather than SQL's unknown when `f` is
+/// null, so `not` selects the same rows in SQL as in memory.
 pub fn to_sql(expr: &Expr, input: &str, resolve: &dyn Fn(&str) -> Option<(String, Kind)>) -> Result<(String, Vec<SqlParam>), FilterError> {
     let mut params = Vec::new();
     let sql = sql_of(expr, input, resolve, &mut params)?;
@@ -461,21 +492,20 @@ fn sql_of(expr: &Expr, input: &str, resolve: &dyn Fn(&str) -> Option<(String, Ki
             match coerce(value, kind, field).map_err(err)? {
                 Scalar::Null if *op == Op::Eq => format!("({column} IS NULL)"),
                 Scalar::Null => format!("({column} IS NOT NULL)"),
-                Scalar::Bool(b) => {
-                    params.push(SqlParam::Int(b as i64));
-                    format!("({column} {} ?)", op.sql())
-                }
-                Scalar::Num(n) => {
-                    params.push(if n.fract() == 0.0 && n.abs() < 9e15 { SqlParam::Int(n as i64) } else { SqlParam::Real(n) });
-                    format!("({column} {} ?)", op.sql())
-                }
-                Scalar::Str(s) => {
-                    params.push(SqlParam::Text(s));
-                    format!("({column} {} ?)", op.sql())
-                }
+                Scalar::Bool(b) => compare(&column, *op, SqlParam::Int(b as i64), params),
+                Scalar::Int(n) => compare(&column, *op, SqlParam::Int(n), params),
+                Scalar::Num(n) if n.fract() == 0.0 && n.abs() < 9e15 => compare(&column, *op, SqlParam::Int(n as i64), params),
+                Scalar::Num(n) => compare(&column, *op, SqlParam::Real(n), params),
+                Scalar::Str(s) => compare(&column, *op, SqlParam::Text(s), params),
             }
         }
     })
+}
+
+/// `column op ?`, false (not unknown) when the column is null.
+fn compare(column: &str, op: Op, param: SqlParam, params: &mut Vec<SqlParam>) -> String {
+    params.push(param);
+    format!("({column} {} ? AND {column} IS NOT NULL)", op.sql())
 }
 
 #[cfg(test)]
@@ -495,7 +525,10 @@ mod tests {
     fn parses_precedence_and_compiles_to_parameters() {
         let e = parse("amount gt 100 and not (name eq 'O''Brien' or ok eq true)").unwrap();
         let (sql, params) = to_sql(&e, "", &kinds).unwrap();
-        assert_eq!(sql, "((\"amount\" > ?) AND (NOT ((\"name\" = ?) OR (\"ok\" = ?))))");
+        assert_eq!(
+            sql,
+            "((\"amount\" > ? AND \"amount\" IS NOT NULL) AND (NOT ((\"name\" = ? AND \"name\" IS NOT NULL) OR (\"ok\" = ? AND \"ok\" IS NOT NULL))))"
+        );
         assert_eq!(params, vec![SqlParam::Int(100), SqlParam::Text("O'Brien".into()), SqlParam::Int(1)]);
         let e = parse("a eq 1 or b eq 2 and c eq 3").unwrap();
         assert!(matches!(e, Expr::Or(_, _)), "and binds tighter than or");
@@ -543,5 +576,13 @@ mod tests {
         assert!(!t("name eq 'x'"));
         assert!(t("not (amount lt 100)"));
         assert!(t("amount ge 150.0 or zzz eq 1"));
+        // Two-valued: a comparison with a null field is false, and `not` negates it.
+        assert!(!t("name ne 'x'"));
+        assert!(t("not (name eq 'x')"));
+        // Integers compare exactly, also past 2^53 and against floats.
+        let big = |f: &str| -> Option<(Kind, Scalar)> { (f == "n").then_some((Kind::Number, Scalar::Int((1 << 53) + 1))) };
+        let t = |s: &str| eval(&parse(s).unwrap(), &big);
+        assert!(t("n eq 9007199254740993") && !t("n eq 9007199254740992"));
+        assert!(t("n gt 9007199254740992.0") && t("n lt 9007199254740993.5") && t("n lt 1e19") && t("n gt -1e19"));
     }
 }

@@ -169,6 +169,9 @@ impl Weir {
             for g in &req.grants {
                 records::require_table(conn, &g.table)?;
             }
+            if req.max_attempts == Some(0) || req.timeout_ms == Some(0) {
+                return Err(Error::invalid("max attempts and the timeout must be positive"));
+            }
             if let Some(url) = &req.callback_url {
                 if !(url.starts_with("http://") || url.starts_with("https://")) {
                     return Err(Error::invalid(format!("bad callback URL {url:?}: use http:// or https://")));

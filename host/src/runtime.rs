@@ -11,8 +11,11 @@
 //! * async calls (`workflow` world, system jobs): epoch time-slicing (the guest
 //!   yields to the executor every tick), a per-attempt timeout, cancellation, and
 //!   optional fuel;
-//! * both: a memory limit (`StoreLimits`-style limiter), a wasm stack limit, the
-//!   pooling allocator, no WASI filesystem, environment, sockets or inherited stdio.
+//! * both: a memory limit (`StoreLimits`-style limiter), a wasm stack limit, a cap
+//!   on host calls (the call traps past it), a size limit on results and on the
+//!   fields one `records` call writes, log lines and error messages cut to
+//!   [`MAX_MESSAGE_BYTES`], the pooling allocator, no WASI filesystem,
+//!   environment, sockets or inherited stdio.
 //!   Guest stdout/stderr and `log` lines become the call's trace.
 //!
 //! Every way a call ends maps to a [`CallError`]. The runtime knows nothing of
@@ -43,6 +46,8 @@ pub mod wit {
         path: "../wit",
         world: "hybrid",
         additional_derives: [PartialEq],
+        // Host calls may trap: past the host-call cap the guest is stopped at once.
+        imports: { default: trappable },
     });
 
     pub use self::exports::weir::plugin::handler::{Outcome, PluginError};
@@ -98,6 +103,8 @@ pub const TICK: Duration = Duration::from_millis(5);
 const OUTPUT_CAPACITY: usize = 64 * 1024;
 /// Trace lines kept per call; later lines are counted, not kept.
 const TRACE_LINES: usize = 1000;
+/// Longest `log` line or error message kept from a guest; the rest is cut.
+pub const MAX_MESSAGE_BYTES: usize = 16 * 1024;
 
 /// Which of weir's worlds a component implements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -188,8 +195,10 @@ pub enum CallError {
     Trap { message: String, backtrace: Option<String> },
     #[error("was canceled")]
     Canceled,
-    #[error("returned a result larger than the limit of {limit_bytes} bytes")]
-    TooLarge { limit_bytes: u64 },
+    #[error("returned a result of {bytes} bytes, over the size limit of {limit_bytes} bytes")]
+    TooLarge { bytes: u64, limit_bytes: u64 },
+    #[error("made more than {limit} host calls (records and log) in one call: a runaway loop? read in bulk with `query` instead")]
+    TooManyHostCalls { limit: u64 },
     /// The host could not run the call at all (instantiation failed, ...).
     #[error("could not be run: {0}")]
     Host(String),
@@ -210,6 +219,7 @@ impl CallError {
             CallError::Trap { .. } => "trap",
             CallError::Canceled => "canceled",
             CallError::TooLarge { .. } => "too_large",
+            CallError::TooManyHostCalls { .. } => "too_many_host_calls",
             CallError::Host(_) => "host",
         }
     }
@@ -307,6 +317,7 @@ pub struct HostState {
     dropped_lines: u64,
     host_calls: u64,
     max_host_calls: u64,
+    max_result_bytes: usize,
     interrupt: Option<Interrupt>,
 }
 
@@ -370,7 +381,8 @@ impl HostState {
 impl wit::weir::plugin::types::Host for HostState {}
 
 impl wit::weir::plugin::log::Host for HostState {
-    fn write(&mut self, level: wit::Level, message: String) {
+    fn write(&mut self, level: wit::Level, message: String) -> wasmtime::Result<()> {
+        self.count_host_call()?;
         let level = match level {
             wit::Level::Trace => "trace",
             wit::Level::Debug => "debug",
@@ -378,40 +390,84 @@ impl wit::weir::plugin::log::Host for HostState {
             wit::Level::Warn => "warn",
             wit::Level::Error => "error",
         };
-        // Over the host-call budget the line is dropped; the epoch check ends the call.
-        if self.count_host_call().is_ok() {
-            self.push_trace(level, message);
-        }
+        self.push_trace(level, clip(message));
+        Ok(())
     }
 }
 
-/// Record imports, routed to the caller's [`RecordHost`]. Over the host-call
-/// budget every call fails, and the guest is stopped at its next epoch check.
+/// Record imports, routed to the caller's [`RecordHost`]. Past the host-call
+/// cap the call traps and the guest is stopped; fields over the result size
+/// limit are refused.
 impl wit::weir::plugin::records::Host for HostState {
-    fn get(&mut self, table: String, id: String) -> Result<Entity, RecordError> {
-        self.count_host_call().map_err(|_| too_many())?;
-        self.records.get(&table, &id)
+    fn get(&mut self, table: String, id: String) -> wasmtime::Result<Result<Entity, RecordError>> {
+        self.count_host_call()?;
+        Ok(self.records.get(&table, &id))
     }
-    fn query(&mut self, table: String, filter: String, top: u32) -> Result<Vec<Entity>, RecordError> {
-        self.count_host_call().map_err(|_| too_many())?;
-        self.records.query(&table, &filter, top)
+    fn query(&mut self, table: String, filter: String, top: u32) -> wasmtime::Result<Result<Vec<Entity>, RecordError>> {
+        self.count_host_call()?;
+        Ok(self.records.query(&table, &filter, top))
     }
-    fn create(&mut self, table: String, fields: Vec<Field>) -> Result<Entity, RecordError> {
-        self.count_host_call().map_err(|_| too_many())?;
-        self.records.create(&table, fields)
+    fn create(&mut self, table: String, fields: Vec<Field>) -> wasmtime::Result<Result<Entity, RecordError>> {
+        self.count_host_call()?;
+        Ok(self.fields_within_limit(&fields).and_then(|()| self.records.create(&table, fields)))
     }
-    fn update(&mut self, table: String, id: String, fields: Vec<Field>) -> Result<Entity, RecordError> {
-        self.count_host_call().map_err(|_| too_many())?;
-        self.records.update(&table, &id, fields)
+    fn update(&mut self, table: String, id: String, fields: Vec<Field>) -> wasmtime::Result<Result<Entity, RecordError>> {
+        self.count_host_call()?;
+        Ok(self.fields_within_limit(&fields).and_then(|()| self.records.update(&table, &id, fields)))
     }
-    fn delete(&mut self, table: String, id: String) -> Result<(), RecordError> {
-        self.count_host_call().map_err(|_| too_many())?;
-        self.records.delete(&table, &id)
+    fn delete(&mut self, table: String, id: String) -> wasmtime::Result<Result<(), RecordError>> {
+        self.count_host_call()?;
+        Ok(self.records.delete(&table, &id))
     }
 }
 
-fn too_many() -> RecordError {
-    RecordError::Failed("too many host calls in one plug-in call".into())
+impl HostState {
+    fn fields_within_limit(&self, fields: &[Field]) -> Result<(), RecordError> {
+        let bytes = fields_bytes(fields);
+        if bytes > self.max_result_bytes {
+            return Err(RecordError::Invalid(format!("the fields are {bytes} bytes, over the size limit of {} bytes", self.max_result_bytes)));
+        }
+        Ok(())
+    }
+}
+
+/// Cuts a guest's log line or error message to [`MAX_MESSAGE_BYTES`] and
+/// replaces control characters (terminal escapes, bells) but newline and tab,
+/// so nothing a guest writes can drive an operator's terminal.
+fn clip(mut s: String) -> String {
+    if s.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+        s = s.chars().map(|c| if c.is_control() && c != '\n' && c != '\t' { '\u{fffd}' } else { c }).collect();
+    }
+    if s.len() > MAX_MESSAGE_BYTES {
+        let cut = s.floor_char_boundary(MAX_MESSAGE_BYTES);
+        let dropped = s.len() - cut;
+        s.truncate(cut);
+        s.push_str(&format!("... ({dropped} more bytes cut)"));
+    }
+    s
+}
+
+/// The size of fields as the size limit counts it: names and text, 8 bytes per other value.
+fn fields_bytes(fields: &[Field]) -> usize {
+    fields
+        .iter()
+        .map(|f| {
+            f.name.len()
+                + match &f.value {
+                    wit::Value::Text(t) | wit::Value::Reference(t) | wit::Value::Json(t) => t.len(),
+                    _ => 8,
+                }
+        })
+        .sum()
+}
+
+/// The size of a workflow's step: its result, or its wait and saved state.
+fn step_bytes(step: &Step) -> usize {
+    match step {
+        Step::Done(result) => result.as_ref().map_or(0, String::len),
+        Step::WaitUntil(w) => w.state.len(),
+        Step::WaitFor(w) => w.table.len() + w.id.len() + w.condition.len() + w.state.len(),
+    }
 }
 
 /// Runtime settings.
@@ -425,6 +481,9 @@ pub struct RuntimeConfig {
     pub max_memory_bytes: u64,
     /// Wasm stack limit per call.
     pub max_wasm_stack: usize,
+    /// Largest result a call may return (a sync outcome's changes, a workflow's
+    /// result or saved state), and largest set of fields one `records` call may write.
+    pub max_result_bytes: usize,
 }
 
 impl Default for RuntimeConfig {
@@ -434,6 +493,7 @@ impl Default for RuntimeConfig {
             max_instances: 100,
             max_memory_bytes: 256 << 20,
             max_wasm_stack: 512 << 10,
+            max_result_bytes: 1 << 20,
         }
     }
 }
@@ -659,7 +719,7 @@ impl Runtime {
     }
 
     fn new_store(&self, records: Box<dyn RecordHost>, limits: &Limits) -> (Store<HostState>, MemoryOutputPipe, MemoryOutputPipe) {
-        new_store(&self.engine, records, limits.memory_bytes, limits.max_host_calls)
+        new_store(&self.engine, records, limits.memory_bytes, limits.max_host_calls, self.config.max_result_bytes)
     }
 
     /// A spare sync instance of `prepared` if the instancer made one (and asks
@@ -717,6 +777,7 @@ impl Runtime {
             let state = store.data_mut();
             state.records = records;
             state.max_host_calls = limits.max_host_calls;
+            state.max_result_bytes = self.config.max_result_bytes;
         }
         let _ = store.set_fuel(fuel);
         let remaining = limits.deadline.saturating_duration_since(started);
@@ -724,9 +785,9 @@ impl Runtime {
         let result = guest.call_execute(&mut store, ctx);
         let fuel_used = fuel.saturating_sub(store.get_fuel().unwrap_or(0));
         let result = match result {
-            Ok(Ok(outcome)) => Ok(outcome),
-            Ok(Err(PluginError::Rejected(m))) => Err(CallError::Rejected(m)),
-            Ok(Err(PluginError::Failed(m))) => Err(CallError::Failed(m)),
+            Ok(Ok(outcome)) => self.within_limit(fields_bytes(&outcome.changes)).map(|()| outcome),
+            Ok(Err(PluginError::Rejected(m))) => Err(CallError::Rejected(clip(m))),
+            Ok(Err(PluginError::Failed(m))) => Err(CallError::Failed(clip(m))),
             Err(e) => Err(classify(e, &store, limits, fuel, &stderr)),
         };
         let stats = collect(&mut store, stdout, stderr, fuel_used, started);
@@ -770,13 +831,27 @@ impl Runtime {
         .await;
         let fuel_used = fuel.saturating_sub(store.get_fuel().unwrap_or(0));
         let result = match result {
-            Ok(Ok(step)) => Ok(step_from_async(step)),
-            Ok(Err(wit_async::WorkflowError::Transient(m))) => Err(CallError::Transient(m)),
-            Ok(Err(wit_async::WorkflowError::Permanent(m))) => Err(CallError::Permanent(m)),
+            Ok(Ok(step)) => {
+                let step = step_from_async(step);
+                self.within_limit(step_bytes(&step)).map(|()| step)
+            }
+            Ok(Err(wit_async::WorkflowError::Transient(m))) => Err(CallError::Transient(clip(m))),
+            Ok(Err(wit_async::WorkflowError::Permanent(m))) => Err(CallError::Permanent(clip(m))),
             Err(e) => Err(classify(e, &store, limits, fuel, &stderr)),
         };
         let stats = finish(store, stdout, stderr, fuel_used, started);
         (result, stats)
+    }
+}
+
+impl Runtime {
+    /// Refuses a result over [`RuntimeConfig::max_result_bytes`].
+    fn within_limit(&self, bytes: usize) -> Result<(), CallError> {
+        let limit = self.config.max_result_bytes;
+        if bytes > limit {
+            return Err(CallError::TooLarge { bytes: bytes as u64, limit_bytes: limit as u64 });
+        }
+        Ok(())
     }
 }
 
@@ -836,7 +911,7 @@ fn classify(e: wasmtime::Error, store: &Store<HostState>, limits: &Limits, fuel:
         return match i {
             Interrupt::Deadline => CallError::TimedOut { ms: limits.budget_ms },
             Interrupt::Canceled => CallError::Canceled,
-            Interrupt::HostCalls => CallError::Host(format!("made more than {} host calls in one call", limits.max_host_calls)),
+            Interrupt::HostCalls => CallError::TooManyHostCalls { limit: limits.max_host_calls },
         };
     }
     let wasm_backtrace = e.downcast_ref::<WasmBacktrace>();
@@ -851,7 +926,7 @@ fn classify(e: wasmtime::Error, store: &Store<HostState>, limits: &Limits, fuel:
         Some(Trap::MemoryOutOfBounds) if wasm_backtrace.is_some_and(runaway_recursion) => CallError::StackOverflow,
         Some(trap) => {
             let message = match panic_message(&String::from_utf8_lossy(&stderr.contents())) {
-                Some(p) => format!("the plug-in panicked {p}"),
+                Some(p) => clip(format!("the plug-in panicked {p}")),
                 None => trap.to_string(),
             };
             CallError::Trap { message, backtrace }
@@ -889,7 +964,7 @@ fn collect(store: &mut Store<HostState>, stdout: MemoryOutputPipe, stderr: Memor
     for (level, pipe) in [("stdout", stdout), ("stderr", stderr)] {
         for line in String::from_utf8_lossy(&pipe.contents()).lines() {
             if trace.len() < TRACE_LINES && !line.is_empty() {
-                trace.push(TraceLine { level: level.into(), message: line.to_string() });
+                trace.push(TraceLine { level: level.into(), message: clip(line.to_string()) });
             }
         }
     }
@@ -901,7 +976,7 @@ fn collect(store: &mut Store<HostState>, stdout: MemoryOutputPipe, stderr: Memor
 
 /// A store with weir's per-call state: no WASI capabilities but captured
 /// stdout/stderr, the memory limiter, and the caller's `records`.
-fn new_store(engine: &Engine, records: Box<dyn RecordHost>, memory_bytes: u64, max_host_calls: u64) -> (Store<HostState>, MemoryOutputPipe, MemoryOutputPipe) {
+fn new_store(engine: &Engine, records: Box<dyn RecordHost>, memory_bytes: u64, max_host_calls: u64, max_result_bytes: usize) -> (Store<HostState>, MemoryOutputPipe, MemoryOutputPipe) {
     let stdout = MemoryOutputPipe::new(OUTPUT_CAPACITY);
     let stderr = MemoryOutputPipe::new(OUTPUT_CAPACITY);
     // Deny by default: no preopened directories, no environment, no
@@ -916,6 +991,7 @@ fn new_store(engine: &Engine, records: Box<dyn RecordHost>, memory_bytes: u64, m
         dropped_lines: 0,
         host_calls: 0,
         max_host_calls,
+        max_result_bytes,
         interrupt: None,
     };
     let mut store = Store::new(engine, state);
@@ -927,7 +1003,7 @@ fn new_store(engine: &Engine, records: Box<dyn RecordHost>, memory_bytes: u64, m
 /// start code, an epoch trap, the memory limit).
 /// On failure, returns the error with the store, for [`classify`].
 fn make_spare(engine: &Engine, prepared: &Prepared, indices: &wit::exports::weir::plugin::handler::GuestIndices, memory_bytes: u64) -> Result<Spare, Box<Failed>> {
-    let (mut store, stdout, stderr) = new_store(engine, Box::new(NoRecords), memory_bytes, 0);
+    let (mut store, stdout, stderr) = new_store(engine, Box::new(NoRecords), memory_bytes, 0, 0);
     let _ = store.set_fuel(INSTANTIATION_FUEL);
     store.epoch_deadline_trap();
     store.set_epoch_deadline(ticks(Duration::from_secs(1)));

@@ -15,6 +15,9 @@ pub fn to_rfc3339(ms: i64) -> String {
         .unwrap_or_else(|| ms.to_string())
 }
 
+/// The latest time weir accepts (the end of year 9999, the last RFC 3339 can write).
+pub const MAX_MS: i64 = 253_402_300_799_999;
+
 /// Parses RFC 3339 into milliseconds since the epoch.
 pub fn parse_rfc3339(s: &str) -> Option<i64> {
     DateTime::parse_from_rfc3339(s).ok().map(|t| t.timestamp_millis())
@@ -25,7 +28,11 @@ pub fn parse_when(s: &str) -> Result<i64, String> {
     if let Some(rest) = s.strip_prefix('+') {
         let d = humantime::parse_duration(rest.trim())
             .map_err(|e| format!("bad duration {rest:?}: {e} (try +30s, +10m, +2h)"))?;
-        return Ok(now_ms() + d.as_millis() as i64);
+        return i64::try_from(d.as_millis())
+            .ok()
+            .and_then(|ms| now_ms().checked_add(ms))
+            .filter(|&t| t <= MAX_MS)
+            .ok_or_else(|| format!("bad duration {rest:?}: too far in the future"));
     }
     parse_rfc3339(s).ok_or_else(|| format!("bad time {s:?}: use RFC 3339 (2026-11-22T15:00:00Z) or +DURATION (+10m)"))
 }

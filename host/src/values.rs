@@ -164,7 +164,7 @@ pub fn scalar(v: &Value) -> Scalar {
     match v {
         Value::Null => Scalar::Null,
         Value::Boolean(b) => Scalar::Bool(*b),
-        Value::Integer(i) | Value::Timestamp(i) => Scalar::Num(*i as f64),
+        Value::Integer(i) | Value::Timestamp(i) => Scalar::Int(*i),
         Value::Decimal(d) => Scalar::Num(*d),
         Value::Text(s) | Value::Reference(s) | Value::Json(s) => Scalar::Str(s.clone()),
     }

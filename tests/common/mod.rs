@@ -2,8 +2,12 @@
 //! file in a temporary directory.
 #![allow(dead_code)]
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
 
 pub struct Env {
     pub dir: tempfile::TempDir,
@@ -75,3 +79,131 @@ impl Env {
 pub fn path(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
 }
+
+impl Env {
+    /// What is stored, as the CLI lists it: tables, plug-ins, steps, jobs and
+    /// the records of `tables`. Equal snapshots: nothing was written.
+    pub fn snapshot(&self, tables: &[&str]) -> Vec<Value> {
+        let mut all = vec![
+            self.run(&["table", "list", "--json"]).ok().json(),
+            self.run(&["plugin", "list", "--json"]).ok().json(),
+            self.run(&["step", "list", "--json"]).ok().json(),
+            self.run(&["jobs", "list", "--json"]).ok().json(),
+        ];
+        for t in tables {
+            all.push(self.run(&["record", "query", t]).ok().json());
+        }
+        all
+    }
+}
+
+/// A wasm component that imports `func` of `interface`, something weir does
+/// not provide (e.g. `wasi:http/outgoing-handler@0.2.0`), and does nothing else.
+pub fn component_importing(interface: &str, func: &str) -> Vec<u8> {
+    use wasm_encoder::{Component, ComponentImportSection, ComponentTypeRef, ComponentTypeSection, ComponentValType, InstanceType, PrimitiveValType};
+    let mut instance = InstanceType::new();
+    instance.ty().function().params([("request", ComponentValType::Primitive(PrimitiveValType::U32))]).result(None);
+    instance.export(func, ComponentTypeRef::Func(0));
+    let mut types = ComponentTypeSection::new();
+    types.instance(&instance);
+    let mut imports = ComponentImportSection::new();
+    imports.import(interface, ComponentTypeRef::Instance(0));
+    let mut component = Component::new();
+    component.section(&types).section(&imports);
+    component.finish()
+}
+
+// ------------------------------------------------------- a live `weir serve`
+
+pub const TOKEN: &str = "test-token-123";
+
+pub struct Server {
+    pub child: Child,
+    pub base: String,
+    agent: ureq::Agent,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub struct Reply {
+    pub status: u16,
+    pub body: Value,
+    pub location: Option<String>,
+    pub text: String,
+}
+
+impl Server {
+    pub fn start(env: &Env, extra: &[&str]) -> Server {
+        let mut args = vec!["serve", "--listen", "127.0.0.1:0", "--token", TOKEN, "--workers", "2"];
+        args.extend_from_slice(extra);
+        let mut child = env.command().args(&args).stdout(Stdio::piped()).spawn().unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let base = line.split_whitespace().find(|w| w.starts_with("http://")).expect("serve prints its address").to_string();
+        let agent = ureq::Agent::config_builder().http_status_as_error(false).timeout_global(Some(Duration::from_secs(30))).build().into();
+        Server { child, base, agent }
+    }
+
+    pub fn call(&self, method: &str, path: &str, body: Option<&[u8]>, token: Option<&str>) -> Reply {
+        let url = format!("{}{path}", self.base);
+        let auth = token.map(|t| format!("Bearer {t}"));
+        let mut resp = match (method, body) {
+            ("GET", _) => {
+                let mut r = self.agent.get(&url);
+                if let Some(a) = &auth {
+                    r = r.header("authorization", a);
+                }
+                r.call()
+            }
+            ("DELETE", _) => {
+                let mut r = self.agent.delete(&url);
+                if let Some(a) = &auth {
+                    r = r.header("authorization", a);
+                }
+                r.call()
+            }
+            (m, b) => {
+                let mut r = if m == "PATCH" { self.agent.patch(&url) } else { self.agent.post(&url) };
+                if let Some(a) = &auth {
+                    r = r.header("authorization", a);
+                }
+                r.send(b.unwrap_or(b""))
+            }
+        }
+        .unwrap();
+        let status = resp.status().as_u16();
+        let location = resp.headers().get("location").and_then(|v| v.to_str().ok()).map(String::from);
+        let text = resp.body_mut().with_config().limit(50 << 20).read_to_string().unwrap_or_default();
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Reply { status, body, location, text }
+    }
+
+    pub fn get(&self, path: &str) -> Reply {
+        self.call("GET", path, None, Some(TOKEN))
+    }
+
+    pub fn post(&self, path: &str, body: &Value) -> Reply {
+        self.call("POST", path, Some(body.to_string().as_bytes()), Some(TOKEN))
+    }
+}
+
+/// Percent-encodes a query-string value.
+pub fn q(s: &str) -> String {
+    s.bytes()
+        .map(|b| if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
+        .collect()
+}
+
+pub fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !f() {
+        assert!(started.elapsed() < Duration::from_secs(30), "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
