@@ -234,7 +234,8 @@ pub fn run(json_out: bool, only: Option<&str>) -> Result<()> {
         println!("weir bench ({} build) on {}", if cfg!(debug_assertions) { "debug — use --release for real figures" } else { "release" }, machine["summary"].as_str().unwrap_or("?"));
         println!("{:<52} {:>12} {:>24}", "figure", "median", format!("spread ({RUNS} runs)"));
         for f in &figures {
-            println!("{:<52} {:>10.1} {:<2} {:>10.1} – {:<10.1}", f.label, f.median(), f.unit, f.min(), f.max());
+            let p = if f.median().abs() < 10.0 { 2 } else { 1 };
+            println!("{:<52} {:>10.p$} {:<2} {:>10.p$} – {:<10.p$}", f.label, f.median(), f.unit, f.min(), f.max());
         }
     }
     drop(weir);

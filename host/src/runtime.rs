@@ -528,6 +528,22 @@ enum Instancer {
     Drop(Box<Store<HostState>>),
 }
 
+/// An async call running longer than this is a long runner...
+const LONG_RUNNER_GRACE: Duration = Duration::from_millis(20);
+/// ...and, while other calls run, waits for the single lane long runners share
+/// and holds it this long before each slice (a slice lasts one epoch tick), so
+/// all long runners together take at most TICK / (TICK + PAUSE) of one thread.
+const LONG_RUNNER_PAUSE: Duration = Duration::from_millis(20);
+
+/// Counts a running async call while alive.
+struct Running<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// Spare sync instances kept per plug-in version...
 const SPARES_PER_PLUGIN: usize = 4;
 
@@ -552,6 +568,9 @@ pub struct Runtime {
     /// ...and used stores waiting to be dropped, capped the same: a quarter of the pool.
     retiring: Arc<std::sync::atomic::AtomicUsize>,
     spare_cap: usize,
+    /// Async calls running now, and the lane long-running ones share.
+    async_running: Arc<std::sync::atomic::AtomicUsize>,
+    long_lane: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -583,8 +602,7 @@ fn engine_config(cfg: &RuntimeConfig) -> Config {
         // a page fault per touched page on the next call. Measured by `weir bench`.
         .pagemap_scan(wasmtime::Enabled::Auto)
         .linear_memory_keep_resident(KEEP_RESIDENT)
-        .table_keep_resident(64 << 10)
-        .decommit_batch_size(16);
+        .table_keep_resident(64 << 10);
     let mut config = Config::new();
     config
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
@@ -640,6 +658,8 @@ impl Runtime {
             spares,
             retiring,
             spare_cap,
+            async_running: Arc::default(),
+            long_lane: Arc::new(tokio::sync::Semaphore::new(1)),
         })
     }
 
@@ -808,6 +828,10 @@ impl Runtime {
         let fuel = limits.fuel.unwrap_or(u64::MAX);
         let _ = store.set_fuel(fuel);
         let deadline = limits.deadline;
+        self.async_running.fetch_add(1, Ordering::SeqCst);
+        let _running = Running(&self.async_running);
+        let (running, lane) = (self.async_running.clone(), self.long_lane.clone());
+        let lane_permit: Arc<parking_lot::Mutex<Option<tokio::sync::OwnedSemaphorePermit>>> = Arc::default();
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |store| {
             let cause = if cancel.is_canceled() {
@@ -819,10 +843,27 @@ impl Runtime {
             } else {
                 None
             };
-            match cause {
-                Some(cause) => Err(wasmtime::Error::new(cause)),
-                None => Ok(UpdateDeadline::Yield(1)),
+            if let Some(cause) = cause {
+                return Err(wasmtime::Error::new(cause));
             }
+            // The slice that just ended gives back the long runners' lane.
+            lane_permit.lock().take();
+            if started.elapsed() < LONG_RUNNER_GRACE || running.load(Ordering::SeqCst) <= 1 {
+                return Ok(UpdateDeadline::Yield(1));
+            }
+            // A long runner among other calls: queue for the one lane all long
+            // runners share, and hold it through a pause before the next
+            // slice, so together they run at most one slice per pause.
+            let (lane, slot) = (lane.clone(), lane_permit.clone());
+            Ok(UpdateDeadline::YieldCustom(
+                1,
+                Box::pin(async move {
+                    if let Ok(permit) = lane.acquire_owned().await {
+                        tokio::time::sleep(LONG_RUNNER_PAUSE).await;
+                        *slot.lock() = Some(permit);
+                    }
+                }),
+            ))
         });
         let result = async {
             let workflow = pre.instantiate_async(&mut store).await?;

@@ -71,7 +71,7 @@ impl Default for Retention {
 impl Default for WorkOptions {
     fn default() -> Self {
         WorkOptions {
-            workers: std::thread::available_parallelism().map(|n| n.get() * 4).unwrap_or(8),
+            workers: std::thread::available_parallelism().map(|n| n.get() * 8).unwrap_or(16),
             lease_ms: 30_000,
             until_idle: false,
             idle_horizon: Duration::from_secs(3),
@@ -492,8 +492,12 @@ async fn run_job(shared: &Shared, job: Claimed) {
         Outcome::Failed { .. } | Outcome::Interrupted => shared.counters.unsuccessful.fetch_add(1, Ordering::Relaxed),
     };
     let took = started.elapsed();
-    let avg = shared.avg_attempt_us.load(Ordering::Relaxed);
-    shared.avg_attempt_us.store((avg * 7 + took.as_micros() as u64) / 8, Ordering::Relaxed);
+    // Prefetch follows the jobs that work: a few timing-out or failing
+    // attempts must not shrink it for everyone else.
+    if matches!(outcome, Outcome::Succeeded { .. } | Outcome::Wait(_)) {
+        let avg = shared.avg_attempt_us.load(Ordering::Relaxed);
+        shared.avg_attempt_us.store((avg * 7 + took.as_micros() as u64) / 8, Ordering::Relaxed);
+    }
     let completion = jobs::Completion { id: job.id.clone(), outcome, trace, duration_ms: took.as_millis() as u64 };
     if shared.done.send(completion).is_err() {
         tracing::error!("job {}: the outcome recorder stopped; the lease will expire and the job run again", job.id);
