@@ -18,6 +18,11 @@
 //!   environment, sockets or inherited stdio.
 //!   Guest stdout/stderr and `log` lines become the call's trace.
 //!
+//! Two things keep it fast without sharing state between calls: an instancer
+//! thread makes spare sync instances ahead of their calls (each a fresh `Store`,
+//! used once) and drops used stores; and async calls that run long while others
+//! run share one throttled lane, so CPU-bound guests cannot starve short jobs.
+//!
 //! Every way a call ends maps to a [`CallError`]. The runtime knows nothing of
 //! records, steps or jobs: record operations a guest asks for go to the
 //! [`RecordHost`] the caller passes in (the pipeline's, or a job's).
