@@ -249,7 +249,14 @@ pub async fn run(db: &Db, pipeline: Arc<Pipeline>, plugins: Arc<Plugins>, opts: 
             }
         }
         if opts.until_idle && shared.held.load(Ordering::SeqCst) == 0 {
-            let next = jobs::next_due(&shared.db_conn.lock())?;
+            // On a read error, keep going: the loop retries after `poll`.
+            let next = match jobs::next_due(&shared.db_conn.lock()) {
+                Ok(next) => next,
+                Err(e) => {
+                    tracing::warn!("reading when the next job is due failed: {e}");
+                    Some(crate::time::now_ms())
+                }
+            };
             let horizon = crate::time::now_ms() + opts.idle_horizon.as_millis() as i64;
             if next.is_none_or(|due| due > horizon) {
                 break;
