@@ -44,7 +44,7 @@ pub enum Command {
     Demo,
     /// Runs the worker pool: claims due system jobs and runs them.
     Work {
-        /// Jobs running at once (default: 4 per CPU).
+        /// Jobs running at once (default: 8 per CPU).
         #[arg(long)]
         workers: Option<usize>,
         /// Lease length in ms; a job whose worker stops is taken over after it.
@@ -69,7 +69,7 @@ pub enum Command {
     Serve {
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: std::net::SocketAddr,
-        /// Jobs running at once (default: 4 per CPU).
+        /// Jobs running at once (default: 8 per CPU).
         #[arg(long)]
         workers: Option<usize>,
         /// Bearer token required on the API (also WEIR_TOKEN).

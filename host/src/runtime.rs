@@ -534,11 +534,11 @@ enum Instancer {
 }
 
 /// An async call running longer than this is a long runner...
-const LONG_RUNNER_GRACE: Duration = Duration::from_millis(20);
+const LONG_RUNNER_GRACE: Duration = Duration::from_millis(10);
 /// ...and, while other calls run, waits for the single lane long runners share
 /// and holds it this long before each slice (a slice lasts one epoch tick), so
 /// all long runners together take at most TICK / (TICK + PAUSE) of one thread.
-const LONG_RUNNER_PAUSE: Duration = Duration::from_millis(20);
+const LONG_RUNNER_PAUSE: Duration = Duration::from_millis(45);
 
 /// Counts a running async call while alive.
 struct Running<'a>(&'a std::sync::atomic::AtomicUsize);
