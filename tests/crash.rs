@@ -7,7 +7,12 @@
 //!   pre-operation default is set and there is exactly one audit row) and no
 //!   effect exists without its record (nothing half-applied);
 //! * every stored record has exactly one job of its async step, and it reached
-//!   Succeeded; no job exists for a record that is not stored.
+//!   Succeeded; no job exists for a record that is not stored;
+//! * no job's completion ran twice, and every attempt a job started is counted:
+//!   triggers the test adds to the database log each committed transition into
+//!   Completed or Locked (a claim) and each claim given back unstarted, and each
+//!   job must show exactly one completion and as many claims, less those given
+//!   back, as its `attempts` (a lost attempt counts).
 //!
 //! `WEIR_CRASH_ROUNDS` sets the number of kill -9 rounds (default 5).
 
@@ -39,6 +44,22 @@ fn setup() -> Env {
     step("defaults", "set-defaults", "pre-operation", &[]);
     step("audit", "audit-trail", "post-operation", &["--grant", "audit:write"]);
     step("notify", "notify", "post-operation", &["--mode", "async"]);
+    // The test's own instruments: they write in the transaction that changes the
+    // job, so only committed transitions are logged.
+    let conn = rusqlite::Connection::open(env.db()).unwrap();
+    conn.execute_batch(
+        "CREATE TABLE test_transitions (job TEXT NOT NULL, kind TEXT NOT NULL);
+         CREATE TRIGGER test_log_completed AFTER UPDATE OF statecode ON weir_jobs
+           WHEN NEW.statecode = 3 AND OLD.statecode <> 3
+           BEGIN INSERT INTO test_transitions VALUES (NEW.id, 'completed'); END;
+         CREATE TRIGGER test_log_started AFTER UPDATE OF statecode ON weir_jobs
+           WHEN NEW.statecode = 2 AND OLD.statecode <> 2
+           BEGIN INSERT INTO test_transitions VALUES (NEW.id, 'started'); END;
+         CREATE TRIGGER test_log_released AFTER UPDATE OF statecode ON weir_jobs
+           WHEN OLD.statecode = 2 AND NEW.statecode = 0 AND NEW.attempts < OLD.attempts
+           BEGIN INSERT INTO test_transitions VALUES (NEW.id, 'released'); END;",
+    )
+    .unwrap();
     env
 }
 
@@ -144,6 +165,27 @@ fn kill_9_rounds_lose_nothing_and_half_apply_nothing() {
     }
     let missing: HashSet<&String> = stored.keys().filter(|id| per_record.get(id.as_str()).copied().unwrap_or(0) != 1).collect();
     assert!(missing.is_empty(), "orders without exactly one notify job: {missing:?}");
+    // No completion ran twice; no attempt went uncounted.
+    let mut completions: HashMap<String, usize> = HashMap::new();
+    let mut starts: HashMap<String, i64> = HashMap::new();
+    let log: Vec<(String, String)> = conn
+        .prepare("SELECT job, kind FROM test_transitions")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    for (job, kind) in log {
+        match kind.as_str() {
+            "completed" => *completions.entry(job).or_default() += 1,
+            "started" => *starts.entry(job).or_default() += 1,
+            _ => *starts.entry(job).or_default() -= 1, // a claim given back unstarted
+        }
+    }
+    for (job, target, _, attempts) in &jobs {
+        assert_eq!(completions.get(job).copied().unwrap_or(0), 1, "job {job} for order {target} completed more or less than once");
+        assert_eq!(starts.get(job).copied().unwrap_or(0), *attempts, "job {job} for order {target}: started attempts and counted attempts differ");
+    }
     let check: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
     assert_eq!(check, "ok");
     let retried = jobs.iter().filter(|j| j.3 > 1).count();
