@@ -113,11 +113,19 @@ fn spin_forever_fails_the_create_on_fuel_or_time_and_stores_nothing() {
     let out = opportunity(&env, &acct, 1).fails();
     assert!(out.stderr.contains("spin-forever: ran out of fuel after 20000000 units"), "{}", out.stderr);
     assert_eq!(count(&env, "opportunity", None), 0);
-    // Unlimited-looking fuel: the operation's 2 s budget stops it.
+    // Unlimited-looking fuel: the step's own time budget stops it...
     env.run(&["step", "remove", "spin"]).ok();
     env.run(&["step", "add", "spin2", "--plugin", "spin-forever", "--message", "create", "--table", "opportunity", "--stage", "pre-operation", "--fuel", "1000000000000000", "--timeout-ms", "300"]).ok();
     let out = opportunity(&env, &acct, 1).fails();
     assert!(out.stderr.contains("spin-forever: timed out after 300 ms"), "{}", out.stderr);
+    assert_eq!(count(&env, "opportunity", None), 0);
+    // ...and without one, the whole operation's 2 s budget (epochs, not fuel).
+    env.run(&["step", "remove", "spin2"]).ok();
+    env.run(&["step", "add", "spin3", "--plugin", "spin-forever", "--message", "create", "--table", "opportunity", "--stage", "pre-operation", "--fuel", "1000000000000000"]).ok();
+    let started = std::time::Instant::now();
+    let out = opportunity(&env, &acct, 1).fails();
+    assert!(out.stderr.contains("spin-forever: timed out after 2000 ms"), "{}", out.stderr);
+    assert!(started.elapsed() >= std::time::Duration::from_secs(2), "stopped by the 2 s budget, not before");
     assert_eq!(count(&env, "opportunity", None), 0);
 }
 
