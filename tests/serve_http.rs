@@ -121,6 +121,26 @@ fn the_api_end_to_end() {
 }
 
 #[test]
+fn background_callbacks_go_only_to_the_allowed_hosts() {
+    let env = crm();
+    let s = Server::start(&env, &["--callback-hosts", "hooks.example.com, 127.0.0.1:9"]);
+    let submit = |callback: &str| s.post("/api/background", &json!({"plugin": "notify", "input": {}, "at": "+1h", "callback": callback}));
+    for (url, words) in [
+        ("http://169.254.169.254/latest/meta-data", "callback host 169.254.169.254:80 is not allowed"),
+        ("http://127.0.0.1:8080/admin", "callback host 127.0.0.1:8080 is not allowed"),
+        ("file:///etc/passwd", "use http:// or https://"),
+        ("http://user:secret@hooks.example.com/", "no credentials"),
+    ] {
+        let reply = submit(url);
+        assert_eq!(reply.status, 400, "{url}: {}", reply.text);
+        assert!(reply.body["error"].as_str().unwrap().contains(words), "{url}: wanted {words:?}: {}", reply.text);
+    }
+    assert_eq!(s.get("/api/jobs").body["value"], json!([]), "no refused submission made a job");
+    assert_eq!(submit("https://hooks.example.com/weir").status, 202);
+    assert_eq!(submit("http://127.0.0.1:9/done").status, 202);
+}
+
+#[test]
 fn serve_refuses_a_public_address_without_a_token_and_stops_gracefully() {
     let env = crm();
     let out = env.run(&["serve", "--listen", "0.0.0.0:0"]).fails();

@@ -36,11 +36,13 @@ pub struct ApiConfig {
     pub token: Option<String>,
     /// Largest JSON body accepted (413 above).
     pub max_body_bytes: usize,
+    /// Hosts background callbacks may go to; empty allows any.
+    pub callback_hosts: crate::jobs::callbacks::CallbackHosts,
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
-        ApiConfig { token: None, max_body_bytes: 1 << 20 }
+        ApiConfig { token: None, max_body_bytes: 1 << 20, callback_hosts: Default::default() }
     }
 }
 
@@ -381,6 +383,7 @@ async fn submit_background(State(app): State<App>, headers: HeaderMap, body: Byt
         owner: user(&headers),
         max_attempts: b.max_attempts,
         timeout_ms: b.timeout_ms,
+        callback_hosts: app.config.callback_hosts.clone(),
     };
     let weir = app.weir.clone();
     let id = blocking(move || weir.submit_background(&req)).await?;
@@ -466,6 +469,9 @@ pub async fn serve(weir: Arc<Weir>, listen: std::net::SocketAddr, config: ApiCon
         )));
     }
     crate::telemetry::install();
+    if config.callback_hosts.is_any() && !listen.ip().is_loopback() {
+        tracing::warn!(%listen, "background callbacks may go to any host this server can reach; set --callback-hosts to limit them");
+    }
     let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| Error::Internal(format!("cannot listen on {listen}: {e}")))?;
     let local = listener.local_addr().map_err(|e| Error::Internal(e.to_string()))?;
     println!("weir serving on http://{local} (dashboard at /, API at /api, OpenAPI at /api/openapi.json)");

@@ -80,6 +80,10 @@ pub enum Command {
         max_body_bytes: usize,
         #[arg(long, default_value_t = 30_000)]
         lease_ms: u64,
+        /// Hosts background callbacks may go to, comma-separated `host` or
+        /// `host:port` (also WEIR_CALLBACK_HOSTS); unset: any host.
+        #[arg(long, env = "WEIR_CALLBACK_HOSTS")]
+        callback_hosts: Option<String>,
     },
     /// Measures weir against raw SQLite on this machine (use a release build).
     Bench {
@@ -348,14 +352,15 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Jobs(cmd) => jobs(&Weir::open(&cli.db)?, cmd),
-        Command::Serve { listen, workers, token, max_body_bytes, lease_ms } => {
+        Command::Serve { listen, workers, token, max_body_bytes, lease_ms, callback_hosts } => {
             let weir = std::sync::Arc::new(Weir::open(&cli.db)?);
             let mut work = WorkOptions { lease_ms, ..WorkOptions::default() };
             if let Some(w) = workers {
                 work.workers = w.max(1);
             }
             let token = token.filter(|t| !t.is_empty());
-            let config = crate::api::ApiConfig { token, max_body_bytes };
+            let callback_hosts = crate::jobs::callbacks::CallbackHosts::parse(callback_hosts.as_deref().unwrap_or(""));
+            let config = crate::api::ApiConfig { token, max_body_bytes, callback_hosts };
             runtime()?.block_on(crate::api::serve(weir, listen, config, work))
         }
         Command::Background(BackgroundCmd::Submit { plugin, input, grants, callback, at, max_attempts, timeout_ms, json }) => {
@@ -369,6 +374,7 @@ fn run(cli: Cli) -> Result<()> {
                 owner: cli.user.clone(),
                 max_attempts,
                 timeout_ms,
+                callback_hosts: Default::default(),
             };
             let id = weir.submit_background(&req)?;
             let location = format!("/api/jobs/{id}");

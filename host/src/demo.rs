@@ -116,6 +116,7 @@ pub fn run(db: &Path) -> Result<()> {
         owner: "system".into(),
         max_attempts: None,
         timeout_ms: None,
+        callback_hosts: Default::default(),
     })?;
     println!("   weir background submit bulk-update -> job {job} (status at /api/jobs/{job})");
     rt.block_on(weir.work(idle(), std::future::pending()))?;

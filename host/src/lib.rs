@@ -173,9 +173,7 @@ impl Weir {
                 return Err(Error::invalid("max attempts and the timeout must be positive"));
             }
             if let Some(url) = &req.callback_url {
-                if !(url.starts_with("http://") || url.starts_with("https://")) {
-                    return Err(Error::invalid(format!("bad callback URL {url:?}: use http:// or https://")));
-                }
+                jobs::callbacks::check_url(url, &req.callback_hosts).map_err(Error::Invalid)?;
             }
             let job = jobs::NewJob {
                 kind: "background",
@@ -240,4 +238,7 @@ pub struct Background {
     pub owner: String,
     pub max_attempts: Option<u32>,
     pub timeout_ms: Option<u64>,
+    /// Hosts the callback may go to (the service's `--callback-hosts`; any
+    /// when empty, as for the operator's own CLI).
+    pub callback_hosts: jobs::callbacks::CallbackHosts,
 }

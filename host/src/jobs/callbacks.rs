@@ -2,6 +2,11 @@
 //! callback URL completes, a delivery is queued in the same transaction (an
 //! outbox) and POSTed by the worker pool, retried with backoff when the
 //! receiver fails. Delivery never changes the job's own outcome.
+//!
+//! A callback URL is a request weir makes on a caller's behalf, so it is checked
+//! when the job is submitted ([`check_url`]): http or https with a host, and,
+//! where the service sets a [`CallbackHosts`] allow-list, one of its hosts.
+//! Redirects are not followed, so a receiver cannot bounce weir elsewhere.
 
 use std::time::Duration;
 
@@ -15,6 +20,50 @@ use crate::time::{now_ms, to_rfc3339};
 /// Deliveries tried before giving up.
 pub const MAX_ATTEMPTS: i64 = 10;
 const BASE_BACKOFF_MS: u64 = 1000;
+
+/// The hosts callbacks may go to (`weir serve --callback-hosts`): `host` or
+/// `host:port` entries, compared without case; empty allows any host.
+#[derive(Debug, Clone, Default)]
+pub struct CallbackHosts(Vec<String>);
+
+impl CallbackHosts {
+    /// Parses a comma-separated list (`WEIR_CALLBACK_HOSTS`); blanks are ignored.
+    pub fn parse(list: &str) -> Self {
+        CallbackHosts(list.split(',').map(|h| h.trim().to_ascii_lowercase()).filter(|h| !h.is_empty()).collect())
+    }
+
+    pub fn is_any(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn allows(&self, host: &str, port: u16) -> bool {
+        self.is_any() || self.0.iter().any(|h| *h == host || *h == format!("{host}:{port}"))
+    }
+}
+
+/// Checks a callback URL before a job is accepted: http(s), a host, no
+/// credentials, and a host `allowed` names. The error says what to change.
+pub fn check_url(url: &str, allowed: &CallbackHosts) -> std::result::Result<(), String> {
+    let parsed = url::Url::parse(url).map_err(|e| format!("bad callback URL {url:?}: {e}"))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(format!("bad callback URL {url:?}: use http:// or https://"));
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(format!("bad callback URL {url:?}: no credentials in the URL; the receiver can check the job id against /api/jobs"));
+    }
+    let Some(host) = parsed.host_str() else {
+        return Err(format!("bad callback URL {url:?}: it names no host"));
+    };
+    let host = host.to_ascii_lowercase();
+    let port = parsed.port_or_known_default().unwrap_or(80);
+    if !allowed.allows(&host, port) {
+        return Err(format!(
+            "callback host {host}:{port} is not allowed: this service sends callbacks only to {} (--callback-hosts)",
+            allowed.0.join(", ")
+        ));
+    }
+    Ok(())
+}
 
 /// Queues the callback of job `id`, if it has a URL.
 pub fn queue(conn: &Connection, id: &str, now: i64) -> Result<()> {
@@ -82,19 +131,67 @@ pub fn post(url: &str, payload: &str) -> std::result::Result<(), String> {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_global(Some(Duration::from_secs(10)))
         .http_status_as_error(true)
+        .max_redirects(0)
         .build()
         .into();
-    agent
+    let response = agent
         .post(url)
         .header("content-type", "application/json")
         .header("user-agent", concat!("weir/", env!("CARGO_PKG_VERSION")))
         .send(payload)
-        .map(|_| ())
-        .map_err(|e| format!("POST {url}: {e}"))
+        .map_err(|e| format!("POST {url}: {e}"))?;
+    let status = response.status();
+    if !status.is_success() {
+        return Err(format!("POST {url}: answered {status}; callbacks need a 2xx answer and do not follow redirects"));
+    }
+    Ok(())
 }
 
 /// Whether every queued callback of `job` was delivered (tests, diagnostics).
 pub fn delivered(conn: &Connection, job: &str) -> Result<bool> {
     let pending: i64 = conn.query_row("SELECT COUNT(*) FROM weir_callbacks WHERE job_id = ?1 AND delivered_at IS NULL", [job], |r| r.get(0))?;
     Ok(pending == 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    #[test]
+    fn urls_are_checked_against_scheme_credentials_and_allowed_hosts() {
+        let any = CallbackHosts::default();
+        assert!(check_url("http://127.0.0.1:9000/done", &any).is_ok());
+        assert!(check_url("ftp://example.com/x", &any).unwrap_err().contains("use http:// or https://"));
+        assert!(check_url("not a url", &any).unwrap_err().contains("bad callback URL"));
+        assert!(check_url("http://user:pw@example.com/", &any).unwrap_err().contains("no credentials"));
+        let only = CallbackHosts::parse(" hooks.example.com, 127.0.0.1:9000 ,");
+        assert!(check_url("https://HOOKS.example.com/weir", &only).is_ok());
+        assert!(check_url("http://127.0.0.1:9000/done", &only).is_ok());
+        let refused = check_url("http://127.0.0.1:9001/done", &only).unwrap_err();
+        assert!(refused.contains("127.0.0.1:9001 is not allowed") && refused.contains("hooks.example.com, 127.0.0.1:9000"), "{refused}");
+        assert!(check_url("http://169.254.169.254/latest/meta-data", &only).unwrap_err().contains("not allowed"));
+    }
+
+    /// A receiver answering one request with `status_line`; returns its URL.
+    fn receiver(status_line: &'static str) -> String {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let reply = format!("HTTP/1.1 {status_line}\r\nlocation: http://169.254.169.254/\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+            s.write_all(reply.as_bytes()).unwrap();
+        });
+        format!("http://{addr}/done")
+    }
+
+    #[test]
+    fn a_redirect_is_a_failed_delivery_not_followed() {
+        let err = post(&receiver("302 Found"), "{}").unwrap_err();
+        assert!(err.contains("302") && err.contains("do not follow redirects"), "{err}");
+        assert!(post(&receiver("204 No Content"), "{}").is_ok());
+        assert!(post(&receiver("500 Internal Server Error"), "{}").unwrap_err().contains("500"));
+    }
 }
