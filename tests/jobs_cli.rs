@@ -132,3 +132,34 @@ fn misbehaving_async_guests_fail_with_their_typed_error_while_others_run() {
     }
     assert_eq!(jobs(&env, "step eq 'notify-step' and status eq 'Succeeded'").len(), 3);
 }
+
+/// Every command that changes something answers in JSON with `--json`, for
+/// scripts: steps, users, records and each job action.
+#[test]
+fn commands_answer_in_json_for_scripts() {
+    let env = setup(&["notify"]);
+    let step = env.run(&["step", "add", "n", "--plugin", "notify", "--message", "create", "--table", "thing", "--stage", "post-operation", "--mode", "async", "--rank", "3", "--json"]).ok().json();
+    assert_eq!((step["name"].as_str(), step["plugin"].as_str(), step["rank"].as_i64()), (Some("n"), Some("notify"), Some(3)), "{step}");
+    assert_eq!(env.run(&["step", "disable", "n", "--json"]).ok().json(), serde_json::json!({"step": "n", "enabled": false}));
+    assert_eq!(env.run(&["step", "enable", "n", "--json"]).ok().json(), serde_json::json!({"step": "n", "enabled": true}));
+    assert_eq!(env.run(&["user", "add", "ana", "--json"]).ok().json(), serde_json::json!({"user": "ana", "active": true}));
+
+    let rec = env.run(&["record", "create", "thing", r#"{"name":"a"}"#]).ok().json();
+    let job = jobs(&env, "step eq 'n'")[0]["id"].as_str().unwrap().to_string();
+    let paused = env.run(&["jobs", "pause", &job, "--json"]).ok().json();
+    assert_eq!((paused["id"].as_str(), paused["status"].as_str()), (Some(job.as_str()), Some("Paused")), "{paused}");
+    let resumed = env.run(&["jobs", "resume", &job, "--json"]).ok().json();
+    assert_eq!(resumed["status"], "WaitingForResources", "{resumed}");
+    let later = env.run(&["jobs", "postpone", &job, "--until", "+1h", "--json"]).ok().json();
+    assert_eq!(later["status"], "WaitingForResources", "{later}");
+    assert!(later["postpone_until"].is_string() || later["postpone_until"].is_number(), "{later}");
+    let canceled = env.run(&["jobs", "cancel", &job, "--json"]).ok().json();
+    assert_eq!((canceled["statecode"].as_i64(), canceled["statuscode"].as_i64()), (Some(3), Some(32)), "{canceled}");
+    let retry = env.run(&["jobs", "retry", &job, "--json"]).fails();
+    assert!(retry.stderr.contains("only a Failed job can be retried"), "{}", retry.stderr);
+
+    let id = rec["id"].as_str().unwrap();
+    assert_eq!(env.run(&["record", "delete", "thing", id, "--json"]).ok().json(), serde_json::json!({"table": "thing", "id": id, "deleted": true}));
+    assert_eq!(env.run(&["step", "remove", "n", "--json"]).ok().json(), serde_json::json!({"step": "n", "removed": true}));
+    assert_eq!(env.run(&["user", "deactivate", "ana", "--json"]).ok().json(), serde_json::json!({"user": "ana", "active": false}));
+}

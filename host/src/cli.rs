@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 use crate::jobs::timers::CleanupStatus;
 use crate::{Background, JobAction, Weir};
@@ -129,18 +129,20 @@ pub enum JobsCmd {
         json: bool,
     },
     /// Cancels a job that has not completed (a running one is interrupted).
-    Cancel { id: String },
+    Cancel(Target),
     /// Pauses a job; a paused job never runs until resumed.
-    Pause { id: String },
+    Pause(Target),
     /// Resumes a paused job where it belongs (Ready or Waiting).
-    Resume { id: String },
+    Resume(Target),
     /// Runs a Failed job again.
-    Retry { id: String },
+    Retry(Target),
     /// Delays a job: --until RFC 3339 time or +DURATION (e.g. +10m).
     Postpone {
         id: String,
         #[arg(long, value_name = "TIME")]
         until: String,
+        #[arg(long)]
+        json: bool,
     },
     /// Deletes completed jobs by age and status; prints the count.
     Cleanup {
@@ -179,9 +181,20 @@ pub enum BackgroundCmd {
 
 #[derive(Subcommand, Debug)]
 pub enum UserCmd {
-    Add { name: String },
+    /// Adds an active user.
+    Add(Target),
     /// Deactivates a user: their operations are refused, their jobs fail when they would run.
-    Deactivate { name: String },
+    Deactivate(Target),
+}
+
+/// What a command acts on (a job id, a user or step name), and whether to
+/// answer in JSON for scripts.
+#[derive(Args, Debug)]
+pub struct Target {
+    #[arg(value_name = "ID_OR_NAME")]
+    name: String,
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -244,6 +257,8 @@ pub struct StepAdd {
     /// Cron expression with seconds, for a scheduled workflow.
     #[arg(long, value_name = "CRON")]
     schedule: Option<String>,
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -255,9 +270,12 @@ pub enum StepCmd {
         #[arg(long)]
         json: bool,
     },
-    Enable { name: String },
-    Disable { name: String },
-    Remove { name: String },
+    /// Lets a disabled step fire again.
+    Enable(Target),
+    /// Stops a step from firing; it stays registered.
+    Disable(Target),
+    /// Unregisters a step.
+    Remove(Target),
 }
 
 #[derive(Subcommand, Debug)]
@@ -266,7 +284,13 @@ pub enum RecordCmd {
     Create { table: String, json: String },
     /// Changes the given columns of a record.
     Update { table: String, id: String, json: String },
-    Delete { table: String, id: String },
+    /// Deletes a record (its delete steps run).
+    Delete {
+        table: String,
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
     Get { table: String, id: String },
     /// Prints a JSON array of the records matching --filter.
     Query {
@@ -389,13 +413,13 @@ fn run(cli: Cli) -> Result<()> {
         Command::User(cmd) => {
             let weir = Weir::open(&cli.db)?;
             match cmd {
-                UserCmd::Add { name } => {
+                UserCmd::Add(Target { name, json }) => {
                     weir.add_user(&name)?;
-                    println!("added user {name}");
+                    say(json, serde_json::json!({"user": name, "active": true}), || format!("added user {name}"));
                 }
-                UserCmd::Deactivate { name } => {
+                UserCmd::Deactivate(Target { name, json }) => {
                     weir.deactivate_user(&name)?;
-                    println!("deactivated user {name}");
+                    say(json, serde_json::json!({"user": name, "active": false}), || format!("deactivated user {name}"));
                 }
             }
             Ok(())
@@ -461,11 +485,14 @@ fn jobs(weir: &Weir, cmd: JobsCmd) -> Result<()> {
                 }
             }
         }
-        JobsCmd::Cancel { id } => action(weir, &id, JobAction::Cancel)?,
-        JobsCmd::Pause { id } => action(weir, &id, JobAction::Pause)?,
-        JobsCmd::Resume { id } => action(weir, &id, JobAction::Resume)?,
-        JobsCmd::Retry { id } => action(weir, &id, JobAction::Retry)?,
-        JobsCmd::Postpone { id, until } => action(weir, &id, JobAction::Postpone(crate::time::parse_when(&until).map_err(Error::Invalid)?))?,
+        JobsCmd::Cancel(t) => action(weir, t, JobAction::Cancel)?,
+        JobsCmd::Pause(t) => action(weir, t, JobAction::Pause)?,
+        JobsCmd::Resume(t) => action(weir, t, JobAction::Resume)?,
+        JobsCmd::Retry(t) => action(weir, t, JobAction::Retry)?,
+        JobsCmd::Postpone { id, until, json } => {
+            let until = crate::time::parse_when(&until).map_err(Error::Invalid)?;
+            action(weir, Target { name: id, json }, JobAction::Postpone(until))?
+        }
         JobsCmd::Cleanup { older_than, status, json } => {
             let age = humantime::parse_duration(&older_than)
                 .map_err(|e| Error::invalid(format!("bad --older-than {older_than:?}: {e} (try 30d, 12h)")))?;
@@ -510,10 +537,24 @@ fn jobs(weir: &Weir, cmd: JobsCmd) -> Result<()> {
     Ok(())
 }
 
-fn action(weir: &Weir, id: &str, action: JobAction) -> Result<()> {
-    let j = weir.control_job(id, action)?;
-    println!("job {} is now {}/{}", j.id, j.state, j.status);
+/// Applies an operator action; prints the job's new state (or the whole job in JSON).
+fn action(weir: &Weir, job: Target, action: JobAction) -> Result<()> {
+    let j = weir.control_job(&job.name, action)?;
+    if job.json {
+        print_json(&j);
+    } else {
+        println!("job {} is now {}/{}", j.id, j.state, j.status);
+    }
     Ok(())
+}
+
+/// Prints `value` as JSON for scripts, or the human sentence.
+fn say(json: bool, value: serde_json::Value, sentence: impl FnOnce() -> String) {
+    if json {
+        print_json(&value);
+    } else {
+        println!("{}", sentence());
+    }
 }
 
 fn table(weir: &Weir, cmd: TableCmd) -> Result<()> {
@@ -580,7 +621,11 @@ fn step(weir: &Weir, cmd: StepCmd) -> Result<()> {
                 enabled: true,
             };
             weir.add_step(&step)?;
-            println!("added step {}", a.name);
+            if a.json {
+                print_json(&step);
+            } else {
+                println!("added step {}", a.name);
+            }
         }
         StepCmd::List { json } => {
             let steps = weir.list_steps()?;
@@ -603,17 +648,17 @@ fn step(weir: &Weir, cmd: StepCmd) -> Result<()> {
                 }
             }
         }
-        StepCmd::Enable { name } => {
+        StepCmd::Enable(Target { name, json }) => {
             weir.set_step_enabled(&name, true)?;
-            println!("enabled step {name}");
+            say(json, serde_json::json!({"step": name, "enabled": true}), || format!("enabled step {name}"));
         }
-        StepCmd::Disable { name } => {
+        StepCmd::Disable(Target { name, json }) => {
             weir.set_step_enabled(&name, false)?;
-            println!("disabled step {name}");
+            say(json, serde_json::json!({"step": name, "enabled": false}), || format!("disabled step {name}"));
         }
-        StepCmd::Remove { name } => {
+        StepCmd::Remove(Target { name, json }) => {
             weir.remove_step(&name)?;
-            println!("removed step {name}");
+            say(json, serde_json::json!({"step": name, "removed": true}), || format!("removed step {name}"));
         }
     }
     Ok(())
@@ -650,9 +695,9 @@ fn record(weir: &Weir, user: &str, cmd: RecordCmd) -> Result<()> {
             let rec = p.update(user, &table, &id, &parse_json("the change", &json)?)?;
             print_json(&rec.to_json());
         }
-        RecordCmd::Delete { table, id } => {
+        RecordCmd::Delete { table, id, json } => {
             p.delete(user, &table, &id)?;
-            println!("deleted {table} {id}");
+            say(json, serde_json::json!({"table": table, "id": id, "deleted": true}), || format!("deleted {table} {id}"));
         }
         RecordCmd::Get { table, id } => print_json(&p.get(&table, &id)?.to_json()),
         RecordCmd::Query { table, filter, top, orderby } => {
