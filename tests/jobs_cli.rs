@@ -104,6 +104,46 @@ fn a_killed_worker_s_job_is_taken_over_and_succeeds() {
     assert_eq!(job["attempts"], 2, "the lost attempt counts: {job}");
 }
 
+/// Starts `weir work` with `args`, waits until a job runs, then sends SIGTERM;
+/// returns how long the worker took to exit after it, and its stdout.
+fn terminate_while_running(env: &Env, args: &[&str]) -> (Duration, String) {
+    let mut worker = env.command().arg("work").args(args).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let started = Instant::now();
+    while jobs(env, "statuscode eq 20").is_empty() {
+        assert!(started.elapsed() < Duration::from_secs(30), "the job never started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let sent = Instant::now();
+    std::process::Command::new("kill").arg(worker.id().to_string()).status().unwrap(); // SIGTERM
+    let out = worker.wait_with_output().unwrap();
+    assert!(out.status.success(), "a clean stop: {:?}", out.status);
+    (sent.elapsed(), String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[test]
+fn sigterm_lets_a_running_job_finish_within_the_grace_period_and_interrupts_it_after() {
+    // Within the grace period: the job finishes, then the worker exits.
+    let env = setup(&["slow"]);
+    async_step(&env, "short", "slow", &["--config", r#"{"ms": 1500}"#]);
+    env.run(&["record", "create", "thing", r#"{"name":"a"}"#]).ok();
+    terminate_while_running(&env, &["--shutdown-grace-ms", "20000"]);
+    let job = job_of_step(&env, "short");
+    assert_eq!((job["status"].as_str(), job["attempts"].as_u64()), (Some("Succeeded"), Some(1)), "{job}");
+
+    // Past it: the job is interrupted and goes back to Ready, the attempt not
+    // counted, and the worker exits long before the job would have finished.
+    let env = setup(&["slow"]);
+    async_step(&env, "long", "slow", &["--config", r#"{"ms": 60000}"#, "--timeout-ms", "120000"]);
+    env.run(&["record", "create", "thing", r#"{"name":"a"}"#]).ok();
+    let (took, _) = terminate_while_running(&env, &["--shutdown-grace-ms", "300"]);
+    assert!(took < Duration::from_secs(20), "interrupted after the grace period, not run to the end: {took:?}");
+    let job = job_of_step(&env, "long");
+    assert_eq!((job["status"].as_str(), job["attempts"].as_u64()), (Some("WaitingForResources"), Some(0)), "{job}");
+    assert_eq!(job["error_code"], "interrupted", "{job}");
+    assert!(job["error"].as_str().unwrap().contains("its worker shut down"), "{job}");
+}
+
 #[test]
 fn misbehaving_async_guests_fail_with_their_typed_error_while_others_run() {
     let env = setup(&["notify", "spin-forever", "memory-hog", "deep-recursion", "panicker"]);

@@ -53,6 +53,10 @@ pub enum Command {
         /// Exit once nothing runs and nothing is due within the next 3 seconds.
         #[arg(long)]
         until_idle: bool,
+        /// On SIGTERM/Ctrl-C, how long running jobs may take to finish before
+        /// they are interrupted and go back to Ready.
+        #[arg(long, default_value_t = 30_000)]
+        shutdown_grace_ms: u64,
         #[arg(long)]
         json: bool,
     },
@@ -80,6 +84,10 @@ pub enum Command {
         max_body_bytes: usize,
         #[arg(long, default_value_t = 30_000)]
         lease_ms: u64,
+        /// On SIGTERM/Ctrl-C, how long running jobs may take to finish before
+        /// they are interrupted and go back to Ready.
+        #[arg(long, default_value_t = 30_000)]
+        shutdown_grace_ms: u64,
         /// Hosts background callbacks may go to, comma-separated `host` or
         /// `host:port` (also WEIR_CALLBACK_HOSTS); unset: any host.
         #[arg(long, env = "WEIR_CALLBACK_HOSTS")]
@@ -352,9 +360,10 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Demo => crate::demo::run(&cli.db),
         Command::Bench { json, only } => crate::bench::run(json, only.as_deref()),
-        Command::Work { workers, lease_ms, until_idle, json } => {
+        Command::Work { workers, lease_ms, until_idle, shutdown_grace_ms, json } => {
             let weir = Weir::open(&cli.db)?;
-            let mut opts = WorkOptions { lease_ms, until_idle, ..WorkOptions::default() };
+            let shutdown_grace = std::time::Duration::from_millis(shutdown_grace_ms);
+            let mut opts = WorkOptions { lease_ms, until_idle, shutdown_grace, ..WorkOptions::default() };
             if let Some(w) = workers {
                 opts.workers = w.max(1);
             }
@@ -376,9 +385,10 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Jobs(cmd) => jobs(&Weir::open(&cli.db)?, cmd),
-        Command::Serve { listen, workers, token, max_body_bytes, lease_ms, callback_hosts } => {
+        Command::Serve { listen, workers, token, max_body_bytes, lease_ms, shutdown_grace_ms, callback_hosts } => {
             let weir = std::sync::Arc::new(Weir::open(&cli.db)?);
-            let mut work = WorkOptions { lease_ms, ..WorkOptions::default() };
+            let shutdown_grace = std::time::Duration::from_millis(shutdown_grace_ms);
+            let mut work = WorkOptions { lease_ms, shutdown_grace, ..WorkOptions::default() };
             if let Some(w) = workers {
                 work.workers = w.max(1);
             }

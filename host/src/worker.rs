@@ -42,6 +42,9 @@ pub struct WorkOptions {
     /// How often to look for due jobs when idle.
     pub poll: Duration,
     pub retention: Retention,
+    /// On shutdown, how long running jobs may take to finish; then they are
+    /// interrupted and go back to Ready, the attempt not counted.
+    pub shutdown_grace: Duration,
 }
 
 /// The recurring cleanup the pool runs by itself (reference/002, 004): keep
@@ -77,6 +80,7 @@ impl Default for WorkOptions {
             idle_horizon: Duration::from_secs(3),
             poll: Duration::from_millis(1),
             retention: Retention::default(),
+            shutdown_grace: Duration::from_secs(30),
         }
     }
 }
@@ -145,7 +149,8 @@ impl Shared {
 
 /// Runs jobs until `shutdown` resolves (or, with `until_idle`, until idle).
 /// On shutdown it stops claiming, returns claimed jobs that have not started,
-/// and lets running jobs finish.
+/// and lets running jobs finish for up to `shutdown_grace`; those still running
+/// then are interrupted and go back to Ready (the attempt not counted).
 ///
 /// The loop, in one place: the dispatcher claims due jobs in batches (holding
 /// at most [`Shared::capacity`] leases, claiming once half of that fits or
@@ -269,9 +274,20 @@ pub async fn run(db: &Db, pipeline: Arc<Pipeline>, plugins: Arc<Plugins>, opts: 
         }
     }
     // Stop claiming; return what has not started, let running jobs finish
-    // (their leases stay alive meanwhile), and wait for their outcomes.
+    // (their leases stay alive meanwhile) within the grace period, interrupt
+    // the rest, and wait for their outcomes.
     shared.stopping.store(true, Ordering::SeqCst);
+    let grace_ends = Instant::now() + opts.shutdown_grace;
+    let mut interrupted = false;
     while shared.held.load(Ordering::SeqCst) > 0 {
+        if !interrupted && Instant::now() >= grace_ends {
+            interrupted = true;
+            let running = shared.cancels.lock();
+            tracing::warn!("shutdown grace of {:?} is over: interrupting {} running job(s); they go back to Ready", opts.shutdown_grace, running.len());
+            for flag in running.values() {
+                flag.cancel();
+            }
+        }
         tokio::select! {
             _ = shared.wake.notified() => {}
             _ = tokio::time::sleep(Duration::from_millis(20)) => {}

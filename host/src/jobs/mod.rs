@@ -325,7 +325,8 @@ pub enum Outcome {
     Failed { code: String, message: String, permanent: bool },
     /// The workflow asked to wait; it is suspended and holds no worker.
     Wait(Wait),
-    /// The guest was interrupted because an operator canceled or paused the job.
+    /// The guest was interrupted: an operator canceled or paused the job, or
+    /// its pool shut down and the grace period ran out.
     Interrupted,
 }
 
@@ -476,10 +477,16 @@ fn complete_in(tx: &Connection, id: &str, worker: &str, outcome: &Outcome, trace
             healthy(tx, step.as_deref())?;
         }
         Outcome::Interrupted => {
-            // Interrupted without an operator's request (should not happen): retry.
-            let due = now + backoff_ms(backoff as u64, attempts) as i64;
-            tx.prepare_cached(&format!("UPDATE weir_jobs SET statecode = 0, statuscode = 0, postpone_until = ?2, {release} WHERE id = ?1"))?
-                .execute(params![id, due])?;
+            // Interrupted without an operator's request: its pool shut down and
+            // the grace period ran out. Not the job's fault: Ready again at once,
+            // the attempt not counted.
+            tx.prepare_cached(&format!(
+                "UPDATE weir_jobs SET statecode = 0, statuscode = 0, attempts = MAX(attempts - 1, 0), duration_ms = ?2, trace = ?3,
+                     error_code = 'interrupted', error_message = 'interrupted: its worker shut down before the attempt finished; it runs again',
+                     {release}
+                 WHERE id = ?1"
+            ))?
+            .execute(params![id, duration_ms as i64, trace])?;
         }
         Outcome::Failed { code, message, permanent } => {
             if *permanent || attempts >= max_attempts {
