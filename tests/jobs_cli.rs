@@ -107,7 +107,7 @@ fn a_killed_worker_s_job_is_taken_over_and_succeeds() {
 /// Starts `weir work` with `args`, waits until a job runs, then sends SIGTERM;
 /// returns how long the worker took to exit after it, and its stdout.
 fn terminate_while_running(env: &Env, args: &[&str]) -> (Duration, String) {
-    let mut worker = env.command().arg("work").args(args).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let worker = env.command().arg("work").args(args).stdout(std::process::Stdio::piped()).spawn().unwrap();
     let started = Instant::now();
     while jobs(env, "statuscode eq 20").is_empty() {
         assert!(started.elapsed() < Duration::from_secs(30), "the job never started");

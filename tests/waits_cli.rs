@@ -248,6 +248,36 @@ fn cleanup_of_succeeded_jobs_leaves_canceled_and_failed_ones() {
 }
 
 #[test]
+fn the_worker_cleans_up_by_itself_and_ends_abandoned_waits() {
+    let env = expenses();
+    // A timeout beyond `--until-idle`'s 3 s horizon, so the pool does not wait for it.
+    approval_step(&env, Some(r#"{"timeout_ms": 3500}"#));
+    env.run(&["background", "submit", "notify", "--input", "{}"]).ok();
+    env.run(&["background", "submit", "always-fails", "--input", "{}"]).ok();
+    let id = expense(&env, "system");
+    // Run the jobs (the approval now waits) with the default retention: recent
+    // jobs are kept.
+    env.run(&["work", "--until-idle"]).ok();
+    let approval = job_for(&env, &id)["id"].as_str().unwrap().to_string();
+    env.run(&["jobs", "pause", &approval]).ok();
+    let count = |filter: &str| env.run(&["jobs", "list", "--json", "--filter", filter]).ok().json().as_array().unwrap().len();
+    assert_eq!((count("status eq 'Succeeded'"), count("status eq 'Failed'")), (1, 1));
+    // Past the wait's timeout, still paused: abandoned. A pool told to keep
+    // successes for no time, failures for a day and to end abandoned waits at
+    // once does so at its start, without `weir jobs cleanup`.
+    let timeout_at = job_for(&env, &id)["wait"]["timeout_at"].as_str().unwrap().to_string();
+    let bad = env.run(&["work", "--until-idle", "--keep-failed", "soon"]).fails();
+    assert!(bad.stderr.contains("bad --keep-failed \"soon\""), "{}", bad.stderr);
+    std::thread::sleep(std::time::Duration::from_millis(3600));
+    env.run(&["work", "--until-idle", "--keep-succeeded", "0s", "--keep-failed", "1d", "--end-abandoned-after", "0s"]).ok();
+    assert_eq!(count("status eq 'Succeeded'"), 0, "successes deleted");
+    assert_eq!(count("status eq 'Failed'"), 1, "failures kept longer");
+    let ended = job_for(&env, &id);
+    assert_eq!((ended["status"].as_str(), ended["error_code"].as_str()), (Some("Canceled"), Some("abandoned")), "timeout at {timeout_at}: {ended}");
+    assert_eq!(state_of(&env, &id), serde_json::Value::Null, "the workflow did not run on");
+}
+
+#[test]
 fn a_deactivated_owner_s_waiting_job_fails_naming_the_owner_and_can_be_canceled() {
     let env = expenses();
     approval_step(&env, None);

@@ -57,6 +57,8 @@ pub enum Command {
         /// they are interrupted and go back to Ready.
         #[arg(long, default_value_t = 30_000)]
         shutdown_grace_ms: u64,
+        #[command(flatten)]
+        retention: RetentionArgs,
         #[arg(long)]
         json: bool,
     },
@@ -88,6 +90,8 @@ pub enum Command {
         /// they are interrupted and go back to Ready.
         #[arg(long, default_value_t = 30_000)]
         shutdown_grace_ms: u64,
+        #[command(flatten)]
+        retention: RetentionArgs,
         /// Hosts background callbacks may go to, comma-separated `host` or
         /// `host:port` (also WEIR_CALLBACK_HOSTS); unset: any host.
         #[arg(long, env = "WEIR_CALLBACK_HOSTS")]
@@ -193,6 +197,36 @@ pub enum UserCmd {
     Add(Target),
     /// Deactivates a user: their operations are refused, their jobs fail when they would run.
     Deactivate(Target),
+}
+
+/// The recurring cleanup `work` and `serve` run by themselves (reference/002,
+/// 004): durations such as `7d`, `12h`, `0s`.
+#[derive(Args, Debug)]
+pub struct RetentionArgs {
+    /// Delete Succeeded jobs completed longer ago than this.
+    #[arg(long, default_value = "7d", value_name = "DURATION")]
+    keep_succeeded: String,
+    /// Delete Failed and Canceled jobs completed longer ago than this.
+    #[arg(long, default_value = "30d", value_name = "DURATION")]
+    keep_failed: String,
+    /// End (cancel) paused waits whose timeout passed longer ago than this.
+    #[arg(long, default_value = "30d", value_name = "DURATION")]
+    end_abandoned_after: String,
+    /// How often the cleanup runs (also once at start).
+    #[arg(long, default_value = "1h", value_name = "DURATION")]
+    retention_every: String,
+}
+
+impl RetentionArgs {
+    fn parse(&self) -> Result<crate::worker::Retention> {
+        let d = |flag: &str, v: &str| humantime::parse_duration(v).map_err(|e| Error::invalid(format!("bad --{flag} {v:?}: {e} (try 30d, 12h, 0s)")));
+        Ok(crate::worker::Retention {
+            succeeded_after: d("keep-succeeded", &self.keep_succeeded)?,
+            failed_after: d("keep-failed", &self.keep_failed)?,
+            abandoned_after: d("end-abandoned-after", &self.end_abandoned_after)?,
+            every: d("retention-every", &self.retention_every)?.max(std::time::Duration::from_secs(1)),
+        })
+    }
 }
 
 /// What a command acts on (a job id, a user or step name), and whether to
@@ -360,10 +394,11 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Demo => crate::demo::run(&cli.db),
         Command::Bench { json, only } => crate::bench::run(json, only.as_deref()),
-        Command::Work { workers, lease_ms, until_idle, shutdown_grace_ms, json } => {
+        Command::Work { workers, lease_ms, until_idle, shutdown_grace_ms, retention, json } => {
+            let retention = retention.parse()?;
             let weir = Weir::open(&cli.db)?;
             let shutdown_grace = std::time::Duration::from_millis(shutdown_grace_ms);
-            let mut opts = WorkOptions { lease_ms, until_idle, shutdown_grace, ..WorkOptions::default() };
+            let mut opts = WorkOptions { lease_ms, until_idle, shutdown_grace, retention, ..WorkOptions::default() };
             if let Some(w) = workers {
                 opts.workers = w.max(1);
             }
@@ -385,10 +420,11 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Jobs(cmd) => jobs(&Weir::open(&cli.db)?, cmd),
-        Command::Serve { listen, workers, token, max_body_bytes, lease_ms, shutdown_grace_ms, callback_hosts } => {
+        Command::Serve { listen, workers, token, max_body_bytes, lease_ms, shutdown_grace_ms, retention, callback_hosts } => {
+            let retention = retention.parse()?;
             let weir = std::sync::Arc::new(Weir::open(&cli.db)?);
             let shutdown_grace = std::time::Duration::from_millis(shutdown_grace_ms);
-            let mut work = WorkOptions { lease_ms, shutdown_grace, ..WorkOptions::default() };
+            let mut work = WorkOptions { lease_ms, shutdown_grace, retention, ..WorkOptions::default() };
             if let Some(w) = workers {
                 work.workers = w.max(1);
             }
