@@ -42,9 +42,7 @@ fn main() {
         }
     }
     let target_dir = guests.join("target");
-    cmd.current_dir(&guests)
-        .args(["build", "--release", "--target", "wasm32-wasip2", "--target-dir"])
-        .arg(&target_dir);
+    cmd.current_dir(&guests).args(["build", "--release", "--target", "wasm32-wasip2", "--target-dir"]).arg(&target_dir);
     let output = cmd.output().expect("cannot run cargo to build guest-examples");
     if !output.status.success() {
         panic!(

@@ -4,19 +4,35 @@
 //! handlers (`/api/openapi.json`).
 //!
 //! Every error is JSON `{"error": ..., ...}` naming the plug-in, step or record:
-//! 400 bad input, 401 no or wrong token, 404 unknown table/record/job, 409 an
-//! illegal job transition or a duplicate, 413 a body over the limit, 422 a
-//! plug-in rejected or failed the operation, 500 anything else.
+//! 400 bad input, 401 no or wrong token, 403 a cross-site request, 404 unknown
+//! table/record/job, 408 a body that stopped arriving, 409 an illegal job
+//! transition or a duplicate, 413 a body over the limit, 415 a write that is
+//! not JSON (or wasm on upload), 421 a `Host` that is not this server's
+//! loopback name, 422 a plug-in rejected or failed the operation, 503 the
+//! store was busy for longer than an operation may take (with `Retry-After`),
+//! 500 anything else. Even hyper's own answers to unparseable requests (400,
+//! 414 URI too long, 431 headers too large) carry a JSON body.
+//!
+//! Before any handler, [`guard`] defends against a browser on the same machine
+//! (see SECURITY.md): without a token only loopback `Host` names are answered
+//! (DNS rebinding), a foreign `Origin` or `Sec-Fetch-Site` is refused unless
+//! `--allow-origin` lists it, and writes must say `application/json` (a page's
+//! "simple" cross-site requests cannot). It also reads the body with a limit
+//! and an idle timeout, so a client that promises more than it sends is
+//! answered and disconnected instead of holding a connection.
 //!
 //! Handlers are thin: they parse, call the library on a blocking thread (the
 //! pipeline runs SQLite and wasm synchronously) and shape the answer.
 
 use std::collections::HashMap;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
@@ -38,11 +54,28 @@ pub struct ApiConfig {
     pub max_body_bytes: usize,
     /// Hosts background callbacks may go to; empty allows any.
     pub callback_hosts: crate::jobs::callbacks::CallbackHosts,
+    /// Origins besides the server's own whose pages may call the API
+    /// (`--allow-origin`), as `scheme://host[:port]`.
+    pub allow_origins: Vec<String>,
+    /// The port the server listens on. Without a token, only requests whose
+    /// `Host` names a loopback address or `localhost` on this port are
+    /// answered (`None`: any port, for a router not bound to a socket).
+    pub listen_port: Option<u16>,
+    /// How long a request body may stop arriving before the request is
+    /// answered 408 and the connection closed.
+    pub body_idle_timeout: Duration,
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
-        ApiConfig { token: None, max_body_bytes: 1 << 20, callback_hosts: Default::default() }
+        ApiConfig {
+            token: None,
+            max_body_bytes: 1 << 20,
+            callback_hosts: Default::default(),
+            allow_origins: Vec::new(),
+            listen_port: None,
+            body_idle_timeout: Duration::from_secs(10),
+        }
     }
 }
 
@@ -57,7 +90,19 @@ pub struct ApiError(StatusCode, Json_);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.0, Json(self.1)).into_response()
+        let mut r = (self.0, Json(self.1)).into_response();
+        match self.0 {
+            // The store was busy: nothing was written, try again shortly.
+            StatusCode::SERVICE_UNAVAILABLE => {
+                r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            // The request's body was not (fully) read: the connection cannot be reused.
+            StatusCode::REQUEST_TIMEOUT | StatusCode::PAYLOAD_TOO_LARGE => {
+                r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            _ => {}
+        }
+        r
     }
 }
 
@@ -68,11 +113,11 @@ impl From<Error> for ApiError {
             Error::Invalid(_) | Error::Load(_) => ApiError(StatusCode::BAD_REQUEST, json!({"error": msg})),
             Error::NotFound(_) => ApiError(StatusCode::NOT_FOUND, json!({"error": msg})),
             Error::Conflict(_) => ApiError(StatusCode::CONFLICT, json!({"error": msg})),
-            Error::Plugin { plugin, step, code, trace, .. } => ApiError(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                json!({"error": msg, "plugin": plugin, "step": step, "code": code, "trace": trace}),
-            ),
+            Error::Plugin { plugin, step, code, trace, .. } => {
+                ApiError(StatusCode::UNPROCESSABLE_ENTITY, json!({"error": msg, "plugin": plugin, "step": step, "code": code, "trace": trace}))
+            }
             Error::DepthLimit(_) => ApiError(StatusCode::UNPROCESSABLE_ENTITY, json!({"error": msg, "code": "depth_limit"})),
+            Error::Busy(_) => ApiError(StatusCode::SERVICE_UNAVAILABLE, json!({"error": msg, "code": "busy"})),
             Error::Db(_) | Error::Internal(_) => {
                 tracing::error!("internal error: {msg}");
                 ApiError(StatusCode::INTERNAL_SERVER_ERROR, json!({"error": msg}))
@@ -96,7 +141,8 @@ fn parse_body(body: &Bytes) -> ApiResult<Json_> {
     serde_json::from_slice(body).map_err(|e| bad(format!("the body is not valid JSON: {e}")))
 }
 
-/// The user a request acts as (`X-Weir-User`, default `system`).
+/// The user a request acts as (`X-Weir-User`, default `system`). [`guard`]
+/// has refused a header that is not visible ASCII, so none is lost here.
 fn user(headers: &HeaderMap) -> String {
     headers.get("x-weir-user").and_then(|v| v.to_str().ok()).unwrap_or("system").to_string()
 }
@@ -131,9 +177,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 /// Builds the router.
 pub fn router(weir: Arc<Weir>, config: ApiConfig) -> Router {
     let app = App { weir, config: Arc::new(config.clone()) };
-    let plugins = Router::new()
-        .route("/api/plugins", get(list_plugins).post(upload_plugin))
-        .layer(DefaultBodyLimit::max(crate::plugins::MAX_COMPONENT_BYTES));
+    let plugins = Router::new().route("/api/plugins", get(list_plugins).post(upload_plugin)).layer(DefaultBodyLimit::max(crate::plugins::MAX_COMPONENT_BYTES));
     Router::new()
         .route("/", get(dashboard))
         .route("/assets/chart.js", get(chart_js))
@@ -152,6 +196,7 @@ pub fn router(weir: Arc<Weir>, config: ApiConfig) -> Router {
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
         .merge(plugins)
         .layer(middleware::from_fn_with_state(app.clone(), auth))
+        .layer(middleware::from_fn_with_state(app.clone(), guard))
         .layer(middleware::from_fn_with_state(app.clone(), json_errors))
         .with_state(app)
 }
@@ -172,16 +217,173 @@ async fn json_errors(State(app): State<App>, req: Request, next: Next) -> Respon
         Err(_) => String::new(),
     };
     let message = match status {
-        StatusCode::PAYLOAD_TOO_LARGE => {
-            let limit = if path == "/api/plugins" { crate::plugins::MAX_COMPONENT_BYTES } else { app.config.max_body_bytes };
-            format!("the request body is larger than the limit of {limit} bytes (weir serve --max-body-bytes sets it; plug-in uploads may be up to {} bytes)", crate::plugins::MAX_COMPONENT_BYTES)
-        }
+        StatusCode::PAYLOAD_TOO_LARGE => too_large(&app.config, &path),
         StatusCode::NOT_FOUND => format!("no route {method} {path}; the routes are listed in /api/openapi.json"),
         StatusCode::METHOD_NOT_ALLOWED => format!("{path} does not take {method}; the routes are listed in /api/openapi.json"),
         _ if !text.is_empty() => text,
         _ => status.canonical_reason().unwrap_or("error").to_string(),
     };
     ApiError(status, json!({"error": message})).into_response()
+}
+
+/// Why a body over the limit of `path` was refused.
+fn too_large(config: &ApiConfig, path: &str) -> String {
+    format!(
+        "the request body is larger than the limit of {} bytes (weir serve --max-body-bytes sets it; plug-in uploads may be up to {} bytes)",
+        body_limit(config, path),
+        crate::plugins::MAX_COMPONENT_BYTES
+    )
+}
+
+fn body_limit(config: &ApiConfig, path: &str) -> usize {
+    if path == "/api/plugins" { crate::plugins::MAX_COMPONENT_BYTES } else { config.max_body_bytes }
+}
+
+/// The defences every request passes before auth and the handlers: the
+/// `Host` (DNS rebinding), the `Origin` (cross-site requests), the content
+/// type of writes, the `X-Weir-User` header, then the body, read with a limit
+/// and an idle timeout.
+async fn guard(State(app): State<App>, req: Request, next: Next) -> Response {
+    if let Err(e) = check_request(&app.config, &req) {
+        return e.into_response();
+    }
+    match read_body(&app.config, req).await {
+        Ok(req) => next.run(req).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+fn check_request(config: &ApiConfig, req: &Request) -> ApiResult<()> {
+    let headers = req.headers();
+    let host = match headers.get(header::HOST) {
+        Some(h) => h.to_str().ok().map(str::to_ascii_lowercase),
+        None => req.uri().authority().map(|a| a.as_str().to_ascii_lowercase()),
+    };
+    if config.token.is_none() && !host.as_deref().is_some_and(|h| is_loopback_host(h, config.listen_port)) {
+        let port = config.listen_port.map_or(String::new(), |p| format!(":{p}"));
+        return Err(ApiError(
+            StatusCode::MISDIRECTED_REQUEST,
+            json!({"error": format!(
+                "this server answers only requests addressed to localhost{port} or a loopback address, not Host {}: without a token it refuses other names \
+                 (a defence against DNS rebinding); to serve other names, set a token (--token or WEIR_TOKEN)",
+                host.as_deref().unwrap_or("(none)")
+            )}),
+        ));
+    }
+    let own = |origin: &str| {
+        let origin = origin.to_ascii_lowercase();
+        host.as_deref().is_some_and(|h| origin == format!("http://{h}") || origin == format!("https://{h}"))
+            || config.allow_origins.iter().any(|o| o.eq_ignore_ascii_case(&origin))
+    };
+    let cross_site = |why: String| {
+        ApiError(
+            StatusCode::FORBIDDEN,
+            json!({"error": format!("{why}: a page of another site may not call this API; serve --allow-origin ORIGIN allows one")}),
+        )
+    };
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let origin = origin.to_str().unwrap_or("");
+        if !own(origin) {
+            return Err(cross_site(format!("the request comes from origin {origin:?}")));
+        }
+    } else if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
+        // Browsers omit Origin on some requests (no-cors GETs); Fetch Metadata
+        // still says where they come from. A top-level navigation (a link) only
+        // shows the page to the user, so it may come from anywhere.
+        let navigation = headers.get("sec-fetch-mode").is_some_and(|m| m == "navigate") && req.method() == Method::GET;
+        if matches!(site, "cross-site" | "same-site") && !navigation {
+            return Err(cross_site(format!("the request is {site} (Sec-Fetch-Site)")));
+        }
+    }
+    if matches!(*req.method(), Method::POST | Method::PUT | Method::PATCH) {
+        let expected = if req.uri().path() == "/api/plugins" { "application/wasm" } else { "application/json" };
+        let given = headers.get(header::CONTENT_TYPE).map(|v| String::from_utf8_lossy(v.as_bytes()).to_string());
+        let essence = given.as_deref().and_then(|v| v.split(';').next()).map(|v| v.trim().to_ascii_lowercase());
+        if essence.as_deref() != Some(expected) {
+            return Err(ApiError(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                json!({"error": format!(
+                    "{} {} needs Content-Type: {expected}, not {}",
+                    req.method(),
+                    req.uri().path(),
+                    given.map_or("none".to_string(), |g| format!("{g:?}"))
+                )}),
+            ));
+        }
+    }
+    if let Some(user) = headers.get("x-weir-user")
+        && (user.to_str().is_err() || user.is_empty())
+    {
+        return Err(bad("X-Weir-User must be a user name (lowercase letters, digits, '-' or '_'), not empty and not bytes outside ASCII"));
+    }
+    Ok(())
+}
+
+/// Whether `host` (a `Host` header: `name[:port]`) names this machine's
+/// loopback on `port`: `localhost`, `127.0.0.0/8` or `[::1]`.
+fn is_loopback_host(host: &str, port: Option<u16>) -> bool {
+    let (name, given_port) = match host.strip_prefix('[') {
+        Some(rest) => match rest.split_once(']') {
+            Some((ip, tail)) => (ip, tail.strip_prefix(':')),
+            None => return false,
+        },
+        None => match host.rsplit_once(':') {
+            Some((n, p)) => (n, Some(p)),
+            None => (host, None),
+        },
+    };
+    let loopback = name == "localhost" || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    let port_ok = match (port, given_port) {
+        (None, _) => true,
+        (Some(p), Some(g)) => g.parse::<u16>() == Ok(p),
+        (Some(p), None) => p == 80,
+    };
+    loopback && port_ok
+}
+
+/// Reads the request's body up to its limit, giving up when nothing arrives
+/// for `body_idle_timeout`, and hands the handlers the buffered body.
+async fn read_body(config: &ApiConfig, req: Request) -> ApiResult<Request> {
+    use axum::body::{Body, HttpBody};
+    use http_body_util::BodyExt;
+    let limit = body_limit(config, req.uri().path());
+    if req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok()).is_some_and(|n| n > limit as u64) {
+        return Err(payload_too_large(config, req.uri().path()));
+    }
+    if req.body().is_end_stream() {
+        return Ok(req);
+    }
+    let (parts, mut body) = req.into_parts();
+    let mut buf = Vec::new();
+    loop {
+        match tokio::time::timeout(config.body_idle_timeout, body.frame()).await {
+            Err(_) => {
+                return Err(ApiError(
+                    StatusCode::REQUEST_TIMEOUT,
+                    json!({"error": format!(
+                        "the request body stopped arriving for {} ms after {} bytes (is Content-Length larger than the body?); the connection is closed",
+                        config.body_idle_timeout.as_millis(),
+                        buf.len()
+                    )}),
+                ));
+            }
+            Ok(None) => break,
+            Ok(Some(Err(e))) => return Err(bad(format!("cannot read the request body: {e}"))),
+            Ok(Some(Ok(frame))) => {
+                if let Ok(data) = frame.into_data() {
+                    if buf.len() + data.len() > limit {
+                        return Err(payload_too_large(config, parts.uri.path()));
+                    }
+                    buf.extend_from_slice(&data);
+                }
+            }
+        }
+    }
+    Ok(Request::from_parts(parts, Body::from(buf)))
+}
+
+fn payload_too_large(config: &ApiConfig, path: &str) -> ApiError {
+    ApiError(StatusCode::PAYLOAD_TOO_LARGE, json!({"error": too_large(config, path)}))
 }
 
 /// Bearer-token check, in constant time.
@@ -191,7 +393,8 @@ async fn auth(State(app): State<App>, req: Request, next: Next) -> Response {
         let given = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
         let ok = given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes()));
         if !ok {
-            let mut r = ApiError(StatusCode::UNAUTHORIZED, json!({"error": "missing or wrong bearer token: send Authorization: Bearer <token>"})).into_response();
+            let mut r =
+                ApiError(StatusCode::UNAUTHORIZED, json!({"error": "missing or wrong bearer token: send Authorization: Bearer <token>"})).into_response();
             r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             return r;
         }
@@ -312,14 +515,23 @@ async fn delete_record(State(app): State<App>, Path((table, id)): Path<(String, 
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[utoipa::path(get, path = "/api/jobs", params(("$filter" = Option<String>, Query, description = "e.g. statecode eq 3 and statuscode eq 31"), ("$top" = Option<usize>, Query)),
-    responses((status = 200, description = "{\"value\": [jobs]}, newest first"), (status = 400)))]
+#[utoipa::path(get, path = "/api/jobs", params(("$filter" = Option<String>, Query, description = "e.g. statecode eq 3 and statuscode eq 31"),
+        ("$top" = Option<usize>, Query, description = "page size, default 100, at most 5000"), ("$skip" = Option<usize>, Query)),
+    responses((status = 200, description = "{\"value\": [jobs], \"next\": URL of the next page if this one is full}, newest first"), (status = 400)))]
 async fn list_jobs(State(app): State<App>, Query(q): Query<HashMap<String, String>>) -> ApiResult<Json<Json_>> {
     let filter = q.get("$filter").cloned();
-    let top = q.get("$top").map(|t| t.parse::<usize>().map_err(|_| bad(format!("bad $top {t:?}")))).transpose()?.unwrap_or(100);
+    let number = |key: &str| q.get(key).map(|t| t.parse::<usize>().map_err(|_| bad(format!("bad {key} {t:?}: a whole number")))).transpose();
+    let top = number("$top")?.unwrap_or(100).min(crate::jobs::MAX_PAGE);
+    let skip = number("$skip")?.unwrap_or(0);
     let weir = app.weir.clone();
-    let jobs = blocking(move || weir.list_jobs(filter.as_deref(), top)).await?;
-    Ok(Json(json!({"value": jobs})))
+    let f = filter.clone();
+    let jobs = blocking(move || weir.list_jobs_page(f.as_deref(), top, skip)).await?;
+    let mut page = json!({"value": jobs});
+    if top > 0 && page["value"].as_array().is_some_and(|v| v.len() == top) {
+        let filter = filter.map_or(String::new(), |f| format!("&$filter={}", url::form_urlencoded::byte_serialize(f.as_bytes()).collect::<String>()));
+        page["next"] = json!(format!("/api/jobs?$top={top}&$skip={}{filter}", skip.saturating_add(top)));
+    }
+    Ok(Json(page))
 }
 
 #[utoipa::path(get, path = "/api/jobs/{id}", params(("id" = String, Path)), responses((status = 200), (status = 404)))]
@@ -342,7 +554,9 @@ async fn job_action(State(app): State<App>, Path((id, action)): Path<(String, St
             let until = b["until"].as_str().ok_or_else(|| bad("postpone needs {\"until\": TIME} (RFC 3339 or +DURATION)"))?;
             JobAction::Postpone(crate::time::parse_when(until).map_err(bad)?)
         }
-        other => return Err(ApiError(StatusCode::NOT_FOUND, json!({"error": format!("no job action {other:?}: use cancel, pause, resume, retry or postpone")}))),
+        other => {
+            return Err(ApiError(StatusCode::NOT_FOUND, json!({"error": format!("no job action {other:?}: use cancel, pause, resume, retry or postpone")})));
+        }
     };
     let weir = app.weir.clone();
     let job = blocking(move || weir.control_job(&id, action)).await?;
@@ -464,9 +678,7 @@ async fn create_table(State(app): State<App>, body: Bytes) -> ApiResult<(StatusC
 /// running jobs finish and closes the database.
 pub async fn serve(weir: Arc<Weir>, listen: std::net::SocketAddr, config: ApiConfig, work: crate::worker::WorkOptions) -> crate::error::Result<()> {
     if config.token.is_none() && !listen.ip().is_loopback() {
-        return Err(Error::invalid(format!(
-            "refusing to listen on {listen} without a token: set --token or WEIR_TOKEN, or listen on 127.0.0.1"
-        )));
+        return Err(Error::invalid(format!("refusing to listen on {listen} without a token: set --token or WEIR_TOKEN, or listen on 127.0.0.1")));
     }
     crate::telemetry::install();
     if config.callback_hosts.is_any() && !listen.ip().is_loopback() {
@@ -474,7 +686,8 @@ pub async fn serve(weir: Arc<Weir>, listen: std::net::SocketAddr, config: ApiCon
     }
     let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| Error::Internal(format!("cannot listen on {listen}: {e}")))?;
     let local = listener.local_addr().map_err(|e| Error::Internal(e.to_string()))?;
-    println!("weir serving on http://{local} (dashboard at /, API at /api, OpenAPI at /api/openapi.json)");
+    let config = ApiConfig { listen_port: Some(local.port()), ..config };
+    crate::telemetry::say(&format!("weir serving on http://{local} (dashboard at /, API at /api, OpenAPI at /api/openapi.json)"));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = move || {
         let mut rx = stop_rx.clone();
@@ -488,7 +701,7 @@ pub async fn serve(weir: Arc<Weir>, listen: std::net::SocketAddr, config: ApiCon
         tokio::spawn(async move { weir.work(work, stopped()).await })
     };
     let app = router(weir, config);
-    let server = axum::serve(listener, app).with_graceful_shutdown(stopped());
+    let server = axum::serve(JsonParseErrorsListener(listener), app).with_graceful_shutdown(stopped());
     let signal = tokio::spawn(async move {
         crate::cli::shutdown_signal().await;
         tracing::info!("shutting down: no new requests or jobs; running jobs finish");
@@ -499,4 +712,147 @@ pub async fn serve(weir: Arc<Weir>, listen: std::net::SocketAddr, config: ApiCon
     let stats = pool.await.map_err(|e| Error::Internal(format!("the worker pool failed: {e}")))??;
     tracing::info!("worker pool stopped after {} attempts", stats.attempts);
     served.map_err(|e| Error::Internal(format!("the HTTP server failed: {e}")))
+}
+
+// ------------------------------------------------ hyper's answers, in JSON
+
+/// The server's listener: each connection is wrapped in [`JsonParseErrors`].
+struct JsonParseErrorsListener(tokio::net::TcpListener);
+
+impl axum::serve::Listener for JsonParseErrorsListener {
+    type Io = JsonParseErrors<tokio::net::TcpStream>;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        let (io, addr) = axum::serve::Listener::accept(&mut self.0).await;
+        (JsonParseErrors { inner: io, pending: Vec::new(), at: 0 }, addr)
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.0.local_addr()
+    }
+}
+
+/// A connection whose automatic answers from hyper get the API's JSON shape.
+///
+/// hyper answers a request it cannot parse (a URI over 64 KiB: 414, headers
+/// over its limits: 431, a malformed request line or header: 400) by itself,
+/// with an empty body, before any middleware sees it. Those answers are the
+/// only responses with `content-length: 0` and one of those statuses (the
+/// API's own errors always carry a JSON body), so this wrapper recognises
+/// them on the way out and writes the same status with a JSON body that says
+/// what to do, then lets hyper close the connection as it would have.
+struct JsonParseErrors<T> {
+    inner: T,
+    /// A rewritten answer still being written, from `at`.
+    pending: Vec<u8>,
+    at: usize,
+}
+
+impl<T: tokio::io::AsyncWrite + Unpin> JsonParseErrors<T> {
+    fn drain(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        while self.at < self.pending.len() {
+            match ready!(Pin::new(&mut self.inner).poll_write(cx, &self.pending[self.at..])) {
+                Ok(0) => return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into())),
+                Ok(n) => self.at += n,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+        self.pending.clear();
+        self.at = 0;
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// The JSON version of one of hyper's automatic answers, if `head` is one.
+fn json_auto_reply(head: &[u8]) -> Option<Vec<u8>> {
+    const AUTO: [(&[u8], &str); 3] = [
+        (b"HTTP/1.1 400 ", "the request is not valid HTTP (a malformed request line or header)"),
+        (b"HTTP/1.1 414 ", "the request's URL is too long (at most 64 KiB); send large filters in fewer words or page with $top and $skip"),
+        (b"HTTP/1.1 431 ", "the request's headers are too large or too many (at most 100 headers, about 400 KiB in all)"),
+    ];
+    let (_, message) = AUTO.iter().find(|(prefix, _)| head.starts_with(prefix))?;
+    let head = std::str::from_utf8(head).ok()?.strip_suffix("\r\n\r\n")?;
+    let mut lines = head.split("\r\n");
+    let status = lines.next()?;
+    let rest: Vec<&str> = lines.collect();
+    if !rest.iter().any(|l| l.eq_ignore_ascii_case("content-length: 0")) {
+        return None;
+    }
+    let body = json!({"error": message}).to_string();
+    let mut out = format!("{status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n", body.len());
+    for line in rest {
+        let name = line.split(':').next().unwrap_or("").trim().to_ascii_lowercase();
+        if name != "content-length" && name != "connection" {
+            out.push_str(line);
+            out.push_str("\r\n");
+        }
+    }
+    out.push_str("\r\n");
+    out.push_str(&body);
+    Some(out.into_bytes())
+}
+
+impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for JsonParseErrors<T> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut tokio::io::ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for JsonParseErrors<T> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        ready!(this.drain(cx))?;
+        if let Some(reply) = json_auto_reply(buf) {
+            this.pending = reply;
+            // Written from hyper's point of view; flush and shutdown finish it.
+            if let Poll::Ready(Err(e)) = this.drain(cx) {
+                return Poll::Ready(Err(e));
+            }
+            return Poll::Ready(Ok(buf.len()));
+        }
+        Pin::new(&mut this.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.drain(cx))?;
+        Pin::new(&mut this.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.drain(cx))?;
+        Pin::new(&mut this.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_hosts() {
+        for h in ["localhost:8080", "127.0.0.1:8080", "127.1.2.3:8080", "[::1]:8080"] {
+            assert!(is_loopback_host(h, Some(8080)), "{h}");
+        }
+        for h in ["attacker.example:8080", "localhost:8081", "localhost", "10.0.0.1:8080", "[::1]", "[::1", "localhost.attacker.example:8080", "0.0.0.0:8080"] {
+            assert!(!is_loopback_host(h, Some(8080)), "{h}");
+        }
+        assert!(is_loopback_host("localhost", Some(80)));
+    }
+
+    #[test]
+    fn hypers_empty_answers_become_json() {
+        let head = b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\ndate: Thu, 26 Nov 2026 07:00:00 GMT\r\n\r\n";
+        let out = String::from_utf8(json_auto_reply(head).unwrap()).unwrap();
+        let (head, body) = out.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 431 "));
+        assert!(head.contains(&format!("content-length: {}", body.len())));
+        assert!(head.contains("date: Thu"));
+        assert!(serde_json::from_str::<Json_>(body).unwrap()["error"].as_str().unwrap().contains("headers"));
+        // The API's own errors and other statuses pass untouched.
+        assert!(json_auto_reply(b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: 12\r\n\r\n").is_none());
+        assert!(json_auto_reply(b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n").is_none());
+    }
 }

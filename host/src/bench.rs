@@ -8,9 +8,9 @@ use serde_json::{Map, Value as Json, json};
 
 use crate::Weir;
 use crate::error::{Error, Result};
+use crate::jobs::{self, JobContext, NewJob};
 use crate::runtime::wit::{Context, Mode};
 use crate::runtime::{Limits, NoRecords, Runtime, RuntimeConfig};
-use crate::jobs::{self, JobContext, NewJob};
 use crate::steps::{MessageKind, ModeKind, StageKind, Step};
 use crate::values::EntityDoc;
 use crate::worker::WorkOptions;
@@ -155,7 +155,12 @@ pub fn run(json_out: bool, only: Option<&str>) -> Result<()> {
             };
             rt.call_sync(&prepared, &ctx, Box::new(NoRecords), &limits).0.map(|_| ()).map_err(|e| Error::Internal(e.to_string()))
         })?;
-        figures.push(Figure { key: "sync_call_us", label: "one sync call: fresh Store + instantiate + call", unit: "µs", runs: runs.iter().map(|r| 1e6 / r).collect() });
+        figures.push(Figure {
+            key: "sync_call_us",
+            label: "one sync call: fresh Store + instantiate + call",
+            unit: "µs",
+            runs: runs.iter().map(|r| 1e6 / r).collect(),
+        });
     }
 
     if want("load") {
@@ -165,12 +170,14 @@ pub fn run(json_out: bool, only: Option<&str>) -> Result<()> {
         let (mut cold, mut cached) = (Vec::new(), Vec::new());
         for i in 0..3 {
             let dir = cache.join(i.to_string());
-            let rt = Runtime::new(RuntimeConfig { cache_dir: Some(dir.clone()), max_instances: 4, ..RuntimeConfig::default() }).map_err(|e| Error::Internal(e.to_string()))?;
+            let rt = Runtime::new(RuntimeConfig { cache_dir: Some(dir.clone()), max_instances: 4, ..RuntimeConfig::default() })
+                .map_err(|e| Error::Internal(e.to_string()))?;
             let t = Instant::now();
             rt.prepare(wasm)?;
             cold.push(t.elapsed().as_secs_f64() * 1e3);
             drop(rt);
-            let rt = Runtime::new(RuntimeConfig { cache_dir: Some(dir), max_instances: 4, ..RuntimeConfig::default() }).map_err(|e| Error::Internal(e.to_string()))?;
+            let rt = Runtime::new(RuntimeConfig { cache_dir: Some(dir), max_instances: 4, ..RuntimeConfig::default() })
+                .map_err(|e| Error::Internal(e.to_string()))?;
             let t = Instant::now();
             rt.prepare(wasm)?;
             cached.push(t.elapsed().as_secs_f64() * 1e3);
@@ -231,11 +238,15 @@ pub fn run(json_out: bool, only: Option<&str>) -> Result<()> {
         obj.insert("profile".into(), json!(if cfg!(debug_assertions) { "debug" } else { "release" }));
         crate::cli::print_json(&Json::Object(obj));
     } else {
-        println!("weir bench ({} build) on {}", if cfg!(debug_assertions) { "debug — use --release for real figures" } else { "release" }, machine["summary"].as_str().unwrap_or("?"));
-        println!("{:<52} {:>12} {:>24}", "figure", "median", format!("spread ({RUNS} runs)"));
+        outln!(
+            "weir bench ({} build) on {}",
+            if cfg!(debug_assertions) { "debug — use --release for real figures" } else { "release" },
+            machine["summary"].as_str().unwrap_or("?")
+        );
+        outln!("{:<52} {:>12} {:>24}", "figure", "median", format!("spread ({RUNS} runs)"));
         for f in &figures {
             let p = if f.median().abs() < 10.0 { 2 } else { 1 };
-            println!("{:<52} {:>10.p$} {:<2} {:>10.p$} – {:<10.p$}", f.label, f.median(), f.unit, f.min(), f.max());
+            outln!("{:<52} {:>10.p$} {:<2} {:>10.p$} – {:<10.p$}", f.label, f.median(), f.unit, f.min(), f.max());
         }
     }
     drop(weir);
@@ -306,21 +317,21 @@ fn drain_among(weir: &Weir, plugin: &str, n: usize, workers: usize, bad: &[&str]
     let tx = conn.transaction()?;
     for i in 0..n {
         jobs::enqueue(&tx, &good)?;
-        if every > 0 && i % every == every / 2 {
-            if let Some(b) = bad_jobs.get(i / every) {
-                jobs::enqueue(&tx, b)?;
-            }
+        if every > 0
+            && i % every == every / 2
+            && let Some(b) = bad_jobs.get(i / every)
+        {
+            jobs::enqueue(&tx, b)?;
         }
     }
     tx.commit()?;
     let opts = WorkOptions { workers, until_idle: true, idle_horizon: Duration::ZERO, ..WorkOptions::default() };
     let started_ms = crate::time::now_ms();
     crate::cli::runtime()?.block_on(weir.work(opts, std::future::pending()))?;
-    let (done, last): (i64, Option<i64>) = conn.query_row(
-        "SELECT COUNT(*), MAX(completed_at) FROM weir_jobs WHERE correlation_id = ?1 AND statuscode = 30",
-        [&run_id],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )?;
+    let (done, last): (i64, Option<i64>) =
+        conn.query_row("SELECT COUNT(*), MAX(completed_at) FROM weir_jobs WHERE correlation_id = ?1 AND statuscode = 30", [&run_id], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?;
     if done < n as i64 {
         return Err(Error::Internal(format!("bench: only {done} of {n} {plugin} jobs succeeded")));
     }

@@ -6,12 +6,13 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::jobs::timers::CleanupStatus;
-use crate::{Background, JobAction, Weir};
 use crate::error::{Error, Result};
+use crate::jobs::timers::CleanupStatus;
+use crate::limits;
 use crate::steps::{Grant, MessageKind, ModeKind, StageKind, Step};
 use crate::store::records::OrderBy;
 use crate::worker::WorkOptions;
+use crate::{Background, JobAction, Weir};
 
 #[derive(Parser, Debug)]
 #[command(name = "weir", version, about = "A WebAssembly plug-in host: records, an event pipeline and a durable job queue")]
@@ -44,18 +45,19 @@ pub enum Command {
     Demo,
     /// Runs the worker pool: claims due system jobs and runs them.
     Work {
-        /// Jobs running at once (default: 8 per CPU).
-        #[arg(long)]
+        /// Jobs running at once (default: 8 per CPU; 1 to 1024).
+        #[arg(long, value_parser = ranged::<usize>(limits::WORKERS))]
         workers: Option<usize>,
-        /// Lease length in ms; a job whose worker stops is taken over after it.
-        #[arg(long, default_value_t = 30_000)]
+        /// Lease length in ms (1000 to 3600000); a job whose worker stops is
+        /// taken over after it. The heartbeat renews it every third of it.
+        #[arg(long, default_value_t = 30_000, value_parser = ranged::<u64>(limits::LEASE_MS))]
         lease_ms: u64,
         /// Exit once nothing runs and nothing is due within the next 3 seconds.
         #[arg(long)]
         until_idle: bool,
         /// On SIGTERM/Ctrl-C, how long running jobs may take to finish before
-        /// they are interrupted and go back to Ready.
-        #[arg(long, default_value_t = 30_000)]
+        /// they are interrupted and go back to Ready (0 to 3600000 ms).
+        #[arg(long, default_value_t = 30_000, value_parser = ranged::<u64>(limits::SHUTDOWN_GRACE_MS))]
         shutdown_grace_ms: u64,
         #[command(flatten)]
         retention: RetentionArgs,
@@ -65,7 +67,7 @@ pub enum Command {
     /// System jobs: list, show, control, cleanup.
     #[command(subcommand)]
     Jobs(JobsCmd),
-    /// Background operations (reference/001).
+    /// Background operations: a workflow run once, on request.
     #[command(subcommand)]
     Background(BackgroundCmd),
     /// Users operations run as.
@@ -75,20 +77,31 @@ pub enum Command {
     Serve {
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: std::net::SocketAddr,
-        /// Jobs running at once (default: 8 per CPU).
-        #[arg(long)]
+        /// Jobs running at once (default: 8 per CPU; 1 to 1024).
+        #[arg(long, value_parser = ranged::<usize>(limits::WORKERS))]
         workers: Option<usize>,
-        /// Bearer token required on the API (also WEIR_TOKEN).
+        /// Bearer token required on the API (also WEIR_TOKEN). Without one,
+        /// only requests to localhost or a loopback address are answered.
         #[arg(long, env = "WEIR_TOKEN", hide_env_values = true)]
         token: Option<String>,
-        /// Largest request body in bytes (413 above); plug-in uploads may be larger.
-        #[arg(long, default_value_t = 1 << 20)]
+        /// An origin (`http://host:port`) whose pages may call the API besides
+        /// the server's own; repeatable. Other origins get 403.
+        #[arg(long = "allow-origin", value_name = "ORIGIN")]
+        allow_origins: Vec<String>,
+        /// Largest request body in bytes (413 above; 1024 to 67108864);
+        /// plug-in uploads may be larger.
+        #[arg(long, default_value_t = 1 << 20, value_parser = ranged::<usize>(limits::MAX_BODY_BYTES))]
         max_body_bytes: usize,
-        #[arg(long, default_value_t = 30_000)]
+        /// How long a request body may stop arriving before the request is
+        /// answered 408 and the connection closed (100 to 600000 ms).
+        #[arg(long, default_value_t = 10_000, value_parser = ranged::<u64>(limits::BODY_TIMEOUT_MS))]
+        body_timeout_ms: u64,
+        /// Lease length in ms (1000 to 3600000), as for `work`.
+        #[arg(long, default_value_t = 30_000, value_parser = ranged::<u64>(limits::LEASE_MS))]
         lease_ms: u64,
         /// On SIGTERM/Ctrl-C, how long running jobs may take to finish before
-        /// they are interrupted and go back to Ready.
-        #[arg(long, default_value_t = 30_000)]
+        /// they are interrupted and go back to Ready (0 to 3600000 ms).
+        #[arg(long, default_value_t = 30_000, value_parser = ranged::<u64>(limits::SHUTDOWN_GRACE_MS))]
         shutdown_grace_ms: u64,
         #[command(flatten)]
         retention: RetentionArgs,
@@ -129,8 +142,12 @@ pub enum JobsCmd {
     List {
         #[arg(long, value_name = "EXPR")]
         filter: Option<String>,
-        #[arg(long, default_value_t = 100)]
+        /// Jobs to list (1 to 5000).
+        #[arg(long, default_value_t = 100, value_parser = ranged::<usize>(limits::PAGE))]
         top: usize,
+        /// Jobs to skip first (the next page).
+        #[arg(long, default_value_t = 0, value_parser = ranged::<usize>(limits::SKIP))]
+        skip: usize,
         #[arg(long)]
         json: bool,
     },
@@ -158,8 +175,9 @@ pub enum JobsCmd {
     },
     /// Deletes completed jobs by age and status; prints the count.
     Cleanup {
-        #[arg(long, default_value = "30d", value_name = "DURATION")]
-        older_than: String,
+        /// Completed longer ago than this (0s to 100 years).
+        #[arg(long, default_value = "30d", value_name = "DURATION", value_parser = age)]
+        older_than: std::time::Duration,
         #[arg(long, value_enum, default_value = "completed")]
         status: CleanupStatus,
         #[arg(long)]
@@ -182,9 +200,11 @@ pub enum BackgroundCmd {
         /// Run no earlier than this: RFC 3339 or +DURATION (a one-shot delayed job).
         #[arg(long, value_name = "TIME")]
         at: Option<String>,
-        #[arg(long)]
+        /// Attempts before the job fails (1 to 1000).
+        #[arg(long, value_parser = ranged::<u32>(limits::MAX_ATTEMPTS))]
         max_attempts: Option<u32>,
-        #[arg(long)]
+        /// Time budget of each attempt in ms (1 to 86400000).
+        #[arg(long, value_parser = ranged::<u64>(limits::TIMEOUT_MS))]
         timeout_ms: Option<u64>,
         #[arg(long)]
         json: bool,
@@ -199,34 +219,48 @@ pub enum UserCmd {
     Deactivate(Target),
 }
 
-/// The recurring cleanup `work` and `serve` run by themselves (reference/002,
-/// 004): durations such as `7d`, `12h`, `0s`.
+/// The recurring cleanup `work` and `serve` run by themselves: durations such
+/// as `7d`, `12h`, `0s`, checked when parsed (ages 0s to 100 years).
 #[derive(Args, Debug)]
 pub struct RetentionArgs {
     /// Delete Succeeded jobs completed longer ago than this.
-    #[arg(long, default_value = "7d", value_name = "DURATION")]
-    keep_succeeded: String,
+    #[arg(long, default_value = "7d", value_name = "DURATION", value_parser = age)]
+    keep_succeeded: std::time::Duration,
     /// Delete Failed and Canceled jobs completed longer ago than this.
-    #[arg(long, default_value = "30d", value_name = "DURATION")]
-    keep_failed: String,
+    #[arg(long, default_value = "30d", value_name = "DURATION", value_parser = age)]
+    keep_failed: std::time::Duration,
     /// End (cancel) paused waits whose timeout passed longer ago than this.
-    #[arg(long, default_value = "30d", value_name = "DURATION")]
-    end_abandoned_after: String,
-    /// How often the cleanup runs (also once at start).
-    #[arg(long, default_value = "1h", value_name = "DURATION")]
-    retention_every: String,
+    #[arg(long, default_value = "30d", value_name = "DURATION", value_parser = age)]
+    end_abandoned_after: std::time::Duration,
+    /// How often the cleanup runs, also once at start (1s to 30 days).
+    #[arg(long, default_value = "1h", value_name = "DURATION", value_parser = |s: &str| limits::duration(s, &limits::RETENTION_EVERY))]
+    retention_every: std::time::Duration,
 }
 
 impl RetentionArgs {
-    fn parse(&self) -> Result<crate::worker::Retention> {
-        let d = |flag: &str, v: &str| humantime::parse_duration(v).map_err(|e| Error::invalid(format!("bad --{flag} {v:?}: {e} (try 30d, 12h, 0s)")));
-        Ok(crate::worker::Retention {
-            succeeded_after: d("keep-succeeded", &self.keep_succeeded)?,
-            failed_after: d("keep-failed", &self.keep_failed)?,
-            abandoned_after: d("end-abandoned-after", &self.end_abandoned_after)?,
-            every: d("retention-every", &self.retention_every)?.max(std::time::Duration::from_secs(1)),
-        })
+    fn retention(&self) -> crate::worker::Retention {
+        crate::worker::Retention {
+            succeeded_after: self.keep_succeeded,
+            failed_after: self.keep_failed,
+            abandoned_after: self.end_abandoned_after,
+            every: self.retention_every,
+        }
     }
+}
+
+/// A value parser for an integer option within `range` (clap names the
+/// option and the range when a value is outside it: a usage error, exit 2).
+fn ranged<T>(range: std::ops::RangeInclusive<u64>) -> clap::builder::RangedU64ValueParser<T>
+where
+    T: TryFrom<u64> + Clone + Send + Sync + 'static,
+    <T as TryFrom<u64>>::Error: Send + Sync + 'static + std::error::Error + ToString,
+{
+    clap::builder::RangedU64ValueParser::<T>::new().range(range)
+}
+
+/// An age for retention and cleanup: 0s to 100 years.
+fn age(s: &str) -> std::result::Result<std::time::Duration, String> {
+    limits::duration(s, &limits::AGE)
 }
 
 /// What a command acts on (a job id, a user or step name), and whether to
@@ -285,13 +319,17 @@ pub struct StepAdd {
     pre_image: bool,
     #[arg(long)]
     post_image: bool,
-    #[arg(long)]
+    /// Fuel per call (1 to 10^18).
+    #[arg(long, value_parser = ranged::<u64>(limits::FUEL))]
     fuel: Option<u64>,
-    #[arg(long)]
+    /// Time budget per call or attempt in ms (1 to 86400000).
+    #[arg(long, value_parser = ranged::<u64>(limits::TIMEOUT_MS))]
     timeout_ms: Option<u64>,
-    #[arg(long)]
+    /// Attempts of an async step's job (1 to 1000).
+    #[arg(long, value_parser = ranged::<u32>(limits::MAX_ATTEMPTS))]
     max_attempts: Option<u32>,
-    #[arg(long)]
+    /// First retry delay in ms, doubling after (0 to 86400000).
+    #[arg(long, value_parser = ranged::<u64>(limits::BACKOFF_MS))]
     backoff_ms: Option<u64>,
     /// `TABLE:read` or `TABLE:write`; repeatable.
     #[arg(long = "grant", value_name = "TABLE:ACCESS")]
@@ -303,6 +341,8 @@ pub struct StepAdd {
     json: bool,
 }
 
+// Parsed once per process: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum StepCmd {
     /// Registers a step.
@@ -323,9 +363,16 @@ pub enum StepCmd {
 #[derive(Subcommand, Debug)]
 pub enum RecordCmd {
     /// Creates a record from a JSON object; prints it with its id.
-    Create { table: String, json: String },
+    Create {
+        table: String,
+        json: String,
+    },
     /// Changes the given columns of a record.
-    Update { table: String, id: String, json: String },
+    Update {
+        table: String,
+        id: String,
+        json: String,
+    },
     /// Deletes a record (its delete steps run).
     Delete {
         table: String,
@@ -333,13 +380,17 @@ pub enum RecordCmd {
         #[arg(long)]
         json: bool,
     },
-    Get { table: String, id: String },
+    Get {
+        table: String,
+        id: String,
+    },
     /// Prints a JSON array of the records matching --filter.
     Query {
         table: String,
         #[arg(long, value_name = "EXPR")]
         filter: Option<String>,
-        #[arg(long)]
+        /// Records to print (1 to 5000, the default).
+        #[arg(long, value_parser = ranged::<usize>(limits::PAGE))]
         top: Option<usize>,
         /// Sort: `COL` or `COL desc`, comma-separated.
         #[arg(long, value_name = "COL [asc|desc],...")]
@@ -371,9 +422,9 @@ pub fn main() -> i32 {
             use std::io::IsTerminal;
             // Colour only on a terminal.
             let label = if std::io::stderr().is_terminal() { "\x1b[1;31merror:\x1b[0m" } else { "error:" };
-            eprintln!("{label} {e}");
+            errln(format_args!("{label} {e}"));
             for line in crate::pipeline::trace_of(&e) {
-                eprintln!("  [{}] {}", line.level, line.message);
+                errln(format_args!("  [{}] {}", line.level, line.message));
             }
             1
         }
@@ -381,9 +432,11 @@ pub fn main() -> i32 {
 }
 
 fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("WEIR_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WEIR_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    use std::io::IsTerminal;
+    // Log lines never fail the process (see `telemetry::LogWriter`), and carry
+    // colour codes only on a terminal.
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(crate::telemetry::LogWriter).with_ansi(std::io::stderr().is_terminal()).try_init();
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -395,12 +448,12 @@ fn run(cli: Cli) -> Result<()> {
         Command::Demo => crate::demo::run(&cli.db),
         Command::Bench { json, only } => crate::bench::run(json, only.as_deref()),
         Command::Work { workers, lease_ms, until_idle, shutdown_grace_ms, retention, json } => {
-            let retention = retention.parse()?;
+            let retention = retention.retention();
             let weir = Weir::open(&cli.db)?;
             let shutdown_grace = std::time::Duration::from_millis(shutdown_grace_ms);
             let mut opts = WorkOptions { lease_ms, until_idle, shutdown_grace, retention, ..WorkOptions::default() };
             if let Some(w) = workers {
-                opts.workers = w.max(1);
+                opts.workers = w;
             }
             // A spinner on a terminal while --until-idle drains the queue.
             let spinner = if until_idle && !json { indicatif::ProgressBar::new_spinner() } else { indicatif::ProgressBar::hidden() };
@@ -412,25 +465,36 @@ fn run(cli: Cli) -> Result<()> {
             if json {
                 print_json(&stats);
             } else {
-                println!(
+                outln!(
                     "ran {} attempts: {} succeeded, {} failed or will retry; {} expired leases taken over",
-                    stats.attempts, stats.succeeded, stats.retried_or_failed, stats.leases_expired
+                    stats.attempts,
+                    stats.succeeded,
+                    stats.retried_or_failed,
+                    stats.leases_expired
                 );
             }
             Ok(())
         }
         Command::Jobs(cmd) => jobs(&Weir::open(&cli.db)?, cmd),
-        Command::Serve { listen, workers, token, max_body_bytes, lease_ms, shutdown_grace_ms, retention, callback_hosts } => {
-            let retention = retention.parse()?;
+        Command::Serve { listen, workers, token, allow_origins, max_body_bytes, body_timeout_ms, lease_ms, shutdown_grace_ms, retention, callback_hosts } => {
+            let retention = retention.retention();
+            let allow_origins = allow_origins.iter().map(|o| parse_origin(o)).collect::<Result<Vec<_>>>()?;
             let weir = std::sync::Arc::new(Weir::open(&cli.db)?);
             let shutdown_grace = std::time::Duration::from_millis(shutdown_grace_ms);
             let mut work = WorkOptions { lease_ms, shutdown_grace, retention, ..WorkOptions::default() };
             if let Some(w) = workers {
-                work.workers = w.max(1);
+                work.workers = w;
             }
             let token = token.filter(|t| !t.is_empty());
             let callback_hosts = crate::jobs::callbacks::CallbackHosts::parse(callback_hosts.as_deref().unwrap_or(""));
-            let config = crate::api::ApiConfig { token, max_body_bytes, callback_hosts };
+            let config = crate::api::ApiConfig {
+                token,
+                max_body_bytes,
+                callback_hosts,
+                allow_origins,
+                listen_port: None,
+                body_idle_timeout: std::time::Duration::from_millis(body_timeout_ms),
+            };
             runtime()?.block_on(crate::api::serve(weir, listen, config, work))
         }
         Command::Background(BackgroundCmd::Submit { plugin, input, grants, callback, at, max_attempts, timeout_ms, json }) => {
@@ -451,8 +515,8 @@ fn run(cli: Cli) -> Result<()> {
             if json {
                 print_json(&serde_json::json!({"id": id, "location": location}));
             } else {
-                println!("{id}");
-                println!("status: weir jobs show {id}  (HTTP: GET {location})");
+                outln!("{id}");
+                outln!("status: weir jobs show {id}  (HTTP: GET {location})");
             }
             Ok(())
         }
@@ -510,14 +574,14 @@ pub async fn shutdown_signal() {
 
 fn jobs(weir: &Weir, cmd: JobsCmd) -> Result<()> {
     match cmd {
-        JobsCmd::List { filter, top, json } => {
-            let jobs = weir.list_jobs(filter.as_deref(), top)?;
+        JobsCmd::List { filter, top, skip, json } => {
+            let jobs = weir.list_jobs_page(filter.as_deref(), top, skip)?;
             if json {
                 print_json(&jobs);
             } else {
-                println!("{:<36}  {:<16} {:<14} {:<10} {:<19} {:>8}  {}", "ID", "STEP", "PLUGIN", "STATE", "STATUS", "ATTEMPTS", "ERROR");
+                outln!("{:<36}  {:<16} {:<14} {:<10} {:<19} {:>8}  {}", "ID", "STEP", "PLUGIN", "STATE", "STATUS", "ATTEMPTS", "ERROR");
                 for j in jobs {
-                    println!(
+                    outln!(
                         "{:<36}  {:<16} {:<14} {:<10} {:<19} {:>4}/{:<3}  {}",
                         j.id,
                         j.step.as_deref().unwrap_or("-"),
@@ -540,13 +604,11 @@ fn jobs(weir: &Weir, cmd: JobsCmd) -> Result<()> {
             action(weir, Target { name: id, json }, JobAction::Postpone(until))?
         }
         JobsCmd::Cleanup { older_than, status, json } => {
-            let age = humantime::parse_duration(&older_than)
-                .map_err(|e| Error::invalid(format!("bad --older-than {older_than:?}: {e} (try 30d, 12h)")))?;
-            let n = weir.cleanup_jobs(age, status)?;
+            let n = weir.cleanup_jobs(older_than, status)?;
             if json {
                 print_json(&serde_json::json!({"deleted": n}));
             } else {
-                println!("deleted {n} jobs");
+                outln!("deleted {n} jobs");
             }
         }
         JobsCmd::Show { id, json } => {
@@ -554,27 +616,27 @@ fn jobs(weir: &Weir, cmd: JobsCmd) -> Result<()> {
             if json {
                 print_json(&j);
             } else {
-                println!("job {} ({} of plug-in {} v{})", j.id, j.kind, j.plugin, j.plugin_version);
-                println!("  step:        {}", j.step.as_deref().unwrap_or("-"));
-                println!("  state:       {} / {} ({} / {})", j.state, j.status, j.statecode, j.statuscode);
-                println!("  attempts:    {} of {}", j.attempts, j.max_attempts);
-                println!("  owner:       {}  correlation {}", j.owner, j.correlation_id);
-                println!("  created:     {}", j.created_at);
-                println!("  started:     {}", j.started_at.as_deref().unwrap_or("-"));
-                println!("  completed:   {}", j.completed_at.as_deref().unwrap_or("-"));
+                outln!("job {} ({} of plug-in {} v{})", j.id, j.kind, j.plugin, j.plugin_version);
+                outln!("  step:        {}", j.step.as_deref().unwrap_or("-"));
+                outln!("  state:       {} / {} ({} / {})", j.state, j.status, j.statecode, j.statuscode);
+                outln!("  attempts:    {} of {}", j.attempts, j.max_attempts);
+                outln!("  owner:       {}  correlation {}", j.owner, j.correlation_id);
+                outln!("  created:     {}", j.created_at);
+                outln!("  started:     {}", j.started_at.as_deref().unwrap_or("-"));
+                outln!("  completed:   {}", j.completed_at.as_deref().unwrap_or("-"));
                 if let Some(p) = &j.postpone_until {
-                    println!("  postponed:   until {p}");
+                    outln!("  postponed:   until {p}");
                 }
                 if let Some(e) = &j.error {
-                    println!("  error:       [{}] {e}", j.error_code.as_deref().unwrap_or("?"));
+                    outln!("  error:       [{}] {e}", j.error_code.as_deref().unwrap_or("?"));
                 }
                 if let Some(r) = &j.result {
-                    println!("  result:      {r}");
+                    outln!("  result:      {r}");
                 }
                 if let Some(lines) = j.trace.as_array().filter(|l| !l.is_empty()) {
-                    println!("  trace:");
+                    outln!("  trace:");
                     for l in lines {
-                        println!("    [{}] {}", l["level"].as_str().unwrap_or(""), l["message"].as_str().unwrap_or(""));
+                        outln!("    [{}] {}", l["level"].as_str().unwrap_or(""), l["message"].as_str().unwrap_or(""));
                     }
                 }
             }
@@ -589,7 +651,7 @@ fn action(weir: &Weir, job: Target, action: JobAction) -> Result<()> {
     if job.json {
         print_json(&j);
     } else {
-        println!("job {} is now {}/{}", j.id, j.state, j.status);
+        outln!("job {} is now {}/{}", j.id, j.state, j.status);
     }
     Ok(())
 }
@@ -599,7 +661,7 @@ fn say(json: bool, value: serde_json::Value, sentence: impl FnOnce() -> String) 
     if json {
         print_json(&value);
     } else {
-        println!("{}", sentence());
+        outln!("{}", sentence());
     }
 }
 
@@ -615,7 +677,7 @@ fn table(weir: &Weir, cmd: TableCmd) -> Result<()> {
             if json {
                 print_json(&def);
             } else {
-                println!("created table {} ({} columns)", def.name, def.columns.len());
+                outln!("created table {} ({} columns)", def.name, def.columns.len());
             }
         }
         TableCmd::List { json } => {
@@ -625,7 +687,7 @@ fn table(weir: &Weir, cmd: TableCmd) -> Result<()> {
             } else {
                 for t in tables {
                     let cols: Vec<String> = t.columns.iter().map(|c| format!("{}:{}", c.name, c.ty)).collect();
-                    println!("{:<20} {}", t.name, cols.join(" "));
+                    outln!("{:<20} {}", t.name, cols.join(" "));
                 }
             }
         }
@@ -670,7 +732,7 @@ fn step(weir: &Weir, cmd: StepCmd) -> Result<()> {
             if a.json {
                 print_json(&step);
             } else {
-                println!("added step {}", a.name);
+                outln!("added step {}", a.name);
             }
         }
         StepCmd::List { json } => {
@@ -678,9 +740,9 @@ fn step(weir: &Weir, cmd: StepCmd) -> Result<()> {
             if json {
                 print_json(&steps);
             } else {
-                println!("{:<20} {:<16} {:<8} {:<14} {:<15} {:<5} {:>4}  {}", "NAME", "PLUGIN", "MESSAGE", "TABLE", "STAGE", "MODE", "RANK", "ENABLED");
+                outln!("{:<20} {:<16} {:<8} {:<14} {:<15} {:<5} {:>4}  {}", "NAME", "PLUGIN", "MESSAGE", "TABLE", "STAGE", "MODE", "RANK", "ENABLED");
                 for s in steps {
-                    println!(
+                    outln!(
                         "{:<20} {:<16} {:<8} {:<14} {:<15} {:<5} {:>4}  {}",
                         s.name,
                         s.plugin,
@@ -708,6 +770,15 @@ fn step(weir: &Weir, cmd: StepCmd) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Checks an `--allow-origin`: `scheme://host[:port]`, as browsers send it.
+fn parse_origin(o: &str) -> Result<String> {
+    let u = url::Url::parse(o).map_err(|e| Error::invalid(format!("bad --allow-origin {o:?}: {e}; write http://host:port")))?;
+    if !matches!(u.scheme(), "http" | "https") || u.host_str().is_none() || u.path() != "/" || u.query().is_some() {
+        return Err(Error::invalid(format!("bad --allow-origin {o:?}: an origin is http(s)://host[:port], nothing more")));
+    }
+    Ok(u.origin().ascii_serialization())
 }
 
 /// Parses `col`, `col desc`, `a asc, b desc`.
@@ -759,16 +830,12 @@ fn record(weir: &Weir, user: &str, cmd: RecordCmd) -> Result<()> {
 fn plugin(weir: &Weir, cmd: PluginCmd) -> Result<()> {
     match cmd {
         PluginCmd::Add { name, file, json } => {
-            let wasm = std::fs::read(&file)
-                .map_err(|e| Error::invalid(format!("cannot read {}: {e}", file.display())))?;
+            let wasm = crate::plugins::read_component_file(&file)?;
             let row = weir.add_plugin(&name, &wasm)?;
             if json {
                 print_json(&row);
             } else {
-                println!(
-                    "added plug-in {} version {} (world {}, {} bytes, sha256 {})",
-                    row.name, row.version, row.world, row.size, &row.sha256[..16]
-                );
+                outln!("added plug-in {} version {} (world {}, {} bytes, sha256 {})", row.name, row.version, row.world, row.size, &row.sha256[..16]);
             }
         }
         PluginCmd::List { json } => {
@@ -776,9 +843,9 @@ fn plugin(weir: &Weir, cmd: PluginCmd) -> Result<()> {
             if json {
                 print_json(&rows);
             } else {
-                println!("{:<20} {:>7}  {:<9} {:>9}  {}", "NAME", "VERSION", "WORLD", "BYTES", "ADDED");
+                outln!("{:<20} {:>7}  {:<9} {:>9}  {}", "NAME", "VERSION", "WORLD", "BYTES", "ADDED");
                 for r in rows {
-                    println!("{:<20} {:>7}  {:<9} {:>9}  {}", r.name, r.version, r.world, r.size, r.created_at);
+                    outln!("{:<20} {:>7}  {:<9} {:>9}  {}", r.name, r.version, r.world, r.size, r.created_at);
                 }
             }
         }
@@ -789,7 +856,32 @@ fn plugin(weir: &Weir, cmd: PluginCmd) -> Result<()> {
 /// Prints a value as pretty JSON on stdout.
 pub fn print_json<T: serde::Serialize>(value: &T) {
     match serde_json::to_string_pretty(value) {
-        Ok(s) => println!("{s}"),
-        Err(e) => eprintln!("error: cannot print JSON: {e}"),
+        Ok(s) => outln!("{s}"),
+        Err(e) => errln(format_args!("error: cannot print JSON: {e}")),
     }
+}
+
+/// Writes a line on stdout (the `outln!` macro). When stdout is closed (the
+/// reader of a pipe went away) the command is over: exit 0 quietly, as `ls`
+/// does. When it cannot be written otherwise (a full disk), exit 1 saying so.
+/// Everything a command changes is committed before it prints, so nothing is
+/// left half-done.
+pub fn out(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = stdout.write_fmt(args).and_then(|_| stdout.write_all(b"\n")).and_then(|_| stdout.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        errln(format_args!("error: cannot write the output: {e}"));
+        std::process::exit(1);
+    }
+}
+
+/// Writes a line on stderr; a stderr that cannot be written loses the line,
+/// never the process.
+fn errln(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut stderr = std::io::stderr().lock();
+    let _ = stderr.write_fmt(args).and_then(|_| stderr.write_all(b"\n"));
 }

@@ -16,68 +16,68 @@ use crate::worker::WorkOptions;
 
 pub fn run(db: &Path) -> Result<()> {
     let weir = Weir::open(db)?;
-    println!("weir demo on {}\n", db.display());
+    outln!("weir demo on {}\n", db.display());
 
-    println!("1. Loading the example plug-ins");
+    outln!("1. Loading the example plug-ins");
     let known = weir.list_plugins()?;
     for name in crate::examples::names() {
         let wasm = crate::examples::wasm(name).unwrap_or_default();
         let digest = crate::runtime::Runtime::digest(wasm);
         match known.iter().find(|p| p.name == name && p.sha256 == digest) {
-            Some(p) => println!("   {name:<15} v{} ({}), already loaded", p.version, p.world),
+            Some(p) => outln!("   {name:<15} v{} ({}), already loaded", p.version, p.world),
             None => {
                 let p = weir.add_plugin(name, wasm)?;
-                println!("   {name:<15} v{} ({}), {} bytes", p.version, p.world, p.size);
+                outln!("   {name:<15} v{} ({}), {} bytes", p.version, p.world, p.size);
             }
         }
     }
 
-    println!("\n2. The sandbox: each misbehaving guest ends with its own typed error");
+    outln!("\n2. The sandbox: each misbehaving guest ends with its own typed error");
     for name in ["spin-forever", "memory-hog", "deep-recursion", "panicker"] {
         let started = Instant::now();
         let outcome = sandbox_call(&weir, name)?;
-        println!("   {name:<15} -> {outcome} ({} ms)", started.elapsed().as_millis());
+        outln!("   {name:<15} -> {outcome} ({} ms)", started.elapsed().as_millis());
     }
 
-    println!("\n3. The credit-check story (reference/000): a sync plug-in inside the transaction");
+    outln!("\n3. The credit-check story: a sync plug-in inside the transaction");
     setup_tables(&weir)?;
     let p = weir.pipeline();
     let account = p.create("system", "account", &json!({"name": "Contoso", "creditlimit": 1000}))?;
-    println!("   account Contoso, credit limit 1000: {}", account.id);
+    outln!("   account Contoso, credit limit 1000: {}", account.id);
     let audits_before = p.query("audit", None, &[], None)?.len();
     match p.create("system", "opportunity", &json!({"name": "Big deal", "amount": 5000, "customer": account.id})) {
-        Err(e) => println!("   opportunity of 5000 -> rejected: {e}"),
-        Ok(r) => println!("   opportunity of 5000 -> unexpectedly accepted: {}", r.id),
+        Err(e) => outln!("   opportunity of 5000 -> rejected: {e}"),
+        Ok(r) => outln!("   opportunity of 5000 -> unexpectedly accepted: {}", r.id),
     }
     let audits_after_reject = p.query("audit", None, &[], None)?.len();
-    println!("   audit rows written by the rejected operation: {}", audits_after_reject - audits_before);
+    outln!("   audit rows written by the rejected operation: {}", audits_after_reject - audits_before);
     let opp = p.create("system", "opportunity", &json!({"name": "Small deal", "amount": 500, "customer": account.id}))?;
     let audits = p.query("audit", Some(&format!("recordid eq '{}'", opp.id)), &[], None)?;
-    println!(
+    outln!(
         "   opportunity of 500  -> accepted: {}, priority {} (set-defaults), {} audit row (audit-trail)",
         opp.id,
         opp.get("priority").map(crate::values::to_json).unwrap_or_default(),
         audits.len()
     );
 
-    println!("\n4. The depth guard: ping-pong updates the record it is triggered by");
+    outln!("\n4. The depth guard: ping-pong updates the record it is triggered by");
     let before = opp.get("counter").cloned();
     match p.update("system", "opportunity", &opp.id, &json!({"counter": 1})) {
-        Err(e) => println!("   update -> {e}"),
-        Ok(_) => println!("   update -> unexpectedly succeeded"),
+        Err(e) => outln!("   update -> {e}"),
+        Ok(_) => outln!("   update -> unexpectedly succeeded"),
     }
     let after = p.get("opportunity", &opp.id)?;
-    println!("   counter kept its old value: {:?}", after.get("counter") == before.as_ref());
+    outln!("   counter kept its old value: {:?}", after.get("counter") == before.as_ref());
 
-    println!("\n5. Background jobs: async steps run after the commit, with retries");
+    outln!("\n5. Background jobs: async steps run after the commit, with retries");
     let shipment = p.create("system", "shipment", &json!({"name": "Parcel to Contoso"}))?;
     let mine = format!("regarding eq '{}'", shipment.id);
-    println!("   created shipment {}: {} jobs enqueued in its transaction", shipment.id, weir.list_jobs(Some(&mine), 100)?.len());
+    outln!("   created shipment {}: {} jobs enqueued in its transaction", shipment.id, weir.list_jobs(Some(&mine), 100)?.len());
     let opts = WorkOptions { workers: 2, until_idle: true, ..WorkOptions::default() };
     let stats = crate::cli::runtime()?.block_on(weir.work(opts, std::future::pending()))?;
-    println!("   weir work --until-idle: {} attempts, {} succeeded", stats.attempts, stats.succeeded);
+    outln!("   weir work --until-idle: {} attempts, {} succeeded", stats.attempts, stats.succeeded);
     for j in weir.list_jobs(Some(&mine), 100)?.iter().rev() {
-        println!(
+        outln!(
             "   {:<13} {:<10} {:<9} after {} attempt(s){}",
             j.plugin,
             j.state,
@@ -87,25 +87,28 @@ pub fn run(db: &Path) -> Result<()> {
         );
     }
     let failures = weir.list_jobs(Some(&format!("statecode eq 3 and statuscode eq 31 and {mine}")), 100)?;
-    println!("   jobs list --filter \"statecode eq 3 and statuscode eq 31\" finds {} failure(s): {}", failures.len(),
-        failures.iter().map(|j| j.plugin.as_str()).collect::<Vec<_>>().join(", "));
+    outln!(
+        "   jobs list --filter \"statecode eq 3 and statuscode eq 31\" finds {} failure(s): {}",
+        failures.len(),
+        failures.iter().map(|j| j.plugin.as_str()).collect::<Vec<_>>().join(", ")
+    );
 
-    println!("\n6. A wait state: approval waits, holding no worker, until the expense is approved");
+    outln!("\n6. A wait state: approval waits, holding no worker, until the expense is approved");
     let rt = crate::cli::runtime()?;
     let idle = || WorkOptions { workers: 2, until_idle: true, ..WorkOptions::default() };
     let expense = p.create("system", "expense", &json!({"amount": 120.0}))?;
     rt.block_on(weir.work(idle(), std::future::pending()))?;
     let waiting = weir.list_jobs(Some(&format!("regarding eq '{}'", expense.id)), 1)?;
     if let Some(j) = waiting.first() {
-        println!("   expense {}: job {} is {}/{} (wait {})", expense.id, j.id, j.state, j.status, j.wait.clone().unwrap_or_default());
+        outln!("   expense {}: job {} is {}/{} (wait {})", expense.id, j.id, j.state, j.status, j.wait.clone().unwrap_or_default());
     }
     p.update("system", "expense", &expense.id, &json!({"approved": true}))?;
-    println!("   approved the expense: the committed change made the job Ready");
+    outln!("   approved the expense: the committed change made the job Ready");
     rt.block_on(weir.work(idle(), std::future::pending()))?;
     let paid = p.get("expense", &expense.id)?;
-    println!("   after weir work: expense state = {}", paid.get("state").map(crate::values::to_json).unwrap_or_default());
+    outln!("   after weir work: expense state = {}", paid.get("state").map(crate::values::to_json).unwrap_or_default());
 
-    println!("\n7. A background operation with a callback (reference/001)");
+    outln!("\n7. A background operation with a callback");
     let (url, received) = demo_callback_server()?;
     let job = weir.submit_background(&crate::Background {
         plugin: "bulk-update".into(),
@@ -118,15 +121,15 @@ pub fn run(db: &Path) -> Result<()> {
         timeout_ms: None,
         callback_hosts: Default::default(),
     })?;
-    println!("   weir background submit bulk-update -> job {job} (status at /api/jobs/{job})");
+    outln!("   weir background submit bulk-update -> job {job} (status at /api/jobs/{job})");
     rt.block_on(weir.work(idle(), std::future::pending()))?;
     let j = weir.show_job(&job)?;
-    println!("   job {}: {} with result {}", j.id, j.status, j.result.clone().unwrap_or_default());
+    outln!("   job {}: {} with result {}", j.id, j.status, j.result.clone().unwrap_or_default());
     match received.recv_timeout(Duration::from_secs(5)) {
-        Ok(body) => println!("   callback received at {url}: {body}"),
-        Err(_) => println!("   no callback arrived at {url}"),
+        Ok(body) => outln!("   callback received at {url}: {body}"),
+        Err(_) => outln!("   no callback arrived at {url}"),
     }
-    println!("\ndone.");
+    outln!("\ndone.");
     Ok(())
 }
 
@@ -137,13 +140,8 @@ fn sandbox_call(weir: &Weir, name: &str) -> Result<String> {
         weir.plugins().prepared(conn, name, version)
     })?;
     let ctx = Context::standalone("demo", Mode::Sync);
-    let limits = Limits {
-        fuel: Some(200_000_000),
-        deadline: Instant::now() + Duration::from_secs(2),
-        budget_ms: 2000,
-        memory_bytes: 32 << 20,
-        max_host_calls: 1000,
-    };
+    let limits =
+        Limits { fuel: Some(200_000_000), deadline: Instant::now() + Duration::from_secs(2), budget_ms: 2000, memory_bytes: 32 << 20, max_host_calls: 1000 };
     let (r, _) = weir.plugins().runtime().call_sync(&prepared, &ctx, Box::new(NoRecords), &limits);
     Ok(match r {
         Ok(_) => "succeeded".into(),
@@ -207,7 +205,10 @@ fn setup_tables(weir: &Weir) -> Result<()> {
     let grant = |t: &str, w: &str| Grant::parse(&format!("{t}:{w}"));
     let mut steps = vec![
         Step { rank: 0, ..sync_step("demo-defaults", "set-defaults", MessageKind::Create, "opportunity", StageKind::PreOperation) },
-        Step { grants: vec![grant("account", "read")?], ..sync_step("demo-credit", "credit-check", MessageKind::Create, "opportunity", StageKind::PreOperation) },
+        Step {
+            grants: vec![grant("account", "read")?],
+            ..sync_step("demo-credit", "credit-check", MessageKind::Create, "opportunity", StageKind::PreOperation)
+        },
         Step { grants: vec![grant("audit", "write")?], ..sync_step("demo-audit", "audit-trail", MessageKind::Create, "opportunity", StageKind::PostOperation) },
         Step {
             grants: vec![grant("opportunity", "write")?],

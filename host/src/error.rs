@@ -25,12 +25,31 @@ pub enum Error {
     /// An illegal state change (e.g. resuming a job that is not paused).
     #[error("{0}")]
     Conflict(String),
+    /// Another operation held the database's write lock for longer than this
+    /// one could wait (one operation budget plus a margin). Nothing was
+    /// written; the caller may try again (HTTP 503 with `Retry-After`).
+    #[error("{0}")]
+    Busy(String),
     /// The database failed.
     #[error("database error: {0}")]
-    Db(#[from] rusqlite::Error),
+    Db(rusqlite::Error),
     /// Anything else the host could not do.
     #[error("{0}")]
     Internal(String),
+}
+
+impl From<rusqlite::Error> for Error {
+    /// SQLite's "busy" and "locked" become [`Error::Busy`], a typed answer the
+    /// caller can act on, instead of a raw database error.
+    fn from(e: rusqlite::Error) -> Error {
+        match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => Error::Busy(format!(
+                "the database is busy: another operation held the write lock for longer than this one may wait \
+                 (one operation budget plus a margin); nothing was written, try again ({e})"
+            )),
+            _ => Error::Db(e),
+        }
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -212,11 +212,11 @@ impl Parser<'_> {
     }
 
     fn keyword(&mut self, kw: &str) -> bool {
-        if let Some((Tok::Ident(w), _)) = self.toks.get(self.at) {
-            if w == kw {
-                self.at += 1;
-                return true;
-            }
+        if let Some((Tok::Ident(w), _)) = self.toks.get(self.at)
+            && w == kw
+        {
+            self.at += 1;
+            return true;
         }
         false
     }
@@ -245,11 +245,7 @@ impl Parser<'_> {
             let pos = self.toks.get(self.at).map_or(self.end_pos(), |t| t.1);
             return Err(self.err(pos, format!("nested deeper than {MAX_DEPTH} levels")));
         }
-        let e = if self.keyword("not") {
-            Expr::Not(Box::new(self.unary()?))
-        } else {
-            self.primary()?
-        };
+        let e = if self.keyword("not") { Expr::Not(Box::new(self.unary()?)) } else { self.primary()? };
         self.depth -= 1;
         Ok(e)
     }

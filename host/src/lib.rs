@@ -15,7 +15,14 @@
 //! * [`examples`]: the example plug-ins built from `guest-examples/`.
 //! * [`api`]: the HTTP API, dashboard and metrics of `weir serve`.
 //! * [`telemetry`]: counters and histograms for `/metrics` and the dashboard.
+//! * [`limits`]: the range of every count and duration option, for the CLI and the library.
 //! * [`cli`]: the `weir` command line; [`demo`]: `weir demo`; [`bench`]: `weir bench`.
+
+/// `println!` for what the CLI prints: a closed stdout (`weir ... | head -1`)
+/// ends the process quietly with exit 0, as `ls` does, instead of panicking.
+macro_rules! outln {
+    ($($arg:tt)*) => { $crate::cli::out(format_args!($($arg)*)) };
+}
 
 pub mod api;
 pub mod bench;
@@ -24,12 +31,13 @@ pub mod error;
 pub mod examples;
 pub mod filter;
 pub mod jobs;
+pub mod limits;
 pub mod pipeline;
 pub mod plugins;
 pub mod runtime;
 pub mod steps;
-pub mod telemetry;
 pub mod store;
+pub mod telemetry;
 pub mod time;
 pub mod values;
 pub mod worker;
@@ -99,10 +107,8 @@ impl Weir {
 
     /// Declares a table: `columns` as `(name, type)` with types as in the CLI.
     pub fn create_table(&self, name: &str, columns: &[(&str, &str)]) -> Result<TableDef> {
-        let cols = columns
-            .iter()
-            .map(|(n, t)| Ok(Column { name: n.to_string(), ty: ColType::parse(t).map_err(Error::Invalid)? }))
-            .collect::<Result<Vec<_>>>()?;
+        let cols =
+            columns.iter().map(|(n, t)| Ok(Column { name: n.to_string(), ty: ColType::parse(t).map_err(Error::Invalid)? })).collect::<Result<Vec<_>>>()?;
         self.pipeline.with_conn(|conn| records::create_table(conn, name, &cols))
     }
 
@@ -133,7 +139,12 @@ impl Weir {
 
     /// Jobs matching a filter expression over job fields, newest first.
     pub fn list_jobs(&self, filter: Option<&str>, top: usize) -> Result<Vec<jobs::JobView>> {
-        self.pipeline.with_conn(|conn| jobs::list(conn, filter, top))
+        self.list_jobs_page(filter, top, 0)
+    }
+
+    /// One page of jobs: `top` (at most [`jobs::MAX_PAGE`]) after skipping `skip`.
+    pub fn list_jobs_page(&self, filter: Option<&str>, top: usize, skip: usize) -> Result<Vec<jobs::JobView>> {
+        self.pipeline.with_conn(|conn| jobs::list(conn, filter, top, skip))
     }
 
     pub fn show_job(&self, id: &str) -> Result<jobs::JobView> {
@@ -153,11 +164,14 @@ impl Weir {
     }
 
     /// Deletes completed jobs older than `older_than` with the given status.
+    /// `older_than` must be within [`limits::AGE`] (a longer age would reach
+    /// before the epoch and delete everything).
     pub fn cleanup_jobs(&self, older_than: std::time::Duration, status: jobs::timers::CleanupStatus) -> Result<usize> {
-        self.pipeline.with_conn(|conn| jobs::timers::cleanup(conn, older_than.as_millis() as i64, status))
+        limits::check_duration("the cleanup age", older_than, &limits::AGE).map_err(Error::Invalid)?;
+        self.pipeline.with_conn(|conn| jobs::timers::cleanup(conn, limits::millis(older_than), status))
     }
 
-    /// Submits a background operation (reference/001, 003): a job of workflow
+    /// Submits a background operation: a job of workflow
     /// `plugin` with `input`, run as `owner`. Returns the job id.
     pub fn submit_background(&self, req: &Background) -> Result<String> {
         self.pipeline.with_conn(|conn| {
@@ -169,8 +183,11 @@ impl Weir {
             for g in &req.grants {
                 records::require_table(conn, &g.table)?;
             }
-            if req.max_attempts == Some(0) || req.timeout_ms == Some(0) {
-                return Err(Error::invalid("max attempts and the timeout must be positive"));
+            if let Some(n) = req.max_attempts {
+                limits::check("max_attempts", n.into(), &limits::MAX_ATTEMPTS).map_err(Error::Invalid)?;
+            }
+            if let Some(ms) = req.timeout_ms {
+                limits::check("timeout_ms", ms, &limits::TIMEOUT_MS).map_err(Error::Invalid)?;
             }
             if let Some(url) = &req.callback_url {
                 jobs::callbacks::check_url(url, &req.callback_hosts).map_err(Error::Invalid)?;

@@ -1,5 +1,5 @@
 //! The event pipeline: every Create, Update and Delete of a record goes through
-//! it (reference/000, Dataverse's event execution pipeline).
+//! it (Dataverse's event execution pipeline).
 //!
 //! For one operation, in order:
 //! 1. pre-validation steps, before the write transaction opens (read-only);
@@ -42,6 +42,10 @@ use crate::values::{EntityDoc, Value};
 /// Operations deeper than this are stopped as probable infinite loops.
 pub const MAX_DEPTH: u32 = 8;
 
+/// How much longer than one operation budget an operation waits for the write
+/// lock before it gives up with [`Error::Busy`].
+pub const BUSY_MARGIN: Duration = Duration::from_secs(1);
+
 /// Limits applied to sync plug-in calls.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -59,13 +63,7 @@ pub struct Settings {
 
 impl Default for Settings {
     fn default() -> Self {
-        Settings {
-            op_budget: Duration::from_secs(2),
-            default_fuel: 100_000_000,
-            memory_bytes: 64 << 20,
-            max_host_calls: 10_000,
-            max_top: 5000,
-        }
+        Settings { op_budget: Duration::from_secs(2), default_fuel: 100_000_000, memory_bytes: 64 << 20, max_host_calls: 10_000, max_top: 5000 }
     }
 }
 
@@ -194,8 +192,21 @@ impl Pipeline {
     fn checkout(&self) -> Result<Connection> {
         match self.pool.lock().pop() {
             Some(c) => Ok(c),
-            None => self.db.connect(),
+            None => {
+                let conn = self.db.connect()?;
+                // An operation holds the write lock for at most its budget (the
+                // epoch deadline stops its plug-ins), so waiting longer than that
+                // plus a margin means something is wrong: give up with
+                // `Error::Busy` (HTTP 503 + Retry-After) instead of queueing.
+                conn.busy_timeout(self.busy_wait())?;
+                Ok(conn)
+            }
         }
+    }
+
+    /// The longest an operation waits for another one's write lock.
+    pub fn busy_wait(&self) -> Duration {
+        self.settings.op_budget + BUSY_MARGIN
     }
 
     fn checkin(&self, conn: Connection) {
@@ -214,10 +225,8 @@ impl Pipeline {
 
     /// Creates a record from a JSON object of column values.
     pub fn create(self: &Arc<Self>, user: &str, table: &str, json: &Json) -> Result<Record> {
-        self.top(user, table, 1, |def| {
-            Ok(Input::Create { id: uuid::Uuid::now_v7().to_string(), fields: def.parse_fields(json)? })
-        })
-        .and_then(|r| r.ok_or_else(|| Error::Internal("create returned no record".into())))
+        self.top(user, table, 1, |def| Ok(Input::Create { id: uuid::Uuid::now_v7().to_string(), fields: def.parse_fields(json)? }))
+            .and_then(|r| r.ok_or_else(|| Error::Internal("create returned no record".into())))
     }
 
     /// Changes the given columns of a record.
@@ -379,11 +388,7 @@ impl Pipeline {
         })();
         if nested {
             let conn = op.conn.lock();
-            let sql = if result.is_ok() {
-                format!("RELEASE weir_d{depth}")
-            } else {
-                format!("ROLLBACK TO weir_d{depth}; RELEASE weir_d{depth}")
-            };
+            let sql = if result.is_ok() { format!("RELEASE weir_d{depth}") } else { format!("ROLLBACK TO weir_d{depth}; RELEASE weir_d{depth}") };
             conn.execute_batch(&sql)?;
         }
         result
@@ -393,9 +398,7 @@ impl Pipeline {
 /// Wakes jobs waiting for `rec` to match their condition (in the writer's
 /// transaction: they wake if and when it commits).
 fn wake_waiters(conn: &Connection, def: &TableDef, rec: &Record) -> Result<usize> {
-    jobs::timers::record_changed(conn, &def.name, &rec.id, &|condition| {
-        filter::parse(condition).is_ok_and(|expr| filter::eval(&expr, &|f| rec.scalar(def, f)))
-    })
+    jobs::timers::record_changed(conn, &def.name, &rec.id, &|condition| filter::parse(condition).is_ok_and(|expr| filter::eval(&expr, &|f| rec.scalar(def, f))))
 }
 
 fn query_with(conn: &Connection, def: &TableDef, filter: Option<&str>, order: &[OrderBy], top: usize) -> Result<Vec<Record>> {
@@ -435,9 +438,7 @@ impl Run<'_> {
     /// The columns an update really changes.
     fn changed(&self) -> Vec<&str> {
         match (&self.input, &self.pre) {
-            (Input::Update { fields, .. }, Some(pre)) => {
-                fields.iter().filter(|(n, v)| pre.get(n) != Some(v)).map(|(n, _)| n.as_str()).collect()
-            }
+            (Input::Update { fields, .. }, Some(pre)) => fields.iter().filter(|(n, v)| pre.get(n) != Some(v)).map(|(n, _)| n.as_str()).collect(),
             _ => Vec::new(),
         }
     }
@@ -484,9 +485,7 @@ impl Run<'_> {
             return rec.to_entity();
         }
         let fields = match &self.input {
-            Input::Create { fields, .. } | Input::Update { fields, .. } => {
-                fields.iter().map(|(n, v)| Field { name: n.clone(), value: v.clone() }).collect()
-            }
+            Input::Create { fields, .. } | Input::Update { fields, .. } => fields.iter().map(|(n, v)| Field { name: n.clone(), value: v.clone() }).collect(),
             Input::Delete { .. } => Vec::new(),
         };
         Entity { table: self.def.name.clone(), id: self.input.id().to_string(), fields }
@@ -582,14 +581,8 @@ impl Run<'_> {
             memory_bytes: p.settings.memory_bytes,
             max_host_calls: p.settings.max_host_calls,
         };
-        let host = PipelineHost {
-            pipeline: p.clone(),
-            op: self.op.clone(),
-            depth: self.depth,
-            step: step.name.clone(),
-            grants: step.grants.clone(),
-            read_only,
-        };
+        let host =
+            PipelineHost { pipeline: p.clone(), op: self.op.clone(), depth: self.depth, step: step.name.clone(), grants: step.grants.clone(), read_only };
         let (result, stats) = p.plugins.runtime().call_sync(&prepared, ctx, Box::new(host), &limits);
         let outcome = result.as_ref().map_or_else(|e| e.code(), |_| "ok");
         crate::telemetry::plugin_call(&step.plugin, "sync", outcome, stats.duration, stats.fuel_used);

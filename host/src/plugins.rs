@@ -3,6 +3,8 @@
 //! (compiled, linked) versions for the pipeline and the job workers.
 
 use std::collections::HashMap;
+use std::io::Read;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use rusqlite::Connection;
@@ -20,19 +22,50 @@ pub struct Plugins {
     prepared: Mutex<HashMap<(String, i64), Arc<Prepared>>>,
 }
 
+/// Reads a component file for `weir plugin add`, bounded before anything is
+/// read: the path must name a regular file (not a device such as /dev/zero, a
+/// FIFO that would block the open, or a directory) of at most
+/// [`MAX_COMPONENT_BYTES`], and at most one byte past the limit is ever read
+/// (the file may grow after the check).
+pub fn read_component_file(path: &Path) -> Result<Vec<u8>> {
+    let shown = path.display();
+    let not_regular =
+        || Error::invalid(format!("cannot read {shown}: not a regular file; a component must be a .wasm file of at most {MAX_COMPONENT_BYTES} bytes"));
+    let too_big =
+        |size: String| Error::invalid(format!("cannot read {shown}: the file is {size}, over the limit of {MAX_COMPONENT_BYTES} bytes for a component"));
+    // `metadata` follows symlinks and does not open the file, so a FIFO is
+    // refused here instead of blocking the open below.
+    let meta = std::fs::metadata(path).map_err(|e| Error::invalid(format!("cannot read {shown}: {e}")))?;
+    if !meta.is_file() {
+        return Err(not_regular());
+    }
+    if meta.len() > MAX_COMPONENT_BYTES as u64 {
+        return Err(too_big(format!("{} bytes", meta.len())));
+    }
+    let file = std::fs::File::open(path).map_err(|e| Error::invalid(format!("cannot read {shown}: {e}")))?;
+    // The path may have been replaced between the check and the open: check
+    // what was opened too. (A FIFO swapped in just then would still block the
+    // open; only someone who controls the path can race it.)
+    let opened = file.metadata().map_err(|e| Error::invalid(format!("cannot read {shown}: {e}")))?;
+    if !opened.is_file() {
+        return Err(not_regular());
+    }
+    let mut wasm = Vec::with_capacity(opened.len().min(MAX_COMPONENT_BYTES as u64) as usize);
+    file.take(MAX_COMPONENT_BYTES as u64 + 1).read_to_end(&mut wasm).map_err(|e| Error::invalid(format!("cannot read {shown}: {e}")))?;
+    if wasm.len() > MAX_COMPONENT_BYTES {
+        // It grew after the check.
+        return Err(too_big(format!("more than {MAX_COMPONENT_BYTES} bytes")));
+    }
+    Ok(wasm)
+}
+
 /// Checks a name for plug-ins, steps, tables, columns and users.
 pub fn check_name(kind: &str, name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name.len() <= 63
         && name.starts_with(|c: char| c.is_ascii_lowercase())
         && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::invalid(format!(
-            "bad {kind} name {name:?}: use 1-63 lowercase letters, digits, '-' or '_', starting with a letter"
-        )))
-    }
+    if ok { Ok(()) } else { Err(Error::invalid(format!("bad {kind} name {name:?}: use 1-63 lowercase letters, digits, '-' or '_', starting with a letter"))) }
 }
 
 impl Plugins {
@@ -48,10 +81,7 @@ impl Plugins {
     pub fn add(&self, conn: &Connection, name: &str, wasm: &[u8]) -> Result<PluginRow> {
         check_name("plug-in", name)?;
         if wasm.len() > MAX_COMPONENT_BYTES {
-            return Err(Error::invalid(format!(
-                "{name}: the component is {} bytes, over the limit of {MAX_COMPONENT_BYTES}",
-                wasm.len()
-            )));
+            return Err(Error::invalid(format!("{name}: the component is {} bytes, over the limit of {MAX_COMPONENT_BYTES}", wasm.len())));
         }
         let world = self.runtime.inspect(wasm).map_err(|e| Error::invalid(format!("{name}: {e}")))?;
         let digest = Runtime::digest(wasm);
@@ -82,8 +112,7 @@ impl Plugins {
         if let Some(p) = self.prepared.lock().map_err(lock)?.get(&key) {
             return Ok(p.clone());
         }
-        let (_, _, wasm) = store::load_plugin(conn, name, Some(version))?
-            .ok_or_else(|| Error::not_found(format!("no plug-in {name} version {version}")))?;
+        let (_, _, wasm) = store::load_plugin(conn, name, Some(version))?.ok_or_else(|| Error::not_found(format!("no plug-in {name} version {version}")))?;
         let prepared = self.runtime.prepare(&wasm).map_err(|e| Error::invalid(format!("{name}: {e}")))?;
         self.prepared.lock().map_err(lock)?.insert(key, prepared.clone());
         Ok(prepared)

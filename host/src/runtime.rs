@@ -29,17 +29,14 @@
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, InstancePre, Linker, ResourceTable};
-use wasmtime::{
-    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, Store,
-    Trap, UpdateDeadline, WasmBacktrace,
-};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, Store, Trap, UpdateDeadline, WasmBacktrace};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
@@ -493,13 +490,7 @@ pub struct RuntimeConfig {
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
-        RuntimeConfig {
-            cache_dir: None,
-            max_instances: 100,
-            max_memory_bytes: 256 << 20,
-            max_wasm_stack: 512 << 10,
-            max_result_bytes: 1 << 20,
-        }
+        RuntimeConfig { cache_dir: None, max_instances: 100, max_memory_bytes: 256 << 20, max_wasm_stack: 512 << 10, max_result_bytes: 1 << 20 }
     }
 }
 
@@ -641,17 +632,14 @@ impl Runtime {
             }
         })?;
 
-        if let Some(dir) = &config.cache_dir {
-            std::fs::create_dir_all(dir)?;
-        }
+        // The cache directory is made when the first artifact is written: a
+        // database on read-only media still opens (it only recompiles).
         let spares = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let retiring = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let spare_cap = (config.max_instances as usize / 4).max(1);
         let (instancer, queue) = std::sync::mpsc::channel();
         let (engine2, spares2, retiring2) = (engine.clone(), spares.clone(), retiring.clone());
-        std::thread::Builder::new()
-            .name("weir-instancer".into())
-            .spawn(move || run_instancer(&engine2, queue, &spares2, &retiring2, spare_cap))?;
+        std::thread::Builder::new().name("weir-instancer".into()).spawn(move || run_instancer(&engine2, queue, &spares2, &retiring2, spare_cap))?;
         Ok(Runtime {
             engine,
             sync_linker,
@@ -686,7 +674,10 @@ impl Runtime {
             return Ok(p.clone());
         }
         check_header(wasm)?;
-        let component = self.compile(wasm, &digest)?;
+        // What the top level declares refuses most unusable components before
+        // compiling them, which can take many seconds of CPU.
+        self.check_top_level(wasm)?;
+        let (component, cache_path) = self.compile(wasm, &digest)?;
         let pre = self.sync_linker.instantiate_pre(&component).map_err(|e| LoadError::Imports(chain(&e)))?;
         let handler = wit::exports::weir::plugin::handler::GuestIndices::new(&pre);
         let runner = wit::exports::weir::plugin::runner::GuestIndices::new(&pre);
@@ -696,12 +687,7 @@ impl Runtime {
             (Err(_), Ok(_)) => World::Workflow,
             (Err(h), Err(r)) => {
                 let exports = export_names(&self.engine, &component);
-                return Err(LoadError::NoWorld(format!(
-                    "it exports [{}] ({}; {})",
-                    exports.join(", "),
-                    chain(h),
-                    chain(r)
-                )));
+                return Err(LoadError::NoWorld(format!("it exports [{}] ({}; {})", exports.join(", "), chain(h), chain(r))));
             }
         };
         let workflow = if world.serves_async() {
@@ -710,37 +696,37 @@ impl Runtime {
         } else {
             None
         };
+        // Cached only now that it is known to load: a refused component leaves no file.
+        if let Some(path) = cache_path {
+            write_cache(&component, &path);
+        }
         let prepared = Arc::new(Prepared { world, pre, handler: handler.ok(), workflow, spares: Mutex::new(Vec::new()) });
         self.prepared.lock().map_err(poisoned)?.insert(digest, prepared.clone());
         Ok(prepared)
     }
 
     /// Compiles a component, or loads the artifact compiled earlier for this exact
-    /// engine configuration and wasmtime version.
-    fn compile(&self, wasm: &[u8], digest: &str) -> Result<Component, LoadError> {
+    /// engine configuration and wasmtime version. With a freshly compiled one,
+    /// returns where to cache it once [`Runtime::prepare`] has accepted it.
+    fn compile(&self, wasm: &[u8], digest: &str) -> Result<(Component, Option<PathBuf>), LoadError> {
         let engine = &self.engine;
         let Some(dir) = &self.config.cache_dir else {
-            return Component::new(engine, wasm).map_err(|e| LoadError::Invalid(chain(&e)));
+            return Component::new(engine, wasm).map(|c| (c, None)).map_err(|e| LoadError::Invalid(chain(&e)));
         };
         let mut h = std::hash::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut h);
         env!("CARGO_PKG_VERSION").hash(&mut h);
         let path = dir.join(format!("{digest}-{:016x}.cwasm", h.finish()));
         if path.is_file() {
-            // SAFETY: the file was written by `precompile_component` of an engine
-            // with the same compatibility hash, into weir's own cache directory.
+            // SAFETY: the file was written by `write_cache` (`Component::serialize`)
+            // of an engine with the same compatibility hash, into weir's own
+            // cache directory.
             if let Ok(c) = unsafe { Component::deserialize_file(engine, &path) } {
-                return Ok(c);
+                return Ok((c, None));
             }
         }
-        let bytes = engine.precompile_component(wasm).map_err(|e| LoadError::Invalid(chain(&e)))?;
-        // Write atomically; a failed cache write only costs a recompile next time.
-        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-        if std::fs::write(&tmp, &bytes).is_ok() && std::fs::rename(&tmp, &path).is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
-        // SAFETY: `bytes` were just produced by `precompile_component` on this engine.
-        unsafe { Component::deserialize(engine, &bytes) }.map_err(|e| LoadError::Invalid(chain(&e)))
+        let component = Component::new(engine, wasm).map_err(|e| LoadError::Invalid(chain(&e)))?;
+        Ok((component, Some(path)))
     }
 
     fn new_store(&self, records: Box<dyn RecordHost>, limits: &Limits) -> (Store<HostState>, MemoryOutputPipe, MemoryOutputPipe) {
@@ -749,9 +735,14 @@ impl Runtime {
 
     /// A spare sync instance of `prepared` if the instancer made one (and asks
     /// for the next), else a new one made here.
-    fn sync_instance(&self, prepared: &Arc<Prepared>, indices: &wit::exports::weir::plugin::handler::GuestIndices, limits: &Limits) -> Result<Spare, Box<Failed>> {
+    fn sync_instance(
+        &self,
+        prepared: &Arc<Prepared>,
+        indices: &wit::exports::weir::plugin::handler::GuestIndices,
+        limits: &Limits,
+    ) -> Result<Spare, Box<Failed>> {
         let spare = prepared.spares.lock().ok().and_then(|mut v| v.pop());
-        if let Some(tx) = self.instancer.lock().ok() {
+        if let Ok(tx) = self.instancer.lock() {
             let _ = tx.send(Instancer::Refill(prepared.clone(), limits.memory_bytes));
         }
         match spare {
@@ -824,7 +815,15 @@ impl Runtime {
 
     /// Runs a workflow's `run` as a job attempt: yields to the executor every
     /// tick, stops at `limits.deadline` or when `cancel` is set.
-    pub async fn call_async(&self, prepared: &Prepared, ctx: &Context, state: Option<Vec<u8>>, records: Box<dyn RecordHost>, limits: &Limits, cancel: CancelFlag) -> (Result<Step, CallError>, CallStats) {
+    pub async fn call_async(
+        &self,
+        prepared: &Prepared,
+        ctx: &Context,
+        state: Option<Vec<u8>>,
+        records: Box<dyn RecordHost>,
+        limits: &Limits,
+        cancel: CancelFlag,
+    ) -> (Result<Step, CallError>, CallStats) {
         let started = Instant::now();
         let Some(pre) = &prepared.workflow else {
             return (Err(CallError::Host(format!("a {} plug-in cannot run as an async step", prepared.world.as_str()))), CallStats::default());
@@ -906,13 +905,9 @@ fn step_from_async(step: wit_async::Step) -> Step {
     match step {
         wit_async::Step::Done(result) => Step::Done(result),
         wit_async::Step::WaitUntil(w) => Step::WaitUntil(wit::WaitUntil { at: w.at, state: w.state }),
-        wit_async::Step::WaitFor(w) => Step::WaitFor(wit::WaitFor {
-            table: w.table,
-            id: w.id,
-            condition: w.condition,
-            timeout_ms: w.timeout_ms,
-            state: w.state,
-        }),
+        wit_async::Step::WaitFor(w) => {
+            Step::WaitFor(wit::WaitFor { table: w.table, id: w.id, condition: w.condition, timeout_ms: w.timeout_ms, state: w.state })
+        }
     }
 }
 
@@ -941,6 +936,129 @@ fn check_header(wasm: &[u8]) -> Result<(), LoadError> {
         return Err(LoadError::CoreModule);
     }
     Ok(())
+}
+
+/// Writes a compiled component to the disk cache, atomically (a temporary file
+/// renamed into place), making the cache directory on first use. A cache that
+/// cannot be written (a read-only directory, a full disk) only costs a
+/// recompile next time.
+fn write_cache(component: &Component, path: &Path) {
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let written = (|| {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let bytes = component.serialize().map_err(|e| std::io::Error::other(chain(&e)))?;
+        std::fs::write(&tmp, &bytes)?;
+        std::fs::rename(&tmp, path)
+    })();
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        tracing::debug!("not caching the compiled component at {}: {e}", path.display());
+    }
+}
+
+/// Where weir's worlds are exported: `weir:plugin/handler` and `weir:plugin/runner`.
+const WORLD_EXPORTS: [&str; 2] = ["weir:plugin/handler", "weir:plugin/runner"];
+
+impl Runtime {
+    /// Refuses a component whose top-level imports or exports already show that
+    /// it cannot load, in the order the full check reports them: an import
+    /// that is not a `wasi:` or `weir:plugin/` interface (the only ones the
+    /// linkers define), or one the linker does not provide; then no export of
+    /// weir's worlds. Reads only the outermost component's sections, skipping
+    /// nested modules and components, so it costs nothing like a compile. It is
+    /// a necessary condition only: the typed exports checked after compiling
+    /// stay the authority. A component whose top level it cannot read is left
+    /// to the compiler, which says why.
+    fn check_top_level(&self, wasm: &[u8]) -> Result<(), LoadError> {
+        let Some(top) = TopLevel::read(wasm) else {
+            return Ok(());
+        };
+        let foreign: Vec<&str> = top.imports.iter().map(String::as_str).filter(|n| !n.starts_with("wasi:") && !n.starts_with("weir:plugin/")).collect();
+        if !foreign.is_empty() {
+            return Err(LoadError::Imports(format!("{} (weir provides only WASI 0.2's wasi:* interfaces and weir:plugin/*)", foreign.join(", "))));
+        }
+        // The leading sections that declare the imports (types, aliases of
+        // imported instances, imports), without any code, form a component of
+        // their own: compiling it costs next to nothing and the linker checks
+        // those imports exactly as it will the whole component's. If they do
+        // not stand alone (they refer to something defined later), the full
+        // compile checks them.
+        if let Some(head) = wasm.get(..top.head_end).filter(|_| top.imports_in_head)
+            && let Ok(head) = Component::new(&self.engine, head)
+        {
+            self.sync_linker.instantiate_pre(&head).map_err(|e| LoadError::Imports(chain(&e)))?;
+        }
+        // Versions are left to the typed check (it accepts semver-compatible ones).
+        if !top.exports.iter().any(|n| WORLD_EXPORTS.contains(&n.split('@').next().unwrap_or_default())) {
+            let exports = if top.exports.is_empty() { "it exports nothing".into() } else { format!("it exports [{}]", top.exports.join(", ")) };
+            return Err(LoadError::NoWorld(exports));
+        }
+        Ok(())
+    }
+}
+
+/// What the outermost component of a binary declares.
+struct TopLevel {
+    /// Plain import names (`wasi:cli/environment@0.2.0`).
+    imports: Vec<String>,
+    exports: Vec<String>,
+    /// Where its leading run of type, alias, import and custom sections ends.
+    head_end: usize,
+    /// Whether that run holds imports.
+    imports_in_head: bool,
+}
+
+impl TopLevel {
+    /// `None` when the top level cannot be read.
+    fn read(wasm: &[u8]) -> Option<TopLevel> {
+        use wasmparser::{Chunk, Encoding, Parser, Payload};
+        let mut parser = Parser::new(0);
+        let mut top = TopLevel { imports: Vec::new(), exports: Vec::new(), head_end: 0, imports_in_head: false };
+        let (mut pos, mut in_head) = (0, true);
+        loop {
+            let Chunk::Parsed { consumed, payload } = parser.parse(wasm.get(pos..)?, true).ok()? else {
+                return None;
+            };
+            pos += consumed;
+            in_head &= matches!(
+                payload,
+                Payload::Version { .. }
+                    | Payload::ComponentTypeSection(_)
+                    | Payload::CoreTypeSection(_)
+                    | Payload::ComponentAliasSection(_)
+                    | Payload::ComponentImportSection(_)
+                    | Payload::CustomSection(_)
+            );
+            match payload {
+                Payload::Version { encoding: Encoding::Module, .. } => return None,
+                Payload::ComponentImportSection(section) => {
+                    for import in section {
+                        let name = import.ok()?.name;
+                        // One that names the interface it implements is left to the linker.
+                        if name.implements.is_none() {
+                            top.imports.push(name.name.to_string());
+                        }
+                    }
+                    top.imports_in_head |= in_head;
+                }
+                Payload::ComponentExportSection(section) => {
+                    for export in section {
+                        top.exports.push(export.ok()?.name.name.to_string());
+                    }
+                }
+                // The outer parser has already stepped over a nested module or
+                // component: continue after its bytes instead of parsing them.
+                Payload::ModuleSection { unchecked_range, .. } | Payload::ComponentSection { unchecked_range, .. } => pos = unchecked_range.end,
+                Payload::End(_) => return Some(top),
+                _ => {}
+            }
+            if in_head {
+                top.head_end = pos;
+            }
+        }
+    }
 }
 
 fn export_names(engine: &Engine, component: &Component) -> Vec<String> {
@@ -1022,7 +1140,13 @@ fn collect(store: &mut Store<HostState>, stdout: MemoryOutputPipe, stderr: Memor
 
 /// A store with weir's per-call state: no WASI capabilities but captured
 /// stdout/stderr, the memory limiter, and the caller's `records`.
-fn new_store(engine: &Engine, records: Box<dyn RecordHost>, memory_bytes: u64, max_host_calls: u64, max_result_bytes: usize) -> (Store<HostState>, MemoryOutputPipe, MemoryOutputPipe) {
+fn new_store(
+    engine: &Engine,
+    records: Box<dyn RecordHost>,
+    memory_bytes: u64,
+    max_host_calls: u64,
+    max_result_bytes: usize,
+) -> (Store<HostState>, MemoryOutputPipe, MemoryOutputPipe) {
     let stdout = MemoryOutputPipe::new(OUTPUT_CAPACITY);
     let stderr = MemoryOutputPipe::new(OUTPUT_CAPACITY);
     // Deny by default: no preopened directories, no environment, no
@@ -1048,7 +1172,12 @@ fn new_store(engine: &Engine, records: Box<dyn RecordHost>, memory_bytes: u64, m
 /// Instantiates `prepared` for one sync call in a fresh store (fuel for any
 /// start code, an epoch trap, the memory limit).
 /// On failure, returns the error with the store, for [`classify`].
-fn make_spare(engine: &Engine, prepared: &Prepared, indices: &wit::exports::weir::plugin::handler::GuestIndices, memory_bytes: u64) -> Result<Spare, Box<Failed>> {
+fn make_spare(
+    engine: &Engine,
+    prepared: &Prepared,
+    indices: &wit::exports::weir::plugin::handler::GuestIndices,
+    memory_bytes: u64,
+) -> Result<Spare, Box<Failed>> {
     let (mut store, stdout, stderr) = new_store(engine, Box::new(NoRecords), memory_bytes, 0, 0);
     let _ = store.set_fuel(INSTANTIATION_FUEL);
     store.epoch_deadline_trap();
@@ -1074,7 +1203,13 @@ const INSTANTIATION_FUEL: u64 = 10_000_000;
 /// The instancer thread: keeps a few spare sync instances of the plug-ins in
 /// use (never more than `cap` in all, so spares cannot starve the pool) and
 /// drops used stores, so callers pay for neither.
-fn run_instancer(engine: &Engine, queue: std::sync::mpsc::Receiver<Instancer>, total: &std::sync::atomic::AtomicUsize, retiring: &std::sync::atomic::AtomicUsize, cap: usize) {
+fn run_instancer(
+    engine: &Engine,
+    queue: std::sync::mpsc::Receiver<Instancer>,
+    total: &std::sync::atomic::AtomicUsize,
+    retiring: &std::sync::atomic::AtomicUsize,
+    cap: usize,
+) {
     while let Ok(work) = queue.recv() {
         match work {
             Instancer::Drop(store) => {
@@ -1088,11 +1223,11 @@ fn run_instancer(engine: &Engine, queue: std::sync::mpsc::Receiver<Instancer>, t
                     continue;
                 }
                 // A failed instantiation is reported by the call that makes its own.
-                if let Ok(spare) = make_spare(engine, &prepared, indices, memory_bytes) {
-                    if let Ok(mut v) = prepared.spares.lock() {
-                        v.push(spare);
-                        total.fetch_add(1, Ordering::Relaxed);
-                    }
+                if let Ok(spare) = make_spare(engine, &prepared, indices, memory_bytes)
+                    && let Ok(mut v) = prepared.spares.lock()
+                {
+                    v.push(spare);
+                    total.fetch_add(1, Ordering::Relaxed);
                 }
             }
         }

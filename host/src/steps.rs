@@ -84,9 +84,7 @@ pub struct Grant {
 impl Grant {
     /// Parses `TABLE:read` or `TABLE:write`.
     pub fn parse(s: &str) -> Result<Grant> {
-        let (table, access) = s
-            .split_once(':')
-            .ok_or_else(|| Error::invalid(format!("bad grant {s:?}: write TABLE:read or TABLE:write")))?;
+        let (table, access) = s.split_once(':').ok_or_else(|| Error::invalid(format!("bad grant {s:?}: write TABLE:read or TABLE:write")))?;
         let access = match access {
             "read" => Access::Read,
             "write" => Access::Write,
@@ -227,8 +225,17 @@ pub fn add(conn: &Connection, plugins: &Plugins, step: &Step) -> Result<()> {
     for g in &step.grants {
         records::require_table(conn, &g.table).map_err(|e| Error::invalid(format!("step {name}: --grant: {e}")))?;
     }
-    if step.fuel == Some(0) || step.timeout_ms == Some(0) || step.max_attempts == Some(0) {
-        return Err(Error::invalid(format!("step {name}: --fuel, --timeout-ms and --max-attempts must be positive")));
+    use crate::limits;
+    let ranges = [
+        ("--fuel", step.fuel, &limits::FUEL),
+        ("--timeout-ms", step.timeout_ms, &limits::TIMEOUT_MS),
+        ("--max-attempts", step.max_attempts.map(u64::from), &limits::MAX_ATTEMPTS),
+        ("--backoff-ms", step.backoff_ms, &limits::BACKOFF_MS),
+    ];
+    for (what, value, range) in ranges {
+        if let Some(v) = value {
+            limits::check(what, v, range).map_err(|e| Error::invalid(format!("step {name}: {e}")))?;
+        }
     }
     let spec = serde_json::to_string(step).map_err(|e| Error::Internal(e.to_string()))?;
     let n = conn.execute(
@@ -254,20 +261,15 @@ pub fn list(conn: &Connection) -> Result<Vec<Step>> {
 }
 
 pub fn get(conn: &Connection, name: &str) -> Result<Step> {
-    let row: Option<(String, bool)> = conn
-        .prepare_cached("SELECT spec, enabled FROM weir_steps WHERE name = ?1")?
-        .query_row([name], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()?;
+    let row: Option<(String, bool)> =
+        conn.prepare_cached("SELECT spec, enabled FROM weir_steps WHERE name = ?1")?.query_row([name], |r| Ok((r.get(0)?, r.get(1)?))).optional()?;
     let (spec, enabled) = row.ok_or_else(|| Error::not_found(format!("no step named {name}")))?;
     read(spec, enabled)
 }
 
 /// Enabled steps registered on `table` for `message`, in execution order.
 pub fn for_operation(conn: &Connection, table: &str, message: MessageKind) -> Result<Vec<Step>> {
-    let mut steps: Vec<Step> = list(conn)?
-        .into_iter()
-        .filter(|s| s.enabled && s.table.as_deref() == Some(table) && s.message == Some(message))
-        .collect();
+    let mut steps: Vec<Step> = list(conn)?.into_iter().filter(|s| s.enabled && s.table.as_deref() == Some(table) && s.message == Some(message)).collect();
     steps.sort_by(|a, b| (a.stage, a.rank, &a.name).cmp(&(b.stage, b.rank, &b.name)));
     Ok(steps)
 }

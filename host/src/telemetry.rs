@@ -2,8 +2,16 @@
 //! exported in Prometheus text format (`/metrics`, series named `weir_*`), and a
 //! per-plug-in summary for the dashboard. Recording is cheap and lock-free on
 //! the metrics side; it never touches the database.
+//!
+//! It also owns where weir's own log lines go ([`LogWriter`]) and the few
+//! lines a service prints ([`say`]): neither may ever take the process down
+//! when stderr or stdout cannot be written (a full disk, `2>/dev/full`, a
+//! closed pipe): the line is dropped and counted in
+//! `weir_log_write_failures_total`.
 
 use std::collections::BTreeMap;
+use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
@@ -12,21 +20,66 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 static PLUGINS: Mutex<BTreeMap<String, PluginStat>> = Mutex::new(BTreeMap::new());
+static LOG_WRITE_FAILURES: AtomicU64 = AtomicU64::new(0);
+
+/// Where log lines go: stderr, never failing. A line stderr does not take is
+/// dropped and counted (tracing-subscriber would otherwise report the failure
+/// with `eprintln!`, which panics when stderr is unwritable).
+#[derive(Clone, Copy, Default)]
+pub struct LogWriter;
+
+impl Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if std::io::stderr().lock().write_all(buf).is_err() {
+            LOG_WRITE_FAILURES.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        let _ = std::io::stderr().flush();
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogWriter {
+    type Writer = LogWriter;
+    fn make_writer(&'a self) -> LogWriter {
+        LogWriter
+    }
+}
+
+/// Log lines (and service messages) that could not be written.
+pub fn log_write_failures() -> u64 {
+    LOG_WRITE_FAILURES.load(Ordering::Relaxed)
+}
+
+/// Prints a line on stdout for whoever started the service (its address),
+/// never failing: a line stdout does not take is dropped and counted.
+pub fn say(line: &str) {
+    let mut out = std::io::stdout().lock();
+    if writeln!(out, "{line}").and_then(|_| out.flush()).is_err() {
+        LOG_WRITE_FAILURES.fetch_add(1, Ordering::Relaxed);
+    }
+}
 
 /// Installs the process-wide recorder (once); later calls are no-ops.
 pub fn install() {
     HANDLE.get_or_init(|| {
         let buckets = [0.000_1, 0.000_5, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0];
-        PrometheusBuilder::new()
-            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &buckets)
-            .ok()
-            .and_then(|b| b.install_recorder().ok())
+        PrometheusBuilder::new().set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &buckets).ok().and_then(|b| b.install_recorder().ok())
     });
 }
 
 /// The recorded series in Prometheus text format (empty before [`install`]).
 pub fn render() -> String {
-    HANDLE.get().and_then(|h| h.as_ref()).map(|h| h.render()).unwrap_or_default()
+    let mut out = HANDLE.get().and_then(|h| h.as_ref()).map(|h| h.render()).unwrap_or_default();
+    out.push_str(&format!(
+        "# HELP weir_log_write_failures_total Log lines dropped because stderr (or stdout) could not be written.\n\
+         # TYPE weir_log_write_failures_total counter\nweir_log_write_failures_total {}\n",
+        log_write_failures()
+    ));
+    out
 }
 
 /// One record operation through the pipeline ended.

@@ -10,9 +10,7 @@ pub fn now_ms() -> i64 {
 
 /// RFC 3339 with milliseconds, UTC (`2026-11-22T14:00:00.000Z`).
 pub fn to_rfc3339(ms: i64) -> String {
-    DateTime::<Utc>::from_timestamp_millis(ms)
-        .map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true))
-        .unwrap_or_else(|| ms.to_string())
+    DateTime::<Utc>::from_timestamp_millis(ms).map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true)).unwrap_or_else(|| ms.to_string())
 }
 
 /// The latest time weir accepts (the end of year 9999, the last RFC 3339 can write).
@@ -26,8 +24,7 @@ pub fn parse_rfc3339(s: &str) -> Option<i64> {
 /// Parses a time for the CLI: RFC 3339, or `+DURATION` from now (`+10m`, `+2h 30m`).
 pub fn parse_when(s: &str) -> Result<i64, String> {
     if let Some(rest) = s.strip_prefix('+') {
-        let d = humantime::parse_duration(rest.trim())
-            .map_err(|e| format!("bad duration {rest:?}: {e} (try +30s, +10m, +2h)"))?;
+        let d = humantime::parse_duration(rest.trim()).map_err(|e| format!("bad duration {rest:?}: {e} (try +30s, +10m, +2h)"))?;
         return i64::try_from(d.as_millis())
             .ok()
             .and_then(|ms| now_ms().checked_add(ms))

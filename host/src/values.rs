@@ -250,11 +250,7 @@ pub struct EntityDoc {
 
 impl From<&crate::runtime::wit::Entity> for EntityDoc {
     fn from(e: &crate::runtime::wit::Entity) -> EntityDoc {
-        EntityDoc {
-            table: e.table.clone(),
-            id: e.id.clone(),
-            fields: e.fields.iter().map(|f| (f.name.clone(), ValueDoc::from(&f.value))).collect(),
-        }
+        EntityDoc { table: e.table.clone(), id: e.id.clone(), fields: e.fields.iter().map(|f| (f.name.clone(), ValueDoc::from(&f.value))).collect() }
     }
 }
 

@@ -47,7 +47,7 @@ pub struct WorkOptions {
     pub shutdown_grace: Duration,
 }
 
-/// The recurring cleanup the pool runs by itself (reference/002, 004): keep
+/// The recurring cleanup the pool runs by itself: keep
 /// failures longer than successes.
 #[derive(Debug, Clone)]
 pub struct Retention {
@@ -68,6 +68,24 @@ impl Default for Retention {
             failed_after: Duration::from_secs(30 * DAY),
             abandoned_after: Duration::from_secs(30 * DAY),
         }
+    }
+}
+
+impl WorkOptions {
+    /// Refuses options outside [`crate::limits`]: a lease shorter than three
+    /// heartbeats would expire under a live worker, and a pool too large for
+    /// the semaphore would never run a job.
+    pub fn check(&self) -> Result<()> {
+        use crate::limits;
+        let r = &self.retention;
+        limits::check("workers", self.workers as u64, &limits::WORKERS)
+            .and_then(|_| limits::check("lease_ms", self.lease_ms, &limits::LEASE_MS))
+            .and_then(|_| limits::check_duration("the retention of succeeded jobs", r.succeeded_after, &limits::AGE))
+            .and_then(|_| limits::check_duration("the retention of failed jobs", r.failed_after, &limits::AGE))
+            .and_then(|_| limits::check_duration("the age of abandoned waits", r.abandoned_after, &limits::AGE))
+            .and_then(|_| limits::check_duration("the retention interval", r.every, &limits::RETENTION_EVERY))
+            .map(|_| ())
+            .map_err(Error::Invalid)
     }
 }
 
@@ -161,7 +179,14 @@ impl Shared {
 /// cheaply: it claims again only when another connection committed
 /// (`PRAGMA data_version`), a postponed job falls due, a housekeeping tick ran,
 /// or outcomes were recorded.
-pub async fn run(db: &Db, pipeline: Arc<Pipeline>, plugins: Arc<Plugins>, opts: WorkOptions, shutdown: impl std::future::Future<Output = ()>) -> Result<WorkStats> {
+pub async fn run(
+    db: &Db,
+    pipeline: Arc<Pipeline>,
+    plugins: Arc<Plugins>,
+    opts: WorkOptions,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<WorkStats> {
+    opts.check()?;
     let settings = pipeline.settings().clone();
     let (done_tx, done_rx) = std::sync::mpsc::channel();
     let shared = Arc::new(Shared {
@@ -351,10 +376,7 @@ fn record_group(shared: &Shared, batch: &[jobs::Completion]) {
         Ok(held) => held.into_iter().map(Ok).collect(),
         Err(e) => {
             tracing::warn!("recording {} outcomes together failed ({e}); recording them one by one", batch.len());
-            batch
-                .iter()
-                .map(|c| jobs::complete(&mut shared.db_conn.lock(), &c.id, &shared.worker_id, &c.outcome, &c.trace, c.duration_ms))
-                .collect()
+            batch.iter().map(|c| jobs::complete(&mut shared.db_conn.lock(), &c.id, &shared.worker_id, &c.outcome, &c.trace, c.duration_ms)).collect()
         }
     };
     for (c, result) in batch.iter().zip(results) {
@@ -362,10 +384,10 @@ fn record_group(shared: &Shared, batch: &[jobs::Completion]) {
         match result {
             Ok(true) => {
                 // A wait-for whose record already matches wakes at once.
-                if let Outcome::Wait(Wait { table: Some(t), record: Some(r), .. }) = &c.outcome {
-                    if let Err(e) = shared.pipeline.recheck_waits(t, r) {
-                        tracing::warn!("job {}: checking its wait condition failed: {e}", c.id);
-                    }
+                if let Outcome::Wait(Wait { table: Some(t), record: Some(r), .. }) = &c.outcome
+                    && let Err(e) = shared.pipeline.recheck_waits(t, r)
+                {
+                    tracing::warn!("job {}: checking its wait condition failed: {e}", c.id);
                 }
             }
             Ok(false) => {
@@ -432,7 +454,7 @@ impl Housekeeping {
         let retention = &shared.opts.retention;
         if self.last_retention.is_none_or(|t| t.elapsed() >= retention.every) {
             self.last_retention = Some(Instant::now());
-            let ms = |d: Duration| d.as_millis() as i64;
+            let ms = crate::limits::millis;
             let mut n = jobs::timers::cleanup(&conn, ms(retention.succeeded_after), jobs::timers::CleanupStatus::Succeeded)?;
             n += jobs::timers::cleanup(&conn, ms(retention.failed_after), jobs::timers::CleanupStatus::Failed)?;
             n += jobs::timers::cleanup(&conn, ms(retention.failed_after), jobs::timers::CleanupStatus::Canceled)?;

@@ -1,4 +1,4 @@
-//! Callbacks of background operations (reference/001, 003): when a job with a
+//! Callbacks of background operations: when a job with a
 //! callback URL completes, a delivery is queued in the same transaction (an
 //! outbox) and POSTed by the worker pool, retried with backoff when the
 //! receiver fails. Delivery never changes the job's own outcome.
@@ -57,17 +57,17 @@ pub fn check_url(url: &str, allowed: &CallbackHosts) -> std::result::Result<(), 
     let host = host.to_ascii_lowercase();
     let port = parsed.port_or_known_default().unwrap_or(80);
     if !allowed.allows(&host, port) {
-        return Err(format!(
-            "callback host {host}:{port} is not allowed: this service sends callbacks only to {} (--callback-hosts)",
-            allowed.0.join(", ")
-        ));
+        return Err(format!("callback host {host}:{port} is not allowed: this service sends callbacks only to {} (--callback-hosts)", allowed.0.join(", ")));
     }
     Ok(())
 }
 
+/// A finished job's callback URL, codes, result and error.
+type FinalRow = (Option<String>, i64, i64, Option<String>, Option<String>, Option<String>);
+
 /// Queues the callback of job `id`, if it has a URL.
 pub fn queue(conn: &Connection, id: &str, now: i64) -> Result<()> {
-    let row: Option<(Option<String>, i64, i64, Option<String>, Option<String>, Option<String>)> = conn
+    let row: Option<FinalRow> = conn
         .prepare_cached("SELECT callback_url, statecode, statuscode, result, error_code, error_message FROM weir_jobs WHERE id = ?1")?
         .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))
         .optional()?;
@@ -85,8 +85,12 @@ pub fn queue(conn: &Connection, id: &str, now: i64) -> Result<()> {
         "completed_at": to_rfc3339(now),
         "location": format!("/api/jobs/{id}"),
     });
-    conn.prepare_cached("INSERT INTO weir_callbacks (job_id, url, payload, next_at) VALUES (?1, ?2, ?3, ?4)")?
-        .execute(params![id, url, payload.to_string(), now])?;
+    conn.prepare_cached("INSERT INTO weir_callbacks (job_id, url, payload, next_at) VALUES (?1, ?2, ?3, ?4)")?.execute(params![
+        id,
+        url,
+        payload.to_string(),
+        now
+    ])?;
     Ok(())
 }
 
@@ -117,7 +121,9 @@ pub fn due(conn: &Connection, limit: usize) -> Result<Vec<Delivery>> {
 pub fn record(conn: &Connection, d: &Delivery, result: std::result::Result<(), String>) -> Result<()> {
     let attempts = d.attempts + 1;
     match result {
-        Ok(()) => conn.execute("UPDATE weir_callbacks SET delivered_at = ?2, attempts = ?3, last_error = NULL WHERE id = ?1", params![d.id, now_ms(), attempts])?,
+        Ok(()) => {
+            conn.execute("UPDATE weir_callbacks SET delivered_at = ?2, attempts = ?3, last_error = NULL WHERE id = ?1", params![d.id, now_ms(), attempts])?
+        }
         Err(e) => {
             let next = if attempts >= MAX_ATTEMPTS { i64::MAX } else { now_ms() + backoff_ms(BASE_BACKOFF_MS, attempts as u32) as i64 };
             conn.execute("UPDATE weir_callbacks SET attempts = ?2, next_at = ?3, last_error = ?4 WHERE id = ?1", params![d.id, attempts, next, e])?
@@ -128,12 +134,8 @@ pub fn record(conn: &Connection, d: &Delivery, result: std::result::Result<(), S
 
 /// POSTs a payload as JSON. Blocking; run it off the async executor.
 pub fn post(url: &str, payload: &str) -> std::result::Result<(), String> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(Duration::from_secs(10)))
-        .http_status_as_error(true)
-        .max_redirects(0)
-        .build()
-        .into();
+    let agent: ureq::Agent =
+        ureq::Agent::config_builder().timeout_global(Some(Duration::from_secs(10))).http_status_as_error(true).max_redirects(0).build().into();
     let response = agent
         .post(url)
         .header("content-type", "application/json")

@@ -25,11 +25,7 @@ fn codes(conn: &Connection, id: &str) -> Result<(i64, i64, Option<Json>, Option<
 }
 
 fn illegal(action: &str, id: &str, statecode: i64, statuscode: i64, hint: &str) -> Error {
-    Error::Conflict(format!(
-        "cannot {action} job {id}: it is {}/{} ({hint})",
-        state_name(statecode),
-        status_name(statuscode)
-    ))
+    Error::Conflict(format!("cannot {action} job {id}: it is {}/{} ({hint})", state_name(statecode), status_name(statuscode)))
 }
 
 fn in_tx(conn: &mut Connection, id: &str, f: impl FnOnce(&Connection) -> Result<()>) -> Result<JobView> {

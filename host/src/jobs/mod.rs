@@ -12,7 +12,7 @@
 //! * [`complete`] records an attempt's outcome, only if the caller still holds
 //!   the lease: Succeeded, Ready again after a capped exponential backoff with
 //!   jitter, or Failed.
-//! * Per step, consecutive failed attempts trip a breaker (reference/004): the
+//! * Per step, consecutive failed attempts trip a breaker: the
 //!   step's jobs are held for a doubling interval (capped) and the first success
 //!   resets it.
 //!
@@ -35,8 +35,8 @@ use crate::time::{now_ms, to_rfc3339};
 use crate::values::EntityDoc;
 
 pub mod callbacks;
-pub mod stats;
 pub mod control;
+pub mod stats;
 pub mod timers;
 
 /// statecode values.
@@ -320,9 +320,15 @@ pub fn heartbeat(conn: &Connection, worker: &str, lease_ms: u64) -> Result<usize
 /// How an attempt ended.
 #[derive(Debug, Clone)]
 pub enum Outcome {
-    Succeeded { result: Option<String> },
+    Succeeded {
+        result: Option<String>,
+    },
     /// The attempt failed; retried unless `permanent` or out of attempts.
-    Failed { code: String, message: String, permanent: bool },
+    Failed {
+        code: String,
+        message: String,
+        permanent: bool,
+    },
     /// The workflow asked to wait; it is suspended and holds no worker.
     Wait(Wait),
     /// The guest was interrupted: an operator canceled or paused the job, or
@@ -657,10 +663,7 @@ fn job_field(field: &str) -> Option<(String, Kind)> {
         "regarding_table" => ("json_extract(context, '$.target.table')".into(), Kind::Text),
         "statecode" | "statuscode" | "attempts" | "max_attempts" | "duration_ms" | "plugin_version" => (field.to_string(), Kind::Number),
         "created_at" | "started_at" | "completed_at" | "postpone_until" => (field.to_string(), Kind::Time),
-        "state" => (
-            "(CASE statecode WHEN 0 THEN 'Ready' WHEN 1 THEN 'Suspended' WHEN 2 THEN 'Locked' WHEN 3 THEN 'Completed' END)".into(),
-            Kind::Text,
-        ),
+        "state" => ("(CASE statecode WHEN 0 THEN 'Ready' WHEN 1 THEN 'Suspended' WHEN 2 THEN 'Locked' WHEN 3 THEN 'Completed' END)".into(), Kind::Text),
         "status" => (
             "(CASE statuscode WHEN 0 THEN 'WaitingForResources' WHEN 10 THEN 'Waiting' WHEN 11 THEN 'Paused' \
              WHEN 20 THEN 'InProgress' WHEN 21 THEN 'Pausing' WHEN 22 THEN 'Canceling' WHEN 30 THEN 'Succeeded' \
@@ -674,7 +677,12 @@ fn job_field(field: &str) -> Option<(String, Kind)> {
 }
 
 /// Jobs matching `filter` (the filter language over job fields), newest first.
-pub fn list(conn: &Connection, filter_src: Option<&str>, top: usize) -> Result<Vec<JobView>> {
+/// Most jobs one listing returns (`$top`, `--top`).
+pub const MAX_PAGE: usize = 5_000;
+
+/// Jobs matching `filter_src`, newest first: at most `top` (capped at
+/// [`MAX_PAGE`]) after skipping `skip`.
+pub fn list(conn: &Connection, filter_src: Option<&str>, top: usize, skip: usize) -> Result<Vec<JobView>> {
     let mut sql = format!("SELECT {VIEW_COLUMNS} FROM weir_jobs");
     let mut params = Vec::new();
     if let Some(src) = filter_src.map(str::trim).filter(|s| !s.is_empty()) {
@@ -684,7 +692,7 @@ pub fn list(conn: &Connection, filter_src: Option<&str>, top: usize) -> Result<V
         sql.push_str(&cond);
         params = p;
     }
-    sql.push_str(&format!(" ORDER BY id DESC LIMIT {}", top.min(1_000_000)));
+    sql.push_str(&format!(" ORDER BY id DESC LIMIT {} OFFSET {}", top.min(MAX_PAGE), skip.min(i64::MAX as usize)));
     let mut stmt = conn.prepare_cached(&sql)?;
     let rows = stmt.query_map(params_from_iter(params.iter()), read_view)?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)

@@ -78,7 +78,9 @@ pub fn stats(conn: &Connection) -> Result<Stats> {
         }))
     };
     let stuck = conn
-        .prepare_cached("SELECT id, plugin, step, lease_until, error_message, error_code, statuscode FROM weir_jobs WHERE statecode = 2 AND lease_until < ?1 LIMIT 50")?
+        .prepare_cached(
+            "SELECT id, plugin, step, lease_until, error_message, error_code, statuscode FROM weir_jobs WHERE statecode = 2 AND lease_until < ?1 LIMIT 50",
+        )?
         .query_map([now], row_json)?
         .collect::<rusqlite::Result<_>>()?;
     let recent_failures = conn

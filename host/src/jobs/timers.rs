@@ -60,9 +60,8 @@ pub fn record_changed(conn: &Connection, table: &str, id: &str, matches: &dyn Fn
 
 /// Parses a cron expression with seconds (`*/5 * * * * *`).
 pub fn parse_cron(expr: &str) -> Result<cron::Schedule> {
-    cron::Schedule::from_str(expr).map_err(|e| {
-        Error::invalid(format!("bad --schedule {expr:?}: {e} (six or seven fields: sec min hour day month weekday [year])"))
-    })
+    cron::Schedule::from_str(expr)
+        .map_err(|e| Error::invalid(format!("bad --schedule {expr:?}: {e} (six or seven fields: sec min hour day month weekday [year])")))
 }
 
 fn next_after(schedule: &cron::Schedule, ms: i64) -> Option<i64> {
@@ -80,10 +79,7 @@ pub fn fire_schedules(conn: &mut Connection, steps: &[(Step, i64)]) -> Result<us
         let Some(expr) = &step.schedule else { continue };
         let Ok(schedule) = parse_cron(expr) else { continue };
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let next: Option<i64> = tx
-            .prepare_cached("SELECT next_at FROM weir_schedules WHERE step = ?1")?
-            .query_row([&step.name], |r| r.get(0))
-            .optional()?;
+        let next: Option<i64> = tx.prepare_cached("SELECT next_at FROM weir_schedules WHERE step = ?1")?.query_row([&step.name], |r| r.get(0)).optional()?;
         match next {
             None => {
                 // First sight of this schedule: its first tick is the next one from now.
@@ -167,7 +163,7 @@ impl CleanupStatus {
 /// Deletes completed jobs of `status` that completed more than `older_than_ms`
 /// ago (and their delivered callbacks). Returns how many jobs.
 pub fn cleanup(conn: &Connection, older_than_ms: i64, status: CleanupStatus) -> Result<usize> {
-    let cutoff = now_ms() - older_than_ms;
+    let cutoff = now_ms().saturating_sub(older_than_ms);
     let mut n = 0;
     for code in status.codes() {
         conn.execute(
@@ -186,7 +182,7 @@ pub fn end_abandoned(conn: &Connection, grace_ms: i64) -> Result<usize> {
     let now = now_ms();
     let ids: Vec<String> = conn
         .prepare_cached("SELECT id FROM weir_jobs WHERE statecode = 1 AND statuscode = 11 AND wait IS NOT NULL AND postpone_until <= ?1")?
-        .query_map([now - grace_ms], |r| r.get(0))?
+        .query_map([now.saturating_sub(grace_ms)], |r| r.get(0))?
         .collect::<rusqlite::Result<_>>()?;
     for id in &ids {
         conn.execute(

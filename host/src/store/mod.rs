@@ -140,16 +140,58 @@ const MIGRATIONS: &[&str] = &[
 #[derive(Debug, Clone)]
 pub struct Db {
     path: PathBuf,
+    /// Opened as immutable: see [`Db::open`].
+    immutable: bool,
 }
 
 impl Db {
     /// Opens (creating if needed) the database at `path` and applies migrations.
+    /// Writes only what must change (a new file, an old schema), so a database
+    /// that cannot be written (a read-only file, directory or medium) still
+    /// opens for reading.
     pub fn open(path: impl AsRef<Path>) -> Result<Db> {
-        let db = Db { path: path.as_ref().to_path_buf() };
-        let mut conn = db.connect()?;
-        // WAL is a property of the file: set once here.
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        migrate(&mut conn)?;
+        let mut db = Db { path: path.as_ref().to_path_buf(), immutable: false };
+        let journal_mode = |db: &Db| -> Result<(Connection, String)> {
+            let conn = db.connect()?;
+            let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0))?;
+            Ok((conn, mode))
+        };
+        let (mut conn, mode) = match journal_mode(&db) {
+            Ok(opened) => opened,
+            // Reading a WAL database needs its -shm (and -wal) file, which SQLite
+            // creates next to it: in a read-only directory (read-only media, a
+            // copy kept read-only) it cannot, and even reads fail with "attempt
+            // to write a readonly database". When the file itself cannot be
+            // written and there is no -wal holding changes not yet in it, the
+            // file is all there is: open it as immutable (read-only, no locks,
+            // no -wal/-shm). SQLite then assumes nobody changes the file while
+            // it is open, which holds for read-only media and copies; a writer
+            // with more rights running at the same time would have made the
+            // -wal/-shm files, and the normal open above reads through them.
+            Err(Error::Db(rusqlite::Error::SqliteFailure(e, _))) if matches!(e.code, rusqlite::ErrorCode::ReadOnly | rusqlite::ErrorCode::CannotOpen) => {
+                let shown = db.path.display();
+                if db.wal_pending() {
+                    return Err(Error::Internal(format!(
+                        "cannot read the database {shown}: SQLite cannot create the -shm file it needs next to it (a read-only directory?), and its -wal file holds commits not yet in the database file; keep the -wal file, and open the database once where its directory can be written"
+                    )));
+                }
+                if !db.file_read_only() {
+                    return Err(Error::Internal(format!(
+                        "cannot read the database {shown}: SQLite cannot create the -shm/-wal files it needs next to it (a read-only directory?); make the directory writable, or, for a read-only copy, make the database file read-only too"
+                    )));
+                }
+                tracing::debug!("the database {shown} cannot be written: opening it read-only");
+                db.immutable = true;
+                journal_mode(&db)?
+            }
+            Err(e) => return Err(e),
+        };
+        // WAL is a property of the file: set once, when the file is new (or
+        // was made by something else), not on every open.
+        if !mode.eq_ignore_ascii_case("wal") && !conn.is_readonly(rusqlite::MAIN_DB)? {
+            conn.pragma_update(None, "journal_mode", "WAL")?;
+        }
+        migrate(&mut conn, &db.path)?;
         Ok(db)
     }
 
@@ -157,11 +199,31 @@ impl Db {
         &self.path
     }
 
+    /// Whether a -wal file next to the database may hold commits not yet
+    /// checkpointed into the database file.
+    fn wal_pending(&self) -> bool {
+        let mut wal = self.path.as_os_str().to_owned();
+        wal.push("-wal");
+        std::fs::metadata(PathBuf::from(wal)).map_or_else(|e| e.kind() != std::io::ErrorKind::NotFound, |m| m.len() > 0)
+    }
+
+    /// Whether this process may not write the database file (permissions, a
+    /// read-only file system), as SQLite finds when it opens it: it falls back
+    /// to read-only then. (SQLite opens it, not us: closing a descriptor of the
+    /// file would drop the process's SQLite locks on it.)
+    fn file_read_only(&self) -> bool {
+        Connection::open(&self.path).and_then(|c| c.is_readonly(rusqlite::MAIN_DB)).unwrap_or(false)
+    }
+
     /// A new connection with weir's settings.
     pub fn connect(&self) -> Result<Connection> {
-        let conn = Connection::open(&self.path).map_err(|e| {
-            Error::Internal(format!("cannot open the database {}: {e}", self.path.display()))
-        })?;
+        let opened = if self.immutable {
+            let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_URI | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+            Connection::open_with_flags(immutable_uri(&self.path), flags)
+        } else {
+            Connection::open(&self.path)
+        };
+        let conn = opened.map_err(|e| Error::Internal(format!("cannot open the database {}: {e}", self.path.display())))?;
         conn.busy_timeout(Duration::from_secs(10))?;
         // NORMAL in WAL mode: a committed transaction survives a process crash
         // (kill -9); only an OS crash or power loss may lose the last commits.
@@ -176,15 +238,46 @@ impl Db {
     }
 }
 
-fn migrate(conn: &mut Connection) -> Result<()> {
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    let applied: usize = tx.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))? as usize;
-    if applied > MIGRATIONS.len() {
+/// `path` as an SQLite URI that opens it immutable; every byte but unreserved
+/// ones and `/` percent-encoded (SQLite decodes them back).
+fn immutable_uri(path: &Path) -> String {
+    let mut uri = String::from("file:");
+    for &b in path.as_os_str().as_encoded_bytes() {
+        if b.is_ascii_alphanumeric() || b"/-._~".contains(&b) {
+            uri.push(b as char);
+        } else {
+            uri.push_str(&format!("%{b:02X}"));
+        }
+    }
+    uri.push_str("?immutable=1");
+    uri
+}
+
+/// Applies the migrations the database lacks. Reads the schema version first
+/// and takes the write lock only when there is something to apply.
+fn migrate(conn: &mut Connection, path: &Path) -> Result<()> {
+    let schema_version = |conn: &Connection| -> Result<usize> {
+        let applied = conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))?;
+        let applied = usize::try_from(applied).unwrap_or(usize::MAX);
+        if applied > MIGRATIONS.len() {
+            return Err(Error::Internal(format!("the database has schema version {applied}, newer than this weir ({}); upgrade weir", MIGRATIONS.len())));
+        }
+        Ok(applied)
+    };
+    let applied = schema_version(conn)?;
+    if applied == MIGRATIONS.len() {
+        return Ok(());
+    }
+    if conn.is_readonly(rusqlite::MAIN_DB)? {
         return Err(Error::Internal(format!(
-            "the database has schema version {applied}, newer than this weir ({}); upgrade weir",
+            "the database {} has schema version {applied} and needs upgrading to {}, but it is read-only; open it once with write access",
+            path.display(),
             MIGRATIONS.len()
         )));
     }
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    // Another process may have migrated it meanwhile: read again under the lock.
+    let applied = schema_version(&tx)?;
     for sql in &MIGRATIONS[applied..] {
         tx.execute_batch(sql)?;
     }
@@ -196,10 +289,7 @@ fn migrate(conn: &mut Connection) -> Result<()> {
 /// Adds a user (active).
 pub fn add_user(conn: &Connection, name: &str) -> Result<()> {
     crate::plugins::check_name("user", name)?;
-    let n = conn.execute(
-        "INSERT INTO weir_users (name, active, created_at) VALUES (?1, 1, ?2) ON CONFLICT (name) DO NOTHING",
-        params![name, now_ms()],
-    )?;
+    let n = conn.execute("INSERT INTO weir_users (name, active, created_at) VALUES (?1, 1, ?2) ON CONFLICT (name) DO NOTHING", params![name, now_ms()])?;
     if n == 0 {
         return Err(Error::Conflict(format!("user {name} already exists")));
     }
@@ -216,10 +306,7 @@ pub fn deactivate_user(conn: &Connection, name: &str) -> Result<()> {
 
 /// Whether `name` exists (Some) and is active.
 pub fn user_active(conn: &Connection, name: &str) -> Result<Option<bool>> {
-    Ok(conn
-        .prepare_cached("SELECT active FROM weir_users WHERE name = ?1")?
-        .query_row([name], |r| r.get(0))
-        .optional()?)
+    Ok(conn.prepare_cached("SELECT active FROM weir_users WHERE name = ?1")?.query_row([name], |r| r.get(0)).optional()?)
 }
 
 /// Refuses a user who does not exist or is deactivated.
@@ -244,11 +331,7 @@ pub struct PluginRow {
 
 /// Stores a new version of plug-in `name`; returns its version number.
 pub fn insert_plugin(conn: &Connection, name: &str, world: &str, sha256: &str, wasm: &[u8]) -> Result<i64> {
-    let version: i64 = conn.query_row(
-        "SELECT COALESCE(MAX(version), 0) + 1 FROM weir_plugins WHERE name = ?1",
-        [name],
-        |r| r.get(0),
-    )?;
+    let version: i64 = conn.query_row("SELECT COALESCE(MAX(version), 0) + 1 FROM weir_plugins WHERE name = ?1", [name], |r| r.get(0))?;
     conn.execute(
         "INSERT INTO weir_plugins (name, version, world, sha256, size, wasm, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -259,9 +342,7 @@ pub fn insert_plugin(conn: &Connection, name: &str, world: &str, sha256: &str, w
 
 /// Every plug-in version, newest version of each name last.
 pub fn list_plugins(conn: &Connection) -> Result<Vec<PluginRow>> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT name, version, world, sha256, size, created_at FROM weir_plugins ORDER BY name, version",
-    )?;
+    let mut stmt = conn.prepare_cached("SELECT name, version, world, sha256, size, created_at FROM weir_plugins ORDER BY name, version")?;
     let rows = stmt.query_map([], |r| {
         Ok(PluginRow {
             name: r.get(0)?,
@@ -283,9 +364,7 @@ pub fn load_plugin(conn: &Connection, name: &str, version: Option<i64>) -> Resul
             .query_row(params![name, v], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
             .optional()?,
         None => conn
-            .prepare_cached(
-                "SELECT version, world, wasm FROM weir_plugins WHERE name = ?1 ORDER BY version DESC LIMIT 1",
-            )?
+            .prepare_cached("SELECT version, world, wasm FROM weir_plugins WHERE name = ?1 ORDER BY version DESC LIMIT 1")?
             .query_row(params![name], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
             .optional()?,
     };

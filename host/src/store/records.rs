@@ -171,10 +171,11 @@ pub fn create_table(conn: &Connection, name: &str, columns: &[Column]) -> Result
         if columns[..i].iter().any(|o| o.name == c.name) {
             return Err(Error::invalid(format!("table {name}: column {} is declared twice", c.name)));
         }
-        if let ColType::Ref(target) = &c.ty {
-            if target != name && table_def(conn, target)?.is_none() {
-                return Err(Error::invalid(format!("table {name}: column {} refers to table {target}, which does not exist", c.name)));
-            }
+        if let ColType::Ref(target) = &c.ty
+            && target != name
+            && table_def(conn, target)?.is_none()
+        {
+            return Err(Error::invalid(format!("table {name}: column {} refers to table {target}, which does not exist", c.name)));
         }
         ddl.push_str(&format!(", \"{}\" {}", c.name, c.ty.sql_type()));
     }
@@ -188,10 +189,7 @@ pub fn create_table(conn: &Connection, name: &str, columns: &[Column]) -> Result
 }
 
 pub fn table_def(conn: &Connection, name: &str) -> Result<Option<TableDef>> {
-    let cols: Option<String> = conn
-        .prepare_cached("SELECT columns FROM weir_tables WHERE name = ?1")?
-        .query_row([name], |r| r.get(0))
-        .optional()?;
+    let cols: Option<String> = conn.prepare_cached("SELECT columns FROM weir_tables WHERE name = ?1")?.query_row([name], |r| r.get(0)).optional()?;
     cols.map(|c| {
         let columns = serde_json::from_str(&c).map_err(|e| Error::Internal(format!("catalog of table {name} is corrupt: {e}")))?;
         Ok(TableDef { name: name.to_string(), columns })
@@ -213,21 +211,17 @@ pub fn list_tables(conn: &Connection) -> Result<Vec<TableDef>> {
 /// Checks that every reference column points at an existing record.
 pub fn check_refs(conn: &Connection, def: &TableDef, fields: &[(String, Value)]) -> Result<()> {
     for (name, v) in fields {
-        if let (Some(Column { ty: ColType::Ref(target), .. }), Value::Reference(id)) = (def.column(name), v) {
-            if !exists(conn, target, id)? {
-                return Err(Error::invalid(format!("{}: column {name} refers to {target} {id}, which does not exist", def.name)));
-            }
+        if let (Some(Column { ty: ColType::Ref(target), .. }), Value::Reference(id)) = (def.column(name), v)
+            && !exists(conn, target, id)?
+        {
+            return Err(Error::invalid(format!("{}: column {name} refers to {target} {id}, which does not exist", def.name)));
         }
     }
     Ok(())
 }
 
 pub fn exists(conn: &Connection, table: &str, id: &str) -> Result<bool> {
-    Ok(conn
-        .prepare_cached(&format!("SELECT 1 FROM \"data_{table}\" WHERE id = ?1"))?
-        .query_row([id], |_| Ok(()))
-        .optional()?
-        .is_some())
+    Ok(conn.prepare_cached(&format!("SELECT 1 FROM \"data_{table}\" WHERE id = ?1"))?.query_row([id], |_| Ok(())).optional()?.is_some())
 }
 
 pub fn insert(conn: &Connection, def: &TableDef, id: &str, fields: &[(String, Value)]) -> Result<Record> {

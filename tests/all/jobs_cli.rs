@@ -3,10 +3,9 @@
 //! job is taken over after its lease expires, misbehaving guests fail with their
 //! typed error while the others keep running.
 
-mod common;
 use std::time::{Duration, Instant};
 
-use common::Env;
+use crate::common::Env;
 use serde_json::Value;
 
 fn setup(plugins: &[&str]) -> Env {
@@ -57,7 +56,25 @@ fn three_async_steps_make_three_jobs_that_retry_and_fail_as_they_should() {
     let notify = job_of_step(&env, "notify-step");
     assert_eq!(notify["status"], "Succeeded");
     assert!(notify["trace"][0]["message"].as_str().unwrap().starts_with("notify:"), "{notify}");
-    for key in ["id", "kind", "step", "plugin", "state", "status", "statecode", "statuscode", "attempts", "max_attempts", "error", "trace", "owner", "created_at", "started_at", "completed_at", "postpone_until"] {
+    for key in [
+        "id",
+        "kind",
+        "step",
+        "plugin",
+        "state",
+        "status",
+        "statecode",
+        "statuscode",
+        "attempts",
+        "max_attempts",
+        "error",
+        "trace",
+        "owner",
+        "created_at",
+        "started_at",
+        "completed_at",
+        "postpone_until",
+    ] {
         assert!(notify.get(key).is_some(), "jobs show --json has {key}");
     }
     // The Dataverse filter for failures finds exactly the failure.
@@ -73,7 +90,8 @@ fn three_async_steps_make_three_jobs_that_retry_and_fail_as_they_should() {
 fn a_rolled_back_operation_enqueues_nothing() {
     let env = setup(&["notify", "spin-forever"]);
     async_step(&env, "notify-step", "notify", &[]);
-    env.run(&["step", "add", "spin", "--plugin", "spin-forever", "--message", "create", "--table", "thing", "--stage", "post-operation", "--fuel", "1000000"]).ok();
+    env.run(&["step", "add", "spin", "--plugin", "spin-forever", "--message", "create", "--table", "thing", "--stage", "post-operation", "--fuel", "1000000"])
+        .ok();
     env.run(&["record", "create", "thing", r#"{"name":"a"}"#]).fails();
     assert_eq!(jobs(&env, "id ne null").len(), 0);
     env.run(&["step", "disable", "spin"]).ok();
@@ -178,7 +196,27 @@ fn misbehaving_async_guests_fail_with_their_typed_error_while_others_run() {
 #[test]
 fn commands_answer_in_json_for_scripts() {
     let env = setup(&["notify"]);
-    let step = env.run(&["step", "add", "n", "--plugin", "notify", "--message", "create", "--table", "thing", "--stage", "post-operation", "--mode", "async", "--rank", "3", "--json"]).ok().json();
+    let step = env
+        .run(&[
+            "step",
+            "add",
+            "n",
+            "--plugin",
+            "notify",
+            "--message",
+            "create",
+            "--table",
+            "thing",
+            "--stage",
+            "post-operation",
+            "--mode",
+            "async",
+            "--rank",
+            "3",
+            "--json",
+        ])
+        .ok()
+        .json();
     assert_eq!((step["name"].as_str(), step["plugin"].as_str(), step["rank"].as_i64()), (Some("n"), Some("notify"), Some(3)), "{step}");
     assert_eq!(env.run(&["step", "disable", "n", "--json"]).ok().json(), serde_json::json!({"step": "n", "enabled": false}));
     assert_eq!(env.run(&["step", "enable", "n", "--json"]).ok().json(), serde_json::json!({"step": "n", "enabled": true}));

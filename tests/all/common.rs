@@ -1,6 +1,5 @@
 //! Helpers for the end-to-end tests: run the real `weir` binary on a real SQLite
 //! file in a temporary directory.
-#![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -45,7 +44,10 @@ impl Env {
     }
 
     pub fn command(&self) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_weir"));
+        // WEIR_BIN runs the suite against another build (e.g. to show a test
+        // fails on an older one).
+        let bin = std::env::var_os("WEIR_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_weir").into());
+        let mut c = Command::new(bin);
         c.arg("--db").arg(self.db()).env_remove("WEIR_DB").env_remove("WEIR_TOKEN");
         c
     }
@@ -141,12 +143,29 @@ impl Server {
     pub fn start(env: &Env, extra: &[&str]) -> Server {
         let mut args = vec!["serve", "--listen", "127.0.0.1:0", "--token", TOKEN, "--workers", "2"];
         args.extend_from_slice(extra);
-        let mut child = env.command().args(&args).stdout(Stdio::piped()).spawn().unwrap();
+        Self::spawn(env.command().args(&args).stdout(Stdio::piped()))
+    }
+
+    /// `weir serve` as it runs by default: no token, loopback only.
+    pub fn start_open(env: &Env, extra: &[&str]) -> Server {
+        let mut args = vec!["serve", "--listen", "127.0.0.1:0", "--workers", "2"];
+        args.extend_from_slice(extra);
+        Self::spawn(env.command().args(&args).stdout(Stdio::piped()))
+    }
+
+    /// Starts a `weir serve` command and reads the address it prints.
+    pub fn spawn(command: &mut Command) -> Server {
+        let mut child = command.spawn().unwrap();
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
         let base = line.split_whitespace().find(|w| w.starts_with("http://")).expect("serve prints its address").to_string();
         let agent = ureq::Agent::config_builder().http_status_as_error(false).timeout_global(Some(Duration::from_secs(30))).build().into();
         Server { child, base, agent }
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub fn addr(&self) -> &str {
+        self.base.trim_start_matches("http://")
     }
 
     pub fn call(&self, method: &str, path: &str, body: Option<&[u8]>, token: Option<&str>) -> Reply {
@@ -172,7 +191,9 @@ impl Server {
                 if let Some(a) = &auth {
                     r = r.header("authorization", a);
                 }
-                r.send(b.unwrap_or(b""))
+                // What the API requires of writes: JSON, or wasm on upload.
+                let kind = if path.starts_with("/api/plugins") { "application/wasm" } else { "application/json" };
+                r.header("content-type", kind).send(b.unwrap_or(b""))
             }
         }
         .unwrap();
@@ -194,9 +215,7 @@ impl Server {
 
 /// Percent-encodes a query-string value.
 pub fn q(s: &str) -> String {
-    s.bytes()
-        .map(|b| if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
-        .collect()
+    s.bytes().map(|b| if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") }).collect()
 }
 
 pub fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
@@ -207,3 +226,32 @@ pub fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// One HTTP/1.1 exchange over a raw socket, with exactly the given head lines
+/// (a browser's headers, a forged `Host`, bytes no client library would send).
+/// Returns the status, the response head and the body; the request asks the
+/// server to close, and a read that takes 30 s fails the test.
+pub fn raw_http(addr: &str, method: &str, path: &str, headers: &[(&str, &[u8])], body: &[u8]) -> (u16, String, String) {
+    use std::io::{Read, Write};
+    let mut req = format!("{method} {path} HTTP/1.1\r\n").into_bytes();
+    for (name, value) in headers {
+        req.extend_from_slice(name.as_bytes());
+        req.extend_from_slice(b": ");
+        req.extend_from_slice(value);
+        req.extend_from_slice(b"\r\n");
+    }
+    if !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("content-length")) {
+        req.extend_from_slice(format!("Content-Length: {}\r\n", body.len()).as_bytes());
+    }
+    req.extend_from_slice(b"Connection: close\r\n\r\n");
+    req.extend_from_slice(body);
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    // The server may answer (and close) before it has read everything we send.
+    let _ = s.write_all(&req);
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (status, head.to_string(), body.to_string())
+}

@@ -234,11 +234,8 @@ fn table(rows: &[Row]) -> Connection {
     let cols: Vec<String> = COLUMNS.iter().map(|(n, t, _)| format!("\"{n}\" {t}")).collect();
     conn.execute_batch(&format!("CREATE TABLE t (rowid_ INTEGER PRIMARY KEY, {})", cols.join(", "))).unwrap();
     for (i, r) in rows.iter().enumerate() {
-        conn.execute(
-            "INSERT INTO t VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            rusqlite::params![i as i64, r.name, r.qty, r.amount, r.ok.map(i64::from), r.due],
-        )
-        .unwrap();
+        conn.execute("INSERT INTO t VALUES (?1, ?2, ?3, ?4, ?5, ?6)", rusqlite::params![i as i64, r.name, r.qty, r.amount, r.ok.map(i64::from), r.due])
+            .unwrap();
     }
     conn
 }
@@ -392,10 +389,10 @@ fn records_through_the_pipeline_store_what_was_accepted_and_nothing_else() {
     runner
         .run(&record(), |mut body| {
             // A reference that exists, sometimes.
-            if let Some(Json::String(r)) = body.get_mut("r") {
-                if r.len() % 2 == 0 {
-                    *r = account.id.clone();
-                }
+            if let Some(Json::String(r)) = body.get_mut("r")
+                && r.len() % 2 == 0
+            {
+                *r = account.id.clone();
             }
             let def = p.with_conn(|c| weir::store::records::require_table(c, "thing")).unwrap();
             let expected = def.parse_fields(&body);

@@ -6,11 +6,10 @@
 //! what it writes is checked like any caller's input. An API caller without the
 //! token reaches nothing but the health check.
 
-mod common;
 use std::net::TcpListener;
 use std::process::Output;
 
-use common::{Env, Server, TOKEN, component_importing, path};
+use crate::common::{Env, Server, TOKEN, component_importing, path};
 use serde_json::{Value, json};
 
 const SECRET_VALUE: &str = "hunter2-the-environment-secret";
@@ -95,7 +94,23 @@ fn text(out: &Output) -> (String, String) {
 #[test]
 fn a_sync_plug_in_reaches_no_file_environment_network_stdio_or_ungranted_table() {
     let t = target();
-    t.env.run(&["step", "add", "escape", "--plugin", "escape-artist", "--message", "create", "--table", "thing", "--stage", "pre-operation", "--config", &t.config]).ok();
+    t.env
+        .run(&[
+            "step",
+            "add",
+            "escape",
+            "--plugin",
+            "escape-artist",
+            "--message",
+            "create",
+            "--table",
+            "thing",
+            "--stage",
+            "pre-operation",
+            "--config",
+            &t.config,
+        ])
+        .ok();
     let out = t.run(&["record", "create", "thing", r#"{"name":"x"}"#]);
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
@@ -127,7 +142,8 @@ fn an_async_job_reaches_no_file_environment_network_stdio_or_ungranted_table() {
     assert_eq!((view["status"].as_str(), view["error_code"].as_str()), (Some("Failed"), Some("permanent")), "{view}");
     let n = t.attempts().len();
     assert_eq!(view["error"], format!("escape-artist: escape-artist: all {n} attempts were blocked"));
-    let trace: Vec<String> = view["trace"].as_array().unwrap().iter().map(|l| format!("[{}] {}", l["level"].as_str().unwrap(), l["message"].as_str().unwrap())).collect();
+    let trace: Vec<String> =
+        view["trace"].as_array().unwrap().iter().map(|l| format!("[{}] {}", l["level"].as_str().unwrap(), l["message"].as_str().unwrap())).collect();
     let (wout, werr) = text(&worked);
     t.assert_all_blocked(&trace, &format!("{}{wout}{werr}", job.stdout));
     assert!(trace.contains(&"[stdout] escape-artist: this line goes to stdout".to_string()), "{trace:#?}");
@@ -138,7 +154,23 @@ fn an_async_job_reaches_no_file_environment_network_stdio_or_ungranted_table() {
 #[test]
 fn no_state_survives_from_one_call_to_the_next() {
     let t = target();
-    t.env.run(&["step", "add", "escape", "--plugin", "escape-artist", "--message", "create", "--table", "thing", "--stage", "pre-operation", "--config", &t.config]).ok();
+    t.env
+        .run(&[
+            "step",
+            "add",
+            "escape",
+            "--plugin",
+            "escape-artist",
+            "--message",
+            "create",
+            "--table",
+            "thing",
+            "--stage",
+            "pre-operation",
+            "--config",
+            &t.config,
+        ])
+        .ok();
     for _ in 0..3 {
         let (_, stderr) = text(&t.run(&["record", "create", "thing", r#"{"name":"x"}"#]));
         assert!(stderr.contains("[info] calls seen by this instance: 1\n"), "{stderr}");

@@ -2,8 +2,7 @@
 //! sync plug-ins inside the transaction, rollbacks, filters, the depth guard,
 //! grants, and bad input refused with nothing stored.
 
-mod common;
-use common::{Env, Run};
+use crate::common::{Env, Run};
 use serde_json::Value;
 
 /// account/opportunity/audit tables, the example plug-ins, an account (limit 1000).
@@ -11,8 +10,21 @@ fn crm() -> (Env, String) {
     let env = Env::new();
     env.run(&["table", "create", "account", "--column", "name:text", "--column", "creditlimit:decimal"]).ok();
     env.run(&[
-        "table", "create", "opportunity", "--column", "name:text", "--column", "amount:decimal", "--column",
-        "customer:ref:account", "--column", "priority:text", "--column", "stage:text", "--column", "counter:integer",
+        "table",
+        "create",
+        "opportunity",
+        "--column",
+        "name:text",
+        "--column",
+        "amount:decimal",
+        "--column",
+        "customer:ref:account",
+        "--column",
+        "priority:text",
+        "--column",
+        "stage:text",
+        "--column",
+        "counter:integer",
     ])
     .ok();
     env.run(&["table", "create", "audit", "--column", "entity:text", "--column", "recordid:text", "--column", "action:text"]).ok();
@@ -32,9 +44,54 @@ fn count(env: &Env, table: &str, filter: Option<&str>) -> usize {
 }
 
 fn credit_steps(env: &Env) {
-    env.run(&["step", "add", "defaults", "--plugin", "set-defaults", "--message", "create", "--table", "opportunity", "--stage", "pre-operation", "--rank", "0"]).ok();
-    env.run(&["step", "add", "credit", "--plugin", "credit-check", "--message", "create", "--table", "opportunity", "--stage", "pre-operation", "--grant", "account:read"]).ok();
-    env.run(&["step", "add", "audit", "--plugin", "audit-trail", "--message", "create", "--table", "opportunity", "--stage", "post-operation", "--grant", "audit:write"]).ok();
+    env.run(&[
+        "step",
+        "add",
+        "defaults",
+        "--plugin",
+        "set-defaults",
+        "--message",
+        "create",
+        "--table",
+        "opportunity",
+        "--stage",
+        "pre-operation",
+        "--rank",
+        "0",
+    ])
+    .ok();
+    env.run(&[
+        "step",
+        "add",
+        "credit",
+        "--plugin",
+        "credit-check",
+        "--message",
+        "create",
+        "--table",
+        "opportunity",
+        "--stage",
+        "pre-operation",
+        "--grant",
+        "account:read",
+    ])
+    .ok();
+    env.run(&[
+        "step",
+        "add",
+        "audit",
+        "--plugin",
+        "audit-trail",
+        "--message",
+        "create",
+        "--table",
+        "opportunity",
+        "--stage",
+        "post-operation",
+        "--grant",
+        "audit:write",
+    ])
+    .ok();
 }
 
 fn opportunity(env: &Env, acct: &str, amount: u32) -> Run {
@@ -69,7 +126,22 @@ fn an_accepted_opportunity_gets_defaults_and_one_audit_row() {
     assert_eq!(got, rec);
     // A step config overrides the default.
     env.run(&["step", "remove", "defaults"]).ok();
-    env.run(&["step", "add", "defaults2", "--plugin", "set-defaults", "--message", "create", "--table", "opportunity", "--stage", "pre-operation", "--config", r#"{"priority":"high"}"#]).ok();
+    env.run(&[
+        "step",
+        "add",
+        "defaults2",
+        "--plugin",
+        "set-defaults",
+        "--message",
+        "create",
+        "--table",
+        "opportunity",
+        "--stage",
+        "pre-operation",
+        "--config",
+        r#"{"priority":"high"}"#,
+    ])
+    .ok();
     assert_eq!(opportunity(&env, &acct, 10).ok().json()["priority"], "high");
 }
 
@@ -77,8 +149,21 @@ fn an_accepted_opportunity_gets_defaults_and_one_audit_row() {
 fn a_filtered_update_step_fires_only_when_its_column_changes() {
     let (env, acct) = crm();
     env.run(&[
-        "step", "add", "stage-audit", "--plugin", "audit-trail", "--message", "update", "--table", "opportunity",
-        "--stage", "post-operation", "--filter", "stage", "--grant", "audit:write",
+        "step",
+        "add",
+        "stage-audit",
+        "--plugin",
+        "audit-trail",
+        "--message",
+        "update",
+        "--table",
+        "opportunity",
+        "--stage",
+        "post-operation",
+        "--filter",
+        "stage",
+        "--grant",
+        "audit:write",
     ])
     .ok();
     let id = opportunity(&env, &acct, 100).ok().json()["id"].as_str().unwrap().to_string();
@@ -94,34 +179,110 @@ fn a_filtered_update_step_fires_only_when_its_column_changes() {
 fn a_when_condition_gates_a_step() {
     let (env, acct) = crm();
     env.run(&[
-        "step", "add", "big-audit", "--plugin", "audit-trail", "--message", "create", "--table", "opportunity",
-        "--stage", "post-operation", "--when", "amount ge 1000 and name ne 'skip'", "--grant", "audit:write",
+        "step",
+        "add",
+        "big-audit",
+        "--plugin",
+        "audit-trail",
+        "--message",
+        "create",
+        "--table",
+        "opportunity",
+        "--stage",
+        "post-operation",
+        "--when",
+        "amount ge 1000 and name ne 'skip'",
+        "--grant",
+        "audit:write",
     ])
     .ok();
     opportunity(&env, &acct, 10).ok();
     assert_eq!(count(&env, "audit", None), 0);
     opportunity(&env, &acct, 2000).ok();
     assert_eq!(count(&env, "audit", None), 1);
-    let bad = env.run(&["step", "add", "bad", "--plugin", "audit-trail", "--message", "create", "--table", "opportunity", "--stage", "post-operation", "--when", "amount gt"]).fails();
+    let bad = env
+        .run(&[
+            "step",
+            "add",
+            "bad",
+            "--plugin",
+            "audit-trail",
+            "--message",
+            "create",
+            "--table",
+            "opportunity",
+            "--stage",
+            "post-operation",
+            "--when",
+            "amount gt",
+        ])
+        .fails();
     assert!(bad.stderr.contains("--when: bad filter at position 10"), "{}", bad.stderr);
 }
 
 #[test]
 fn spin_forever_fails_the_create_on_fuel_or_time_and_stores_nothing() {
     let (env, acct) = crm();
-    env.run(&["step", "add", "spin", "--plugin", "spin-forever", "--message", "create", "--table", "opportunity", "--stage", "pre-operation", "--fuel", "20000000"]).ok();
+    env.run(&[
+        "step",
+        "add",
+        "spin",
+        "--plugin",
+        "spin-forever",
+        "--message",
+        "create",
+        "--table",
+        "opportunity",
+        "--stage",
+        "pre-operation",
+        "--fuel",
+        "20000000",
+    ])
+    .ok();
     let out = opportunity(&env, &acct, 1).fails();
     assert!(out.stderr.contains("spin-forever: ran out of fuel after 20000000 units"), "{}", out.stderr);
     assert_eq!(count(&env, "opportunity", None), 0);
     // Unlimited-looking fuel: the step's own time budget stops it...
     env.run(&["step", "remove", "spin"]).ok();
-    env.run(&["step", "add", "spin2", "--plugin", "spin-forever", "--message", "create", "--table", "opportunity", "--stage", "pre-operation", "--fuel", "1000000000000000", "--timeout-ms", "300"]).ok();
+    env.run(&[
+        "step",
+        "add",
+        "spin2",
+        "--plugin",
+        "spin-forever",
+        "--message",
+        "create",
+        "--table",
+        "opportunity",
+        "--stage",
+        "pre-operation",
+        "--fuel",
+        "1000000000000000",
+        "--timeout-ms",
+        "300",
+    ])
+    .ok();
     let out = opportunity(&env, &acct, 1).fails();
     assert!(out.stderr.contains("spin-forever: timed out after 300 ms"), "{}", out.stderr);
     assert_eq!(count(&env, "opportunity", None), 0);
     // ...and without one, the whole operation's 2 s budget (epochs, not fuel).
     env.run(&["step", "remove", "spin2"]).ok();
-    env.run(&["step", "add", "spin3", "--plugin", "spin-forever", "--message", "create", "--table", "opportunity", "--stage", "pre-operation", "--fuel", "1000000000000000"]).ok();
+    env.run(&[
+        "step",
+        "add",
+        "spin3",
+        "--plugin",
+        "spin-forever",
+        "--message",
+        "create",
+        "--table",
+        "opportunity",
+        "--stage",
+        "pre-operation",
+        "--fuel",
+        "1000000000000000",
+    ])
+    .ok();
     let started = std::time::Instant::now();
     let out = opportunity(&env, &acct, 1).fails();
     assert!(out.stderr.contains("spin-forever: timed out after 2000 ms"), "{}", out.stderr);
@@ -132,8 +293,38 @@ fn spin_forever_fails_the_create_on_fuel_or_time_and_stores_nothing() {
 #[test]
 fn ping_pong_is_stopped_at_the_depth_limit_and_rolled_back() {
     let (env, acct) = crm();
-    env.run(&["step", "add", "pong", "--plugin", "ping-pong", "--message", "update", "--table", "opportunity", "--stage", "post-operation", "--grant", "opportunity:write"]).ok();
-    env.run(&["step", "add", "audit-upd", "--plugin", "audit-trail", "--message", "update", "--table", "opportunity", "--stage", "post-operation", "--grant", "audit:write"]).ok();
+    env.run(&[
+        "step",
+        "add",
+        "pong",
+        "--plugin",
+        "ping-pong",
+        "--message",
+        "update",
+        "--table",
+        "opportunity",
+        "--stage",
+        "post-operation",
+        "--grant",
+        "opportunity:write",
+    ])
+    .ok();
+    env.run(&[
+        "step",
+        "add",
+        "audit-upd",
+        "--plugin",
+        "audit-trail",
+        "--message",
+        "update",
+        "--table",
+        "opportunity",
+        "--stage",
+        "post-operation",
+        "--grant",
+        "audit:write",
+    ])
+    .ok();
     let rec = opportunity(&env, &acct, 1).ok().json();
     let id = rec["id"].as_str().unwrap();
     let out = env.run(&["record", "update", "opportunity", id, r#"{"counter":1}"#]).fails();
@@ -153,7 +344,22 @@ fn a_plugin_without_a_grant_can_neither_read_nor_write() {
     assert!(out.stderr.contains("no read grant for table account"), "{}", out.stderr);
     env.run(&["step", "remove", "credit"]).ok();
     // audit-trail writes audit: a read grant is not enough.
-    env.run(&["step", "add", "audit", "--plugin", "audit-trail", "--message", "create", "--table", "opportunity", "--stage", "post-operation", "--grant", "audit:read"]).ok();
+    env.run(&[
+        "step",
+        "add",
+        "audit",
+        "--plugin",
+        "audit-trail",
+        "--message",
+        "create",
+        "--table",
+        "opportunity",
+        "--stage",
+        "post-operation",
+        "--grant",
+        "audit:read",
+    ])
+    .ok();
     let out = opportunity(&env, &acct, 5).fails();
     assert!(out.stderr.contains("no write grant for table audit"), "{}", out.stderr);
     assert_eq!(count(&env, "opportunity", None), 0);
@@ -179,12 +385,27 @@ fn bad_input_is_refused_with_the_culprit_named_and_nothing_stored() {
         (&["table", "create", "t2", "--column", "x:float"], "unknown column type \"float\""),
         (&["table", "create", "t3", "--column", "p:ref:nowhere"], "refers to table nowhere, which does not exist"),
         (&["table", "create", "account"], "table account already exists"),
-        (&["step", "add", "s", "--plugin", "notify", "--message", "create", "--table", "opportunity", "--stage", "post-operation"], "cannot run as a sync step"),
-        (&["step", "add", "s", "--plugin", "credit-check", "--message", "create", "--table", "opportunity", "--stage", "post-operation", "--mode", "async"], "cannot run as an async step"),
-        (&["step", "add", "s", "--plugin", "audit-trail", "--message", "create", "--table", "opportunity", "--stage", "pre-operation", "--pre-image"], "no pre-image on create"),
-        (&["step", "add", "s", "--plugin", "audit-trail", "--message", "update", "--table", "opportunity", "--stage", "pre-operation", "--post-image"], "post-image exists only at post-operation"),
+        (
+            &["step", "add", "s", "--plugin", "notify", "--message", "create", "--table", "opportunity", "--stage", "post-operation"],
+            "cannot run as a sync step",
+        ),
+        (
+            &["step", "add", "s", "--plugin", "credit-check", "--message", "create", "--table", "opportunity", "--stage", "post-operation", "--mode", "async"],
+            "cannot run as an async step",
+        ),
+        (
+            &["step", "add", "s", "--plugin", "audit-trail", "--message", "create", "--table", "opportunity", "--stage", "pre-operation", "--pre-image"],
+            "no pre-image on create",
+        ),
+        (
+            &["step", "add", "s", "--plugin", "audit-trail", "--message", "update", "--table", "opportunity", "--stage", "pre-operation", "--post-image"],
+            "post-image exists only at post-operation",
+        ),
         (&["step", "add", "s", "--plugin", "nosuch", "--message", "create", "--table", "opportunity", "--stage", "pre-operation"], "no plug-in named nosuch"),
-        (&["step", "add", "s", "--plugin", "audit-trail", "--message", "update", "--table", "opportunity", "--stage", "pre-operation", "--filter", "colour"], "no column \"colour\""),
+        (
+            &["step", "add", "s", "--plugin", "audit-trail", "--message", "update", "--table", "opportunity", "--stage", "pre-operation", "--filter", "colour"],
+            "no column \"colour\"",
+        ),
     ];
     for (args, want) in cases {
         let out = env.run(args).fails();

@@ -1,8 +1,7 @@
 //! `weir plugin add|list` through the real binary: the example guests load with
 //! their worlds; bad files are refused with exit 1, a reason, and nothing stored.
 
-mod common;
-use common::{Env, path};
+use crate::common::{Env, path};
 
 const ALL: &[(&str, &str)] = &[
     ("credit-check", "plugin"),

@@ -16,14 +16,13 @@
 //!
 //! `WEIR_CRASH_ROUNDS` sets the number of kill -9 rounds (default 5).
 
-mod common;
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::Env;
+use crate::common::Env;
 use rand::Rng;
 
 const TOKEN: &str = "crash-token";
@@ -85,7 +84,11 @@ fn client(base: String, round: usize, n: usize) -> Vec<String> {
     let mut acked = Vec::new();
     for i in 0.. {
         let body = serde_json::json!({"name": format!("r{round}-c{n}-{i}"), "amount": i}).to_string();
-        let reply = agent.post(&format!("{base}/api/data/order")).header("authorization", &format!("Bearer {TOKEN}")).header("content-type", "application/json").send(body.as_bytes());
+        let reply = agent
+            .post(&format!("{base}/api/data/order"))
+            .header("authorization", &format!("Bearer {TOKEN}"))
+            .header("content-type", "application/json")
+            .send(body.as_bytes());
         match reply {
             Ok(mut r) if r.status() == 201 => {
                 let v: serde_json::Value = serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap();
@@ -126,13 +129,8 @@ fn kill_9_rounds_lose_nothing_and_half_apply_nothing() {
     env.run(&["work", "--until-idle", "--lease-ms", "1000"]).ok();
 
     let conn = rusqlite::Connection::open(env.db()).unwrap();
-    let stored: HashMap<String, Option<String>> = conn
-        .prepare("SELECT id, priority FROM data_order")
-        .unwrap()
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
+    let stored: HashMap<String, Option<String>> =
+        conn.prepare("SELECT id, priority FROM data_order").unwrap().query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().collect::<Result<_, _>>().unwrap();
     for id in &acked {
         assert!(stored.contains_key(id), "acknowledged order {id} was lost");
     }

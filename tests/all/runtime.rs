@@ -10,11 +10,14 @@ use weir::examples;
 use weir::runtime::wit::{Context, Entity, Field, Message, Mode, RecordError, Stage, Step, Value};
 use weir::runtime::{CallError, CancelFlag, Limits, NoRecords, Prepared, RecordHost, Runtime, RuntimeConfig, World};
 
+/// The creates a [`Memory`] saw: table and fields.
+type Created = Arc<std::sync::Mutex<Vec<(String, Vec<Field>)>>>;
+
 /// An in-memory record host: `account` rows, and a log of creates.
 #[derive(Default, Clone)]
 struct Memory {
     rows: HashMap<(String, String), Vec<Field>>,
-    created: Arc<std::sync::Mutex<Vec<(String, Vec<Field>)>>>,
+    created: Created,
     updates: Arc<std::sync::Mutex<u32>>,
 }
 
@@ -71,21 +74,12 @@ fn ctx(table: &str, fields: Vec<Field>) -> Context {
 }
 
 fn limits() -> Limits {
-    Limits {
-        fuel: Some(50_000_000),
-        deadline: Instant::now() + Duration::from_secs(2),
-        budget_ms: 2000,
-        memory_bytes: 32 << 20,
-        max_host_calls: 10_000,
-    }
+    Limits { fuel: Some(50_000_000), deadline: Instant::now() + Duration::from_secs(2), budget_ms: 2000, memory_bytes: 32 << 20, max_host_calls: 10_000 }
 }
 
 fn with_account(limit: f64) -> Memory {
     let mut m = Memory::default();
-    m.rows.insert(
-        ("account".into(), "a1".into()),
-        vec![field("name", Value::Text("Contoso".into())), field("creditlimit", Value::Decimal(limit))],
-    );
+    m.rows.insert(("account".into(), "a1".into()), vec![field("name", Value::Text("Contoso".into())), field("creditlimit", Value::Decimal(limit))]);
     m
 }
 

@@ -4,10 +4,9 @@
 //! working; nothing of a failed operation is stored; and a worker that ran them
 //! all comes back to the memory it had before.
 
-mod common;
 use std::time::{Duration, Instant};
 
-use common::Env;
+use crate::common::Env;
 use serde_json::Value;
 use weir::examples;
 use weir::runtime::wit::{Context, Mode, Stage, Step};
@@ -155,7 +154,22 @@ fn misbehaving_sync_steps_fail_the_operation_with_their_typed_error_and_store_no
 #[test]
 fn an_enormous_rejection_or_log_line_is_cut_not_kept() {
     let env = setup();
-    env.run(&["step", "add", "huge", "--plugin", "huge-result", "--message", "create", "--table", "thing", "--stage", "pre-operation", "--config", r#"{"mode":"error"}"#]).ok();
+    env.run(&[
+        "step",
+        "add",
+        "huge",
+        "--plugin",
+        "huge-result",
+        "--message",
+        "create",
+        "--table",
+        "thing",
+        "--stage",
+        "pre-operation",
+        "--config",
+        r#"{"mode":"error"}"#,
+    ])
+    .ok();
     let out = env.run(&["record", "create", "thing", r#"{"name":"x"}"#]).fails();
     assert!(out.stderr.contains("more bytes cut"), "{}", &out.stderr[out.stderr.len().saturating_sub(200)..]);
     assert!(out.stderr.len() < 2 * MAX_MESSAGE_BYTES, "the 8 MiB message was cut to {} bytes", out.stderr.len());
@@ -168,13 +182,7 @@ fn runtime() -> Runtime {
 }
 
 fn limits(max_host_calls: u64) -> Limits {
-    Limits {
-        fuel: Some(1_000_000_000),
-        deadline: Instant::now() + Duration::from_secs(30),
-        budget_ms: 30_000,
-        memory_bytes: 64 << 20,
-        max_host_calls,
-    }
+    Limits { fuel: Some(1_000_000_000), deadline: Instant::now() + Duration::from_secs(30), budget_ms: 30_000, memory_bytes: 64 << 20, max_host_calls }
 }
 
 fn ctx(mode: Mode, config: &str) -> Context {

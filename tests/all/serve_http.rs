@@ -3,20 +3,63 @@
 //! operations, job control, metrics, OpenAPI, graceful shutdown — and the
 //! dashboard in headless Chromium.
 
-mod common;
-use common::{Env, Reply, Server, TOKEN, q, wait_for};
+use crate::common::{Env, Reply, Server, TOKEN, q, wait_for};
 use serde_json::{Value, json};
 
 fn crm() -> Env {
     let env = Env::new();
     env.run(&["table", "create", "account", "--column", "name:text", "--column", "creditlimit:decimal"]).ok();
-    env.run(&["table", "create", "opportunity", "--column", "name:text", "--column", "amount:decimal", "--column", "customer:ref:account", "--column", "priority:text"]).ok();
+    env.run(&[
+        "table",
+        "create",
+        "opportunity",
+        "--column",
+        "name:text",
+        "--column",
+        "amount:decimal",
+        "--column",
+        "customer:ref:account",
+        "--column",
+        "priority:text",
+    ])
+    .ok();
     for p in ["credit-check", "set-defaults", "notify", "always-fails"] {
         env.add_example(p);
     }
-    env.run(&["step", "add", "credit", "--plugin", "credit-check", "--message", "create", "--table", "opportunity", "--stage", "pre-operation", "--grant", "account:read"]).ok();
-    env.run(&["step", "add", "defaults", "--plugin", "set-defaults", "--message", "create", "--table", "opportunity", "--stage", "pre-operation", "--rank", "0"]).ok();
-    env.run(&["step", "add", "notify", "--plugin", "notify", "--message", "create", "--table", "opportunity", "--stage", "post-operation", "--mode", "async"]).ok();
+    env.run(&[
+        "step",
+        "add",
+        "credit",
+        "--plugin",
+        "credit-check",
+        "--message",
+        "create",
+        "--table",
+        "opportunity",
+        "--stage",
+        "pre-operation",
+        "--grant",
+        "account:read",
+    ])
+    .ok();
+    env.run(&[
+        "step",
+        "add",
+        "defaults",
+        "--plugin",
+        "set-defaults",
+        "--message",
+        "create",
+        "--table",
+        "opportunity",
+        "--stage",
+        "pre-operation",
+        "--rank",
+        "0",
+    ])
+    .ok();
+    env.run(&["step", "add", "notify", "--plugin", "notify", "--message", "create", "--table", "opportunity", "--stage", "post-operation", "--mode", "async"])
+        .ok();
     env
 }
 
@@ -105,7 +148,15 @@ fn the_api_end_to_end() {
 
     // Metrics, catalog, OpenAPI, DELETE.
     let m = s.get("/metrics").text;
-    for series in ["weir_operations_total", "weir_plugin_calls_total", "weir_plugin_call_duration_seconds", "weir_plugin_fuel_used_total", "weir_jobs{status=\"Succeeded\"}", "weir_queue_depth", "weir_oldest_due_job_age_seconds"] {
+    for series in [
+        "weir_operations_total",
+        "weir_plugin_calls_total",
+        "weir_plugin_call_duration_seconds",
+        "weir_plugin_fuel_used_total",
+        "weir_jobs{status=\"Succeeded\"}",
+        "weir_queue_depth",
+        "weir_oldest_due_job_age_seconds",
+    ] {
         assert!(m.contains(series), "/metrics has {series}");
     }
     assert!(m.contains(r#"weir_operations_total{message="create",outcome="rejected"} 1"#), "{m}");

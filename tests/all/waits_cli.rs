@@ -1,13 +1,12 @@
 //! Wait states, job control, schedules, background operations, callbacks,
 //! retention and owners, end to end through the real binary.
 
-mod common;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::Env;
+use crate::common::Env;
 use serde_json::Value;
 
 fn expenses() -> Env {
@@ -21,8 +20,21 @@ fn expenses() -> Env {
 
 fn approval_step(env: &Env, config: Option<&str>) {
     let mut args = vec![
-        "step", "add", "approve", "--plugin", "approval", "--message", "create", "--table", "expense", "--stage", "post-operation",
-        "--mode", "async", "--grant", "expense:write",
+        "step",
+        "add",
+        "approve",
+        "--plugin",
+        "approval",
+        "--message",
+        "create",
+        "--table",
+        "expense",
+        "--stage",
+        "post-operation",
+        "--mode",
+        "async",
+        "--grant",
+        "expense:write",
     ];
     if let Some(c) = config {
         args.extend(["--config", c]);
@@ -184,8 +196,16 @@ fn a_background_bulk_update_changes_every_expense_and_calls_back() {
     let (url, bodies) = callback_server(1);
     let out = env
         .run(&[
-            "background", "submit", "bulk-update", "--input", r#"{"table":"expense","set":{"state":"archived"}}"#, "--grant", "expense:write",
-            "--callback", &url, "--json",
+            "background",
+            "submit",
+            "bulk-update",
+            "--input",
+            r#"{"table":"expense","set":{"state":"archived"}}"#,
+            "--grant",
+            "expense:write",
+            "--callback",
+            &url,
+            "--json",
         ])
         .ok()
         .json();
@@ -266,8 +286,9 @@ fn the_worker_cleans_up_by_itself_and_ends_abandoned_waits() {
     // successes for no time, failures for a day and to end abandoned waits at
     // once does so at its start, without `weir jobs cleanup`.
     let timeout_at = job_for(&env, &id)["wait"]["timeout_at"].as_str().unwrap().to_string();
-    let bad = env.run(&["work", "--until-idle", "--keep-failed", "soon"]).fails();
-    assert!(bad.stderr.contains("bad --keep-failed \"soon\""), "{}", bad.stderr);
+    let bad = env.run(&["work", "--until-idle", "--keep-failed", "soon"]);
+    assert_eq!(bad.code, 2, "a bad duration is a usage error: {}", bad.stderr);
+    assert!(bad.stderr.contains("--keep-failed") && bad.stderr.contains("try 30d"), "{}", bad.stderr);
     std::thread::sleep(std::time::Duration::from_millis(3600));
     env.run(&["work", "--until-idle", "--keep-succeeded", "0s", "--keep-failed", "1d", "--end-abandoned-after", "0s"]).ok();
     assert_eq!(count("status eq 'Succeeded'"), 0, "successes deleted");
@@ -304,8 +325,26 @@ fn a_deactivated_owner_s_waiting_job_fails_naming_the_owner_and_can_be_canceled(
 #[test]
 fn running_jobs_are_interrupted_by_cancel_and_pause() {
     let env = expenses();
-    env.run(&["step", "add", "slowly", "--plugin", "slow", "--message", "create", "--table", "expense", "--stage", "post-operation",
-        "--mode", "async", "--config", r#"{"ms": 20000}"#, "--timeout-ms", "60000"]).ok();
+    env.run(&[
+        "step",
+        "add",
+        "slowly",
+        "--plugin",
+        "slow",
+        "--message",
+        "create",
+        "--table",
+        "expense",
+        "--stage",
+        "post-operation",
+        "--mode",
+        "async",
+        "--config",
+        r#"{"ms": 20000}"#,
+        "--timeout-ms",
+        "60000",
+    ])
+    .ok();
     let a = expense(&env, "system");
     let b = expense(&env, "system");
     let mut w = env.command().args(["work", "--workers", "4"]).stdout(std::process::Stdio::null()).spawn().unwrap();

@@ -4,8 +4,7 @@
 //! gets a clear error — a 4xx with a JSON `error` over HTTP, exit 1 with the
 //! message on stderr from the CLI — and nothing is stored.
 
-mod common;
-use common::{Env, Server, TOKEN, component_importing, path, q};
+use crate::common::{Env, Server, TOKEN, component_importing, path, q};
 use serde_json::json;
 
 const TABLES: &[&str] = &["account", "opportunity"];
@@ -15,8 +14,21 @@ const TABLES: &[&str] = &["account", "opportunity"];
 fn shop() -> (Env, String) {
     let env = Env::new();
     env.run(&[
-        "table", "create", "account", "--column", "name:text", "--column", "creditlimit:decimal", "--column", "n:integer",
-        "--column", "ok:boolean", "--column", "at:timestamp", "--column", "doc:json",
+        "table",
+        "create",
+        "account",
+        "--column",
+        "name:text",
+        "--column",
+        "creditlimit:decimal",
+        "--column",
+        "n:integer",
+        "--column",
+        "ok:boolean",
+        "--column",
+        "at:timestamp",
+        "--column",
+        "doc:json",
     ])
     .ok();
     env.run(&["table", "create", "opportunity", "--column", "name:text", "--column", "customer:ref:account"]).ok();
@@ -92,7 +104,12 @@ fn bad_requests_over_http_get_a_clear_4xx_and_store_nothing() {
         ("injection: tautology", filter("name eq 'x' or 1 eq 1"), 400, "expected a field name or `(`, found int(1)"),
         ("injection: subquery", filter("name eq (SELECT name FROM data_account)"), 400, "expected a value"),
         // SQL injection in names: tables, columns, ids, sort and select lists.
-        ("injection in a table name", post(&format!("/api/data/{}", q("account; DROP TABLE data_account")), "{}"), 404, "no table named \"account; DROP TABLE data_account\""),
+        (
+            "injection in a table name",
+            post(&format!("/api/data/{}", q("account; DROP TABLE data_account")), "{}"),
+            404,
+            "no table named \"account; DROP TABLE data_account\"",
+        ),
         ("injection in a quoted table name", get(&format!("/api/data/{}", q("account\" --"))), 404, "no table named"),
         ("injection in an id", get(&format!("/api/data/account/{}", q("x' OR '1'='1"))), 404, "no account record with id x' OR '1'='1"),
         ("injection in a column name", post("/api/data/account", r#"{"name\" = 1; --":"x"}"#), 400, "has no column"),
@@ -101,7 +118,12 @@ fn bad_requests_over_http_get_a_clear_4xx_and_store_nothing() {
         ("injection in $select", get(&format!("/api/data/account?$select={}", q("name,(SELECT 1)"))), 400, "has no column \"(SELECT 1)\""),
         ("bad $top", get("/api/data/account?$top=-1"), 400, "bad $top"),
         ("injection in a new table's name", post("/api/tables", r#"{"name":"t\"; DROP TABLE weir_jobs; --","columns":[]}"#), 400, "bad table name"),
-        ("injection in a new column's name", post("/api/tables", r#"{"name":"t","columns":[{"name":"a\" TEXT); DROP TABLE x; --","type":"text"}]}"#), 400, "bad column name"),
+        (
+            "injection in a new column's name",
+            post("/api/tables", r#"{"name":"t","columns":[{"name":"a\" TEXT); DROP TABLE x; --","type":"text"}]}"#),
+            400,
+            "bad column name",
+        ),
         ("unknown column type", post("/api/tables", r#"{"name":"t","columns":[{"name":"a","type":"varchar"}]}"#), 400, "unknown column type \"varchar\""),
         ("columns not a list", post("/api/tables", r#"{"name":"t","columns":"a:text"}"#), 400, "\"columns\" is a list of"),
         ("column without a type", post("/api/tables", r#"{"name":"t","columns":[{"name":"a"}]}"#), 400, "bad column {\"name\":\"a\"}"),
@@ -115,7 +137,7 @@ fn bad_requests_over_http_get_a_clear_4xx_and_store_nothing() {
         ("background: wrong type", post("/api/background", r#"{"plugin":"notify","max_attempts":"5"}"#), 400, "invalid type: string \"5\", expected u32"),
         ("background: unknown field", post("/api/background", r#"{"plugin":"notify","max_attempt":5}"#), 400, "unknown field `max_attempt`"),
         ("background: no plug-in", post("/api/background", r#"{"input":{}}"#), 400, "missing field `plugin`"),
-        ("background: zero attempts", post("/api/background", r#"{"plugin":"notify","max_attempts":0}"#), 400, "must be positive"),
+        ("background: zero attempts", post("/api/background", r#"{"plugin":"notify","max_attempts":0}"#), 400, "max_attempts 0 is out of range: use 1..=1000"),
         ("background: bad grant", post("/api/background", r#"{"plugin":"notify","grants":["account:admin"]}"#), 400, "the access is read or write"),
         ("background: grant on nothing", post("/api/background", r#"{"plugin":"notify","grants":["nosuch:read"]}"#), 404, "no table named \"nosuch\""),
         ("background: bad callback", post("/api/background", r#"{"plugin":"notify","callback":"file:///etc/passwd"}"#), 400, "bad callback URL"),
@@ -201,11 +223,33 @@ fn bad_commands_exit_1_with_a_clear_message_and_store_nothing() {
         (vec!["table", "create", "t", "--column", "a"], "bad --column \"a\": write NAME:TYPE"),
         (vec!["table", "create", "account"], "table account already exists"),
         (vec!["step", "add", "s", "--plugin", "notify", "--message", "create", "--table", "account", "--stage", "pre-operation"], "cannot run as a sync step"),
-        (vec!["step", "add", "s", "--plugin", "set-defaults", "--message", "create", "--table", "account", "--stage", "pre-operation", "--when", "colour eq 1"], "unknown field `colour`"),
-        (vec!["step", "add", "s", "--plugin", "set-defaults", "--message", "create", "--table", "account", "--stage", "pre-operation", "--config", "{"], "--config is not valid JSON"),
-        (vec!["step", "add", "s", "--plugin", "set-defaults", "--message", "create", "--table", "account", "--stage", "pre-operation", "--grant", "account"], "bad grant"),
+        (
+            vec![
+                "step",
+                "add",
+                "s",
+                "--plugin",
+                "set-defaults",
+                "--message",
+                "create",
+                "--table",
+                "account",
+                "--stage",
+                "pre-operation",
+                "--when",
+                "colour eq 1",
+            ],
+            "unknown field `colour`",
+        ),
+        (
+            vec!["step", "add", "s", "--plugin", "set-defaults", "--message", "create", "--table", "account", "--stage", "pre-operation", "--config", "{"],
+            "--config is not valid JSON",
+        ),
+        (
+            vec!["step", "add", "s", "--plugin", "set-defaults", "--message", "create", "--table", "account", "--stage", "pre-operation", "--grant", "account"],
+            "bad grant",
+        ),
         (vec!["background", "submit", "notify", "--input", "{}", "--at", "+99999999999y"], "too far in the future"),
-        (vec!["background", "submit", "notify", "--input", "{}", "--max-attempts", "0"], "must be positive"),
         (vec!["jobs", "list", "--filter", "id eq 'x' UNION SELECT 1"], "found `UNION`"),
         (vec!["plugin", "add", "x", "/nonexistent/x.wasm"], "cannot read /nonexistent/x.wasm"),
         (vec!["plugin", "add", "Bad Name", path(&noop)], "bad plug-in name \"Bad Name\""),
@@ -226,7 +270,12 @@ fn bad_commands_exit_1_with_a_clear_message_and_store_nothing() {
         }
     }
     // Usage errors are exit 2.
-    for args in [vec!["record", "create", "account"], vec!["step", "add", "s", "--plugin", "p", "--message", "frobnicate"], vec!["frobnicate"]] {
+    for args in [
+        vec!["record", "create", "account"],
+        vec!["step", "add", "s", "--plugin", "p", "--message", "frobnicate"],
+        vec!["frobnicate"],
+        vec!["background", "submit", "notify", "--input", "{}", "--max-attempts", "0"],
+    ] {
         let out = env.run(&args);
         if out.code != 2 {
             failures.push(format!("weir {}: wanted exit 2, got {} {}", args.join(" "), out.code, out.stderr.trim()));

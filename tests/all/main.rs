@@ -1,0 +1,22 @@
+//! weir's integration and end-to-end tests, in one binary (wasmtime's layout):
+//! each module links the library and drives the real `weir` binary on real
+//! SQLite files, so linking once keeps CI's disk and link time small.
+
+#[allow(dead_code)]
+mod common;
+
+mod bad_input;
+mod containment;
+mod crash;
+mod hardening;
+mod hardening_io;
+mod jobs_cli;
+mod jobs_lib;
+mod pipeline_cli;
+mod pipeline_lib;
+mod plugins_cli;
+mod properties;
+mod runtime;
+mod security;
+mod serve_http;
+mod waits_cli;
