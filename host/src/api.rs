@@ -41,8 +41,8 @@ use serde_json::{Value as Json_, json};
 use utoipa::OpenApi;
 
 use crate::error::Error;
-use crate::steps::{Grant, Step};
-use crate::{Background, JobAction, Weir};
+use crate::steps::StepRequest;
+use crate::{BackgroundRequest, JobAction, Weir};
 
 /// Settings of the HTTP server.
 #[derive(Debug, Clone)]
@@ -425,7 +425,7 @@ async fn chart_js() -> impl IntoResponse {
 
 async fn metrics(State(app): State<App>) -> ApiResult<impl IntoResponse> {
     let weir = app.weir.clone();
-    let jobs = blocking(move || weir.pipeline().with_conn(crate::jobs::stats::prometheus)).await?;
+    let jobs = blocking(move || weir.pool().with_conn(crate::jobs::stats::prometheus)).await?;
     let body = format!("{}{jobs}", crate::telemetry::render());
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body))
 }
@@ -433,7 +433,7 @@ async fn metrics(State(app): State<App>) -> ApiResult<impl IntoResponse> {
 #[utoipa::path(get, path = "/api/stats", responses((status = 200, description = "The dashboard's figures: jobs by status, failure rate, duration percentiles, backlog, stuck jobs, recent failures, throughput per minute, per-plug-in calls")))]
 async fn stats(State(app): State<App>) -> ApiResult<Json<Json_>> {
     let weir = app.weir.clone();
-    let s = blocking(move || weir.pipeline().with_conn(crate::jobs::stats::stats)).await?;
+    let s = blocking(move || weir.pool().with_conn(crate::jobs::stats::stats)).await?;
     let plugins: Vec<Json_> = crate::telemetry::plugin_stats()
         .iter()
         .map(|p| json!({"plugin": p.plugin, "calls": p.calls, "failures": p.failures, "fuel": p.fuel, "mean_ms": p.mean_ms()}))
@@ -469,8 +469,8 @@ async fn query_records(State(app): State<App>, Path(table): Path<String>, Query(
     let select: Option<Vec<String>> = q.get("$select").map(|s| s.split(',').map(|c| c.trim().to_string()).filter(|c| !c.is_empty()).collect());
     let weir = app.weir.clone();
     let (rows, def) = blocking(move || {
-        let rows = weir.pipeline().query(&table, filter.as_deref(), &order, top)?;
-        let def = weir.pipeline().with_conn(|c| crate::store::records::require_table(c, &table))?;
+        let rows = weir.query(&table, filter.as_deref(), &order, top)?;
+        let def = weir.pool().with_conn(|c| crate::store::records::require_table(c, &table))?;
         Ok((rows, def))
     })
     .await?;
@@ -497,7 +497,7 @@ async fn query_records(State(app): State<App>, Path(table): Path<String>, Query(
 #[utoipa::path(get, path = "/api/data/{table}/{id}", params(("table" = String, Path), ("id" = String, Path)), responses((status = 200), (status = 404)))]
 async fn get_record(State(app): State<App>, Path((table, id)): Path<(String, String)>) -> ApiResult<Json<Json_>> {
     let weir = app.weir.clone();
-    Ok(Json(blocking(move || weir.pipeline().get(&table, &id)).await?.to_json()))
+    Ok(Json(blocking(move || weir.get(&table, &id)).await?.to_json()))
 }
 
 #[utoipa::path(patch, path = "/api/data/{table}/{id}", params(("table" = String, Path), ("id" = String, Path)), request_body(content = Object),
@@ -563,42 +563,15 @@ async fn job_action(State(app): State<App>, Path((id, action)): Path<(String, St
     Ok(Json(serde_json::to_value(job).unwrap_or(Json_::Null)))
 }
 
-/// The body of `POST /api/background`; unknown fields and wrong types are refused.
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct BackgroundBody {
-    plugin: String,
-    #[serde(default)]
-    input: Json_,
-    #[serde(default)]
-    grants: Vec<String>,
-    callback: Option<String>,
-    at: Option<String>,
-    max_attempts: Option<u32>,
-    timeout_ms: Option<u64>,
-}
-
 #[utoipa::path(post, path = "/api/background", request_body(content = Object, description = "{\"plugin\": NAME, \"input\": JSON, \"grants\": [\"TABLE:write\"], \"callback\": URL, \"at\": TIME}"),
     responses((status = 202, description = "Accepted; Location is the job"), (status = 400), (status = 404)))]
 async fn submit_background(State(app): State<App>, headers: HeaderMap, body: Bytes) -> ApiResult<(StatusCode, HeaderMap, Json<Json_>)> {
-    let b: BackgroundBody = serde_json::from_slice(&body).map_err(|e| {
+    let b: BackgroundRequest = serde_json::from_slice(&body).map_err(|e| {
         bad(format!(
             "bad background operation: {e}; send {{\"plugin\": NAME, \"input\": JSON, \"grants\": [\"TABLE:read|write\"], \"callback\": URL, \"at\": TIME, \"max_attempts\": N, \"timeout_ms\": N}}"
         ))
     })?;
-    let grants = b.grants.iter().map(|g| Grant::parse(g)).collect::<crate::error::Result<_>>()?;
-    let at = b.at.as_deref().map(crate::time::parse_when).transpose().map_err(bad)?;
-    let req = Background {
-        plugin: b.plugin,
-        input: b.input,
-        grants,
-        callback_url: b.callback,
-        at,
-        owner: user(&headers),
-        max_attempts: b.max_attempts,
-        timeout_ms: b.timeout_ms,
-        callback_hosts: app.config.callback_hosts.clone(),
-    };
+    let req = b.into_background(&user(&headers), app.config.callback_hosts.clone())?;
     let weir = app.weir.clone();
     let id = blocking(move || weir.submit_background(&req)).await?;
     let location = format!("/api/jobs/{id}");
@@ -625,20 +598,24 @@ async fn upload_plugin(State(app): State<App>, Query(q): Query<HashMap<String, S
     Ok((StatusCode::CREATED, Json(serde_json::to_value(row).unwrap_or(Json_::Null))))
 }
 
-#[utoipa::path(get, path = "/api/steps", responses((status = 200)))]
+#[utoipa::path(get, path = "/api/steps", responses((status = 200, description = "{\"value\": [steps], \"unreadable\": [{\"name\", \"table\", \"message\", \"error\"}]}: steps whose stored spec cannot be read are listed apart")))]
 async fn list_steps(State(app): State<App>) -> ApiResult<Json<Json_>> {
     let weir = app.weir.clone();
-    let steps = blocking(move || weir.list_steps()).await?;
-    Ok(Json(json!({"value": steps})))
+    let listing = blocking(move || weir.list_steps()).await?;
+    Ok(Json(json!({"value": listing.steps, "unreadable": listing.unreadable})))
 }
 
-#[utoipa::path(post, path = "/api/steps", request_body(content = Object, description = "A step, as `weir step list --json` shows them"), responses((status = 201), (status = 400), (status = 409)))]
+#[utoipa::path(post, path = "/api/steps", request_body(content = Object, description = "A step: {\"name\", \"plugin\"} and either {\"schedule\": CRON} or {\"message\", \"table\", \"stage\"}; any other field of a step as `weir step list --json` shows them, with the CLI's defaults (a schedule implies mode async, otherwise sync; rank 1)"),
+    responses((status = 201, description = "The stored step"), (status = 400), (status = 404), (status = 409)))]
 async fn add_step(State(app): State<App>, body: Bytes) -> ApiResult<(StatusCode, Json<Json_>)> {
-    let step: Step = serde_json::from_slice(&body).map_err(|e| bad(format!("bad step: {e}")))?;
+    let req: StepRequest = serde_json::from_slice(&body).map_err(|e| {
+        bad(format!(
+            "bad step: {e}; send {{\"name\": NAME, \"plugin\": PLUGIN}} with either \"schedule\" or \"message\", \"table\" and \"stage\", and any other field as `weir step list --json` shows them"
+        ))
+    })?;
     let weir = app.weir.clone();
-    let s = step.clone();
-    blocking(move || weir.add_step(&s)).await?;
-    Ok((StatusCode::CREATED, Json(serde_json::to_value(step).unwrap_or(Json_::Null))))
+    let step = blocking(move || weir.register_step(req)).await?;
+    Ok((StatusCode::CREATED, Json(serde_json::to_value(step).map_err(|e| ApiError::from(Error::Internal(format!("cannot show the stored step: {e}"))))?)))
 }
 
 #[utoipa::path(get, path = "/api/tables", responses((status = 200)))]

@@ -142,7 +142,7 @@ pub fn run(json_out: bool, only: Option<&str>) -> Result<()> {
 
     if want("call") {
         say("one sync call (fresh Store + instantiate + call)");
-        let prepared = p.with_conn(|conn| weir.plugins().prepared(conn, "noop", 1))?;
+        let prepared = weir.pool().with_conn(|conn| weir.plugins().prepared(conn, "noop", 1))?;
         let rt = weir.plugins().runtime();
         let ctx = bench_context();
         let runs = rate(|| {
@@ -193,6 +193,17 @@ pub fn run(json_out: bool, only: Option<&str>) -> Result<()> {
             label: "drain 10,000 notify jobs, 2 workers",
             unit: "/s",
             runs: (0..3).map(|_| drain(&weir, "notify", 10_000, 2)).collect::<Result<_>>()?,
+        });
+        say("async jobs: 10,000 jobs that each write a record, 2 workers");
+        if weir.list_tables()?.iter().all(|t| t.name != "entry") {
+            weir.create_table("entry", &[("source", "text"), ("attempt", "integer")])?;
+        }
+        let grants = [crate::steps::Grant { table: "entry".into(), access: crate::steps::Access::Write }];
+        figures.push(Figure {
+            key: "async_writing_jobs_per_s",
+            label: "drain 10,000 jobs writing one record each, 2 workers",
+            unit: "/s",
+            runs: (0..3).map(|_| drain_with(&weir, "append-entry", 10_000, 2, &[], &grants)).collect::<Result<_>>()?,
         });
         say("async jobs: 50,000 no-op jobs, default workers");
         let workers = WorkOptions::default().workers;
@@ -284,10 +295,10 @@ fn job(plugin: &str, version: i64) -> NewJob {
 }
 
 fn plugin_version(weir: &Weir, plugin: &str) -> Result<i64> {
-    if weir.pipeline().with_conn(|c| weir.plugins().head(c, plugin)).is_err() {
+    if weir.pool().with_conn(|c| weir.plugins().head(c, plugin)).is_err() {
         weir.add_plugin(plugin, crate::examples::wasm(plugin).unwrap_or_default())?;
     }
-    Ok(weir.pipeline().with_conn(|c| weir.plugins().head(c, plugin))?.0)
+    Ok(weir.pool().with_conn(|c| weir.plugins().head(c, plugin))?.0)
 }
 
 /// Enqueues `n` jobs of `plugin` in one transaction, then times a pool of
@@ -300,10 +311,16 @@ fn drain(weir: &Weir, plugin: &str, n: usize, workers: usize) -> Result<f64> {
 /// times, a 500 ms timeout, one attempt) spread evenly among the good ones.
 /// Returns the good jobs per second, up to the last good one's completion.
 fn drain_among(weir: &Weir, plugin: &str, n: usize, workers: usize, bad: &[&str]) -> Result<f64> {
+    drain_with(weir, plugin, n, workers, bad, &[])
+}
+
+/// Like [`drain_among`], the good jobs with `grants`.
+fn drain_with(weir: &Weir, plugin: &str, n: usize, workers: usize, bad: &[&str], grants: &[crate::steps::Grant]) -> Result<f64> {
     const BAD_EACH: usize = 4;
     let run_id = uuid::Uuid::now_v7().to_string();
     let mut good = job(plugin, plugin_version(weir, plugin)?);
     good.context.correlation_id = run_id.clone();
+    good.grants = grants.to_vec();
     let mut bad_jobs = Vec::new();
     for b in bad {
         let mut j = job(b, plugin_version(weir, b)?);
@@ -346,10 +363,10 @@ fn latency(weir: &Weir, rate: u32, period: Duration) -> Result<(f64, f64)> {
     let rt = crate::cli::runtime()?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let pool = rt.spawn({
-        let (db, pipeline, plugins) = (weir.db().clone(), weir.pipeline().clone(), weir.plugins().clone());
+        let (pool, pipeline, plugins) = (weir.pool().clone(), weir.pipeline().clone(), weir.plugins().clone());
         async move {
             let opts = WorkOptions::default();
-            crate::worker::run(&db, pipeline, plugins, opts, async {
+            crate::worker::run(pool, pipeline, plugins, opts, async {
                 let _ = stop_rx.await;
             })
             .await

@@ -9,10 +9,10 @@ use clap::{Args, Parser, Subcommand};
 use crate::error::{Error, Result};
 use crate::jobs::timers::CleanupStatus;
 use crate::limits;
-use crate::steps::{Grant, MessageKind, ModeKind, StageKind, Step};
+use crate::steps::{Grant, MessageKind, ModeKind, StageKind, StepRequest};
 use crate::store::records::OrderBy;
 use crate::worker::WorkOptions;
-use crate::{Background, JobAction, Weir};
+use crate::{BackgroundRequest, JobAction, Weir};
 
 #[derive(Parser, Debug)]
 #[command(name = "weir", version, about = "A WebAssembly plug-in host: records, an event pipeline and a durable job queue")]
@@ -301,11 +301,12 @@ pub struct StepAdd {
     table: Option<String>,
     #[arg(long, value_enum)]
     stage: Option<StageKind>,
-    #[arg(long, value_enum, default_value = "sync")]
-    mode: ModeKind,
-    /// Order within the stage (lower runs first).
-    #[arg(long, default_value_t = 1)]
-    rank: i64,
+    /// Default: async with --schedule, sync otherwise.
+    #[arg(long, value_enum)]
+    mode: Option<ModeKind>,
+    /// Order within the stage (lower runs first; default 1).
+    #[arg(long)]
+    rank: Option<i64>,
     /// Update steps fire only when one of these columns changed.
     #[arg(long, value_delimiter = ',', value_name = "COL,...")]
     filter: Vec<String>,
@@ -339,6 +340,36 @@ pub struct StepAdd {
     schedule: Option<String>,
     #[arg(long)]
     json: bool,
+}
+
+impl StepAdd {
+    /// The request these flags make; its defaults are applied by the library.
+    fn request(self) -> Result<StepRequest> {
+        let config = match &self.config {
+            Some(c) => parse_json("--config", c)?,
+            None => serde_json::Value::Null,
+        };
+        let grants = self.grants.iter().map(|g| Grant::parse(g)).collect::<Result<Vec<_>>>()?;
+        Ok(StepRequest {
+            message: self.message,
+            table: self.table,
+            stage: self.stage,
+            mode: self.mode,
+            rank: self.rank,
+            filter: self.filter,
+            when: self.when,
+            config,
+            pre_image: self.pre_image,
+            post_image: self.post_image,
+            fuel: self.fuel,
+            timeout_ms: self.timeout_ms,
+            max_attempts: self.max_attempts,
+            backoff_ms: self.backoff_ms,
+            grants,
+            schedule: self.schedule,
+            ..StepRequest::new(self.name, self.plugin)
+        })
+    }
 }
 
 // Parsed once per process: the size of the largest variant does not matter.
@@ -499,18 +530,17 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Background(BackgroundCmd::Submit { plugin, input, grants, callback, at, max_attempts, timeout_ms, json }) => {
             let weir = Weir::open(&cli.db)?;
-            let req = Background {
+            let req = BackgroundRequest {
                 plugin,
                 input: parse_json("--input", &input)?,
                 grants: grants.iter().map(|g| Grant::parse(g)).collect::<Result<Vec<_>>>()?,
-                callback_url: callback,
-                at: at.as_deref().map(crate::time::parse_when).transpose().map_err(Error::Invalid)?,
-                owner: cli.user.clone(),
+                callback,
+                at,
                 max_attempts,
                 timeout_ms,
-                callback_hosts: Default::default(),
             };
-            let id = weir.submit_background(&req)?;
+            // The operator's own CLI may call back to any host.
+            let id = weir.submit_background(&req.into_background(&cli.user, Default::default())?)?;
             let location = format!("/api/jobs/{id}");
             if json {
                 print_json(&serde_json::json!({"id": id, "location": location}));
@@ -587,7 +617,7 @@ fn jobs(weir: &Weir, cmd: JobsCmd) -> Result<()> {
                         j.step.as_deref().unwrap_or("-"),
                         j.plugin,
                         j.state,
-                        j.status,
+                        if j.held.is_some() { "Held (breaker)" } else { j.status },
                         j.attempts,
                         j.max_attempts,
                         j.error.as_deref().unwrap_or("").chars().take(80).collect::<String>()
@@ -626,6 +656,19 @@ fn jobs(weir: &Weir, cmd: JobsCmd) -> Result<()> {
                 outln!("  completed:   {}", j.completed_at.as_deref().unwrap_or("-"));
                 if let Some(p) = &j.postpone_until {
                     outln!("  postponed:   until {p}");
+                }
+                if let Some(h) = &j.held {
+                    outln!("  held:        until {} ({})", h["until"].as_str().unwrap_or("?"), h["reason"].as_str().unwrap_or(""));
+                }
+                if let Some(w) = &j.wait {
+                    let at = w["at"].as_str().or(w["timeout_at"].as_str()).unwrap_or("?");
+                    match w["kind"].as_str() {
+                        Some("for") => outln!("  waiting for: {} {} to match {} (times out {at})", w["table"], w["id"], w["condition"]),
+                        _ => outln!("  waiting:     until {at}"),
+                    }
+                    if let Some(nb) = w["not_before"].as_str() {
+                        outln!("  not before:  {nb} (postponed)");
+                    }
                 }
                 if let Some(e) = &j.error {
                     outln!("  error:       [{}] {e}", j.error_code.as_deref().unwrap_or("?"));
@@ -702,46 +745,25 @@ fn parse_json(what: &str, s: &str) -> Result<serde_json::Value> {
 fn step(weir: &Weir, cmd: StepCmd) -> Result<()> {
     match cmd {
         StepCmd::Add(a) => {
-            let config = match &a.config {
-                Some(c) => parse_json("--config", c)?,
-                None => serde_json::Value::Null,
-            };
-            let grants = a.grants.iter().map(|g| Grant::parse(g)).collect::<Result<Vec<_>>>()?;
-            let step = Step {
-                name: a.name.clone(),
-                plugin: a.plugin,
-                message: a.message,
-                table: a.table,
-                stage: a.stage,
-                mode: if a.schedule.is_some() { ModeKind::Async } else { a.mode },
-                rank: a.rank,
-                filter: a.filter,
-                when: a.when,
-                config,
-                pre_image: a.pre_image,
-                post_image: a.post_image,
-                fuel: a.fuel,
-                timeout_ms: a.timeout_ms,
-                max_attempts: a.max_attempts,
-                backoff_ms: a.backoff_ms,
-                grants,
-                schedule: a.schedule,
-                enabled: true,
-            };
-            weir.add_step(&step)?;
-            if a.json {
+            let json = a.json;
+            let step = weir.register_step(a.request()?)?;
+            if json {
                 print_json(&step);
             } else {
-                outln!("added step {}", a.name);
+                outln!("added step {}", step.name);
             }
         }
         StepCmd::List { json } => {
-            let steps = weir.list_steps()?;
+            let listing = weir.list_steps()?;
             if json {
-                print_json(&steps);
+                // The readable steps on stdout, as always; each unreadable one named on stderr.
+                for bad in &listing.unreadable {
+                    errln(format_args!("warning: {bad}"));
+                }
+                print_json(&listing.steps);
             } else {
                 outln!("{:<20} {:<16} {:<8} {:<14} {:<15} {:<5} {:>4}  {}", "NAME", "PLUGIN", "MESSAGE", "TABLE", "STAGE", "MODE", "RANK", "ENABLED");
-                for s in steps {
+                for s in &listing.steps {
                     outln!(
                         "{:<20} {:<16} {:<8} {:<14} {:<15} {:<5} {:>4}  {}",
                         s.name,
@@ -753,6 +775,9 @@ fn step(weir: &Weir, cmd: StepCmd) -> Result<()> {
                         s.rank,
                         if s.enabled { "yes" } else { "no" }
                     );
+                }
+                for bad in &listing.unreadable {
+                    outln!("{:<20} {bad}", bad.name);
                 }
             }
         }
@@ -816,10 +841,10 @@ fn record(weir: &Weir, user: &str, cmd: RecordCmd) -> Result<()> {
             p.delete(user, &table, &id)?;
             say(json, serde_json::json!({"table": table, "id": id, "deleted": true}), || format!("deleted {table} {id}"));
         }
-        RecordCmd::Get { table, id } => print_json(&p.get(&table, &id)?.to_json()),
+        RecordCmd::Get { table, id } => print_json(&weir.get(&table, &id)?.to_json()),
         RecordCmd::Query { table, filter, top, orderby } => {
             let order = parse_orderby(orderby.as_deref().unwrap_or(""))?;
-            let rows = p.query(&table, filter.as_deref(), &order, top)?;
+            let rows = weir.query(&table, filter.as_deref(), &order, top)?;
             let json: Vec<serde_json::Value> = rows.iter().map(|r| r.to_json()).collect();
             print_json(&json);
         }

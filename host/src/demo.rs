@@ -44,15 +44,15 @@ pub fn run(db: &Path) -> Result<()> {
     let p = weir.pipeline();
     let account = p.create("system", "account", &json!({"name": "Contoso", "creditlimit": 1000}))?;
     outln!("   account Contoso, credit limit 1000: {}", account.id);
-    let audits_before = p.query("audit", None, &[], None)?.len();
+    let audits_before = weir.query("audit", None, &[], None)?.len();
     match p.create("system", "opportunity", &json!({"name": "Big deal", "amount": 5000, "customer": account.id})) {
         Err(e) => outln!("   opportunity of 5000 -> rejected: {e}"),
         Ok(r) => outln!("   opportunity of 5000 -> unexpectedly accepted: {}", r.id),
     }
-    let audits_after_reject = p.query("audit", None, &[], None)?.len();
+    let audits_after_reject = weir.query("audit", None, &[], None)?.len();
     outln!("   audit rows written by the rejected operation: {}", audits_after_reject - audits_before);
     let opp = p.create("system", "opportunity", &json!({"name": "Small deal", "amount": 500, "customer": account.id}))?;
-    let audits = p.query("audit", Some(&format!("recordid eq '{}'", opp.id)), &[], None)?;
+    let audits = weir.query("audit", Some(&format!("recordid eq '{}'", opp.id)), &[], None)?;
     outln!(
         "   opportunity of 500  -> accepted: {}, priority {} (set-defaults), {} audit row (audit-trail)",
         opp.id,
@@ -66,7 +66,7 @@ pub fn run(db: &Path) -> Result<()> {
         Err(e) => outln!("   update -> {e}"),
         Ok(_) => outln!("   update -> unexpectedly succeeded"),
     }
-    let after = p.get("opportunity", &opp.id)?;
+    let after = weir.get("opportunity", &opp.id)?;
     outln!("   counter kept its old value: {:?}", after.get("counter") == before.as_ref());
 
     outln!("\n5. Background jobs: async steps run after the commit, with retries");
@@ -105,21 +105,16 @@ pub fn run(db: &Path) -> Result<()> {
     p.update("system", "expense", &expense.id, &json!({"approved": true}))?;
     outln!("   approved the expense: the committed change made the job Ready");
     rt.block_on(weir.work(idle(), std::future::pending()))?;
-    let paid = p.get("expense", &expense.id)?;
+    let paid = weir.get("expense", &expense.id)?;
     outln!("   after weir work: expense state = {}", paid.get("state").map(crate::values::to_json).unwrap_or_default());
 
     outln!("\n7. A background operation with a callback");
     let (url, received) = demo_callback_server()?;
+    let input = json!({"table": "expense", "set": {"state": "archived"}, "filter": "state eq 'paid'"});
     let job = weir.submit_background(&crate::Background {
-        plugin: "bulk-update".into(),
-        input: json!({"table": "expense", "set": {"state": "archived"}, "filter": "state eq 'paid'"}),
         grants: vec![Grant::parse("expense:write")?],
         callback_url: Some(url.clone()),
-        at: None,
-        owner: "system".into(),
-        max_attempts: None,
-        timeout_ms: None,
-        callback_hosts: Default::default(),
+        ..crate::Background::new("bulk-update", input, "system")
     })?;
     outln!("   weir background submit bulk-update -> job {job} (status at /api/jobs/{job})");
     rt.block_on(weir.work(idle(), std::future::pending()))?;
@@ -135,7 +130,7 @@ pub fn run(db: &Path) -> Result<()> {
 
 /// Runs a misbehaving example once as a sync call with demo limits.
 fn sandbox_call(weir: &Weir, name: &str) -> Result<String> {
-    let prepared = weir.pipeline().with_conn(|conn| {
+    let prepared = weir.pool().with_conn(|conn| {
         let (version, _) = weir.plugins().head(conn, name)?;
         weir.plugins().prepared(conn, name, version)
     })?;
@@ -201,7 +196,9 @@ fn setup_tables(weir: &Weir) -> Result<()> {
             weir.create_table(name, cols)?;
         }
     }
-    let existing: Vec<String> = weir.list_steps()?.into_iter().map(|s| s.name).collect();
+    // A step that exists (even one whose stored spec is damaged) is kept.
+    let listing = weir.list_steps()?;
+    let existing: Vec<String> = listing.steps.into_iter().map(|s| s.name).chain(listing.unreadable.into_iter().map(|u| u.name)).collect();
     let grant = |t: &str, w: &str| Grant::parse(&format!("{t}:{w}"));
     let mut steps = vec![
         Step { rank: 0, ..sync_step("demo-defaults", "set-defaults", MessageKind::Create, "opportunity", StageKind::PreOperation) },

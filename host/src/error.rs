@@ -52,6 +52,16 @@ impl From<rusqlite::Error> for Error {
     }
 }
 
+/// A library error as the `records` interface reports it to a guest.
+pub fn to_record_error(e: Error) -> crate::runtime::wit::RecordError {
+    use crate::runtime::wit::RecordError;
+    match e {
+        Error::NotFound(m) => RecordError::NotFound(m),
+        Error::Invalid(m) | Error::Conflict(m) => RecordError::Invalid(m),
+        e => RecordError::Failed(e.to_string()),
+    }
+}
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {

@@ -3,14 +3,17 @@
 //!
 //! Modules, one concern each:
 //! * [`runtime`]: owns wasmtime — compiling, caching, sandboxing and calling plug-ins.
-//! * [`store`]: owns the SQLite database — connection, migrations, the catalog of
-//!   tables, records and plug-in binaries. The only module that writes SQL for them.
+//! * [`store`]: owns the SQLite database — connections (the pool), transactions,
+//!   migrations, the catalog of tables, records and plug-in binaries. The only
+//!   module that writes SQL for them.
 //! * [`plugins`]: the plug-in registry — versions, worlds, loading into the runtime.
 //! * [`values`]: column types and typed values (JSON and SQL forms).
 //! * [`filter`]: the filter language EXPR — parser, evaluator, SQL compiler.
 //! * [`steps`]: step registrations and their rules.
+//! * [`catalog`]: the cached catalogue (tables, steps, plug-in heads, users) operations read.
 //! * [`pipeline`]: runs every record operation through its steps, in one transaction.
-//! * [`jobs`]: the durable system-job queue (lifecycle, leases, retries).
+//! * [`jobs`]: the durable system-job queue: the state machine (`jobs::state`, the
+//!   only writer of job state), leases, retries, waits, control, schedules.
 //! * [`worker`]: the worker pool that runs jobs.
 //! * [`examples`]: the example plug-ins built from `guest-examples/`.
 //! * [`api`]: the HTTP API, dashboard and metrics of `weir serve`.
@@ -24,26 +27,29 @@ macro_rules! outln {
     ($($arg:tt)*) => { $crate::cli::out(format_args!($($arg)*)) };
 }
 
-pub mod api;
-pub mod bench;
+// Public: what the binary (`cli`) and the integration tests use. The rest is
+// reached through [`Weir`] and the CLI.
+pub(crate) mod api;
+pub(crate) mod bench;
+pub mod catalog;
 pub mod cli;
-pub mod error;
+pub(crate) mod demo;
+pub(crate) mod error;
 pub mod examples;
 pub mod filter;
 pub mod jobs;
-pub mod limits;
+pub(crate) mod limits;
 pub mod pipeline;
 pub mod plugins;
 pub mod runtime;
 pub mod steps;
 pub mod store;
-pub mod telemetry;
+pub(crate) mod telemetry;
 pub mod time;
 pub mod values;
 pub mod worker;
 
 pub use error::Error;
-pub mod demo;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -52,15 +58,15 @@ use error::Result;
 use pipeline::{Pipeline, Settings};
 use plugins::Plugins;
 use runtime::{Runtime, RuntimeConfig};
-use steps::Step;
+use steps::{Step, StepRequest};
 use store::records::{self, Column, TableDef};
-use store::{Db, PluginRow};
+use store::{Db, PluginRow, Pool};
 use values::ColType;
 
 /// A weir instance: the database, the runtime, the registry and the pipeline,
 /// wired together. The CLI and the HTTP API are thin layers over it.
 pub struct Weir {
-    db: Db,
+    pool: Arc<Pool>,
     plugins: Arc<Plugins>,
     pipeline: Arc<Pipeline>,
 }
@@ -80,12 +86,32 @@ impl Weir {
         let config = RuntimeConfig { cache_dir: Some(cache.into()), ..RuntimeConfig::default() };
         let runtime = Runtime::new(config).map_err(|e| Error::Internal(format!("cannot start the wasm runtime: {e:#}")))?;
         let plugins = Arc::new(Plugins::new(Arc::new(runtime)));
-        let pipeline = Arc::new(Pipeline::new(db.clone(), plugins.clone(), settings));
-        Ok(Weir { db, plugins, pipeline })
+        let pool = Arc::new(Pool::new(db, Pipeline::busy_wait(&settings)));
+        let pipeline = Arc::new(Pipeline::new(pool.clone(), plugins.clone(), settings));
+        Ok(Weir { pool, plugins, pipeline })
     }
 
     pub fn db(&self) -> &Db {
-        &self.db
+        self.pool.db()
+    }
+
+    /// The database's connections: reads and catalog changes go through it.
+    pub fn pool(&self) -> &Arc<Pool> {
+        &self.pool
+    }
+
+    /// Record `id` of `table`.
+    pub fn get(&self, table: &str, id: &str) -> Result<records::Record> {
+        self.pool.with_conn(|conn| records::get_named(conn, table, id))
+    }
+
+    /// Records of `table` matching `filter` (the filter language), in
+    /// `order`, at most `top` (and never more than [`records::MAX_TOP`]).
+    pub fn query(&self, table: &str, filter: Option<&str>, order: &[records::OrderBy], top: Option<usize>) -> Result<Vec<records::Record>> {
+        self.pool.with_conn(|conn| {
+            let def = records::require_table(conn, table)?;
+            records::query_text(conn, &def, filter, order, top.unwrap_or(records::MAX_TOP))
+        })
     }
 
     pub fn plugins(&self) -> &Arc<Plugins> {
@@ -98,43 +124,54 @@ impl Weir {
 
     /// Validates and stores a component as the next version of plug-in `name`.
     pub fn add_plugin(&self, name: &str, wasm: &[u8]) -> Result<PluginRow> {
-        self.pipeline.with_conn(|conn| self.plugins.add(conn, name, wasm))
+        self.pool.with_conn(|conn| self.plugins.add(conn, name, wasm))
     }
 
     pub fn list_plugins(&self) -> Result<Vec<PluginRow>> {
-        self.pipeline.with_conn(store::list_plugins)
+        self.pool.with_conn(store::list_plugins)
     }
 
     /// Declares a table: `columns` as `(name, type)` with types as in the CLI.
     pub fn create_table(&self, name: &str, columns: &[(&str, &str)]) -> Result<TableDef> {
         let cols =
             columns.iter().map(|(n, t)| Ok(Column { name: n.to_string(), ty: ColType::parse(t).map_err(Error::Invalid)? })).collect::<Result<Vec<_>>>()?;
-        self.pipeline.with_conn(|conn| records::create_table(conn, name, &cols))
+        self.pool.with_conn(|conn| records::create_table(conn, name, &cols))
     }
 
     pub fn list_tables(&self) -> Result<Vec<TableDef>> {
-        self.pipeline.with_conn(records::list_tables)
+        self.pool.with_conn(records::list_tables)
     }
 
+    /// Checks and stores a step as given (see [`Weir::register_step`] for a request).
     pub fn add_step(&self, step: &Step) -> Result<()> {
-        self.pipeline.with_conn(|conn| steps::add(conn, &self.plugins, step))
+        self.pool.with_conn(|conn| steps::add(conn, &self.plugins, step))
     }
 
-    pub fn list_steps(&self) -> Result<Vec<Step>> {
-        self.pipeline.with_conn(steps::list)
+    /// Registers a step as asked for (the CLI's `step add`, `POST /api/steps`):
+    /// normalised ([`StepRequest::normalise`]), checked and stored. Returns the
+    /// stored step.
+    pub fn register_step(&self, req: StepRequest) -> Result<Step> {
+        let step = req.normalise();
+        self.add_step(&step)?;
+        Ok(step)
+    }
+
+    /// Every step by name; those whose stored spec cannot be read apart.
+    pub fn list_steps(&self) -> Result<steps::Listing> {
+        self.pool.with_conn(steps::list_all)
     }
 
     pub fn set_step_enabled(&self, name: &str, enabled: bool) -> Result<()> {
-        self.pipeline.with_conn(|conn| steps::set_enabled(conn, name, enabled))
+        self.pool.with_conn(|conn| steps::set_enabled(conn, name, enabled))
     }
 
     pub fn remove_step(&self, name: &str) -> Result<()> {
-        self.pipeline.with_conn(|conn| steps::remove(conn, name))
+        self.pool.with_conn(|conn| steps::remove(conn, name))
     }
 
     /// Runs the worker pool until `shutdown` resolves (or until idle).
     pub async fn work(&self, opts: worker::WorkOptions, shutdown: impl std::future::Future<Output = ()>) -> Result<worker::WorkStats> {
-        worker::run(&self.db, self.pipeline.clone(), self.plugins.clone(), opts, shutdown).await
+        worker::run(self.pool.clone(), self.pipeline.clone(), self.plugins.clone(), opts, shutdown).await
     }
 
     /// Jobs matching a filter expression over job fields, newest first.
@@ -144,23 +181,25 @@ impl Weir {
 
     /// One page of jobs: `top` (at most [`jobs::MAX_PAGE`]) after skipping `skip`.
     pub fn list_jobs_page(&self, filter: Option<&str>, top: usize, skip: usize) -> Result<Vec<jobs::JobView>> {
-        self.pipeline.with_conn(|conn| jobs::list(conn, filter, top, skip))
+        self.pool.with_conn(|conn| jobs::list(conn, filter, top, skip))
     }
 
     pub fn show_job(&self, id: &str) -> Result<jobs::JobView> {
-        self.pipeline.with_conn(|conn| jobs::show(conn, id))
+        self.pool.with_conn(|conn| jobs::show(conn, id))
     }
 
     /// Applies an operator action to a job.
     pub fn control_job(&self, id: &str, action: JobAction) -> Result<jobs::JobView> {
-        let mut conn = self.db.connect()?;
-        match action {
-            JobAction::Cancel => jobs::control::cancel(&mut conn, id),
+        let mut conn = self.pool.checkout()?;
+        let result = match action {
+            JobAction::Cancel => jobs::control::cancel(&mut conn, id, time::now_ms()),
             JobAction::Pause => jobs::control::pause(&mut conn, id),
-            JobAction::Resume => jobs::control::resume(&mut conn, id),
+            JobAction::Resume => jobs::control::resume(&mut conn, id, time::now_ms()),
             JobAction::Retry => jobs::control::retry(&mut conn, id),
             JobAction::Postpone(until) => jobs::control::postpone(&mut conn, id, until),
-        }
+        };
+        self.pool.checkin(conn);
+        result
     }
 
     /// Deletes completed jobs older than `older_than` with the given status.
@@ -168,13 +207,13 @@ impl Weir {
     /// before the epoch and delete everything).
     pub fn cleanup_jobs(&self, older_than: std::time::Duration, status: jobs::timers::CleanupStatus) -> Result<usize> {
         limits::check_duration("the cleanup age", older_than, &limits::AGE).map_err(Error::Invalid)?;
-        self.pipeline.with_conn(|conn| jobs::timers::cleanup(conn, limits::millis(older_than), status))
+        self.pool.with_conn(|conn| jobs::timers::cleanup(conn, limits::millis(older_than), status, time::now_ms()))
     }
 
     /// Submits a background operation: a job of workflow
     /// `plugin` with `input`, run as `owner`. Returns the job id.
     pub fn submit_background(&self, req: &Background) -> Result<String> {
-        self.pipeline.with_conn(|conn| {
+        self.pool.with_conn(|conn| {
             store::require_active_user(conn, &req.owner)?;
             let (version, world) = self.plugins.head(conn, &req.plugin)?;
             if !world.serves_async() {
@@ -224,11 +263,11 @@ impl Weir {
     }
 
     pub fn add_user(&self, name: &str) -> Result<()> {
-        self.pipeline.with_conn(|conn| store::add_user(conn, name))
+        self.pool.with_conn(|conn| store::add_user(conn, name))
     }
 
     pub fn deactivate_user(&self, name: &str) -> Result<()> {
-        self.pipeline.with_conn(|conn| store::deactivate_user(conn, name))
+        self.pool.with_conn(|conn| store::deactivate_user(conn, name))
     }
 }
 
@@ -243,7 +282,8 @@ pub enum JobAction {
     Postpone(i64),
 }
 
-/// A background operation to submit.
+/// A background operation to submit: made with [`Background::new`], or
+/// from a [`BackgroundRequest`].
 #[derive(Debug, Clone)]
 pub struct Background {
     pub plugin: String,
@@ -258,4 +298,63 @@ pub struct Background {
     /// Hosts the callback may go to (the service's `--callback-hosts`; any
     /// when empty, as for the operator's own CLI).
     pub callback_hosts: jobs::callbacks::CallbackHosts,
+}
+
+impl Background {
+    /// Workflow `plugin` run once with `input` as `owner`: no grants and no
+    /// callback (to any host, if one is set), due now, the default attempts
+    /// and time budget. Set the other fields after.
+    pub fn new(plugin: impl Into<String>, input: serde_json::Value, owner: impl Into<String>) -> Background {
+        Background {
+            plugin: plugin.into(),
+            input,
+            grants: vec![],
+            callback_url: None,
+            at: None,
+            owner: owner.into(),
+            max_attempts: None,
+            timeout_ms: None,
+            callback_hosts: Default::default(),
+        }
+    }
+}
+
+/// A background operation as it is asked for: the body of
+/// `POST /api/background`, the flags of `weir background submit`. Unknown
+/// fields are refused; [`BackgroundRequest::into_background`] adds who asks
+/// and where callbacks may go, and parses the rest, in one place.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackgroundRequest {
+    pub plugin: String,
+    /// Default: null.
+    #[serde(default)]
+    pub input: serde_json::Value,
+    /// `"TABLE:read"` or `"TABLE:write"` each.
+    #[serde(default)]
+    pub grants: Vec<steps::Grant>,
+    /// POSTed the job's id, status and result when it completes.
+    pub callback: Option<String>,
+    /// Run no earlier than this: RFC 3339 or `+DURATION`.
+    pub at: Option<String>,
+    pub max_attempts: Option<u32>,
+    pub timeout_ms: Option<u64>,
+}
+
+impl BackgroundRequest {
+    /// The operation, run as `owner`, its callback allowed to `callback_hosts`
+    /// (any when empty). Refuses a bad `at`; [`Weir::submit_background`]
+    /// checks the rest.
+    pub fn into_background(self, owner: &str, callback_hosts: jobs::callbacks::CallbackHosts) -> Result<Background> {
+        let at = self.at.as_deref().map(time::parse_when).transpose().map_err(Error::Invalid)?;
+        Ok(Background {
+            grants: self.grants,
+            callback_url: self.callback,
+            at,
+            max_attempts: self.max_attempts,
+            timeout_ms: self.timeout_ms,
+            callback_hosts,
+            ..Background::new(self.plugin, self.input, owner)
+        })
+    }
 }

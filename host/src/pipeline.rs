@@ -16,11 +16,16 @@
 //! [`MAX_DEPTH`] the whole chain is stopped and rolled back. The operation has a
 //! time budget enforced with epochs; each call has its own fuel.
 //!
-//! Owns the orchestration only: SQL lives in [`crate::store`], job rows in
-//! [`crate::jobs`], wasm in [`crate::runtime`]. It never touches jobs after
-//! enqueueing them.
+//! A background attempt's writes are applied here too, as nested operations
+//! in one transaction with the job's new state ([`Pipeline::commit_attempt`]).
+//!
+//! Owns the orchestration of operations only: connections and transaction
+//! statements come from [`crate::store`] (its [`Pool`]), what operations read
+//! of the catalogue from [`crate::catalog`], job rows from [`crate::jobs`],
+//! wasm from [`crate::runtime`]. Reads that are not operations (get, query)
+//! are the store's and [`crate::Weir`]'s. It never touches jobs after
+//! enqueueing them, and decides nothing about their state.
 
-use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -28,15 +33,16 @@ use parking_lot::Mutex;
 use rusqlite::Connection;
 use serde_json::Value as Json;
 
-use crate::error::{Error, Result};
+use crate::catalog::Catalog;
+use crate::error::{Error, Result, to_record_error};
 use crate::filter;
 use crate::jobs::{self, JobContext, NewJob};
 use crate::plugins::Plugins;
 use crate::runtime::wit::{Context, Entity, Field, Message, Mode, RecordError, Stage};
 use crate::runtime::{Limits, RecordHost, TraceLine};
-use crate::steps::{self, Access, Grant, MessageKind, ModeKind, StageKind, Step};
-use crate::store::Db;
-use crate::store::records::{self, OrderBy, Record, TableDef};
+use crate::steps::{Access, Grant, MessageKind, ModeKind, StageKind, Step, check_grant};
+use crate::store::records::{self, Record, TableDef};
+use crate::store::{self, Pool};
 use crate::values::{EntityDoc, Value};
 
 /// Operations deeper than this are stopped as probable infinite loops.
@@ -69,25 +75,10 @@ impl Default for Settings {
 
 /// Runs operations through the steps registered on them.
 pub struct Pipeline {
-    db: Db,
+    pool: Arc<Pool>,
     plugins: Arc<Plugins>,
     settings: Settings,
-    pool: Mutex<Vec<Connection>>,
-    catalog: Mutex<Catalog>,
-}
-
-/// What every operation reads — table definitions, the steps on a table and
-/// message, plug-in heads, active users — cached as of one catalogue version.
-/// Triggers bump `weir_catalog.version` on any change to those tables (from any
-/// process); an operation reads that one row inside its transaction and drops
-/// the cache when it moved, so a change is seen by the next operation.
-#[derive(Default)]
-struct Catalog {
-    version: i64,
-    tables: HashMap<String, TableDef>,
-    steps: HashMap<(String, MessageKind), Arc<Vec<Step>>>,
-    heads: HashMap<String, i64>,
-    active_users: HashSet<String>,
+    catalog: Catalog,
 }
 
 /// One top-level operation and everything nested in it.
@@ -124,103 +115,72 @@ impl Input {
     }
 }
 
-/// A change a background job's plug-in asks for (fields as plug-ins give them).
+/// A change a background job's plug-in asks for (fields as plug-ins give
+/// them), kept until the attempt commits ([`Pipeline::commit_attempt`]).
 #[derive(Debug, Clone)]
 pub enum Change {
-    Create(Vec<Field>),
+    /// A new record with this id.
+    Create(String, Vec<Field>),
     Update(String, Vec<Field>),
     Delete(String),
 }
 
 impl Pipeline {
-    pub fn new(db: Db, plugins: Arc<Plugins>, settings: Settings) -> Pipeline {
-        Pipeline { db, plugins, settings, pool: Mutex::new(Vec::new()), catalog: Mutex::new(Catalog::default()) }
-    }
-
-    /// Drops the cached catalogue if it changed since it was read. Call inside
-    /// the operation's transaction.
-    fn sync_catalog(&self, conn: &Connection) -> Result<()> {
-        let version: i64 = conn.prepare_cached("SELECT version FROM weir_catalog")?.query_row([], |r| r.get(0))?;
-        let mut c = self.catalog.lock();
-        if c.version != version {
-            *c = Catalog { version, ..Catalog::default() };
-        }
-        Ok(())
-    }
-
-    fn table_def(&self, conn: &Connection, table: &str) -> Result<TableDef> {
-        if let Some(def) = self.catalog.lock().tables.get(table) {
-            return Ok(def.clone());
-        }
-        let def = records::require_table(conn, table)?;
-        self.catalog.lock().tables.insert(table.to_string(), def.clone());
-        Ok(def)
-    }
-
-    fn steps_for(&self, conn: &Connection, table: &str, message: MessageKind) -> Result<Arc<Vec<Step>>> {
-        let key = (table.to_string(), message);
-        if let Some(steps) = self.catalog.lock().steps.get(&key) {
-            return Ok(steps.clone());
-        }
-        let steps = Arc::new(steps::for_operation(conn, table, message)?);
-        self.catalog.lock().steps.insert(key, steps.clone());
-        Ok(steps)
-    }
-
-    fn plugin_head(&self, conn: &Connection, plugin: &str) -> Result<i64> {
-        if let Some(v) = self.catalog.lock().heads.get(plugin) {
-            return Ok(*v);
-        }
-        let (version, _) = self.plugins.head(conn, plugin)?;
-        self.catalog.lock().heads.insert(plugin.to_string(), version);
-        Ok(version)
-    }
-
-    fn require_active_user(&self, conn: &Connection, user: &str) -> Result<()> {
-        if self.catalog.lock().active_users.contains(user) {
-            return Ok(());
-        }
-        crate::store::require_active_user(conn, user)?;
-        self.catalog.lock().active_users.insert(user.to_string());
-        Ok(())
+    pub fn new(pool: Arc<Pool>, plugins: Arc<Plugins>, settings: Settings) -> Pipeline {
+        let catalog = Catalog::new(plugins.clone());
+        Pipeline { pool, plugins, settings, catalog }
     }
 
     pub fn settings(&self) -> &Settings {
         &self.settings
     }
 
-    fn checkout(&self) -> Result<Connection> {
-        match self.pool.lock().pop() {
-            Some(c) => Ok(c),
-            None => {
-                let conn = self.db.connect()?;
-                // An operation holds the write lock for at most its budget (the
-                // epoch deadline stops its plug-ins), so waiting longer than that
-                // plus a margin means something is wrong: give up with
-                // `Error::Busy` (HTTP 503 + Retry-After) instead of queueing.
-                conn.busy_timeout(self.busy_wait())?;
-                Ok(conn)
+    /// The longest an operation waits for another one's write lock: an
+    /// operation holds it for at most its budget (the epoch deadline stops its
+    /// plug-ins), so waiting longer than that plus a margin means something is
+    /// wrong; the store then gives up with `Error::Busy` (HTTP 503 +
+    /// Retry-After) instead of queueing.
+    pub fn busy_wait(settings: &Settings) -> Duration {
+        settings.op_budget + BUSY_MARGIN
+    }
+
+    /// Opens an operation as `user`: a pooled connection in a write
+    /// transaction, the catalogue current, the user active.
+    fn open(&self, user: &str) -> Result<Arc<Op>> {
+        let conn = self.pool.checkout()?;
+        let begun = store::begin_write(&conn).and_then(|_| self.catalog.sync(&conn)).and_then(|_| self.catalog.require_active_user(&conn, user));
+        if let Err(e) = begun {
+            store::rollback(&conn);
+            self.pool.checkin(conn);
+            return Err(e);
+        }
+        Ok(Arc::new(Op {
+            conn: Mutex::new(conn),
+            user: user.to_string(),
+            correlation_id: uuid::Uuid::now_v7().to_string(),
+            deadline: Instant::now() + self.settings.op_budget,
+            budget_ms: self.settings.op_budget.as_millis() as u64,
+            fatal: Mutex::new(None),
+        }))
+    }
+
+    /// Ends an operation: commits when `result` is Ok and `keep` says so,
+    /// otherwise rolls back; gives the connection back.
+    fn close<T>(&self, op: Arc<Op>, result: Result<T>, keep: impl FnOnce(&T) -> bool) -> Result<T> {
+        let result = {
+            let conn = op.conn.lock();
+            match result {
+                Ok(v) if keep(&v) => store::commit(&conn).map(|_| v),
+                other => {
+                    store::rollback(&conn);
+                    other
+                }
             }
+        };
+        if let Ok(op) = Arc::try_unwrap(op) {
+            self.pool.checkin(op.conn.into_inner());
         }
-    }
-
-    /// The longest an operation waits for another one's write lock.
-    pub fn busy_wait(&self) -> Duration {
-        self.settings.op_budget + BUSY_MARGIN
-    }
-
-    fn checkin(&self, conn: Connection) {
-        if conn.is_autocommit() {
-            self.pool.lock().push(conn);
-        }
-    }
-
-    /// Runs `f` with a pooled connection (reads and catalog changes).
-    pub fn with_conn<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
-        let conn = self.checkout()?;
-        let r = f(&conn);
-        self.checkin(conn);
-        r
+        result
     }
 
     /// Creates a record from a JSON object of column values.
@@ -239,104 +199,51 @@ impl Pipeline {
         self.top(user, table, 1, |_| Ok(Input::Delete { id: id.to_string() })).map(|_| ())
     }
 
-    /// Applies a plug-in's change as its own top-level operation (own
-    /// transaction) at `depth`: how async jobs write records.
-    pub fn apply(self: &Arc<Self>, user: &str, depth: u32, table: &str, change: Change) -> Result<Option<Record>> {
-        self.top(user, table, depth, |def| {
-            Ok(match change {
-                Change::Create(f) => Input::Create { id: uuid::Uuid::now_v7().to_string(), fields: def.conform_fields(f)? },
-                Change::Update(id, f) => Input::Update { id, fields: def.conform_fields(f)? },
-                Change::Delete(id) => Input::Delete { id },
-            })
-        })
-    }
-
-    /// Wakes jobs waiting for record `table`/`id` if it matches their condition now.
-    pub fn recheck_waits(&self, table: &str, id: &str) -> Result<usize> {
-        self.with_conn(|conn| {
-            let def = records::require_table(conn, table)?;
-            match records::get(conn, &def, id)? {
-                Some(rec) => wake_waiters(conn, &def, &rec),
-                None => Ok(0),
+    /// Commits a background attempt: its changes, in order, each a nested
+    /// operation at `depth` (its own savepoint; its steps fire, its waiters
+    /// wake), then `finish` — the job's new state — all in one transaction,
+    /// under one operation budget (so the write lock is held briefly). It
+    /// commits only when `finish` says the attempt still held its job;
+    /// otherwise (a lost lease) nothing is written and it returns false. An
+    /// error rolls everything back.
+    pub fn commit_attempt(
+        self: &Arc<Self>,
+        user: &str,
+        depth: u32,
+        changes: Vec<(String, Change)>,
+        finish: impl FnOnce(&Connection) -> Result<bool>,
+    ) -> Result<bool> {
+        let op = self.open(user)?;
+        let result = (|| {
+            for (table, change) in changes {
+                let def = self.catalog.table(&op.conn.lock(), &table)?;
+                let input = match change {
+                    Change::Create(id, f) => Input::Create { id, fields: def.conform_fields(f)? },
+                    Change::Update(id, f) => Input::Update { id, fields: def.conform_fields(f)? },
+                    Change::Delete(id) => Input::Delete { id },
+                };
+                self.run(&op, def, input, depth, true)?;
             }
-        })
-    }
-
-    /// Checks a wait condition: the table exists and the expression fits it.
-    pub fn check_condition(&self, table: &str, condition: &str) -> Result<()> {
-        self.with_conn(|conn| {
-            let def = records::require_table(conn, table)?;
-            let expr = filter::parse(condition).map_err(|e| Error::invalid(e.to_string()))?;
-            filter::check(&expr, condition, &|f| def.kind(f)).map_err(|e| Error::invalid(e.to_string()))
-        })
-    }
-
-    pub fn get(&self, table: &str, id: &str) -> Result<Record> {
-        self.with_conn(|conn| {
-            let def = records::require_table(conn, table)?;
-            records::get(conn, &def, id)?.ok_or_else(|| records::not_found(&def, id))
-        })
-    }
-
-    /// Records of `table` matching `filter` (the filter language), at most `top`.
-    pub fn query(&self, table: &str, filter: Option<&str>, order: &[OrderBy], top: Option<usize>) -> Result<Vec<Record>> {
-        self.with_conn(|conn| {
-            let def = records::require_table(conn, table)?;
-            query_with(conn, &def, filter, order, top.unwrap_or(self.settings.max_top).min(self.settings.max_top))
-        })
+            finish(&op.conn.lock())
+        })();
+        self.close(op, result, |held| *held)
     }
 
     /// A top-level operation: its own transaction, at `depth` (1 for callers,
     /// the trigger's depth + 1 for async jobs' record calls).
     fn top(self: &Arc<Self>, user: &str, table: &str, depth: u32, input: impl FnOnce(&TableDef) -> Result<Input>) -> Result<Option<Record>> {
-        let conn = self.checkout()?;
         // One write transaction from the first read: the checks, the steps and
         // the write see the same state (pre-validation steps, which run outside
         // it, give it back meanwhile; see `run`).
-        let parsed = conn
-            .prepare_cached("BEGIN IMMEDIATE")
-            .and_then(|mut s| s.execute([]))
-            .map_err(Error::from)
-            .and_then(|_| self.sync_catalog(&conn))
-            .and_then(|_| self.require_active_user(&conn, user))
-            .and_then(|_| self.table_def(&conn, table))
-            .and_then(|def| Ok((input(&def)?, def)));
+        let op = self.open(user)?;
+        let parsed = self.catalog.table(&op.conn.lock(), table).and_then(|def| Ok((input(&def)?, def)));
         let (input, def) = match parsed {
             Ok(x) => x,
-            Err(e) => {
-                if !conn.is_autocommit() {
-                    let _ = conn.execute_batch("ROLLBACK");
-                }
-                self.checkin(conn);
-                return Err(e);
-            }
+            Err(e) => return self.close(op, Err(e), |_| true),
         };
-        let op = Arc::new(Op {
-            conn: Mutex::new(conn),
-            user: user.to_string(),
-            correlation_id: uuid::Uuid::now_v7().to_string(),
-            deadline: Instant::now() + self.settings.op_budget,
-            budget_ms: self.settings.op_budget.as_millis() as u64,
-            fatal: Mutex::new(None),
-        });
         let message = input.message().as_str();
         let result = self.run(&op, def, input, depth, false);
-        let result = match result {
-            Ok(rec) => {
-                let conn = op.conn.lock();
-                conn.execute_batch("COMMIT").map(|_| rec).map_err(Error::from)
-            }
-            Err(e) => {
-                let conn = op.conn.lock();
-                if !conn.is_autocommit() {
-                    let _ = conn.execute_batch("ROLLBACK");
-                }
-                Err(e)
-            }
-        };
-        if let Ok(op) = Arc::try_unwrap(op) {
-            self.checkin(op.conn.into_inner());
-        }
+        let result = self.close(op, result, |_| true);
         let outcome = match &result {
             Ok(_) => "ok",
             Err(Error::Plugin { code, .. }) if code == "rejected" => "rejected",
@@ -361,19 +268,19 @@ impl Pipeline {
             return Err(Error::DepthLimit(msg));
         }
         let message = input.message();
-        let all_steps = self.steps_for(&op.conn.lock(), &def.name, message)?;
+        let all_steps = self.catalog.steps(&op.conn.lock(), &def.name, message)?;
         let mut run = Run { pipeline: self, op, def: &def, depth, message, steps: &all_steps, pre: None, input };
 
         // 1. pre-validation, outside the transaction at the top level: the
         // write lock is given back while those steps run, and taken again.
         if !nested && run.any(StageKind::PreValidation) {
-            op.conn.lock().execute_batch("ROLLBACK")?;
+            store::end_write(&op.conn.lock())?;
             run.load_pre_image()?;
             run.stage(StageKind::PreValidation, None, !nested)?;
-            op.conn.lock().execute_batch("BEGIN IMMEDIATE")?;
+            store::begin_write(&op.conn.lock())?;
         }
         if nested {
-            op.conn.lock().execute_batch(&format!("SAVEPOINT weir_d{depth}"))?;
+            store::savepoint(&op.conn.lock(), depth)?;
         }
         let result = (|| {
             run.load_pre_image()?;
@@ -387,26 +294,10 @@ impl Pipeline {
             Ok(written)
         })();
         if nested {
-            let conn = op.conn.lock();
-            let sql = if result.is_ok() { format!("RELEASE weir_d{depth}") } else { format!("ROLLBACK TO weir_d{depth}; RELEASE weir_d{depth}") };
-            conn.execute_batch(&sql)?;
+            store::end_savepoint(&op.conn.lock(), depth, result.is_ok())?;
         }
         result
     }
-}
-
-/// Wakes jobs waiting for `rec` to match their condition (in the writer's
-/// transaction: they wake if and when it commits).
-fn wake_waiters(conn: &Connection, def: &TableDef, rec: &Record) -> Result<usize> {
-    jobs::timers::record_changed(conn, &def.name, &rec.id, &|condition| filter::parse(condition).is_ok_and(|expr| filter::eval(&expr, &|f| rec.scalar(def, f))))
-}
-
-fn query_with(conn: &Connection, def: &TableDef, filter: Option<&str>, order: &[OrderBy], top: usize) -> Result<Vec<Record>> {
-    let expr = match filter.map(str::trim).filter(|f| !f.is_empty()) {
-        Some(f) => Some((filter::parse(f).map_err(|e| Error::invalid(e.to_string()))?, f)),
-        None => None,
-    };
-    records::query(conn, def, expr.as_ref().map(|(e, s)| (e, *s)), order, top)
 }
 
 /// The state of one operation while it moves through the stages.
@@ -566,7 +457,7 @@ impl Run<'_> {
         let p = self.pipeline;
         let prepared = {
             let conn = self.op.conn.lock();
-            let version = p.plugin_head(&conn, &step.plugin)?;
+            let version = p.catalog.plugin_head(&conn, &step.plugin)?;
             p.plugins.prepared(&conn, &step.plugin, version)?
         };
         let budget = step.timeout_ms.map(Duration::from_millis);
@@ -609,7 +500,8 @@ impl Run<'_> {
             Input::Update { id, fields } => {
                 records::check_refs(&conn, self.def, fields)?;
                 let rec = records::update(&conn, self.def, id, fields)?;
-                wake_waiters(&conn, self.def, &rec)?;
+                // Jobs waiting for this record wake if and when this commits.
+                jobs::waits::record_changed(&conn, self.def, &rec)?;
                 Ok(Some(rec))
             }
             Input::Delete { id } => {
@@ -627,7 +519,7 @@ impl Run<'_> {
             }
             let ctx = self.context(step, StageKind::PostOperation, written, Mode::Async);
             let conn = self.op.conn.lock();
-            let version = self.pipeline.plugin_head(&conn, &step.plugin)?;
+            let version = self.pipeline.catalog.plugin_head(&conn, &step.plugin)?;
             let job = NewJob {
                 kind: "step",
                 step: Some(step.name.clone()),
@@ -679,30 +571,12 @@ impl PipelineHost {
         }
         let conn = self.op.conn.lock();
         // Outside the transaction the cached catalogue is not checked: read it.
-        let def = if self.read_only { records::require_table(&conn, table) } else { self.pipeline.table_def(&conn, table) };
+        let def = if self.read_only { records::require_table(&conn, table) } else { self.pipeline.catalog.table(&conn, table) };
         def.map_err(to_record_error)
     }
 
     fn nested(&self, def: TableDef, input: Input) -> std::result::Result<Option<Record>, RecordError> {
         self.pipeline.run(&self.op, def, input, self.depth + 1, true).map_err(to_record_error)
-    }
-}
-
-/// Refuses a `records` call the grants do not allow, naming who lacks what.
-pub fn check_grant(who: &str, grants: &[Grant], table: &str, access: Access) -> std::result::Result<(), RecordError> {
-    if steps::allowed(grants, table, access) {
-        return Ok(());
-    }
-    let a = if access == Access::Write { "write" } else { "read" };
-    Err(RecordError::Denied(format!("{who} has no {a} grant for table {table} (register it with --grant {table}:{a})")))
-}
-
-/// A library error as the `records` interface reports it to a guest.
-pub fn to_record_error(e: Error) -> RecordError {
-    match e {
-        Error::NotFound(m) => RecordError::NotFound(m),
-        Error::Invalid(m) | Error::Conflict(m) => RecordError::Invalid(m),
-        e => RecordError::Failed(e.to_string()),
     }
 }
 
@@ -720,7 +594,7 @@ impl RecordHost for PipelineHost {
         let def = self.check(table, Access::Read)?;
         let conn = self.op.conn.lock();
         let top = (top as usize).min(self.pipeline.settings.max_top);
-        let rows = query_with(&conn, &def, Some(filter), &[], top).map_err(to_record_error)?;
+        let rows = records::query_text(&conn, &def, Some(filter), &[], top).map_err(to_record_error)?;
         Ok(rows.iter().map(Record::to_entity).collect())
     }
 

@@ -2,10 +2,12 @@
 //! mode, with its filtering attributes, trigger condition, config, images,
 //! limits and grants (Dataverse's "SDK message processing steps").
 //!
-//! Owns the `weir_steps` table (one JSON spec per step) and the rules a step
-//! must satisfy to be registered. It does not run anything.
+//! Owns the `weir_steps` table (one JSON spec per step, with its table and
+//! message beside it), the one place a step request gets its defaults
+//! ([`StepRequest::normalise`]) and the rules a step must satisfy to be
+//! registered ([`add`]). It does not run anything.
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, params};
 use serde_json::Value as Json;
 
 use crate::error::{Error, Result};
@@ -75,10 +77,38 @@ pub enum Access {
     Write,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+/// Access to a table. Serialised as `{"table": TABLE, "access": "read"|"write"}`;
+/// read from that or from `"TABLE:read"`/`"TABLE:write"`, as the CLI writes it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Grant {
     pub table: String,
     pub access: Access,
+}
+
+impl<'de> serde::Deserialize<'de> for Grant {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Grant, D::Error> {
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Object {
+            table: String,
+            access: Access,
+        }
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Grant;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a grant: \"TABLE:read\", \"TABLE:write\" or {\"table\": TABLE, \"access\": \"read\" or \"write\"}")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> std::result::Result<Grant, E> {
+                Grant::parse(s).map_err(E::custom)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> std::result::Result<Grant, A::Error> {
+                let o = <Object as serde::Deserialize>::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Ok(Grant { table: o.table, access: o.access })
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }
 
 impl Grant {
@@ -92,6 +122,16 @@ impl Grant {
         };
         Ok(Grant { table: table.to_string(), access })
     }
+}
+
+/// Refuses a plug-in's `records` call its grants do not allow, naming who
+/// lacks what.
+pub fn check_grant(who: &str, grants: &[Grant], table: &str, access: Access) -> std::result::Result<(), crate::runtime::wit::RecordError> {
+    if allowed(grants, table, access) {
+        return Ok(());
+    }
+    let a = if access == Access::Write { "write" } else { "read" };
+    Err(crate::runtime::wit::RecordError::Denied(format!("{who} has no {a} grant for table {table} (register it with --grant {table}:{a})")))
 }
 
 /// Whether `grants` allow `access` to `table` (write implies read).
@@ -133,18 +173,61 @@ fn yes() -> bool {
     true
 }
 
-impl Step {
-    /// A step with default options: rank 1, no filter, condition, config,
-    /// images, limits or grants. Adjust fields with struct update syntax.
-    pub fn new(name: &str, plugin: &str, message: MessageKind, table: &str, stage: StageKind, mode: ModeKind) -> Step {
-        Step {
+/// The rank of a step that does not give one.
+pub const DEFAULT_RANK: i64 = 1;
+
+/// A step as it is asked for: `weir step add`'s flags, the body of
+/// `POST /api/steps`. Only `name` and `plugin` are required; everything else
+/// has a default, applied in one place, [`StepRequest::normalise`]. Unknown
+/// fields are refused. Every field of a [`Step`] as `weir step list --json`
+/// shows it is accepted, so a listed step can be sent back as it is.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepRequest {
+    pub name: String,
+    pub plugin: String,
+    /// With `table` and `stage`, for a step on record operations.
+    pub message: Option<MessageKind>,
+    pub table: Option<String>,
+    pub stage: Option<StageKind>,
+    /// Default: async for a scheduled step (a workflow), sync otherwise.
+    pub mode: Option<ModeKind>,
+    /// Default: [`DEFAULT_RANK`].
+    pub rank: Option<i64>,
+    #[serde(default)]
+    pub filter: Vec<String>,
+    pub when: Option<String>,
+    /// Default: null.
+    #[serde(default)]
+    pub config: Json,
+    #[serde(default)]
+    pub pre_image: bool,
+    #[serde(default)]
+    pub post_image: bool,
+    pub fuel: Option<u64>,
+    pub timeout_ms: Option<u64>,
+    pub max_attempts: Option<u32>,
+    pub backoff_ms: Option<u64>,
+    #[serde(default)]
+    pub grants: Vec<Grant>,
+    /// Cron expression with seconds, instead of message, table and stage.
+    pub schedule: Option<String>,
+    /// Default: enabled.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+}
+
+impl StepRequest {
+    /// A request with nothing but a name and a plug-in; set the other fields after.
+    pub fn new(name: impl Into<String>, plugin: impl Into<String>) -> StepRequest {
+        StepRequest {
             name: name.into(),
             plugin: plugin.into(),
-            message: Some(message),
-            table: Some(table.into()),
-            stage: Some(stage),
-            mode,
-            rank: 1,
+            message: None,
+            table: None,
+            stage: None,
+            mode: None,
+            rank: None,
             filter: vec![],
             when: None,
             config: Json::Null,
@@ -160,6 +243,53 @@ impl Step {
         }
     }
 
+    /// The step, with every default and implication applied: a schedule
+    /// implies async (a mode given explicitly is kept, and [`add`] refuses a
+    /// sync schedule), otherwise sync; rank [`DEFAULT_RANK`]. It is not
+    /// checked here: [`add`] checks it against the catalog.
+    pub fn normalise(self) -> Step {
+        let implied = if self.schedule.is_some() { ModeKind::Async } else { ModeKind::Sync };
+        Step {
+            name: self.name,
+            plugin: self.plugin,
+            message: self.message,
+            table: self.table,
+            stage: self.stage,
+            mode: self.mode.unwrap_or(implied),
+            rank: self.rank.unwrap_or(DEFAULT_RANK),
+            filter: self.filter,
+            when: self.when,
+            config: self.config,
+            pre_image: self.pre_image,
+            post_image: self.post_image,
+            fuel: self.fuel,
+            timeout_ms: self.timeout_ms,
+            max_attempts: self.max_attempts,
+            backoff_ms: self.backoff_ms,
+            grants: self.grants,
+            schedule: self.schedule,
+            enabled: self.enabled,
+        }
+    }
+}
+
+impl Step {
+    /// A step on `message` of `table` at `stage`, with the defaults of
+    /// [`StepRequest::normalise`]: rank 1, no filter, condition, config,
+    /// images, limits or grants. Adjust fields with struct update syntax.
+    pub fn new(name: &str, plugin: &str, message: MessageKind, table: &str, stage: StageKind, mode: ModeKind) -> Step {
+        StepRequest { message: Some(message), table: Some(table.into()), stage: Some(stage), mode: Some(mode), ..StepRequest::new(name, plugin) }.normalise()
+    }
+
+    /// What `weir_steps.on_message` holds: the message, or `schedule`.
+    fn on_message(&self) -> Option<&'static str> {
+        match (self.message, &self.schedule) {
+            (Some(m), _) => Some(m.as_str()),
+            (None, Some(_)) => Some(SCHEDULE),
+            (None, None) => None,
+        }
+    }
+
     /// The parsed trigger condition.
     pub fn when_expr(&self) -> Option<filter::Expr> {
         self.when.as_deref().and_then(|w| filter::parse(w).ok())
@@ -169,8 +299,13 @@ impl Step {
 /// Checks a step against the catalog and the plug-in's world; stores it.
 pub fn add(conn: &Connection, plugins: &Plugins, step: &Step) -> Result<()> {
     check_name("step", &step.name)?;
-    let (_, world) = plugins.head(conn, &step.plugin)?;
     let name = &step.name;
+    if step.schedule.is_some() && step.mode != ModeKind::Async {
+        return Err(Error::invalid(format!(
+            "step {name}: scheduled steps run as async workflows; leave out the mode (a schedule implies async) or make it async"
+        )));
+    }
+    let (_, world) = plugins.head(conn, &step.plugin)?;
     match step.mode {
         ModeKind::Sync if !world.serves_sync() => {
             return Err(Error::invalid(format!(
@@ -214,8 +349,6 @@ pub fn add(conn: &Connection, plugins: &Plugins, step: &Step) -> Result<()> {
             let expr = filter::parse(when).map_err(|e| Error::invalid(format!("step {name}: --when: {e}")))?;
             filter::check(&expr, when, &|f| def.kind(f)).map_err(|e| Error::invalid(format!("step {name}: --when: {e}")))?;
         }
-    } else if step.mode != ModeKind::Async {
-        return Err(Error::invalid(format!("step {name}: scheduled steps run as async workflows")));
     } else if let Some(expr) = &step.schedule {
         crate::jobs::timers::parse_cron(expr).map_err(|e| Error::invalid(format!("step {name}: {e}")))?;
         if step.message.is_some() || step.table.is_some() || step.stage.is_some() {
@@ -237,10 +370,10 @@ pub fn add(conn: &Connection, plugins: &Plugins, step: &Step) -> Result<()> {
             limits::check(what, v, range).map_err(|e| Error::invalid(format!("step {name}: {e}")))?;
         }
     }
-    let spec = serde_json::to_string(step).map_err(|e| Error::Internal(e.to_string()))?;
+    let spec = serde_json::to_string(step).map_err(|e| Error::Internal(format!("step {name}: cannot write its spec: {e}")))?;
     let n = conn.execute(
-        "INSERT INTO weir_steps (name, spec, enabled, created_at) VALUES (?1, ?2, 1, ?3) ON CONFLICT (name) DO NOTHING",
-        params![name, spec, now_ms()],
+        "INSERT INTO weir_steps (name, spec, enabled, created_at, on_table, on_message) VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (name) DO NOTHING",
+        params![name, spec, step.enabled, now_ms(), step.table, step.on_message()],
     )?;
     if n == 0 {
         return Err(Error::Conflict(format!("a step named {name} already exists; remove it first (`weir step remove {name}`)")));
@@ -248,28 +381,99 @@ pub fn add(conn: &Connection, plugins: &Plugins, step: &Step) -> Result<()> {
     Ok(())
 }
 
-fn read(spec: String, enabled: bool) -> Result<Step> {
-    let mut s: Step = serde_json::from_str(&spec).map_err(|e| Error::Internal(format!("corrupt step spec: {e}")))?;
-    s.enabled = enabled;
-    Ok(s)
+/// `weir_steps.on_message` of a scheduled step.
+const SCHEDULE: &str = "schedule";
+
+/// A stored step whose spec cannot be read (a damaged row, a hand edit): the
+/// operations it belongs to fail, naming it, until it is removed.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Unreadable {
+    pub name: String,
+    /// The table and message it was registered on, when known.
+    pub table: Option<String>,
+    pub message: Option<String>,
+    /// Why its spec cannot be read.
+    pub error: String,
 }
 
+impl std::fmt::Display for Unreadable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let name = &self.name;
+        let fails = match (self.table.as_deref(), self.message.as_deref()) {
+            (_, Some(SCHEDULE)) => "it does not fire".to_string(),
+            (Some(table), Some(message)) => format!("{message}s on {table} fail"),
+            // Registered before weir kept its table beside it: it may belong to any operation.
+            _ => "every record operation fails".to_string(),
+        };
+        write!(
+            f,
+            "step {name} is unreadable: its stored spec is damaged ({}); remove it with `weir step remove {name}` and add it again; until then, {fails}",
+            self.error
+        )
+    }
+}
+
+/// Every stored step, by name: those that can be read and those that cannot.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct Listing {
+    pub steps: Vec<Step>,
+    pub unreadable: Vec<Unreadable>,
+}
+
+/// Reads the rows `sql` selects (name, spec, enabled, on_table, on_message).
+fn read_rows(conn: &Connection, sql: &str, args: impl rusqlite::Params) -> Result<Vec<std::result::Result<Step, Unreadable>>> {
+    type Row = (String, String, bool, Option<String>, Option<String>);
+    let mut stmt = conn.prepare_cached(sql)?;
+    let rows: Vec<Row> = stmt.query_map(args, |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))?.collect::<rusqlite::Result<_>>()?;
+    Ok(rows
+        .into_iter()
+        .map(|(name, spec, enabled, table, message)| match serde_json::from_str::<Step>(&spec) {
+            Ok(step) => Ok(Step { enabled, ..step }),
+            Err(e) => Err(Unreadable { name, table, message, error: e.to_string() }),
+        })
+        .collect())
+}
+
+/// Every stored step by name, the unreadable ones apart.
+pub fn list_all(conn: &Connection) -> Result<Listing> {
+    let mut listing = Listing::default();
+    for row in read_rows(conn, "SELECT name, spec, enabled, on_table, on_message FROM weir_steps ORDER BY name", [])? {
+        match row {
+            Ok(step) => listing.steps.push(step),
+            Err(bad) => listing.unreadable.push(bad),
+        }
+    }
+    Ok(listing)
+}
+
+/// The steps that can be read, by name; an unreadable one is left out (see
+/// [`list_all`]; the operations it belongs to fail, naming it).
 pub fn list(conn: &Connection) -> Result<Vec<Step>> {
-    let mut stmt = conn.prepare_cached("SELECT spec, enabled FROM weir_steps ORDER BY name")?;
-    let rows: Vec<(String, bool)> = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<rusqlite::Result<_>>()?;
-    rows.into_iter().map(|(s, e)| read(s, e)).collect()
-}
-
-pub fn get(conn: &Connection, name: &str) -> Result<Step> {
-    let row: Option<(String, bool)> =
-        conn.prepare_cached("SELECT spec, enabled FROM weir_steps WHERE name = ?1")?.query_row([name], |r| Ok((r.get(0)?, r.get(1)?))).optional()?;
-    let (spec, enabled) = row.ok_or_else(|| Error::not_found(format!("no step named {name}")))?;
-    read(spec, enabled)
+    let listing = list_all(conn)?;
+    for bad in &listing.unreadable {
+        tracing::debug!("{bad}");
+    }
+    Ok(listing.steps)
 }
 
 /// Enabled steps registered on `table` for `message`, in execution order.
+///
+/// Only the rows registered there are read, so a step that cannot be read
+/// fails the operations it belongs to and no others. A row whose table is not
+/// known (damaged before weir kept it beside the spec) may belong to any
+/// operation: it fails them all rather than let a step that guards one be
+/// skipped.
 pub fn for_operation(conn: &Connection, table: &str, message: MessageKind) -> Result<Vec<Step>> {
-    let mut steps: Vec<Step> = list(conn)?.into_iter().filter(|s| s.enabled && s.table.as_deref() == Some(table) && s.message == Some(message)).collect();
+    let sql = "SELECT name, spec, enabled, on_table, on_message FROM weir_steps
+               WHERE (on_table = ?1 AND on_message = ?2) OR (on_table IS NULL AND on_message IS NULL) ORDER BY name";
+    let mut steps = Vec::new();
+    for row in read_rows(conn, sql, params![table, message.as_str()])? {
+        match row {
+            Ok(s) if s.enabled && s.table.as_deref() == Some(table) && s.message == Some(message) => steps.push(s),
+            Ok(_) => {}
+            Err(bad) => return Err(Error::Internal(bad.to_string())),
+        }
+    }
     steps.sort_by(|a, b| (a.stage, a.rank, &a.name).cmp(&(b.stage, b.rank, &b.name)));
     Ok(steps)
 }
@@ -286,4 +490,51 @@ pub fn remove(conn: &Connection, name: &str) -> Result<()> {
         return Err(Error::not_found(format!("no step named {name}")));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_gets_its_defaults_in_one_place() {
+        let scheduled: StepRequest = serde_json::from_str(r#"{"name": "n", "plugin": "p", "schedule": "0 0 2 * * *"}"#).unwrap();
+        let step = scheduled.normalise();
+        assert_eq!((step.mode, step.rank, step.enabled, &step.config), (ModeKind::Async, DEFAULT_RANK, true, &Json::Null));
+        let on_create: StepRequest =
+            serde_json::from_str(r#"{"name": "n", "plugin": "p", "message": "create", "table": "t", "stage": "pre-operation"}"#).unwrap();
+        assert_eq!(on_create.normalise(), Step::new("n", "p", MessageKind::Create, "t", StageKind::PreOperation, ModeKind::Sync));
+        // An explicit mode is kept (add refuses a sync schedule, saying why).
+        let sync: StepRequest = serde_json::from_str(r#"{"name": "n", "plugin": "p", "schedule": "* * * * * *", "mode": "sync"}"#).unwrap();
+        assert_eq!(sync.normalise().mode, ModeKind::Sync);
+        // A listed step goes back in as it is.
+        let listed = serde_json::to_string(&step).unwrap();
+        assert_eq!(serde_json::from_str::<StepRequest>(&listed).unwrap().normalise(), step);
+        let err = serde_json::from_str::<StepRequest>(r#"{"name": "n", "plugin": "p", "shedule": "x"}"#).unwrap_err();
+        assert!(err.to_string().contains("unknown field `shedule`"), "{err}");
+    }
+
+    #[test]
+    fn grants_read_as_text_or_objects() {
+        let read = Grant { table: "t".into(), access: Access::Read };
+        assert_eq!(serde_json::from_str::<Grant>(r#""t:read""#).unwrap(), read);
+        assert_eq!(serde_json::from_str::<Grant>(r#"{"table": "t", "access": "read"}"#).unwrap(), read);
+        assert_eq!(serde_json::from_str::<Grant>(&serde_json::to_string(&read).unwrap()).unwrap(), read);
+        let err = serde_json::from_str::<Grant>(r#""t:admin""#).unwrap_err().to_string();
+        assert!(err.contains("the access is read or write"), "{err}");
+        assert!(serde_json::from_str::<Grant>(r#"{"table": "t", "access": "read", "x": 1}"#).is_err());
+        assert!(serde_json::from_str::<Grant>("7").unwrap_err().to_string().contains("a grant"));
+    }
+
+    #[test]
+    fn an_unreadable_step_says_what_it_breaks_and_what_to_do() {
+        let bad = |table: Option<&str>, message: Option<&str>| {
+            Unreadable { name: "s".into(), table: table.map(Into::into), message: message.map(Into::into), error: "EOF".into() }.to_string()
+        };
+        let on_create = bad(Some("a"), Some("create"));
+        assert!(on_create.starts_with("step s is unreadable: ") && on_create.contains("`weir step remove s`"), "{on_create}");
+        assert!(on_create.ends_with("creates on a fail"), "{on_create}");
+        assert!(bad(None, Some(SCHEDULE)).ends_with("it does not fire"));
+        assert!(bad(None, None).ends_with("every record operation fails"));
+    }
 }

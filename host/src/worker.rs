@@ -19,14 +19,14 @@ use parking_lot::Mutex;
 use rusqlite::Connection;
 use tokio::sync::{Notify, Semaphore};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, to_record_error};
 use crate::jobs::{self, Claimed, Outcome, Wait};
-use crate::pipeline::{Change, Pipeline, check_grant, to_record_error};
+use crate::pipeline::{Change, Pipeline};
 use crate::plugins::Plugins;
 use crate::runtime::wit::{Context, Entity, Field, Message, Mode, RecordError, Stage, Step, WakeReason};
 use crate::runtime::{CallError, CancelFlag, Limits, RecordHost};
-use crate::steps::{Access, Grant};
-use crate::store::Db;
+use crate::steps::{Access, Grant, check_grant};
+use crate::store::Pool;
 use crate::store::records::Record;
 
 /// How the pool runs.
@@ -124,7 +124,10 @@ struct Counters {
 
 /// A running pool's shared parts.
 struct Shared {
+    /// The pool's own connection: claims, heartbeats, outcomes, housekeeping.
     db_conn: Mutex<Connection>,
+    /// Connections for reads (plug-in binaries, wait conditions).
+    pool: Arc<Pool>,
     pipeline: Arc<Pipeline>,
     plugins: Arc<Plugins>,
     worker_id: String,
@@ -140,12 +143,33 @@ struct Shared {
     /// Moving average of attempt durations (µs): how deep to prefetch.
     avg_attempt_us: AtomicU64,
     /// Outcomes on their way to the recorder thread.
-    done: std::sync::mpsc::Sender<jobs::Completion>,
+    done: std::sync::mpsc::Sender<Done>,
     /// Cancel flags of the jobs running here, by job id.
     cancels: Mutex<HashMap<String, CancelFlag>>,
     memory_bytes: u64,
     max_host_calls: u64,
 }
+
+/// An attempt's outcome on its way to the recorder, with the record writes
+/// it made (kept until then; see [`JobRecords`]).
+struct Done {
+    completion: jobs::Completion,
+    writes: Option<Writes>,
+}
+
+/// A successful attempt's writes, committed with its outcome.
+struct Writes {
+    /// Who wrote them, for errors: `job ID (step)`.
+    who: String,
+    user: String,
+    /// The depth its operations run at (the trigger's + 1).
+    depth: u32,
+    changes: Vec<(String, Change)>,
+}
+
+/// Stack for the recorder, which runs pipeline operations (an attempt's
+/// writes, with the sync plug-ins they trigger, each on its own wasm stack).
+const OP_STACK: usize = 32 << 20;
 
 /// Most outcomes recorded in one transaction.
 const MAX_GROUP_COMMIT: usize = 512;
@@ -180,7 +204,7 @@ impl Shared {
 /// (`PRAGMA data_version`), a postponed job falls due, a housekeeping tick ran,
 /// or outcomes were recorded.
 pub async fn run(
-    db: &Db,
+    pool: Arc<Pool>,
     pipeline: Arc<Pipeline>,
     plugins: Arc<Plugins>,
     opts: WorkOptions,
@@ -190,7 +214,8 @@ pub async fn run(
     let settings = pipeline.settings().clone();
     let (done_tx, done_rx) = std::sync::mpsc::channel();
     let shared = Arc::new(Shared {
-        db_conn: Mutex::new(db.connect()?),
+        db_conn: Mutex::new(pool.db().connect()?),
+        pool,
         pipeline,
         plugins,
         worker_id: format!("worker-{}-{}", std::process::id(), uuid::Uuid::now_v7()),
@@ -221,7 +246,7 @@ pub async fn run(
             let every = Duration::from_millis((shared.opts.lease_ms / 3).max(10));
             loop {
                 tokio::time::sleep(every).await;
-                let r = jobs::heartbeat(&shared.db_conn.lock(), &shared.worker_id, shared.opts.lease_ms);
+                let r = jobs::heartbeat(&shared.db_conn.lock(), &shared.worker_id, crate::time::now_ms(), shared.opts.lease_ms);
                 if let Err(e) = r {
                     tracing::warn!("heartbeat failed: {e}");
                 }
@@ -234,6 +259,7 @@ pub async fn run(
     let mut check = true;
     let mut seen_version: i64 = -1;
     let mut next_due: Option<i64> = None;
+    let mut claims = Backoff::default();
     loop {
         if housekeeping.run(&shared).await {
             check = true;
@@ -242,15 +268,19 @@ pub async fn run(
         let capacity = shared.capacity(workers);
         let room = capacity.saturating_sub(held);
         if room > 0 && (room >= capacity / 2 || held == 0) {
-            let version = data_version(&shared.db_conn.lock());
+            let version = crate::store::data_version(&shared.db_conn.lock());
             let due = check || version != seen_version || next_due.is_some_and(|d| d <= crate::time::now_ms());
             if due {
                 let claimed = {
                     let mut conn = shared.db_conn.lock();
-                    jobs::claim_ready(&mut conn, &shared.worker_id, opts.lease_ms, room)
+                    jobs::claim_ready(&mut conn, &shared.worker_id, crate::time::now_ms(), opts.lease_ms, room)
                 };
                 match claimed {
                     Ok(batch) => {
+                        let failures = claims.succeed();
+                        if failures > 0 {
+                            tracing::info!("claiming jobs works again after {failures} failed attempts");
+                        }
                         let got = batch.len();
                         for job in batch {
                             shared.held.fetch_add(1, Ordering::SeqCst);
@@ -271,16 +301,32 @@ pub async fn run(
                         if got == 0 {
                             check = false;
                             seen_version = version;
-                            next_due = jobs::next_due(&shared.db_conn.lock()).unwrap_or(None);
+                            next_due = jobs::next_due(&shared.db_conn.lock(), crate::time::now_ms()).unwrap_or(None);
                         }
                     }
-                    Err(e) => tracing::warn!("claiming jobs failed: {e}"),
+                    Err(e) => {
+                        // A store that keeps failing (a full disk, a damaged
+                        // file) is retried ever less often, and said once.
+                        let wait = claims.fail();
+                        if claims.failures() == 1 {
+                            tracing::warn!(
+                                "claiming jobs failed: {e}; retrying in {wait:?}, then ever less often (up to every {:?}) while it keeps failing",
+                                Backoff::MAX
+                            );
+                        } else {
+                            tracing::debug!("claiming jobs failed again ({} in a row): {e}; retrying in {wait:?}", claims.failures());
+                        }
+                        tokio::select! {
+                            _ = &mut shutdown => break,
+                            _ = tokio::time::sleep(wait) => {}
+                        }
+                    }
                 }
             }
         }
         if opts.until_idle && shared.held.load(Ordering::SeqCst) == 0 {
             // On a read error, keep going: the loop retries after `poll`.
-            let next = match jobs::next_due(&shared.db_conn.lock()) {
+            let next = match jobs::next_due(&shared.db_conn.lock(), crate::time::now_ms()) {
                 Ok(next) => next,
                 Err(e) => {
                     tracing::warn!("reading when the next job is due failed: {e}");
@@ -330,15 +376,9 @@ pub async fn run(
     })
 }
 
-/// SQLite's counter of commits by other connections (-1 if it cannot be read,
-/// which makes the dispatcher claim).
-fn data_version(conn: &Connection) -> i64 {
-    conn.query_row("PRAGMA data_version", [], |r| r.get(0)).unwrap_or(-2)
-}
-
 /// A claimed job that never started (the pool is stopping) goes back to Ready.
 fn release(shared: &Shared, id: &str) {
-    if let Err(e) = jobs::release(&mut shared.db_conn.lock(), id, &shared.worker_id) {
+    if let Err(e) = jobs::release(&mut shared.db_conn.lock(), id, &shared.worker_id, crate::time::now_ms()) {
         tracing::warn!("job {id}: returning it unstarted failed: {e}; its lease will expire");
     }
     shared.held.fetch_sub(1, Ordering::SeqCst);
@@ -346,7 +386,7 @@ fn release(shared: &Shared, id: &str) {
 }
 
 /// The recorder thread: records outcomes in groups until the pool stops.
-fn record_outcomes(shared: &Shared, rx: std::sync::mpsc::Receiver<jobs::Completion>) {
+fn record_outcomes(shared: &Shared, rx: std::sync::mpsc::Receiver<Done>) {
     use std::sync::mpsc::RecvTimeoutError;
     loop {
         let first = match rx.recv_timeout(Duration::from_millis(50)) {
@@ -362,30 +402,45 @@ fn record_outcomes(shared: &Shared, rx: std::sync::mpsc::Receiver<jobs::Completi
                 Err(_) => break,
             }
         }
-        record_group(shared, &batch);
-        shared.held.fetch_sub(batch.len(), Ordering::SeqCst);
+        let n = batch.len();
+        record_group(shared, batch);
+        shared.held.fetch_sub(n, Ordering::SeqCst);
         shared.wake.notify_one();
     }
 }
 
-/// Records a group of outcomes in one transaction; if that fails, one by one,
-/// so one bad row cannot lose the others.
-fn record_group(shared: &Shared, batch: &[jobs::Completion]) {
-    let grouped = jobs::complete_batch(&mut shared.db_conn.lock(), &shared.worker_id, batch);
-    let results: Vec<Result<bool>> = match grouped {
-        Ok(held) => held.into_iter().map(Ok).collect(),
+/// Records a group of outcomes: those without writes in one transaction (if
+/// that fails, one by one, so one bad row cannot lose the others), each
+/// attempt with writes in its own transaction with them.
+fn record_group(shared: &Shared, batch: Vec<Done>) {
+    let now = crate::time::now_ms();
+    let (plain, writing): (Vec<Done>, Vec<Done>) = batch.into_iter().partition(|d| d.writes.is_none());
+    let plain: Vec<jobs::Completion> = plain.into_iter().map(|d| d.completion).collect();
+    let mut results: Vec<(jobs::Completion, Result<bool>)> = match jobs::complete_batch(&mut shared.db_conn.lock(), &shared.worker_id, &plain, now) {
+        Ok(held) => plain.into_iter().zip(held.into_iter().map(Ok)).collect(),
         Err(e) => {
-            tracing::warn!("recording {} outcomes together failed ({e}); recording them one by one", batch.len());
-            batch.iter().map(|c| jobs::complete(&mut shared.db_conn.lock(), &c.id, &shared.worker_id, &c.outcome, &c.trace, c.duration_ms)).collect()
+            tracing::warn!("recording {} outcomes together failed ({e}); recording them one by one", plain.len());
+            plain
+                .into_iter()
+                .map(|c| {
+                    let r = jobs::complete(&mut shared.db_conn.lock(), &c, &shared.worker_id, now);
+                    (c, r)
+                })
+                .collect()
         }
     };
-    for (c, result) in batch.iter().zip(results) {
+    for d in writing {
+        let Some(writes) = d.writes else { continue };
+        let r = commit_with_writes(shared, &d.completion, writes, now);
+        results.push((d.completion, r));
+    }
+    for (c, result) in &results {
         shared.cancels.lock().remove(&c.id);
         match result {
             Ok(true) => {
                 // A wait-for whose record already matches wakes at once.
                 if let Outcome::Wait(Wait { table: Some(t), record: Some(r), .. }) = &c.outcome
-                    && let Err(e) = shared.pipeline.recheck_waits(t, r)
+                    && let Err(e) = shared.pool.with_conn(|conn| jobs::waits::recheck(conn, t, r))
                 {
                     tracing::warn!("job {}: checking its wait condition failed: {e}", c.id);
                 }
@@ -395,6 +450,35 @@ fn record_group(shared: &Shared, batch: &[jobs::Completion]) {
                 tracing::warn!("job {}: the lease was lost before the attempt finished; its outcome was discarded", c.id);
             }
             Err(e) => tracing::error!("job {}: recording the outcome failed: {e}; the lease will expire and the job run again", c.id),
+        }
+    }
+}
+
+/// Commits an attempt's writes with its outcome, in one transaction, if the
+/// worker still holds the job and nobody asked to cancel or pause it. When it
+/// does not (a lost lease, an operator's request), the writes are dropped and
+/// the outcome recorded as usual (discarded, or the cancel or pause carried
+/// out). When the writes fail (a step refused one, a reference vanished, the
+/// store was busy) nothing is written and the attempt fails instead:
+/// permanently if a plug-in rejected a write, else to be retried.
+fn commit_with_writes(shared: &Shared, c: &jobs::Completion, writes: Writes, now: i64) -> Result<bool> {
+    let worker = &shared.worker_id;
+    let committed = shared.pipeline.commit_attempt(&writes.user, writes.depth, writes.changes, |conn| {
+        if jobs::runs_under(conn, &c.id, worker)? { jobs::complete_in(conn, c, worker, now) } else { Ok(false) }
+    });
+    match committed {
+        Ok(true) => Ok(true),
+        Ok(false) => jobs::complete(&mut shared.db_conn.lock(), c, worker, now),
+        Err(e) => {
+            let (code, permanent) = match &e {
+                Error::Plugin { code, .. } => (code.clone(), code == "rejected"),
+                Error::DepthLimit(_) => ("depth_limit".to_string(), true),
+                Error::Busy(_) => ("busy".to_string(), false),
+                _ => ("write_failed".to_string(), false),
+            };
+            let message = format!("{}: its record writes could not be committed, so none were: {e}", writes.who);
+            let failed = jobs::Completion { outcome: Outcome::Failed { code, message, permanent }, ..c.clone() };
+            jobs::complete(&mut shared.db_conn.lock(), &failed, worker, now)
         }
     }
 }
@@ -434,10 +518,11 @@ impl Housekeeping {
 
     fn tick(&mut self, shared: &Shared) -> Result<()> {
         let mut conn = shared.db_conn.lock();
-        let expired = jobs::expire_leases(&mut conn)?;
+        let now = crate::time::now_ms();
+        let expired = jobs::expire_leases(&mut conn, now)?;
         shared.counters.leases_expired.fetch_add(expired as u64, Ordering::Relaxed);
         crate::telemetry::leases_expired(expired as u64);
-        jobs::timers::wake_due(&conn)?;
+        jobs::waits::wake_due(&conn, now)?;
         for id in jobs::control::interrupts(&conn, &shared.worker_id)? {
             if let Some(flag) = shared.cancels.lock().get(&id) {
                 flag.cancel();
@@ -450,15 +535,16 @@ impl Housekeeping {
             .collect();
         let live: Vec<String> = scheduled.iter().map(|(s, _)| s.name.clone()).collect();
         jobs::timers::prune_schedules(&conn, &live)?;
-        jobs::timers::fire_schedules(&mut conn, &scheduled)?;
+        jobs::timers::fire_schedules(&mut conn, &scheduled, now)?;
         let retention = &shared.opts.retention;
         if self.last_retention.is_none_or(|t| t.elapsed() >= retention.every) {
             self.last_retention = Some(Instant::now());
             let ms = crate::limits::millis;
-            let mut n = jobs::timers::cleanup(&conn, ms(retention.succeeded_after), jobs::timers::CleanupStatus::Succeeded)?;
-            n += jobs::timers::cleanup(&conn, ms(retention.failed_after), jobs::timers::CleanupStatus::Failed)?;
-            n += jobs::timers::cleanup(&conn, ms(retention.failed_after), jobs::timers::CleanupStatus::Canceled)?;
-            let ended = jobs::timers::end_abandoned(&conn, ms(retention.abandoned_after))?;
+            use jobs::timers::{CleanupStatus, cleanup};
+            let mut n = cleanup(&conn, ms(retention.succeeded_after), CleanupStatus::Succeeded, now)?;
+            n += cleanup(&conn, ms(retention.failed_after), CleanupStatus::Failed, now)?;
+            n += cleanup(&conn, ms(retention.failed_after), CleanupStatus::Canceled, now)?;
+            let ended = jobs::timers::end_abandoned(&conn, ms(retention.abandoned_after), now)?;
             if n + ended > 0 {
                 tracing::info!("retention: deleted {n} completed jobs, ended {ended} abandoned waits");
             }
@@ -520,7 +606,7 @@ fn context(job: &Claimed) -> Context {
 async fn run_job(shared: &Shared, job: Claimed) {
     let started = Instant::now();
     shared.counters.attempts.fetch_add(1, Ordering::Relaxed);
-    let (outcome, trace) = attempt(shared, &job).await;
+    let (outcome, trace, changes) = attempt(shared, &job).await;
     let label = match &outcome {
         Outcome::Succeeded { .. } => "succeeded",
         Outcome::Wait(_) => "wait",
@@ -543,21 +629,30 @@ async fn run_job(shared: &Shared, job: Claimed) {
         let avg = shared.avg_attempt_us.load(Ordering::Relaxed);
         shared.avg_attempt_us.store((avg * 7 + took.as_micros() as u64) / 8, Ordering::Relaxed);
     }
+    // A success or a wait commits the attempt's writes with it; a failure
+    // drops them (the next attempt writes again, once).
+    let writes = (matches!(outcome, Outcome::Succeeded { .. } | Outcome::Wait(_)) && !changes.is_empty()).then(|| Writes {
+        who: format!("job {} ({})", job.id, job.step.as_deref().unwrap_or(&job.plugin)),
+        user: job.owner.clone(),
+        depth: job.context.depth + 1,
+        changes,
+    });
     let completion = jobs::Completion { id: job.id.clone(), outcome, trace, duration_ms: took.as_millis() as u64 };
-    if shared.done.send(completion).is_err() {
+    if shared.done.send(Done { completion, writes }).is_err() {
         tracing::error!("job {}: the outcome recorder stopped; the lease will expire and the job run again", job.id);
         shared.held.fetch_sub(1, Ordering::SeqCst);
         shared.wake.notify_one();
     }
 }
 
-/// Runs one attempt; returns its outcome and trace.
-async fn attempt(shared: &Shared, job: &Claimed) -> (Outcome, Vec<crate::runtime::TraceLine>) {
+/// Runs one attempt; returns its outcome, its trace and the record writes it
+/// asked for.
+async fn attempt(shared: &Shared, job: &Claimed) -> (Outcome, Vec<crate::runtime::TraceLine>, Vec<(String, Change)>) {
     let failed = |code: &str, message: String, permanent: bool| Outcome::Failed { code: code.into(), message, permanent };
     let cached = shared.plugins.cached(&job.plugin, job.plugin_version);
-    let prepared = match cached.map(Ok).unwrap_or_else(|| shared.pipeline.with_conn(|conn| shared.plugins.prepared(conn, &job.plugin, job.plugin_version))) {
+    let prepared = match cached.map(Ok).unwrap_or_else(|| shared.pool.with_conn(|conn| shared.plugins.prepared(conn, &job.plugin, job.plugin_version))) {
         Ok(p) => p,
-        Err(e) => return (failed("host", format!("{}: cannot load version {}: {e}", job.plugin, job.plugin_version), false), vec![]),
+        Err(e) => return (failed("host", format!("{}: cannot load version {}: {e}", job.plugin, job.plugin_version), false), vec![], vec![]),
     };
     let ctx = context(job);
     let limits = Limits {
@@ -567,19 +662,19 @@ async fn attempt(shared: &Shared, job: &Claimed) -> (Outcome, Vec<crate::runtime
         memory_bytes: shared.memory_bytes,
         max_host_calls: shared.max_host_calls,
     };
+    let pending = Arc::new(Mutex::new(Vec::new()));
     let records = JobRecords {
-        pipeline: shared.pipeline.clone(),
+        pool: shared.pool.clone(),
         who: format!("job {} ({})", job.id, job.step.as_deref().unwrap_or(&job.plugin)),
-        user: job.owner.clone(),
-        depth: job.context.depth,
         grants: job.grants.clone(),
+        pending: pending.clone(),
     };
     if !job.owner_active {
         let message = format!(
             "{}: the job's owner {} is deactivated (or gone), so it cannot run; reactivate the owner and retry the job, or cancel it",
             job.plugin, job.owner
         );
-        return (failed("owner_inactive", message, true), vec![]);
+        return (failed("owner_inactive", message, true), vec![], vec![]);
     }
     let cancel = CancelFlag::default();
     shared.cancels.lock().insert(job.id.clone(), cancel.clone());
@@ -590,7 +685,7 @@ async fn attempt(shared: &Shared, job: &Claimed) -> (Outcome, Vec<crate::runtime
     let outcome = match result {
         Ok(Step::Done(result)) => Outcome::Succeeded { result },
         Ok(Step::WaitUntil(w)) => Outcome::Wait(Wait { until: w.at, table: None, record: None, condition: None, state: w.state }),
-        Ok(Step::WaitFor(w)) => match shared.pipeline.check_condition(&w.table, &w.condition) {
+        Ok(Step::WaitFor(w)) => match shared.pool.with_conn(|conn| jobs::waits::check_condition(conn, &w.table, &w.condition)) {
             Ok(()) => Outcome::Wait(Wait {
                 until: crate::time::now_ms().saturating_add(w.timeout_ms.min(i64::MAX as u64) as i64),
                 table: Some(w.table),
@@ -604,58 +699,172 @@ async fn attempt(shared: &Shared, job: &Claimed) -> (Outcome, Vec<crate::runtime
         Err(CallError::Permanent(m)) => failed("permanent", format!("{}: {m}", job.plugin), true),
         Err(e) => failed(e.code(), format!("{}: {e}", job.plugin), false),
     };
-    (outcome, stats.trace)
+    let changes = std::mem::take(&mut *pending.lock());
+    (outcome, stats.trace, changes)
 }
 
-/// `records` for async jobs: each change is its own operation through the
-/// pipeline, at the trigger's depth + 1, as the job's owner.
+/// `records` for async jobs. Writes are checked at once (the grant, the
+/// table, columns and types, that an updated or deleted record exists) and
+/// kept until the attempt ends: a success or a wait commits them together with
+/// the job's new state, only if the attempt still holds the job
+/// ([`Pipeline::commit_attempt`]: each a nested operation at the trigger's
+/// depth + 1, as the job's owner, its steps firing); a failure drops them. So
+/// a retried attempt never writes twice, and a worker that lost its lease
+/// writes nothing. `get` sees the attempt's own writes; `query` sees the
+/// committed store.
 struct JobRecords {
-    pipeline: Arc<Pipeline>,
+    pool: Arc<Pool>,
     who: String,
-    user: String,
-    depth: u32,
     grants: Vec<Grant>,
+    pending: Arc<Mutex<Vec<(String, Change)>>>,
 }
 
-/// Stack for pipeline operations started from inside a guest: nested sync
-/// plug-ins each get their own wasm stack on top of it.
-const OP_STACK: usize = 32 << 20;
+/// Merges `changes` into `fields` by name.
+fn merge(fields: &mut Vec<Field>, changes: &[Field]) {
+    for c in changes {
+        match fields.iter_mut().find(|f| f.name == c.name) {
+            Some(f) => f.value = c.value.clone(),
+            None => fields.push(c.clone()),
+        }
+    }
+}
 
 impl JobRecords {
-    /// Runs a pipeline operation on a thread with a large stack (the caller is
-    /// on a guest's fiber, whose stack is small).
-    fn change(&self, table: &str, change: Change) -> std::result::Result<Option<Record>, RecordError> {
+    /// The table's definition, and the fields conformed to it (checked now so
+    /// the guest hears of a bad write at once).
+    fn check_fields(&self, table: &str, fields: &[Field]) -> std::result::Result<Vec<Field>, RecordError> {
         check_grant(&self.who, &self.grants, table, Access::Write)?;
-        let (p, user, depth, table) = (self.pipeline.clone(), self.user.clone(), self.depth + 1, table.to_string());
-        std::thread::scope(|s| {
-            std::thread::Builder::new()
-                .stack_size(OP_STACK)
-                .spawn_scoped(s, move || p.apply(&user, depth, &table, change))
-                .map_err(|e| RecordError::Failed(format!("cannot start the operation: {e}")))?
-                .join()
-                .map_err(|_| RecordError::Failed("the operation panicked".into()))?
-                .map_err(to_record_error)
-        })
+        let conformed =
+            self.pool.with_conn(|conn| crate::store::records::require_table(conn, table)?.conform_fields(fields.to_vec())).map_err(to_record_error)?;
+        Ok(conformed.into_iter().map(|(name, value)| Field { name, value }).collect())
+    }
+
+    /// The record as this attempt sees it: committed, then its own pending
+    /// changes. None when it does not exist (or this attempt deleted it).
+    fn view(&self, table: &str, id: &str) -> std::result::Result<Option<Entity>, RecordError> {
+        let stored = match self.pool.with_conn(|conn| crate::store::records::get_named(conn, table, id)) {
+            Ok(r) => Some(r.to_entity()),
+            Err(crate::error::Error::NotFound(_)) => None,
+            Err(e) => return Err(to_record_error(e)),
+        };
+        let mut seen = stored;
+        for (t, change) in self.pending.lock().iter().filter(|(t, _)| t == table) {
+            match change {
+                Change::Create(cid, fields) if cid == id => seen = Some(Entity { table: t.clone(), id: cid.clone(), fields: fields.clone() }),
+                Change::Update(uid, fields) if uid == id => {
+                    if let Some(e) = &mut seen {
+                        merge(&mut e.fields, fields);
+                    }
+                }
+                Change::Delete(did) if did == id => seen = None,
+                _ => {}
+            }
+        }
+        Ok(seen)
+    }
+
+    fn missing(table: &str, id: &str) -> RecordError {
+        RecordError::NotFound(format!("no {table} record with id {id}"))
     }
 }
 
 impl RecordHost for JobRecords {
     fn get(&mut self, table: &str, id: &str) -> std::result::Result<Entity, RecordError> {
         check_grant(&self.who, &self.grants, table, Access::Read)?;
-        self.pipeline.get(table, id).map(|r| r.to_entity()).map_err(to_record_error)
+        self.view(table, id)?.ok_or_else(|| Self::missing(table, id))
     }
     fn query(&mut self, table: &str, filter: &str, top: u32) -> std::result::Result<Vec<Entity>, RecordError> {
         check_grant(&self.who, &self.grants, table, Access::Read)?;
-        let rows = self.pipeline.query(table, Some(filter), &[], Some(top as usize)).map_err(to_record_error)?;
+        let rows = self
+            .pool
+            .with_conn(|conn| {
+                let def = crate::store::records::require_table(conn, table)?;
+                crate::store::records::query_text(conn, &def, Some(filter), &[], top as usize)
+            })
+            .map_err(to_record_error)?;
         Ok(rows.iter().map(Record::to_entity).collect())
     }
     fn create(&mut self, table: &str, fields: Vec<Field>) -> std::result::Result<Entity, RecordError> {
-        self.change(table, Change::Create(fields))?.map(|r| r.to_entity()).ok_or_else(|| RecordError::Failed("create returned nothing".into()))
+        let fields = self.check_fields(table, &fields)?;
+        let id = uuid::Uuid::now_v7().to_string();
+        self.pending.lock().push((table.to_string(), Change::Create(id.clone(), fields.clone())));
+        Ok(Entity { table: table.to_string(), id, fields })
     }
     fn update(&mut self, table: &str, id: &str, fields: Vec<Field>) -> std::result::Result<Entity, RecordError> {
-        self.change(table, Change::Update(id.into(), fields))?.map(|r| r.to_entity()).ok_or_else(|| RecordError::Failed("update returned nothing".into()))
+        let fields = self.check_fields(table, &fields)?;
+        let mut seen = self.view(table, id)?.ok_or_else(|| Self::missing(table, id))?;
+        merge(&mut seen.fields, &fields);
+        self.pending.lock().push((table.to_string(), Change::Update(id.to_string(), fields)));
+        Ok(seen)
     }
     fn delete(&mut self, table: &str, id: &str) -> std::result::Result<(), RecordError> {
-        self.change(table, Change::Delete(id.into())).map(|_| ())
+        check_grant(&self.who, &self.grants, table, Access::Write)?;
+        self.view(table, id)?.ok_or_else(|| Self::missing(table, id))?;
+        self.pending.lock().push((table.to_string(), Change::Delete(id.to_string())));
+        Ok(())
+    }
+}
+
+/// How long the dispatcher waits after a failed claim: [`Backoff::FIRST`],
+/// doubling with each failure in a row up to [`Backoff::MAX`]; a claim that
+/// works ends it (the dispatcher polls at its usual rate again).
+#[derive(Debug, Default)]
+struct Backoff {
+    failures: u32,
+}
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_millis(10);
+    const MAX: Duration = Duration::from_secs(5);
+
+    /// Counts a failure; returns how long to wait before trying again.
+    fn fail(&mut self) -> Duration {
+        let wait = Self::FIRST.saturating_mul(1 << self.failures.min(16)).min(Self::MAX);
+        self.failures = self.failures.saturating_add(1);
+        wait
+    }
+
+    /// Counts a success; returns how many failures in a row it ends.
+    fn succeed(&mut self) -> u32 {
+        std::mem::take(&mut self.failures)
+    }
+
+    /// Failures in a row so far.
+    fn failures(&self) -> u32 {
+        self.failures
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn claim_backoff_doubles_from_10ms_to_5s_and_resets_on_success() {
+        let mut b = Backoff::default();
+        let waits: Vec<u64> = (0..12).map(|_| b.fail().as_millis() as u64).collect();
+        assert_eq!(waits, [10, 20, 40, 80, 160, 320, 640, 1280, 2560, 5000, 5000, 5000]);
+        assert_eq!(b.failures(), 12);
+        // However long it fails, the wait stays at the cap (no overflow).
+        for _ in 0..100_000 {
+            b.fail();
+        }
+        assert_eq!(b.fail(), Backoff::MAX);
+        assert_eq!(b.succeed(), 100_013, "success reports the failures it ends");
+        assert_eq!(b.succeed(), 0, "and only once");
+        assert_eq!(b.fail(), Backoff::FIRST, "a new run of failures starts from the first wait");
+    }
+
+    /// Within 10 s of a store that never lets a claim through, the dispatcher
+    /// tries a handful of times, not thousands (3,765 log lines at 1 ms polls).
+    #[test]
+    fn ten_seconds_of_failing_claims_are_a_few_attempts() {
+        let mut b = Backoff::default();
+        let (mut elapsed, mut attempts) = (Duration::ZERO, 1);
+        while elapsed < Duration::from_secs(10) {
+            elapsed += b.fail();
+            attempts += 1;
+        }
+        assert!(attempts <= 13, "{attempts} attempts in 10 s");
     }
 }

@@ -6,8 +6,11 @@
 //! * every stored record carries exactly the effects of its sync steps (the
 //!   pre-operation default is set and there is exactly one audit row) and no
 //!   effect exists without its record (nothing half-applied);
-//! * every stored record has exactly one job of its async step, and it reached
+//! * every stored record has exactly one job of each async step, and it reached
 //!   Succeeded; no job exists for a record that is not stored;
+//! * every stored record has exactly one entry written by its async workflow,
+//!   although attempts were killed mid-way and ran again: an attempt's writes
+//!   commit with its outcome, exactly once;
 //! * no job's completion ran twice, and every attempt a job started is counted:
 //!   triggers the test adds to the database log each committed transition into
 //!   Completed or Locked (a claim) and each claim given back unstarted, and each
@@ -32,7 +35,8 @@ fn setup() -> Env {
     let env = Env::new();
     env.run(&["table", "create", "order", "--column", "name:text", "--column", "priority:text", "--column", "amount:decimal"]).ok();
     env.run(&["table", "create", "audit", "--column", "entity:text", "--column", "recordid:text", "--column", "action:text"]).ok();
-    for p in ["set-defaults", "audit-trail", "notify"] {
+    env.run(&["table", "create", "entry", "--column", "source:text", "--column", "attempt:integer"]).ok();
+    for p in ["set-defaults", "audit-trail", "notify", "append-entry"] {
         env.add_example(p);
     }
     let step = |name: &str, plugin: &str, stage: &str, extra: &[&str]| {
@@ -43,6 +47,8 @@ fn setup() -> Env {
     step("defaults", "set-defaults", "pre-operation", &[]);
     step("audit", "audit-trail", "post-operation", &["--grant", "audit:write"]);
     step("notify", "notify", "post-operation", &["--mode", "async"]);
+    // Writes, then works for a while: kills land between its write and its end.
+    step("append", "append-entry", "post-operation", &["--mode", "async", "--grant", "entry:write", "--config", r#"{"spin_ms": 30}"#]);
     // The test's own instruments: they write in the transaction that changes the
     // job, so only committed transitions are logged.
     let conn = rusqlite::Connection::open(env.db()).unwrap();
@@ -149,7 +155,7 @@ fn kill_9_rounds_lose_nothing_and_half_apply_nothing() {
         assert!(stored.contains_key(id), "audit row for order {id}, which is not stored: a half-applied create");
     }
     let jobs: Vec<(String, String, i64, i64)> = conn
-        .prepare("SELECT id, json_extract(context, '$.target.id'), statuscode, attempts FROM weir_jobs WHERE step = 'notify'")
+        .prepare("SELECT id, json_extract(context, '$.target.id'), statuscode, attempts FROM weir_jobs WHERE step IN ('notify', 'append')")
         .unwrap()
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
         .unwrap()
@@ -161,8 +167,17 @@ fn kill_9_rounds_lose_nothing_and_half_apply_nothing() {
         assert_eq!(*status, 30, "job {job} for order {target} did not succeed (status {status}, {attempts} attempts)");
         *per_record.entry(target.as_str()).or_default() += 1;
     }
-    let missing: HashSet<&String> = stored.keys().filter(|id| per_record.get(id.as_str()).copied().unwrap_or(0) != 1).collect();
-    assert!(missing.is_empty(), "orders without exactly one notify job: {missing:?}");
+    let missing: HashSet<&String> = stored.keys().filter(|id| per_record.get(id.as_str()).copied().unwrap_or(0) != 2).collect();
+    assert!(missing.is_empty(), "orders without exactly one notify and one append job: {missing:?}");
+    let mut entries: HashMap<String, usize> = HashMap::new();
+    let rows: Vec<String> = conn.prepare("SELECT source FROM data_entry").unwrap().query_map([], |r| r.get(0)).unwrap().collect::<Result<_, _>>().unwrap();
+    for r in rows {
+        *entries.entry(r).or_default() += 1;
+    }
+    for id in stored.keys() {
+        assert_eq!(entries.get(id).copied().unwrap_or(0), 1, "order {id} must have exactly one entry from its workflow");
+    }
+    assert_eq!(entries.len(), stored.len(), "entries for orders that are not stored");
     // No completion ran twice; no attempt went uncounted.
     let mut completions: HashMap<String, usize> = HashMap::new();
     let mut starts: HashMap<String, i64> = HashMap::new();

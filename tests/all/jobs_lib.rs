@@ -1,10 +1,13 @@
-//! The job lifecycle through the library: only the lease holder completes a job,
-//! an expired lease makes the job runnable again with the lost attempt counted,
-//! and repeated failures of a step hold its next jobs until a success.
+//! The job lifecycle through the library, on the path the worker pool uses
+//! (`claim_ready`, `expire_leases`, `heartbeat`, `complete`), with time given
+//! to it (no sleeping): only the lease holder completes a job, an expired
+//! lease makes the job runnable again with the lost attempt counted, retries
+//! back off, one unreadable row fails alone, and a failing step is held, then
+//! probed by one job (half-open) before the rest run.
 
 use serde_json::json;
 use weir::Weir;
-use weir::jobs::{self, JobContext, NewJob, Outcome};
+use weir::jobs::{self, Completion, JobContext, NewJob, Outcome};
 use weir::values::EntityDoc;
 
 fn new_job(step: &str) -> NewJob {
@@ -43,35 +46,43 @@ fn open() -> (tempfile::TempDir, Weir) {
     (dir, weir)
 }
 
+/// Well after every job enqueued now.
+fn later() -> i64 {
+    weir::time::now_ms() + 1_000
+}
+
+fn done(id: &str, outcome: Outcome) -> Completion {
+    Completion { id: id.to_string(), outcome, trace: vec![], duration_ms: 1 }
+}
+
 #[test]
 fn only_the_lease_holder_completes_and_expired_leases_are_taken_over() {
     let (_d, weir) = open();
     let mut conn = weir.db().connect().unwrap();
     let id = jobs::enqueue(&conn, &new_job("s")).unwrap();
-    let (got, _) = jobs::claim(&mut conn, "A", 1, 10).unwrap();
-    assert_eq!(got.len(), 1);
-    assert_eq!(got[0].attempts, 1);
-    // Nobody else can claim it while the lease runs... (1 ms lease: wait it out)
-    std::thread::sleep(std::time::Duration::from_millis(5));
-    let (got, expired) = jobs::claim(&mut conn, "B", 60_000, 10).unwrap();
-    assert_eq!(expired, 1, "A's lease expired");
-    assert_eq!(got.len(), 1, "B took the job over");
-    assert_eq!(got[0].attempts, 2, "the lost attempt counts");
-    let done = Outcome::Succeeded { result: None };
-    assert!(!jobs::complete(&mut conn, &id, "A", &done, &[], 1).unwrap(), "A no longer holds the lease");
+    let t = later();
+    let got = jobs::claim_ready(&mut conn, "A", t, 100, 10).unwrap();
+    assert_eq!((got.len(), got[0].attempts), (1, 1));
+    // Nobody else can claim it while the lease runs...
+    assert!(jobs::claim_ready(&mut conn, "B", t + 50, 60_000, 10).unwrap().is_empty());
+    assert_eq!(jobs::expire_leases(&mut conn, t + 50).unwrap(), 0);
+    // ...and after it, the job is taken over with the lost attempt counted.
+    assert_eq!(jobs::expire_leases(&mut conn, t + 101).unwrap(), 1, "A's lease expired");
+    let got = jobs::claim_ready(&mut conn, "B", t + 101, 60_000, 10).unwrap();
+    assert_eq!((got.len(), got[0].attempts), (1, 2), "B took the job over; the lost attempt counts");
+    let ok = done(&id, Outcome::Succeeded { result: None });
+    assert!(!jobs::complete(&mut conn, &ok, "A", t + 102).unwrap(), "A no longer holds the lease");
     assert_eq!(jobs::show(&conn, &id).unwrap().status, "InProgress");
-    assert!(jobs::complete(&mut conn, &id, "B", &done, &[], 1).unwrap());
+    assert!(jobs::complete(&mut conn, &ok, "B", t + 102).unwrap());
     let view = jobs::show(&conn, &id).unwrap();
     assert_eq!((view.status, view.attempts), ("Succeeded", 2));
     // A heartbeat keeps a lease alive.
     let id2 = jobs::enqueue(&conn, &new_job("s")).unwrap();
-    jobs::claim(&mut conn, "C", 50, 10).unwrap();
-    for _ in 0..5 {
-        std::thread::sleep(std::time::Duration::from_millis(20));
-        assert_eq!(jobs::heartbeat(&conn, "C", 50).unwrap(), 1);
+    jobs::claim_ready(&mut conn, "C", t, 50, 10).unwrap();
+    for step in 1..=5 {
+        assert_eq!(jobs::heartbeat(&conn, "C", t + step * 40, 50).unwrap(), 1);
+        assert_eq!(jobs::expire_leases(&mut conn, t + step * 40 + 45).unwrap(), 0);
     }
-    let (_, expired) = jobs::claim(&mut conn, "D", 50, 10).unwrap();
-    assert_eq!(expired, 0);
     assert_eq!(jobs::show(&conn, &id2).unwrap().status, "InProgress");
 }
 
@@ -80,21 +91,18 @@ fn out_of_attempts_fails_and_retries_back_off() {
     let (_d, weir) = open();
     let mut conn = weir.db().connect().unwrap();
     let id = jobs::enqueue(&conn, &new_job("s")).unwrap();
-    let fail = Outcome::Failed { code: "transient".into(), message: "busy".into(), permanent: false };
+    let fail = done(&id, Outcome::Failed { code: "transient".into(), message: "busy".into(), permanent: false });
+    let mut t = later();
     for attempt in 1..=3 {
-        let (got, _) = loop {
-            let r = jobs::claim(&mut conn, "W", 60_000, 1).unwrap();
-            if !r.0.is_empty() {
-                break r;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        };
+        let got = jobs::claim_ready(&mut conn, "W", t, 60_000, 1).unwrap();
         assert_eq!(got[0].attempts, attempt);
-        assert!(jobs::complete(&mut conn, &id, "W", &fail, &[], 1).unwrap());
+        assert!(jobs::complete(&mut conn, &fail, "W", t).unwrap());
         let v = jobs::show(&conn, &id).unwrap();
         if attempt < 3 {
             assert_eq!(v.status, "WaitingForResources");
-            assert!(v.postpone_until.is_some(), "a retry is postponed by the backoff");
+            // Not due before its backoff (at least half of 10 ms << (attempt - 1)), due after it.
+            assert!(jobs::claim_ready(&mut conn, "W", t, 60_000, 1).unwrap().is_empty(), "a retry waits for its backoff");
+            t += 10 << attempt;
         } else {
             assert_eq!(v.status, "Failed");
             assert!(v.error.unwrap().contains("attempt 3 of 3; no attempts left"));
@@ -109,30 +117,62 @@ fn out_of_attempts_fails_and_retries_back_off() {
     assert!(jobs::backoff_ms(1000, 40) <= jobs::MAX_BACKOFF_MS);
 }
 
+/// One job row with an unreadable context fails alone; the others run.
 #[test]
-fn repeated_failures_hold_a_step_until_a_success() {
+fn an_unreadable_job_row_fails_alone() {
     let (_d, weir) = open();
     let mut conn = weir.db().connect().unwrap();
-    let permanent = Outcome::Failed { code: "permanent".into(), message: "no".into(), permanent: true };
+    let bad = jobs::enqueue(&conn, &new_job("s")).unwrap();
+    let good: Vec<String> = (0..3).map(|_| jobs::enqueue(&conn, &new_job("s")).unwrap()).collect();
+    conn.execute("UPDATE weir_jobs SET context = '{not json' WHERE id = ?1", [&bad]).unwrap();
+    let got = jobs::claim_ready(&mut conn, "W", later(), 60_000, 10).unwrap();
+    let ids: Vec<&str> = got.iter().map(|j| j.id.as_str()).collect();
+    assert_eq!(ids, good.iter().map(String::as_str).collect::<Vec<_>>());
+    let v = jobs::show(&conn, &bad).unwrap();
+    assert_eq!((v.status, v.error_code.as_deref()), ("Failed", Some("unreadable")));
+    assert!(v.error.unwrap().contains("cannot be read"));
+}
+
+#[test]
+fn a_failing_step_is_held_then_probed_by_one_job_before_the_rest_run() {
+    let (_d, weir) = open();
+    let mut conn = weir.db().connect().unwrap();
+    let t = later();
     for _ in 0..jobs::BREAKER_THRESHOLD {
         let id = jobs::enqueue(&conn, &new_job("bad")).unwrap();
-        let (got, _) = jobs::claim(&mut conn, "W", 60_000, 10).unwrap();
-        assert_eq!(got.len(), 1);
-        jobs::complete(&mut conn, &id, "W", &permanent, &[], 1).unwrap();
+        let permanent = done(&id, Outcome::Failed { code: "permanent".into(), message: "no".into(), permanent: true });
+        assert_eq!(jobs::claim_ready(&mut conn, "W", t, 60_000, 10).unwrap().len(), 1);
+        jobs::complete(&mut conn, &permanent, "W", t).unwrap();
     }
-    // The step is held: its next job is postponed and not claimed; other steps run.
-    let held = jobs::enqueue(&conn, &new_job("bad")).unwrap();
+    // The step is held: its jobs are not claimed, shown as held; other steps run.
+    let held: Vec<String> = (0..4).map(|_| jobs::enqueue(&conn, &new_job("bad")).unwrap()).collect();
     let other = jobs::enqueue(&conn, &new_job("good")).unwrap();
-    let (got, _) = jobs::claim(&mut conn, "W", 60_000, 10).unwrap();
-    let ids: Vec<&str> = got.iter().map(|j| j.id.as_str()).collect();
-    assert_eq!(ids, vec![other.as_str()], "only the healthy step's job runs");
-    let due = jobs::next_due(&conn).unwrap().unwrap();
-    assert!(due > weir::time::now_ms() + 1000, "the held job is due after the hold");
-    // When the hold ends and the job succeeds, the step recovers.
-    conn.execute("UPDATE weir_step_health SET hold_until = 0", []).unwrap();
-    let (got, _) = jobs::claim(&mut conn, "W", 60_000, 10).unwrap();
-    assert_eq!(got[0].id, held);
-    jobs::complete(&mut conn, &held, "W", &Outcome::Succeeded { result: None }, &[], 1).unwrap();
-    let rows: i64 = conn.query_row("SELECT COUNT(*) FROM weir_step_health", [], |r| r.get(0)).unwrap();
-    assert_eq!(rows, 0, "a success resets the breaker");
+    let got = jobs::claim_ready(&mut conn, "W", t, 60_000, 10).unwrap();
+    assert_eq!(got.iter().map(|j| j.id.as_str()).collect::<Vec<_>>(), vec![other.as_str()], "only the healthy step's job runs");
+    let view = jobs::show(&conn, &held[0]).unwrap();
+    let hold = view.held.expect("a held job says so");
+    assert!(hold["reason"].as_str().unwrap().contains("failed 5 times in a row"), "{hold}");
+    let until = weir::time::parse_rfc3339(hold["until"].as_str().unwrap()).unwrap();
+    assert_eq!(until, t + jobs::BREAKER_BASE_MS, "held for the first hold");
+    assert!(jobs::show(&conn, &other).unwrap().held.is_none());
+    // Nothing of the step before the hold ends; the next due time is its end.
+    assert!(jobs::claim_ready(&mut conn, "W", until - 1, 60_000, 10).unwrap().is_empty());
+    assert_eq!(jobs::next_due(&conn, until - 1).unwrap(), Some(until));
+    // When it ends, one job runs as a probe, not all of them at once.
+    let probe = jobs::claim_ready(&mut conn, "W", until, 60_000, 10).unwrap();
+    assert_eq!(probe.iter().map(|j| j.id.as_str()).collect::<Vec<_>>(), vec![held[0].as_str()]);
+    assert!(jobs::claim_ready(&mut conn, "W", until + 1, 60_000, 10).unwrap().is_empty(), "the rest wait for the probe");
+    // The probe fails: held again, longer.
+    let fail = done(&held[0], Outcome::Failed { code: "permanent".into(), message: "no".into(), permanent: true });
+    jobs::complete(&mut conn, &fail, "W", until + 2).unwrap();
+    let again = weir::time::parse_rfc3339(jobs::show(&conn, &held[1]).unwrap().held.unwrap()["until"].as_str().unwrap()).unwrap();
+    assert_eq!(again, until + 2 + 2 * jobs::BREAKER_BASE_MS, "the hold doubles");
+    assert!(jobs::claim_ready(&mut conn, "W", again - 1, 60_000, 10).unwrap().is_empty());
+    // The next probe succeeds: the step recovers and the rest run.
+    let probe = jobs::claim_ready(&mut conn, "W", again, 60_000, 10).unwrap();
+    assert_eq!(probe.len(), 1);
+    jobs::complete(&mut conn, &done(&probe[0].id, Outcome::Succeeded { result: None }), "W", again + 1).unwrap();
+    assert!(jobs::show(&conn, &held[2]).unwrap().held.is_none());
+    let rest = jobs::claim_ready(&mut conn, "W", again + 1, 60_000, 10).unwrap();
+    assert_eq!(rest.len(), 2, "the remaining held jobs run once the probe succeeded");
 }

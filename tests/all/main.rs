@@ -12,6 +12,8 @@ mod hardening;
 mod hardening_io;
 mod jobs_cli;
 mod jobs_lib;
+mod lifecycle;
+mod lifecycle_faults;
 mod pipeline_cli;
 mod pipeline_lib;
 mod plugins_cli;

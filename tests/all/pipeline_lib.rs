@@ -22,7 +22,7 @@ fn setup() -> (tempfile::TempDir, Weir, String) {
 }
 
 fn job_count(weir: &Weir) -> i64 {
-    weir.pipeline().with_conn(weir::jobs::count).unwrap()
+    weir.list_jobs(None, 5_000).unwrap().len() as i64
 }
 
 #[test]
@@ -44,7 +44,7 @@ fn async_steps_enqueue_in_the_transaction() {
     assert_eq!(job_count(&weir), 2, "the rejected operation enqueued nothing");
     // The stored job carries the context the plug-in will see.
     let (owner, ctx): (String, String) =
-        p.with_conn(|c| Ok(c.query_row("SELECT owner, context FROM weir_jobs WHERE step = 'n1'", [], |r| Ok((r.get(0)?, r.get(1)?)))?)).unwrap();
+        weir.pool().with_conn(|c| Ok(c.query_row("SELECT owner, context FROM weir_jobs WHERE step = 'n1'", [], |r| Ok((r.get(0)?, r.get(1)?)))?)).unwrap();
     assert_eq!(owner, "alice");
     let ctx: weir::jobs::JobContext = serde_json::from_str(&ctx).unwrap();
     assert_eq!(ctx.target.id, rec.id);

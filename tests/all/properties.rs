@@ -394,14 +394,14 @@ fn records_through_the_pipeline_store_what_was_accepted_and_nothing_else() {
             {
                 *r = account.id.clone();
             }
-            let def = p.with_conn(|c| weir::store::records::require_table(c, "thing")).unwrap();
+            let def = weir.pool().with_conn(|c| weir::store::records::require_table(c, "thing")).unwrap();
             let expected = def.parse_fields(&body);
-            let before = count(p);
+            let before = count(&weir);
             match p.create("system", "thing", &body) {
                 Ok(rec) => {
                     stored.set(stored.get() + 1);
                     let fields = expected.map_err(|e| TestCaseError::fail(format!("the pipeline took what parsing refuses: {e}")))?;
-                    let back = p.get("thing", &rec.id).unwrap();
+                    let back = weir.get("thing", &rec.id).unwrap();
                     for (name, value) in fields {
                         prop_assert_eq!(back.get(&name), Some(&value), "column {}", name);
                     }
@@ -410,15 +410,15 @@ fn records_through_the_pipeline_store_what_was_accepted_and_nothing_else() {
                 Err(e) => {
                     prop_assert!(matches!(e, weir::Error::Invalid(_)), "bad input is Invalid, got {:?}", e);
                     prop_assert!(!e.to_string().is_empty());
-                    prop_assert_eq!(count(p), before, "a refused record stored nothing");
+                    prop_assert_eq!(count(&weir), before, "a refused record stored nothing");
                 }
             }
             Ok(())
         })
         .unwrap();
-    assert_eq!(count(p), stored.get(), "every accepted record, and only those, is stored");
+    assert_eq!(count(&weir), stored.get(), "every accepted record, and only those, is stored");
 }
 
-fn count(p: &weir::pipeline::Pipeline) -> usize {
-    p.query("thing", None, &[], None).unwrap().len()
+fn count(weir: &weir::Weir) -> usize {
+    weir.query("thing", None, &[], None).unwrap().len()
 }

@@ -240,9 +240,14 @@ fn a_delayed_job_waits_for_its_time_and_can_be_postponed() {
     let shown = env.run(&["jobs", "show", &job, "--json"]).ok().json();
     assert_eq!(shown["status"], "WaitingForResources");
     assert!(shown["postpone_until"].is_string());
-    env.run(&["jobs", "postpone", &job, "--until", "+0s"]).ok();
+    // Postpone means "not before": an earlier time leaves it where it was, a
+    // later one moves it.
+    let same = env.run(&["jobs", "postpone", &job, "--until", "+0s", "--json"]).ok().json();
+    assert_eq!(same["postpone_until"], shown["postpone_until"]);
+    let later = env.run(&["jobs", "postpone", &job, "--until", "+2h", "--json"]).ok().json();
+    assert!(later["postpone_until"].as_str() > shown["postpone_until"].as_str(), "{later}");
     work(&env);
-    assert_eq!(env.run(&["jobs", "show", &job, "--json"]).ok().json()["status"], "Succeeded");
+    assert_eq!(env.run(&["jobs", "show", &job, "--json"]).ok().json()["status"], "WaitingForResources");
     let bad = env.run(&["jobs", "postpone", &job, "--until", "tomorrow"]).fails();
     assert!(bad.stderr.contains("bad time"), "{}", bad.stderr);
 }

@@ -149,12 +149,6 @@ pub fn post(url: &str, payload: &str) -> std::result::Result<(), String> {
     Ok(())
 }
 
-/// Whether every queued callback of `job` was delivered (tests, diagnostics).
-pub fn delivered(conn: &Connection, job: &str) -> Result<bool> {
-    let pending: i64 = conn.query_row("SELECT COUNT(*) FROM weir_callbacks WHERE job_id = ?1 AND delivered_at IS NULL", [job], |r| r.get(0))?;
-    Ok(pending == 0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,55 +6,49 @@
 //! Canceling or Pausing, and the worker holding its lease interrupts the guest
 //! (see [`interrupts`]) and records the final state.
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension};
 use serde_json::Value as Json;
 
-use super::{JobView, show, state, state_name, status, status_name};
+use super::state::{self, Status};
+use super::{JobView, show};
 use crate::error::{Error, Result};
-use crate::time::{now_ms, to_rfc3339};
+use crate::time::to_rfc3339;
 
-/// The job's codes and wait, read inside the caller's transaction.
-fn codes(conn: &Connection, id: &str) -> Result<(i64, i64, Option<Json>, Option<i64>)> {
-    conn.prepare_cached("SELECT statecode, statuscode, wait, postpone_until FROM weir_jobs WHERE id = ?1")?
-        .query_row([id], |r| {
-            let wait: Option<String> = r.get(2)?;
-            Ok((r.get(0)?, r.get(1)?, wait.and_then(|w| serde_json::from_str(&w).ok()), r.get(3)?))
-        })
+/// The job's status and wait, read inside the caller's transaction.
+fn current(conn: &Connection, id: &str) -> Result<(Status, Option<Json>, Option<i64>)> {
+    let (code, wait, until): (i64, Option<String>, Option<i64>) = conn
+        .prepare_cached("SELECT statuscode, wait, postpone_until FROM weir_jobs WHERE id = ?1")?
+        .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
         .optional()?
-        .ok_or_else(|| Error::not_found(format!("no job with id {id}")))
+        .ok_or_else(|| Error::not_found(format!("no job with id {id}")))?;
+    let status = Status::from_statuscode(code).ok_or_else(|| Error::Internal(format!("job {id} has an unknown status code {code}")))?;
+    Ok((status, wait.and_then(|w| serde_json::from_str(&w).ok()), until))
 }
 
-fn illegal(action: &str, id: &str, statecode: i64, statuscode: i64, hint: &str) -> Error {
-    Error::Conflict(format!("cannot {action} job {id}: it is {}/{} ({hint})", state_name(statecode), status_name(statuscode)))
+fn illegal(action: &str, id: &str, status: Status, hint: &str) -> Error {
+    Error::Conflict(format!("cannot {action} job {id}: it is {}/{} ({hint})", status.state_name(), status.name()))
 }
 
-fn in_tx(conn: &mut Connection, id: &str, f: impl FnOnce(&Connection) -> Result<()>) -> Result<JobView> {
+/// Runs `f` in a write transaction; `f` returns whether its transition applied
+/// (a job that changed between the read and the write did not).
+fn in_tx(conn: &mut Connection, id: &str, action: &str, f: impl FnOnce(&Connection) -> Result<bool>) -> Result<JobView> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    f(&tx)?;
+    if !f(&tx)? {
+        return Err(Error::Conflict(format!("cannot {action} job {id}: it changed meanwhile; look at it again (`weir jobs show {id}`)")));
+    }
     tx.commit()?;
     show(conn, id)
 }
 
 /// Cancels a job that has not completed. A running one passes through Canceling.
-pub fn cancel(conn: &mut Connection, id: &str) -> Result<JobView> {
-    in_tx(conn, id, |tx| {
-        let (sc, st, _, _) = codes(tx, id)?;
-        match sc {
-            state::COMPLETED => Err(illegal("cancel", id, sc, st, "it has already completed")),
-            state::LOCKED => {
-                tx.execute("UPDATE weir_jobs SET statuscode = 22 WHERE id = ?1", [id])?;
-                Ok(())
-            }
-            _ => {
-                let now = now_ms();
-                tx.execute(
-                    "UPDATE weir_jobs SET statecode = 3, statuscode = 32, completed_at = ?2, wait_table = NULL, wait_record = NULL,
-                         error_code = 'canceled', error_message = 'canceled by an operator'
-                     WHERE id = ?1",
-                    params![id, now],
-                )?;
-                super::finished(tx, id, now)
-            }
+pub fn cancel(conn: &mut Connection, id: &str, now: i64) -> Result<JobView> {
+    in_tx(conn, id, "cancel", |tx| {
+        let (status, _, _) = current(tx, id)?;
+        match status {
+            s if s.is_final() => Err(illegal("cancel", id, s, "it has already completed")),
+            Status::InProgress | Status::Pausing => state::cancel_running(tx, id),
+            Status::Canceling => Ok(true),
+            _ => state::cancel(tx, id, now),
         }
     })
 }
@@ -62,93 +56,72 @@ pub fn cancel(conn: &mut Connection, id: &str) -> Result<JobView> {
 /// Pauses a job: a Ready or Waiting one at once, a running one through Pausing.
 /// A paused job never runs, even when its wait is satisfied.
 pub fn pause(conn: &mut Connection, id: &str) -> Result<JobView> {
-    in_tx(conn, id, |tx| {
-        let (sc, st, _, _) = codes(tx, id)?;
-        match (sc, st) {
-            (state::READY, _) | (state::SUSPENDED, status::WAITING) => {
-                tx.execute("UPDATE weir_jobs SET statecode = 1, statuscode = 11 WHERE id = ?1", [id])?;
-                Ok(())
-            }
-            (state::LOCKED, status::IN_PROGRESS) => {
-                tx.execute("UPDATE weir_jobs SET statuscode = 21 WHERE id = ?1", [id])?;
-                Ok(())
-            }
-            _ => Err(illegal("pause", id, sc, st, "only Ready, Waiting or InProgress jobs can be paused")),
+    in_tx(conn, id, "pause", |tx| {
+        let (status, _, _) = current(tx, id)?;
+        match status {
+            Status::WaitingForResources | Status::Waiting => state::pause(tx, id),
+            Status::InProgress => state::pause_running(tx, id),
+            s => Err(illegal("pause", id, s, "only Ready, Waiting or InProgress jobs can be paused")),
         }
     })
 }
 
 /// Resumes a paused job where it belongs: Waiting if its wait still holds,
 /// Ready if it had none or its condition was met or its timer passed meanwhile.
-pub fn resume(conn: &mut Connection, id: &str) -> Result<JobView> {
-    in_tx(conn, id, |tx| {
-        let (sc, st, wait, until) = codes(tx, id)?;
-        if (sc, st) != (state::SUSPENDED, status::PAUSED) {
-            return Err(illegal("resume", id, sc, st, "only a Paused job can be resumed"));
+pub fn resume(conn: &mut Connection, id: &str, now: i64) -> Result<JobView> {
+    in_tx(conn, id, "resume", |tx| {
+        let (status, wait, until) = current(tx, id)?;
+        if status != Status::Paused {
+            return Err(illegal("resume", id, status, "only a Paused job can be resumed"));
         }
         let Some(wait) = wait else {
-            tx.execute("UPDATE weir_jobs SET statecode = 0, statuscode = 0 WHERE id = ?1", [id])?;
-            return Ok(());
+            return state::resume_ready(tx, id, None);
         };
-        let due = until.is_some_and(|u| u <= now_ms());
-        let wake = if wait.get("wake").is_some() {
-            None // woken before the pause: just make it Ready
-        } else if wait["met"] == Json::Bool(true) {
-            Some("condition-met")
-        } else if due {
-            Some(if wait["kind"] == "for" { "timed-out" } else { "timer" })
-        } else {
-            tx.execute("UPDATE weir_jobs SET statecode = 1, statuscode = 10 WHERE id = ?1", [id])?;
-            return Ok(());
-        };
-        tx.execute(
-            "UPDATE weir_jobs SET statecode = 0, statuscode = 0, postpone_until = NULL, wait_table = NULL, wait_record = NULL,
-                 wait = CASE WHEN ?2 IS NULL THEN wait ELSE json_set(wait, '$.wake', ?2) END,
-                 attempts = CASE WHEN ?2 IS NULL THEN attempts ELSE 0 END
-             WHERE id = ?1",
-            params![id, wake],
-        )?;
-        Ok(())
+        if wait.get("wake").is_some() {
+            // Woken before the pause: just make it Ready.
+            return state::resume_ready(tx, id, None);
+        }
+        if wait["met"] == Json::Bool(true) {
+            return state::resume_ready(tx, id, Some("condition-met"));
+        }
+        if until.is_some_and(|u| u <= now) {
+            return state::resume_ready(tx, id, Some(if wait["kind"] == "for" { "timed-out" } else { "timer" }));
+        }
+        state::resume_waiting(tx, id)
     })
 }
 
-/// Delays a job that has not started (or the timer of a waiting one) to `until`.
+/// Delays a job: it runs no earlier than `until`, and never earlier (or, for a
+/// wait, never times out earlier) than it would have.
 pub fn postpone(conn: &mut Connection, id: &str, until: i64) -> Result<JobView> {
-    in_tx(conn, id, |tx| {
-        let (sc, st, wait, _) = codes(tx, id)?;
-        match sc {
-            state::READY | state::SUSPENDED => {
-                tx.execute("UPDATE weir_jobs SET postpone_until = ?2 WHERE id = ?1", params![id, until])?;
-                if sc == state::SUSPENDED && wait.as_ref().is_some_and(|w| w["kind"] == "until") {
-                    tx.execute("UPDATE weir_jobs SET wait = json_set(wait, '$.at', ?2) WHERE id = ?1", params![id, to_rfc3339(until)])?;
-                }
-                Ok(())
-            }
-            _ => Err(illegal("postpone", id, sc, st, "only jobs that are not running or completed can be postponed")),
+    in_tx(conn, id, "postpone", |tx| {
+        let (status, _, _) = current(tx, id)?;
+        if !state::Transition::Postpone.from().contains(&status) {
+            return Err(illegal("postpone", id, status, "only jobs that are not running or completed can be postponed"));
         }
+        state::postpone(tx, id, until, &to_rfc3339(until))
     })
 }
 
 /// Runs a Failed job again, with a fresh set of attempts.
 pub fn retry(conn: &mut Connection, id: &str) -> Result<JobView> {
-    in_tx(conn, id, |tx| {
-        let (sc, st, _, _) = codes(tx, id)?;
-        if (sc, st) != (state::COMPLETED, status::FAILED) {
-            return Err(illegal("retry", id, sc, st, "only a Failed job can be retried"));
+    in_tx(conn, id, "retry", |tx| {
+        let (status, _, _) = current(tx, id)?;
+        if status != Status::Failed {
+            return Err(illegal("retry", id, status, "only a Failed job can be retried"));
         }
-        tx.execute(
-            "UPDATE weir_jobs SET statecode = 0, statuscode = 0, attempts = 0, completed_at = NULL, postpone_until = NULL,
-                 error_code = NULL, error_message = NULL
-             WHERE id = ?1",
-            [id],
-        )?;
-        Ok(())
+        state::retry(tx, id)
     })
 }
 
 /// Jobs `worker` holds that an operator asked to cancel or pause.
 pub fn interrupts(conn: &Connection, worker: &str) -> Result<Vec<String>> {
-    let mut stmt = conn.prepare_cached("SELECT id FROM weir_jobs WHERE lease_owner = ?1 AND statecode = 2 AND statuscode IN (21, 22)")?;
+    let sql = format!(
+        "SELECT id FROM weir_jobs WHERE lease_owner = ?1 AND statecode = 2 AND statuscode IN ({}, {})",
+        Status::Pausing.statuscode(),
+        Status::Canceling.statuscode()
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
     let ids = stmt.query_map([worker], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
     Ok(ids)
 }

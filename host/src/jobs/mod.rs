@@ -1,27 +1,30 @@
 //! System jobs: the durable queue of background work (Dataverse's
 //! asyncoperation). Owns the `weir_jobs` and `weir_step_health` tables.
 //!
-//! The lifecycle, in one place:
-//!
+//! * [`state`]: the state machine. Every change of a job's state is one named
+//!   transition there, guarded by the statuses it may start from; this module
+//!   and its siblings decide *which* transition to make.
 //! * [`enqueue`] inserts a Ready job inside the caller's transaction, so a
 //!   rolled-back operation leaves no job and a committed one always has its job.
-//! * [`claim`] (one transaction) first returns jobs whose lease expired to Ready
-//!   (the lost attempt counts; out of attempts they fail), then locks due Ready
-//!   jobs for a worker: InProgress, attempts + 1, a lease until now + lease.
+//! * [`claim_ready`] locks due Ready jobs for a worker (InProgress, attempts +
+//!   1, a lease); a job whose row cannot be read fails alone. [`expire_leases`]
+//!   returns jobs whose worker died (the lost attempt counts).
 //! * [`heartbeat`] extends the leases a worker holds.
 //! * [`complete`] records an attempt's outcome, only if the caller still holds
 //!   the lease: Succeeded, Ready again after a capped exponential backoff with
-//!   jitter, or Failed.
-//! * Per step, consecutive failed attempts trip a breaker: the
-//!   step's jobs are held for a doubling interval (capped) and the first success
-//!   resets it.
-//!
-//! * Workflows may wait ([`timers`]): the job is Suspended/Waiting and holds no
-//!   worker until its timer fires or a committed change makes its record match.
+//!   jitter, Waiting, or Failed.
+//! * Per step, consecutive failed attempts trip a breaker: the step's jobs are
+//!   held for a doubling interval (capped); when it passes one job runs as a
+//!   probe (half-open) and the rest follow only when it succeeds.
+//! * Workflows may wait ([`waits`]): the job is Suspended/Waiting and holds no
+//!   worker until its timer fires or a committed change makes its condition hold.
 //! * Operators cancel, pause, resume, postpone and retry jobs ([`control`]).
-//! * Completions with a callback URL queue a delivery ([`callbacks`]).
+//! * Schedules and retention ([`timers`]); callbacks of finished jobs
+//!   ([`callbacks`]); the dashboard's figures ([`stats`]).
 //!
-//! It knows nothing of wasm: the worker pool ([`crate::worker`]) runs the jobs.
+//! Functions take `now` (ms since the epoch) from the caller where time
+//! matters. It knows nothing of wasm: the worker pool ([`crate::worker`]) runs
+//! the jobs.
 
 use rand::Rng;
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
@@ -36,55 +39,12 @@ use crate::values::EntityDoc;
 
 pub mod callbacks;
 pub mod control;
+pub mod state;
 pub mod stats;
 pub mod timers;
+pub mod waits;
 
-/// statecode values.
-pub mod state {
-    pub const READY: i64 = 0;
-    pub const SUSPENDED: i64 = 1;
-    pub const LOCKED: i64 = 2;
-    pub const COMPLETED: i64 = 3;
-}
-
-/// statuscode values.
-pub mod status {
-    pub const WAITING_FOR_RESOURCES: i64 = 0;
-    pub const WAITING: i64 = 10;
-    pub const PAUSED: i64 = 11;
-    pub const IN_PROGRESS: i64 = 20;
-    pub const PAUSING: i64 = 21;
-    pub const CANCELING: i64 = 22;
-    pub const SUCCEEDED: i64 = 30;
-    pub const FAILED: i64 = 31;
-    pub const CANCELED: i64 = 32;
-}
-
-/// Names of the states and statuses.
-pub fn state_name(code: i64) -> &'static str {
-    match code {
-        state::READY => "Ready",
-        state::SUSPENDED => "Suspended",
-        state::LOCKED => "Locked",
-        state::COMPLETED => "Completed",
-        _ => "Unknown",
-    }
-}
-
-pub fn status_name(code: i64) -> &'static str {
-    match code {
-        status::WAITING_FOR_RESOURCES => "WaitingForResources",
-        status::WAITING => "Waiting",
-        status::PAUSED => "Paused",
-        status::IN_PROGRESS => "InProgress",
-        status::PAUSING => "Pausing",
-        status::CANCELING => "Canceling",
-        status::SUCCEEDED => "Succeeded",
-        status::FAILED => "Failed",
-        status::CANCELED => "Canceled",
-        _ => "Unknown",
-    }
-}
+pub use state::{Status, state_name, status_name};
 
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
 /// Longest retry delay.
@@ -114,6 +74,26 @@ pub struct JobContext {
     pub input: Json,
 }
 
+impl JobContext {
+    /// The context of a job that is not about a record (a background
+    /// operation or a schedule): run as `user` with `input`.
+    pub fn background(user: &str, input: Json) -> JobContext {
+        JobContext {
+            message: "background".into(),
+            table: String::new(),
+            stage: "post-operation".into(),
+            depth: 1,
+            user: user.to_string(),
+            correlation_id: uuid::Uuid::now_v7().to_string(),
+            target: EntityDoc { table: String::new(), id: String::new(), fields: vec![] },
+            pre_image: None,
+            post_image: None,
+            config: Json::Null,
+            input,
+        }
+    }
+}
+
 /// A job to enqueue.
 #[derive(Debug, Clone)]
 pub struct NewJob {
@@ -137,30 +117,7 @@ pub fn enqueue(conn: &Connection, job: &NewJob) -> Result<String> {
     let id = uuid::Uuid::now_v7().to_string();
     let context = serde_json::to_string(&job.context).map_err(|e| Error::Internal(e.to_string()))?;
     let grants = serde_json::to_string(&job.grants).map_err(|e| Error::Internal(e.to_string()))?;
-    conn.prepare_cached(
-        "INSERT INTO weir_jobs (id, kind, step, plugin, plugin_version, owner, correlation_id,
-             statecode, statuscode, attempts, max_attempts, backoff_ms, timeout_ms, fuel,
-             context, grants, created_at, postpone_until, callback_url)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, 0, 0, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
-    )?
-    .execute(params![
-        id,
-        job.kind,
-        job.step,
-        job.plugin,
-        job.plugin_version,
-        job.owner,
-        job.context.correlation_id,
-        job.max_attempts,
-        job.backoff_ms as i64,
-        job.timeout_ms as i64,
-        job.fuel.map(|f| f as i64),
-        context,
-        grants,
-        now_ms(),
-        job.postpone_until,
-        job.callback_url,
-    ])?;
+    state::insert(conn, &id, job, &context, &grants, now_ms())?;
     Ok(id)
 }
 
@@ -189,102 +146,65 @@ fn json_err(e: serde_json::Error) -> Error {
     Error::Internal(format!("corrupt job row: {e}"))
 }
 
-/// Returns expired leases to Ready (or Failed when out of attempts), then locks
-/// up to `limit` due jobs for `worker`, in one transaction. Returns the claimed
-/// jobs and how many leases had expired.
-pub fn claim(conn: &mut Connection, worker: &str, lease_ms: u64, limit: usize) -> Result<(Vec<Claimed>, usize)> {
+/// Returns jobs whose lease ran out before `now` to Ready (the lost attempt
+/// counts), or Failed when they are out of attempts. Returns how many. The
+/// worker pool runs this on its housekeeping tick, not on every claim.
+pub fn expire_leases(conn: &mut Connection, now: i64) -> Result<usize> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    let expired = expire_leases_in(&tx, now_ms())?;
-    let claimed = claim_ready_in(&tx, worker, lease_ms, limit)?;
-    tx.commit()?;
-    Ok((claimed, expired))
-}
-
-/// Returns jobs whose lease expired to Ready (the lost attempt counts), or
-/// Failed when they are out of attempts. Returns how many. The worker pool runs
-/// this on its housekeeping tick, not on every claim.
-pub fn expire_leases(conn: &mut Connection) -> Result<usize> {
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    let n = expire_leases_in(&tx, now_ms())?;
+    let n = state::expire(&tx, now)?;
     tx.commit()?;
     Ok(n)
 }
 
-/// Locks up to `limit` due Ready jobs for `worker` (one transaction).
-pub fn claim_ready(conn: &mut Connection, worker: &str, lease_ms: u64, limit: usize) -> Result<Vec<Claimed>> {
+/// A claimed row as read, before its JSON is parsed.
+type ClaimRow = (String, String, Option<String>, String, i64, String, u32, u32, i64, Option<i64>, String, String, Option<Vec<u8>>, Option<String>);
+
+/// Locks up to `limit` due Ready jobs for `worker` at `now` (one
+/// transaction), with a lease of `lease_ms`. A job whose stored context or
+/// grants cannot be read fails alone (`unreadable`) and is not returned: one
+/// bad row never stops the queue.
+pub fn claim_ready(conn: &mut Connection, worker: &str, now: i64, lease_ms: u64, limit: usize) -> Result<Vec<Claimed>> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    let claimed = claim_ready_in(&tx, worker, lease_ms, limit)?;
-    tx.commit()?;
-    Ok(claimed)
-}
-
-fn expire_leases_in(tx: &Connection, now: i64) -> Result<usize> {
-    let mut expired = tx
-        .prepare_cached(
-            "UPDATE weir_jobs SET statecode = 0, statuscode = 0, lease_owner = NULL, lease_until = NULL,
-                 error_code = 'lease_expired',
-                 error_message = 'attempt ' || attempts || ' was lost: its worker stopped (lease expired)'
-             WHERE statecode = 2 AND lease_until < ?1 AND attempts < max_attempts",
-        )?
-        .execute([now])?;
-    expired += tx
-        .prepare_cached(
-            "UPDATE weir_jobs SET statecode = 3, statuscode = 31, lease_owner = NULL, lease_until = NULL,
-                 completed_at = ?1, error_code = 'lease_expired',
-                 error_message = 'attempt ' || attempts || ' of ' || max_attempts || ' was lost: its worker stopped (lease expired)'
-             WHERE statecode = 2 AND lease_until < ?1 AND attempts >= max_attempts",
-        )?
-        .execute([now])?;
-    Ok(expired)
-}
-
-/// The claim itself: due Ready jobs in due order (from the `weir_jobs_ready`
-/// partial index), skipping steps whose breaker holds them.
-fn claim_ready_in(tx: &Connection, worker: &str, lease_ms: u64, limit: usize) -> Result<Vec<Claimed>> {
-    let now = now_ms();
-    let mut claimed = Vec::new();
-    if limit == 0 {
-        return Ok(claimed);
-    }
-    let mut stmt = tx.prepare_cached(
-        "UPDATE weir_jobs SET statecode = 2, statuscode = 20, attempts = attempts + 1,
-             lease_owner = ?1, lease_until = ?2, started_at = ?3
-         WHERE id IN (
-             SELECT id FROM weir_jobs INDEXED BY weir_jobs_ready
-             WHERE statecode = 0 AND COALESCE(postpone_until, created_at) <= ?3
-               AND (step IS NULL OR step NOT IN (SELECT step FROM weir_step_health WHERE hold_until > ?3))
-             ORDER BY COALESCE(postpone_until, created_at), id
-             LIMIT ?4)
-         RETURNING id, kind, step, plugin, plugin_version, owner, attempts, max_attempts,
-             timeout_ms, fuel, context, grants, state, wait",
-    )?;
-    let rows = stmt.query_map(params![worker, now + lease_ms as i64, now, limit as i64], |r| {
+    let lease_until = now.saturating_add(i64::try_from(lease_ms).unwrap_or(i64::MAX));
+    let rows: Vec<ClaimRow> = state::claim(&tx, worker, now, lease_until, limit, |r| {
         Ok((
-            r.get::<_, String>(0)?,
-            r.get::<_, String>(1)?,
-            r.get::<_, Option<String>>(2)?,
-            r.get::<_, String>(3)?,
-            r.get::<_, i64>(4)?,
-            r.get::<_, String>(5)?,
-            r.get::<_, u32>(6)?,
-            r.get::<_, u32>(7)?,
-            r.get::<_, i64>(8)?,
-            r.get::<_, Option<i64>>(9)?,
-            r.get::<_, String>(10)?,
-            r.get::<_, String>(11)?,
-            r.get::<_, Option<Vec<u8>>>(12)?,
-            r.get::<_, Option<String>>(13)?,
+            r.get(0)?,
+            r.get(1)?,
+            r.get(2)?,
+            r.get(3)?,
+            r.get(4)?,
+            r.get(5)?,
+            r.get(6)?,
+            r.get(7)?,
+            r.get(8)?,
+            r.get(9)?,
+            r.get(10)?,
+            r.get(11)?,
+            r.get(12)?,
+            r.get(13)?,
         ))
     })?;
+    let mut claimed = Vec::with_capacity(rows.len());
     // Owners are few; look each up once per claim.
     let mut owners: std::collections::HashMap<String, bool> = std::collections::HashMap::new();
-    for row in rows {
-        let (id, kind, step, plugin, plugin_version, owner, attempts, max_attempts, timeout_ms, fuel, context, grants, state, wait) = row?;
+    for (id, kind, step, plugin, plugin_version, owner, attempts, max_attempts, timeout_ms, fuel, context, grants, saved, wait) in rows {
+        let parsed = serde_json::from_str::<JobContext>(&context).and_then(|c| Ok((c, serde_json::from_str::<Vec<Grant>>(&grants)?)));
+        let (context, grants) = match parsed {
+            Ok(p) => p,
+            Err(e) => {
+                let message = format!(
+                    "the job's stored context or grants cannot be read ({e}); it cannot run. Cancel or clean it up; if a step made it, check the step (`weir step list`)"
+                );
+                tracing::warn!("job {id}: {message}");
+                state::fail_unreadable(&tx, &id, worker, now, &message)?;
+                continue;
+            }
+        };
         let wake = wait.as_deref().and_then(|w| serde_json::from_str::<Json>(w).ok()).and_then(|w| w["wake"].as_str().map(String::from));
         let owner_active = match owners.get(&owner) {
             Some(a) => *a,
             None => {
-                let a = crate::store::user_active(tx, &owner)? == Some(true);
+                let a = crate::store::user_active(&tx, &owner)? == Some(true);
                 owners.insert(owner.clone(), a);
                 a
             }
@@ -299,22 +219,21 @@ fn claim_ready_in(tx: &Connection, worker: &str, lease_ms: u64, limit: usize) ->
             owner_active,
             attempts,
             max_attempts,
-            timeout_ms: timeout_ms as u64,
-            fuel: fuel.map(|f| f as u64),
-            context: serde_json::from_str(&context).map_err(json_err)?,
-            grants: serde_json::from_str(&grants).map_err(json_err)?,
-            state,
+            timeout_ms: timeout_ms.max(0) as u64,
+            fuel: fuel.map(|f| f.max(0) as u64),
+            context,
+            grants,
+            state: saved,
             wake,
         });
     }
+    tx.commit()?;
     Ok(claimed)
 }
 
-/// Extends every lease `worker` holds; returns how many.
-pub fn heartbeat(conn: &Connection, worker: &str, lease_ms: u64) -> Result<usize> {
-    Ok(conn
-        .prepare_cached("UPDATE weir_jobs SET lease_until = ?2 WHERE lease_owner = ?1 AND statecode = 2")?
-        .execute(params![worker, now_ms() + lease_ms as i64])?)
+/// Extends every lease `worker` holds to `now + lease_ms`; returns how many.
+pub fn heartbeat(conn: &Connection, worker: &str, now: i64, lease_ms: u64) -> Result<usize> {
+    state::heartbeat(conn, worker, now.saturating_add(i64::try_from(lease_ms).unwrap_or(i64::MAX)))
 }
 
 /// How an attempt ended.
@@ -350,7 +269,7 @@ pub struct Wait {
 }
 
 impl Wait {
-    fn doc(&self) -> Json {
+    pub(crate) fn doc(&self) -> Json {
         match (&self.table, &self.record, &self.condition) {
             (Some(t), Some(r), Some(c)) => serde_json::json!({
                 "kind": "for", "table": t, "id": r, "condition": c, "timeout_at": to_rfc3339(self.until),
@@ -368,12 +287,12 @@ pub fn backoff_ms(base_ms: u64, attempt: u32) -> u64 {
     half + rand::rng().random_range(0..=half)
 }
 
-/// Records the outcome of an attempt, if `worker` still holds the job's lease.
-/// Returns false (and changes nothing) when it does not. An operator's cancel
-/// or pause requested meanwhile wins over the outcome.
-pub fn complete(conn: &mut Connection, id: &str, worker: &str, outcome: &Outcome, trace: &[TraceLine], duration_ms: u64) -> Result<bool> {
+/// Records the outcome of an attempt at `now`, if `worker` still holds the
+/// job's lease. Returns false (and changes nothing) when it does not. An
+/// operator's cancel or pause requested meanwhile wins over the outcome.
+pub fn complete(conn: &mut Connection, c: &Completion, worker: &str, now: i64) -> Result<bool> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    let held = complete_in(&tx, id, worker, outcome, trace, duration_ms)?;
+    let held = complete_in(&tx, c, worker, now)?;
     tx.commit()?;
     Ok(held)
 }
@@ -381,23 +300,17 @@ pub fn complete(conn: &mut Connection, id: &str, worker: &str, outcome: &Outcome
 /// Gives back a claimed job that never started (its pool is stopping): Ready
 /// again, the attempt not counted. A cancel or pause an operator asked for
 /// meanwhile is carried out instead.
-pub fn release(conn: &mut Connection, id: &str, worker: &str) -> Result<()> {
+pub fn release(conn: &mut Connection, id: &str, worker: &str, now: i64) -> Result<()> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    let n = tx
-        .prepare_cached(
-            "UPDATE weir_jobs SET statecode = 0, statuscode = 0, attempts = MAX(attempts - 1, 0),
-                 lease_owner = NULL, lease_until = NULL
-             WHERE id = ?1 AND lease_owner = ?2 AND statecode = 2 AND statuscode = 20",
-        )?
-        .execute(params![id, worker])?;
-    if n == 0 {
-        complete_in(&tx, id, worker, &Outcome::Interrupted, &[], 0)?;
+    if !state::release(&tx, id, worker)? {
+        let c = Completion { id: id.to_string(), outcome: Outcome::Interrupted, trace: vec![], duration_ms: 0 };
+        complete_in(&tx, &c, worker, now)?;
     }
     tx.commit()?;
     Ok(())
 }
 
-/// An attempt's outcome, for [`complete_batch`].
+/// An attempt's outcome, for [`complete`] and [`complete_batch`].
 #[derive(Debug, Clone)]
 pub struct Completion {
     pub id: String,
@@ -410,115 +323,73 @@ pub struct Completion {
 /// write for the batch). Same rules as [`complete`] per job; returns, per
 /// completion, whether `worker` still held the lease. Nothing is recorded if
 /// any of them fails to write.
-pub fn complete_batch(conn: &mut Connection, worker: &str, batch: &[Completion]) -> Result<Vec<bool>> {
+pub fn complete_batch(conn: &mut Connection, worker: &str, batch: &[Completion], now: i64) -> Result<Vec<bool>> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    let held = batch.iter().map(|c| complete_in(&tx, &c.id, worker, &c.outcome, &c.trace, c.duration_ms)).collect::<Result<Vec<_>>>()?;
+    let held = batch.iter().map(|c| complete_in(&tx, c, worker, now)).collect::<Result<Vec<_>>>()?;
     tx.commit()?;
     Ok(held)
 }
 
-fn complete_in(tx: &Connection, id: &str, worker: &str, outcome: &Outcome, trace: &[TraceLine], duration_ms: u64) -> Result<bool> {
-    let now = now_ms();
-    let trace = serde_json::to_string(trace).map_err(json_err)?;
-    let held: Option<(Option<String>, u32, u32, i64, i64, bool)> = tx
-        .prepare_cached(
-            "SELECT step, attempts, max_attempts, backoff_ms, statuscode, callback_url IS NOT NULL FROM weir_jobs
-             WHERE id = ?1 AND lease_owner = ?2 AND statecode = 2",
-        )?
-        .query_row(params![id, worker], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))
+/// Whether `worker` holds job `id` and it is running undisturbed (no cancel
+/// or pause asked for): only then may an attempt's writes commit.
+pub fn runs_under(conn: &Connection, id: &str, worker: &str) -> Result<bool> {
+    let sql = format!("SELECT 1 FROM weir_jobs WHERE id = ?1 AND lease_owner = ?2 AND statuscode = {}", Status::InProgress.statuscode());
+    Ok(conn.prepare_cached(&sql)?.query_row(params![id, worker], |_| Ok(())).optional()?.is_some())
+}
+
+/// Decides which transition an outcome makes and makes it (in `tx`).
+pub(crate) fn complete_in(tx: &Connection, c: &Completion, worker: &str, now: i64) -> Result<bool> {
+    let trace = serde_json::to_string(&c.trace).map_err(json_err)?;
+    let held: Option<(Option<String>, u32, u32, i64, i64)> = tx
+        .prepare_cached("SELECT step, attempts, max_attempts, backoff_ms, statuscode FROM weir_jobs WHERE id = ?1 AND lease_owner = ?2 AND statecode = 2")?
+        .query_row(params![c.id, worker], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
         .optional()?;
-    let Some((step, attempts, max_attempts, backoff, statuscode, has_callback)) = held else {
+    let Some((step, attempts, max_attempts, backoff, statuscode)) = held else {
         return Ok(false);
     };
-    // The job reached a final status: queue its callback, if it has one.
-    let reached_final = |tx: &Connection| if has_callback { finished(tx, id, now) } else { Ok(()) };
-    let release = "lease_owner = NULL, lease_until = NULL";
-    if statuscode == status::CANCELING {
-        tx.prepare_cached(&format!(
-            "UPDATE weir_jobs SET statecode = 3, statuscode = 32, completed_at = ?2, duration_ms = ?3, trace = ?4,
-                 error_code = 'canceled', error_message = 'canceled by an operator while running', {release}
-             WHERE id = ?1"
-        ))?
-        .execute(params![id, now, duration_ms as i64, trace])?;
-        reached_final(tx)?;
-        return Ok(true);
+    let a = state::Attempt { id: &c.id, worker, now, duration_ms: i64::try_from(c.duration_ms).unwrap_or(i64::MAX), trace: &trace };
+    match Status::from_statuscode(statuscode) {
+        Some(Status::Canceling) => return a.finish_canceling(tx),
+        Some(Status::Pausing) => {
+            // The interrupted attempt does not count; a wait it asked for is kept.
+            let wait = match &c.outcome {
+                Outcome::Wait(w) => Some(w),
+                _ => None,
+            };
+            let counted = !matches!(c.outcome, Outcome::Wait(_) | Outcome::Interrupted);
+            return a.finish_pausing(tx, counted, wait);
+        }
+        _ => {}
     }
-    if statuscode == status::PAUSING {
-        // The interrupted attempt does not count; a wait it asked for is kept.
-        let (wait, until, table, record, state) = match outcome {
-            Outcome::Wait(w) => (Some(w.doc().to_string()), Some(w.until), w.table.clone(), w.record.clone(), Some(w.state.clone())),
-            _ => (None, None, None, None, None),
-        };
-        let keep = if matches!(outcome, Outcome::Wait(_) | Outcome::Interrupted) { 1 } else { 0 };
-        tx.prepare_cached(&format!(
-            "UPDATE weir_jobs SET statecode = 1, statuscode = 11, attempts = MAX(attempts - ?2, 0), trace = ?3,
-                 wait = COALESCE(?4, wait), postpone_until = COALESCE(?5, postpone_until),
-                 wait_table = COALESCE(?6, wait_table), wait_record = COALESCE(?7, wait_record),
-                 state = COALESCE(?8, state), {release}
-             WHERE id = ?1"
-        ))?
-        .execute(params![id, keep, trace, wait, until, table, record, state])?;
-        return Ok(true);
-    }
-    match outcome {
+    let applied = match &c.outcome {
         Outcome::Succeeded { result } => {
-            tx.prepare_cached(&format!(
-                "UPDATE weir_jobs SET statecode = 3, statuscode = 30, completed_at = ?2, duration_ms = ?3,
-                     result = ?4, trace = ?5, error_code = NULL, error_message = NULL,
-                     state = NULL, postpone_until = NULL, {release}
-                 WHERE id = ?1"
-            ))?
-            .execute(params![id, now, duration_ms as i64, result, trace])?;
+            let applied = a.complete(tx, result.as_deref())?;
             healthy(tx, step.as_deref())?;
-            reached_final(tx)?;
+            applied
         }
         Outcome::Wait(w) => {
-            tx.prepare_cached(&format!(
-                "UPDATE weir_jobs SET statecode = 1, statuscode = 10, duration_ms = ?2, trace = ?3,
-                     wait = ?4, postpone_until = ?5, wait_table = ?6, wait_record = ?7, state = ?8,
-                     error_code = NULL, error_message = NULL, {release}
-                 WHERE id = ?1"
-            ))?
-            .execute(params![id, duration_ms as i64, trace, w.doc().to_string(), w.until, w.table, w.record, w.state])?;
+            let applied = a.wait(tx, w)?;
             healthy(tx, step.as_deref())?;
+            applied
         }
-        Outcome::Interrupted => {
-            // Interrupted without an operator's request: its pool shut down and
-            // the grace period ran out. Not the job's fault: Ready again at once,
-            // the attempt not counted.
-            tx.prepare_cached(&format!(
-                "UPDATE weir_jobs SET statecode = 0, statuscode = 0, attempts = MAX(attempts - 1, 0), duration_ms = ?2, trace = ?3,
-                     error_code = 'interrupted', error_message = 'interrupted: its worker shut down before the attempt finished; it runs again',
-                     {release}
-                 WHERE id = ?1"
-            ))?
-            .execute(params![id, duration_ms as i64, trace])?;
-        }
+        // Interrupted without an operator's request: its pool shut down and
+        // the grace period ran out. Not the job's fault: Ready again at once.
+        Outcome::Interrupted => a.requeue(tx)?,
         Outcome::Failed { code, message, permanent } => {
-            if *permanent || attempts >= max_attempts {
+            let applied = if *permanent || attempts >= max_attempts {
                 let why = if *permanent { message.clone() } else { format!("{message} (attempt {attempts} of {max_attempts}; no attempts left)") };
-                tx.prepare_cached(&format!(
-                    "UPDATE weir_jobs SET statecode = 3, statuscode = 31, completed_at = ?2, duration_ms = ?3,
-                         error_code = ?4, error_message = ?5, trace = ?6, {release}
-                     WHERE id = ?1"
-                ))?
-                .execute(params![id, now, duration_ms as i64, code, why, trace])?;
-                reached_final(tx)?;
+                a.fail_permanent(tx, code, &why)?
             } else {
-                let due = now + backoff_ms(backoff as u64, attempts) as i64;
-                tx.prepare_cached(&format!(
-                    "UPDATE weir_jobs SET statecode = 0, statuscode = 0, postpone_until = ?2, duration_ms = ?3,
-                         error_code = ?4, error_message = ?5, trace = ?6, {release}
-                     WHERE id = ?1"
-                ))?
-                .execute(params![id, due, duration_ms as i64, code, message, trace])?;
-            }
+                let due = now.saturating_add(backoff_ms(backoff.max(0) as u64, attempts) as i64);
+                a.fail_retryable(tx, due, code, message)?
+            };
             if let Some(step) = &step {
                 trip_breaker(tx, step, now)?;
             }
+            applied
         }
-    }
-    Ok(true)
+    };
+    Ok(applied)
 }
 
 /// A step's job went well: reset its breaker.
@@ -527,12 +398,6 @@ fn healthy(conn: &Connection, step: Option<&str>) -> Result<()> {
         conn.prepare_cached("DELETE FROM weir_step_health WHERE step = ?1")?.execute([step])?;
     }
     Ok(())
-}
-
-/// A job reached a final status: queue its callback, if it has one, in the same
-/// transaction (a durable outbox; delivery never changes the job).
-pub(crate) fn finished(conn: &Connection, id: &str, now: i64) -> Result<()> {
-    callbacks::queue(conn, id, now)
 }
 
 /// Counts a failed attempt of `step`; past the threshold, holds its jobs.
@@ -547,13 +412,9 @@ fn trip_breaker(conn: &Connection, step: &str, now: i64) -> Result<()> {
     if failures >= BREAKER_THRESHOLD {
         let doublings = (failures - BREAKER_THRESHOLD).min(20) as u32;
         let hold = (BREAKER_BASE_MS << doublings).min(BREAKER_CAP_MS);
+        // Held until then; then one job runs as a probe (see `state::claim`),
+        // and the others only once it succeeds (`healthy` removes the row).
         conn.prepare_cached("UPDATE weir_step_health SET hold_until = ?2 WHERE step = ?1")?.execute(params![step, now + hold])?;
-        // Make the hold visible on the jobs it delays.
-        conn.prepare_cached(
-            "UPDATE weir_jobs SET postpone_until = MAX(COALESCE(postpone_until, 0), ?2)
-             WHERE step = ?1 AND statecode = 0",
-        )?
-        .execute(params![step, now + hold])?;
     }
     Ok(())
 }
@@ -562,17 +423,21 @@ fn trip_breaker(conn: &Connection, step: &str, now: i64) -> Result<()> {
 /// postponement or their step's hold, Locked ones by their lease's end,
 /// Waiting ones by their timer, and pending callback deliveries. None when
 /// nothing can become due.
-pub fn next_due(conn: &Connection) -> Result<Option<i64>> {
+pub fn next_due(conn: &Connection, now: i64) -> Result<Option<i64>> {
     Ok(conn
         .prepare_cached(
             "SELECT MIN(due) FROM (
                  SELECT * FROM (
                      SELECT COALESCE(postpone_until, created_at) AS due FROM weir_jobs INDEXED BY weir_jobs_ready
                      WHERE statecode = 0
-                       AND (step IS NULL OR step NOT IN (SELECT step FROM weir_step_health WHERE hold_until > ?1))
+                       AND (step IS NULL OR step NOT IN (SELECT step FROM weir_step_health WHERE hold_until IS NOT NULL))
                      ORDER BY 1 LIMIT 1)
                  UNION ALL
-                 SELECT MIN(hold_until) FROM weir_step_health WHERE hold_until > ?1
+                 -- A held step's probe: when its hold ends, if nothing of it runs.
+                 SELECT MAX(MIN(h.hold_until), ?1) FROM weir_step_health h
+                 WHERE h.hold_until IS NOT NULL
+                   AND EXISTS (SELECT 1 FROM weir_jobs j WHERE j.step = h.step AND j.statecode = 0)
+                   AND NOT EXISTS (SELECT 1 FROM weir_jobs r WHERE r.step = h.step AND r.statecode = 2)
                  UNION ALL
                  SELECT MIN(lease_until) FROM weir_jobs WHERE statecode = 2
                  UNION ALL
@@ -580,7 +445,7 @@ pub fn next_due(conn: &Connection) -> Result<Option<i64>> {
                  UNION ALL
                  SELECT MIN(next_at) FROM weir_callbacks WHERE delivered_at IS NULL)",
         )?
-        .query_row([now_ms()], |r| r.get(0))?)
+        .query_row([now], |r| r.get(0))?)
 }
 
 /// A job as operators see it (`weir jobs show --json`).
@@ -612,11 +477,15 @@ pub struct JobView {
     pub callback_url: Option<String>,
     pub depth: u32,
     pub target: Option<Json>,
+    /// A Ready job its step's failure breaker holds: why and until when.
+    pub held: Option<Json>,
 }
 
 const VIEW_COLUMNS: &str = "id, kind, step, plugin, plugin_version, statecode, statuscode, attempts, max_attempts,
     error_code, error_message, trace, owner, correlation_id, created_at, started_at, completed_at, duration_ms,
-    postpone_until, wait, result, callback_url, context";
+    postpone_until, wait, result, callback_url, context,
+    (SELECT h.hold_until FROM weir_step_health h WHERE h.step = weir_jobs.step AND h.hold_until IS NOT NULL AND weir_jobs.statecode = 0),
+    (SELECT h.consecutive_failures FROM weir_step_health h WHERE h.step = weir_jobs.step AND weir_jobs.statecode = 0)";
 
 fn read_view(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobView> {
     let statecode: i64 = r.get(5)?;
@@ -650,6 +519,13 @@ fn read_view(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobView> {
         callback_url: r.get(21)?,
         depth: context.as_ref().map_or(0, |c| c.depth),
         target: context.map(|c| serde_json::json!({"table": c.target.table, "id": c.target.id})),
+        held: r.get::<_, Option<i64>>(23)?.map(|until| {
+            let failures: i64 = r.get::<_, Option<i64>>(24).ok().flatten().unwrap_or(0);
+            serde_json::json!({
+                "reason": format!("its step failed {failures} times in a row: the failure breaker holds its jobs; one runs as a probe when the hold ends, the rest when it succeeds"),
+                "until": to_rfc3339(until),
+            })
+        }),
     })
 }
 
@@ -663,20 +539,13 @@ fn job_field(field: &str) -> Option<(String, Kind)> {
         "regarding_table" => ("json_extract(context, '$.target.table')".into(), Kind::Text),
         "statecode" | "statuscode" | "attempts" | "max_attempts" | "duration_ms" | "plugin_version" => (field.to_string(), Kind::Number),
         "created_at" | "started_at" | "completed_at" | "postpone_until" => (field.to_string(), Kind::Time),
-        "state" => ("(CASE statecode WHEN 0 THEN 'Ready' WHEN 1 THEN 'Suspended' WHEN 2 THEN 'Locked' WHEN 3 THEN 'Completed' END)".into(), Kind::Text),
-        "status" => (
-            "(CASE statuscode WHEN 0 THEN 'WaitingForResources' WHEN 10 THEN 'Waiting' WHEN 11 THEN 'Paused' \
-             WHEN 20 THEN 'InProgress' WHEN 21 THEN 'Pausing' WHEN 22 THEN 'Canceling' WHEN 30 THEN 'Succeeded' \
-             WHEN 31 THEN 'Failed' WHEN 32 THEN 'Canceled' END)"
-                .into(),
-            Kind::Text,
-        ),
+        "state" => (state::state_name_sql(), Kind::Text),
+        "status" => (state::status_name_sql(), Kind::Text),
         _ => return None,
     };
     Some((sql, kind))
 }
 
-/// Jobs matching `filter` (the filter language over job fields), newest first.
 /// Most jobs one listing returns (`$top`, `--top`).
 pub const MAX_PAGE: usize = 5_000;
 
@@ -703,14 +572,4 @@ pub fn show(conn: &Connection, id: &str) -> Result<JobView> {
         .query_row([id], read_view)
         .optional()?
         .ok_or_else(|| Error::not_found(format!("no job with id {id}")))
-}
-
-/// How many jobs exist for a correlation id (tests and diagnostics).
-pub fn count_for_correlation(conn: &Connection, correlation_id: &str) -> Result<i64> {
-    Ok(conn.query_row("SELECT COUNT(*) FROM weir_jobs WHERE correlation_id = ?1", [correlation_id], |r| r.get(0))?)
-}
-
-/// How many jobs exist in all.
-pub fn count(conn: &Connection) -> Result<i64> {
-    Ok(conn.query_row("SELECT COUNT(*) FROM weir_jobs", [], |r| r.get(0))?)
 }

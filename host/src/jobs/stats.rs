@@ -3,7 +3,7 @@
 use rusqlite::Connection;
 use serde_json::{Value as Json, json};
 
-use super::{status_name, to_rfc3339};
+use super::{Status, status_name, to_rfc3339};
 use crate::error::Result;
 use crate::time::now_ms;
 
@@ -18,8 +18,11 @@ pub struct Stats {
     pub duration_p50_ms: Option<i64>,
     pub duration_p95_ms: Option<i64>,
     pub duration_p99_ms: Option<i64>,
-    /// Ready jobs that are due now.
+    /// Ready jobs that are due now (not those the failure breaker holds).
     pub backlog: i64,
+    /// Steps the failure breaker holds: the step, its consecutive failures,
+    /// until when, and how many Ready jobs it holds.
+    pub held: Vec<Json>,
     /// Age of the oldest due Ready job, seconds.
     pub oldest_due_age_s: Option<f64>,
     pub oldest_due_id: Option<String>,
@@ -34,8 +37,8 @@ pub fn stats(conn: &Connection) -> Result<Stats> {
     let now = now_ms();
     let hour_ago = now - 3_600_000;
     let mut by_status = serde_json::Map::new();
-    for code in [0, 10, 11, 20, 21, 22, 30, 31, 32] {
-        by_status.insert(status_name(code).into(), json!(0));
+    for status in Status::ALL {
+        by_status.insert(status.name().into(), json!(0));
     }
     let mut stmt = conn.prepare_cached("SELECT statuscode, COUNT(*) FROM weir_jobs GROUP BY statuscode")?;
     for row in stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))? {
@@ -55,7 +58,8 @@ pub fn stats(conn: &Connection) -> Result<Stats> {
     durations.sort_unstable();
     let pct = |p: f64| (!durations.is_empty()).then(|| durations[((durations.len() - 1) as f64 * p).round() as usize]);
     let (backlog, oldest): (i64, Option<i64>) = conn.query_row(
-        "SELECT COUNT(*), MIN(COALESCE(postpone_until, created_at)) FROM weir_jobs WHERE statecode = 0 AND COALESCE(postpone_until, 0) <= ?1",
+        "SELECT COUNT(*), MIN(COALESCE(postpone_until, created_at)) FROM weir_jobs WHERE statecode = 0 AND COALESCE(postpone_until, 0) <= ?1
+           AND (step IS NULL OR step NOT IN (SELECT step FROM weir_step_health WHERE hold_until IS NOT NULL))",
         [now],
         |r| Ok((r.get(0)?, r.get(1)?)),
     )?;
@@ -66,6 +70,21 @@ pub fn stats(conn: &Connection) -> Result<Stats> {
             |r| r.get(0),
         )
         .ok();
+    let held = conn
+        .prepare_cached(
+            "SELECT h.step, h.consecutive_failures, h.hold_until, (SELECT COUNT(*) FROM weir_jobs j WHERE j.step = h.step AND j.statecode = 0)
+             FROM weir_step_health h WHERE h.hold_until IS NOT NULL ORDER BY h.step",
+        )?
+        .query_map([], |r| {
+            Ok(json!({
+                "step": r.get::<_, String>(0)?,
+                "consecutive_failures": r.get::<_, i64>(1)?,
+                "until": to_rfc3339(r.get(2)?),
+                "jobs": r.get::<_, i64>(3)?,
+                "reason": "the failure breaker holds its jobs: one runs as a probe when the hold ends, the rest when it succeeds",
+            }))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
     let row_json = |r: &rusqlite::Row<'_>| -> rusqlite::Result<Json> {
         Ok(json!({
             "id": r.get::<_, String>(0)?,
@@ -113,6 +132,7 @@ pub fn stats(conn: &Connection) -> Result<Stats> {
         duration_p95_ms: pct(0.95),
         duration_p99_ms: pct(0.99),
         backlog,
+        held,
         oldest_due_age_s: oldest.map(|t| (now - t).max(0) as f64 / 1000.0),
         oldest_due_id,
         stuck,

@@ -1,6 +1,6 @@
-//! Time and change driven transitions of jobs: waits woken by their timer or
-//! by a committed change to the record they wait for, schedules (cron with
-//! seconds), and retention (cleanup of old completed jobs, abandoned waits).
+//! Time driven work on jobs: schedules (cron with seconds) and retention
+//! (cleanup of old completed jobs, abandoned waits). Waits and their wake-ups
+//! are [`super::waits`]'s.
 
 use std::str::FromStr;
 
@@ -8,55 +8,9 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::Value as Json;
 
-use super::{JobContext, NewJob, enqueue};
+use super::{JobContext, NewJob, enqueue, state};
 use crate::error::{Error, Result};
 use crate::steps::Step;
-use crate::time::now_ms;
-use crate::values::EntityDoc;
-
-/// Wakes Waiting jobs whose timer is due: wait-until → `timer`, wait-for →
-/// `timed-out`. Returns how many.
-pub fn wake_due(conn: &Connection) -> Result<usize> {
-    Ok(conn
-        .prepare_cached(
-            "UPDATE weir_jobs SET statecode = 0, statuscode = 0, attempts = 0, postpone_until = NULL,
-                 wait_table = NULL, wait_record = NULL,
-                 wait = json_set(wait, '$.wake', CASE json_extract(wait, '$.kind') WHEN 'for' THEN 'timed-out' ELSE 'timer' END)
-             WHERE statecode = 1 AND statuscode = 10 AND postpone_until <= ?1",
-        )?
-        .execute([now_ms()])?)
-}
-
-/// Called by the pipeline inside the transaction that changed `table`/`id`:
-/// jobs waiting for that record whose condition now `matches` wake up (when it
-/// commits); paused ones remember it for their resume. Returns how many.
-pub fn record_changed(conn: &Connection, table: &str, id: &str, matches: &dyn Fn(&str) -> bool) -> Result<usize> {
-    let waiting: Vec<(String, i64, String)> = conn
-        .prepare_cached(
-            "SELECT id, statuscode, json_extract(wait, '$.condition') FROM weir_jobs
-             WHERE wait_table = ?1 AND wait_record = ?2 AND statecode = 1 AND statuscode IN (10, 11)",
-        )?
-        .query_map(params![table, id], |r| Ok((r.get(0)?, r.get(1)?, r.get::<_, Option<String>>(2)?.unwrap_or_default())))?
-        .collect::<rusqlite::Result<_>>()?;
-    let mut woken = 0;
-    for (job, statuscode, condition) in waiting {
-        if !matches(&condition) {
-            continue;
-        }
-        if statuscode == super::status::WAITING {
-            conn.prepare_cached(
-                "UPDATE weir_jobs SET statecode = 0, statuscode = 0, attempts = 0, postpone_until = NULL,
-                     wait_table = NULL, wait_record = NULL, wait = json_set(wait, '$.wake', 'condition-met')
-                 WHERE id = ?1",
-            )?
-            .execute([&job])?;
-        } else {
-            conn.prepare_cached("UPDATE weir_jobs SET wait = json_set(wait, '$.met', json('true')) WHERE id = ?1")?.execute([&job])?;
-        }
-        woken += 1;
-    }
-    Ok(woken)
-}
 
 /// Parses a cron expression with seconds (`*/5 * * * * *`).
 pub fn parse_cron(expr: &str) -> Result<cron::Schedule> {
@@ -72,8 +26,7 @@ fn next_after(schedule: &cron::Schedule, ms: i64) -> Option<i64> {
 /// Enqueues one job for every scheduled step whose tick has come. After
 /// downtime a schedule runs once, not once per missed tick. Safe with several
 /// processes: the schedule row is advanced with a compare-and-set.
-pub fn fire_schedules(conn: &mut Connection, steps: &[(Step, i64)]) -> Result<usize> {
-    let now = now_ms();
+pub fn fire_schedules(conn: &mut Connection, steps: &[(Step, i64)], now: i64) -> Result<usize> {
     let mut fired = 0;
     for (step, version) in steps {
         let Some(expr) = &step.schedule else { continue };
@@ -116,19 +69,7 @@ fn scheduled_job(step: &Step, version: i64) -> NewJob {
         plugin: step.plugin.clone(),
         plugin_version: version,
         owner: "system".into(),
-        context: JobContext {
-            message: "background".into(),
-            table: String::new(),
-            stage: "post-operation".into(),
-            depth: 1,
-            user: "system".into(),
-            correlation_id: uuid::Uuid::now_v7().to_string(),
-            target: EntityDoc { table: String::new(), id: String::new(), fields: vec![] },
-            pre_image: None,
-            post_image: None,
-            config: step.config.clone(),
-            input: Json::Null,
-        },
+        context: JobContext { config: step.config.clone(), ..JobContext::background("system", Json::Null) },
         grants: step.grants.clone(),
         max_attempts: step.max_attempts.unwrap_or(super::DEFAULT_MAX_ATTEMPTS),
         backoff_ms: step.backoff_ms.unwrap_or(super::DEFAULT_BACKOFF_MS),
@@ -150,20 +91,22 @@ pub enum CleanupStatus {
 }
 
 impl CleanupStatus {
-    fn codes(self) -> &'static [i64] {
-        match self {
-            CleanupStatus::Succeeded => &[30],
-            CleanupStatus::Failed => &[31],
-            CleanupStatus::Canceled => &[32],
-            CleanupStatus::Completed => &[30, 31, 32],
-        }
+    fn codes(self) -> Vec<i64> {
+        use super::Status;
+        let statuses: &[Status] = match self {
+            CleanupStatus::Succeeded => &[Status::Succeeded],
+            CleanupStatus::Failed => &[Status::Failed],
+            CleanupStatus::Canceled => &[Status::Canceled],
+            CleanupStatus::Completed => &[Status::Succeeded, Status::Failed, Status::Canceled],
+        };
+        statuses.iter().map(|s| s.statuscode()).collect()
     }
 }
 
 /// Deletes completed jobs of `status` that completed more than `older_than_ms`
 /// ago (and their delivered callbacks). Returns how many jobs.
-pub fn cleanup(conn: &Connection, older_than_ms: i64, status: CleanupStatus) -> Result<usize> {
-    let cutoff = now_ms().saturating_sub(older_than_ms);
+pub fn cleanup(conn: &Connection, older_than_ms: i64, status: CleanupStatus, now: i64) -> Result<usize> {
+    let cutoff = now.saturating_sub(older_than_ms);
     let mut n = 0;
     for code in status.codes() {
         conn.execute(
@@ -178,20 +121,7 @@ pub fn cleanup(conn: &Connection, older_than_ms: i64, status: CleanupStatus) -> 
 
 /// Ends waits abandoned past their timeout: paused jobs whose timer passed more
 /// than `grace_ms` ago are canceled with a reason. Returns how many.
-pub fn end_abandoned(conn: &Connection, grace_ms: i64) -> Result<usize> {
-    let now = now_ms();
-    let ids: Vec<String> = conn
-        .prepare_cached("SELECT id FROM weir_jobs WHERE statecode = 1 AND statuscode = 11 AND wait IS NOT NULL AND postpone_until <= ?1")?
-        .query_map([now.saturating_sub(grace_ms)], |r| r.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
-    for id in &ids {
-        conn.execute(
-            "UPDATE weir_jobs SET statecode = 3, statuscode = 32, completed_at = ?2, wait_table = NULL, wait_record = NULL,
-                 error_code = 'abandoned', error_message = 'the wait was abandoned: still paused long after its timeout'
-             WHERE id = ?1",
-            params![id, now],
-        )?;
-        super::finished(conn, id, now)?;
-    }
+pub fn end_abandoned(conn: &Connection, grace_ms: i64, now: i64) -> Result<usize> {
+    let ids = state::abandon(conn, now.saturating_sub(grace_ms), now)?;
     Ok(ids.len())
 }

@@ -1,10 +1,13 @@
 //! The store: weir's SQLite database.
 //!
-//! Owns the connection settings (WAL, busy timeout, foreign keys), the schema
-//! migrations, and the SQL of weir's own catalog tables (`weir_plugins`,
-//! `weir_tables`, `weir_steps`, `weir_users`). Other modules talk to SQLite only
-//! through the functions here and in `records`/`jobs`, which are the narrow
-//! interface a PostgreSQL backend will implement next.
+//! Owns the connection settings (WAL, busy timeout, foreign keys), the pool
+//! of connections every caller checks out ([`Pool`]), the transaction
+//! statements operations use (write transactions, savepoints for nested
+//! operations, the catalogue and data versions), the schema migrations, and
+//! the SQL of weir's own catalog tables (`weir_plugins`, `weir_tables`,
+//! `weir_users`). Records' SQL is in [`records`]; the tables of steps and jobs
+//! are owned by [`crate::steps`] and [`crate::jobs`]. Together they are the
+//! narrow interface a PostgreSQL backend implements.
 //!
 //! It knows nothing of plug-ins' behaviour, the pipeline or workers.
 
@@ -134,6 +137,16 @@ const MIGRATIONS: &[&str] = &[
     CREATE TRIGGER weir_users_ai AFTER INSERT ON weir_users BEGIN UPDATE weir_catalog SET version = version + 1; END;
     CREATE TRIGGER weir_users_au AFTER UPDATE ON weir_users BEGIN UPDATE weir_catalog SET version = version + 1; END;
     CREATE TRIGGER weir_users_ad AFTER DELETE ON weir_users BEGIN UPDATE weir_catalog SET version = version + 1; END;",
+    // 5: each step's table and message (`schedule` for a scheduled step) beside
+    // its spec, so an operation reads only the rows of its own steps: a spec that
+    // cannot be read then fails the operations it belongs to, not every
+    // operation on every table.
+    "ALTER TABLE weir_steps ADD COLUMN on_table TEXT;
+    ALTER TABLE weir_steps ADD COLUMN on_message TEXT;
+    UPDATE weir_steps SET on_table = json_extract(spec, '$.table'),
+        on_message = CASE WHEN json_extract(spec, '$.schedule') IS NOT NULL THEN 'schedule' ELSE json_extract(spec, '$.message') END
+        WHERE json_valid(spec);
+    CREATE INDEX weir_steps_operation ON weir_steps (on_table, on_message);",
 ];
 
 /// The database file and how to connect to it.
@@ -236,6 +249,104 @@ impl Db {
         conn.set_prepared_statement_cache_capacity(256);
         Ok(conn)
     }
+}
+
+/// Connections to one database, reused: every read and every operation
+/// checks one out and gives it back. New connections wait at most
+/// `busy_wait` for another's write lock, then fail with [`Error::Busy`].
+pub struct Pool {
+    db: Db,
+    idle: parking_lot::Mutex<Vec<Connection>>,
+    busy_wait: Duration,
+}
+
+impl Pool {
+    pub fn new(db: Db, busy_wait: Duration) -> Pool {
+        Pool { db, idle: parking_lot::Mutex::new(Vec::new()), busy_wait }
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// A connection of the pool, or a new one.
+    pub fn checkout(&self) -> Result<Connection> {
+        match self.idle.lock().pop() {
+            Some(c) => Ok(c),
+            None => {
+                let conn = self.db.connect()?;
+                conn.busy_timeout(self.busy_wait)?;
+                Ok(conn)
+            }
+        }
+    }
+
+    /// Gives a connection back (dropped if it is inside a transaction).
+    pub fn checkin(&self, conn: Connection) {
+        if conn.is_autocommit() {
+            self.idle.lock().push(conn);
+        }
+    }
+
+    /// Runs `f` with a pooled connection (reads and catalog changes).
+    pub fn with_conn<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        let conn = self.checkout()?;
+        let r = f(&conn);
+        self.checkin(conn);
+        r
+    }
+}
+
+/// Opens a write transaction: the write lock is taken now (waiting at most
+/// the connection's busy time), so every read inside sees the state it writes on.
+pub fn begin_write(conn: &Connection) -> Result<()> {
+    conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
+    Ok(())
+}
+
+pub fn commit(conn: &Connection) -> Result<()> {
+    conn.prepare_cached("COMMIT")?.execute([])?;
+    Ok(())
+}
+
+/// Rolls back the open transaction, if any (best effort: an error while
+/// rolling back leaves SQLite to roll back when the connection closes).
+pub fn rollback(conn: &Connection) {
+    if !conn.is_autocommit() {
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+}
+
+/// Gives the write lock back during a long read-only stretch of an operation
+/// (pre-validation steps), then [`begin_write`] takes it again.
+pub fn end_write(conn: &Connection) -> Result<()> {
+    conn.execute_batch("ROLLBACK")?;
+    Ok(())
+}
+
+/// Opens the savepoint of a nested operation at `depth`.
+pub fn savepoint(conn: &Connection, depth: u32) -> Result<()> {
+    conn.execute_batch(&format!("SAVEPOINT weir_d{depth}"))?;
+    Ok(())
+}
+
+/// Ends the savepoint at `depth`: kept when `keep`, else rolled back.
+pub fn end_savepoint(conn: &Connection, depth: u32, keep: bool) -> Result<()> {
+    let sql = if keep { format!("RELEASE weir_d{depth}") } else { format!("ROLLBACK TO weir_d{depth}; RELEASE weir_d{depth}") };
+    conn.execute_batch(&sql)?;
+    Ok(())
+}
+
+/// The catalogue's version: bumped (by triggers) on any change to tables,
+/// steps, plug-ins or users, so caches of them know when to reload.
+pub fn catalog_version(conn: &Connection) -> Result<i64> {
+    Ok(conn.prepare_cached("SELECT version FROM weir_catalog")?.query_row([], |r| r.get(0))?)
+}
+
+/// A counter that changes when another connection commits (-2 if it cannot
+/// be read, which callers treat as "changed").
+pub fn data_version(conn: &Connection) -> i64 {
+    conn.query_row("PRAGMA data_version", [], |r| r.get(0)).unwrap_or(-2)
 }
 
 /// `path` as an SQLite URI that opens it immutable; every byte but unreserved

@@ -299,6 +299,25 @@ pub struct OrderBy {
 }
 
 /// Records matching `filter` (already parsed from `source`), at most `top`.
+/// Most records one query returns (`$top`, `--top`, `records.query`).
+pub const MAX_TOP: usize = 5_000;
+
+/// Records of `def` matching `filter` (the filter language's text), in
+/// `order`, at most `top` (capped at [`MAX_TOP`]).
+pub fn query_text(conn: &Connection, def: &TableDef, filter: Option<&str>, order: &[OrderBy], top: usize) -> Result<Vec<Record>> {
+    let expr = match filter.map(str::trim).filter(|f| !f.is_empty()) {
+        Some(f) => Some((filter::parse(f).map_err(|e| Error::invalid(e.to_string()))?, f)),
+        None => None,
+    };
+    query(conn, def, expr.as_ref().map(|(e, s)| (e, *s)), order, top.min(MAX_TOP))
+}
+
+/// The record `id` of table `table` (either unknown: an error naming it).
+pub fn get_named(conn: &Connection, table: &str, id: &str) -> Result<Record> {
+    let def = require_table(conn, table)?;
+    get(conn, &def, id)?.ok_or_else(|| not_found(&def, id))
+}
+
 pub fn query(conn: &Connection, def: &TableDef, filter: Option<(&Expr, &str)>, order: &[OrderBy], top: usize) -> Result<Vec<Record>> {
     let mut sql = format!("SELECT {} FROM {}", select_list(def), def.sql_table());
     let mut params = Vec::new();

@@ -1,0 +1,817 @@
+//! The job state machine: every change of a job's state, in one place.
+//!
+//! A job's status is one of [`Status`], stored as Dataverse's
+//! (statecode, statuscode) pair; [`Status::codes`] is the only mapping. Each
+//! [`Transition`] names the statuses it may start from, and each has one
+//! function here that writes it: an `UPDATE` whose `WHERE` admits exactly
+//! those statuses (and, for a worker's outcome, only the lease holder), so a
+//! transition that does not apply changes nothing and says so (`false`).
+//! Functions take `now` from the caller and never read the clock, so tests
+//! drive time. This module is the only code that writes `weir_jobs`' state
+//! columns (status, attempts, lease, due time, wait, saved state, error,
+//! result, trace, times); the rest of [`crate::jobs`] decides *which*
+//! transition to make, this module makes it. Anchors: River's `JobSetState*`
+//! and Oban's engine callbacks.
+//!
+//! It knows nothing of wasm, workers or the pipeline.
+
+use rusqlite::{Connection, params};
+
+use super::{NewJob, Wait, callbacks};
+use crate::error::Result;
+
+/// A job's status (statuscode), with the state (statecode) it belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Status {
+    /// Ready: due now or later (a retry's backoff, a postponement).
+    WaitingForResources,
+    /// Suspended: a workflow's wait (timer or condition).
+    Waiting,
+    /// Suspended by an operator; never runs until resumed.
+    Paused,
+    /// Locked: a worker holds the lease and runs it.
+    InProgress,
+    /// Locked, an operator asked to pause it: the worker interrupts it.
+    Pausing,
+    /// Locked, an operator asked to cancel it: the worker interrupts it.
+    Canceling,
+    /// Completed.
+    Succeeded,
+    Failed,
+    Canceled,
+}
+
+impl Status {
+    pub const ALL: [Status; 9] = [
+        Status::WaitingForResources,
+        Status::Waiting,
+        Status::Paused,
+        Status::InProgress,
+        Status::Pausing,
+        Status::Canceling,
+        Status::Succeeded,
+        Status::Failed,
+        Status::Canceled,
+    ];
+
+    /// (statecode, statuscode), as Dataverse's asyncoperation stores them.
+    pub const fn codes(self) -> (i64, i64) {
+        match self {
+            Status::WaitingForResources => (0, 0),
+            Status::Waiting => (1, 10),
+            Status::Paused => (1, 11),
+            Status::InProgress => (2, 20),
+            Status::Pausing => (2, 21),
+            Status::Canceling => (2, 22),
+            Status::Succeeded => (3, 30),
+            Status::Failed => (3, 31),
+            Status::Canceled => (3, 32),
+        }
+    }
+
+    pub const fn statecode(self) -> i64 {
+        self.codes().0
+    }
+
+    pub const fn statuscode(self) -> i64 {
+        self.codes().1
+    }
+
+    /// The status of a statuscode (statuscodes are unique across states).
+    pub fn from_statuscode(code: i64) -> Option<Status> {
+        Status::ALL.into_iter().find(|s| s.statuscode() == code)
+    }
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Status::WaitingForResources => "WaitingForResources",
+            Status::Waiting => "Waiting",
+            Status::Paused => "Paused",
+            Status::InProgress => "InProgress",
+            Status::Pausing => "Pausing",
+            Status::Canceling => "Canceling",
+            Status::Succeeded => "Succeeded",
+            Status::Failed => "Failed",
+            Status::Canceled => "Canceled",
+        }
+    }
+
+    pub const fn state_name(self) -> &'static str {
+        match self.statecode() {
+            0 => "Ready",
+            1 => "Suspended",
+            2 => "Locked",
+            _ => "Completed",
+        }
+    }
+
+    /// Whether the job is over (Completed).
+    pub const fn is_final(self) -> bool {
+        self.statecode() == 3
+    }
+}
+
+/// The name of a state code, for views of rows (`Unknown` for a bad code).
+pub fn state_name(statecode: i64) -> &'static str {
+    Status::ALL.into_iter().find(|s| s.statecode() == statecode).map_or("Unknown", Status::state_name)
+}
+
+/// The name of a status code (`Unknown` for a bad code).
+pub fn status_name(statuscode: i64) -> &'static str {
+    Status::from_statuscode(statuscode).map_or("Unknown", Status::name)
+}
+
+/// SQL for "the job's status name", for filters over `status`.
+pub fn status_name_sql() -> String {
+    let arms: String = Status::ALL.iter().map(|s| format!(" WHEN {} THEN '{}'", s.statuscode(), s.name())).collect();
+    format!("(CASE statuscode{arms} END)")
+}
+
+/// SQL for "the job's state name", for filters over `state`.
+pub fn state_name_sql() -> String {
+    let arms: String = [Status::WaitingForResources, Status::Waiting, Status::InProgress, Status::Succeeded]
+        .iter()
+        .map(|s| format!(" WHEN {} THEN '{}'", s.statecode(), s.state_name()))
+        .collect();
+    format!("(CASE statecode{arms} END)")
+}
+
+use Status::*;
+
+/// Every change of state a job can make, with the statuses it may start from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transition {
+    /// A worker takes a due job: attempts + 1, a lease.
+    Claim,
+    /// The lease holder extends its lease.
+    Heartbeat,
+    /// A claimed job that never started goes back (its pool is stopping).
+    Release,
+    /// The attempt succeeded.
+    Complete,
+    /// The attempt failed and the job has attempts left: Ready after a backoff.
+    FailRetryable,
+    /// The attempt failed for good (or was the last): Failed.
+    FailPermanent,
+    /// The workflow asked to wait (a timer or a condition).
+    Wait,
+    /// The attempt was interrupted by its pool's shutdown: Ready, not counted.
+    Requeue,
+    /// An attempt ended on a job an operator asked to cancel.
+    FinishCanceling,
+    /// An attempt ended on a job an operator asked to pause.
+    FinishPausing,
+    /// The lease ran out (the worker died): Ready, the attempt counted...
+    Expire,
+    /// ...or Failed when that was the last attempt...
+    ExpireLast,
+    /// ...or the cancel or pause the operator asked for.
+    ExpireInterrupted,
+    /// A wait's timer fired, its timeout passed, or its condition was met.
+    Wake,
+    /// A paused waiting job remembers that its condition was met meanwhile.
+    NoteConditionMet,
+    /// An operator pauses a job that is not running...
+    Pause,
+    /// ...or a running one (the worker interrupts it).
+    PauseRunning,
+    /// An operator resumes a paused job: Ready...
+    ResumeReady,
+    /// ...or Waiting again if its wait still holds.
+    ResumeWaiting,
+    /// An operator cancels a job that is not running...
+    Cancel,
+    /// ...or a running one (the worker interrupts it).
+    CancelRunning,
+    /// An operator delays a job: it runs (or times out) no earlier than a time.
+    Postpone,
+    /// An operator runs a Failed job again, with fresh attempts.
+    Retry,
+    /// Retention ends a paused wait whose timeout passed long ago.
+    Abandon,
+}
+
+impl Transition {
+    pub const ALL: [Transition; 24] = [
+        Transition::Claim,
+        Transition::Heartbeat,
+        Transition::Release,
+        Transition::Complete,
+        Transition::FailRetryable,
+        Transition::FailPermanent,
+        Transition::Wait,
+        Transition::Requeue,
+        Transition::FinishCanceling,
+        Transition::FinishPausing,
+        Transition::Expire,
+        Transition::ExpireLast,
+        Transition::ExpireInterrupted,
+        Transition::Wake,
+        Transition::NoteConditionMet,
+        Transition::Pause,
+        Transition::PauseRunning,
+        Transition::ResumeReady,
+        Transition::ResumeWaiting,
+        Transition::Cancel,
+        Transition::CancelRunning,
+        Transition::Postpone,
+        Transition::Retry,
+        Transition::Abandon,
+    ];
+
+    /// The statuses this transition may start from.
+    pub const fn from(self) -> &'static [Status] {
+        match self {
+            Transition::Claim => &[WaitingForResources],
+            Transition::Heartbeat => &[InProgress, Pausing, Canceling],
+            Transition::Release
+            | Transition::Complete
+            | Transition::FailRetryable
+            | Transition::FailPermanent
+            | Transition::Wait
+            | Transition::Requeue
+            | Transition::PauseRunning => &[InProgress],
+            Transition::FinishCanceling => &[Canceling],
+            Transition::FinishPausing => &[Pausing],
+            Transition::Expire | Transition::ExpireLast => &[InProgress],
+            Transition::ExpireInterrupted => &[Pausing, Canceling],
+            Transition::Wake => &[Waiting],
+            Transition::NoteConditionMet | Transition::ResumeReady | Transition::ResumeWaiting => &[Paused],
+            Transition::Pause => &[WaitingForResources, Waiting],
+            Transition::Cancel => &[WaitingForResources, Waiting, Paused],
+            Transition::CancelRunning => &[InProgress, Pausing],
+            Transition::Postpone => &[WaitingForResources, Waiting, Paused],
+            Transition::Retry => &[Failed],
+            Transition::Abandon => &[Paused],
+        }
+    }
+
+    /// The status a job in `from` ends in.
+    pub const fn to(self, from: Status) -> Status {
+        match self {
+            Transition::Claim => InProgress,
+            Transition::Heartbeat | Transition::NoteConditionMet | Transition::Postpone => from,
+            Transition::Release | Transition::FailRetryable | Transition::Requeue | Transition::Expire => WaitingForResources,
+            Transition::Complete => Succeeded,
+            Transition::FailPermanent | Transition::ExpireLast => Failed,
+            Transition::Wait | Transition::ResumeWaiting => Waiting,
+            Transition::FinishCanceling | Transition::Cancel | Transition::Abandon => Canceled,
+            Transition::FinishPausing | Transition::Pause => Paused,
+            Transition::ExpireInterrupted => match from {
+                Canceling => Canceled,
+                _ => Paused,
+            },
+            Transition::Wake | Transition::ResumeReady | Transition::Retry => WaitingForResources,
+            Transition::PauseRunning => Pausing,
+            Transition::CancelRunning => Canceling,
+        }
+    }
+
+    /// `statuscode IN (...)` for the statuses this transition starts from.
+    fn guard(self) -> String {
+        let codes: Vec<String> = self.from().iter().map(|s| s.statuscode().to_string()).collect();
+        format!("statuscode IN ({})", codes.join(", "))
+    }
+}
+
+const RELEASE_LEASE: &str = "lease_owner = NULL, lease_until = NULL";
+
+/// The `statecode = .., statuscode = ..` a transition sets, where it is one
+/// status for all its sources (None where it keeps the status or depends on it).
+fn status_sql(t: Transition) -> Option<String> {
+    if matches!(t, Transition::Heartbeat | Transition::NoteConditionMet | Transition::Postpone) {
+        return None;
+    }
+    let mut targets = t.from().iter().map(|&s| t.to(s));
+    let first = targets.next()?;
+    if targets.all(|s| s == first) {
+        let (state, status) = first.codes();
+        Some(format!("statecode = {state}, statuscode = {status}"))
+    } else {
+        None
+    }
+}
+
+/// Runs transition `t` on job `?1`: its status (if one), then `set`, where
+/// the job is in one of `t`'s source statuses and `extra` holds. Whether it applied.
+fn apply(conn: &Connection, t: Transition, set: &[&str], extra: &str, params: &[&dyn rusqlite::ToSql]) -> Result<bool> {
+    let assignments: Vec<String> = status_sql(t).into_iter().chain(set.iter().map(|s| s.to_string())).collect();
+    let sql = format!("UPDATE weir_jobs SET {} WHERE id = ?1 AND {}{extra}", assignments.join(", "), t.guard());
+    Ok(conn.prepare_cached(&sql)?.execute(params)? > 0)
+}
+
+/// After a transition that reached a final status: queue the job's callback,
+/// if it has one, in the same transaction.
+fn finished(conn: &Connection, id: &str, now: i64) -> Result<()> {
+    callbacks::queue(conn, id, now)
+}
+
+// ------------------------------------------------------------- creation
+
+/// Inserts a new Ready job (`context` and `grants` as JSON).
+pub(crate) fn insert(conn: &Connection, id: &str, job: &NewJob, context: &str, grants: &str, now: i64) -> Result<()> {
+    let (state, status) = WaitingForResources.codes();
+    conn.prepare_cached(
+        "INSERT INTO weir_jobs (id, kind, step, plugin, plugin_version, owner, correlation_id,
+             statecode, statuscode, attempts, max_attempts, backoff_ms, timeout_ms, fuel,
+             context, grants, created_at, postpone_until, callback_url)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 0, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
+    )?
+    .execute(params![
+        id,
+        job.kind,
+        job.step,
+        job.plugin,
+        job.plugin_version,
+        job.owner,
+        job.context.correlation_id,
+        state,
+        status,
+        job.max_attempts,
+        i64::try_from(job.backoff_ms).unwrap_or(i64::MAX),
+        i64::try_from(job.timeout_ms).unwrap_or(i64::MAX),
+        job.fuel.map(|f| i64::try_from(f).unwrap_or(i64::MAX)),
+        context,
+        grants,
+        now,
+        job.postpone_until,
+        job.callback_url,
+    ])?;
+    Ok(())
+}
+
+// ------------------------------------------------------------- workers
+
+/// The columns a claim returns, in order (see [`claim`]).
+pub(crate) const CLAIM_RETURNING: &str =
+    "id, kind, step, plugin, plugin_version, owner, attempts, max_attempts, timeout_ms, fuel, context, grants, state, wait";
+
+/// Claims up to `limit` due Ready jobs for `worker` in due order, skipping the
+/// jobs of steps the failure breaker holds; a step whose hold has passed gets
+/// one job through as a probe (half-open) when none of its jobs is running.
+/// `each` reads the returned rows ([`CLAIM_RETURNING`]).
+pub(crate) fn claim<T>(
+    tx: &Connection,
+    worker: &str,
+    now: i64,
+    lease_until: i64,
+    limit: usize,
+    mut each: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> Result<Vec<T>> {
+    let mut claimed = Vec::new();
+    if limit == 0 {
+        return Ok(claimed);
+    }
+    let set = format!("{}, attempts = attempts + 1, lease_owner = ?1, lease_until = ?2, started_at = ?3", status_sql(Transition::Claim).unwrap_or_default());
+    let guard = Transition::Claim.guard();
+    // Probes first: one job of each half-open step with nothing in flight.
+    let probes = format!(
+        "UPDATE weir_jobs SET {set}
+         WHERE id IN (
+             SELECT (SELECT j.id FROM weir_jobs j INDEXED BY weir_jobs_ready
+                     WHERE j.statecode = 0 AND j.step = h.step AND COALESCE(j.postpone_until, j.created_at) <= ?3
+                     ORDER BY COALESCE(j.postpone_until, j.created_at), j.id LIMIT 1)
+             FROM weir_step_health h
+             WHERE h.hold_until IS NOT NULL AND h.hold_until <= ?3
+               AND NOT EXISTS (SELECT 1 FROM weir_jobs r WHERE r.step = h.step AND r.statecode = 2)
+             LIMIT ?4)
+           AND {guard}
+         RETURNING {CLAIM_RETURNING}"
+    );
+    {
+        let mut stmt = tx.prepare_cached(&probes)?;
+        let rows = stmt.query_map(params![worker, lease_until, now, limit as i64], &mut each)?;
+        for row in rows {
+            claimed.push(row?);
+        }
+    }
+    let room = limit - claimed.len();
+    if room == 0 {
+        return Ok(claimed);
+    }
+    let normal = format!(
+        "UPDATE weir_jobs SET {set}
+         WHERE id IN (
+             SELECT id FROM weir_jobs INDEXED BY weir_jobs_ready
+             WHERE statecode = 0 AND COALESCE(postpone_until, created_at) <= ?3
+               AND (step IS NULL OR step NOT IN (SELECT step FROM weir_step_health WHERE hold_until IS NOT NULL))
+             ORDER BY COALESCE(postpone_until, created_at), id
+             LIMIT ?4)
+           AND {guard}
+         RETURNING {CLAIM_RETURNING}"
+    );
+    let mut stmt = tx.prepare_cached(&normal)?;
+    let rows = stmt.query_map(params![worker, lease_until, now, room as i64], &mut each)?;
+    for row in rows {
+        claimed.push(row?);
+    }
+    Ok(claimed)
+}
+
+/// Extends every lease `worker` holds to `lease_until`; returns how many.
+pub(crate) fn heartbeat(conn: &Connection, worker: &str, lease_until: i64) -> Result<usize> {
+    let sql = format!("UPDATE weir_jobs SET lease_until = ?2 WHERE lease_owner = ?1 AND {}", Transition::Heartbeat.guard());
+    Ok(conn.prepare_cached(&sql)?.execute(params![worker, lease_until])?)
+}
+
+/// Gives back a job `worker` claimed but never started: Ready, not counted.
+pub(crate) fn release(conn: &Connection, id: &str, worker: &str) -> Result<bool> {
+    apply(conn, Transition::Release, &["attempts = MAX(attempts - 1, 0)", RELEASE_LEASE], " AND lease_owner = ?2", &[&id, &worker])
+}
+
+/// Leases that ran out before `now`: the attempt counts; the job is Ready
+/// again, Failed if it was its last, or Canceled/Paused if an operator had
+/// asked for that. Returns how many.
+pub(crate) fn expire(conn: &Connection, now: i64) -> Result<usize> {
+    let lost =
+        "error_code = 'lease_expired', error_message = 'attempt ' || attempts || ' of ' || max_attempts || ' was lost: its worker stopped (lease expired)'";
+    let mut n = 0;
+    for (t, extra, completes) in [(Transition::Expire, "attempts < max_attempts", false), (Transition::ExpireLast, "attempts >= max_attempts", true)] {
+        let done = if completes { ", completed_at = ?1" } else { "" };
+        let sql = format!(
+            "UPDATE weir_jobs SET {}, {lost}, {RELEASE_LEASE}{done} WHERE lease_until < ?1 AND {} AND {extra} RETURNING id",
+            status_sql(t).unwrap_or_default(),
+            t.guard()
+        );
+        let ids: Vec<String> = conn.prepare_cached(&sql)?.query_map([now], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
+        if completes {
+            for id in &ids {
+                finished(conn, id, now)?;
+            }
+        }
+        n += ids.len();
+    }
+    // An operator's cancel or pause of a job whose worker died is carried out.
+    let t = Transition::ExpireInterrupted;
+    let (canceled, paused) = (Canceled.codes(), Paused.codes());
+    let sql = format!(
+        "UPDATE weir_jobs SET
+             statecode = CASE statuscode WHEN {c} THEN {cs} ELSE {ps} END,
+             completed_at = CASE statuscode WHEN {c} THEN ?1 ELSE completed_at END,
+             error_code = CASE statuscode WHEN {c} THEN 'canceled' ELSE error_code END,
+             error_message = CASE statuscode WHEN {c} THEN 'canceled by an operator; its worker stopped' ELSE error_message END,
+             statuscode = CASE statuscode WHEN {c} THEN {cc} ELSE {pc} END,
+             {RELEASE_LEASE}
+         WHERE lease_until < ?1 AND {} RETURNING id, statuscode",
+        t.guard(),
+        c = Canceling.statuscode(),
+        cs = canceled.0,
+        cc = canceled.1,
+        ps = paused.0,
+        pc = paused.1,
+    );
+    let rows: Vec<(String, i64)> = conn.prepare_cached(&sql)?.query_map([now], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<rusqlite::Result<_>>()?;
+    for (id, status) in &rows {
+        if *status == Canceled.statuscode() {
+            finished(conn, id, now)?;
+        }
+    }
+    Ok(n + rows.len())
+}
+
+/// The end of an attempt, as the lease holder records it.
+pub(crate) struct Attempt<'a> {
+    pub id: &'a str,
+    pub worker: &'a str,
+    pub now: i64,
+    pub duration_ms: i64,
+    /// The attempt's trace lines, as JSON.
+    pub trace: &'a str,
+}
+
+impl Attempt<'_> {
+    /// Records transition `t` if `worker` still holds the lease: `?1` id,
+    /// `?2` worker, `?3` now, `?4` duration, `?5` trace, then `extra` as `?6`...
+    fn end(&self, conn: &Connection, t: Transition, set: &[&str], extra: &[&dyn rusqlite::ToSql]) -> Result<bool> {
+        let mut all: Vec<&str> = vec!["duration_ms = ?4", "trace = ?5", RELEASE_LEASE];
+        all.extend_from_slice(set);
+        let mut params: Vec<&dyn rusqlite::ToSql> = vec![&self.id, &self.worker, &self.now, &self.duration_ms, &self.trace];
+        params.extend_from_slice(extra);
+        let applied = apply(conn, t, &all, " AND lease_owner = ?2", &params)?;
+        if applied && t.to(InProgress).is_final() {
+            finished(conn, self.id, self.now)?;
+        }
+        Ok(applied)
+    }
+
+    /// The attempt succeeded: Succeeded with its result.
+    pub(crate) fn complete(&self, conn: &Connection, result: Option<&str>) -> Result<bool> {
+        let set = ["completed_at = ?3", "result = ?6", "error_code = NULL", "error_message = NULL", "state = NULL", "postpone_until = NULL"];
+        self.end(conn, Transition::Complete, &set, &[&result])
+    }
+
+    /// The attempt failed and may be retried: Ready again at `due`.
+    pub(crate) fn fail_retryable(&self, conn: &Connection, due: i64, code: &str, message: &str) -> Result<bool> {
+        self.end(conn, Transition::FailRetryable, &["postpone_until = ?6", "error_code = ?7", "error_message = ?8"], &[&due, &code, &message])
+    }
+
+    /// The attempt failed for good: Failed.
+    pub(crate) fn fail_permanent(&self, conn: &Connection, code: &str, message: &str) -> Result<bool> {
+        self.end(conn, Transition::FailPermanent, &["completed_at = ?3", "error_code = ?6", "error_message = ?7"], &[&code, &message])
+    }
+
+    /// The workflow asked to wait: Waiting, holding no worker, its timer at `wait.until`.
+    pub(crate) fn wait(&self, conn: &Connection, wait: &Wait) -> Result<bool> {
+        let set = ["wait = ?6", "postpone_until = ?7", "wait_table = ?8", "wait_record = ?9", "state = ?10", "error_code = NULL", "error_message = NULL"];
+        self.end(conn, Transition::Wait, &set, &[&wait.doc().to_string(), &wait.until, &wait.table, &wait.record, &wait.state])
+    }
+
+    /// Its pool shut down before the attempt finished: Ready at once, not counted.
+    pub(crate) fn requeue(&self, conn: &Connection) -> Result<bool> {
+        let set = [
+            "attempts = MAX(attempts - 1, 0)",
+            "error_code = 'interrupted'",
+            "error_message = 'interrupted: its worker shut down before the attempt finished; it runs again'",
+        ];
+        self.end(conn, Transition::Requeue, &set, &[])
+    }
+
+    /// An operator canceled the job while it ran: Canceled, whatever the attempt did.
+    pub(crate) fn finish_canceling(&self, conn: &Connection) -> Result<bool> {
+        let set = ["completed_at = ?3", "error_code = 'canceled'", "error_message = 'canceled by an operator while running'"];
+        self.end(conn, Transition::FinishCanceling, &set, &[])
+    }
+
+    /// An operator paused the job while it ran: Paused. The interrupted
+    /// attempt does not count unless it finished (`counted`); a wait it asked
+    /// for is kept for the resume.
+    pub(crate) fn finish_pausing(&self, conn: &Connection, counted: bool, wait: Option<&Wait>) -> Result<bool> {
+        let uncount: i64 = if counted { 0 } else { 1 };
+        let set = [
+            "attempts = MAX(attempts - ?6, 0)",
+            "wait = COALESCE(?7, wait)",
+            "postpone_until = COALESCE(?8, postpone_until)",
+            "wait_table = COALESCE(?9, wait_table)",
+            "wait_record = COALESCE(?10, wait_record)",
+            "state = COALESCE(?11, state)",
+        ];
+        let doc = wait.map(|w| w.doc().to_string());
+        let (until, table, record, state) =
+            (wait.map(|w| w.until), wait.and_then(|w| w.table.clone()), wait.and_then(|w| w.record.clone()), wait.map(|w| w.state.clone()));
+        self.end(conn, Transition::FinishPausing, &set, &[&uncount, &doc, &until, &table, &record, &state])
+    }
+}
+
+/// A job just claimed whose row cannot be read (its context or grants are not
+/// valid JSON): Failed alone, so the rest of the queue runs.
+pub(crate) fn fail_unreadable(conn: &Connection, id: &str, worker: &str, now: i64, message: &str) -> Result<bool> {
+    let a = Attempt { id, worker, now, duration_ms: 0, trace: "[]" };
+    a.fail_permanent(conn, "unreadable", message)
+}
+
+// --------------------------------------------------- timers and changes
+
+/// Wakes Waiting jobs whose timer is due at `now`: wait-until → `timer`,
+/// wait-for → `timed-out`. Returns how many.
+pub(crate) fn wake_due(conn: &Connection, now: i64) -> Result<usize> {
+    let sql = format!(
+        "UPDATE weir_jobs SET {}, attempts = 0, postpone_until = NULL, wait_table = NULL, wait_record = NULL,
+             wait = json_set(wait, '$.wake', CASE json_extract(wait, '$.kind') WHEN 'for' THEN 'timed-out' ELSE 'timer' END)
+         WHERE postpone_until <= ?1 AND {}",
+        status_sql(Transition::Wake).unwrap_or_default(),
+        Transition::Wake.guard()
+    );
+    Ok(conn.prepare_cached(&sql)?.execute([now])?)
+}
+
+/// Wakes a Waiting job whose condition was met (when the change commits). A
+/// postponement is kept: it runs no earlier than that.
+pub(crate) fn wake_condition_met(conn: &Connection, id: &str) -> Result<bool> {
+    let set = [
+        "attempts = 0",
+        "postpone_until = json_extract(wait, '$.not_before_ms')",
+        "wait_table = NULL",
+        "wait_record = NULL",
+        "wait = json_set(wait, '$.wake', 'condition-met')",
+    ];
+    apply(conn, Transition::Wake, &set, "", &[&id])
+}
+
+/// A paused waiting job remembers that its condition was met (for its resume).
+pub(crate) fn note_condition_met(conn: &Connection, id: &str) -> Result<bool> {
+    apply(conn, Transition::NoteConditionMet, &["wait = json_set(wait, '$.met', json('true'))"], " AND wait IS NOT NULL", &[&id])
+}
+
+/// Ends paused waits whose timer passed before `cutoff` (abandoned): Canceled.
+/// Returns their ids.
+pub(crate) fn abandon(conn: &Connection, cutoff: i64, now: i64) -> Result<Vec<String>> {
+    let t = Transition::Abandon;
+    let sql = format!(
+        "UPDATE weir_jobs SET {}, completed_at = ?2, wait_table = NULL, wait_record = NULL,
+             error_code = 'abandoned', error_message = 'the wait was abandoned: still paused long after its timeout'
+         WHERE wait IS NOT NULL AND postpone_until <= ?1 AND {} RETURNING id",
+        status_sql(t).unwrap_or_default(),
+        t.guard()
+    );
+    let ids: Vec<String> = conn.prepare_cached(&sql)?.query_map(params![cutoff, now], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
+    for id in &ids {
+        finished(conn, id, now)?;
+    }
+    Ok(ids)
+}
+
+// ------------------------------------------------------------ operators
+
+/// Pauses a job that is not running.
+pub(crate) fn pause(conn: &Connection, id: &str) -> Result<bool> {
+    apply(conn, Transition::Pause, &[], "", &[&id])
+}
+
+/// Asks the worker running a job to pause it.
+pub(crate) fn pause_running(conn: &Connection, id: &str) -> Result<bool> {
+    apply(conn, Transition::PauseRunning, &[], "", &[&id])
+}
+
+/// Resumes a paused job as Ready. With `wake` (its wait was met or timed out
+/// while paused) the job runs with that wake reason and fresh attempts, no
+/// earlier than a postponement.
+pub(crate) fn resume_ready(conn: &Connection, id: &str, wake: Option<&str>) -> Result<bool> {
+    match wake {
+        None => apply(conn, Transition::ResumeReady, &[], "", &[&id]),
+        Some(reason) => {
+            let set = [
+                "attempts = 0",
+                "postpone_until = json_extract(wait, '$.not_before_ms')",
+                "wait_table = NULL",
+                "wait_record = NULL",
+                "wait = json_set(wait, '$.wake', ?2)",
+            ];
+            apply(conn, Transition::ResumeReady, &set, "", &[&id, &reason])
+        }
+    }
+}
+
+/// Resumes a paused job whose wait still holds: Waiting again.
+pub(crate) fn resume_waiting(conn: &Connection, id: &str) -> Result<bool> {
+    apply(conn, Transition::ResumeWaiting, &[], " AND wait IS NOT NULL", &[&id])
+}
+
+/// Cancels a job that is not running: Canceled.
+pub(crate) fn cancel(conn: &Connection, id: &str, now: i64) -> Result<bool> {
+    let set = ["completed_at = ?2", "wait_table = NULL", "wait_record = NULL", "error_code = 'canceled'", "error_message = 'canceled by an operator'"];
+    let applied = apply(conn, Transition::Cancel, &set, "", &[&id, &now])?;
+    if applied {
+        finished(conn, id, now)?;
+    }
+    Ok(applied)
+}
+
+/// Asks the worker running a job to cancel it.
+pub(crate) fn cancel_running(conn: &Connection, id: &str) -> Result<bool> {
+    apply(conn, Transition::CancelRunning, &[], "", &[&id])
+}
+
+/// Delays a job: it runs no earlier than `until`, and never earlier than it
+/// would have (a later due time, backoff or timer is kept). A waiting job's
+/// timer (or timeout) moves to `until` if that is later, and a condition met
+/// before `until` makes it Ready at `until`.
+pub(crate) fn postpone(conn: &Connection, id: &str, until: i64, until_text: &str) -> Result<bool> {
+    let set = [
+        "postpone_until = MAX(COALESCE(postpone_until, created_at), ?2)",
+        "wait = CASE WHEN wait IS NULL THEN NULL
+                ELSE json_set(wait, '$.not_before_ms', MAX(COALESCE(json_extract(wait, '$.not_before_ms'), 0), ?2), '$.not_before', ?3) END",
+    ];
+    apply(conn, Transition::Postpone, &set, "", &[&id, &until, &until_text])
+}
+
+/// Runs a Failed job again with a fresh set of attempts.
+pub(crate) fn retry(conn: &Connection, id: &str) -> Result<bool> {
+    let set = ["attempts = 0", "completed_at = NULL", "postpone_until = NULL", "error_code = NULL", "error_message = NULL"];
+    apply(conn, Transition::Retry, &set, "", &[&id])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A database with one job `j`, put in `status` as a worker `w` and a wait
+    /// would leave it (the only write of state outside the functions above).
+    fn job_in(status: Status) -> (tempfile::TempDir, Connection) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = crate::store::Db::open(dir.path().join("t.db")).unwrap();
+        let conn = db.connect().unwrap();
+        let job = NewJob {
+            kind: "background",
+            step: None,
+            plugin: "p".into(),
+            plugin_version: 1,
+            owner: "system".into(),
+            context: crate::jobs::JobContext::background("system", serde_json::Value::Null),
+            grants: vec![],
+            max_attempts: 3,
+            backoff_ms: 10,
+            timeout_ms: 1000,
+            fuel: None,
+            postpone_until: None,
+            callback_url: None,
+        };
+        insert(&conn, "j", &job, "{}", "[]", 0).unwrap();
+        let (state, code) = status.codes();
+        conn.execute(
+            "UPDATE weir_jobs SET statecode = ?1, statuscode = ?2, attempts = 1, lease_owner = 'w', lease_until = 5,
+                 postpone_until = 5, wait = '{\"kind\":\"until\"}'
+             WHERE id = 'j'",
+            params![state, code],
+        )
+        .unwrap();
+        (dir, conn)
+    }
+
+    fn status_of(conn: &Connection) -> Status {
+        let code: i64 = conn.query_row("SELECT statuscode FROM weir_jobs WHERE id = 'j'", [], |r| r.get(0)).unwrap();
+        Status::from_statuscode(code).unwrap()
+    }
+
+    /// Makes transition `t` on job `j` at time 10 (after its lease and timer).
+    fn make(conn: &Connection, t: Transition) -> bool {
+        let a = Attempt { id: "j", worker: "w", now: 10, duration_ms: 1, trace: "[]" };
+        let w = Wait { until: 20, table: None, record: None, condition: None, state: vec![] };
+        match t {
+            Transition::Claim => claim(conn, "w", 10, 100, 10, |r| r.get::<_, String>(0)).unwrap().len() == 1,
+            Transition::Heartbeat => heartbeat(conn, "w", 100).unwrap() == 1,
+            Transition::Release => release(conn, "j", "w").unwrap(),
+            Transition::Complete => a.complete(conn, None).unwrap(),
+            Transition::FailRetryable => a.fail_retryable(conn, 20, "transient", "m").unwrap(),
+            Transition::FailPermanent => a.fail_permanent(conn, "permanent", "m").unwrap(),
+            Transition::Wait => a.wait(conn, &w).unwrap(),
+            Transition::Requeue => a.requeue(conn).unwrap(),
+            Transition::FinishCanceling => a.finish_canceling(conn).unwrap(),
+            Transition::FinishPausing => a.finish_pausing(conn, false, None).unwrap(),
+            Transition::Expire | Transition::ExpireLast | Transition::ExpireInterrupted => {
+                let last = t == Transition::ExpireLast;
+                conn.execute("UPDATE weir_jobs SET max_attempts = ?1 WHERE id = 'j'", [if last { 1 } else { 3 }]).unwrap();
+                let before = status_of(conn);
+                let n = expire(conn, 10).unwrap();
+                // expire() makes whichever of the three applies: count only this one.
+                n == 1 && t.from().contains(&before)
+            }
+            Transition::Wake => wake_due(conn, 10).unwrap() == 1,
+            Transition::NoteConditionMet => note_condition_met(conn, "j").unwrap(),
+            Transition::Pause => pause(conn, "j").unwrap(),
+            Transition::PauseRunning => pause_running(conn, "j").unwrap(),
+            Transition::ResumeReady => resume_ready(conn, "j", None).unwrap(),
+            Transition::ResumeWaiting => resume_waiting(conn, "j").unwrap(),
+            Transition::Cancel => cancel(conn, "j", 10).unwrap(),
+            Transition::CancelRunning => cancel_running(conn, "j").unwrap(),
+            Transition::Postpone => postpone(conn, "j", 30, "t").unwrap(),
+            Transition::Retry => retry(conn, "j").unwrap(),
+            Transition::Abandon => !abandon(conn, 10, 10).unwrap().is_empty(),
+        }
+    }
+
+    /// Every transition from every status: allowed ones apply and end in the
+    /// status the table says; refused ones change nothing.
+    #[test]
+    fn every_transition_from_every_status() {
+        let mut checked = 0;
+        for t in Transition::ALL {
+            for from in Status::ALL {
+                let (_dir, conn) = job_in(from);
+                let allowed = t.from().contains(&from);
+                let applied = make(&conn, t);
+                assert_eq!(applied, allowed, "{t:?} from {from:?}: applied {applied}, allowed {allowed}");
+                let now = status_of(&conn);
+                if allowed {
+                    assert_eq!(now, t.to(from), "{t:?} from {from:?}");
+                } else if !matches!(t, Transition::Expire | Transition::ExpireLast | Transition::ExpireInterrupted) {
+                    assert_eq!(now, from, "{t:?} from {from:?} was refused but changed the job");
+                }
+                checked += 1;
+            }
+        }
+        assert_eq!(checked, 24 * 9);
+    }
+
+    #[test]
+    fn codes_and_names_are_one_table() {
+        for s in Status::ALL {
+            assert_eq!(Status::from_statuscode(s.statuscode()), Some(s));
+            assert_eq!(status_name(s.statuscode()), s.name());
+            assert_eq!(state_name(s.statecode()), s.state_name());
+        }
+        assert_eq!(status_name(99), "Unknown");
+    }
+
+    #[test]
+    fn only_the_lease_holder_ends_an_attempt() {
+        let (_dir, conn) = job_in(InProgress);
+        let stranger = Attempt { id: "j", worker: "x", now: 10, duration_ms: 1, trace: "[]" };
+        assert!(!stranger.complete(&conn, None).unwrap());
+        assert_eq!(status_of(&conn), InProgress);
+    }
+
+    #[test]
+    fn postpone_never_makes_a_job_run_or_time_out_earlier() {
+        let (_dir, conn) = job_in(Waiting);
+        conn.execute("UPDATE weir_jobs SET postpone_until = 1000 WHERE id = 'j'", []).unwrap();
+        assert!(postpone(&conn, "j", 500, "t").unwrap());
+        let due: i64 = conn.query_row("SELECT postpone_until FROM weir_jobs WHERE id = 'j'", [], |r| r.get(0)).unwrap();
+        assert_eq!(due, 1000, "an earlier postponement keeps the later timer");
+        assert_eq!(wake_due(&conn, 600).unwrap(), 0);
+        // A condition met before the postponement: Ready, but not due before it.
+        assert!(postpone(&conn, "j", 2000, "t").unwrap());
+        assert!(wake_condition_met(&conn, "j").unwrap());
+        let due: i64 = conn.query_row("SELECT postpone_until FROM weir_jobs WHERE id = 'j'", [], |r| r.get(0)).unwrap();
+        assert_eq!((status_of(&conn), due), (WaitingForResources, 2000));
+    }
+}

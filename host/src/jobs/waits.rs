@@ -1,0 +1,67 @@
+//! Waits: a workflow that asked to wait until a time, or until a record meets
+//! a condition (with a timeout), is Suspended/Waiting and holds no worker.
+//! This module owns everything about waits besides the state changes
+//! themselves ([`super::state`]): checking a condition before a job waits on
+//! it, waking jobs whose timer is due, and waking jobs whose record now
+//! matches, inside the transaction that changed the record (they wake if and
+//! when it commits) or right after a job starts waiting (the record may
+//! already match).
+//!
+//! The pipeline and the worker call it; it knows nothing of either.
+
+use rusqlite::{Connection, params};
+
+use super::{Status, state};
+use crate::error::{Error, Result};
+use crate::filter;
+use crate::store::records::{self, Record, TableDef};
+
+/// Wakes Waiting jobs whose timer is due at `now` (`timer`, or `timed-out` for
+/// a wait-for). Returns how many.
+pub fn wake_due(conn: &Connection, now: i64) -> Result<usize> {
+    state::wake_due(conn, now)
+}
+
+/// Checks a wait-for before a job is suspended on it: the table exists and the
+/// condition is an expression over its columns.
+pub fn check_condition(conn: &Connection, table: &str, condition: &str) -> Result<()> {
+    let def = records::require_table(conn, table)?;
+    let expr = filter::parse(condition).map_err(|e| Error::invalid(e.to_string()))?;
+    filter::check(&expr, condition, &|f| def.kind(f)).map_err(|e| Error::invalid(e.to_string()))
+}
+
+/// Record `rec` of `def` was written (in the writer's transaction): jobs
+/// waiting for it whose condition now holds wake up; paused ones remember it
+/// for their resume. Returns how many.
+pub fn record_changed(conn: &Connection, def: &TableDef, rec: &Record) -> Result<usize> {
+    let sql = format!(
+        "SELECT id, statuscode, json_extract(wait, '$.condition') FROM weir_jobs
+         WHERE wait_table = ?1 AND wait_record = ?2 AND statecode = 1 AND statuscode IN ({}, {})",
+        Status::Waiting.statuscode(),
+        Status::Paused.statuscode()
+    );
+    let waiting: Vec<(String, i64, String)> = conn
+        .prepare_cached(&sql)?
+        .query_map(params![def.name, rec.id], |r| Ok((r.get(0)?, r.get(1)?, r.get::<_, Option<String>>(2)?.unwrap_or_default())))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut woken = 0;
+    for (job, statuscode, condition) in waiting {
+        let holds = filter::parse(&condition).is_ok_and(|expr| filter::eval(&expr, &|f| rec.scalar(def, f)));
+        if !holds {
+            continue;
+        }
+        let changed = if statuscode == Status::Waiting.statuscode() { state::wake_condition_met(conn, &job)? } else { state::note_condition_met(conn, &job)? };
+        woken += usize::from(changed);
+    }
+    Ok(woken)
+}
+
+/// A job just started waiting for `table`/`id`: if the record already meets
+/// its condition, it wakes at once. Returns how many jobs woke.
+pub fn recheck(conn: &Connection, table: &str, id: &str) -> Result<usize> {
+    let def = records::require_table(conn, table)?;
+    match records::get(conn, &def, id)? {
+        Some(rec) => record_changed(conn, &def, &rec),
+        None => Ok(0),
+    }
+}
