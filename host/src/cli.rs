@@ -682,6 +682,26 @@ fn jobs(weir: &Weir, cmd: JobsCmd) -> Result<()> {
                         outln!("    [{}] {}", l["level"].as_str().unwrap_or(""), l["message"].as_str().unwrap_or(""));
                     }
                 }
+                if let Some(history) = j.history.as_ref().filter(|h| !h.is_empty()) {
+                    outln!("  history:     {} attempts, {} ms in all", history.len(), j.total_duration_ms.unwrap_or(0));
+                    for h in history {
+                        let took = h["duration_ms"].as_i64().map_or("-".to_string(), |d| format!("{d} ms"));
+                        outln!(
+                            "    #{:<3} {:<16} {} → {}  {took}  on {}",
+                            h["number"],
+                            h["outcome"].as_str().unwrap_or("?"),
+                            h["started_at"].as_str().unwrap_or("-"),
+                            h["ended_at"].as_str().unwrap_or("-"),
+                            h["worker"].as_str().unwrap_or("-")
+                        );
+                        if let Some(e) = h["error"].as_str() {
+                            outln!("         [{}] {e}", h["error_code"].as_str().unwrap_or("?"));
+                        }
+                        for l in h["trace"].as_array().into_iter().flatten() {
+                            outln!("         [{}] {}", l["level"].as_str().unwrap_or(""), l["message"].as_str().unwrap_or(""));
+                        }
+                    }
+                }
             }
         }
     }

@@ -93,6 +93,10 @@ fn a_worker_stopped_past_its_lease_writes_nothing_after_another_completed() {
     assert_eq!(rows.len(), 1, "only the attempt that completed the job wrote: {rows:?}");
     assert_eq!((rows[0]["source"].as_str(), rows[0]["attempt"].as_i64()), (Some(id.as_str()), Some(2)));
     assert_eq!(the_job(&env)["status"], "Succeeded");
+    // The history keeps both: A's lost attempt and B's.
+    let shown = env.run(&["jobs", "show", the_job(&env)["id"].as_str().unwrap(), "--json"]).ok().json();
+    let outcomes: Vec<&str> = shown["history"].as_array().unwrap().iter().map(|h| h["outcome"].as_str().unwrap()).collect();
+    assert_eq!(outcomes, ["lost", "succeeded"], "{shown}");
 }
 
 /// A 7-day approval postponed by 2 s neither wakes nor times out early; an
@@ -129,4 +133,53 @@ fn postponing_a_wait_never_makes_it_run_or_time_out_earlier() {
     assert_eq!(done["status"], "Succeeded", "{done}");
     assert!(done["started_at"].as_str().unwrap() >= not_before.as_str(), "ran at {} before {not_before}", done["started_at"]);
     assert_eq!(env.run(&["record", "get", "expense", &expense]).ok().json()["state"], "paid");
+    // Its history: the attempt that asked to wait, and the one after the approval.
+    let shown = env.run(&["jobs", "show", &id, "--json"]).ok().json();
+    let history = shown["history"].as_array().unwrap();
+    let outcomes: Vec<&str> = history.iter().map(|h| h["outcome"].as_str().unwrap()).collect();
+    assert_eq!(outcomes, ["wait", "succeeded"], "{shown}");
+    assert_eq!(history[0]["wait"]["condition"], "approved eq true");
+}
+
+/// A flaky job's three attempts are all kept after it succeeds, each with its
+/// error and trace, and a retried job keeps its earlier attempts.
+#[test]
+fn every_attempt_is_kept_in_the_history() {
+    let env = Env::new();
+    env.run(&["table", "create", "order", "--column", "name:text"]).ok();
+    env.add_example("flaky");
+    env.add_example("always-fails");
+    let step = "flaky --plugin flaky --message create --table order --stage post-operation --mode async --backoff-ms 0";
+    env.run(&[&["step", "add"][..], &step.split(' ').collect::<Vec<_>>()].concat()).ok();
+    order(&env);
+    env.run(&["work", "--until-idle"]).ok();
+    let id = the_job(&env)["id"].as_str().unwrap().to_string();
+    let job = env.run(&["jobs", "show", &id, "--json"]).ok().json();
+    let history = job["history"].as_array().expect("jobs show has the history");
+    let outcomes: Vec<&str> = history.iter().map(|h| h["outcome"].as_str().unwrap()).collect();
+    assert_eq!(outcomes, ["failed, retried", "failed, retried", "succeeded"], "{job}");
+    let numbers: Vec<i64> = history.iter().map(|h| h["number"].as_i64().unwrap()).collect();
+    assert_eq!(numbers, [1, 2, 3]);
+    for (i, h) in history.iter().take(2).enumerate() {
+        assert!(h["error"].as_str().unwrap().contains(&format!("busy (attempt {})", i + 1)), "{h}");
+        assert!(h["worker"].as_str().unwrap().starts_with("worker-"), "{h}");
+        assert!(h["started_at"].as_str().unwrap() <= h["ended_at"].as_str().unwrap());
+    }
+    assert!(history[2]["trace"].to_string().contains("succeeded on attempt 3"), "{}", history[2]);
+    let total: i64 = history.iter().map(|h| h["duration_ms"].as_i64().unwrap()).sum();
+    assert_eq!(job["total_duration_ms"].as_i64(), Some(total));
+    let text = env.run(&["jobs", "show", &id]).ok().stdout;
+    assert!(text.contains("history:     3 attempts") && text.contains("busy (attempt 2)"), "{text}");
+    // Listings stay small: no history there.
+    assert!(the_job(&env).get("history").is_none());
+
+    // A Failed job retried by an operator keeps its first attempt.
+    let bg = env.run(&["background", "submit", "always-fails", "--input", "{}", "--max-attempts", "1", "--json"]).ok().json();
+    let bg = bg["id"].as_str().unwrap();
+    env.run(&["work", "--until-idle"]).ok();
+    env.run(&["jobs", "retry", bg]).ok();
+    env.run(&["work", "--until-idle"]).ok();
+    let shown = env.run(&["jobs", "show", bg, "--json"]).ok().json();
+    let outcomes: Vec<&str> = shown["history"].as_array().unwrap().iter().map(|h| h["outcome"].as_str().unwrap()).collect();
+    assert_eq!(outcomes, ["failed", "failed"], "{shown}");
 }

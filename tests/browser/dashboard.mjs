@@ -19,8 +19,8 @@ try {
   await page.goto(url);
   await page.fill("#token", token);
   await page.dispatchEvent("#token", "change");
-  await page.waitForSelector("body[data-loaded=true]", { timeout: 15000 });
-  await page.waitForSelector(`tr[data-job="${jobId}"] button[data-action="${action}"]`, { timeout: 15000 });
+  await page.waitForSelector("body[data-loaded=true]", { timeout: 60000 });
+  await page.waitForSelector(`tr[data-job="${jobId}"] button[data-action="${action}"]`, { timeout: 60000 });
   const read = id => page.textContent("#" + id);
   const counts = {};
   for (const s of ["WaitingForResources", "InProgress", "Waiting", "Paused", "Succeeded", "Failed", "Canceled"]) {
@@ -32,7 +32,7 @@ try {
   await page.waitForFunction(([id, status]) => {
     const cell = document.querySelector(`tr[data-job="${id}"] .job-status`);
     return cell && cell.textContent === status;
-  }, [jobId, expected], { timeout: 15000 });
+  }, [jobId, expected], { timeout: 60000 });
   await page.screenshot({ path: screenshot, fullPage: true });
   console.log(JSON.stringify({ shown, errors, clicked: expected }));
 } finally {

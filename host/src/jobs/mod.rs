@@ -479,6 +479,14 @@ pub struct JobView {
     pub target: Option<Json>,
     /// A Ready job its step's failure breaker holds: why and until when.
     pub held: Option<Json>,
+    /// Every attempt, oldest first (`jobs show` and `GET /api/jobs/{id}`; not
+    /// in listings): number, worker, started, ended, duration, outcome,
+    /// error, trace and the wait it asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub history: Option<Vec<Json>>,
+    /// The time all its attempts took together (with `history`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub total_duration_ms: Option<i64>,
 }
 
 const VIEW_COLUMNS: &str = "id, kind, step, plugin, plugin_version, statecode, statuscode, attempts, max_attempts,
@@ -526,6 +534,8 @@ fn read_view(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobView> {
                 "until": to_rfc3339(until),
             })
         }),
+        history: None,
+        total_duration_ms: None,
     })
 }
 
@@ -567,9 +577,62 @@ pub fn list(conn: &Connection, filter_src: Option<&str>, top: usize, skip: usize
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
+/// One job with its history of attempts.
 pub fn show(conn: &Connection, id: &str) -> Result<JobView> {
-    conn.prepare_cached(&format!("SELECT {VIEW_COLUMNS} FROM weir_jobs WHERE id = ?1"))?
+    let mut view = conn
+        .prepare_cached(&format!("SELECT {VIEW_COLUMNS} FROM weir_jobs WHERE id = ?1"))?
         .query_row([id], read_view)
         .optional()?
-        .ok_or_else(|| Error::not_found(format!("no job with id {id}")))
+        .ok_or_else(|| Error::not_found(format!("no job with id {id}")))?;
+    let parse = |s: Option<String>| s.and_then(|s| serde_json::from_str::<Json>(&s).ok());
+    let history: Vec<Json> = conn
+        .prepare_cached(
+            "SELECT number, worker, started_at, ended_at, duration_ms, outcome, error_code, error_message, trace, wait
+             FROM weir_job_attempts WHERE job_id = ?1 ORDER BY id",
+        )?
+        .query_map([id], |r| {
+            Ok(serde_json::json!({
+                "number": r.get::<_, i64>(0)?,
+                "worker": r.get::<_, Option<String>>(1)?,
+                "started_at": r.get::<_, Option<i64>>(2)?.map(to_rfc3339),
+                "ended_at": to_rfc3339(r.get(3)?),
+                "duration_ms": r.get::<_, Option<i64>>(4)?,
+                "outcome": r.get::<_, String>(5)?,
+                "error_code": r.get::<_, Option<String>>(6)?,
+                "error": r.get::<_, Option<String>>(7)?,
+                "trace": parse(r.get(8)?).unwrap_or(Json::Array(vec![])),
+                "wait": parse(r.get(9)?),
+            }))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut history = history;
+    // The last attempt of a finished job is its row (a retry or a later
+    // attempt moves it to the history).
+    let (worker, started): (Option<String>, Option<i64>) =
+        conn.prepare_cached("SELECT worker, started_at FROM weir_jobs WHERE id = ?1")?.query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    // Whether the attempt the row shows is already in the history.
+    let recorded = history.last().is_some_and(|h| h["started_at"].as_str() == view.started_at.as_deref());
+    let ended_by_attempt = matches!(view.status, "Succeeded" | "Failed" | "Canceled") && view.error_code.as_deref() != Some("lease_expired");
+    if ended_by_attempt && !recorded && view.attempts > 0 && started.is_some() && worker.is_some() {
+        let outcome = match view.status {
+            "Succeeded" => "succeeded",
+            "Failed" => "failed",
+            _ => "canceled",
+        };
+        history.push(serde_json::json!({
+            "number": view.attempts,
+            "worker": worker,
+            "started_at": view.started_at,
+            "ended_at": view.completed_at,
+            "duration_ms": view.duration_ms,
+            "outcome": outcome,
+            "error_code": view.error_code,
+            "error": view.error,
+            "trace": view.trace,
+            "wait": null,
+        }));
+    }
+    view.total_duration_ms = Some(history.iter().filter_map(|h| h["duration_ms"].as_i64()).sum());
+    view.history = Some(history);
+    Ok(view)
 }

@@ -267,10 +267,19 @@ impl Transition {
         }
     }
 
-    /// `statuscode IN (...)` for the statuses this transition starts from.
+    /// The SQL condition "the job is in one of the statuses this transition
+    /// starts from". It names the state too (`statecode = 2 AND statuscode IN
+    /// (20, 21, 22)`): the queue's partial indexes are per state, and SQLite
+    /// uses one only when the query says that state.
     fn guard(self) -> String {
         let codes: Vec<String> = self.from().iter().map(|s| s.statuscode().to_string()).collect();
-        format!("statuscode IN ({})", codes.join(", "))
+        let mut states: Vec<i64> = self.from().iter().map(|s| s.statecode()).collect();
+        states.dedup();
+        let state = match states.as_slice() {
+            [one] => format!("statecode = {one}"),
+            many => format!("statecode IN ({})", many.iter().map(i64::to_string).collect::<Vec<_>>().join(", ")),
+        };
+        format!("{state} AND statuscode IN ({})", codes.join(", "))
     }
 }
 
@@ -425,6 +434,16 @@ pub(crate) fn release(conn: &Connection, id: &str, worker: &str) -> Result<bool>
 pub(crate) fn expire(conn: &Connection, now: i64) -> Result<usize> {
     let lost =
         "error_code = 'lease_expired', error_message = 'attempt ' || attempts || ' of ' || max_attempts || ' was lost: its worker stopped (lease expired)'";
+    // The lost attempts, in the jobs' histories.
+    let sql = format!(
+        "INSERT INTO weir_job_attempts (job_id, number, worker, started_at, ended_at, outcome, error_code, error_message)
+         SELECT id, attempts, lease_owner, started_at, ?1, 'lost', 'lease_expired', 'its worker stopped before the attempt ended (lease expired)'
+         FROM weir_jobs WHERE statecode = 2 AND lease_until < ?1 AND statuscode IN ({}, {}, {})",
+        InProgress.statuscode(),
+        Pausing.statuscode(),
+        Canceling.statuscode()
+    );
+    conn.prepare_cached(&sql)?.execute([now])?;
     let mut n = 0;
     for (t, extra, completes) in [(Transition::Expire, "attempts < max_attempts", false), (Transition::ExpireLast, "attempts >= max_attempts", true)] {
         let done = if completes { ", completed_at = ?1" } else { "" };
@@ -483,15 +502,48 @@ impl Attempt<'_> {
     /// Records transition `t` if `worker` still holds the lease: `?1` id,
     /// `?2` worker, `?3` now, `?4` duration, `?5` trace, then `extra` as `?6`...
     fn end(&self, conn: &Connection, t: Transition, set: &[&str], extra: &[&dyn rusqlite::ToSql]) -> Result<bool> {
-        let mut all: Vec<&str> = vec!["duration_ms = ?4", "trace = ?5", RELEASE_LEASE];
+        self.end_giving_back(conn, t, set, extra, 0)
+    }
+
+    /// [`Self::end`] for a transition that lowered `attempts` by `given_back`
+    /// (an attempt that does not count).
+    fn end_giving_back(&self, conn: &Connection, t: Transition, set: &[&str], extra: &[&dyn rusqlite::ToSql], given_back: i64) -> Result<bool> {
+        let mut all: Vec<&str> = vec!["duration_ms = ?4", "trace = ?5", "worker = ?2", RELEASE_LEASE];
         all.extend_from_slice(set);
         let mut params: Vec<&dyn rusqlite::ToSql> = vec![&self.id, &self.worker, &self.now, &self.duration_ms, &self.trace];
         params.extend_from_slice(extra);
         let applied = apply(conn, t, &all, " AND lease_owner = ?2", &params)?;
-        if applied && t.to(InProgress).is_final() {
-            finished(conn, self.id, self.now)?;
+        if applied {
+            if !t.to(t.from()[0]).is_final() {
+                // A later attempt will overwrite the job's row: keep this one.
+                self.keep_in_history(conn, t, given_back)?;
+            }
+            if t.to(t.from()[0]).is_final() {
+                finished(conn, self.id, self.now)?;
+            }
         }
         Ok(applied)
+    }
+
+    /// Keeps the attempt that just ended in the job's history, as the job's
+    /// row now records it (its error, and its wait if it asked for one). The
+    /// last attempt of a job that reached a final status is its row itself
+    /// (see [`super::show`]); a retry keeps it here first ([`retry`]).
+    fn keep_in_history(&self, conn: &Connection, t: Transition, given_back: i64) -> Result<()> {
+        let outcome = match t {
+            Transition::FailRetryable => "failed, retried",
+            Transition::Wait => "wait",
+            Transition::Requeue => "interrupted",
+            Transition::FinishPausing => "paused",
+            _ => "ended",
+        };
+        conn.prepare_cached(
+            "INSERT INTO weir_job_attempts (job_id, number, worker, started_at, ended_at, duration_ms, outcome, error_code, error_message, trace, wait)
+             SELECT id, attempts + ?6, ?2, started_at, ?3, ?4, ?7, error_code, error_message, ?5, CASE WHEN ?7 = 'wait' THEN wait END
+             FROM weir_jobs WHERE id = ?1",
+        )?
+        .execute(params![self.id, self.worker, self.now, self.duration_ms, self.trace, given_back, outcome])?;
+        Ok(())
     }
 
     /// The attempt succeeded: Succeeded with its result.
@@ -523,7 +575,7 @@ impl Attempt<'_> {
             "error_code = 'interrupted'",
             "error_message = 'interrupted: its worker shut down before the attempt finished; it runs again'",
         ];
-        self.end(conn, Transition::Requeue, &set, &[])
+        self.end_giving_back(conn, Transition::Requeue, &set, &[], 1)
     }
 
     /// An operator canceled the job while it ran: Canceled, whatever the attempt did.
@@ -548,7 +600,7 @@ impl Attempt<'_> {
         let doc = wait.map(|w| w.doc().to_string());
         let (until, table, record, state) =
             (wait.map(|w| w.until), wait.and_then(|w| w.table.clone()), wait.and_then(|w| w.record.clone()), wait.map(|w| w.state.clone()));
-        self.end(conn, Transition::FinishPausing, &set, &[&uncount, &doc, &until, &table, &record, &state])
+        self.end_giving_back(conn, Transition::FinishPausing, &set, &[&uncount, &doc, &until, &table, &record, &state], uncount)
     }
 }
 
@@ -674,8 +726,17 @@ pub(crate) fn postpone(conn: &Connection, id: &str, until: i64, until_text: &str
     apply(conn, Transition::Postpone, &set, "", &[&id, &until, &until_text])
 }
 
-/// Runs a Failed job again with a fresh set of attempts.
+/// Runs a Failed job again with a fresh set of attempts; its last attempt,
+/// recorded only in its row so far, goes to the history first.
 pub(crate) fn retry(conn: &Connection, id: &str) -> Result<bool> {
+    conn.prepare_cached(&format!(
+        "INSERT INTO weir_job_attempts (job_id, number, worker, started_at, ended_at, duration_ms, outcome, error_code, error_message, trace)
+         SELECT id, attempts, worker, started_at, completed_at, duration_ms, 'failed', error_code, error_message, trace
+         FROM weir_jobs j WHERE id = ?1 AND {} AND started_at IS NOT NULL AND attempts > 0
+           AND NOT EXISTS (SELECT 1 FROM weir_job_attempts a WHERE a.job_id = j.id AND a.started_at = j.started_at)",
+        Transition::Retry.guard()
+    ))?
+    .execute([id])?;
     let set = ["attempts = 0", "completed_at = NULL", "postpone_until = NULL", "error_code = NULL", "error_message = NULL"];
     apply(conn, Transition::Retry, &set, "", &[&id])
 }

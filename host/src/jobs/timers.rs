@@ -114,6 +114,11 @@ pub fn cleanup(conn: &Connection, older_than_ms: i64, status: CleanupStatus, now
                  (SELECT id FROM weir_jobs WHERE statecode = 3 AND statuscode = ?1 AND completed_at <= ?2)",
             params![code, cutoff],
         )?;
+        conn.execute(
+            "DELETE FROM weir_job_attempts WHERE job_id IN
+                 (SELECT id FROM weir_jobs WHERE statecode = 3 AND statuscode = ?1 AND completed_at <= ?2)",
+            params![code, cutoff],
+        )?;
         n += conn.execute("DELETE FROM weir_jobs WHERE statecode = 3 AND statuscode = ?1 AND completed_at <= ?2", params![code, cutoff])?;
     }
     Ok(n)
