@@ -112,6 +112,7 @@ impl From<Error> for ApiError {
         match e {
             Error::Invalid(_) | Error::Load(_) => ApiError(StatusCode::BAD_REQUEST, json!({"error": msg})),
             Error::NotFound(_) => ApiError(StatusCode::NOT_FOUND, json!({"error": msg})),
+            Error::Forbidden(_) => ApiError(StatusCode::FORBIDDEN, json!({"error": msg})),
             Error::Conflict(_) => ApiError(StatusCode::CONFLICT, json!({"error": msg})),
             Error::Plugin { plugin, step, code, trace, .. } => {
                 ApiError(StatusCode::UNPROCESSABLE_ENTITY, json!({"error": msg, "plugin": plugin, "step": step, "code": code, "trace": trace}))
@@ -152,7 +153,8 @@ fn user(headers: &HeaderMap) -> String {
     info(title = "weir", description = "A WebAssembly plug-in host: records, an event pipeline and a durable job queue."),
     paths(
         health, create_record, query_records, get_record, update_record, delete_record, list_jobs, get_job, job_action,
-        submit_background, list_plugins, upload_plugin, list_steps, add_step, list_tables, create_table, stats
+        submit_background, list_plugins, upload_plugin, list_steps, add_step, list_tables, create_table, stats,
+        list_users, add_user, user_action, reassign_jobs
     ),
     modifiers(&BearerAuth)
 )]
@@ -193,6 +195,9 @@ pub fn router(weir: Arc<Weir>, config: ApiConfig) -> Router {
         .route("/api/background", post(submit_background))
         .route("/api/steps", get(list_steps).post(add_step))
         .route("/api/tables", get(list_tables).post(create_table))
+        .route("/api/users", get(list_users).post(add_user))
+        .route("/api/users/{name}/{action}", post(user_action))
+        .route("/api/jobs/reassign", post(reassign_jobs))
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
         .merge(plugins)
         .layer(middleware::from_fn_with_state(app.clone(), auth))
@@ -648,6 +653,50 @@ async fn create_table(State(app): State<App>, body: Bytes) -> ApiResult<(StatusC
     })
     .await?;
     Ok((StatusCode::CREATED, Json(serde_json::to_value(def).unwrap_or(Json_::Null))))
+}
+
+#[utoipa::path(get, path = "/api/users", responses((status = 200, description = "{\"value\": [{name, active, created_at}]}")))]
+async fn list_users(State(app): State<App>) -> ApiResult<Json<Json_>> {
+    let weir = app.weir.clone();
+    let users = blocking(move || weir.list_users()).await?;
+    Ok(Json(json!({"value": users})))
+}
+
+#[utoipa::path(post, path = "/api/users", request_body(content = Object, description = "{\"name\": NAME}"), responses((status = 201), (status = 400), (status = 409)))]
+async fn add_user(State(app): State<App>, body: Bytes) -> ApiResult<(StatusCode, Json<Json_>)> {
+    let b = parse_body(&body)?;
+    let name = b["name"].as_str().ok_or_else(|| bad("give {\"name\": NAME}"))?.to_string();
+    let weir = app.weir.clone();
+    let n = name.clone();
+    blocking(move || weir.add_user(&n)).await?;
+    Ok((StatusCode::CREATED, Json(json!({"user": name, "active": true}))))
+}
+
+#[utoipa::path(post, path = "/api/users/{name}/{action}", params(("name" = String, Path), ("action" = String, Path, description = "activate or deactivate")),
+    responses((status = 200), (status = 404)))]
+async fn user_action(State(app): State<App>, Path((name, action)): Path<(String, String)>) -> ApiResult<Json<Json_>> {
+    let active = match action.as_str() {
+        "activate" => true,
+        "deactivate" => false,
+        other => return Err(ApiError(StatusCode::NOT_FOUND, json!({"error": format!("no user action {other:?}: use activate or deactivate")}))),
+    };
+    let weir = app.weir.clone();
+    let n = name.clone();
+    blocking(move || if active { weir.activate_user(&n) } else { weir.deactivate_user(&n) }).await?;
+    Ok(Json(json!({"user": name, "active": active})))
+}
+
+#[utoipa::path(post, path = "/api/jobs/reassign", request_body(content = Object, description = "{\"from\": USER, \"to\": USER}"),
+    responses((status = 200, description = "{\"reassigned\": N}"), (status = 404), (status = 409, description = "the new owner is deactivated")))]
+async fn reassign_jobs(State(app): State<App>, body: Bytes) -> ApiResult<Json<Json_>> {
+    let b = parse_body(&body)?;
+    let (Some(from), Some(to)) = (b["from"].as_str().map(String::from), b["to"].as_str().map(String::from)) else {
+        return Err(bad("give {\"from\": USER, \"to\": USER}"));
+    };
+    let weir = app.weir.clone();
+    let (f, t) = (from.clone(), to.clone());
+    let n = blocking(move || weir.reassign_jobs(&f, &t)).await?;
+    Ok(Json(json!({"from": from, "to": to, "reassigned": n})))
 }
 
 /// Runs `weir serve`: the API, the worker pool (schedules and retention

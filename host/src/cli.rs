@@ -173,6 +173,16 @@ pub enum JobsCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Gives a user's Ready, Waiting and Paused jobs to another user (e.g.
+    /// before deactivating them); prints the count.
+    Reassign {
+        #[arg(long, value_name = "USER")]
+        from: String,
+        #[arg(long, value_name = "USER")]
+        to: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Deletes completed jobs by age and status; prints the count.
     Cleanup {
         /// Completed longer ago than this (0s to 100 years).
@@ -217,6 +227,13 @@ pub enum UserCmd {
     Add(Target),
     /// Deactivates a user: their operations are refused, their jobs fail when they would run.
     Deactivate(Target),
+    /// Reactivates a deactivated user.
+    Activate(Target),
+    /// Lists users and whether they are active.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// The recurring cleanup `work` and `serve` run by themselves: durations such
@@ -561,6 +578,21 @@ fn run(cli: Cli) -> Result<()> {
                     weir.deactivate_user(&name)?;
                     say(json, serde_json::json!({"user": name, "active": false}), || format!("deactivated user {name}"));
                 }
+                UserCmd::Activate(Target { name, json }) => {
+                    weir.activate_user(&name)?;
+                    say(json, serde_json::json!({"user": name, "active": true}), || format!("activated user {name}"));
+                }
+                UserCmd::List { json } => {
+                    let users = weir.list_users()?;
+                    if json {
+                        print_json(&users);
+                    } else {
+                        outln!("{:<24} {:<8} CREATED", "NAME", "ACTIVE");
+                        for u in users {
+                            outln!("{:<24} {:<8} {}", u.name, if u.active { "yes" } else { "no" }, u.created_at);
+                        }
+                    }
+                }
             }
             Ok(())
         }
@@ -632,6 +664,10 @@ fn jobs(weir: &Weir, cmd: JobsCmd) -> Result<()> {
         JobsCmd::Postpone { id, until, json } => {
             let until = crate::time::parse_when(&until).map_err(Error::Invalid)?;
             action(weir, Target { name: id, json }, JobAction::Postpone(until))?
+        }
+        JobsCmd::Reassign { from, to, json } => {
+            let n = weir.reassign_jobs(&from, &to)?;
+            say(json, serde_json::json!({"from": from, "to": to, "reassigned": n}), || format!("gave {n} jobs of {from} to {to}"));
         }
         JobsCmd::Cleanup { older_than, status, json } => {
             let n = weir.cleanup_jobs(older_than, status)?;

@@ -22,6 +22,9 @@ pub enum Error {
     /// A component could not be loaded.
     #[error("{0}")]
     Load(#[from] LoadError),
+    /// The caller may not do this (a deactivated user); HTTP 403.
+    #[error("{0}")]
+    Forbidden(String),
     /// An illegal state change (e.g. resuming a job that is not paused).
     #[error("{0}")]
     Conflict(String),

@@ -266,6 +266,23 @@ impl Weir {
         self.pool.with_conn(|conn| store::add_user(conn, name))
     }
 
+    pub fn activate_user(&self, name: &str) -> Result<()> {
+        self.pool.with_conn(|conn| store::activate_user(conn, name))
+    }
+
+    pub fn list_users(&self) -> Result<Vec<store::UserRow>> {
+        self.pool.with_conn(store::list_users)
+    }
+
+    /// Gives user `from`'s jobs that have not run to their end (Ready,
+    /// Waiting, Paused) to `to`. Returns how many.
+    pub fn reassign_jobs(&self, from: &str, to: &str) -> Result<usize> {
+        let mut conn = self.pool.checkout()?;
+        let n = jobs::control::reassign(&mut conn, from, to);
+        self.pool.checkin(conn);
+        n
+    }
+
     pub fn deactivate_user(&self, name: &str) -> Result<()> {
         self.pool.with_conn(|conn| store::deactivate_user(conn, name))
     }

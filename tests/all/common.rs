@@ -204,6 +204,20 @@ impl Server {
         Reply { status, body, location, text }
     }
 
+    /// A JSON write as user `user` (`X-Weir-User`).
+    pub fn call_as(&self, method: &str, path: &str, body: &[u8], user: &str) -> Reply {
+        let url = format!("{}{path}", self.base);
+        let r = match method {
+            "PATCH" => self.agent.patch(&url),
+            _ => self.agent.post(&url),
+        };
+        let mut resp =
+            r.header("authorization", &format!("Bearer {TOKEN}")).header("content-type", "application/json").header("x-weir-user", user).send(body).unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.body_mut().read_to_string().unwrap_or_default();
+        Reply { status, body: serde_json::from_str(&text).unwrap_or(Value::Null), location: None, text }
+    }
+
     pub fn get(&self, path: &str) -> Reply {
         self.call("GET", path, None, Some(TOKEN))
     }

@@ -21,4 +21,5 @@ mod properties;
 mod runtime;
 mod security;
 mod serve_http;
+mod users;
 mod waits_cli;

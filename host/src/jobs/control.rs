@@ -114,6 +114,22 @@ pub fn retry(conn: &mut Connection, id: &str) -> Result<JobView> {
     })
 }
 
+/// Gives the Ready, Waiting and Paused jobs of user `from` to `to` (who must
+/// exist and be active). Returns how many.
+pub fn reassign(conn: &mut Connection, from: &str, to: &str) -> Result<usize> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    if crate::store::user_active(&tx, from)?.is_none() {
+        return Err(Error::not_found(format!("no user named {from}")));
+    }
+    crate::store::require_active_user(&tx, to).map_err(|e| match e {
+        Error::Forbidden(m) => Error::Conflict(format!("cannot give jobs to {to}: {m}")),
+        e => e,
+    })?;
+    let n = state::reassign(&tx, from, to)?;
+    tx.commit()?;
+    Ok(n)
+}
+
 /// Jobs `worker` holds that an operator asked to cancel or pause.
 pub fn interrupts(conn: &Connection, worker: &str) -> Result<Vec<String>> {
     let sql = format!(

@@ -726,6 +726,14 @@ pub(crate) fn postpone(conn: &Connection, id: &str, until: i64, until_text: &str
     apply(conn, Transition::Postpone, &set, "", &[&id, &until, &until_text])
 }
 
+/// Gives the jobs of `from` that have not run to their end — Ready,
+/// Waiting or Paused — to `to`. Returns how many. (Not a change of state:
+/// running and completed jobs keep their owner.)
+pub(crate) fn reassign(conn: &Connection, from: &str, to: &str) -> Result<usize> {
+    let sql = format!("UPDATE weir_jobs SET owner = ?2 WHERE owner = ?1 AND statecode IN ({}, {})", WaitingForResources.statecode(), Waiting.statecode());
+    Ok(conn.prepare_cached(&sql)?.execute(params![from, to])?)
+}
+
 /// Runs a Failed job again with a fresh set of attempts; its last attempt,
 /// recorded only in its row so far, goes to the history first.
 pub(crate) fn retry(conn: &Connection, id: &str) -> Result<bool> {

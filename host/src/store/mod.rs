@@ -436,6 +436,31 @@ pub fn deactivate_user(conn: &Connection, name: &str) -> Result<()> {
     Ok(())
 }
 
+/// Reactivates a deactivated user.
+pub fn activate_user(conn: &Connection, name: &str) -> Result<()> {
+    if conn.execute("UPDATE weir_users SET active = 1 WHERE name = ?1", [name])? == 0 {
+        return Err(Error::not_found(format!("no user named {name}")));
+    }
+    Ok(())
+}
+
+/// A user, as `weir user list` shows them.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct UserRow {
+    pub name: String,
+    pub active: bool,
+    pub created_at: String,
+}
+
+/// Every user by name.
+pub fn list_users(conn: &Connection) -> Result<Vec<UserRow>> {
+    let rows = conn
+        .prepare_cached("SELECT name, active, created_at FROM weir_users ORDER BY name")?
+        .query_map([], |r| Ok(UserRow { name: r.get(0)?, active: r.get(1)?, created_at: crate::time::to_rfc3339(r.get(2)?) }))?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(rows)
+}
+
 /// Whether `name` exists (Some) and is active.
 pub fn user_active(conn: &Connection, name: &str) -> Result<Option<bool>> {
     Ok(conn.prepare_cached("SELECT active FROM weir_users WHERE name = ?1")?.query_row([name], |r| r.get(0)).optional()?)
@@ -445,7 +470,7 @@ pub fn user_active(conn: &Connection, name: &str) -> Result<Option<bool>> {
 pub fn require_active_user(conn: &Connection, name: &str) -> Result<()> {
     match user_active(conn, name)? {
         Some(true) => Ok(()),
-        Some(false) => Err(Error::invalid(format!("user {name} is deactivated"))),
+        Some(false) => Err(Error::Forbidden(format!("user {name} is deactivated; an operator can reactivate them with `weir user activate {name}`"))),
         None => Err(Error::invalid(format!("no user named {name}; add it with `weir user add {name}`"))),
     }
 }
