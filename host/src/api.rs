@@ -154,7 +154,7 @@ fn user(headers: &HeaderMap) -> String {
     paths(
         health, create_record, query_records, get_record, update_record, delete_record, list_jobs, get_job, job_action,
         submit_background, list_plugins, upload_plugin, list_steps, add_step, list_tables, create_table, stats,
-        list_users, add_user, user_action, reassign_jobs
+        list_users, add_user, user_action, reassign_jobs, update_step, remove_step, step_action
     ),
     modifiers(&BearerAuth)
 )]
@@ -194,6 +194,8 @@ pub fn router(weir: Arc<Weir>, config: ApiConfig) -> Router {
         .route("/api/jobs/{id}/{action}", post(job_action))
         .route("/api/background", post(submit_background))
         .route("/api/steps", get(list_steps).post(add_step))
+        .route("/api/steps/{name}", axum::routing::patch(update_step).delete(remove_step))
+        .route("/api/steps/{name}/{action}", post(step_action))
         .route("/api/tables", get(list_tables).post(create_table))
         .route("/api/users", get(list_users).post(add_user))
         .route("/api/users/{name}/{action}", post(user_action))
@@ -606,8 +608,47 @@ async fn upload_plugin(State(app): State<App>, Query(q): Query<HashMap<String, S
 #[utoipa::path(get, path = "/api/steps", responses((status = 200, description = "{\"value\": [steps], \"unreadable\": [{\"name\", \"table\", \"message\", \"error\"}]}: steps whose stored spec cannot be read are listed apart")))]
 async fn list_steps(State(app): State<App>) -> ApiResult<Json<Json_>> {
     let weir = app.weir.clone();
-    let listing = blocking(move || weir.list_steps()).await?;
-    Ok(Json(json!({"value": listing.steps, "unreadable": listing.unreadable})))
+    let (steps, unreadable) = blocking(move || {
+        let listing = weir.list_steps()?;
+        Ok((weir.steps_with_health(&listing.steps)?, listing.unreadable))
+    })
+    .await?;
+    Ok(Json(json!({"value": steps, "unreadable": unreadable})))
+}
+
+#[utoipa::path(patch, path = "/api/steps/{name}", params(("name" = String, Path)),
+    request_body(content = Object, description = "Any of rank, config, when (\"\" removes it), filter, fuel, timeout_ms, max_attempts, backoff_ms, grants (replaces them)"),
+    responses((status = 200, description = "The step as changed"), (status = 400), (status = 404)))]
+async fn update_step(State(app): State<App>, Path(name): Path<String>, body: Bytes) -> ApiResult<Json<Json_>> {
+    let change: crate::steps::StepUpdate = serde_json::from_slice(&body).map_err(|e| {
+        bad(format!(
+            "bad step change: {e}; send any of rank, config, when, filter, fuel, timeout_ms, max_attempts, backoff_ms, grants (the trigger and plug-in cannot change: remove and add the step)"
+        ))
+    })?;
+    let weir = app.weir.clone();
+    let step = blocking(move || weir.update_step(&name, &change)).await?;
+    Ok(Json(serde_json::to_value(step).unwrap_or(Json_::Null)))
+}
+
+#[utoipa::path(delete, path = "/api/steps/{name}", params(("name" = String, Path)), responses((status = 204), (status = 404)))]
+async fn remove_step(State(app): State<App>, Path(name): Path<String>) -> ApiResult<StatusCode> {
+    let weir = app.weir.clone();
+    blocking(move || weir.remove_step(&name)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(post, path = "/api/steps/{name}/{action}", params(("name" = String, Path), ("action" = String, Path, description = "enable or disable")),
+    responses((status = 200), (status = 404)))]
+async fn step_action(State(app): State<App>, Path((name, action)): Path<(String, String)>) -> ApiResult<Json<Json_>> {
+    let enabled = match action.as_str() {
+        "enable" => true,
+        "disable" => false,
+        other => return Err(ApiError(StatusCode::NOT_FOUND, json!({"error": format!("no step action {other:?}: use enable or disable")}))),
+    };
+    let weir = app.weir.clone();
+    let n = name.clone();
+    blocking(move || weir.set_step_enabled(&n, enabled)).await?;
+    Ok(Json(json!({"step": name, "enabled": enabled})))
 }
 
 #[utoipa::path(post, path = "/api/steps", request_body(content = Object, description = "A step: {\"name\", \"plugin\"} and either {\"schedule\": CRON} or {\"message\", \"table\", \"stage\"}; any other field of a step as `weir step list --json` shows them, with the CLI's defaults (a schedule implies mode async, otherwise sync; rank 1)"),

@@ -23,8 +23,19 @@ pub struct Cli {
     /// The user operations run as.
     #[arg(long = "as", global = true, default_value = "system")]
     pub user: String,
+    /// The time budget of one operation, its sync plug-ins included, in ms
+    /// (100 to 120000, Dataverse's 2 minutes; also WEIR_OP_BUDGET_MS). A sync
+    /// step's --timeout-ms may not exceed it.
+    #[arg(long, global = true, env = "WEIR_OP_BUDGET_MS", default_value_t = 2_000, value_parser = ranged::<u64>(limits::OP_BUDGET_MS))]
+    pub op_budget_ms: u64,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// Opens the database with the command line's settings.
+fn open_weir(db: &std::path::Path, op_budget_ms: u64) -> Result<Weir> {
+    let settings = crate::pipeline::Settings { op_budget: std::time::Duration::from_millis(op_budget_ms), ..Default::default() };
+    Weir::open_with(db, settings)
 }
 
 #[derive(Subcommand, Debug)]
@@ -406,6 +417,37 @@ pub enum StepCmd {
     Disable(Target),
     /// Unregisters a step.
     Remove(Target),
+    /// Changes a step in place (its trigger and plug-in stay).
+    Update(StepUpdateArgs),
+}
+
+/// The options of `weir step update`: only those given change.
+#[derive(clap::Args, Debug)]
+pub struct StepUpdateArgs {
+    name: String,
+    #[arg(long, allow_negative_numbers = true)]
+    rank: Option<i64>,
+    #[arg(long, value_name = "JSON")]
+    config: Option<String>,
+    /// Trigger condition; "" removes it.
+    #[arg(long, value_name = "EXPR")]
+    when: Option<String>,
+    /// Filtering attributes (update steps); replaces them.
+    #[arg(long, value_delimiter = ',', value_name = "COL,...")]
+    filter: Option<Vec<String>>,
+    #[arg(long, value_parser = ranged::<u64>(limits::FUEL))]
+    fuel: Option<u64>,
+    #[arg(long, value_parser = ranged::<u64>(limits::TIMEOUT_MS))]
+    timeout_ms: Option<u64>,
+    #[arg(long, value_parser = ranged::<u32>(limits::MAX_ATTEMPTS))]
+    max_attempts: Option<u32>,
+    #[arg(long, value_parser = ranged::<u64>(limits::BACKOFF_MS))]
+    backoff_ms: Option<u64>,
+    /// `TABLE:read` or `TABLE:write`, repeatable; replaces the grants.
+    #[arg(long = "grant", value_name = "TABLE:ACCESS")]
+    grants: Vec<String>,
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -488,16 +530,18 @@ fn init_tracing() {
 }
 
 fn run(cli: Cli) -> Result<()> {
+    let (db, op_budget_ms) = (cli.db.clone(), cli.op_budget_ms);
+    let open = move || open_weir(&db, op_budget_ms);
     match cli.command {
         Command::Plugin(cmd) => {
-            let weir = Weir::open(&cli.db)?;
+            let weir = open()?;
             plugin(&weir, cmd)
         }
         Command::Demo => crate::demo::run(&cli.db),
         Command::Bench { json, only } => crate::bench::run(json, only.as_deref()),
         Command::Work { workers, lease_ms, until_idle, shutdown_grace_ms, retention, json } => {
             let retention = retention.retention();
-            let weir = Weir::open(&cli.db)?;
+            let weir = open()?;
             let shutdown_grace = std::time::Duration::from_millis(shutdown_grace_ms);
             let mut opts = WorkOptions { lease_ms, until_idle, shutdown_grace, retention, ..WorkOptions::default() };
             if let Some(w) = workers {
@@ -523,11 +567,11 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Jobs(cmd) => jobs(&Weir::open(&cli.db)?, cmd),
+        Command::Jobs(cmd) => jobs(&open()?, cmd),
         Command::Serve { listen, workers, token, allow_origins, max_body_bytes, body_timeout_ms, lease_ms, shutdown_grace_ms, retention, callback_hosts } => {
             let retention = retention.retention();
             let allow_origins = allow_origins.iter().map(|o| parse_origin(o)).collect::<Result<Vec<_>>>()?;
-            let weir = std::sync::Arc::new(Weir::open(&cli.db)?);
+            let weir = std::sync::Arc::new(open()?);
             let shutdown_grace = std::time::Duration::from_millis(shutdown_grace_ms);
             let mut work = WorkOptions { lease_ms, shutdown_grace, retention, ..WorkOptions::default() };
             if let Some(w) = workers {
@@ -546,7 +590,7 @@ fn run(cli: Cli) -> Result<()> {
             runtime()?.block_on(crate::api::serve(weir, listen, config, work))
         }
         Command::Background(BackgroundCmd::Submit { plugin, input, grants, callback, at, max_attempts, timeout_ms, json }) => {
-            let weir = Weir::open(&cli.db)?;
+            let weir = open()?;
             let req = BackgroundRequest {
                 plugin,
                 input: parse_json("--input", &input)?,
@@ -568,7 +612,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::User(cmd) => {
-            let weir = Weir::open(&cli.db)?;
+            let weir = open()?;
             match cmd {
                 UserCmd::Add(Target { name, json }) => {
                     weir.add_user(&name)?;
@@ -596,9 +640,9 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Table(cmd) => table(&Weir::open(&cli.db)?, cmd),
-        Command::Step(cmd) => step(&Weir::open(&cli.db)?, cmd),
-        Command::Record(cmd) => record(&Weir::open(&cli.db)?, &cli.user, cmd),
+        Command::Table(cmd) => table(&open()?, cmd),
+        Command::Step(cmd) => step(&open()?, cmd),
+        Command::Record(cmd) => record(&open()?, &cli.user, cmd),
     }
 }
 
@@ -816,12 +860,31 @@ fn step(weir: &Weir, cmd: StepCmd) -> Result<()> {
                 for bad in &listing.unreadable {
                     errln(format_args!("warning: {bad}"));
                 }
-                print_json(&listing.steps);
+                print_json(&weir.steps_with_health(&listing.steps)?);
             } else {
-                outln!("{:<20} {:<16} {:<8} {:<14} {:<15} {:<5} {:>4}  {}", "NAME", "PLUGIN", "MESSAGE", "TABLE", "STAGE", "MODE", "RANK", "ENABLED");
+                let health = weir.step_health()?;
+                outln!(
+                    "{:<20} {:<16} {:<8} {:<14} {:<15} {:<5} {:>4}  {:<7}  {}",
+                    "NAME",
+                    "PLUGIN",
+                    "MESSAGE",
+                    "TABLE",
+                    "STAGE",
+                    "MODE",
+                    "RANK",
+                    "ENABLED",
+                    "HEALTH"
+                );
                 for s in &listing.steps {
+                    let h = match health.get(&s.name) {
+                        None => "ok".to_string(),
+                        Some(h) => match &h.held_until {
+                            Some(until) => format!("held until {until} ({} failures in a row)", h.consecutive_failures),
+                            None => format!("{} failures in a row", h.consecutive_failures),
+                        },
+                    };
                     outln!(
-                        "{:<20} {:<16} {:<8} {:<14} {:<15} {:<5} {:>4}  {}",
+                        "{:<20} {:<16} {:<8} {:<14} {:<15} {:<5} {:>4}  {:<7}  {h}",
                         s.name,
                         s.plugin,
                         s.message.map_or("-", |m| m.as_str()),
@@ -848,6 +911,25 @@ fn step(weir: &Weir, cmd: StepCmd) -> Result<()> {
         StepCmd::Remove(Target { name, json }) => {
             weir.remove_step(&name)?;
             say(json, serde_json::json!({"step": name, "removed": true}), || format!("removed step {name}"));
+        }
+        StepCmd::Update(a) => {
+            let change = crate::steps::StepUpdate {
+                rank: a.rank,
+                config: a.config.as_deref().map(|c| parse_json("--config", c)).transpose()?,
+                when: a.when,
+                filter: a.filter,
+                fuel: a.fuel,
+                timeout_ms: a.timeout_ms,
+                max_attempts: a.max_attempts,
+                backoff_ms: a.backoff_ms,
+                grants: if a.grants.is_empty() { None } else { Some(a.grants.iter().map(|g| Grant::parse(g)).collect::<Result<Vec<_>>>()?) },
+            };
+            let step = weir.update_step(&a.name, &change)?;
+            if a.json {
+                print_json(&step);
+            } else {
+                outln!("updated step {}", step.name);
+            }
         }
     }
     Ok(())

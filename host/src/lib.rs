@@ -144,7 +144,39 @@ impl Weir {
 
     /// Checks and stores a step as given (see [`Weir::register_step`] for a request).
     pub fn add_step(&self, step: &Step) -> Result<()> {
-        self.pool.with_conn(|conn| steps::add(conn, &self.plugins, step))
+        self.pool.with_conn(|conn| steps::add(conn, &self.plugins, step, self.op_budget_ms()))
+    }
+
+    /// Changes a step in place (see [`steps::StepUpdate`]); returns it.
+    pub fn update_step(&self, name: &str, change: &steps::StepUpdate) -> Result<Step> {
+        self.pool.with_conn(|conn| steps::update(conn, &self.plugins, name, change, self.op_budget_ms()))
+    }
+
+    /// The steps that failed recently, by name.
+    pub fn step_health(&self) -> Result<std::collections::HashMap<String, jobs::StepHealth>> {
+        self.pool.with_conn(jobs::step_health)
+    }
+
+    /// `steps` as JSON, each with its `health`: recent consecutive failures
+    /// and until when the failure breaker holds it.
+    pub fn steps_with_health(&self, steps: &[Step]) -> Result<Vec<serde_json::Value>> {
+        let health = self.step_health()?;
+        steps
+            .iter()
+            .map(|s| {
+                let mut v = serde_json::to_value(s).map_err(|e| Error::Internal(e.to_string()))?;
+                let h = health.get(&s.name);
+                v["health"] = serde_json::json!({
+                    "consecutive_failures": h.map_or(0, |h| h.consecutive_failures),
+                    "held_until": h.and_then(|h| h.held_until.clone()),
+                });
+                Ok(v)
+            })
+            .collect()
+    }
+
+    fn op_budget_ms(&self) -> u64 {
+        u64::try_from(self.pipeline.settings().op_budget.as_millis()).unwrap_or(u64::MAX)
     }
 
     /// Registers a step as asked for (the CLI's `step add`, `POST /api/steps`):

@@ -31,6 +31,9 @@ pub const PAGE: RangeInclusive<u64> = 1..=5_000;
 pub const SKIP: RangeInclusive<u64> = 0..=1_000_000_000;
 /// Fuel of one plug-in call.
 pub const FUEL: RangeInclusive<u64> = 1..=1_000_000_000_000_000_000;
+/// The time budget of one operation (its sync plug-ins included): up to
+/// Dataverse's 2 minutes.
+pub const OP_BUDGET_MS: RangeInclusive<u64> = 100..=120_000;
 /// A step's or background operation's time budget per call or attempt.
 pub const TIMEOUT_MS: RangeInclusive<u64> = 1..=DAY_MS;
 /// Attempts of one job.

@@ -187,7 +187,9 @@ pub enum CallError {
     Permanent(String),
     #[error("ran out of fuel after {fuel} units (an endless loop? raise the step's --fuel if the work is real)")]
     OutOfFuel { fuel: u64 },
-    #[error("timed out after {ms} ms (an endless loop or too much work; raise the step's --timeout-ms if the work is real)")]
+    #[error(
+        "timed out after {ms} ms (an endless loop or too much work; if the work is real, raise the step's --timeout-ms, within the operation budget (--op-budget-ms) for a sync step)"
+    )]
     TimedOut { ms: u64 },
     #[error("hit the memory limit of {limit_bytes} bytes")]
     MemoryLimit { limit_bytes: u64 },

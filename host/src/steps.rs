@@ -296,8 +296,76 @@ impl Step {
     }
 }
 
-/// Checks a step against the catalog and the plug-in's world; stores it.
-pub fn add(conn: &Connection, plugins: &Plugins, step: &Step) -> Result<()> {
+/// Checks a step against the catalog and the plug-in's world; stores it. A
+/// sync step's `timeout_ms` may not exceed `op_budget_ms`, the operation's
+/// budget it runs in.
+pub fn add(conn: &Connection, plugins: &Plugins, step: &Step, op_budget_ms: u64) -> Result<()> {
+    check(conn, plugins, step, op_budget_ms)?;
+    let name = &step.name;
+    let spec = serde_json::to_string(step).map_err(|e| Error::Internal(format!("step {name}: cannot write its spec: {e}")))?;
+    let n = conn.execute(
+        "INSERT INTO weir_steps (name, spec, enabled, created_at, on_table, on_message) VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (name) DO NOTHING",
+        params![name, spec, step.enabled, now_ms(), step.table, step.on_message()],
+    )?;
+    if n == 0 {
+        return Err(Error::Conflict(format!("a step named {name} already exists; change it with `weir step update {name}` or remove it first")));
+    }
+    Ok(())
+}
+
+/// What `weir step update` and `PATCH /api/steps/{name}` may change of a
+/// step in place (its trigger — message, table, stage, mode, schedule — and
+/// its plug-in stay; remove and add it to change those). Absent fields keep
+/// their value; `when: ""` removes the condition; `grants` replaces them all.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepUpdate {
+    pub rank: Option<i64>,
+    pub config: Option<Json>,
+    pub when: Option<String>,
+    pub filter: Option<Vec<String>>,
+    pub fuel: Option<u64>,
+    pub timeout_ms: Option<u64>,
+    pub max_attempts: Option<u32>,
+    pub backoff_ms: Option<u64>,
+    pub grants: Option<Vec<Grant>>,
+}
+
+/// Changes step `name` in place (checked like a new one); returns it.
+pub fn update(conn: &Connection, plugins: &Plugins, name: &str, change: &StepUpdate, op_budget_ms: u64) -> Result<Step> {
+    let rows = read_rows(conn, "SELECT name, spec, enabled, on_table, on_message FROM weir_steps WHERE name = ?1", [name])?;
+    let mut step = match rows.into_iter().next() {
+        None => return Err(Error::not_found(format!("no step named {name}"))),
+        Some(Err(bad)) => return Err(Error::Conflict(bad.to_string())),
+        Some(Ok(step)) => step,
+    };
+    if let Some(rank) = change.rank {
+        step.rank = rank;
+    }
+    if let Some(config) = &change.config {
+        step.config = config.clone();
+    }
+    if let Some(when) = &change.when {
+        step.when = Some(when.clone()).filter(|w| !w.trim().is_empty());
+    }
+    if let Some(filter) = &change.filter {
+        step.filter = filter.clone();
+    }
+    step.fuel = change.fuel.or(step.fuel);
+    step.timeout_ms = change.timeout_ms.or(step.timeout_ms);
+    step.max_attempts = change.max_attempts.or(step.max_attempts);
+    step.backoff_ms = change.backoff_ms.or(step.backoff_ms);
+    if let Some(grants) = &change.grants {
+        step.grants = grants.clone();
+    }
+    check(conn, plugins, &step, op_budget_ms)?;
+    let spec = serde_json::to_string(&step).map_err(|e| Error::Internal(format!("step {name}: cannot write its spec: {e}")))?;
+    conn.execute("UPDATE weir_steps SET spec = ?2 WHERE name = ?1", params![name, spec])?;
+    Ok(step)
+}
+
+/// The rules every stored step follows.
+fn check(conn: &Connection, plugins: &Plugins, step: &Step, op_budget_ms: u64) -> Result<()> {
     check_name("step", &step.name)?;
     let name = &step.name;
     if step.schedule.is_some() && step.mode != ModeKind::Async {
@@ -370,13 +438,13 @@ pub fn add(conn: &Connection, plugins: &Plugins, step: &Step) -> Result<()> {
             limits::check(what, v, range).map_err(|e| Error::invalid(format!("step {name}: {e}")))?;
         }
     }
-    let spec = serde_json::to_string(step).map_err(|e| Error::Internal(format!("step {name}: cannot write its spec: {e}")))?;
-    let n = conn.execute(
-        "INSERT INTO weir_steps (name, spec, enabled, created_at, on_table, on_message) VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (name) DO NOTHING",
-        params![name, spec, step.enabled, now_ms(), step.table, step.on_message()],
-    )?;
-    if n == 0 {
-        return Err(Error::Conflict(format!("a step named {name} already exists; remove it first (`weir step remove {name}`)")));
+    if let (ModeKind::Sync, Some(ms)) = (step.mode, step.timeout_ms)
+        && ms > op_budget_ms
+    {
+        return Err(Error::invalid(format!(
+            "step {name}: --timeout-ms {ms} is longer than the operation's budget of {op_budget_ms} ms that a sync step runs in; \
+             lower it, raise the budget (`weir serve`/`work --op-budget-ms`), or make it an async step"
+        )));
     }
     Ok(())
 }

@@ -21,5 +21,6 @@ mod properties;
 mod runtime;
 mod security;
 mod serve_http;
+mod steps_in_place;
 mod users;
 mod waits_cli;

@@ -419,6 +419,25 @@ fn trip_breaker(conn: &Connection, step: &str, now: i64) -> Result<()> {
     Ok(())
 }
 
+/// A step's recent failures, as the failure breaker counts them.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StepHealth {
+    pub consecutive_failures: i64,
+    /// Its jobs are held until then (then one runs as a probe).
+    pub held_until: Option<String>,
+}
+
+/// The steps that failed recently, by name (a step that is not listed is healthy).
+pub fn step_health(conn: &Connection) -> Result<std::collections::HashMap<String, StepHealth>> {
+    let rows = conn
+        .prepare_cached("SELECT step, consecutive_failures, hold_until FROM weir_step_health")?
+        .query_map([], |r| {
+            Ok((r.get::<_, String>(0)?, StepHealth { consecutive_failures: r.get(1)?, held_until: r.get::<_, Option<i64>>(2)?.map(to_rfc3339) }))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(rows)
+}
+
 /// When the next job becomes due (ms since the epoch): Ready jobs by their
 /// postponement or their step's hold, Locked ones by their lease's end,
 /// Waiting ones by their timer, and pending callback deliveries. None when
