@@ -348,18 +348,8 @@ pub struct StepAdd {
     pre_image: bool,
     #[arg(long)]
     post_image: bool,
-    /// Fuel per call (1 to 10^18).
-    #[arg(long, value_parser = ranged::<u64>(limits::FUEL))]
-    fuel: Option<u64>,
-    /// Time budget per call or attempt in ms (1 to 86400000).
-    #[arg(long, value_parser = ranged::<u64>(limits::TIMEOUT_MS))]
-    timeout_ms: Option<u64>,
-    /// Attempts of an async step's job (1 to 1000).
-    #[arg(long, value_parser = ranged::<u32>(limits::MAX_ATTEMPTS))]
-    max_attempts: Option<u32>,
-    /// First retry delay in ms, doubling after (0 to 86400000).
-    #[arg(long, value_parser = ranged::<u64>(limits::BACKOFF_MS))]
-    backoff_ms: Option<u64>,
+    #[command(flatten)]
+    limits: StepLimits,
     /// `TABLE:read` or `TABLE:write`; repeatable.
     #[arg(long = "grant", value_name = "TABLE:ACCESS")]
     grants: Vec<String>,
@@ -389,10 +379,10 @@ impl StepAdd {
             config,
             pre_image: self.pre_image,
             post_image: self.post_image,
-            fuel: self.fuel,
-            timeout_ms: self.timeout_ms,
-            max_attempts: self.max_attempts,
-            backoff_ms: self.backoff_ms,
+            fuel: self.limits.fuel,
+            timeout_ms: self.limits.timeout_ms,
+            max_attempts: self.limits.max_attempts,
+            backoff_ms: self.limits.backoff_ms,
             grants,
             schedule: self.schedule,
             ..StepRequest::new(self.name, self.plugin)
@@ -421,6 +411,24 @@ pub enum StepCmd {
     Update(StepUpdateArgs),
 }
 
+/// A step's limits, for `step add` and `step update`.
+#[derive(clap::Args, Debug)]
+pub struct StepLimits {
+    /// Fuel per call (1 to 10^18).
+    #[arg(long, value_parser = ranged::<u64>(limits::FUEL))]
+    fuel: Option<u64>,
+    /// Time budget per call or attempt in ms (1 to 86400000; a sync step's
+    /// at most the operation budget).
+    #[arg(long, value_parser = ranged::<u64>(limits::TIMEOUT_MS))]
+    timeout_ms: Option<u64>,
+    /// Attempts of an async step's job (1 to 1000).
+    #[arg(long, value_parser = ranged::<u32>(limits::MAX_ATTEMPTS))]
+    max_attempts: Option<u32>,
+    /// First retry delay in ms, doubling after (0 to 86400000).
+    #[arg(long, value_parser = ranged::<u64>(limits::BACKOFF_MS))]
+    backoff_ms: Option<u64>,
+}
+
 /// The options of `weir step update`: only those given change.
 #[derive(clap::Args, Debug)]
 pub struct StepUpdateArgs {
@@ -435,14 +443,8 @@ pub struct StepUpdateArgs {
     /// Filtering attributes (update steps); replaces them.
     #[arg(long, value_delimiter = ',', value_name = "COL,...")]
     filter: Option<Vec<String>>,
-    #[arg(long, value_parser = ranged::<u64>(limits::FUEL))]
-    fuel: Option<u64>,
-    #[arg(long, value_parser = ranged::<u64>(limits::TIMEOUT_MS))]
-    timeout_ms: Option<u64>,
-    #[arg(long, value_parser = ranged::<u32>(limits::MAX_ATTEMPTS))]
-    max_attempts: Option<u32>,
-    #[arg(long, value_parser = ranged::<u64>(limits::BACKOFF_MS))]
-    backoff_ms: Option<u64>,
+    #[command(flatten)]
+    limits: StepLimits,
     /// `TABLE:read` or `TABLE:write`, repeatable; replaces the grants.
     #[arg(long = "grant", value_name = "TABLE:ACCESS")]
     grants: Vec<String>,
@@ -918,10 +920,10 @@ fn step(weir: &Weir, cmd: StepCmd) -> Result<()> {
                 config: a.config.as_deref().map(|c| parse_json("--config", c)).transpose()?,
                 when: a.when,
                 filter: a.filter,
-                fuel: a.fuel,
-                timeout_ms: a.timeout_ms,
-                max_attempts: a.max_attempts,
-                backoff_ms: a.backoff_ms,
+                fuel: a.limits.fuel,
+                timeout_ms: a.limits.timeout_ms,
+                max_attempts: a.limits.max_attempts,
+                backoff_ms: a.limits.backoff_ms,
                 grants: if a.grants.is_empty() { None } else { Some(a.grants.iter().map(|g| Grant::parse(g)).collect::<Result<Vec<_>>>()?) },
             };
             let step = weir.update_step(&a.name, &change)?;
