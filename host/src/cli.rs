@@ -150,6 +150,9 @@ pub enum PluginCmd {
 #[derive(Subcommand, Debug)]
 pub enum JobsCmd {
     /// Lists jobs, newest first; e.g. --filter "statecode eq 3 and statuscode eq 31" for failures.
+    /// Fields: id, kind, step, plugin, owner, state, status, statecode, statuscode, attempts,
+    /// max_attempts, error, error_code, target (the record's id; also `regarding`), target_table,
+    /// created_at, started_at, completed_at, postpone_until, duration_ms, correlation_id.
     List {
         #[arg(long, value_name = "EXPR")]
         filter: Option<String>,
@@ -169,13 +172,13 @@ pub enum JobsCmd {
         json: bool,
     },
     /// Cancels a job that has not completed (a running one is interrupted).
-    Cancel(Target),
+    Cancel(JobTarget),
     /// Pauses a job; a paused job never runs until resumed.
-    Pause(Target),
+    Pause(JobTarget),
     /// Resumes a paused job where it belongs (Ready or Waiting).
-    Resume(Target),
+    Resume(JobTarget),
     /// Runs a Failed job again.
-    Retry(Target),
+    Retry(JobTarget),
     /// Delays a job: --until RFC 3339 time or +DURATION (e.g. +10m).
     Postpone {
         id: String,
@@ -291,11 +294,20 @@ fn age(s: &str) -> std::result::Result<std::time::Duration, String> {
     limits::duration(s, &limits::AGE)
 }
 
-/// What a command acts on (a job id, a user or step name), and whether to
+/// The job a job action acts on, and whether to answer in JSON for scripts.
+#[derive(Args, Debug)]
+pub struct JobTarget {
+    #[arg(value_name = "ID")]
+    id: String,
+    #[arg(long)]
+    json: bool,
+}
+
+/// What a command acts on (a user or step name), and whether to
 /// answer in JSON for scripts.
 #[derive(Args, Debug)]
 pub struct Target {
-    #[arg(value_name = "ID_OR_NAME")]
+    #[arg(value_name = "NAME")]
     name: String,
     #[arg(long)]
     json: bool,
@@ -455,16 +467,9 @@ pub struct StepUpdateArgs {
 #[derive(Subcommand, Debug)]
 pub enum RecordCmd {
     /// Creates a record from a JSON object; prints it with its id.
-    Create {
-        table: String,
-        json: String,
-    },
+    Create { table: String, json: String },
     /// Changes the given columns of a record.
-    Update {
-        table: String,
-        id: String,
-        json: String,
-    },
+    Update { table: String, id: String, json: String },
     /// Deletes a record (its delete steps run).
     Delete {
         table: String,
@@ -472,9 +477,13 @@ pub enum RecordCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Prints a record as JSON.
     Get {
         table: String,
         id: String,
+        /// (The output is always JSON; accepted like every listing's.)
+        #[arg(long)]
+        json: bool,
     },
     /// Prints a JSON array of the records matching --filter.
     Query {
@@ -487,6 +496,9 @@ pub enum RecordCmd {
         /// Sort: `COL` or `COL desc`, comma-separated.
         #[arg(long, value_name = "COL [asc|desc],...")]
         orderby: Option<String>,
+        /// (The output is always JSON; accepted like every listing's.)
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -709,7 +721,7 @@ fn jobs(weir: &Weir, cmd: JobsCmd) -> Result<()> {
         JobsCmd::Retry(t) => action(weir, t, JobAction::Retry)?,
         JobsCmd::Postpone { id, until, json } => {
             let until = crate::time::parse_when(&until).map_err(Error::Invalid)?;
-            action(weir, Target { name: id, json }, JobAction::Postpone(until))?
+            action(weir, JobTarget { id, json }, JobAction::Postpone(until))?
         }
         JobsCmd::Reassign { from, to, json } => {
             let n = weir.reassign_jobs(&from, &to)?;
@@ -791,8 +803,8 @@ fn jobs(weir: &Weir, cmd: JobsCmd) -> Result<()> {
 }
 
 /// Applies an operator action; prints the job's new state (or the whole job in JSON).
-fn action(weir: &Weir, job: Target, action: JobAction) -> Result<()> {
-    let j = weir.control_job(&job.name, action)?;
+fn action(weir: &Weir, job: JobTarget, action: JobAction) -> Result<()> {
+    let j = weir.control_job(&job.id, action)?;
     if job.json {
         print_json(&j);
     } else {
@@ -981,8 +993,8 @@ fn record(weir: &Weir, user: &str, cmd: RecordCmd) -> Result<()> {
             p.delete(user, &table, &id)?;
             say(json, serde_json::json!({"table": table, "id": id, "deleted": true}), || format!("deleted {table} {id}"));
         }
-        RecordCmd::Get { table, id } => print_json(&weir.get(&table, &id)?.to_json()),
-        RecordCmd::Query { table, filter, top, orderby } => {
+        RecordCmd::Get { table, id, json: _ } => print_json(&weir.get(&table, &id)?.to_json()),
+        RecordCmd::Query { table, filter, top, orderby, json: _ } => {
             let order = parse_orderby(orderby.as_deref().unwrap_or(""))?;
             let rows = weir.query(&table, filter.as_deref(), &order, top)?;
             let json: Vec<serde_json::Value> = rows.iter().map(|r| r.to_json()).collect();

@@ -288,9 +288,16 @@ impl Pipeline {
                 run.stage(StageKind::PreValidation, None, false)?;
             }
             run.stage(StageKind::PreOperation, None, false)?;
-            let written = run.write()?;
+            let mut written = run.write()?;
             run.stage(StageKind::PostOperation, written.as_ref(), false)?;
             run.enqueue(written.as_ref())?;
+            // Post-operation steps may have changed the record (nested
+            // updates): answer with it as it will be committed.
+            if let Some(rec) = &written
+                && run.steps.iter().any(|s| s.stage == Some(StageKind::PostOperation) && s.mode == ModeKind::Sync)
+            {
+                written = records::get(&op.conn.lock(), &def, &rec.id)?;
+            }
             Ok(written)
         })();
         if nested {

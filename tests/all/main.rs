@@ -14,6 +14,7 @@ mod jobs_cli;
 mod jobs_lib;
 mod lifecycle;
 mod lifecycle_faults;
+mod operator_details;
 mod pipeline_cli;
 mod pipeline_lib;
 mod plugins_cli;

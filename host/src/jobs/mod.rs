@@ -564,7 +564,10 @@ fn job_field(field: &str) -> Option<(String, Kind)> {
         "id" | "kind" | "step" | "plugin" | "owner" | "correlation_id" | "error_code" | "callback_url" => (field.to_string(), Kind::Text),
         "error" | "error_message" => ("error_message".into(), Kind::Text),
         // Dataverse's regardingobjectid: the record the job is about.
-        "regarding" => ("json_extract(context, '$.target.id')".into(), Kind::Text),
+        // The record the job is about: `target` as `jobs show --json` names it
+        // (`regarding`, Dataverse's regardingobjectid, is the same).
+        "target" | "regarding" => ("json_extract(context, '$.target.id')".into(), Kind::Text),
+        "target_table" => ("json_extract(context, '$.target.table')".into(), Kind::Text),
         "regarding_table" => ("json_extract(context, '$.target.table')".into(), Kind::Text),
         "statecode" | "statuscode" | "attempts" | "max_attempts" | "duration_ms" | "plugin_version" => (field.to_string(), Kind::Number),
         "created_at" | "started_at" | "completed_at" | "postpone_until" => (field.to_string(), Kind::Time),
@@ -604,33 +607,44 @@ pub fn show(conn: &Connection, id: &str) -> Result<JobView> {
         .optional()?
         .ok_or_else(|| Error::not_found(format!("no job with id {id}")))?;
     let parse = |s: Option<String>| s.and_then(|s| serde_json::from_str::<Json>(&s).ok());
+    let mut last_claim = 0;
     let history: Vec<Json> = conn
         .prepare_cached(
-            "SELECT number, worker, started_at, ended_at, duration_ms, outcome, error_code, error_message, trace, wait
+            "SELECT number, worker, started_at, ended_at, duration_ms, outcome, error_code, error_message, trace, wait, claim
              FROM weir_job_attempts WHERE job_id = ?1 ORDER BY id",
         )?
         .query_map([id], |r| {
-            Ok(serde_json::json!({
-                "number": r.get::<_, i64>(0)?,
-                "worker": r.get::<_, Option<String>>(1)?,
-                "started_at": r.get::<_, Option<i64>>(2)?.map(to_rfc3339),
-                "ended_at": to_rfc3339(r.get(3)?),
-                "duration_ms": r.get::<_, Option<i64>>(4)?,
-                "outcome": r.get::<_, String>(5)?,
-                "error_code": r.get::<_, Option<String>>(6)?,
-                "error": r.get::<_, Option<String>>(7)?,
-                "trace": parse(r.get(8)?).unwrap_or(Json::Array(vec![])),
-                "wait": parse(r.get(9)?),
-            }))
+            let claim: i64 = r.get(10)?;
+            Ok((
+                claim,
+                serde_json::json!({
+                    "number": r.get::<_, i64>(0)?,
+                    "worker": r.get::<_, Option<String>>(1)?,
+                    "started_at": r.get::<_, Option<i64>>(2)?.map(to_rfc3339),
+                    "ended_at": to_rfc3339(r.get(3)?),
+                    "duration_ms": r.get::<_, Option<i64>>(4)?,
+                    "outcome": r.get::<_, String>(5)?,
+                    "error_code": r.get::<_, Option<String>>(6)?,
+                    "error": r.get::<_, Option<String>>(7)?,
+                    "trace": parse(r.get(8)?).unwrap_or(Json::Array(vec![])),
+                    "wait": parse(r.get(9)?),
+                }),
+            ))
         })?
-        .collect::<rusqlite::Result<_>>()?;
+        .collect::<rusqlite::Result<Vec<(i64, Json)>>>()?
+        .into_iter()
+        .map(|(claim, h)| {
+            last_claim = claim;
+            h
+        })
+        .collect();
     let mut history = history;
     // The last attempt of a finished job is its row (a retry or a later
     // attempt moves it to the history).
-    let (worker, started): (Option<String>, Option<i64>) =
-        conn.prepare_cached("SELECT worker, started_at FROM weir_jobs WHERE id = ?1")?.query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))?;
-    // Whether the attempt the row shows is already in the history.
-    let recorded = history.last().is_some_and(|h| h["started_at"].as_str() == view.started_at.as_deref());
+    let (worker, started, claims): (Option<String>, Option<i64>, i64) =
+        conn.prepare_cached("SELECT worker, started_at, claims FROM weir_jobs WHERE id = ?1")?.query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+    // Whether the attempt the row shows (its latest claim) is already in the history.
+    let recorded = last_claim == claims;
     let ended_by_attempt = matches!(view.status, "Succeeded" | "Failed" | "Canceled") && view.error_code.as_deref() != Some("lease_expired");
     if ended_by_attempt && !recorded && view.attempts > 0 && started.is_some() && worker.is_some() {
         let outcome = match view.status {

@@ -371,7 +371,10 @@ pub(crate) fn claim<T>(
     if limit == 0 {
         return Ok(claimed);
     }
-    let set = format!("{}, attempts = attempts + 1, lease_owner = ?1, lease_until = ?2, started_at = ?3", status_sql(Transition::Claim).unwrap_or_default());
+    let set = format!(
+        "{}, attempts = attempts + 1, claims = claims + 1, lease_owner = ?1, lease_until = ?2, started_at = ?3",
+        status_sql(Transition::Claim).unwrap_or_default()
+    );
     let guard = Transition::Claim.guard();
     // Probes first: one job of each half-open step with nothing in flight.
     let probes = format!(
@@ -425,7 +428,13 @@ pub(crate) fn heartbeat(conn: &Connection, worker: &str, lease_until: i64) -> Re
 
 /// Gives back a job `worker` claimed but never started: Ready, not counted.
 pub(crate) fn release(conn: &Connection, id: &str, worker: &str) -> Result<bool> {
-    apply(conn, Transition::Release, &["attempts = MAX(attempts - 1, 0)", RELEASE_LEASE], " AND lease_owner = ?2", &[&id, &worker])
+    apply(
+        conn,
+        Transition::Release,
+        &["attempts = MAX(attempts - 1, 0)", "claims = MAX(claims - 1, 0)", RELEASE_LEASE],
+        " AND lease_owner = ?2",
+        &[&id, &worker],
+    )
 }
 
 /// Leases that ran out before `now`: the attempt counts; the job is Ready
@@ -436,8 +445,8 @@ pub(crate) fn expire(conn: &Connection, now: i64) -> Result<usize> {
         "error_code = 'lease_expired', error_message = 'attempt ' || attempts || ' of ' || max_attempts || ' was lost: its worker stopped (lease expired)'";
     // The lost attempts, in the jobs' histories.
     let sql = format!(
-        "INSERT INTO weir_job_attempts (job_id, number, worker, started_at, ended_at, outcome, error_code, error_message)
-         SELECT id, attempts, lease_owner, started_at, ?1, 'lost', 'lease_expired', 'its worker stopped before the attempt ended (lease expired)'
+        "INSERT INTO weir_job_attempts (job_id, number, worker, started_at, ended_at, outcome, error_code, error_message, claim)
+         SELECT id, attempts, lease_owner, started_at, ?1, 'lost', 'lease_expired', 'its worker stopped before the attempt ended (lease expired)', claims
          FROM weir_jobs WHERE statecode = 2 AND lease_until < ?1 AND statuscode IN ({}, {}, {})",
         InProgress.statuscode(),
         Pausing.statuscode(),
@@ -538,8 +547,8 @@ impl Attempt<'_> {
             _ => "ended",
         };
         conn.prepare_cached(
-            "INSERT INTO weir_job_attempts (job_id, number, worker, started_at, ended_at, duration_ms, outcome, error_code, error_message, trace, wait)
-             SELECT id, attempts + ?6, ?2, started_at, ?3, ?4, ?7, error_code, error_message, ?5, CASE WHEN ?7 = 'wait' THEN wait END
+            "INSERT INTO weir_job_attempts (job_id, number, worker, started_at, ended_at, duration_ms, outcome, error_code, error_message, trace, wait, claim)
+             SELECT id, attempts + ?6, ?2, started_at, ?3, ?4, ?7, error_code, error_message, ?5, CASE WHEN ?7 = 'wait' THEN wait END, claims
              FROM weir_jobs WHERE id = ?1",
         )?
         .execute(params![self.id, self.worker, self.now, self.duration_ms, self.trace, given_back, outcome])?;
@@ -738,10 +747,10 @@ pub(crate) fn reassign(conn: &Connection, from: &str, to: &str) -> Result<usize>
 /// recorded only in its row so far, goes to the history first.
 pub(crate) fn retry(conn: &Connection, id: &str) -> Result<bool> {
     conn.prepare_cached(&format!(
-        "INSERT INTO weir_job_attempts (job_id, number, worker, started_at, ended_at, duration_ms, outcome, error_code, error_message, trace)
-         SELECT id, attempts, worker, started_at, completed_at, duration_ms, 'failed', error_code, error_message, trace
-         FROM weir_jobs j WHERE id = ?1 AND {} AND started_at IS NOT NULL AND attempts > 0
-           AND NOT EXISTS (SELECT 1 FROM weir_job_attempts a WHERE a.job_id = j.id AND a.started_at = j.started_at)",
+        "INSERT INTO weir_job_attempts (job_id, number, worker, started_at, ended_at, duration_ms, outcome, error_code, error_message, trace, claim)
+         SELECT id, attempts, worker, started_at, completed_at, duration_ms, 'failed', error_code, error_message, trace, claims
+         FROM weir_jobs j WHERE id = ?1 AND {} AND claims > 0
+           AND NOT EXISTS (SELECT 1 FROM weir_job_attempts a WHERE a.job_id = j.id AND a.claim = j.claims)",
         Transition::Retry.guard()
     ))?
     .execute([id])?;

@@ -164,10 +164,12 @@ const MIGRATIONS: &[&str] = &[
         error_code TEXT,
         error_message TEXT,
         trace TEXT,
-        wait TEXT
+        wait TEXT,
+        claim INTEGER NOT NULL
     );
     CREATE INDEX weir_job_attempts_job ON weir_job_attempts (job_id, id);
-    ALTER TABLE weir_jobs ADD COLUMN worker TEXT;",
+    ALTER TABLE weir_jobs ADD COLUMN worker TEXT;
+    ALTER TABLE weir_jobs ADD COLUMN claims INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// The database file and how to connect to it.
