@@ -154,7 +154,7 @@ fn user(headers: &HeaderMap) -> String {
     paths(
         health, create_record, query_records, get_record, update_record, delete_record, list_jobs, get_job, job_action,
         submit_background, list_plugins, upload_plugin, list_steps, add_step, list_tables, create_table, stats,
-        list_users, add_user, user_action, reassign_jobs, update_step, remove_step, step_action
+        list_users, add_user, user_action, reassign_jobs, update_step, remove_step, step_action, list_traces, get_trace
     ),
     modifiers(&BearerAuth)
 )]
@@ -200,6 +200,8 @@ pub fn router(weir: Arc<Weir>, config: ApiConfig) -> Router {
         .route("/api/users", get(list_users).post(add_user))
         .route("/api/users/{name}/{action}", post(user_action))
         .route("/api/jobs/reassign", post(reassign_jobs))
+        .route("/api/traces", get(list_traces))
+        .route("/api/traces/{id}", get(get_trace))
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
         .merge(plugins)
         .layer(middleware::from_fn_with_state(app.clone(), auth))
@@ -694,6 +696,23 @@ async fn create_table(State(app): State<App>, body: Bytes) -> ApiResult<(StatusC
     })
     .await?;
     Ok((StatusCode::CREATED, Json(serde_json::to_value(def).unwrap_or(Json_::Null))))
+}
+
+#[utoipa::path(get, path = "/api/traces", params(("$filter" = Option<String>, Query, description = "e.g. plugin eq 'credit-check' and outcome ne 'ok'"), ("$top" = Option<usize>, Query)),
+    responses((status = 200, description = "{\"value\": [traces]}, newest first"), (status = 400)))]
+async fn list_traces(State(app): State<App>, Query(q): Query<HashMap<String, String>>) -> ApiResult<Json<Json_>> {
+    let filter = q.get("$filter").cloned();
+    let top = q.get("$top").map(|t| t.parse::<usize>().map_err(|_| bad(format!("bad $top {t:?}: a whole number")))).transpose()?.unwrap_or(100);
+    let weir = app.weir.clone();
+    let traces = blocking(move || weir.list_traces(filter.as_deref(), top)).await?;
+    Ok(Json(json!({"value": traces})))
+}
+
+#[utoipa::path(get, path = "/api/traces/{id}", params(("id" = String, Path)), responses((status = 200), (status = 404)))]
+async fn get_trace(State(app): State<App>, Path(id): Path<String>) -> ApiResult<Json<Json_>> {
+    let weir = app.weir.clone();
+    let t = blocking(move || weir.show_trace(&id)).await?;
+    Ok(Json(serde_json::to_value(t).unwrap_or(Json_::Null)))
 }
 
 #[utoipa::path(get, path = "/api/users", responses((status = 200, description = "{\"value\": [{name, active, created_at}]}")))]

@@ -283,6 +283,7 @@ fn job(plugin: &str, version: i64) -> NewJob {
             post_image: None,
             config: Json::Null,
             input: Json::Null,
+            trace: Default::default(),
         },
         grants: vec![],
         max_attempts: 1,

@@ -84,6 +84,9 @@ pub enum Command {
     /// Users operations run as.
     #[command(subcommand)]
     User(UserCmd),
+    /// The plug-in trace log: what plug-in calls wrote (steps' --trace).
+    #[command(subcommand)]
+    Trace(TraceCmd),
     /// Runs the HTTP API, the dashboard, the worker pool, schedules and retention.
     Serve {
         #[arg(long, default_value = "127.0.0.1:8080")]
@@ -236,6 +239,28 @@ pub enum BackgroundCmd {
 }
 
 #[derive(Subcommand, Debug)]
+pub enum TraceCmd {
+    /// Lists kept traces, newest first; --filter over step, plugin, mode,
+    /// outcome, table, record, job, correlation_id, duration_us, at, e.g.
+    /// "plugin eq 'credit-check' and outcome ne 'ok'".
+    List {
+        #[arg(long, value_name = "EXPR")]
+        filter: Option<String>,
+        /// Traces to list (1 to 5000).
+        #[arg(long, default_value_t = 100, value_parser = ranged::<usize>(limits::PAGE))]
+        top: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Shows one trace with its lines.
+    Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 pub enum UserCmd {
     /// Adds an active user.
     Add(Target),
@@ -263,6 +288,9 @@ pub struct RetentionArgs {
     /// End (cancel) paused waits whose timeout passed longer ago than this.
     #[arg(long, default_value = "30d", value_name = "DURATION", value_parser = age)]
     end_abandoned_after: std::time::Duration,
+    /// Delete plug-in traces kept longer ago than this.
+    #[arg(long, default_value = "1d", value_name = "DURATION", value_parser = age)]
+    keep_traces: std::time::Duration,
     /// How often the cleanup runs, also once at start (1s to 30 days).
     #[arg(long, default_value = "1h", value_name = "DURATION", value_parser = |s: &str| limits::duration(s, &limits::RETENTION_EVERY))]
     retention_every: std::time::Duration,
@@ -274,6 +302,7 @@ impl RetentionArgs {
             succeeded_after: self.keep_succeeded,
             failed_after: self.keep_failed,
             abandoned_after: self.end_abandoned_after,
+            traces_after: self.keep_traces,
             every: self.retention_every,
         }
     }
@@ -368,6 +397,10 @@ pub struct StepAdd {
     /// Cron expression with seconds, for a scheduled workflow.
     #[arg(long, value_name = "CRON")]
     schedule: Option<String>,
+    /// Which calls keep their trace in the trace log (`weir trace list`):
+    /// off, errors (the default) or all.
+    #[arg(long, value_enum)]
+    trace: Option<crate::traces::TraceMode>,
     #[arg(long)]
     json: bool,
 }
@@ -397,6 +430,7 @@ impl StepAdd {
             backoff_ms: self.limits.backoff_ms,
             grants,
             schedule: self.schedule,
+            trace: self.trace.unwrap_or_default(),
             ..StepRequest::new(self.name, self.plugin)
         })
     }
@@ -460,6 +494,9 @@ pub struct StepUpdateArgs {
     /// `TABLE:read` or `TABLE:write`, repeatable; replaces the grants.
     #[arg(long = "grant", value_name = "TABLE:ACCESS")]
     grants: Vec<String>,
+    /// Which calls keep their trace: off, errors or all.
+    #[arg(long, value_enum)]
+    trace: Option<crate::traces::TraceMode>,
     #[arg(long)]
     json: bool,
 }
@@ -648,6 +685,52 @@ fn run(cli: Cli) -> Result<()> {
                         outln!("{:<24} {:<8} CREATED", "NAME", "ACTIVE");
                         for u in users {
                             outln!("{:<24} {:<8} {}", u.name, if u.active { "yes" } else { "no" }, u.created_at);
+                        }
+                    }
+                }
+            }
+            Ok(())
+        }
+        Command::Trace(cmd) => {
+            let weir = open()?;
+            match cmd {
+                TraceCmd::List { filter, top, json } => {
+                    let traces = weir.list_traces(filter.as_deref(), top)?;
+                    if json {
+                        print_json(&traces);
+                    } else {
+                        outln!("{:<36}  {:<24} {:<16} {:<16} {:<5} {:<10} {:>9}  FIRST LINE", "ID", "AT", "STEP", "PLUGIN", "MODE", "OUTCOME", "µs");
+                        for t in traces {
+                            let first = t.lines.get(0).and_then(|l| l["message"].as_str()).unwrap_or("").chars().take(60).collect::<String>();
+                            outln!(
+                                "{:<36}  {:<24} {:<16} {:<16} {:<5} {:<10} {:>9}  {first}",
+                                t.id,
+                                t.at,
+                                t.step.as_deref().unwrap_or("-"),
+                                t.plugin,
+                                t.mode,
+                                t.outcome,
+                                t.duration_us
+                            );
+                        }
+                    }
+                }
+                TraceCmd::Show { id, json } => {
+                    let t = weir.show_trace(&id)?;
+                    if json {
+                        print_json(&t);
+                    } else {
+                        outln!("trace {} at {} ({} call of {}, step {})", t.id, t.at, t.mode, t.plugin, t.step.as_deref().unwrap_or("-"));
+                        outln!("  on:          {} of {} {}", t.message, t.table, t.record);
+                        outln!("  outcome:     {} in {} µs{}", t.outcome, t.duration_us, t.fuel.map_or(String::new(), |f| format!(", {f} fuel")));
+                        if let Some(e) = &t.error {
+                            outln!("  error:       {e}");
+                        }
+                        if let Some(job) = &t.job {
+                            outln!("  job:         {job}");
+                        }
+                        for l in t.lines.as_array().into_iter().flatten() {
+                            outln!("    [{}] {}", l["level"].as_str().unwrap_or(""), l["message"].as_str().unwrap_or(""));
                         }
                     }
                 }
@@ -937,6 +1020,7 @@ fn step(weir: &Weir, cmd: StepCmd) -> Result<()> {
                 max_attempts: a.limits.max_attempts,
                 backoff_ms: a.limits.backoff_ms,
                 grants: if a.grants.is_empty() { None } else { Some(a.grants.iter().map(|g| Grant::parse(g)).collect::<Result<Vec<_>>>()?) },
+                trace: a.trace,
             };
             let step = weir.update_step(&a.name, &change)?;
             if a.json {

@@ -46,6 +46,7 @@ pub mod steps;
 pub mod store;
 pub(crate) mod telemetry;
 pub mod time;
+pub mod traces;
 pub mod values;
 pub mod worker;
 
@@ -150,6 +151,15 @@ impl Weir {
     /// Changes a step in place (see [`steps::StepUpdate`]); returns it.
     pub fn update_step(&self, name: &str, change: &steps::StepUpdate) -> Result<Step> {
         self.pool.with_conn(|conn| steps::update(conn, &self.plugins, name, change, self.op_budget_ms()))
+    }
+
+    /// Kept plug-in traces matching `filter`, newest first.
+    pub fn list_traces(&self, filter: Option<&str>, top: usize) -> Result<Vec<traces::TraceView>> {
+        self.pool.with_conn(|conn| traces::list(conn, filter, top))
+    }
+
+    pub fn show_trace(&self, id: &str) -> Result<traces::TraceView> {
+        self.pool.with_conn(|conn| traces::show(conn, id))
     }
 
     /// The steps that failed recently, by name.
@@ -269,19 +279,7 @@ impl Weir {
                 plugin: req.plugin.clone(),
                 plugin_version: version,
                 owner: req.owner.clone(),
-                context: jobs::JobContext {
-                    message: "background".into(),
-                    table: String::new(),
-                    stage: "post-operation".into(),
-                    depth: 1,
-                    user: req.owner.clone(),
-                    correlation_id: uuid::Uuid::now_v7().to_string(),
-                    target: values::EntityDoc { table: String::new(), id: String::new(), fields: vec![] },
-                    pre_image: None,
-                    post_image: None,
-                    config: serde_json::Value::Null,
-                    input: req.input.clone(),
-                },
+                context: jobs::JobContext::background(&req.owner, req.input.clone()),
                 grants: req.grants.clone(),
                 max_attempts: req.max_attempts.unwrap_or(jobs::DEFAULT_MAX_ATTEMPTS),
                 backoff_ms: jobs::DEFAULT_BACKOFF_MS,

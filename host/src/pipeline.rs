@@ -90,6 +90,8 @@ struct Op {
     budget_ms: u64,
     /// Set when the chain must fail whatever plug-ins do with the error (depth limit).
     fatal: Mutex<Option<String>>,
+    /// Traces of failed calls to keep: written after the rollback.
+    failed_traces: Mutex<Vec<crate::traces::Trace>>,
 }
 
 /// What to do to a record.
@@ -161,6 +163,7 @@ impl Pipeline {
             deadline: Instant::now() + self.settings.op_budget,
             budget_ms: self.settings.op_budget.as_millis() as u64,
             fatal: Mutex::new(None),
+            failed_traces: Mutex::new(Vec::new()),
         }))
     }
 
@@ -243,7 +246,16 @@ impl Pipeline {
         };
         let message = input.message().as_str();
         let result = self.run(&op, def, input, depth, false);
+        let failed_traces = std::mem::take(&mut *op.failed_traces.lock());
         let result = self.close(op, result, |_| true);
+        // The traces of failed calls, kept although their operation rolled back.
+        if !failed_traces.is_empty() {
+            let now = crate::time::now_ms();
+            let kept = self.pool.with_conn(|conn| failed_traces.iter().try_for_each(|t| crate::traces::record(conn, t, now)));
+            if let Err(e) = kept {
+                tracing::warn!("keeping the trace of a failed plug-in call failed: {e}");
+            }
+        }
         let outcome = match &result {
             Ok(_) => "ok",
             Err(Error::Plugin { code, .. }) if code == "rejected" => "rejected",
@@ -484,6 +496,29 @@ impl Run<'_> {
         let (result, stats) = p.plugins.runtime().call_sync(&prepared, ctx, Box::new(host), &limits);
         let outcome = result.as_ref().map_or_else(|e| e.code(), |_| "ok");
         crate::telemetry::plugin_call(&step.plugin, "sync", outcome, stats.duration, stats.fuel_used);
+        if step.trace.keeps(result.is_ok()) {
+            let trace = crate::traces::Trace {
+                step: Some(step.name.clone()),
+                plugin: step.plugin.clone(),
+                mode: "sync",
+                message: self.message.as_str().into(),
+                table: self.def.name.clone(),
+                record: ctx.target.id.clone(),
+                correlation_id: self.op.correlation_id.clone(),
+                job: None,
+                outcome: outcome.into(),
+                error: result.as_ref().err().map(|e| e.to_string()),
+                duration_us: i64::try_from(stats.duration.as_micros()).unwrap_or(i64::MAX),
+                fuel: i64::try_from(stats.fuel_used).ok().filter(|f| *f < i64::MAX / 2),
+                lines: stats.trace.clone(),
+            };
+            if result.is_ok() {
+                // Kept if the operation commits.
+                crate::traces::record(&self.op.conn.lock(), &trace, crate::time::now_ms())?;
+            } else {
+                self.op.failed_traces.lock().push(trace);
+            }
+        }
         if let Some(fatal) = self.op.fatal.lock().clone() {
             return Err(Error::DepthLimit(fatal));
         }
@@ -545,6 +580,7 @@ impl Run<'_> {
                     post_image: ctx.post_image.as_ref().map(EntityDoc::from),
                     config: step.config.clone(),
                     input: Json::Null,
+                    trace: step.trace,
                 },
                 grants: step.grants.clone(),
                 max_attempts: step.max_attempts.unwrap_or(jobs::DEFAULT_MAX_ATTEMPTS),

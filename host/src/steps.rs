@@ -167,6 +167,9 @@ pub struct Step {
     pub schedule: Option<String>,
     #[serde(default = "yes")]
     pub enabled: bool,
+    /// Which calls keep their trace in the trace log (default: the failed ones).
+    #[serde(default)]
+    pub trace: crate::traces::TraceMode,
 }
 
 fn yes() -> bool {
@@ -215,6 +218,9 @@ pub struct StepRequest {
     /// Default: enabled.
     #[serde(default = "yes")]
     pub enabled: bool,
+    /// Default: `errors`.
+    #[serde(default)]
+    pub trace: crate::traces::TraceMode,
 }
 
 impl StepRequest {
@@ -240,6 +246,7 @@ impl StepRequest {
             grants: vec![],
             schedule: None,
             enabled: true,
+            trace: Default::default(),
         }
     }
 
@@ -269,6 +276,7 @@ impl StepRequest {
             grants: self.grants,
             schedule: self.schedule,
             enabled: self.enabled,
+            trace: self.trace,
         }
     }
 }
@@ -329,6 +337,7 @@ pub struct StepUpdate {
     pub max_attempts: Option<u32>,
     pub backoff_ms: Option<u64>,
     pub grants: Option<Vec<Grant>>,
+    pub trace: Option<crate::traces::TraceMode>,
 }
 
 /// Changes step `name` in place (checked like a new one); returns it.
@@ -357,6 +366,9 @@ pub fn update(conn: &Connection, plugins: &Plugins, name: &str, change: &StepUpd
     step.backoff_ms = change.backoff_ms.or(step.backoff_ms);
     if let Some(grants) = &change.grants {
         step.grants = grants.clone();
+    }
+    if let Some(trace) = change.trace {
+        step.trace = trace;
     }
     check(conn, plugins, &step, op_budget_ms)?;
     let spec = serde_json::to_string(&step).map_err(|e| Error::Internal(format!("step {name}: cannot write its spec: {e}")))?;

@@ -57,6 +57,8 @@ pub struct Retention {
     pub failed_after: Duration,
     /// Paused waits whose timeout passed this long ago are ended.
     pub abandoned_after: Duration,
+    /// Plug-in traces kept longer ago than this are deleted.
+    pub traces_after: Duration,
 }
 
 impl Default for Retention {
@@ -67,6 +69,7 @@ impl Default for Retention {
             succeeded_after: Duration::from_secs(7 * DAY),
             failed_after: Duration::from_secs(30 * DAY),
             abandoned_after: Duration::from_secs(30 * DAY),
+            traces_after: Duration::from_secs(DAY),
         }
     }
 }
@@ -83,6 +86,7 @@ impl WorkOptions {
             .and_then(|_| limits::check_duration("the retention of succeeded jobs", r.succeeded_after, &limits::AGE))
             .and_then(|_| limits::check_duration("the retention of failed jobs", r.failed_after, &limits::AGE))
             .and_then(|_| limits::check_duration("the age of abandoned waits", r.abandoned_after, &limits::AGE))
+            .and_then(|_| limits::check_duration("the retention of traces", r.traces_after, &limits::AGE))
             .and_then(|_| limits::check_duration("the retention interval", r.every, &limits::RETENTION_EVERY))
             .map(|_| ())
             .map_err(Error::Invalid)
@@ -155,6 +159,8 @@ struct Shared {
 struct Done {
     completion: jobs::Completion,
     writes: Option<Writes>,
+    /// The attempt's trace, when its step keeps it (`--trace`).
+    trace_log: Option<crate::traces::Trace>,
 }
 
 /// A successful attempt's writes, committed with its outcome.
@@ -403,7 +409,11 @@ fn record_outcomes(shared: &Shared, rx: std::sync::mpsc::Receiver<Done>) {
             }
         }
         let n = batch.len();
+        let traces: Vec<crate::traces::Trace> = batch.iter_mut().filter_map(|d| d.trace_log.take()).collect();
         record_group(shared, batch);
+        if !traces.is_empty() {
+            keep_traces(shared, &traces);
+        }
         shared.held.fetch_sub(n, Ordering::SeqCst);
         shared.wake.notify_one();
     }
@@ -451,6 +461,22 @@ fn record_group(shared: &Shared, batch: Vec<Done>) {
             }
             Err(e) => tracing::error!("job {}: recording the outcome failed: {e}; the lease will expire and the job run again", c.id),
         }
+    }
+}
+
+/// Keeps attempts' traces in the trace log, in one transaction.
+fn keep_traces(shared: &Shared, traces: &[crate::traces::Trace]) {
+    let now = crate::time::now_ms();
+    let kept = shared.pool.with_conn(|conn| {
+        crate::store::begin_write(conn)?;
+        let r = traces.iter().try_for_each(|t| crate::traces::record(conn, t, now)).and_then(|_| crate::store::commit(conn));
+        if r.is_err() {
+            crate::store::rollback(conn);
+        }
+        r
+    });
+    if let Err(e) = kept {
+        tracing::warn!("keeping {} attempt traces failed: {e}", traces.len());
     }
 }
 
@@ -545,6 +571,7 @@ impl Housekeeping {
             n += cleanup(&conn, ms(retention.failed_after), CleanupStatus::Failed, now)?;
             n += cleanup(&conn, ms(retention.failed_after), CleanupStatus::Canceled, now)?;
             let ended = jobs::timers::end_abandoned(&conn, ms(retention.abandoned_after), now)?;
+            crate::traces::cleanup(&conn, ms(retention.traces_after), now)?;
             if n + ended > 0 {
                 tracing::info!("retention: deleted {n} completed jobs, ended {ended} abandoned waits");
             }
@@ -637,8 +664,32 @@ async fn run_job(shared: &Shared, job: Claimed) {
         depth: job.context.depth + 1,
         changes,
     });
+    let ok = matches!(outcome, Outcome::Succeeded { .. } | Outcome::Wait(_));
+    let trace_log = job.context.trace.keeps(ok).then(|| crate::traces::Trace {
+        step: job.step.clone(),
+        plugin: job.plugin.clone(),
+        mode: "async",
+        message: job.context.message.clone(),
+        table: job.context.table.clone(),
+        record: job.context.target.id.clone(),
+        correlation_id: job.context.correlation_id.clone(),
+        job: Some(job.id.clone()),
+        outcome: match &outcome {
+            Outcome::Succeeded { .. } => "ok".into(),
+            Outcome::Wait(_) => "wait".into(),
+            Outcome::Failed { code, .. } => code.clone(),
+            Outcome::Interrupted => "interrupted".into(),
+        },
+        error: match &outcome {
+            Outcome::Failed { message, .. } => Some(message.clone()),
+            _ => None,
+        },
+        duration_us: i64::try_from(took.as_micros()).unwrap_or(i64::MAX),
+        fuel: None,
+        lines: trace.clone(),
+    });
     let completion = jobs::Completion { id: job.id.clone(), outcome, trace, duration_ms: took.as_millis() as u64 };
-    if shared.done.send(Done { completion, writes }).is_err() {
+    if shared.done.send(Done { completion, writes, trace_log }).is_err() {
         tracing::error!("job {}: the outcome recorder stopped; the lease will expire and the job run again", job.id);
         shared.held.fetch_sub(1, Ordering::SeqCst);
         shared.wake.notify_one();

@@ -29,6 +29,7 @@ fn new_job(step: &str) -> NewJob {
             post_image: None,
             config: json!(null),
             input: json!(null),
+            trace: Default::default(),
         },
         grants: vec![],
         max_attempts: 3,

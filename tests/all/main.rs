@@ -23,5 +23,6 @@ mod runtime;
 mod security;
 mod serve_http;
 mod steps_in_place;
+mod traces;
 mod users;
 mod waits_cli;

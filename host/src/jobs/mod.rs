@@ -72,6 +72,9 @@ pub struct JobContext {
     pub post_image: Option<EntityDoc>,
     pub config: Json,
     pub input: Json,
+    /// Which attempts keep their trace in the trace log (the step's `--trace`).
+    #[serde(default)]
+    pub trace: crate::traces::TraceMode,
 }
 
 impl JobContext {
@@ -90,6 +93,7 @@ impl JobContext {
             post_image: None,
             config: Json::Null,
             input,
+            trace: Default::default(),
         }
     }
 }

@@ -170,6 +170,25 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX weir_job_attempts_job ON weir_job_attempts (job_id, id);
     ALTER TABLE weir_jobs ADD COLUMN worker TEXT;
     ALTER TABLE weir_jobs ADD COLUMN claims INTEGER NOT NULL DEFAULT 0;",
+    // 7: the plug-in trace log.
+    "CREATE TABLE weir_traces (
+        id TEXT PRIMARY KEY,
+        at INTEGER NOT NULL,
+        step TEXT,
+        plugin TEXT NOT NULL,
+        mode TEXT NOT NULL,
+        message TEXT NOT NULL,
+        tbl TEXT NOT NULL,
+        record TEXT NOT NULL,
+        correlation_id TEXT NOT NULL,
+        job TEXT,
+        outcome TEXT NOT NULL,
+        error TEXT,
+        duration_us INTEGER NOT NULL,
+        fuel INTEGER,
+        lines TEXT NOT NULL
+    );
+    CREATE INDEX weir_traces_at ON weir_traces (at);",
 ];
 
 /// The database file and how to connect to it.
