@@ -154,7 +154,8 @@ fn user(headers: &HeaderMap) -> String {
     paths(
         health, create_record, query_records, get_record, update_record, delete_record, list_jobs, get_job, job_action,
         submit_background, list_plugins, upload_plugin, list_steps, add_step, list_tables, create_table, stats,
-        list_users, add_user, user_action, reassign_jobs, update_step, remove_step, step_action, list_traces, get_trace
+        list_users, add_user, user_action, reassign_jobs, update_step, remove_step, step_action, list_traces, get_trace,
+        remove_plugin, rollback_plugin
     ),
     modifiers(&BearerAuth)
 )]
@@ -200,6 +201,8 @@ pub fn router(weir: Arc<Weir>, config: ApiConfig) -> Router {
         .route("/api/users", get(list_users).post(add_user))
         .route("/api/users/{name}/{action}", post(user_action))
         .route("/api/jobs/reassign", post(reassign_jobs))
+        .route("/api/plugins/{name}", axum::routing::delete(remove_plugin))
+        .route("/api/plugins/{name}/rollback", post(rollback_plugin))
         .route("/api/traces", get(list_traces))
         .route("/api/traces/{id}", get(get_trace))
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
@@ -696,6 +699,25 @@ async fn create_table(State(app): State<App>, body: Bytes) -> ApiResult<(StatusC
     })
     .await?;
     Ok((StatusCode::CREATED, Json(serde_json::to_value(def).unwrap_or(Json_::Null))))
+}
+
+#[utoipa::path(delete, path = "/api/plugins/{name}", params(("name" = String, Path), ("version" = Option<i64>, Query, description = "one version; all when absent")),
+    responses((status = 200, description = "{\"removed\": N}"), (status = 404), (status = 409, description = "a step or an unfinished job uses it")))]
+async fn remove_plugin(State(app): State<App>, Path(name): Path<String>, Query(q): Query<HashMap<String, String>>) -> ApiResult<Json<Json_>> {
+    let version = q.get("version").map(|v| v.parse::<i64>().map_err(|_| bad(format!("bad version {v:?}: a whole number")))).transpose()?;
+    let weir = app.weir.clone();
+    let n = name.clone();
+    let removed = blocking(move || weir.remove_plugin(&n, version)).await?;
+    Ok(Json(json!({"plugin": name, "version": version, "removed": removed})))
+}
+
+#[utoipa::path(post, path = "/api/plugins/{name}/rollback", params(("name" = String, Path)),
+    responses((status = 200, description = "{\"current\": VERSION}"), (status = 404), (status = 409, description = "no earlier version")))]
+async fn rollback_plugin(State(app): State<App>, Path(name): Path<String>) -> ApiResult<Json<Json_>> {
+    let weir = app.weir.clone();
+    let n = name.clone();
+    let version = blocking(move || weir.rollback_plugin(&n)).await?;
+    Ok(Json(json!({"plugin": name, "current": version})))
 }
 
 #[utoipa::path(get, path = "/api/traces", params(("$filter" = Option<String>, Query, description = "e.g. plugin eq 'credit-check' and outcome ne 'ok'"), ("$top" = Option<usize>, Query)),

@@ -143,11 +143,16 @@ pub enum PluginCmd {
         #[arg(long)]
         json: bool,
     },
-    /// Lists plug-in versions.
+    /// Lists plug-in versions (CURRENT: the one unpinned steps run).
     List {
         #[arg(long)]
         json: bool,
     },
+    /// Makes the version before the current one current again.
+    Rollback(Target),
+    /// Removes a plug-in, or one version (NAME@VERSION); refused while a step
+    /// or a job that has not completed uses it.
+    Remove(Target),
 }
 
 #[derive(Subcommand, Debug)]
@@ -1104,11 +1109,32 @@ fn plugin(weir: &Weir, cmd: PluginCmd) -> Result<()> {
             if json {
                 print_json(&rows);
             } else {
-                outln!("{:<20} {:>7}  {:<9} {:>9}  {}", "NAME", "VERSION", "WORLD", "BYTES", "ADDED");
+                outln!("{:<20} {:>7}  {:<9} {:>9}  {:<24}  {}", "NAME", "VERSION", "WORLD", "BYTES", "ADDED", "CURRENT");
                 for r in rows {
-                    outln!("{:<20} {:>7}  {:<9} {:>9}  {}", r.name, r.version, r.world, r.size, r.created_at);
+                    let current = if r.current {
+                        "yes"
+                    } else if r.rolled_back {
+                        "rolled back"
+                    } else {
+                        ""
+                    };
+                    outln!("{:<20} {:>7}  {:<9} {:>9}  {:<24}  {current}", r.name, r.version, r.world, r.size, r.created_at);
                 }
             }
+        }
+        PluginCmd::Rollback(Target { name, json }) => {
+            let version = weir.rollback_plugin(&name)?;
+            say(json, serde_json::json!({"plugin": name, "current": version}), || format!("plug-in {name} is back at version {version}"));
+        }
+        PluginCmd::Remove(Target { name, json }) => {
+            let (plugin, version) = match name.split_once('@') {
+                Some((p, v)) => {
+                    (p.to_string(), Some(v.parse::<i64>().map_err(|_| Error::invalid(format!("bad version {v:?} in {name}: write NAME@VERSION, e.g. {p}@2")))?))
+                }
+                None => (name.clone(), None),
+            };
+            let n = weir.remove_plugin(&plugin, version)?;
+            say(json, serde_json::json!({"plugin": plugin, "version": version, "removed": n}), || format!("removed {n} version(s) of plug-in {plugin}"));
         }
     }
     Ok(())

@@ -128,6 +128,18 @@ impl Weir {
         self.pool.with_conn(|conn| self.plugins.add(conn, name, wasm))
     }
 
+    /// Makes the version before plug-in `name`'s current one current again
+    /// (for the steps that follow it); returns that version.
+    pub fn rollback_plugin(&self, name: &str) -> Result<i64> {
+        self.pool.with_conn(|conn| self.plugins.rollback(conn, name))
+    }
+
+    /// Removes a plug-in (`NAME`) or one version (`NAME@VERSION`); refused
+    /// while a step or an unfinished job uses it. Returns the versions removed.
+    pub fn remove_plugin(&self, name: &str, version: Option<i64>) -> Result<usize> {
+        self.pool.with_conn(|conn| self.plugins.remove(conn, name, version))
+    }
+
     pub fn list_plugins(&self) -> Result<Vec<PluginRow>> {
         self.pool.with_conn(store::list_plugins)
     }

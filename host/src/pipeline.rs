@@ -476,7 +476,10 @@ impl Run<'_> {
         let p = self.pipeline;
         let prepared = {
             let conn = self.op.conn.lock();
-            let version = p.catalog.plugin_head(&conn, &step.plugin)?;
+            let version = match step.plugin_version {
+                Some(pinned) => pinned,
+                None => p.catalog.plugin_head(&conn, &step.plugin)?,
+            };
             p.plugins.prepared(&conn, &step.plugin, version)?
         };
         let budget = step.timeout_ms.map(Duration::from_millis);
@@ -561,7 +564,10 @@ impl Run<'_> {
             }
             let ctx = self.context(step, StageKind::PostOperation, written, Mode::Async);
             let conn = self.op.conn.lock();
-            let version = self.pipeline.catalog.plugin_head(&conn, &step.plugin)?;
+            let version = match step.plugin_version {
+                Some(pinned) => pinned,
+                None => self.pipeline.catalog.plugin_head(&conn, &step.plugin)?,
+            };
             let job = NewJob {
                 kind: "step",
                 step: Some(step.name.clone()),

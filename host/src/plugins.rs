@@ -84,6 +84,23 @@ impl Plugins {
             return Err(Error::invalid(format!("{name}: the component is {} bytes, over the limit of {MAX_COMPONENT_BYTES}", wasm.len())));
         }
         let world = self.runtime.inspect(wasm).map_err(|e| Error::invalid(format!("{name}: {e}")))?;
+        // A new version becomes current for every step that follows the
+        // plug-in (is not pinned): it must be able to serve each of them.
+        for step in crate::steps::list(conn)?.iter().filter(|s| s.plugin == name && s.plugin_version.is_none()) {
+            let serves = match step.mode {
+                crate::steps::ModeKind::Sync => world.serves_sync(),
+                crate::steps::ModeKind::Async => world.serves_async(),
+            };
+            if !serves {
+                return Err(Error::invalid(format!(
+                    "{name}: this is a {} component, but step {} runs {name} as a {} step and would fail on every call; \
+                     pin that step to its version (`weir step remove` and add it with --plugin {name}@VERSION) or add a component of the right world",
+                    world.as_str(),
+                    step.name,
+                    step.mode.as_str()
+                )));
+            }
+        }
         let digest = Runtime::digest(wasm);
         let version = store::insert_plugin(conn, name, world.as_str(), &digest, wasm)?;
         let row = store::list_plugins(conn)?
@@ -99,6 +116,56 @@ impl Plugins {
             .ok_or_else(|| Error::not_found(format!("no plug-in named {name}; add it with `weir plugin add {name} FILE.wasm`")))?;
         let world = World::parse(&world).ok_or_else(|| Error::Internal(format!("plug-in {name} has unknown world {world}")))?;
         Ok((version, world))
+    }
+
+    /// Makes the version before the current one current again; returns it.
+    pub fn rollback(&self, conn: &Connection, name: &str) -> Result<i64> {
+        let (current, _) = self.head(conn, name)?;
+        let previous = store::list_plugins(conn)?
+            .into_iter()
+            .filter(|p| p.name == name && p.version < current && !p.rolled_back)
+            .map(|p| p.version)
+            .max()
+            .ok_or_else(|| Error::Conflict(format!("plug-in {name} has no version before {current} to roll back to")))?;
+        store::retire_plugin_version(conn, name, current)?;
+        Ok(previous)
+    }
+
+    /// Removes plug-in `name`, or one version of it; refused while a step or
+    /// a job that has not completed uses it.
+    pub fn remove(&self, conn: &Connection, name: &str, version: Option<i64>) -> Result<usize> {
+        let current = self.head(conn, name).ok().map(|(v, _)| v);
+        for step in crate::steps::list(conn)?.iter().filter(|s| s.plugin == name) {
+            let uses = match (version, step.plugin_version) {
+                (None, _) => true,
+                (Some(v), Some(pinned)) => v == pinned,
+                (Some(v), None) => Some(v) == current,
+            };
+            if uses {
+                let which = version.map_or(String::new(), |v| format!(" version {v}"));
+                return Err(Error::Conflict(format!(
+                    "plug-in {name}{which} is used by step {}; remove or re-point the step first (`weir step remove {}`)",
+                    step.name, step.name
+                )));
+            }
+        }
+        let jobs = crate::jobs::unfinished_of_plugin(conn, name, version)?;
+        if jobs > 0 {
+            return Err(Error::Conflict(format!(
+                "plug-in {name} is needed by {jobs} job(s) that have not completed; let them finish, or cancel them (`weir jobs list --filter \"plugin eq '{name}' and statecode lt 3\"`)"
+            )));
+        }
+        let n = store::delete_plugin(conn, name, version)?;
+        if let Ok(mut cache) = self.prepared.lock() {
+            cache.retain(|(n, v), _| !(n == name && version.is_none_or(|x| x == *v)));
+        }
+        if n == 0 {
+            return Err(Error::not_found(match version {
+                Some(v) => format!("plug-in {name} has no version {v}"),
+                None => format!("no plug-in named {name}"),
+            }));
+        }
+        Ok(n)
     }
 
     /// Plug-in `name` at `version` if it is already prepared (no database read).

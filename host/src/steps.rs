@@ -144,6 +144,10 @@ pub fn allowed(grants: &[Grant], table: &str, access: Access) -> bool {
 pub struct Step {
     pub name: String,
     pub plugin: String,
+    /// Pinned to this version (`--plugin NAME@VERSION`); unpinned steps run
+    /// the plug-in's current version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plugin_version: Option<i64>,
     /// None for scheduled steps.
     pub message: Option<MessageKind>,
     pub table: Option<String>,
@@ -256,9 +260,16 @@ impl StepRequest {
     /// checked here: [`add`] checks it against the catalog.
     pub fn normalise(self) -> Step {
         let implied = if self.schedule.is_some() { ModeKind::Async } else { ModeKind::Sync };
+        // `NAME@VERSION` pins a version; a version that is not a number is
+        // left in the name, which the checks then refuse.
+        let (plugin, plugin_version) = match self.plugin.split_once('@') {
+            Some((name, v)) if v.parse::<i64>().is_ok() => (name.to_string(), v.parse::<i64>().ok()),
+            _ => (self.plugin, None),
+        };
         Step {
             name: self.name,
-            plugin: self.plugin,
+            plugin,
+            plugin_version,
             message: self.message,
             table: self.table,
             stage: self.stage,
@@ -385,7 +396,14 @@ fn check(conn: &Connection, plugins: &Plugins, step: &Step, op_budget_ms: u64) -
             "step {name}: scheduled steps run as async workflows; leave out the mode (a schedule implies async) or make it async"
         )));
     }
-    let (_, world) = plugins.head(conn, &step.plugin)?;
+    let world = match step.plugin_version {
+        None => plugins.head(conn, &step.plugin)?.1,
+        Some(v) => {
+            let world = crate::store::plugin_world(conn, &step.plugin, v)?
+                .ok_or_else(|| Error::not_found(format!("step {name}: plug-in {} has no version {v} (`weir plugin list` shows its versions)", step.plugin)))?;
+            crate::runtime::World::parse(&world).ok_or_else(|| Error::Internal(format!("plug-in {} has unknown world {world}", step.plugin)))?
+        }
+    };
     match step.mode {
         ModeKind::Sync if !world.serves_sync() => {
             return Err(Error::invalid(format!(

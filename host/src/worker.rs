@@ -557,7 +557,10 @@ impl Housekeeping {
         let scheduled: Vec<(crate::steps::Step, i64)> = crate::steps::list(&conn)?
             .into_iter()
             .filter(|s| s.enabled && s.schedule.is_some())
-            .filter_map(|s| shared.plugins.head(&conn, &s.plugin).ok().map(|(v, _)| (s, v)))
+            .filter_map(|s| match s.plugin_version {
+                Some(pinned) => Some((s, pinned)),
+                None => shared.plugins.head(&conn, &s.plugin).ok().map(|(v, _)| (s, v)),
+            })
             .collect();
         let live: Vec<String> = scheduled.iter().map(|(s, _)| s.name.clone()).collect();
         jobs::timers::prune_schedules(&conn, &live)?;

@@ -192,7 +192,8 @@ impl Server {
                     r = r.header("authorization", a);
                 }
                 // What the API requires of writes: JSON, or wasm on upload.
-                let kind = if path.starts_with("/api/plugins") { "application/wasm" } else { "application/json" };
+                let upload = path == "/api/plugins" || path.starts_with("/api/plugins?");
+                let kind = if upload { "application/wasm" } else { "application/json" };
                 r.header("content-type", kind).send(b.unwrap_or(b""))
             }
         }

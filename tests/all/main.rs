@@ -25,4 +25,5 @@ mod serve_http;
 mod steps_in_place;
 mod traces;
 mod users;
+mod versions;
 mod waits_cli;

@@ -70,6 +70,8 @@ fn trace_all_keeps_successful_calls_and_errors_keeps_failures() {
     assert_eq!(one.body["plugin"], "credit-check");
     assert_eq!(s.get("/api/traces/nope").status, 404);
     drop(s);
-    env.run(&["work", "--until-idle", "--keep-traces", "0s"]).ok();
-    assert_eq!(traces(&env, "").len(), 0);
+    let work = env.command().args(["work", "--until-idle", "--keep-traces", "0s"]).env("WEIR_LOG", "info").output().unwrap();
+    assert!(work.status.success());
+    let left = traces(&env, "");
+    assert!(left.is_empty(), "retention kept {} traces; the worker said: {}", left.len(), String::from_utf8_lossy(&work.stderr));
 }

@@ -189,6 +189,12 @@ const MIGRATIONS: &[&str] = &[
         lines TEXT NOT NULL
     );
     CREATE INDEX weir_traces_at ON weir_traces (at);",
+    // 8: a plug-in's current version is its newest one not rolled back; version
+    // numbers are never reused, even after a plug-in is removed (a process
+    // that prepared version N of a name must never run another component as N).
+    "ALTER TABLE weir_plugins ADD COLUMN retired INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE weir_plugin_versions (name TEXT PRIMARY KEY, last INTEGER NOT NULL);
+    INSERT INTO weir_plugin_versions (name, last) SELECT name, MAX(version) FROM weir_plugins GROUP BY name;",
 ];
 
 /// The database file and how to connect to it.
@@ -505,11 +511,19 @@ pub struct PluginRow {
     pub sha256: String,
     pub size: i64,
     pub created_at: String,
+    /// The version unpinned steps run (the newest not rolled back).
+    pub current: bool,
+    /// Rolled back (`weir plugin rollback`): no longer current.
+    pub rolled_back: bool,
 }
 
 /// Stores a new version of plug-in `name`; returns its version number.
 pub fn insert_plugin(conn: &Connection, name: &str, world: &str, sha256: &str, wasm: &[u8]) -> Result<i64> {
-    let version: i64 = conn.query_row("SELECT COALESCE(MAX(version), 0) + 1 FROM weir_plugins WHERE name = ?1", [name], |r| r.get(0))?;
+    let version: i64 = conn.query_row(
+        "INSERT INTO weir_plugin_versions (name, last) VALUES (?1, 1) ON CONFLICT (name) DO UPDATE SET last = last + 1 RETURNING last",
+        [name],
+        |r| r.get(0),
+    )?;
     conn.execute(
         "INSERT INTO weir_plugins (name, version, world, sha256, size, wasm, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -520,7 +534,11 @@ pub fn insert_plugin(conn: &Connection, name: &str, world: &str, sha256: &str, w
 
 /// Every plug-in version, newest version of each name last.
 pub fn list_plugins(conn: &Connection) -> Result<Vec<PluginRow>> {
-    let mut stmt = conn.prepare_cached("SELECT name, version, world, sha256, size, created_at FROM weir_plugins ORDER BY name, version")?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT name, version, world, sha256, size, created_at, retired,
+             version = (SELECT MAX(h.version) FROM weir_plugins h WHERE h.name = p.name AND h.retired = 0)
+         FROM weir_plugins p ORDER BY name, version",
+    )?;
     let rows = stmt.query_map([], |r| {
         Ok(PluginRow {
             name: r.get(0)?,
@@ -529,6 +547,8 @@ pub fn list_plugins(conn: &Connection) -> Result<Vec<PluginRow>> {
             sha256: r.get(3)?,
             size: r.get(4)?,
             created_at: crate::time::to_rfc3339(r.get(5)?),
+            rolled_back: r.get(6)?,
+            current: r.get::<_, Option<bool>>(7)?.unwrap_or(false),
         })
     })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
@@ -549,10 +569,31 @@ pub fn load_plugin(conn: &Connection, name: &str, version: Option<i64>) -> Resul
     Ok(row)
 }
 
-/// The newest version number and world of plug-in `name`.
+/// The current version number and world of plug-in `name`: its newest
+/// version that was not rolled back.
 pub fn plugin_head(conn: &Connection, name: &str) -> Result<Option<(i64, String)>> {
     Ok(conn
-        .prepare_cached("SELECT version, world FROM weir_plugins WHERE name = ?1 ORDER BY version DESC LIMIT 1")?
+        .prepare_cached("SELECT version, world FROM weir_plugins WHERE name = ?1 AND retired = 0 ORDER BY version DESC LIMIT 1")?
         .query_row([name], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?)
+}
+
+/// The world of plug-in `name` at `version`, if that version exists.
+pub fn plugin_world(conn: &Connection, name: &str, version: i64) -> Result<Option<String>> {
+    Ok(conn.prepare_cached("SELECT world FROM weir_plugins WHERE name = ?1 AND version = ?2")?.query_row(params![name, version], |r| r.get(0)).optional()?)
+}
+
+/// Marks a version rolled back: it is no longer current (it stays, for
+/// steps pinned to it and jobs that run it).
+pub fn retire_plugin_version(conn: &Connection, name: &str, version: i64) -> Result<()> {
+    conn.execute("UPDATE weir_plugins SET retired = 1 WHERE name = ?1 AND version = ?2", params![name, version])?;
+    Ok(())
+}
+
+/// Deletes plug-in `name` (one version, or all); returns how many versions.
+pub fn delete_plugin(conn: &Connection, name: &str, version: Option<i64>) -> Result<usize> {
+    Ok(match version {
+        Some(v) => conn.execute("DELETE FROM weir_plugins WHERE name = ?1 AND version = ?2", params![name, v])?,
+        None => conn.execute("DELETE FROM weir_plugins WHERE name = ?1", [name])?,
+    })
 }
