@@ -6,6 +6,7 @@
 mod common;
 
 mod bad_input;
+mod bulk;
 mod containment;
 mod crash;
 mod hardening;
