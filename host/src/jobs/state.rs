@@ -371,51 +371,51 @@ pub(crate) fn claim<T>(
     if limit == 0 {
         return Ok(claimed);
     }
-    let set = format!(
-        "{}, attempts = attempts + 1, claims = claims + 1, lease_owner = ?1, lease_until = ?2, started_at = ?3",
-        status_sql(Transition::Claim).unwrap_or_default()
-    );
-    let guard = Transition::Claim.guard();
-    // Probes first: one job of each half-open step with nothing in flight.
-    let probes = format!(
-        "UPDATE weir_jobs SET {set}
-         WHERE id IN (
-             SELECT (SELECT j.id FROM weir_jobs j INDEXED BY weir_jobs_ready
-                     WHERE j.statecode = 0 AND j.step = h.step AND COALESCE(j.postpone_until, j.created_at) <= ?3
-                     ORDER BY COALESCE(j.postpone_until, j.created_at), j.id LIMIT 1)
-             FROM weir_step_health h
-             WHERE h.hold_until IS NOT NULL AND h.hold_until <= ?3
-               AND NOT EXISTS (SELECT 1 FROM weir_jobs r WHERE r.step = h.step AND r.statecode = 2)
-             LIMIT ?4)
-           AND {guard}
-         RETURNING {CLAIM_RETURNING}"
-    );
-    {
-        let mut stmt = tx.prepare_cached(&probes)?;
-        let rows = stmt.query_map(params![worker, lease_until, now, limit as i64], &mut each)?;
-        for row in rows {
+    // Both statements are the same on every claim: built once.
+    static SQL: std::sync::OnceLock<[String; 2]> = std::sync::OnceLock::new();
+    let [probes, normal] = SQL.get_or_init(|| {
+        let set = format!(
+            "{}, attempts = attempts + 1, claims = claims + 1, lease_owner = ?1, lease_until = ?2, started_at = ?3",
+            status_sql(Transition::Claim).unwrap_or_default()
+        );
+        let guard = Transition::Claim.guard();
+        [
+            // Probes first: one job of each half-open step with nothing in flight.
+            format!(
+                "UPDATE weir_jobs SET {set}
+                 WHERE id IN (
+                     SELECT (SELECT j.id FROM weir_jobs j INDEXED BY weir_jobs_ready
+                             WHERE j.statecode = 0 AND j.step = h.step AND COALESCE(j.postpone_until, j.created_at) <= ?3
+                             ORDER BY COALESCE(j.postpone_until, j.created_at), j.id LIMIT 1)
+                     FROM weir_step_health h
+                     WHERE h.hold_until IS NOT NULL AND h.hold_until <= ?3
+                       AND NOT EXISTS (SELECT 1 FROM weir_jobs r WHERE r.step = h.step AND r.statecode = 2)
+                     LIMIT ?4)
+                   AND {guard}
+                 RETURNING {CLAIM_RETURNING}"
+            ),
+            format!(
+                "UPDATE weir_jobs SET {set}
+                 WHERE id IN (
+                     SELECT id FROM weir_jobs INDEXED BY weir_jobs_ready
+                     WHERE statecode = 0 AND COALESCE(postpone_until, created_at) <= ?3
+                       AND (step IS NULL OR step NOT IN (SELECT step FROM weir_step_health WHERE hold_until IS NOT NULL))
+                     ORDER BY COALESCE(postpone_until, created_at), id
+                     LIMIT ?4)
+                   AND {guard}
+                 RETURNING {CLAIM_RETURNING}"
+            ),
+        ]
+    });
+    for sql in [probes, normal] {
+        let room = limit - claimed.len();
+        if room == 0 {
+            break;
+        }
+        let mut stmt = tx.prepare_cached(sql)?;
+        for row in stmt.query_map(params![worker, lease_until, now, room as i64], &mut each)? {
             claimed.push(row?);
         }
-    }
-    let room = limit - claimed.len();
-    if room == 0 {
-        return Ok(claimed);
-    }
-    let normal = format!(
-        "UPDATE weir_jobs SET {set}
-         WHERE id IN (
-             SELECT id FROM weir_jobs INDEXED BY weir_jobs_ready
-             WHERE statecode = 0 AND COALESCE(postpone_until, created_at) <= ?3
-               AND (step IS NULL OR step NOT IN (SELECT step FROM weir_step_health WHERE hold_until IS NOT NULL))
-             ORDER BY COALESCE(postpone_until, created_at), id
-             LIMIT ?4)
-           AND {guard}
-         RETURNING {CLAIM_RETURNING}"
-    );
-    let mut stmt = tx.prepare_cached(&normal)?;
-    let rows = stmt.query_map(params![worker, lease_until, now, room as i64], &mut each)?;
-    for row in rows {
-        claimed.push(row?);
     }
     Ok(claimed)
 }
