@@ -574,9 +574,9 @@ impl Housekeeping {
             n += cleanup(&conn, ms(retention.failed_after), CleanupStatus::Failed, now)?;
             n += cleanup(&conn, ms(retention.failed_after), CleanupStatus::Canceled, now)?;
             let ended = jobs::timers::end_abandoned(&conn, ms(retention.abandoned_after), now)?;
-            crate::traces::cleanup(&conn, ms(retention.traces_after), now)?;
-            if n + ended > 0 {
-                tracing::info!("retention: deleted {n} completed jobs, ended {ended} abandoned waits");
+            let traces = crate::traces::cleanup(&conn, ms(retention.traces_after), now)?;
+            if n + ended + traces > 0 {
+                tracing::info!("retention: deleted {n} completed jobs and {traces} traces, ended {ended} abandoned waits");
             }
         }
         Ok(())
