@@ -284,6 +284,8 @@ fn job(plugin: &str, version: i64) -> NewJob {
             config: Json::Null,
             input: Json::Null,
             trace: Default::default(),
+            allow_http: vec![],
+            secrets: vec![],
         },
         grants: vec![],
         max_attempts: 1,

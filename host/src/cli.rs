@@ -28,6 +28,10 @@ pub struct Cli {
     /// step's --timeout-ms may not exceed it.
     #[arg(long, global = true, env = "WEIR_OP_BUDGET_MS", default_value_t = 2_000, value_parser = ranged::<u64>(limits::OP_BUDGET_MS))]
     pub op_budget_ms: u64,
+    /// A file holding the secret key (64 hex digits) that seals secrets
+    /// (also WEIR_SECRET_KEY_FILE; WEIR_SECRET_KEY holding the key itself wins).
+    #[arg(long, global = true, env = "WEIR_SECRET_KEY_FILE", value_name = "PATH")]
+    pub secret_key_file: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -72,6 +76,8 @@ pub enum Command {
         shutdown_grace_ms: u64,
         #[command(flatten)]
         retention: RetentionArgs,
+        #[command(flatten)]
+        outbound: OutboundArgs,
         #[arg(long)]
         json: bool,
     },
@@ -119,11 +125,16 @@ pub enum Command {
         shutdown_grace_ms: u64,
         #[command(flatten)]
         retention: RetentionArgs,
+        #[command(flatten)]
+        outbound: OutboundArgs,
         /// Hosts background callbacks may go to, comma-separated `host` or
         /// `host:port` (also WEIR_CALLBACK_HOSTS); unset: any host.
         #[arg(long, env = "WEIR_CALLBACK_HOSTS")]
         callback_hosts: Option<String>,
     },
+    /// Secrets for plug-ins (API tokens, passwords), sealed at rest; granted per step with --secret.
+    #[command(subcommand)]
+    Secret(SecretCmd),
     /// Measures weir against raw SQLite on this machine (use a release build).
     Bench {
         #[arg(long)]
@@ -226,6 +237,12 @@ pub enum BackgroundCmd {
         input: String,
         #[arg(long = "grant", value_name = "TABLE:ACCESS")]
         grants: Vec<String>,
+        /// A host its outbound HTTP may reach: HOST[:PORT] or *.DOMAIN[:PORT]; repeatable.
+        #[arg(long = "allow-http", value_name = "HOST[:PORT]")]
+        allow_http: Vec<String>,
+        /// A secret it may read; repeatable.
+        #[arg(long = "secret", value_name = "NAME")]
+        secrets: Vec<String>,
         /// POSTed the job's id, status and result when it completes.
         #[arg(long, value_name = "URL")]
         callback: Option<String>,
@@ -299,6 +316,61 @@ pub struct RetentionArgs {
     /// How often the cleanup runs, also once at start (1s to 30 days).
     #[arg(long, default_value = "1h", value_name = "DURATION", value_parser = |s: &str| limits::duration(s, &limits::RETENTION_EVERY))]
     retention_every: std::time::Duration,
+}
+
+/// What jobs may send out, for `work` and `serve`: the limits of a plug-in's
+/// outbound HTTP (to the hosts its step is granted with --allow-http) and the
+/// key that signs callbacks.
+#[derive(Args, Debug)]
+pub struct OutboundArgs {
+    /// Connect timeout of a plug-in's outbound request, DNS and TLS included (100ms to 1h).
+    #[arg(long, default_value = "5s", value_name = "DURATION", value_parser = |s: &str| limits::duration(s, &limits::HTTP_TIMEOUT))]
+    http_connect_timeout: std::time::Duration,
+    /// Total timeout of a plug-in's outbound request, to the end of its response (100ms to 1h).
+    #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = |s: &str| limits::duration(s, &limits::HTTP_TIMEOUT))]
+    http_timeout: std::time::Duration,
+    /// Largest response body a plug-in may receive, in bytes (1 to 1073741824).
+    #[arg(long, default_value_t = 4 << 20, value_parser = ranged::<u64>(limits::HTTP_RESPONSE_BYTES))]
+    http_max_response_bytes: u64,
+    /// Outbound requests per job attempt (1 to 10000).
+    #[arg(long, default_value_t = 16, value_parser = ranged::<u32>(limits::HTTP_REQUESTS))]
+    http_max_requests: u32,
+    /// Signs every background callback with it: a `Weir-Signature:
+    /// t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">` header (also WEIR_CALLBACK_SECRET).
+    #[arg(long, env = "WEIR_CALLBACK_SECRET", hide_env_values = true, value_name = "SECRET")]
+    callback_secret: Option<String>,
+}
+
+impl OutboundArgs {
+    /// Sets these on `opts`, with the secret key (if any) that opens granted secrets.
+    fn apply(self, opts: &mut WorkOptions, key_file: Option<&std::path::Path>) -> Result<()> {
+        opts.egress = crate::runtime::EgressLimits {
+            connect_timeout: self.http_connect_timeout,
+            request_timeout: self.http_timeout,
+            max_response_bytes: self.http_max_response_bytes,
+            max_requests: self.http_max_requests,
+        };
+        opts.callback_secret = self.callback_secret.filter(|s| !s.is_empty());
+        opts.secret_key = crate::secrets::SecretKey::from_env(key_file)?;
+        Ok(())
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SecretCmd {
+    /// Stores (or replaces) a secret; its value is read from stdin (never an argument).
+    Set {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Lists secrets by name (never their values).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Removes a secret; steps granted it then fail to read it.
+    Remove(Target),
 }
 
 impl RetentionArgs {
@@ -406,6 +478,13 @@ pub struct StepAdd {
     /// off, errors (the default) or all.
     #[arg(long, value_enum)]
     trace: Option<crate::traces::TraceMode>,
+    /// A host the step's outbound HTTP may reach (async steps only):
+    /// HOST[:PORT] (no port: 80 and 443), *.DOMAIN[:PORT] or an IP address; repeatable.
+    #[arg(long = "allow-http", value_name = "HOST[:PORT]")]
+    allow_http: Vec<String>,
+    /// A secret the step may read (async steps only); repeatable.
+    #[arg(long = "secret", value_name = "NAME")]
+    secrets: Vec<String>,
     #[arg(long)]
     json: bool,
 }
@@ -436,6 +515,8 @@ impl StepAdd {
             grants,
             schedule: self.schedule,
             trace: self.trace.unwrap_or_default(),
+            allow_http: self.allow_http,
+            secrets: self.secrets,
             ..StepRequest::new(self.name, self.plugin)
         })
     }
@@ -502,8 +583,31 @@ pub struct StepUpdateArgs {
     /// Which calls keep their trace: off, errors or all.
     #[arg(long, value_enum)]
     trace: Option<crate::traces::TraceMode>,
+    /// HOST[:PORT], repeatable; replaces the step's hosts.
+    #[arg(long = "allow-http", value_name = "HOST[:PORT]")]
+    allow_http: Vec<String>,
+    /// Removes every --allow-http host.
+    #[arg(long, conflicts_with = "allow_http")]
+    no_http: bool,
+    /// A secret name, repeatable; replaces the step's secrets.
+    #[arg(long = "secret", value_name = "NAME")]
+    secrets: Vec<String>,
+    /// Removes every --secret.
+    #[arg(long, conflicts_with = "secrets")]
+    no_secrets: bool,
     #[arg(long)]
     json: bool,
+}
+
+/// A list option of `step update`: absent keeps, given replaces, `--no-…` clears.
+fn replace(given: Vec<String>, clear: bool) -> Option<Vec<String>> {
+    if clear {
+        Some(vec![])
+    } else if given.is_empty() {
+        None
+    } else {
+        Some(given)
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -611,7 +715,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Demo => crate::demo::run(&cli.db),
         Command::Bench { json, only } => crate::bench::run(json, only.as_deref()),
-        Command::Work { workers, lease_ms, until_idle, shutdown_grace_ms, retention, json } => {
+        Command::Work { workers, lease_ms, until_idle, shutdown_grace_ms, retention, outbound, json } => {
             let retention = retention.retention();
             let weir = open()?;
             let shutdown_grace = std::time::Duration::from_millis(shutdown_grace_ms);
@@ -619,6 +723,7 @@ fn run(cli: Cli) -> Result<()> {
             if let Some(w) = workers {
                 opts.workers = w;
             }
+            outbound.apply(&mut opts, cli.secret_key_file.as_deref())?;
             // A spinner on a terminal while --until-idle drains the queue.
             let spinner = if until_idle && !json { indicatif::ProgressBar::new_spinner() } else { indicatif::ProgressBar::hidden() };
             spinner.set_message("running jobs until the queue is idle");
@@ -640,7 +745,19 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Jobs(cmd) => jobs(&open()?, cmd),
-        Command::Serve { listen, workers, token, allow_origins, max_body_bytes, body_timeout_ms, lease_ms, shutdown_grace_ms, retention, callback_hosts } => {
+        Command::Serve {
+            listen,
+            workers,
+            token,
+            allow_origins,
+            max_body_bytes,
+            body_timeout_ms,
+            lease_ms,
+            shutdown_grace_ms,
+            retention,
+            outbound,
+            callback_hosts,
+        } => {
             let retention = retention.retention();
             let allow_origins = allow_origins.iter().map(|o| parse_origin(o)).collect::<Result<Vec<_>>>()?;
             let weir = std::sync::Arc::new(open()?);
@@ -649,6 +766,7 @@ fn run(cli: Cli) -> Result<()> {
             if let Some(w) = workers {
                 work.workers = w;
             }
+            outbound.apply(&mut work, cli.secret_key_file.as_deref())?;
             let token = token.filter(|t| !t.is_empty());
             let callback_hosts = crate::jobs::callbacks::CallbackHosts::parse(callback_hosts.as_deref().unwrap_or(""));
             let config = crate::api::ApiConfig {
@@ -661,12 +779,51 @@ fn run(cli: Cli) -> Result<()> {
             };
             runtime()?.block_on(crate::api::serve(weir, listen, config, work))
         }
-        Command::Background(BackgroundCmd::Submit { plugin, input, grants, callback, at, max_attempts, timeout_ms, json }) => {
+        Command::Secret(cmd) => {
+            let weir = open()?;
+            match cmd {
+                SecretCmd::Set { name, json } => {
+                    let key = crate::secrets::SecretKey::from_env(cli.secret_key_file.as_deref())?;
+                    let key = crate::secrets::SecretKey::required(key.as_ref(), "`weir secret set`")?;
+                    let mut value = String::new();
+                    use std::io::Read;
+                    std::io::stdin()
+                        .take(crate::secrets::MAX_VALUE_BYTES as u64 + 2)
+                        .read_to_string(&mut value)
+                        .map_err(|e| Error::invalid(format!("cannot read the secret's value from stdin: {e}")))?;
+                    // One trailing newline (from `echo` or a terminal) is not part of the value.
+                    let value = value.strip_suffix('\n').map(|v| v.strip_suffix('\r').unwrap_or(v)).unwrap_or(&value);
+                    weir.set_secret(&key, &name, value)?;
+                    say(json, serde_json::json!({"secret": name, "stored": true}), || format!("stored secret {name}"));
+                }
+                SecretCmd::List { json } => {
+                    let list = weir.list_secrets()?;
+                    if json {
+                        print_json(&list);
+                    } else if list.is_empty() {
+                        outln!("no secrets (store one with `weir secret set NAME`, its value on stdin)");
+                    } else {
+                        outln!("{:<32} {:<26} UPDATED", "NAME", "CREATED");
+                        for s in list {
+                            outln!("{:<32} {:<26} {}", s.name, s.created_at, s.updated_at);
+                        }
+                    }
+                }
+                SecretCmd::Remove(Target { name, json }) => {
+                    weir.remove_secret(&name)?;
+                    say(json, serde_json::json!({"secret": name, "removed": true}), || format!("removed secret {name}"));
+                }
+            }
+            Ok(())
+        }
+        Command::Background(BackgroundCmd::Submit { plugin, input, grants, allow_http, secrets, callback, at, max_attempts, timeout_ms, json }) => {
             let weir = open()?;
             let req = BackgroundRequest {
                 plugin,
                 input: parse_json("--input", &input)?,
                 grants: grants.iter().map(|g| Grant::parse(g)).collect::<Result<Vec<_>>>()?,
+                allow_http,
+                secrets,
                 callback,
                 at,
                 max_attempts,
@@ -1042,6 +1199,8 @@ fn step(weir: &Weir, cmd: StepCmd) -> Result<()> {
                 backoff_ms: a.limits.backoff_ms,
                 grants: if a.grants.is_empty() { None } else { Some(a.grants.iter().map(|g| Grant::parse(g)).collect::<Result<Vec<_>>>()?) },
                 trace: a.trace,
+                allow_http: replace(a.allow_http, a.no_http),
+                secrets: replace(a.secrets, a.no_secrets),
             };
             let step = weir.update_step(&a.name, &change)?;
             if a.json {

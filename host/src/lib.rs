@@ -2,7 +2,8 @@
 //! durable job queue.
 //!
 //! Modules, one concern each:
-//! * [`runtime`]: owns wasmtime — compiling, caching, sandboxing and calling plug-ins.
+//! * [`runtime`]: owns wasmtime — compiling, caching, sandboxing and calling plug-ins,
+//!   and (`runtime::egress`) the policy of a plug-in's outbound HTTP.
 //! * [`store`]: owns the SQLite database — connections (the pool), transactions,
 //!   migrations, the catalog of tables, records and plug-in binaries. The only
 //!   module that writes SQL for them.
@@ -15,6 +16,7 @@
 //! * [`jobs`]: the durable system-job queue: the state machine (`jobs::state`, the
 //!   only writer of job state), leases, retries, waits, control, schedules.
 //! * [`worker`]: the worker pool that runs jobs.
+//! * [`secrets`]: secrets for plug-ins, sealed at rest, granted per step.
 //! * [`examples`]: the example plug-ins built from `guest-examples/`.
 //! * [`api`]: the HTTP API, dashboard and metrics of `weir serve`.
 //! * [`telemetry`]: counters and histograms for `/metrics` and the dashboard.
@@ -42,6 +44,7 @@ pub(crate) mod limits;
 pub mod pipeline;
 pub mod plugins;
 pub mod runtime;
+pub mod secrets;
 pub mod steps;
 pub mod store;
 pub(crate) mod telemetry;
@@ -276,6 +279,7 @@ impl Weir {
             for g in &req.grants {
                 records::require_table(conn, &g.table)?;
             }
+            steps::check_outside(&format!("background operation of {}", req.plugin), true, &req.allow_http, &req.secrets)?;
             if let Some(n) = req.max_attempts {
                 limits::check("max_attempts", n.into(), &limits::MAX_ATTEMPTS).map_err(Error::Invalid)?;
             }
@@ -291,7 +295,11 @@ impl Weir {
                 plugin: req.plugin.clone(),
                 plugin_version: version,
                 owner: req.owner.clone(),
-                context: jobs::JobContext::background(&req.owner, req.input.clone()),
+                context: jobs::JobContext {
+                    allow_http: req.allow_http.clone(),
+                    secrets: req.secrets.clone(),
+                    ..jobs::JobContext::background(&req.owner, req.input.clone())
+                },
                 grants: req.grants.clone(),
                 max_attempts: req.max_attempts.unwrap_or(jobs::DEFAULT_MAX_ATTEMPTS),
                 backoff_ms: jobs::DEFAULT_BACKOFF_MS,
@@ -302,6 +310,20 @@ impl Weir {
             };
             jobs::enqueue(conn, &job)
         })
+    }
+
+    /// Stores (or replaces) secret `name`, sealed with `key`.
+    pub fn set_secret(&self, key: &secrets::SecretKey, name: &str, value: &str) -> Result<()> {
+        self.pool.with_conn(|conn| secrets::set(conn, key, name, value, time::now_ms()))
+    }
+
+    /// Every secret's name and dates (never a value).
+    pub fn list_secrets(&self) -> Result<Vec<secrets::SecretInfo>> {
+        self.pool.with_conn(secrets::list)
+    }
+
+    pub fn remove_secret(&self, name: &str) -> Result<()> {
+        self.pool.with_conn(|conn| secrets::remove(conn, name))
     }
 
     pub fn add_user(&self, name: &str) -> Result<()> {
@@ -348,6 +370,10 @@ pub struct Background {
     pub plugin: String,
     pub input: serde_json::Value,
     pub grants: Vec<steps::Grant>,
+    /// Hosts its outbound HTTP may reach (`HOST[:PORT]`, `*.DOMAIN[:PORT]`).
+    pub allow_http: Vec<String>,
+    /// Secrets it may read, by name.
+    pub secrets: Vec<String>,
     pub callback_url: Option<String>,
     /// Run no earlier than this (ms since the epoch): a one-shot delayed job.
     pub at: Option<i64>,
@@ -368,6 +394,8 @@ impl Background {
             plugin: plugin.into(),
             input,
             grants: vec![],
+            allow_http: vec![],
+            secrets: vec![],
             callback_url: None,
             at: None,
             owner: owner.into(),
@@ -392,6 +420,12 @@ pub struct BackgroundRequest {
     /// `"TABLE:read"` or `"TABLE:write"` each.
     #[serde(default)]
     pub grants: Vec<steps::Grant>,
+    /// Hosts its outbound HTTP may reach: `"HOST[:PORT]"` or `"*.DOMAIN[:PORT]"` each.
+    #[serde(default)]
+    pub allow_http: Vec<String>,
+    /// Secrets it may read, by name.
+    #[serde(default)]
+    pub secrets: Vec<String>,
     /// POSTed the job's id, status and result when it completes.
     pub callback: Option<String>,
     /// Run no earlier than this: RFC 3339 or `+DURATION`.
@@ -408,6 +442,8 @@ impl BackgroundRequest {
         let at = self.at.as_deref().map(time::parse_when).transpose().map_err(Error::Invalid)?;
         Ok(Background {
             grants: self.grants,
+            allow_http: self.allow_http.iter().map(|h| steps::normalise_host(h)).collect(),
+            secrets: self.secrets,
             callback_url: self.callback,
             at,
             max_attempts: self.max_attempts,

@@ -43,6 +43,12 @@ pub const BACKOFF_MS: RangeInclusive<u64> = 0..=DAY_MS;
 /// Ages in retention and cleanup: up to a hundred years (of 365.25 days, as
 /// `humantime` counts them).
 pub const AGE: RangeInclusive<Duration> = Duration::ZERO..=Duration::from_secs(100 * 31_557_600);
+/// Timeouts of a plug-in's outbound HTTP requests (connect, whole request).
+pub const HTTP_TIMEOUT: RangeInclusive<Duration> = Duration::from_millis(100)..=Duration::from_secs(3600);
+/// Bytes of one outbound response body.
+pub const HTTP_RESPONSE_BYTES: RangeInclusive<u64> = 1..=(1 << 30);
+/// Outbound requests of one job attempt.
+pub const HTTP_REQUESTS: RangeInclusive<u64> = 1..=10_000;
 /// How often retention runs.
 pub const RETENTION_EVERY: RangeInclusive<Duration> = Duration::from_secs(1)..=Duration::from_millis(30 * DAY_MS);
 

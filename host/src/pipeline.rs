@@ -587,6 +587,8 @@ impl Run<'_> {
                     config: step.config.clone(),
                     input: Json::Null,
                     trace: step.trace,
+                    allow_http: step.allow_http.clone(),
+                    secrets: step.secrets.clone(),
                 },
                 grants: step.grants.clone(),
                 max_attempts: step.max_attempts.unwrap_or(jobs::DEFAULT_MAX_ATTEMPTS),

@@ -139,6 +139,34 @@ pub fn allowed(grants: &[Grant], table: &str, access: Access) -> bool {
     grants.iter().any(|g| g.table == table && (g.access == Access::Write || access == Access::Read))
 }
 
+/// A host grant as stored and shown: trimmed and lowercase (checked by [`check_outside`]).
+pub fn normalise_host(h: &str) -> String {
+    h.trim().to_ascii_lowercase()
+}
+
+/// Checks what a step or background operation may reach outside weir:
+/// every `--allow-http` grant parses, every secret name is a name, and only
+/// async work has either (a sync step runs inside the store's write
+/// transaction, which must not wait on the network).
+pub fn check_outside(who: &str, is_async: bool, allow_http: &[String], secrets: &[String]) -> Result<()> {
+    if !is_async && !allow_http.is_empty() {
+        return Err(Error::invalid(format!(
+            "{who}: a sync step cannot be granted outbound HTTP (--allow-http): it runs inside the operation's write transaction; \
+             make the call from an async step (--mode async), which runs after the commit"
+        )));
+    }
+    if !is_async && !secrets.is_empty() {
+        return Err(Error::invalid(format!("{who}: secrets (--secret) are granted to async steps only; make it an async step (--mode async)")));
+    }
+    for h in allow_http {
+        crate::runtime::HttpGrant::parse(h).map_err(|e| Error::invalid(format!("{who}: {e}")))?;
+    }
+    for s in secrets {
+        check_name("secret", s).map_err(|e| Error::invalid(format!("{who}: --secret: {e}")))?;
+    }
+    Ok(())
+}
+
 /// A registered step.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Step {
@@ -174,6 +202,12 @@ pub struct Step {
     /// Which calls keep their trace in the trace log (default: the failed ones).
     #[serde(default)]
     pub trace: crate::traces::TraceMode,
+    /// Hosts its outbound HTTP may reach (`--allow-http`; async steps only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_http: Vec<String>,
+    /// Secrets it may read, by name (`--secret`; async steps only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<String>,
 }
 
 fn yes() -> bool {
@@ -225,6 +259,12 @@ pub struct StepRequest {
     /// Default: `errors`.
     #[serde(default)]
     pub trace: crate::traces::TraceMode,
+    /// `HOST[:PORT]` or `*.DOMAIN[:PORT]` each (async steps only).
+    #[serde(default)]
+    pub allow_http: Vec<String>,
+    /// Secret names (async steps only).
+    #[serde(default)]
+    pub secrets: Vec<String>,
 }
 
 impl StepRequest {
@@ -251,6 +291,8 @@ impl StepRequest {
             schedule: None,
             enabled: true,
             trace: Default::default(),
+            allow_http: vec![],
+            secrets: vec![],
         }
     }
 
@@ -288,6 +330,8 @@ impl StepRequest {
             schedule: self.schedule,
             enabled: self.enabled,
             trace: self.trace,
+            allow_http: self.allow_http.iter().map(|h| normalise_host(h)).collect(),
+            secrets: self.secrets,
         }
     }
 }
@@ -349,6 +393,10 @@ pub struct StepUpdate {
     pub backoff_ms: Option<u64>,
     pub grants: Option<Vec<Grant>>,
     pub trace: Option<crate::traces::TraceMode>,
+    /// Replaces the hosts (an empty list removes them all).
+    pub allow_http: Option<Vec<String>>,
+    /// Replaces the secrets (an empty list removes them all).
+    pub secrets: Option<Vec<String>>,
 }
 
 /// Changes step `name` in place (checked like a new one); returns it.
@@ -380,6 +428,12 @@ pub fn update(conn: &Connection, plugins: &Plugins, name: &str, change: &StepUpd
     }
     if let Some(trace) = change.trace {
         step.trace = trace;
+    }
+    if let Some(hosts) = &change.allow_http {
+        step.allow_http = hosts.iter().map(|h| normalise_host(h)).collect();
+    }
+    if let Some(secrets) = &change.secrets {
+        step.secrets = secrets.clone();
     }
     check(conn, plugins, &step, op_budget_ms)?;
     let spec = serde_json::to_string(&step).map_err(|e| Error::Internal(format!("step {name}: cannot write its spec: {e}")))?;
@@ -456,6 +510,7 @@ fn check(conn: &Connection, plugins: &Plugins, step: &Step, op_budget_ms: u64) -
     for g in &step.grants {
         records::require_table(conn, &g.table).map_err(|e| Error::invalid(format!("step {name}: --grant: {e}")))?;
     }
+    check_outside(&format!("step {name}"), step.mode == ModeKind::Async, &step.allow_http, &step.secrets)?;
     use crate::limits;
     let ranges = [
         ("--fuel", step.fuel, &limits::FUEL),

@@ -110,6 +110,20 @@ pub fn plugin_call(plugin: &str, mode: &'static str, outcome: &'static str, dura
     }
 }
 
+/// An outbound HTTP request of a plug-in: counted by plug-in, host and
+/// outcome (the status class, or why there was no answer), with its bytes.
+/// A refused request's host is not a label (a guest could name endless hosts).
+pub fn http_request(plugin: &str, request: &crate::runtime::HttpEvent) {
+    let outcome: String = match request.outcome.as_bytes().first() {
+        Some(c @ b'1'..=b'5') if request.outcome.len() == 3 => format!("{}xx", *c as char),
+        _ => request.outcome.clone(),
+    };
+    let host = if request.outcome == "denied" { "(not granted)".to_string() } else { request.host.clone() };
+    counter!("weir_http_requests_total", "plugin" => plugin.to_string(), "host" => host.clone(), "outcome" => outcome).increment(1);
+    counter!("weir_http_bytes_total", "plugin" => plugin.to_string(), "host" => host.clone(), "direction" => "out").increment(request.bytes_out);
+    counter!("weir_http_bytes_total", "plugin" => plugin.to_string(), "host" => host, "direction" => "in").increment(request.bytes_in);
+}
+
 /// A job attempt failed and will be retried.
 pub fn job_retry() {
     counter!("weir_job_retries_total").increment(1);

@@ -23,7 +23,7 @@ use crate::error::{Error, Result, to_record_error};
 use crate::jobs::{self, Claimed, Outcome, Wait};
 use crate::pipeline::{Change, Pipeline};
 use crate::plugins::Plugins;
-use crate::runtime::wit::{Context, Entity, Field, Message, Mode, RecordError, Stage, Step, WakeReason};
+use crate::runtime::wit::{Context, Entity, Field, Message, Mode, RecordError, SecretError, Stage, Step, WakeReason};
 use crate::runtime::{CallError, CancelFlag, Limits, RecordHost};
 use crate::steps::{Access, Grant, check_grant};
 use crate::store::Pool;
@@ -45,6 +45,12 @@ pub struct WorkOptions {
     /// On shutdown, how long running jobs may take to finish; then they are
     /// interrupted and go back to Ready, the attempt not counted.
     pub shutdown_grace: Duration,
+    /// Limits of a job attempt's outbound HTTP (to the hosts it is granted).
+    pub egress: crate::runtime::EgressLimits,
+    /// Opens the secrets jobs are granted (none: a granted secret is `not-found`).
+    pub secret_key: Option<crate::secrets::SecretKey>,
+    /// Signs every callback (`Weir-Signature`) when set.
+    pub callback_secret: Option<String>,
 }
 
 /// The recurring cleanup the pool runs by itself: keep
@@ -103,6 +109,9 @@ impl Default for WorkOptions {
             poll: Duration::from_millis(1),
             retention: Retention::default(),
             shutdown_grace: Duration::from_secs(30),
+            egress: Default::default(),
+            secret_key: None,
+            callback_secret: None,
         }
     }
 }
@@ -592,8 +601,8 @@ fn deliver_callbacks(shared: &Shared) {
         }
     };
     for d in due {
-        let result = jobs::callbacks::post(&d.url, &d.payload);
-        if let Err(e) = &result {
+        let result = jobs::callbacks::post(&d.url, &d.payload, shared.opts.callback_secret.as_deref(), crate::time::now_ms() / 1000);
+        if let Err(e) = &result.outcome {
             tracing::warn!("callback of job {} failed (attempt {}): {e}", d.job_id, d.attempts + 1);
         }
         if let Err(e) = jobs::callbacks::record(&shared.db_conn.lock(), &d, result) {
@@ -722,6 +731,14 @@ async fn attempt(shared: &Shared, job: &Claimed) -> (Outcome, Vec<crate::runtime
         who: format!("job {} ({})", job.id, job.step.as_deref().unwrap_or(&job.plugin)),
         grants: job.grants.clone(),
         pending: pending.clone(),
+        secrets: job.context.secrets.clone(),
+        key: shared.opts.secret_key.clone(),
+    };
+    // Grants were checked when the step or operation was registered; one
+    // that no longer parses (a hand edit) is left out, so it grants nothing.
+    let egress = crate::runtime::Egress {
+        grants: job.context.allow_http.iter().filter_map(|h| crate::runtime::HttpGrant::parse(h).ok()).collect(),
+        limits: shared.opts.egress,
     };
     if !job.owner_active {
         let message = format!(
@@ -733,9 +750,12 @@ async fn attempt(shared: &Shared, job: &Claimed) -> (Outcome, Vec<crate::runtime
     let cancel = CancelFlag::default();
     shared.cancels.lock().insert(job.id.clone(), cancel.clone());
     let runtime = shared.plugins.runtime();
-    let (result, stats) = runtime.call_async(&prepared, &ctx, job.state.clone(), Box::new(records), &limits, cancel).await;
+    let (result, stats) = runtime.call_async(&prepared, &ctx, job.state.clone(), Box::new(records), &limits, egress, cancel).await;
     let code = result.as_ref().map_or_else(|e| e.code(), |_| "ok");
     crate::telemetry::plugin_call(&job.plugin, "async", code, stats.duration, stats.fuel_used);
+    for request in &stats.http {
+        crate::telemetry::http_request(&job.plugin, request);
+    }
     let outcome = match result {
         Ok(Step::Done(result)) => Outcome::Succeeded { result },
         Ok(Step::WaitUntil(w)) => Outcome::Wait(Wait { until: w.at, table: None, record: None, condition: None, state: w.state }),
@@ -771,6 +791,9 @@ struct JobRecords {
     who: String,
     grants: Vec<Grant>,
     pending: Arc<Mutex<Vec<(String, Change)>>>,
+    /// The secrets the job is granted, and the key that opens them.
+    secrets: Vec<String>,
+    key: Option<crate::secrets::SecretKey>,
 }
 
 /// Merges `changes` into `fields` by name.
@@ -823,6 +846,20 @@ impl JobRecords {
 }
 
 impl RecordHost for JobRecords {
+    fn secret(&mut self, name: &str) -> std::result::Result<String, SecretError> {
+        if !self.secrets.iter().any(|s| s == name) {
+            return Err(SecretError::Denied(format!("{} has no grant for secret {name} (register the step with --secret {name})", self.who)));
+        }
+        let Some(key) = &self.key else {
+            return Err(SecretError::NotFound(format!("secret {name} cannot be opened: this worker has no secret key (WEIR_SECRET_KEY or --secret-key-file)")));
+        };
+        match self.pool.with_conn(|conn| crate::secrets::reveal(conn, key, name)) {
+            Ok(Some(value)) => Ok(value),
+            Ok(None) => Err(SecretError::NotFound(format!("no secret named {name} opens with this worker's key (`weir secret set {name}` stores it)"))),
+            Err(e) => Err(SecretError::NotFound(format!("secret {name} cannot be read: {e}"))),
+        }
+    }
+
     fn get(&mut self, table: &str, id: &str) -> std::result::Result<Entity, RecordError> {
         check_grant(&self.who, &self.grants, table, Access::Read)?;
         self.view(table, id)?.ok_or_else(|| Self::missing(table, id))

@@ -48,7 +48,10 @@ impl Env {
         // fails on an older one).
         let bin = std::env::var_os("WEIR_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_weir").into());
         let mut c = Command::new(bin);
-        c.arg("--db").arg(self.db()).env_remove("WEIR_DB").env_remove("WEIR_TOKEN");
+        c.arg("--db").arg(self.db());
+        for var in ["WEIR_DB", "WEIR_TOKEN", "WEIR_SECRET_KEY", "WEIR_SECRET_KEY_FILE", "WEIR_CALLBACK_SECRET"] {
+            c.env_remove(var);
+        }
         c
     }
 
@@ -269,4 +272,110 @@ pub fn raw_http(addr: &str, method: &str, path: &str, headers: &[(&str, &[u8])],
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
     (status, head.to_string(), body.to_string())
+}
+
+/// A request a [`Receiver`] got.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub method: String,
+    pub path: String,
+    /// Header names in lowercase.
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Received {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+}
+
+/// How a [`Receiver`] answers a request.
+pub struct Answer {
+    pub status: &'static str,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Vec<u8>,
+    /// Waits this long before answering.
+    pub delay: Duration,
+    /// Sends `content-length` (else the body ends when the connection closes).
+    pub length: bool,
+}
+
+impl Answer {
+    pub fn status(status: &'static str) -> Answer {
+        Answer { status, headers: vec![], body: vec![], delay: Duration::ZERO, length: true }
+    }
+}
+
+/// A real HTTP/1.1 server on loopback (one thread per connection, each
+/// closed after one exchange) that keeps every request it gets and answers
+/// as `answer` says (given the request and how many came before it).
+pub struct Receiver {
+    pub port: u16,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<Received>>>,
+}
+
+impl Receiver {
+    pub fn start(answer: impl Fn(&Received, usize) -> Answer + Send + Sync + 'static) -> Receiver {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+        let port = listener.local_addr().unwrap().port();
+        let seen: std::sync::Arc<std::sync::Mutex<Vec<Received>>> = Default::default();
+        let (kept, answer) = (seen.clone(), std::sync::Arc::new(answer));
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let (kept, answer) = (kept.clone(), answer.clone());
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(stream.try_clone().unwrap());
+                    let mut first = String::new();
+                    if reader.read_line(&mut first).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let mut parts = first.split_whitespace();
+                    let (method, path) = (parts.next().unwrap_or("").to_string(), parts.next().unwrap_or("").to_string());
+                    let mut headers = Vec::new();
+                    loop {
+                        let mut line = String::new();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                            break;
+                        }
+                        if let Some((n, v)) = line.split_once(':') {
+                            headers.push((n.trim().to_ascii_lowercase(), v.trim().to_string()));
+                        }
+                    }
+                    let len = headers.iter().find(|(n, _)| n == "content-length").and_then(|(_, v)| v.parse().ok()).unwrap_or(0);
+                    let mut body = vec![0; len];
+                    let _ = reader.read_exact(&mut body);
+                    let request = Received { method, path, headers, body: String::from_utf8_lossy(&body).into_owned() };
+                    let n = {
+                        let mut k = kept.lock().unwrap();
+                        k.push(request.clone());
+                        k.len() - 1
+                    };
+                    let a = answer(&request, n);
+                    std::thread::sleep(a.delay);
+                    let mut head = format!("HTTP/1.1 {}\r\nconnection: close\r\n", a.status);
+                    if a.length {
+                        head.push_str(&format!("content-length: {}\r\n", a.body.len()));
+                    }
+                    for (n, v) in &a.headers {
+                        head.push_str(&format!("{n}: {v}\r\n"));
+                    }
+                    head.push_str("\r\n");
+                    let _ = stream.write_all(head.as_bytes()).and_then(|_| stream.write_all(&a.body));
+                });
+            }
+        });
+        Receiver { port, seen }
+    }
+
+    /// `http://127.0.0.1:PORT{path}`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn seen(&self) -> Vec<Received> {
+        self.seen.lock().unwrap().clone()
+    }
 }

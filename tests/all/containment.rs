@@ -206,7 +206,8 @@ fn the_host_call_cap_stops_a_flood_at_once_in_both_modes() {
     assert_eq!(r, Err(CallError::TooManyHostCalls { limit: 500 }));
     assert_eq!(stats.host_calls, 501, "stopped at the first call over the cap");
     assert_eq!(r.unwrap_err().code(), "too_many_host_calls");
-    let (r, stats) = block_on(rt.call_async(&p, &ctx(Mode::Async, "null"), None, Box::new(NoRecords), &limits(5000), CancelFlag::default()));
+    let (r, stats) =
+        block_on(rt.call_async(&p, &ctx(Mode::Async, "null"), None, Box::new(NoRecords), &limits(5000), Default::default(), CancelFlag::default()));
     assert_eq!(r, Err(CallError::TooManyHostCalls { limit: 5000 }));
     assert_eq!(stats.host_calls, 5001);
     // Its log lines count too, and those before the cap are kept.
@@ -218,7 +219,9 @@ fn results_over_the_size_limit_are_refused_in_both_modes() {
     let rt = runtime();
     let p = rt.prepare(examples::wasm("huge-result").unwrap()).unwrap();
     let sync = |config: &str| rt.call_sync(&p, &ctx(Mode::Sync, config), Box::new(NoRecords), &limits(10_000));
-    let asy = |config: &str| block_on(rt.call_async(&p, &ctx(Mode::Async, config), None, Box::new(NoRecords), &limits(10_000), CancelFlag::default()));
+    let asy = |config: &str| {
+        block_on(rt.call_async(&p, &ctx(Mode::Async, config), None, Box::new(NoRecords), &limits(10_000), Default::default(), CancelFlag::default()))
+    };
     let limit = 1 << 20;
     assert_eq!(sync(r#"{"mib":8}"#).0, Err(CallError::TooLarge { bytes: 4 + (8 << 20), limit_bytes: limit }), "one change of 8 MiB (+ its name)");
     assert!(matches!(sync(r#"{"mode":"fields"}"#).0, Err(CallError::TooLarge { bytes, .. }) if bytes > limit), "many small changes");

@@ -373,6 +373,8 @@ fn listings_are_capped_and_paged() {
             plugin: "notify".into(),
             input: json!({}),
             grants: vec![],
+            allow_http: vec![],
+            secrets: vec![],
             callback_url: None,
             at: Some(weir::time::MAX_MS),
             owner: "system".into(),

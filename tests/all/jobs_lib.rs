@@ -30,6 +30,8 @@ fn new_job(step: &str) -> NewJob {
             config: json!(null),
             input: json!(null),
             trace: Default::default(),
+            allow_http: vec![],
+            secrets: vec![],
         },
         grants: vec![],
         max_attempts: 3,

@@ -9,6 +9,7 @@ mod bad_input;
 mod bulk;
 mod containment;
 mod crash;
+mod egress;
 mod hardening;
 mod hardening_io;
 mod jobs_cli;

@@ -226,7 +226,9 @@ fn workflows_return_steps_and_typed_errors() {
     let mut c = ctx("t", vec![]);
     c.mode = Mode::Async;
     c.stage = Stage::PostOperation;
-    let run = |name: &str, c: &Context, l: Limits| block_on(rt.call_async(&prepare(&rt, name), c, None, Box::new(NoRecords), &l, CancelFlag::default()));
+    let run = |name: &str, c: &Context, l: Limits| {
+        block_on(rt.call_async(&prepare(&rt, name), c, None, Box::new(NoRecords), &l, Default::default(), CancelFlag::default()))
+    };
     let (r, stats) = run("notify", &c, limits());
     assert_eq!(r, Ok(Step::Done(None)));
     assert!(stats.trace.iter().any(|l| l.message.contains("notify: r1")));
@@ -253,7 +255,7 @@ fn workflows_return_steps_and_typed_errors() {
     cancel.cancel();
     let mut l = limits();
     l.fuel = None;
-    let (r, _) = block_on(rt.call_async(&prepare(&rt, "spin-forever"), &c, None, Box::new(NoRecords), &l, cancel));
+    let (r, _) = block_on(rt.call_async(&prepare(&rt, "spin-forever"), &c, None, Box::new(NoRecords), &l, Default::default(), cancel));
     assert_eq!(r, Err(CallError::Canceled));
     let (r, _) = run("notify", &c, limits());
     assert_eq!(r, Ok(Step::Done(None)));
@@ -274,10 +276,10 @@ fn a_busy_guest_does_not_starve_others_on_one_thread() {
     let notify = prepare(&rt, "notify");
     block_on(async {
         let started = Instant::now();
-        let busy = rt.call_async(&spin, &c, None, Box::new(NoRecords), &slow_limits, CancelFlag::default());
+        let busy = rt.call_async(&spin, &c, None, Box::new(NoRecords), &slow_limits, Default::default(), CancelFlag::default());
         let quick = async {
             tokio::time::sleep(Duration::from_millis(50)).await;
-            let (r, _) = rt.call_async(&notify, &c, None, Box::new(NoRecords), &limits(), CancelFlag::default()).await;
+            let (r, _) = rt.call_async(&notify, &c, None, Box::new(NoRecords), &limits(), Default::default(), CancelFlag::default()).await;
             (r, started.elapsed())
         };
         let ((busy, _), (quick, quick_at)) = tokio::join!(busy, quick);

@@ -62,6 +62,8 @@ impl Target {
             format!("net.tcp_connect 127.0.0.1:{}", self.port()),
             "net.udp_bind 0.0.0.0:0".into(),
             "net.resolve localhost".into(),
+            format!("http.get 127.0.0.1:{}", self.port()),
+            "secrets.get hook".into(),
         ];
         a.extend(["records.query secret".to_string(), "records.create secret".to_string()]);
         a

@@ -2,8 +2,10 @@
 //!
 //! A hostile guest for the sandbox's security tests; it exports both worlds. It
 //! tries to read a file, list directories, read the environment and the
-//! arguments, open a TCP connection, bind a UDP socket, resolve a host name and
-//! read a table its step was not granted. Each attempt is logged as
+//! arguments, open a TCP connection, bind a UDP socket, resolve a host name,
+//! send an HTTP request (`wasi:http`), read a secret and read a table its step
+//! was not granted. A secret it is granted, it tries to leak through its log,
+//! stdout, stderr and error. Each attempt is logged as
 //! `blocked: WHAT: ERROR` or `ESCAPED: WHAT: WHAT IT GOT`. When every attempt was
 //! blocked it rejects (sync) or fails permanently (async) with "all N attempts
 //! were blocked"; when one got through it fails with "ESCAPED".
@@ -13,7 +15,7 @@
 //! it logs `calls seen by this instance: 1` every time.
 //!
 //! The step's config (or a background operation's input) names the targets:
-//! `{"file": PATH, "env": NAME, "port": N, "table": NAME}`.
+//! `{"file": PATH, "env": NAME, "port": N, "table": NAME, "secret": NAME}`.
 
 use std::io::Read;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -83,6 +85,19 @@ fn attempts(ctx: &Context) -> Vec<(String, Attempt)> {
             .map(|a| format!("{:?}", a.collect::<Vec<_>>()))
             .map_err(|e| e.to_string()),
     ));
+    out.push((format!("http.get 127.0.0.1:{port}"), http_get(&format!("127.0.0.1:{port}"))));
+    let secret = get("secret").as_str().unwrap_or("hook").to_string();
+    out.push((
+        format!("secrets.get {secret}"),
+        weir_guest::secrets::get(&secret)
+            .map(|value| {
+                // Granted: try to leak it through every channel weir keeps.
+                println!("escape-artist: stdout leak {value}");
+                eprintln!("escape-artist: stderr leak {value}");
+                format!("the value is {value}")
+            })
+            .map_err(|e| format!("{e:?}")),
+    ));
     out.push((
         format!("records.query {table}"),
         records::query(&table, "", 10).map(|r| format!("{} records", r.len())).map_err(|e| format!("{e:?}")),
@@ -92,6 +107,28 @@ fn attempts(ctx: &Context) -> Vec<(String, Attempt)> {
         records::create(&table, &[]).map(|r| format!("created {}", r.id)).map_err(|e| format!("{e:?}")),
     ));
     out
+}
+
+/// A GET through `wasi:http`, which weir sends only to granted hosts.
+fn http_get(authority: &str) -> Attempt {
+    use wasip2::http::types::{Fields, Method, OutgoingRequest, Scheme};
+    let request = OutgoingRequest::new(Fields::new());
+    let _ = request.set_method(&Method::Get);
+    let _ = request.set_scheme(Some(&Scheme::Http));
+    let _ = request.set_authority(Some(authority));
+    let _ = request.set_path_with_query(Some("/"));
+    let pending = wasip2::http::outgoing_handler::handle(request, None).map_err(|e| format!("{e:?}"))?;
+    let response = loop {
+        match pending.get() {
+            Some(r) => break r,
+            None => pending.subscribe().block(),
+        }
+    };
+    match response {
+        Ok(Ok(r)) => Ok(format!("answered {}", r.status())),
+        Ok(Err(e)) => Err(format!("{e:?}")),
+        Err(()) => Err("no response".into()),
+    }
 }
 
 /// Calls this instance has seen.

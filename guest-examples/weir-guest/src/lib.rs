@@ -1,6 +1,6 @@
 //! Shared helpers for weir plug-ins written in Rust.
 //!
-//! This crate generates the bindings of weir's imports (`types`, `records`, `log`)
+//! This crate generates the bindings of weir's imports (`types`, `records`, `log`, `secrets`)
 //! once. A plug-in crate generates its own world (`plugin`, `workflow` or
 //! `hybrid`) on top of them with one line, then implements the exports:
 //!
@@ -17,7 +17,7 @@ wit_bindgen::generate!({
     world: "host-api",
 });
 
-pub use weir::plugin::{log, records, types};
+pub use weir::plugin::{log, records, secrets, types};
 use types::{Entity, Field, Value};
 
 impl Entity {
@@ -93,6 +93,7 @@ macro_rules! bindings {
                 "weir:plugin/types@0.1.0": weir_guest::types,
                 "weir:plugin/records@0.1.0": weir_guest::records,
                 "weir:plugin/log@0.1.0": weir_guest::log,
+                "weir:plugin/secrets@0.1.0": weir_guest::secrets,
             },
         });
     };

@@ -7,8 +7,15 @@
 //! when the job is submitted ([`check_url`]): http or https with a host, and,
 //! where the service sets a [`CallbackHosts`] allow-list, one of its hosts.
 //! Redirects are not followed, so a receiver cannot bounce weir elsewhere.
+//!
+//! With a callback secret (`--callback-secret`, `WEIR_CALLBACK_SECRET`) every
+//! delivery is signed the way Stripe signs webhooks: `Weir-Signature:
+//! t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">` ([`sign`]); a receiver
+//! recomputes it and refuses an old `t` to stop replays.
 
 use std::time::Duration;
+
+use hmac::{Hmac, Mac};
 
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::{Value as Json, json};
@@ -117,36 +124,84 @@ pub fn due(conn: &Connection, limit: usize) -> Result<Vec<Delivery>> {
 }
 
 /// Records a delivery attempt: done, or retried with backoff (given up after
-/// [`MAX_ATTEMPTS`], keeping the last error).
-pub fn record(conn: &Connection, d: &Delivery, result: std::result::Result<(), String>) -> Result<()> {
+/// [`MAX_ATTEMPTS`], keeping the last error), with the HTTP status it got.
+pub fn record(conn: &Connection, d: &Delivery, attempt: Attempt) -> Result<()> {
     let attempts = d.attempts + 1;
-    match result {
-        Ok(()) => {
-            conn.execute("UPDATE weir_callbacks SET delivered_at = ?2, attempts = ?3, last_error = NULL WHERE id = ?1", params![d.id, now_ms(), attempts])?
-        }
+    let status = attempt.status.map(i64::from);
+    match attempt.outcome {
+        Ok(()) => conn.execute(
+            "UPDATE weir_callbacks SET delivered_at = ?2, attempts = ?3, last_error = NULL, last_status = ?4 WHERE id = ?1",
+            params![d.id, now_ms(), attempts, status],
+        )?,
         Err(e) => {
             let next = if attempts >= MAX_ATTEMPTS { i64::MAX } else { now_ms() + backoff_ms(BASE_BACKOFF_MS, attempts as u32) as i64 };
-            conn.execute("UPDATE weir_callbacks SET attempts = ?2, next_at = ?3, last_error = ?4 WHERE id = ?1", params![d.id, attempts, next, e])?
+            conn.execute(
+                "UPDATE weir_callbacks SET attempts = ?2, next_at = ?3, last_error = ?4, last_status = ?5 WHERE id = ?1",
+                params![d.id, attempts, next, e, status],
+            )?
         }
     };
     Ok(())
 }
 
-/// POSTs a payload as JSON. Blocking; run it off the async executor.
-pub fn post(url: &str, payload: &str) -> std::result::Result<(), String> {
+/// The delivery of job `id`'s callback as `jobs show` reports it, once queued.
+pub fn delivery(conn: &Connection, id: &str) -> Result<Option<Json>> {
+    type Row = (String, i64, Option<i64>, Option<String>, Option<i64>, i64);
+    let row: Option<Row> = conn
+        .prepare_cached("SELECT url, attempts, delivered_at, last_error, last_status, next_at FROM weir_callbacks WHERE job_id = ?1 ORDER BY id DESC LIMIT 1")?
+        .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))
+        .optional()?;
+    Ok(row.map(|(url, attempts, delivered_at, last_error, last_status, next_at)| {
+        let state = match (delivered_at, attempts) {
+            (Some(_), _) => "delivered",
+            (None, n) if n >= MAX_ATTEMPTS => "given up",
+            (None, 0) => "pending",
+            (None, _) => "retrying",
+        };
+        json!({
+            "url": url,
+            "state": state,
+            "attempts": attempts,
+            "last_status": last_status,
+            "last_error": last_error,
+            "delivered_at": delivered_at.map(to_rfc3339),
+            "next_attempt_at": (delivered_at.is_none() && attempts < MAX_ATTEMPTS).then(|| to_rfc3339(next_at)),
+        })
+    }))
+}
+
+/// The `Weir-Signature` header value of `body` sent at `t` (unix seconds).
+pub fn sign(secret: &str, t: i64, body: &str) -> String {
+    // HMAC takes a key of any length.
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC accepts any key length");
+    mac.update(format!("{t}.{body}").as_bytes());
+    format!("t={t},v1={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// One delivery attempt: the HTTP status, if an answer came, and whether it counts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Attempt {
+    pub status: Option<u16>,
+    pub outcome: std::result::Result<(), String>,
+}
+
+/// POSTs a payload as JSON, signed with `secret` at `t` when one is set.
+/// Blocking; run it off the async executor.
+pub fn post(url: &str, payload: &str, secret: Option<&str>, t: i64) -> Attempt {
     let agent: ureq::Agent =
-        ureq::Agent::config_builder().timeout_global(Some(Duration::from_secs(10))).http_status_as_error(true).max_redirects(0).build().into();
-    let response = agent
-        .post(url)
-        .header("content-type", "application/json")
-        .header("user-agent", concat!("weir/", env!("CARGO_PKG_VERSION")))
-        .send(payload)
-        .map_err(|e| format!("POST {url}: {e}"))?;
-    let status = response.status();
-    if !status.is_success() {
-        return Err(format!("POST {url}: answered {status}; callbacks need a 2xx answer and do not follow redirects"));
+        ureq::Agent::config_builder().timeout_global(Some(Duration::from_secs(10))).http_status_as_error(false).max_redirects(0).build().into();
+    let mut request = agent.post(url).header("content-type", "application/json").header("user-agent", concat!("weir/", env!("CARGO_PKG_VERSION")));
+    if let Some(secret) = secret {
+        request = request.header("weir-signature", sign(secret, t, payload));
     }
-    Ok(())
+    let response = match request.send(payload) {
+        Ok(r) => r,
+        Err(e) => return Attempt { status: None, outcome: Err(format!("POST {url}: {e}")) },
+    };
+    let status = response.status();
+    let outcome =
+        if status.is_success() { Ok(()) } else { Err(format!("POST {url}: answered {status}; callbacks need a 2xx answer and do not follow redirects")) };
+    Attempt { status: Some(status.as_u16()), outcome }
 }
 
 #[cfg(test)]
@@ -185,9 +240,21 @@ mod tests {
 
     #[test]
     fn a_redirect_is_a_failed_delivery_not_followed() {
-        let err = post(&receiver("302 Found"), "{}").unwrap_err();
+        let redirected = post(&receiver("302 Found"), "{}", None, 0);
+        let err = redirected.outcome.unwrap_err();
         assert!(err.contains("302") && err.contains("do not follow redirects"), "{err}");
-        assert!(post(&receiver("204 No Content"), "{}").is_ok());
-        assert!(post(&receiver("500 Internal Server Error"), "{}").unwrap_err().contains("500"));
+        assert_eq!(redirected.status, Some(302));
+        assert_eq!(post(&receiver("204 No Content"), "{}", None, 0), Attempt { status: Some(204), outcome: Ok(()) });
+        assert!(post(&receiver("500 Internal Server Error"), "{}", None, 0).outcome.unwrap_err().contains("500"));
+    }
+
+    #[test]
+    fn a_signature_is_stripe_s_scheme() {
+        // HMAC-SHA256("key", "1700000000.{}"), computed independently with
+        // `printf '1700000000.{}' | openssl dgst -sha256 -hmac key`.
+        let sig = sign("key", 1_700_000_000, "{}");
+        assert_eq!(sig, "t=1700000000,v1=9d713ed406bb7076d4123f0dc2c39d2df5c654ed4b0cd56b52c8b4c940bd63ae");
+        assert_ne!(sig, sign("other", 1_700_000_000, "{}"));
+        assert_ne!(sig, sign("key", 1_700_000_001, "{}"));
     }
 }

@@ -75,6 +75,12 @@ pub struct JobContext {
     /// Which attempts keep their trace in the trace log (the step's `--trace`).
     #[serde(default)]
     pub trace: crate::traces::TraceMode,
+    /// Hosts its outbound HTTP may reach (the step's or operation's `--allow-http`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_http: Vec<String>,
+    /// Secrets it may read, by name (`--secret`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<String>,
 }
 
 impl JobContext {
@@ -94,6 +100,8 @@ impl JobContext {
             config: Json::Null,
             input,
             trace: Default::default(),
+            allow_http: vec![],
+            secrets: vec![],
         }
     }
 }
@@ -518,6 +526,10 @@ pub struct JobView {
     /// The time all its attempts took together (with `history`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub total_duration_ms: Option<i64>,
+    /// Its callback's delivery, once queued (with `history`): attempts, the
+    /// last HTTP status or error, when it was delivered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub callback: Option<Json>,
 }
 
 const VIEW_COLUMNS: &str = "id, kind, step, plugin, plugin_version, statecode, statuscode, attempts, max_attempts,
@@ -566,6 +578,7 @@ fn read_view(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobView> {
             })
         }),
         history: None,
+        callback: None,
         total_duration_ms: None,
     })
 }
@@ -679,5 +692,6 @@ pub fn show(conn: &Connection, id: &str) -> Result<JobView> {
     }
     view.total_duration_ms = Some(history.iter().filter_map(|h| h["duration_ms"].as_i64()).sum());
     view.history = Some(history);
+    view.callback = callbacks::delivery(conn, id)?;
     Ok(view)
 }

@@ -69,7 +69,13 @@ fn scheduled_job(step: &Step, version: i64) -> NewJob {
         plugin: step.plugin.clone(),
         plugin_version: version,
         owner: "system".into(),
-        context: JobContext { config: step.config.clone(), trace: step.trace, ..JobContext::background("system", Json::Null) },
+        context: JobContext {
+            config: step.config.clone(),
+            trace: step.trace,
+            allow_http: step.allow_http.clone(),
+            secrets: step.secrets.clone(),
+            ..JobContext::background("system", Json::Null)
+        },
         grants: step.grants.clone(),
         max_attempts: step.max_attempts.unwrap_or(super::DEFAULT_MAX_ATTEMPTS),
         backoff_ms: step.backoff_ms.unwrap_or(super::DEFAULT_BACKOFF_MS),

@@ -195,6 +195,16 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE weir_plugins ADD COLUMN retired INTEGER NOT NULL DEFAULT 0;
     CREATE TABLE weir_plugin_versions (name TEXT PRIMARY KEY, last INTEGER NOT NULL);
     INSERT INTO weir_plugin_versions (name, last) SELECT name, MAX(version) FROM weir_plugins GROUP BY name;",
+    // 9: secrets, encrypted (see secrets.rs), and the HTTP status of a
+    // callback's last delivery attempt.
+    "CREATE TABLE weir_secrets (
+        name TEXT PRIMARY KEY,
+        nonce BLOB NOT NULL,
+        sealed BLOB NOT NULL,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL
+    );
+    ALTER TABLE weir_callbacks ADD COLUMN last_status INTEGER;",
 ];
 
 /// The database file and how to connect to it.

@@ -17,6 +17,11 @@
 //!   [`MAX_MESSAGE_BYTES`], the pooling allocator, no WASI filesystem,
 //!   environment, sockets or inherited stdio.
 //!   Guest stdout/stderr and `log` lines become the call's trace.
+//! * outbound HTTP (`wasi:http/outgoing-handler`) only to the hosts the caller
+//!   grants for the call, under [`egress`]'s policy; every call links it, an
+//!   ungranted request is refused with a typed error.
+//! * secrets through the `secrets` import, from the caller's [`RecordHost`];
+//!   a value a call read is redacted from its trace, error and result.
 //!
 //! Two things keep it fast without sharing state between calls: an instancer
 //! thread makes spare sync instances ahead of their calls (each a fresh `Store`,
@@ -39,6 +44,11 @@ use wasmtime::component::{Component, HasSelf, InstancePre, Linker, ResourceTable
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, Store, Trap, UpdateDeadline, WasmBacktrace};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+pub mod egress;
+
+pub use egress::{Egress, EgressLimits, HttpEvent, HttpGrant};
 
 /// Bindings of the WIT package, sync flavour: the shared types, the host's
 /// imports and both exports with blocking calls (used for sync plug-ins and for
@@ -56,6 +66,7 @@ pub mod wit {
     pub use self::exports::weir::plugin::runner::{Step, WaitFor, WaitUntil, WorkflowError};
     pub use self::weir::plugin::log::Level;
     pub use self::weir::plugin::records::RecordError;
+    pub use self::weir::plugin::secrets::SecretError;
     pub use self::weir::plugin::types::{Context, Entity, Field, Message, Mode, Stage, Value, WakeReason};
 }
 
@@ -70,11 +81,12 @@ mod wit_async {
             "weir:plugin/types": super::wit::weir::plugin::types,
             "weir:plugin/records": super::wit::weir::plugin::records,
             "weir:plugin/log": super::wit::weir::plugin::log,
+            "weir:plugin/secrets": super::wit::weir::plugin::secrets,
         },
     });
 }
 
-use wit::{Context, Entity, Field, Outcome, PluginError, RecordError, Step};
+use wit::{Context, Entity, Field, Outcome, PluginError, RecordError, SecretError, Step};
 
 impl Context {
     /// A context for a call outside any operation (the demo's sandbox runs, the
@@ -238,6 +250,10 @@ pub trait RecordHost: Send {
     fn create(&mut self, table: &str, fields: Vec<Field>) -> Result<Entity, RecordError>;
     fn update(&mut self, table: &str, id: &str, fields: Vec<Field>) -> Result<Entity, RecordError>;
     fn delete(&mut self, table: &str, id: &str) -> Result<(), RecordError>;
+    /// The value of a secret the step is granted (none by default).
+    fn secret(&mut self, name: &str) -> Result<String, SecretError> {
+        Err(SecretError::Denied(format!("no grant for secret {name}")))
+    }
 }
 
 /// A [`RecordHost`] that refuses everything (a plug-in with no grants).
@@ -296,6 +312,8 @@ pub struct CallStats {
     pub fuel_used: u64,
     pub duration: Duration,
     pub host_calls: u64,
+    /// The outbound HTTP requests it made.
+    pub http: Vec<HttpEvent>,
 }
 
 /// A cancellation flag for an async call (checked every tick).
@@ -323,6 +341,10 @@ pub struct HostState {
     max_host_calls: u64,
     max_result_bytes: usize,
     interrupt: Option<Interrupt>,
+    http: WasiHttpCtx,
+    egress: egress::EgressHooks,
+    /// Secret values the call read (name, value): redacted from what it leaves.
+    revealed: Vec<(String, String)>,
 }
 
 /// Why the epoch callback stopped a guest.
@@ -339,6 +361,12 @@ enum Interrupt {
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl WasiHttpView for HostState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.egress }
     }
 }
 
@@ -425,7 +453,28 @@ impl wit::weir::plugin::records::Host for HostState {
     }
 }
 
+/// Secrets, from the caller's [`RecordHost`]; the value is remembered so that
+/// nothing the call leaves behind shows it.
+impl wit::weir::plugin::secrets::Host for HostState {
+    fn get(&mut self, name: String) -> wasmtime::Result<Result<String, SecretError>> {
+        self.count_host_call()?;
+        let value = self.records.secret(&name);
+        if let Ok(v) = &value
+            && !v.is_empty()
+            && !self.revealed.iter().any(|(_, known)| known == v)
+        {
+            self.revealed.push((name, v.clone()));
+        }
+        Ok(value)
+    }
+}
+
 impl HostState {
+    /// `text` with every secret value this call read replaced by `[secret NAME]`.
+    fn redact(&self, text: String) -> String {
+        self.revealed.iter().fold(text, |t, (name, value)| if t.contains(value.as_str()) { t.replace(value.as_str(), &format!("[secret {name}]")) } else { t })
+    }
+
     fn fields_within_limit(&self, fields: &[Field]) -> Result<(), RecordError> {
         let bytes = fields_bytes(fields);
         if bytes > self.max_result_bytes {
@@ -621,9 +670,13 @@ impl Runtime {
         let mut sync_linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut sync_linker).map_err(we)?;
         wit::Hybrid::add_to_linker::<_, HasSelf<HostState>>(&mut sync_linker, |s| s).map_err(we)?;
+        // Sync calls are never granted a host: linked so that a component
+        // importing it loads, and every request it makes is refused.
+        wasmtime_wasi_http::p2::add_only_http_to_linker_sync(&mut sync_linker).map_err(we)?;
         let mut async_linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut async_linker).map_err(we)?;
         wit::Hybrid::add_to_linker::<_, HasSelf<HostState>>(&mut async_linker, |s| s).map_err(we)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut async_linker).map_err(we)?;
 
         let stop_ticker = Arc::new(AtomicBool::new(false));
         let (ticker_engine, stop) = (engine.clone(), stop_ticker.clone());
@@ -817,6 +870,9 @@ impl Runtime {
 
     /// Runs a workflow's `run` as a job attempt: yields to the executor every
     /// tick, stops at `limits.deadline` or when `cancel` is set.
+    // What the call is (plug-in, context, state), what it may use (records
+    // and secrets, limits, hosts) and how to stop it: each its own argument.
+    #[allow(clippy::too_many_arguments)]
     pub async fn call_async(
         &self,
         prepared: &Prepared,
@@ -824,6 +880,7 @@ impl Runtime {
         state: Option<Vec<u8>>,
         records: Box<dyn RecordHost>,
         limits: &Limits,
+        egress: Egress,
         cancel: CancelFlag,
     ) -> (Result<Step, CallError>, CallStats) {
         let started = Instant::now();
@@ -831,6 +888,7 @@ impl Runtime {
             return (Err(CallError::Host(format!("a {} plug-in cannot run as an async step", prepared.world.as_str()))), CallStats::default());
         };
         let (mut store, stdout, stderr) = self.new_store(records, limits);
+        store.data_mut().egress = egress::EgressHooks::new(egress);
         let fuel = limits.fuel.unwrap_or(u64::MAX);
         let _ = store.set_fuel(fuel);
         let deadline = limits.deadline;
@@ -877,14 +935,21 @@ impl Runtime {
         }
         .await;
         let fuel_used = fuel.saturating_sub(store.get_fuel().unwrap_or(0));
+        let redact = |m: String| store.data().redact(m);
         let result = match result {
             Ok(Ok(step)) => {
-                let step = step_from_async(step);
+                let mut step = step_from_async(step);
+                if let Step::Done(Some(text)) = &mut step {
+                    *text = redact(std::mem::take(text));
+                }
                 self.within_limit(step_bytes(&step)).map(|()| step)
             }
-            Ok(Err(wit_async::WorkflowError::Transient(m))) => Err(CallError::Transient(clip(m))),
-            Ok(Err(wit_async::WorkflowError::Permanent(m))) => Err(CallError::Permanent(clip(m))),
-            Err(e) => Err(classify(e, &store, limits, fuel, &stderr)),
+            Ok(Err(wit_async::WorkflowError::Transient(m))) => Err(CallError::Transient(clip(redact(m)))),
+            Ok(Err(wit_async::WorkflowError::Permanent(m))) => Err(CallError::Permanent(clip(redact(m)))),
+            Err(e) => Err(match classify(e, &store, limits, fuel, &stderr) {
+                CallError::Trap { message, backtrace } => CallError::Trap { message: redact(message), backtrace },
+                other => other,
+            }),
         };
         let stats = finish(store, stdout, stderr, fuel_used, started);
         (result, stats)
@@ -1137,7 +1202,19 @@ fn collect(store: &mut Store<HostState>, stdout: MemoryOutputPipe, stderr: Memor
     if state.dropped_lines > 0 {
         trace.push(TraceLine { level: "warn".into(), message: format!("{} more trace lines were dropped", state.dropped_lines) });
     }
-    CallStats { trace, fuel_used, duration: started.elapsed(), host_calls: state.host_calls }
+    let http = state.egress.events();
+    for e in &http {
+        let level = if e.outcome.starts_with(['2', '3']) { "info" } else { "warn" };
+        let detail = if e.detail.is_empty() { String::new() } else { format!(": {}", e.detail) };
+        let message = format!("http {} {} -> {} ({} bytes out, {} in){detail}", e.method, e.host, e.outcome, e.bytes_out, e.bytes_in);
+        trace.push(TraceLine { level: level.into(), message });
+    }
+    if !state.revealed.is_empty() {
+        for line in &mut trace {
+            line.message = state.redact(std::mem::take(&mut line.message));
+        }
+    }
+    CallStats { trace, fuel_used, duration: started.elapsed(), host_calls: state.host_calls, http }
 }
 
 /// A store with weir's per-call state: no WASI capabilities but captured
@@ -1165,6 +1242,9 @@ fn new_store(
         max_host_calls,
         max_result_bytes,
         interrupt: None,
+        http: WasiHttpCtx::new(),
+        egress: egress::EgressHooks::default(),
+        revealed: Vec::new(),
     };
     let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.limiter);
