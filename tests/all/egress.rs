@@ -159,6 +159,7 @@ fn the_policy_refuses_private_names_redirects_oversized_and_slow_answers_and_cap
         "/big" => Answer { body: vec![b'x'; 256 << 10], length: false, ..Answer::status("200 OK") },
         "/slow" => Answer { delay: Duration::from_secs(4), ..Answer::status("200 OK") },
         "/fail" => Answer::status("500 Internal Server Error"),
+        "/forbidden" => Answer::status("403 Forbidden"),
         _ => Answer::status("200 OK"),
     });
     let literal = format!("127.0.0.1:{}", server.port);
@@ -174,6 +175,7 @@ fn the_policy_refuses_private_names_redirects_oversized_and_slow_answers_and_cap
     let slow = submit(json!({"url": server.url("/slow")}), &literal, "1");
     let capped = submit(json!({"url": server.url("/hook"), "count": 3}), &literal, "1");
     let failing = submit(json!({"url": server.url("/fail")}), &literal, "2");
+    let forbidden = submit(json!({"url": server.url("/forbidden")}), &literal, "3");
     let args = ["work", "--until-idle", "--http-timeout", "1s", "--http-max-response-bytes", "65536", "--http-max-requests", "2"];
     env.run(&args).ok();
 
@@ -191,10 +193,11 @@ fn the_policy_refuses_private_names_redirects_oversized_and_slow_answers_and_cap
     failed(&slow, 1, &["response timeout"], &format!("http POST {literal} -> timeout"));
     failed(&capped, 1, &["denied"], "already made 2 requests, its limit");
     failed(&failing, 2, &["answered 500"], &format!("http POST {literal} -> 500"));
+    failed(&forbidden, 1, &["answered 403"], &format!("http POST {literal} -> 403"));
 
     let count = |path: &str| server.seen().iter().filter(|r| r.path == path).count();
     assert_eq!(count("/hook"), 2, "the capped job's first two requests, and no redirect or private name reached /hook");
-    assert_eq!((count("/redirect"), count("/big"), count("/slow"), count("/fail")), (1, 1, 1, 2));
+    assert_eq!((count("/redirect"), count("/big"), count("/slow"), count("/fail"), count("/forbidden")), (1, 1, 1, 2, 1), "a 5xx is retried, a 4xx is not");
 }
 
 #[test]
@@ -229,9 +232,17 @@ fn outbound_http_and_secrets_are_granted_to_async_work_only_and_grants_are_check
     let out = env.command().args(["secret", "set", "hook", "the-value"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2), "no value as an argument");
     set_secret(&env, "hook", "v1");
+    // The key may come from a file instead.
+    let file = env.write("weir.key", format!("{KEY}\n").as_bytes());
+    let mut child = env.command().args(["secret", "set", "second"]).env("WEIR_SECRET_KEY_FILE", &file).stdin(Stdio::piped()).spawn().unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), b"v2").unwrap();
+    assert!(child.wait().unwrap().success(), "the key file opens the same secrets");
+    assert_eq!(env.run(&["secret", "list", "--json"]).ok().json().as_array().unwrap().len(), 2);
     let wrong = env.command().args(["secret", "set", "other"]).env("WEIR_SECRET_KEY", "ab".repeat(32)).stdin(Stdio::null()).output().unwrap();
     assert!(String::from_utf8_lossy(&wrong.stderr).contains("differs from the one"), "{wrong:?}");
     env.run(&["secret", "remove", "hook"]).ok();
+    env.run(&["secret", "remove", "second"]).ok();
+    assert!(env.run(&["secret", "remove", "second"]).fails().stderr.contains("no secret named second"));
     assert!(env.run(&["secret", "list"]).ok().stdout.contains("no secrets"));
 }
 
