@@ -286,6 +286,8 @@ fn job(plugin: &str, version: i64) -> NewJob {
             trace: Default::default(),
             allow_http: vec![],
             secrets: vec![],
+            operation_id: String::new(),
+            shared_variables: Default::default(),
         },
         grants: vec![],
         max_attempts: 1,

@@ -1019,6 +1019,7 @@ fn jobs(weir: &Weir, cmd: JobsCmd) -> Result<()> {
                     let at = w["at"].as_str().or(w["timeout_at"].as_str()).unwrap_or("?");
                     match w["kind"].as_str() {
                         Some("for") => outln!("  waiting for: {} {} to match {} (times out {at})", w["table"], w["id"], w["condition"]),
+                        Some("query") => outln!("  waiting for: a {} record matching {} (times out {at})", w["table"], w["condition"]),
                         _ => outln!("  waiting:     until {at}"),
                     }
                     if let Some(nb) = w["not_before"].as_str() {
@@ -1242,16 +1243,26 @@ pub fn parse_orderby(s: &str) -> Result<Vec<OrderBy>> {
         .collect()
 }
 
+/// Plug-ins' notes for whoever ran the operation, on stderr (they are in
+/// the JSON on stdout too, as `@notes`).
+fn print_notes(notes: &[String]) {
+    for n in notes {
+        errln(format_args!("note: {n}"));
+    }
+}
+
 fn record(weir: &Weir, user: &str, cmd: RecordCmd) -> Result<()> {
     let p = weir.pipeline();
     match cmd {
         RecordCmd::Create { table, json } => {
             let rec = p.create(user, &table, &parse_json("the record", &json)?)?;
             print_json(&rec.to_json());
+            print_notes(&rec.notes);
         }
         RecordCmd::Update { table, id, json } => {
             let rec = p.update(user, &table, &id, &parse_json("the change", &json)?)?;
             print_json(&rec.to_json());
+            print_notes(&rec.notes);
         }
         RecordCmd::Delete { table, id, json } => {
             p.delete(user, &table, &id)?;
@@ -1338,7 +1349,7 @@ fn plugin(weir: &Weir, cmd: PluginCmd) -> Result<()> {
             if json {
                 print_json(&rows);
             } else {
-                outln!("{:<20} {:>7}  {:<9} {:>9}  {:<24}  {}", "NAME", "VERSION", "WORLD", "BYTES", "ADDED", "CURRENT");
+                outln!("{:<20} {:>7}  {:<9} {:<8} {:>9}  {:<24}  {}", "NAME", "VERSION", "WORLD", "CONTRACT", "BYTES", "ADDED", "CURRENT");
                 for r in rows {
                     let current = if r.current {
                         "yes"
@@ -1347,7 +1358,7 @@ fn plugin(weir: &Weir, cmd: PluginCmd) -> Result<()> {
                     } else {
                         ""
                     };
-                    outln!("{:<20} {:>7}  {:<9} {:>9}  {:<24}  {current}", r.name, r.version, r.world, r.size, r.created_at);
+                    outln!("{:<20} {:>7}  {:<9} {:<8} {:>9}  {:<24}  {current}", r.name, r.version, r.world, r.contract, r.size, r.created_at);
                 }
             }
         }

@@ -43,7 +43,8 @@ pub enum Literal {
     Null,
     Bool(bool),
     Int(i64),
-    Float(f64),
+    /// A number with a fraction or exponent, as written (a finite float).
+    Float(String),
     Str(String),
 }
 
@@ -173,8 +174,8 @@ fn lex(input: &str) -> Result<Vec<(Tok, usize)>, (usize, String)> {
                 let text = &input[start..i];
                 let lit = if let Ok(n) = text.parse::<i64>() {
                     Literal::Int(n)
-                } else if let Ok(f) = text.parse::<f64>().map_err(|_| ()).and_then(|f| if f.is_finite() { Ok(f) } else { Err(()) }) {
-                    Literal::Float(f)
+                } else if text.parse::<f64>().is_ok_and(f64::is_finite) {
+                    Literal::Float(text.to_string())
                 } else {
                     return Err((cpos, format!("bad number `{text}`")));
                 };
@@ -336,6 +337,8 @@ pub enum Scalar {
     /// Integers and timestamps: compared exactly, as SQLite does, also past 2^53.
     Int(i64),
     Num(f64),
+    /// An exact decimal (decimal columns).
+    Dec(crate::decimal::Decimal),
     Str(String),
 }
 
@@ -344,6 +347,8 @@ pub enum Scalar {
 pub enum Kind {
     Text,
     Number,
+    /// An exact decimal column: literals compare exactly, not as floats.
+    Decimal,
     Bool,
     /// Stored as milliseconds since the epoch; literals are RFC 3339 strings or numbers.
     Time,
@@ -355,14 +360,16 @@ fn coerce(lit: &Literal, kind: Kind, field: &str) -> Result<Scalar, String> {
         (Literal::Null, _) => Scalar::Null,
         (Literal::Str(s), Kind::Text) => Scalar::Str(s.clone()),
         (Literal::Int(n), Kind::Number | Kind::Time) => Scalar::Int(*n),
-        (Literal::Float(f), Kind::Number) => Scalar::Num(*f),
+        (Literal::Float(f), Kind::Number) => Scalar::Num(f.parse().unwrap_or(f64::NAN)),
+        (Literal::Int(n), Kind::Decimal) => Scalar::Dec((*n).into()),
+        (Literal::Float(f), Kind::Decimal) => Scalar::Dec(crate::decimal::parse(f).map_err(|e| format!("`{field}` is an exact decimal: {e}"))?),
         (Literal::Bool(b), Kind::Bool) => Scalar::Bool(*b),
         (Literal::Str(s), Kind::Time) => match crate::time::parse_rfc3339(s) {
             Some(ms) => Scalar::Int(ms),
             None => return Err(format!("`{field}` is a timestamp: compare it with an RFC 3339 time such as '2026-01-31T12:00:00Z'")),
         },
         (_, Kind::Text) => return Err(format!("`{field}` is text: compare it with a 'quoted string'")),
-        (_, Kind::Number) => return Err(format!("`{field}` is a number: compare it with a number")),
+        (_, Kind::Number | Kind::Decimal) => return Err(format!("`{field}` is a number: compare it with a number")),
         (_, Kind::Bool) => return Err(format!("`{field}` is a boolean: compare it with true or false")),
         (_, Kind::Time) => return Err(format!("`{field}` is a timestamp: compare it with an RFC 3339 time")),
     })
@@ -407,6 +414,7 @@ pub fn eval(expr: &Expr, get: &dyn Fn(&str) -> Option<(Kind, Scalar)>) -> bool {
                         (Scalar::Int(a), Scalar::Num(b)) => cmp_int_float(*a, *b),
                         (Scalar::Num(a), Scalar::Int(b)) => cmp_int_float(*b, *a).map(std::cmp::Ordering::reverse),
                         (Scalar::Num(a), Scalar::Num(b)) => a.partial_cmp(b),
+                        (Scalar::Dec(a), Scalar::Dec(b)) => Some(a.cmp(b)),
                         (Scalar::Str(a), Scalar::Str(b)) => Some(a.cmp(b)),
                         (Scalar::Bool(a), Scalar::Bool(b)) => Some(a.cmp(b)),
                         _ => None,
@@ -492,6 +500,8 @@ fn sql_of(expr: &Expr, input: &str, resolve: &dyn Fn(&str) -> Option<(String, Ki
                 Scalar::Int(n) => compare(&column, *op, SqlParam::Int(n), params),
                 Scalar::Num(n) if n.fract() == 0.0 && n.abs() < 9e15 => compare(&column, *op, SqlParam::Int(n as i64), params),
                 Scalar::Num(n) => compare(&column, *op, SqlParam::Real(n), params),
+                // Canonical text; the column's collation compares it exactly.
+                Scalar::Dec(d) => compare(&column, *op, SqlParam::Text(crate::decimal::canonical(&d)), params),
                 Scalar::Str(s) => compare(&column, *op, SqlParam::Text(s), params),
             }
         }

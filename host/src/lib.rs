@@ -8,7 +8,7 @@
 //!   migrations, the catalog of tables, records and plug-in binaries. The only
 //!   module that writes SQL for them.
 //! * [`plugins`]: the plug-in registry — versions, worlds, loading into the runtime.
-//! * [`values`]: column types and typed values (JSON and SQL forms).
+//! * [`values`]: column types and typed values (JSON and SQL forms); [`decimal`]: exact decimals.
 //! * [`filter`]: the filter language EXPR — parser, evaluator, SQL compiler.
 //! * [`steps`]: step registrations and their rules.
 //! * [`catalog`]: the cached catalogue (tables, steps, plug-in heads, users) operations read.
@@ -35,6 +35,7 @@ pub(crate) mod api;
 pub(crate) mod bench;
 pub mod catalog;
 pub mod cli;
+pub mod decimal;
 pub(crate) mod demo;
 pub(crate) mod error;
 pub mod examples;

@@ -38,12 +38,15 @@ use crate::error::{Error, Result, to_record_error};
 use crate::filter;
 use crate::jobs::{self, JobContext, NewJob};
 use crate::plugins::Plugins;
-use crate::runtime::wit::{Context, Entity, Field, Message, Mode, RecordError, Stage};
+use crate::runtime::wit::{Context, Entity, Field, Message, Mode, Page, QueryOptions, RecordError, Stage, Variable};
 use crate::runtime::{Limits, RecordHost, TraceLine};
 use crate::steps::{Access, Grant, MessageKind, ModeKind, StageKind, Step, check_grant};
 use crate::store::records::{self, Record, TableDef};
 use crate::store::{self, Pool};
 use crate::values::{EntityDoc, Value};
+
+/// An operation's shared variables: name → JSON text (Dataverse's SharedVariables).
+pub type Vars = std::collections::BTreeMap<String, String>;
 
 /// Operations deeper than this are stopped as probable infinite loops.
 pub const MAX_DEPTH: u32 = 8;
@@ -92,6 +95,8 @@ struct Op {
     fatal: Mutex<Option<String>>,
     /// Traces of failed calls to keep: written after the rollback.
     failed_traces: Mutex<Vec<crate::traces::Trace>>,
+    /// Notes plug-ins left for the caller (`<plugin>: <note>`), nested operations' too.
+    notes: Mutex<Vec<String>>,
 }
 
 /// What to do to a record.
@@ -164,6 +169,7 @@ impl Pipeline {
             budget_ms: self.settings.op_budget.as_millis() as u64,
             fatal: Mutex::new(None),
             failed_traces: Mutex::new(Vec::new()),
+            notes: Mutex::new(Vec::new()),
         }))
     }
 
@@ -213,6 +219,7 @@ impl Pipeline {
         self: &Arc<Self>,
         user: &str,
         depth: u32,
+        vars: &Vars,
         changes: Vec<(String, Change)>,
         finish: impl FnOnce(&Connection) -> Result<bool>,
     ) -> Result<bool> {
@@ -225,7 +232,7 @@ impl Pipeline {
                     Change::Update(id, f) => Input::Update { id, fields: def.conform_fields(f)? },
                     Change::Delete(id) => Input::Delete { id },
                 };
-                self.run(&op, def, input, depth, true)?;
+                self.run(&op, def, input, depth, true, vars.clone())?;
             }
             finish(&op.conn.lock())
         })();
@@ -245,7 +252,14 @@ impl Pipeline {
             Err(e) => return self.close(op, Err(e), |_| true),
         };
         let message = input.message().as_str();
-        let result = self.run(&op, def, input, depth, false);
+        let result = self.run(&op, def, input, depth, false, Vars::new());
+        let notes = std::mem::take(&mut *op.notes.lock());
+        let result = result.map(|written| {
+            written.map(|mut r| {
+                r.notes = notes;
+                r
+            })
+        });
         let failed_traces = std::mem::take(&mut *op.failed_traces.lock());
         let result = self.close(op, result, |_| true);
         // The traces of failed calls, kept although their operation rolled back.
@@ -267,7 +281,8 @@ impl Pipeline {
     }
 
     /// Runs one operation (top-level or nested) through its steps.
-    fn run(self: &Arc<Self>, op: &Arc<Op>, def: TableDef, input: Input, depth: u32, nested: bool) -> Result<Option<Record>> {
+    /// `vars`: the shared variables it starts with (its parent's, for a nested one).
+    fn run(self: &Arc<Self>, op: &Arc<Op>, def: TableDef, input: Input, depth: u32, nested: bool, vars: Vars) -> Result<Option<Record>> {
         if depth > MAX_DEPTH {
             let msg = format!(
                 "the operation chain went deeper than {MAX_DEPTH} levels ({} of {} {}): a probable infinite loop between plug-ins; \
@@ -281,7 +296,8 @@ impl Pipeline {
         }
         let message = input.message();
         let all_steps = self.catalog.steps(&op.conn.lock(), &def.name, message)?;
-        let mut run = Run { pipeline: self, op, def: &def, depth, message, steps: &all_steps, pre: None, input };
+        let operation_id = uuid::Uuid::now_v7().to_string();
+        let mut run = Run { pipeline: self, op, def: &def, depth, message, steps: &all_steps, pre: None, input, vars, operation_id };
 
         // 1. pre-validation, outside the transaction at the top level: the
         // write lock is given back while those steps run, and taken again.
@@ -330,6 +346,10 @@ struct Run<'a> {
     /// The record before the operation (update, delete).
     pre: Option<Record>,
     input: Input,
+    /// The shared variables, as the steps so far left them.
+    vars: Vars,
+    /// This operation's id (plug-ins see it as `operation-id`).
+    operation_id: String,
 }
 
 impl Run<'_> {
@@ -362,6 +382,7 @@ impl Run<'_> {
             fields: Vec::new(),
             created_at: 0,
             modified_at: 0,
+            notes: Vec::new(),
         });
         if let Input::Create { fields, .. } | Input::Update { fields, .. } = &self.input {
             for (n, v) in fields {
@@ -425,6 +446,12 @@ impl Run<'_> {
             input: "null".into(),
             attempt: 1,
             wake: None,
+            operation_id: self.operation_id.clone(),
+            step: step.name.clone(),
+            plugin: step.plugin.clone(),
+            // Filled in by `call` once the version is known (0 for a job's context).
+            plugin_version: 0,
+            shared_variables: self.vars.iter().map(|(name, value)| Variable { name: name.clone(), value: value.clone() }).collect(),
         }
     }
 
@@ -446,7 +473,22 @@ impl Run<'_> {
                 });
             }
             let ctx = self.context(step, stage, written, Mode::Sync);
-            let outcome = self.call(step, &ctx, read_only)?;
+            let outcome = self.call(step, ctx, read_only)?;
+            self.op.notes.lock().extend(outcome.notes.iter().map(|n| format!("{}: {n}", step.plugin)));
+            for v in &outcome.variables {
+                let parsed: Json = serde_json::from_str(&v.value).map_err(|e| Error::Plugin {
+                    plugin: step.plugin.clone(),
+                    step: step.name.clone(),
+                    code: "invalid_change".into(),
+                    message: format!("set shared variable {:?} to {:?}, which is not JSON ({e})", v.name, v.value),
+                    trace: Vec::new(),
+                })?;
+                if parsed.is_null() {
+                    self.vars.remove(&v.name);
+                } else {
+                    self.vars.insert(v.name.clone(), parsed.to_string());
+                }
+            }
             if stage == StageKind::PostOperation || outcome.changes.is_empty() {
                 continue;
             }
@@ -472,7 +514,7 @@ impl Run<'_> {
         Ok(())
     }
 
-    fn call(&self, step: &Step, ctx: &Context, read_only: bool) -> Result<crate::runtime::wit::Outcome> {
+    fn call(&self, step: &Step, mut ctx: Context, read_only: bool) -> Result<crate::runtime::wit::Outcome> {
         let p = self.pipeline;
         let prepared = {
             let conn = self.op.conn.lock();
@@ -480,8 +522,10 @@ impl Run<'_> {
                 Some(pinned) => pinned,
                 None => p.catalog.plugin_head(&conn, &step.plugin)?,
             };
+            ctx.plugin_version = u32::try_from(version).unwrap_or(u32::MAX);
             p.plugins.prepared(&conn, &step.plugin, version)?
         };
+        let ctx = &ctx;
         let budget = step.timeout_ms.map(Duration::from_millis);
         let deadline = match budget {
             Some(b) => self.op.deadline.min(Instant::now() + b),
@@ -494,8 +538,15 @@ impl Run<'_> {
             memory_bytes: p.settings.memory_bytes,
             max_host_calls: p.settings.max_host_calls,
         };
-        let host =
-            PipelineHost { pipeline: p.clone(), op: self.op.clone(), depth: self.depth, step: step.name.clone(), grants: step.grants.clone(), read_only };
+        let host = PipelineHost {
+            pipeline: p.clone(),
+            op: self.op.clone(),
+            depth: self.depth,
+            step: step.name.clone(),
+            grants: step.grants.clone(),
+            read_only,
+            vars: self.vars.clone(),
+        };
         let (result, stats) = p.plugins.runtime().call_sync(&prepared, ctx, Box::new(host), &limits);
         let outcome = result.as_ref().map_or_else(|e| e.code(), |_| "ok");
         crate::telemetry::plugin_call(&step.plugin, "sync", outcome, stats.duration, stats.fuel_used);
@@ -540,7 +591,10 @@ impl Run<'_> {
         match &self.input {
             Input::Create { id, fields } => {
                 records::check_refs(&conn, self.def, fields)?;
-                Ok(Some(records::insert(&conn, self.def, id, fields)?))
+                let rec = records::insert(&conn, self.def, id, fields)?;
+                // Jobs waiting for a record of this table wake if it matches.
+                jobs::waits::record_changed(&conn, self.def, &rec)?;
+                Ok(Some(rec))
             }
             Input::Update { id, fields } => {
                 records::check_refs(&conn, self.def, fields)?;
@@ -589,6 +643,8 @@ impl Run<'_> {
                     trace: step.trace,
                     allow_http: step.allow_http.clone(),
                     secrets: step.secrets.clone(),
+                    operation_id: self.operation_id.clone(),
+                    shared_variables: self.vars.clone(),
                 },
                 grants: step.grants.clone(),
                 max_attempts: step.max_attempts.unwrap_or(jobs::DEFAULT_MAX_ATTEMPTS),
@@ -612,6 +668,8 @@ struct PipelineHost {
     step: String,
     grants: Vec<Grant>,
     read_only: bool,
+    /// The shared variables when the plug-in was called: its nested operations start with them.
+    vars: Vars,
 }
 
 impl PipelineHost {
@@ -627,7 +685,7 @@ impl PipelineHost {
     }
 
     fn nested(&self, def: TableDef, input: Input) -> std::result::Result<Option<Record>, RecordError> {
-        self.pipeline.run(&self.op, def, input, self.depth + 1, true).map_err(to_record_error)
+        self.pipeline.run(&self.op, def, input, self.depth + 1, true, self.vars.clone()).map_err(to_record_error)
     }
 }
 
@@ -641,12 +699,10 @@ impl RecordHost for PipelineHost {
         }
     }
 
-    fn query(&mut self, table: &str, filter: &str, top: u32) -> std::result::Result<Vec<Entity>, RecordError> {
-        let def = self.check(table, Access::Read)?;
+    fn query(&mut self, q: &QueryOptions) -> std::result::Result<Page, RecordError> {
+        let def = self.check(&q.table, Access::Read)?;
         let conn = self.op.conn.lock();
-        let top = (top as usize).min(self.pipeline.settings.max_top);
-        let rows = records::query_text(&conn, &def, Some(filter), &[], top).map_err(to_record_error)?;
-        Ok(rows.iter().map(Record::to_entity).collect())
+        records::plugin_query(&conn, &def, q, self.pipeline.settings.max_top).map_err(to_record_error)
     }
 
     fn create(&mut self, table: &str, fields: Vec<Field>) -> std::result::Result<Entity, RecordError> {

@@ -83,7 +83,7 @@ impl Plugins {
         if wasm.len() > MAX_COMPONENT_BYTES {
             return Err(Error::invalid(format!("{name}: the component is {} bytes, over the limit of {MAX_COMPONENT_BYTES}", wasm.len())));
         }
-        let world = self.runtime.inspect(wasm).map_err(|e| Error::invalid(format!("{name}: {e}")))?;
+        let (world, contract) = self.runtime.inspect_contract(wasm).map_err(|e| Error::invalid(format!("{name}: {e}")))?;
         // A new version becomes current for every step that follows the
         // plug-in (is not pinned): it must be able to serve each of them.
         for step in crate::steps::list(conn)?.iter().filter(|s| s.plugin == name && s.plugin_version.is_none()) {
@@ -102,7 +102,7 @@ impl Plugins {
             }
         }
         let digest = Runtime::digest(wasm);
-        let version = store::insert_plugin(conn, name, world.as_str(), &digest, wasm)?;
+        let version = store::insert_plugin(conn, name, world.as_str(), contract.as_str(), &digest, wasm)?;
         let row = store::list_plugins(conn)?
             .into_iter()
             .find(|p| p.name == name && p.version == version)

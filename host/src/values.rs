@@ -1,14 +1,16 @@
 //! Column types and typed values: parsing a record's JSON against its table's
 //! columns, rendering values back to JSON, and their SQLite representation.
 //!
-//! Values use the WIT `value` type, the one plug-ins see, so nothing is
-//! converted twice between the store and a guest.
+//! Values use the WIT `value` type of the current contract (0.2), the one
+//! plug-ins see, so nothing is converted twice between the store and a guest.
+//! Decimals are exact canonical text ([`crate::decimal`]); references carry
+//! their table.
 
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use serde_json::Value as Json;
 
 use crate::filter::{Kind, Scalar};
-pub use crate::runtime::wit::Value;
+pub use crate::runtime::wit::{Reference, Value};
 
 /// A column's declared type.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -43,7 +45,8 @@ impl ColType {
         match self {
             ColType::Text | ColType::Json | ColType::Ref(_) => "TEXT",
             ColType::Integer | ColType::Boolean | ColType::Timestamp => "INTEGER",
-            ColType::Decimal => "REAL",
+            // Exact: canonical text, ordered numerically by the collation.
+            ColType::Decimal => "TEXT COLLATE WEIR_DECIMAL",
         }
     }
 
@@ -51,7 +54,8 @@ impl ColType {
     pub fn kind(&self) -> Kind {
         match self {
             ColType::Text | ColType::Json | ColType::Ref(_) => Kind::Text,
-            ColType::Integer | ColType::Decimal => Kind::Number,
+            ColType::Integer => Kind::Number,
+            ColType::Decimal => Kind::Decimal,
             ColType::Boolean => Kind::Bool,
             ColType::Timestamp => Kind::Time,
         }
@@ -92,14 +96,18 @@ pub fn from_json(col: &str, ty: &ColType, v: &Json) -> Result<Value, String> {
         (_, Json::Null) => Value::Null,
         (ColType::Text, Json::String(s)) => Value::Text(s.clone()),
         (ColType::Integer, Json::Number(n)) => Value::Integer(n.as_i64().ok_or_else(|| wrong("a whole number"))?),
-        (ColType::Decimal, Json::Number(n)) => Value::Decimal(n.as_f64().filter(|f| f.is_finite()).ok_or_else(|| wrong("a number"))?),
+        // The number exactly as written (serde_json keeps its text).
+        (ColType::Decimal, Json::Number(n)) => {
+            Value::Decimal(crate::decimal::canonicalise(&n.to_string()).map_err(|e| wrong(&format!("an exact decimal ({e})")))?)
+        }
+        (ColType::Decimal, Json::String(s)) => Value::Decimal(crate::decimal::canonicalise(s).map_err(|_| wrong("a number"))?),
         (ColType::Boolean, Json::Bool(b)) => Value::Boolean(*b),
         (ColType::Timestamp, Json::String(s)) => {
             Value::Timestamp(crate::time::parse_rfc3339(s).ok_or_else(|| wrong("an RFC 3339 time such as \"2026-11-22T15:00:00Z\""))?)
         }
         (ColType::Timestamp, Json::Number(n)) => Value::Timestamp(n.as_i64().ok_or_else(|| wrong("milliseconds since the epoch"))?),
         (ColType::Json, v) => Value::Json(v.to_string()),
-        (ColType::Ref(_), Json::String(s)) => Value::Reference(s.clone()),
+        (ColType::Ref(t), Json::String(s)) => Value::Reference(Reference { table: t.clone(), id: s.clone() }),
         (ColType::Text, _) => return Err(wrong("a string")),
         (ColType::Integer, _) => return Err(wrong("a whole number")),
         (ColType::Decimal, _) => return Err(wrong("a number")),
@@ -115,15 +123,19 @@ pub fn conform(col: &str, ty: &ColType, v: Value) -> Result<Value, String> {
         (_, Value::Null) => Value::Null,
         (ColType::Text, Value::Text(s)) => Value::Text(s),
         (ColType::Integer, Value::Integer(i)) => Value::Integer(i),
-        (ColType::Decimal, Value::Decimal(d)) if d.is_finite() => Value::Decimal(d),
-        (ColType::Decimal, Value::Integer(i)) => Value::Decimal(i as f64),
+        (ColType::Decimal, Value::Decimal(d)) => Value::Decimal(crate::decimal::canonicalise(&d).map_err(|e| format!("column {col} is decimal: {e}"))?),
+        (ColType::Decimal, Value::Integer(i)) => Value::Decimal(i.to_string()),
         (ColType::Boolean, Value::Boolean(b)) => Value::Boolean(b),
         (ColType::Timestamp, Value::Timestamp(t)) => Value::Timestamp(t),
         (ColType::Json, Value::Json(s)) => {
             serde_json::from_str::<Json>(&s).map_err(|e| format!("column {col} is json: the value is not JSON ({e})"))?;
             Value::Json(s)
         }
-        (ColType::Ref(_), Value::Reference(s) | Value::Text(s)) => Value::Reference(s),
+        (ColType::Ref(t), Value::Text(id)) => Value::Reference(Reference { table: t.clone(), id }),
+        (ColType::Ref(t), Value::Reference(r)) if r.table.is_empty() || r.table == *t => Value::Reference(Reference { table: t.clone(), id: r.id }),
+        (ColType::Ref(t), Value::Reference(r)) => {
+            return Err(format!("column {col} refers to table {t}: a plug-in gave it a reference to table {}", r.table));
+        }
         (ty, v) => return Err(format!("column {col} is {ty}: a plug-in gave it {}", type_name(&v))),
     })
 }
@@ -152,8 +164,10 @@ pub fn to_json(v: &Value) -> Json {
         Value::Null => Json::Null,
         Value::Boolean(b) => Json::Bool(*b),
         Value::Integer(i) => Json::from(*i),
-        Value::Decimal(d) => serde_json::Number::from_f64(*d).map(Json::Number).unwrap_or(Json::Null),
-        Value::Text(s) | Value::Reference(s) => Json::String(s.clone()),
+        // Written exactly as stored (serde_json keeps the number's text).
+        Value::Decimal(d) => d.parse::<serde_json::Number>().map(Json::Number).unwrap_or_else(|_| Json::String(d.clone())),
+        Value::Text(s) => Json::String(s.clone()),
+        Value::Reference(r) => Json::String(r.id.clone()),
         Value::Timestamp(ms) => Json::String(crate::time::to_rfc3339(*ms)),
         Value::Json(s) => serde_json::from_str(s).unwrap_or_else(|_| Json::String(s.clone())),
     }
@@ -165,8 +179,9 @@ pub fn scalar(v: &Value) -> Scalar {
         Value::Null => Scalar::Null,
         Value::Boolean(b) => Scalar::Bool(*b),
         Value::Integer(i) | Value::Timestamp(i) => Scalar::Int(*i),
-        Value::Decimal(d) => Scalar::Num(*d),
-        Value::Text(s) | Value::Reference(s) | Value::Json(s) => Scalar::Str(s.clone()),
+        Value::Decimal(d) => crate::decimal::parse(d).map(Scalar::Dec).unwrap_or(Scalar::Null),
+        Value::Text(s) | Value::Json(s) => Scalar::Str(s.clone()),
+        Value::Reference(r) => Scalar::Str(r.id.clone()),
     }
 }
 
@@ -176,8 +191,8 @@ pub fn to_sql(v: &Value) -> ToSqlOutput<'_> {
         Value::Null => ToSqlOutput::from(rusqlite::types::Null),
         Value::Boolean(b) => ToSqlOutput::from(*b as i64),
         Value::Integer(i) | Value::Timestamp(i) => ToSqlOutput::from(*i),
-        Value::Decimal(d) => ToSqlOutput::from(*d),
-        Value::Text(s) | Value::Reference(s) | Value::Json(s) => ToSqlOutput::from(s.as_str()),
+        Value::Decimal(s) | Value::Text(s) | Value::Json(s) => ToSqlOutput::from(s.as_str()),
+        Value::Reference(r) => ToSqlOutput::from(r.id.as_str()),
     }
 }
 
@@ -188,11 +203,13 @@ pub fn from_sql(ty: &ColType, v: ValueRef<'_>) -> Value {
         (_, ValueRef::Null) => Value::Null,
         (ColType::Text, v) => Value::Text(text(v)),
         (ColType::Json, v) => Value::Json(text(v)),
-        (ColType::Ref(_), v) => Value::Reference(text(v)),
+        (ColType::Ref(t), v) => Value::Reference(Reference { table: t.clone(), id: text(v) }),
         (ColType::Integer, v) => Value::Integer(v.as_i64().unwrap_or_default()),
         (ColType::Timestamp, v) => Value::Timestamp(v.as_i64().unwrap_or_default()),
         (ColType::Boolean, v) => Value::Boolean(v.as_i64().unwrap_or_default() != 0),
-        (ColType::Decimal, v) => Value::Decimal(v.as_f64().or_else(|_| v.as_i64().map(|i| i as f64)).unwrap_or_default()),
+        (ColType::Decimal, ValueRef::Integer(i)) => Value::Decimal(i.to_string()),
+        (ColType::Decimal, ValueRef::Real(f)) => Value::Decimal(crate::decimal::from_f64(f).unwrap_or_else(|| "0".into())),
+        (ColType::Decimal, v) => Value::Decimal(text(v)),
     }
 }
 
@@ -203,10 +220,14 @@ pub enum ValueDoc {
     Null,
     Boolean(bool),
     Integer(i64),
-    Decimal(f64),
+    /// Exact: a JSON number written as stored (a float in job contexts kept
+    /// before decimals were exact).
+    Decimal(serde_json::Number),
     Text(String),
     Timestamp(i64),
+    /// A reference kept before references named their table: the id only.
     Reference(String),
+    Ref(Reference),
     Json(String),
 }
 
@@ -216,10 +237,10 @@ impl From<&Value> for ValueDoc {
             Value::Null => ValueDoc::Null,
             Value::Boolean(b) => ValueDoc::Boolean(b),
             Value::Integer(i) => ValueDoc::Integer(i),
-            Value::Decimal(d) => ValueDoc::Decimal(d),
+            Value::Decimal(d) => d.parse::<serde_json::Number>().map(ValueDoc::Decimal).unwrap_or(ValueDoc::Text(d)),
             Value::Text(s) => ValueDoc::Text(s),
             Value::Timestamp(t) => ValueDoc::Timestamp(t),
-            Value::Reference(s) => ValueDoc::Reference(s),
+            Value::Reference(r) => ValueDoc::Ref(r),
             Value::Json(s) => ValueDoc::Json(s),
         }
     }
@@ -231,10 +252,11 @@ impl From<ValueDoc> for Value {
             ValueDoc::Null => Value::Null,
             ValueDoc::Boolean(b) => Value::Boolean(b),
             ValueDoc::Integer(i) => Value::Integer(i),
-            ValueDoc::Decimal(d) => Value::Decimal(d),
+            ValueDoc::Decimal(n) => Value::Decimal(crate::decimal::canonicalise(&n.to_string()).unwrap_or_else(|_| n.to_string())),
             ValueDoc::Text(s) => Value::Text(s),
             ValueDoc::Timestamp(t) => Value::Timestamp(t),
-            ValueDoc::Reference(s) => Value::Reference(s),
+            ValueDoc::Reference(id) => Value::Reference(Reference { table: String::new(), id }),
+            ValueDoc::Ref(r) => Value::Reference(r),
             ValueDoc::Json(s) => Value::Json(s),
         }
     }

@@ -23,11 +23,10 @@ use crate::error::{Error, Result, to_record_error};
 use crate::jobs::{self, Claimed, Outcome, Wait};
 use crate::pipeline::{Change, Pipeline};
 use crate::plugins::Plugins;
-use crate::runtime::wit::{Context, Entity, Field, Message, Mode, RecordError, SecretError, Stage, Step, WakeReason};
+use crate::runtime::wit::{Context, Entity, Field, Message, Mode, Page, QueryOptions, RecordError, SecretError, Stage, Step, Variable, WakeReason};
 use crate::runtime::{CallError, CancelFlag, Limits, RecordHost};
 use crate::steps::{Access, Grant, check_grant};
 use crate::store::Pool;
-use crate::store::records::Record;
 
 /// How the pool runs.
 #[derive(Debug, Clone)]
@@ -179,6 +178,8 @@ struct Writes {
     user: String,
     /// The depth its operations run at (the trigger's + 1).
     depth: u32,
+    /// The shared variables its operations start with (the job's).
+    vars: crate::pipeline::Vars,
     changes: Vec<(String, Change)>,
 }
 
@@ -457,9 +458,9 @@ fn record_group(shared: &Shared, batch: Vec<Done>) {
         shared.cancels.lock().remove(&c.id);
         match result {
             Ok(true) => {
-                // A wait-for whose record already matches wakes at once.
-                if let Outcome::Wait(Wait { table: Some(t), record: Some(r), .. }) = &c.outcome
-                    && let Err(e) = shared.pool.with_conn(|conn| jobs::waits::recheck(conn, t, r))
+                // A wait whose record already matches wakes at once.
+                if let Outcome::Wait(Wait { table: Some(t), record, condition, .. }) = &c.outcome
+                    && let Err(e) = shared.pool.with_conn(|conn| jobs::waits::recheck(conn, t, record.as_deref(), condition.as_deref().unwrap_or("")))
                 {
                     tracing::warn!("job {}: checking its wait condition failed: {e}", c.id);
                 }
@@ -498,7 +499,7 @@ fn keep_traces(shared: &Shared, traces: &[crate::traces::Trace]) {
 /// permanently if a plug-in rejected a write, else to be retried.
 fn commit_with_writes(shared: &Shared, c: &jobs::Completion, writes: Writes, now: i64) -> Result<bool> {
     let worker = &shared.worker_id;
-    let committed = shared.pipeline.commit_attempt(&writes.user, writes.depth, writes.changes, |conn| {
+    let committed = shared.pipeline.commit_attempt(&writes.user, writes.depth, &writes.vars, writes.changes, |conn| {
         if jobs::runs_under(conn, &c.id, worker)? { jobs::complete_in(conn, c, worker, now) } else { Ok(false) }
     });
     match committed {
@@ -639,6 +640,12 @@ fn context(job: &Claimed) -> Context {
             Some("timed-out") => Some(WakeReason::TimedOut),
             _ => None,
         },
+        // A background operation or a schedule is its own operation.
+        operation_id: if c.operation_id.is_empty() { job.id.clone() } else { c.operation_id.clone() },
+        step: job.step.clone().unwrap_or_default(),
+        plugin: job.plugin.clone(),
+        plugin_version: u32::try_from(job.plugin_version).unwrap_or(u32::MAX),
+        shared_variables: c.shared_variables.iter().map(|(name, value)| Variable { name: name.clone(), value: value.clone() }).collect(),
     }
 }
 
@@ -674,6 +681,7 @@ async fn run_job(shared: &Shared, job: Claimed) {
         who: format!("job {} ({})", job.id, job.step.as_deref().unwrap_or(&job.plugin)),
         user: job.owner.clone(),
         depth: job.context.depth + 1,
+        vars: job.context.shared_variables.clone(),
         changes,
     });
     let ok = matches!(outcome, Outcome::Succeeded { .. } | Outcome::Wait(_));
@@ -759,6 +767,16 @@ async fn attempt(shared: &Shared, job: &Claimed) -> (Outcome, Vec<crate::runtime
     let outcome = match result {
         Ok(Step::Done(result)) => Outcome::Succeeded { result },
         Ok(Step::WaitUntil(w)) => Outcome::Wait(Wait { until: w.at, table: None, record: None, condition: None, state: w.state }),
+        Ok(Step::WaitForQuery(w)) => match shared.pool.with_conn(|conn| jobs::waits::check_condition(conn, &w.table, &w.filter)) {
+            Ok(()) => Outcome::Wait(Wait {
+                until: crate::time::now_ms().saturating_add(w.timeout_ms.min(i64::MAX as u64) as i64),
+                table: Some(w.table),
+                record: None,
+                condition: Some(w.filter),
+                state: w.state,
+            }),
+            Err(e) => failed("invalid_wait", format!("{}: cannot wait for that: {e}", job.plugin), true),
+        },
         Ok(Step::WaitFor(w)) => match shared.pool.with_conn(|conn| jobs::waits::check_condition(conn, &w.table, &w.condition)) {
             Ok(()) => Outcome::Wait(Wait {
                 until: crate::time::now_ms().saturating_add(w.timeout_ms.min(i64::MAX as u64) as i64),
@@ -864,16 +882,14 @@ impl RecordHost for JobRecords {
         check_grant(&self.who, &self.grants, table, Access::Read)?;
         self.view(table, id)?.ok_or_else(|| Self::missing(table, id))
     }
-    fn query(&mut self, table: &str, filter: &str, top: u32) -> std::result::Result<Vec<Entity>, RecordError> {
-        check_grant(&self.who, &self.grants, table, Access::Read)?;
-        let rows = self
-            .pool
+    fn query(&mut self, q: &QueryOptions) -> std::result::Result<Page, RecordError> {
+        check_grant(&self.who, &self.grants, &q.table, Access::Read)?;
+        self.pool
             .with_conn(|conn| {
-                let def = crate::store::records::require_table(conn, table)?;
-                crate::store::records::query_text(conn, &def, Some(filter), &[], top as usize)
+                let def = crate::store::records::require_table(conn, &q.table)?;
+                crate::store::records::plugin_query(conn, &def, q, crate::store::records::MAX_TOP)
             })
-            .map_err(to_record_error)?;
-        Ok(rows.iter().map(Record::to_entity).collect())
+            .map_err(to_record_error)
     }
     fn create(&mut self, table: &str, fields: Vec<Field>) -> std::result::Result<Entity, RecordError> {
         let fields = self.check_fields(table, &fields)?;

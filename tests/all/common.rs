@@ -64,6 +64,18 @@ impl Env {
         }
     }
 
+    /// The CRM tables most tests use: `account` (name, creditlimit) and
+    /// `opportunity` (name, amount, customer, priority, and `extra` columns).
+    pub fn crm_tables(&self, extra: &[&str]) {
+        self.run(&["table", "create", "account", "--column", "name:text", "--column", "creditlimit:decimal"]).ok();
+        let mut args = vec!["table", "create", "opportunity", "--column", "name:text", "--column", "amount:decimal"];
+        args.extend(["--column", "customer:ref:account", "--column", "priority:text"]);
+        for c in extra {
+            args.extend(["--column", c]);
+        }
+        self.run(&args).ok();
+    }
+
     /// Writes an example plug-in to a file and returns its path.
     pub fn example_file(&self, name: &str) -> PathBuf {
         self.write(&format!("{name}.wasm"), weir::examples::wasm(name).expect("example exists"))

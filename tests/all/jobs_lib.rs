@@ -32,6 +32,8 @@ fn new_job(step: &str) -> NewJob {
             trace: Default::default(),
             allow_http: vec![],
             secrets: vec![],
+            operation_id: String::new(),
+            shared_variables: Default::default(),
         },
         grants: vec![],
         max_attempts: 3,

@@ -8,6 +8,7 @@ mod common;
 mod bad_input;
 mod bulk;
 mod containment;
+mod contract;
 mod crash;
 mod egress;
 mod hardening;

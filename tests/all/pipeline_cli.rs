@@ -8,25 +8,7 @@ use serde_json::Value;
 /// account/opportunity/audit tables, the example plug-ins, an account (limit 1000).
 fn crm() -> (Env, String) {
     let env = Env::new();
-    env.run(&["table", "create", "account", "--column", "name:text", "--column", "creditlimit:decimal"]).ok();
-    env.run(&[
-        "table",
-        "create",
-        "opportunity",
-        "--column",
-        "name:text",
-        "--column",
-        "amount:decimal",
-        "--column",
-        "customer:ref:account",
-        "--column",
-        "priority:text",
-        "--column",
-        "stage:text",
-        "--column",
-        "counter:integer",
-    ])
-    .ok();
+    env.crm_tables(&["stage:text", "counter:integer"]);
     env.run(&["table", "create", "audit", "--column", "entity:text", "--column", "recordid:text", "--column", "action:text"]).ok();
     for p in ["credit-check", "set-defaults", "audit-trail", "ping-pong", "spin-forever", "notify"] {
         env.add_example(p);

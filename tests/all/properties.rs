@@ -6,7 +6,8 @@
 //! * Generated well-typed expressions print and parse back to the same tree, and
 //!   select the same rows whether compiled to SQL and run by SQLite or evaluated
 //!   in memory (the pipeline uses the first for queries, the second for `--when`
-//!   and wait conditions), string literals full of quotes and SQL included.
+//!   and wait conditions), string literals full of quotes and SQL included, and
+//!   exact decimals compared by SQLite's collation and by the evaluator alike.
 //! * Record values: any JSON value against any column type is accepted or
 //!   refused without a panic, and what is accepted reads back the same from
 //!   SQLite, directly and through the pipeline; what is refused stores nothing.
@@ -15,7 +16,7 @@ use proptest::prelude::*;
 use rusqlite::Connection;
 use serde_json::{Value as Json, json};
 use weir::filter::{self, Expr, Kind, Literal, Op, Scalar};
-use weir::runtime::wit::Value;
+use weir::runtime::wit::{Reference, Value};
 use weir::values::{self, ColType};
 
 fn config(cases: u32) -> ProptestConfig {
@@ -111,13 +112,20 @@ const COLUMNS: &[(&str, &str, Kind)] = &[
     ("amount", "REAL", Kind::Number),
     ("ok", "INTEGER", Kind::Bool),
     ("due", "INTEGER", Kind::Time),
+    ("price", "TEXT COLLATE WEIR_DECIMAL", Kind::Decimal),
 ];
+
+/// Canonical decimals for the `price` column: past f64's precision, tiny, negative.
+const DECIMALS: &[&str] =
+    &["0", "0.03", "-1.5", "100", "12345678901234567.89", "12345678901234567.88", "0.1", "-0.0000000000000000000000000001", "9999999999999999999999999999"];
+/// Decimal literals as a filter may write them (exponents, trailing zeros).
+const DECIMAL_LITERALS: &[&str] = &["0.030", "1e2", "-1.50", "12345678901234567.89", "0.1", "12345678901234567.885", "-1e-28", "99.99"];
 
 /// Values chosen so that comparisons are often equal, and at the edges:
 /// quotes and SQL in strings, integers past 2^53 and at i64's ends.
 const TEXTS: &[&str] = &["", "a", "b", "A", "O'Brien", "x' OR 1=1 --", "'; DROP TABLE t; --", "é", "a\"b"];
 const INTS: &[i64] = &[0, 1, -1, 2, 100, (1 << 53) + 1, 1 << 53, i64::MAX, i64::MIN, 1_700_000_000_000];
-const FLOATS: &[f64] = &[0.0, 0.5, -1.5, 1.0, 2.0, 100.25, 1e300, -1e300, 9007199254740993.0, 9.3e18];
+const FLOATS: &[&str] = &["0.0", "0.5", "-1.5", "1.0", "2.0", "100.25", "1e300", "-1e300", "9007199254740993.0", "9.3e18"];
 
 /// One row: a value per column, null allowed everywhere.
 #[derive(Debug, Clone)]
@@ -127,17 +135,19 @@ struct Row {
     amount: Option<f64>,
     ok: Option<bool>,
     due: Option<i64>,
+    price: Option<&'static str>,
 }
 
 fn row() -> impl Strategy<Value = Row> {
     (
         prop::option::of(prop::sample::select(TEXTS).prop_map(String::from)),
         prop::option::of(prop::sample::select(INTS)),
-        prop::option::of(prop_oneof![prop::sample::select(FLOATS), prop::sample::select(INTS).prop_map(|i| i as f64)]),
+        prop::option::of(prop_oneof![prop::sample::select(FLOATS).prop_map(|f| f.parse::<f64>().unwrap()), prop::sample::select(INTS).prop_map(|i| i as f64)]),
         prop::option::of(any::<bool>()),
         prop::option::of(prop::sample::select(INTS)),
+        prop::option::of(prop::sample::select(DECIMALS)),
     )
-        .prop_map(|(name, qty, amount, ok, due)| Row { name, qty, amount, ok, due })
+        .prop_map(|(name, qty, amount, ok, due, price)| Row { name, qty, amount, ok, due, price })
 }
 
 impl Row {
@@ -145,9 +155,11 @@ impl Row {
         let v = match field {
             "name" => self.name.clone().map_or(Value::Null, Value::Text),
             "qty" => self.qty.map_or(Value::Null, Value::Integer),
-            "amount" => self.amount.map_or(Value::Null, Value::Decimal),
+            // A float column (no such weir type any more, but the evaluator has floats).
+            "amount" => return Some((Kind::Number, self.amount.map_or(Scalar::Null, Scalar::Num))),
             "ok" => self.ok.map_or(Value::Null, Value::Boolean),
             "due" => self.due.map_or(Value::Null, Value::Timestamp),
+            "price" => self.price.map_or(Value::Null, |p| Value::Decimal(p.into())),
             _ => return None,
         };
         let kind = COLUMNS.iter().find(|c| c.0 == field)?.2;
@@ -162,7 +174,11 @@ fn op() -> impl Strategy<Value = Op> {
 /// A comparison that type-checks against [`COLUMNS`].
 fn comparison() -> impl Strategy<Value = Expr> {
     let text = prop_oneof![prop::sample::select(TEXTS).prop_map(String::from), "[ -~]{0,6}"];
-    let number = prop_oneof![prop::sample::select(INTS).prop_map(Literal::Int), prop::sample::select(FLOATS).prop_map(Literal::Float)];
+    let number = prop_oneof![prop::sample::select(INTS).prop_map(Literal::Int), prop::sample::select(FLOATS).prop_map(|f| Literal::Float(f.into()))];
+    let decimal = prop_oneof![
+        prop::sample::select(vec![0i64, 100, -1, 12345678901234567]).prop_map(Literal::Int),
+        prop::sample::select(DECIMAL_LITERALS).prop_map(|d| Literal::Float(d.into())),
+    ];
     let time = prop_oneof![
         prop::sample::select(INTS).prop_map(Literal::Int),
         prop::sample::select(vec!["1970-01-01T00:00:00Z", "1970-01-01T00:00:01Z", "2023-11-14T22:13:20Z"]).prop_map(|s| Literal::Str(s.into())),
@@ -172,6 +188,7 @@ fn comparison() -> impl Strategy<Value = Expr> {
         (prop::sample::select(vec!["qty", "amount"]), number),
         (Just("ok"), any::<bool>().prop_map(Literal::Bool)),
         (Just("due"), time),
+        (Just("price"), decimal),
     ];
     let cmp = (typed, op()).prop_map(|((field, value), op)| Expr::Cmp { field: field.into(), op, value, pos: 0 });
     let null = (prop::sample::select(COLUMNS.iter().map(|c| c.0).collect::<Vec<_>>()), prop::sample::select(vec![Op::Eq, Op::Ne]))
@@ -208,7 +225,7 @@ fn render(e: &Expr) -> String {
                 Literal::Null => "null".to_string(),
                 Literal::Bool(b) => b.to_string(),
                 Literal::Int(i) => i.to_string(),
-                Literal::Float(f) => format!("{f:?}"),
+                Literal::Float(f) => f.clone(),
                 Literal::Str(s) => format!("'{}'", s.replace('\'', "''")),
             };
             format!("{field} {op} {value}")
@@ -230,13 +247,20 @@ fn strip(e: &Expr) -> Expr {
 }
 
 fn table(rows: &[Row]) -> Connection {
-    let conn = Connection::open_in_memory().unwrap();
+    let conn = decimal_aware();
     let cols: Vec<String> = COLUMNS.iter().map(|(n, t, _)| format!("\"{n}\" {t}")).collect();
     conn.execute_batch(&format!("CREATE TABLE t (rowid_ INTEGER PRIMARY KEY, {})", cols.join(", "))).unwrap();
     for (i, r) in rows.iter().enumerate() {
-        conn.execute("INSERT INTO t VALUES (?1, ?2, ?3, ?4, ?5, ?6)", rusqlite::params![i as i64, r.name, r.qty, r.amount, r.ok.map(i64::from), r.due])
-            .unwrap();
+        let params = rusqlite::params![i as i64, r.name, r.qty, r.amount, r.ok.map(i64::from), r.due, r.price];
+        conn.execute("INSERT INTO t VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)", params).unwrap();
     }
+    conn
+}
+
+/// An in-memory database with weir's decimal collation, as the store registers it.
+fn decimal_aware() -> Connection {
+    let conn = Connection::open_in_memory().unwrap();
+    conn.create_collation(weir::decimal::COLLATION, weir::decimal::compare).unwrap();
     conn
 }
 
@@ -312,17 +336,18 @@ fn wit_value() -> impl Strategy<Value = Value> {
         Just(Value::Null),
         any::<bool>().prop_map(Value::Boolean),
         any::<i64>().prop_map(Value::Integer),
-        any::<f64>().prop_map(Value::Decimal),
+        prop_oneof![prop::sample::select(DECIMALS).prop_map(String::from), any::<f64>().prop_map(|f| format!("{f}")), "[-+0-9.eE]{0,30}"]
+            .prop_map(Value::Decimal),
         "\\PC{0,12}".prop_map(Value::Text),
         any::<i64>().prop_map(Value::Timestamp),
-        "\\PC{0,12}".prop_map(Value::Reference),
+        ("(account)?", "\\PC{0,12}").prop_map(|(table, id)| Value::Reference(Reference { table, id })),
         prop_oneof![json_value().prop_map(|j| j.to_string()), "\\PC{0,12}"].prop_map(Value::Json),
     ]
 }
 
 /// Stores `v` in a column of type `ty` and reads it back.
 fn through_sqlite(ty: &ColType, v: &Value) -> Value {
-    let conn = Connection::open_in_memory().unwrap();
+    let conn = decimal_aware();
     conn.execute_batch(&format!("CREATE TABLE t (c {})", ty.sql_type())).unwrap();
     conn.execute("INSERT INTO t VALUES (?1)", [values::to_sql(v)]).unwrap();
     conn.query_row("SELECT c FROM t", [], |r| Ok(values::from_sql(ty, r.get_ref(0)?))).unwrap()
@@ -340,7 +365,11 @@ proptest! {
                 let shown = values::to_json(&value);
                 match (&ty, &v) {
                     (_, Json::Null) => prop_assert_eq!(shown, Json::Null),
-                    (ColType::Decimal, _) => prop_assert_eq!(shown.as_f64(), v.as_f64()),
+                    // Exact: the same decimal as sent, written canonically.
+                    (ColType::Decimal, _) => prop_assert_eq!(
+                        weir::decimal::canonicalise(&shown.to_string()),
+                        weir::decimal::canonicalise(v.as_str().map_or_else(|| v.to_string(), String::from).as_str())
+                    ),
                     (ColType::Timestamp, _) => prop_assert!(shown.is_string()),
                     _ => prop_assert_eq!(shown, v),
                 }

@@ -26,8 +26,8 @@ impl RecordHost for Memory {
         let fields = self.rows.get(&(table.into(), id.into())).cloned().ok_or_else(|| RecordError::NotFound(id.into()))?;
         Ok(Entity { table: table.into(), id: id.into(), fields })
     }
-    fn query(&mut self, _: &str, _: &str, _: u32) -> Result<Vec<Entity>, RecordError> {
-        Ok(vec![])
+    fn query(&mut self, _: &weir::runtime::wit::QueryOptions) -> Result<weir::runtime::wit::Page, RecordError> {
+        Ok(weir::runtime::wit::Page { records: vec![], count: None })
     }
     fn create(&mut self, table: &str, fields: Vec<Field>) -> Result<Entity, RecordError> {
         self.created.lock().unwrap().push((table.into(), fields.clone()));
@@ -70,6 +70,7 @@ fn ctx(table: &str, fields: Vec<Field>) -> Context {
         input: "null".into(),
         attempt: 1,
         wake: None,
+        ..Context::standalone(table, Mode::Sync)
     }
 }
 
@@ -79,12 +80,14 @@ fn limits() -> Limits {
 
 fn with_account(limit: f64) -> Memory {
     let mut m = Memory::default();
-    m.rows.insert(("account".into(), "a1".into()), vec![field("name", Value::Text("Contoso".into())), field("creditlimit", Value::Decimal(limit))]);
+    m.rows
+        .insert(("account".into(), "a1".into()), vec![field("name", Value::Text("Contoso".into())), field("creditlimit", Value::Decimal(format!("{limit}")))]);
     m
 }
 
 fn opportunity(amount: f64) -> Context {
-    ctx("opportunity", vec![field("amount", Value::Decimal(amount)), field("customer", Value::Reference("a1".into()))])
+    let customer = weir::runtime::wit::Reference { table: "account".into(), id: "a1".into() };
+    ctx("opportunity", vec![field("amount", Value::Decimal(format!("{amount}"))), field("customer", Value::Reference(customer))])
 }
 
 #[test]

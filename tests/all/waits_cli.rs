@@ -18,7 +18,7 @@ fn expenses() -> Env {
     env
 }
 
-fn approval_step(env: &Env, config: Option<&str>) {
+pub(crate) fn approval_step(env: &Env, config: Option<&str>) {
     let mut args = vec![
         "step",
         "add",

@@ -27,7 +27,7 @@ impl Guest for AuditTrail {
         ];
         records::create("audit", &fields)
             .map_err(|e| PluginError::Failed(format!("cannot write the audit record: {e:?}")))?;
-        Ok(Outcome { changes: vec![] })
+        Ok(Outcome { changes: vec![], notes: vec![], variables: vec![] })
     }
 }
 

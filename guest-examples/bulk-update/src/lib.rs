@@ -22,7 +22,7 @@ fn value(v: &Json) -> Value {
         Json::Bool(b) => Value::Boolean(*b),
         Json::Number(n) => match n.as_i64() {
             Some(i) => Value::Integer(i),
-            None => Value::Decimal(n.as_f64().unwrap_or(0.0)),
+            None => Value::Decimal(n.to_string()),
         },
         Json::String(s) => Value::Text(s.clone()),
         other => Value::Json(other.to_string()),
@@ -43,7 +43,7 @@ impl Guest for BulkUpdate {
             .map(|(k, v)| weir_guest::field(k, value(v)))
             .collect();
         let filter = input["filter"].as_str().unwrap_or("");
-        let matching = records::query(table, filter, MAX_RECORDS)
+        let matching = weir_guest::query(table, filter, MAX_RECORDS)
             .map_err(|e| WorkflowError::Permanent(format!("cannot query {table}: {e:?}")))?;
         weir_guest::info(&format!("updating {} {table} records", matching.len()));
         for (i, record) in matching.iter().enumerate() {

@@ -26,7 +26,7 @@ struct Bad;
 impl exports::weir::plugin::handler::Guest for Bad {
     fn execute(_ctx: Context) -> Result<Outcome, PluginError> {
         misbehave();
-        Ok(Outcome { changes: vec![] })
+        Ok(Outcome { changes: vec![], notes: vec![], variables: vec![] })
     }
 }
 

@@ -100,7 +100,7 @@ fn attempts(ctx: &Context) -> Vec<(String, Attempt)> {
     ));
     out.push((
         format!("records.query {table}"),
-        records::query(&table, "", 10).map(|r| format!("{} records", r.len())).map_err(|e| format!("{e:?}")),
+        weir_guest::query(&table, "", 10).map(|r| format!("{} records", r.len())).map_err(|e| format!("{e:?}")),
     ));
     out.push((
         format!("records.create {table}"),

@@ -17,7 +17,7 @@ fn misbehave(ctx: &Context) {
     let mut calls: u64 = 0;
     loop {
         let _ = std::hint::black_box(records::get(&ctx.table, &ctx.target.id));
-        let _ = std::hint::black_box(records::query(&ctx.table, "", 1));
+        let _ = std::hint::black_box(weir_guest::query(&ctx.table, "", 1));
         calls += 2;
         if calls % 1000 == 0 {
             weir_guest::info(&format!("host-call-flood: {calls} calls so far"));
@@ -30,7 +30,7 @@ struct Bad;
 impl exports::weir::plugin::handler::Guest for Bad {
     fn execute(ctx: Context) -> Result<Outcome, PluginError> {
         misbehave(&ctx);
-        Ok(Outcome { changes: vec![] })
+        Ok(Outcome { changes: vec![], notes: vec![], variables: vec![] })
     }
 }
 

@@ -55,18 +55,18 @@ impl exports::weir::plugin::handler::Guest for Bad {
         match p.mode.as_str() {
             "fields" => {
                 let name = "f".repeat(24);
-                Ok(Outcome { changes: (0..100_000).map(|i| weir_guest::field(&name, Value::Integer(i))).collect() })
+                Ok(Outcome { changes: (0..100_000).map(|i| weir_guest::field(&name, Value::Integer(i))).collect(), notes: vec![], variables: vec![] })
             }
             "error" => Err(PluginError::Rejected(blob(p.bytes))),
             "write" => match records::create(&ctx.table, &[weir_guest::text("name", blob(p.bytes))]) {
-                Ok(_) => Ok(Outcome { changes: vec![] }),
+                Ok(_) => Ok(Outcome { changes: vec![], notes: vec![], variables: vec![] }),
                 Err(e) => Err(PluginError::Failed(format!("the write was refused: {e:?}"))),
             },
             "log" => {
                 log_lines(p.bytes);
-                Ok(Outcome { changes: vec![] })
+                Ok(Outcome { changes: vec![], notes: vec![], variables: vec![] })
             }
-            _ => Ok(Outcome { changes: vec![weir_guest::text("name", blob(p.bytes))] }),
+            _ => Ok(Outcome { changes: vec![weir_guest::text("name", blob(p.bytes))], notes: vec![], variables: vec![] }),
         }
     }
 }

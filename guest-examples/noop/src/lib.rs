@@ -12,7 +12,7 @@ struct Noop;
 
 impl exports::weir::plugin::handler::Guest for Noop {
     fn execute(_ctx: Context) -> Result<Outcome, PluginError> {
-        Ok(Outcome { changes: vec![] })
+        Ok(Outcome { changes: vec![], notes: vec![], variables: vec![] })
     }
 }
 

@@ -67,8 +67,10 @@ fn record_json(e: &Entity) -> Json {
                 Value::Null => Json::Null,
                 Value::Boolean(b) => json!(b),
                 Value::Integer(i) | Value::Timestamp(i) => json!(i),
-                Value::Decimal(d) => json!(d),
-                Value::Text(s) | Value::Reference(s) => json!(s),
+                // Exact: the decimal's text as a JSON number.
+                Value::Decimal(d) => serde_json::from_str(d).unwrap_or(Json::String(d.clone())),
+                Value::Text(s) => json!(s),
+                Value::Reference(r) => json!(r.id),
                 Value::Json(s) => serde_json::from_str(s).unwrap_or(Json::String(s.clone())),
             };
             (f.name.clone(), v)

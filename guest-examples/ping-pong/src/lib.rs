@@ -18,7 +18,7 @@ impl Guest for PingPong {
         let bump = vec![weir_guest::field("counter", Value::Integer(counter + 1))];
         records::update(&ctx.table, &ctx.target.id, &bump)
             .map_err(|e| PluginError::Failed(format!("pong failed at depth {}: {e:?}", ctx.depth)))?;
-        Ok(Outcome { changes: vec![] })
+        Ok(Outcome { changes: vec![], notes: vec![], variables: vec![] })
     }
 }
 

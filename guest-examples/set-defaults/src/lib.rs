@@ -15,11 +15,11 @@ impl Guest for SetDefaults {
     fn execute(ctx: Context) -> Result<Outcome, PluginError> {
         let present = !matches!(ctx.target.get("priority"), None | Some(Value::Null));
         if present {
-            return Ok(Outcome { changes: vec![] });
+            return Ok(Outcome { changes: vec![], notes: vec![], variables: vec![] });
         }
         let config = weir_guest::json(&ctx.config);
         let default = config["priority"].as_str().unwrap_or("normal");
-        Ok(Outcome { changes: vec![weir_guest::text("priority", default)] })
+        Ok(Outcome { changes: vec![weir_guest::text("priority", default)], notes: vec![], variables: vec![] })
     }
 }
 

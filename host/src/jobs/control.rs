@@ -85,7 +85,7 @@ pub fn resume(conn: &mut Connection, id: &str, now: i64) -> Result<JobView> {
             return state::resume_ready(tx, id, Some("condition-met"));
         }
         if until.is_some_and(|u| u <= now) {
-            return state::resume_ready(tx, id, Some(if wait["kind"] == "for" { "timed-out" } else { "timer" }));
+            return state::resume_ready(tx, id, Some(if wait["kind"] == "for" || wait["kind"] == "query" { "timed-out" } else { "timer" }));
         }
         state::resume_waiting(tx, id)
     })

@@ -81,6 +81,13 @@ pub struct JobContext {
     /// Secrets it may read, by name (`--secret`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secrets: Vec<String>,
+    /// The operation that queued it (empty for background operations and
+    /// schedules, whose operation is the job itself).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub operation_id: String,
+    /// That operation's shared variables when it queued the job.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub shared_variables: std::collections::BTreeMap<String, String>,
 }
 
 impl JobContext {
@@ -102,6 +109,8 @@ impl JobContext {
             trace: Default::default(),
             allow_http: vec![],
             secrets: vec![],
+            operation_id: String::new(),
+            shared_variables: Default::default(),
         }
     }
 }
@@ -272,7 +281,8 @@ pub enum Outcome {
 pub struct Wait {
     /// When the timer fires: the wait-until time, or the wait-for timeout.
     pub until: i64,
-    /// For wait-for: the record and the condition it must meet.
+    /// For wait-for: the record and the condition it must meet; for
+    /// wait-for-query: the table and the filter a record must match (no record).
     pub table: Option<String>,
     pub record: Option<String>,
     pub condition: Option<String>,
@@ -285,6 +295,10 @@ impl Wait {
         match (&self.table, &self.record, &self.condition) {
             (Some(t), Some(r), Some(c)) => serde_json::json!({
                 "kind": "for", "table": t, "id": r, "condition": c, "timeout_at": to_rfc3339(self.until),
+            }),
+            // Any record of the table matching `condition` (wait-for-query).
+            (Some(t), None, Some(c)) => serde_json::json!({
+                "kind": "query", "table": t, "condition": c, "timeout_at": to_rfc3339(self.until),
             }),
             _ => serde_json::json!({"kind": "until", "at": to_rfc3339(self.until)}),
         }

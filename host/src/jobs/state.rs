@@ -627,7 +627,7 @@ pub(crate) fn fail_unreadable(conn: &Connection, id: &str, worker: &str, now: i6
 pub(crate) fn wake_due(conn: &Connection, now: i64) -> Result<usize> {
     let sql = format!(
         "UPDATE weir_jobs SET {}, attempts = 0, postpone_until = NULL, wait_table = NULL, wait_record = NULL,
-             wait = json_set(wait, '$.wake', CASE json_extract(wait, '$.kind') WHEN 'for' THEN 'timed-out' ELSE 'timer' END)
+             wait = json_set(wait, '$.wake', CASE WHEN json_extract(wait, '$.kind') IN ('for', 'query') THEN 'timed-out' ELSE 'timer' END)
          WHERE postpone_until <= ?1 AND {}",
         status_sql(Transition::Wake).unwrap_or_default(),
         Transition::Wake.guard()

@@ -1,5 +1,6 @@
-//! Waits: a workflow that asked to wait until a time, or until a record meets
-//! a condition (with a timeout), is Suspended/Waiting and holds no worker.
+//! Waits: a workflow that asked to wait until a time, until a record meets a
+//! condition, or until any record of a table matches a filter (the last two
+//! with a timeout), is Suspended/Waiting and holds no worker.
 //! This module owns everything about waits besides the state changes
 //! themselves ([`super::state`]): checking a condition before a job waits on
 //! it, waking jobs whose timer is due, and waking jobs whose record now
@@ -30,20 +31,24 @@ pub fn check_condition(conn: &Connection, table: &str, condition: &str) -> Resul
     filter::check(&expr, condition, &|f| def.kind(f)).map_err(|e| Error::invalid(e.to_string()))
 }
 
-/// Record `rec` of `def` was written (in the writer's transaction): jobs
-/// waiting for it whose condition now holds wake up; paused ones remember it
-/// for their resume. Returns how many.
+/// Record `rec` of `def` was created or updated (in the writer's
+/// transaction): jobs waiting for it whose condition now holds, and jobs
+/// waiting for a record of its table that it matches, wake up; paused ones
+/// remember it for their resume. Returns how many.
 pub fn record_changed(conn: &Connection, def: &TableDef, rec: &Record) -> Result<usize> {
-    let sql = format!(
+    let (waiting_on, paused) = (Status::Waiting.statuscode(), Status::Paused.statuscode());
+    let of_record = format!(
         "SELECT id, statuscode, json_extract(wait, '$.condition') FROM weir_jobs
-         WHERE wait_table = ?1 AND wait_record = ?2 AND statecode = 1 AND statuscode IN ({}, {})",
-        Status::Waiting.statuscode(),
-        Status::Paused.statuscode()
+         WHERE wait_table = ?1 AND wait_record = ?2 AND statecode = 1 AND statuscode IN ({waiting_on}, {paused})"
     );
-    let waiting: Vec<(String, i64, String)> = conn
-        .prepare_cached(&sql)?
-        .query_map(params![def.name, rec.id], |r| Ok((r.get(0)?, r.get(1)?, r.get::<_, Option<String>>(2)?.unwrap_or_default())))?
-        .collect::<rusqlite::Result<_>>()?;
+    let of_table = format!(
+        "SELECT id, statuscode, json_extract(wait, '$.condition') FROM weir_jobs
+         WHERE wait_table = ?1 AND wait_record IS NULL AND statecode = 1 AND statuscode IN ({waiting_on}, {paused})"
+    );
+    let row = |r: &rusqlite::Row<'_>| Ok((r.get(0)?, r.get(1)?, r.get::<_, Option<String>>(2)?.unwrap_or_default()));
+    let mut waiting: Vec<(String, i64, String)> =
+        conn.prepare_cached(&of_record)?.query_map(params![def.name, rec.id], row)?.collect::<rusqlite::Result<_>>()?;
+    waiting.extend(conn.prepare_cached(&of_table)?.query_map(params![def.name], row)?.collect::<rusqlite::Result<Vec<_>>>()?);
     let mut woken = 0;
     for (job, statuscode, condition) in waiting {
         let holds = filter::parse(&condition).is_ok_and(|expr| filter::eval(&expr, &|f| rec.scalar(def, f)));
@@ -56,11 +61,16 @@ pub fn record_changed(conn: &Connection, def: &TableDef, rec: &Record) -> Result
     Ok(woken)
 }
 
-/// A job just started waiting for `table`/`id`: if the record already meets
-/// its condition, it wakes at once. Returns how many jobs woke.
-pub fn recheck(conn: &Connection, table: &str, id: &str) -> Result<usize> {
+/// A job just started waiting for `table`/`id` (or, with no id, for a record
+/// of `table` matching `filter`): if one already matches, it wakes at once.
+/// Returns how many jobs woke.
+pub fn recheck(conn: &Connection, table: &str, id: Option<&str>, filter: &str) -> Result<usize> {
     let def = records::require_table(conn, table)?;
-    match records::get(conn, &def, id)? {
+    let found = match id {
+        Some(id) => records::get(conn, &def, id)?,
+        None => records::query_text(conn, &def, Some(filter), &[], 1)?.into_iter().next(),
+    };
+    match found {
         Some(rec) => record_changed(conn, &def, &rec),
         None => Ok(0),
     }

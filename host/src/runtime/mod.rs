@@ -47,27 +47,30 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 pub mod egress;
+pub mod v01;
 
 pub use egress::{Egress, EgressLimits, HttpEvent, HttpGrant};
 
-/// Bindings of the WIT package, sync flavour: the shared types, the host's
-/// imports and both exports with blocking calls (used for sync plug-ins and for
-/// type-checking components).
+/// Bindings of the current contract (`weir:plugin@0.2.0`), sync flavour: the
+/// shared types, the host's imports and both exports with blocking calls (used
+/// for sync plug-ins and for type-checking components). Its types are the
+/// host's own: the pipeline, the store and jobs speak them; [`v01`] converts
+/// for components built against 0.1.
 pub mod wit {
     wasmtime::component::bindgen!({
         path: "../wit",
         world: "hybrid",
-        additional_derives: [PartialEq],
+        additional_derives: [PartialEq, serde::Serialize, serde::Deserialize],
         // Host calls may trap: past the host-call cap the guest is stopped at once.
         imports: { default: trappable },
     });
 
     pub use self::exports::weir::plugin::handler::{Outcome, PluginError};
-    pub use self::exports::weir::plugin::runner::{Step, WaitFor, WaitUntil, WorkflowError};
+    pub use self::exports::weir::plugin::runner::{Step, WaitFor, WaitForQuery, WaitUntil, WorkflowError};
     pub use self::weir::plugin::log::Level;
-    pub use self::weir::plugin::records::RecordError;
+    pub use self::weir::plugin::records::{OrderBy, Page, QueryOptions, RecordError};
     pub use self::weir::plugin::secrets::SecretError;
-    pub use self::weir::plugin::types::{Context, Entity, Field, Message, Mode, Stage, Value, WakeReason};
+    pub use self::weir::plugin::types::{Context, Entity, Field, Message, Mode, Reference, Stage, Value, Variable, WakeReason};
 }
 
 /// Bindings of the `workflow` world with async calls (system jobs).
@@ -86,7 +89,7 @@ mod wit_async {
     });
 }
 
-use wit::{Context, Entity, Field, Outcome, PluginError, RecordError, SecretError, Step};
+use wit::{Context, Entity, Field, Outcome, Page, PluginError, QueryOptions, RecordError, SecretError, Step};
 
 impl Context {
     /// A context for a call outside any operation (the demo's sandbox runs, the
@@ -107,6 +110,11 @@ impl Context {
             input: "null".into(),
             attempt: 1,
             wake: None,
+            operation_id: table.into(),
+            step: table.into(),
+            plugin: table.into(),
+            plugin_version: 1,
+            shared_variables: vec![],
         }
     }
 }
@@ -119,6 +127,26 @@ const OUTPUT_CAPACITY: usize = 64 * 1024;
 const TRACE_LINES: usize = 1000;
 /// Longest `log` line or error message kept from a guest; the rest is cut.
 pub const MAX_MESSAGE_BYTES: usize = 16 * 1024;
+
+/// Which contract (version of the `weir:plugin` package) a component was built against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Contract {
+    /// `weir:plugin@0.1.0`, frozen: run through the [`v01`] adapter.
+    #[serde(rename = "0.1")]
+    V01,
+    /// `weir:plugin@0.2.0`, the current one.
+    #[serde(rename = "0.2")]
+    V02,
+}
+
+impl Contract {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Contract::V01 => "0.1",
+            Contract::V02 => "0.2",
+        }
+    }
+}
 
 /// Which of weir's worlds a component implements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -246,7 +274,7 @@ impl CallError {
 /// ones. Implementations enforce the step's grants.
 pub trait RecordHost: Send {
     fn get(&mut self, table: &str, id: &str) -> Result<Entity, RecordError>;
-    fn query(&mut self, table: &str, filter: &str, top: u32) -> Result<Vec<Entity>, RecordError>;
+    fn query(&mut self, q: &QueryOptions) -> Result<Page, RecordError>;
     fn create(&mut self, table: &str, fields: Vec<Field>) -> Result<Entity, RecordError>;
     fn update(&mut self, table: &str, id: &str, fields: Vec<Field>) -> Result<Entity, RecordError>;
     fn delete(&mut self, table: &str, id: &str) -> Result<(), RecordError>;
@@ -263,8 +291,8 @@ impl RecordHost for NoRecords {
     fn get(&mut self, table: &str, _: &str) -> Result<Entity, RecordError> {
         Err(denied(table))
     }
-    fn query(&mut self, table: &str, _: &str, _: u32) -> Result<Vec<Entity>, RecordError> {
-        Err(denied(table))
+    fn query(&mut self, q: &QueryOptions) -> Result<Page, RecordError> {
+        Err(denied(&q.table))
     }
     fn create(&mut self, table: &str, _: Vec<Field>) -> Result<Entity, RecordError> {
         Err(denied(table))
@@ -435,9 +463,9 @@ impl wit::weir::plugin::records::Host for HostState {
         self.count_host_call()?;
         Ok(self.records.get(&table, &id))
     }
-    fn query(&mut self, table: String, filter: String, top: u32) -> wasmtime::Result<Result<Vec<Entity>, RecordError>> {
+    fn query(&mut self, q: QueryOptions) -> wasmtime::Result<Result<Page, RecordError>> {
         self.count_host_call()?;
-        Ok(self.records.query(&table, &filter, top))
+        Ok(self.records.query(&q))
     }
     fn create(&mut self, table: String, fields: Vec<Field>) -> wasmtime::Result<Result<Entity, RecordError>> {
         self.count_host_call()?;
@@ -507,7 +535,8 @@ fn fields_bytes(fields: &[Field]) -> usize {
         .map(|f| {
             f.name.len()
                 + match &f.value {
-                    wit::Value::Text(t) | wit::Value::Reference(t) | wit::Value::Json(t) => t.len(),
+                    wit::Value::Text(t) | wit::Value::Decimal(t) | wit::Value::Json(t) => t.len(),
+                    wit::Value::Reference(r) => r.table.len() + r.id.len(),
                     _ => 8,
                 }
         })
@@ -520,6 +549,7 @@ fn step_bytes(step: &Step) -> usize {
         Step::Done(result) => result.as_ref().map_or(0, String::len),
         Step::WaitUntil(w) => w.state.len(),
         Step::WaitFor(w) => w.table.len() + w.id.len() + w.condition.len() + w.state.len(),
+        Step::WaitForQuery(w) => w.table.len() + w.filter.len() + w.state.len(),
     }
 }
 
@@ -548,20 +578,39 @@ impl Default for RuntimeConfig {
 /// A plug-in version ready to run in one mode.
 pub struct Prepared {
     pub world: World,
+    pub contract: Contract,
     pre: InstancePre<HostState>,
     /// Export indices of `weir:plugin/handler` (sync mode, when implemented).
-    handler: Option<wit::exports::weir::plugin::handler::GuestIndices>,
+    handler: Option<Handler>,
     /// The typed `workflow` pre-instance (async mode, when implemented).
-    workflow: Option<wit_async::WorkflowPre<HostState>>,
+    workflow: Option<Workflow>,
     /// Sync instances made ahead of their calls by the instancer thread.
     spares: Mutex<Vec<Spare>>,
+}
+
+/// The handler export's indices, by contract.
+enum Handler {
+    V02(wit::exports::weir::plugin::handler::GuestIndices),
+    V01(v01::wit::exports::weir::plugin::handler::GuestIndices),
+}
+
+/// The workflow pre-instance, by contract.
+enum Workflow {
+    V02(wit_async::WorkflowPre<HostState>),
+    V01(v01::wit_async::WorkflowPre<HostState>),
+}
+
+/// An instance's handler, by contract.
+enum Guest {
+    V02(wit::exports::weir::plugin::handler::Guest),
+    V01(v01::wit::exports::weir::plugin::handler::Guest),
 }
 
 /// A fresh sync instance made ahead of its call, off the caller's thread: its
 /// own `Store`, never used before and used for exactly one call.
 struct Spare {
     store: Store<HostState>,
-    guest: wit::exports::weir::plugin::handler::Guest,
+    guest: Guest,
     stdout: MemoryOutputPipe,
     stderr: MemoryOutputPipe,
     memory_bytes: u64,
@@ -673,10 +722,12 @@ impl Runtime {
         // Sync calls are never granted a host: linked so that a component
         // importing it loads, and every request it makes is refused.
         wasmtime_wasi_http::p2::add_only_http_to_linker_sync(&mut sync_linker).map_err(we)?;
+        v01::wit::Hybrid::add_to_linker::<_, HasSelf<HostState>>(&mut sync_linker, |s| s).map_err(we)?;
         let mut async_linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut async_linker).map_err(we)?;
         wit::Hybrid::add_to_linker::<_, HasSelf<HostState>>(&mut async_linker, |s| s).map_err(we)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut async_linker).map_err(we)?;
+        v01::wit::Hybrid::add_to_linker::<_, HasSelf<HostState>>(&mut async_linker, |s| s).map_err(we)?;
 
         let stop_ticker = Arc::new(AtomicBool::new(false));
         let (ticker_engine, stop) = (engine.clone(), stop_ticker.clone());
@@ -717,6 +768,12 @@ impl Runtime {
         Ok(self.prepare(wasm)?.world)
     }
 
+    /// The world and the contract version a component implements.
+    pub fn inspect_contract(&self, wasm: &[u8]) -> Result<(World, Contract), LoadError> {
+        let p = self.prepare(wasm)?;
+        Ok((p.world, p.contract))
+    }
+
     /// The hex SHA-256 of a component, its identity in caches.
     pub fn digest(wasm: &[u8]) -> String {
         hex::encode(Sha256::digest(wasm))
@@ -734,20 +791,37 @@ impl Runtime {
         self.check_top_level(wasm)?;
         let (component, cache_path) = self.compile(wasm, &digest)?;
         let pre = self.sync_linker.instantiate_pre(&component).map_err(|e| LoadError::Imports(chain(&e)))?;
+        // The current contract first; a component exporting neither of its
+        // interfaces may be a 0.1 one.
         let handler = wit::exports::weir::plugin::handler::GuestIndices::new(&pre);
         let runner = wit::exports::weir::plugin::runner::GuestIndices::new(&pre);
-        let world = match (&handler, &runner) {
-            (Ok(_), Ok(_)) => World::Hybrid,
-            (Ok(_), Err(_)) => World::Plugin,
-            (Err(_), Ok(_)) => World::Workflow,
-            (Err(h), Err(r)) => {
+        let (contract, handler, serves_async, found) = if handler.is_ok() || runner.is_ok() {
+            (Contract::V02, handler.ok().map(Handler::V02), runner.is_ok(), Ok(()))
+        } else {
+            let old_handler = v01::wit::exports::weir::plugin::handler::GuestIndices::new(&pre);
+            let old_runner = v01::wit::exports::weir::plugin::runner::GuestIndices::new(&pre);
+            let found = match (&handler, &runner) {
+                _ if old_handler.is_ok() || old_runner.is_ok() => Ok(()),
+                (Err(h), Err(r)) => Err(format!("{}; {}", chain(h), chain(r))),
+                _ => Ok(()),
+            };
+            (Contract::V01, old_handler.ok().map(Handler::V01), old_runner.is_ok(), found)
+        };
+        let world = match (handler.is_some(), serves_async) {
+            (true, true) => World::Hybrid,
+            (true, false) => World::Plugin,
+            (false, true) => World::Workflow,
+            (false, false) => {
                 let exports = export_names(&self.engine, &component);
-                return Err(LoadError::NoWorld(format!("it exports [{}] ({}; {})", exports.join(", "), chain(h), chain(r))));
+                return Err(LoadError::NoWorld(format!("it exports [{}] ({})", exports.join(", "), found.err().unwrap_or_default())));
             }
         };
         let workflow = if world.serves_async() {
             let pre = self.async_linker.instantiate_pre(&component).map_err(|e| LoadError::Imports(chain(&e)))?;
-            Some(wit_async::WorkflowPre::new(pre).map_err(|e| LoadError::NoWorld(chain(&e)))?)
+            Some(match contract {
+                Contract::V02 => Workflow::V02(wit_async::WorkflowPre::new(pre).map_err(|e| LoadError::NoWorld(chain(&e)))?),
+                Contract::V01 => Workflow::V01(v01::wit_async::WorkflowPre::new(pre).map_err(|e| LoadError::NoWorld(chain(&e)))?),
+            })
         } else {
             None
         };
@@ -755,7 +829,7 @@ impl Runtime {
         if let Some(path) = cache_path {
             write_cache(&component, &path);
         }
-        let prepared = Arc::new(Prepared { world, pre, handler: handler.ok(), workflow, spares: Mutex::new(Vec::new()) });
+        let prepared = Arc::new(Prepared { world, contract, pre, handler, workflow, spares: Mutex::new(Vec::new()) });
         self.prepared.lock().map_err(poisoned)?.insert(digest, prepared.clone());
         Ok(prepared)
     }
@@ -790,12 +864,7 @@ impl Runtime {
 
     /// A spare sync instance of `prepared` if the instancer made one (and asks
     /// for the next), else a new one made here.
-    fn sync_instance(
-        &self,
-        prepared: &Arc<Prepared>,
-        indices: &wit::exports::weir::plugin::handler::GuestIndices,
-        limits: &Limits,
-    ) -> Result<Spare, Box<Failed>> {
+    fn sync_instance(&self, prepared: &Arc<Prepared>, indices: &Handler, limits: &Limits) -> Result<Spare, Box<Failed>> {
         let spare = prepared.spares.lock().ok().and_then(|mut v| v.pop());
         if let Ok(tx) = self.instancer.lock() {
             let _ = tx.send(Instancer::Refill(prepared.clone(), limits.memory_bytes));
@@ -853,10 +922,25 @@ impl Runtime {
         let _ = store.set_fuel(fuel);
         let remaining = limits.deadline.saturating_duration_since(started);
         store.set_epoch_deadline(ticks(remaining));
-        let result = guest.call_execute(&mut store, ctx);
+        let result = match &guest {
+            Guest::V02(g) => g.call_execute(&mut store, ctx),
+            Guest::V01(g) => g.call_execute(&mut store, &v01::context_to_old(ctx)).map(|r| {
+                r.map(v01::outcome_from_old).map_err(|e| {
+                    use v01::wit::exports::weir::plugin::handler::PluginError as Old;
+                    match e {
+                        Old::Rejected(m) => PluginError::Rejected(m),
+                        Old::Failed(m) => PluginError::Failed(m),
+                    }
+                })
+            }),
+        };
         let fuel_used = fuel.saturating_sub(store.get_fuel().unwrap_or(0));
         let result = match result {
-            Ok(Ok(outcome)) => self.within_limit(fields_bytes(&outcome.changes)).map(|()| outcome),
+            Ok(Ok(outcome)) => {
+                let bytes =
+                    fields_bytes(&outcome.changes) + outcome.notes.iter().chain(outcome.variables.iter().map(|v| &v.value)).map(String::len).sum::<usize>();
+                self.within_limit(bytes).map(|()| outcome)
+            }
             Ok(Err(PluginError::Rejected(m))) => Err(CallError::Rejected(clip(m))),
             Ok(Err(PluginError::Failed(m))) => Err(CallError::Failed(clip(m))),
             Err(e) => Err(classify(e, &store, limits, fuel, &stderr)),
@@ -930,22 +1014,39 @@ impl Runtime {
             ))
         });
         let result = async {
-            let workflow = pre.instantiate_async(&mut store).await?;
-            workflow.weir_plugin_runner().call_run(&mut store, ctx, state.as_deref()).await
+            match pre {
+                Workflow::V02(pre) => {
+                    let workflow = pre.instantiate_async(&mut store).await?;
+                    Ok(workflow.weir_plugin_runner().call_run(&mut store, ctx, state.as_deref()).await?.map(step_from_async).map_err(|e| match e {
+                        wit_async::WorkflowError::Transient(m) => wit::WorkflowError::Transient(m),
+                        wit_async::WorkflowError::Permanent(m) => wit::WorkflowError::Permanent(m),
+                    }))
+                }
+                Workflow::V01(pre) => {
+                    let workflow = pre.instantiate_async(&mut store).await?;
+                    let old = v01::context_to_old(ctx);
+                    Ok(workflow.weir_plugin_runner().call_run(&mut store, &old, state.as_deref()).await?.map(v01::step_from_old).map_err(|e| {
+                        use v01::wit_async::exports::weir::plugin::runner::WorkflowError as Old;
+                        match e {
+                            Old::Transient(m) => wit::WorkflowError::Transient(m),
+                            Old::Permanent(m) => wit::WorkflowError::Permanent(m),
+                        }
+                    }))
+                }
+            }
         }
         .await;
         let fuel_used = fuel.saturating_sub(store.get_fuel().unwrap_or(0));
         let redact = |m: String| store.data().redact(m);
         let result = match result {
-            Ok(Ok(step)) => {
-                let mut step = step_from_async(step);
+            Ok(Ok(mut step)) => {
                 if let Step::Done(Some(text)) = &mut step {
                     *text = redact(std::mem::take(text));
                 }
                 self.within_limit(step_bytes(&step)).map(|()| step)
             }
-            Ok(Err(wit_async::WorkflowError::Transient(m))) => Err(CallError::Transient(clip(redact(m)))),
-            Ok(Err(wit_async::WorkflowError::Permanent(m))) => Err(CallError::Permanent(clip(redact(m)))),
+            Ok(Err(wit::WorkflowError::Transient(m))) => Err(CallError::Transient(clip(redact(m)))),
+            Ok(Err(wit::WorkflowError::Permanent(m))) => Err(CallError::Permanent(clip(redact(m)))),
             Err(e) => Err(match classify(e, &store, limits, fuel, &stderr) {
                 CallError::Trap { message, backtrace } => CallError::Trap { message: redact(message), backtrace },
                 other => other,
@@ -974,6 +1075,9 @@ fn step_from_async(step: wit_async::Step) -> Step {
         wit_async::Step::WaitUntil(w) => Step::WaitUntil(wit::WaitUntil { at: w.at, state: w.state }),
         wit_async::Step::WaitFor(w) => {
             Step::WaitFor(wit::WaitFor { table: w.table, id: w.id, condition: w.condition, timeout_ms: w.timeout_ms, state: w.state })
+        }
+        wit_async::Step::WaitForQuery(w) => {
+            Step::WaitForQuery(wit::WaitForQuery { table: w.table, filter: w.filter, timeout_ms: w.timeout_ms, state: w.state })
         }
     }
 }
@@ -1254,17 +1358,15 @@ fn new_store(
 /// Instantiates `prepared` for one sync call in a fresh store (fuel for any
 /// start code, an epoch trap, the memory limit).
 /// On failure, returns the error with the store, for [`classify`].
-fn make_spare(
-    engine: &Engine,
-    prepared: &Prepared,
-    indices: &wit::exports::weir::plugin::handler::GuestIndices,
-    memory_bytes: u64,
-) -> Result<Spare, Box<Failed>> {
+fn make_spare(engine: &Engine, prepared: &Prepared, indices: &Handler, memory_bytes: u64) -> Result<Spare, Box<Failed>> {
     let (mut store, stdout, stderr) = new_store(engine, Box::new(NoRecords), memory_bytes, 0, 0);
     let _ = store.set_fuel(INSTANTIATION_FUEL);
     store.epoch_deadline_trap();
     store.set_epoch_deadline(ticks(Duration::from_secs(1)));
-    let made = prepared.pre.instantiate(&mut store).and_then(|instance| indices.load(&mut store, &instance));
+    let made = prepared.pre.instantiate(&mut store).and_then(|instance| match indices {
+        Handler::V02(i) => i.load(&mut store, &instance).map(Guest::V02),
+        Handler::V01(i) => i.load(&mut store, &instance).map(Guest::V01),
+    });
     match made {
         Ok(guest) => Ok(Spare { store, guest, stdout, stderr, memory_bytes }),
         Err(error) => Err(Box::new(Failed { error, store, stdout, stderr })),

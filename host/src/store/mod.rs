@@ -205,7 +205,14 @@ const MIGRATIONS: &[&str] = &[
         updated_at INTEGER NOT NULL
     );
     ALTER TABLE weir_callbacks ADD COLUMN last_status INTEGER;",
+    // 10: the contract a plug-in version implements (every one before was
+    // 0.1); decimal columns become exact (see `exact_decimals`, run with it).
+    "ALTER TABLE weir_plugins ADD COLUMN contract TEXT NOT NULL DEFAULT '0.1';
+    CREATE INDEX weir_jobs_wait_query ON weir_jobs (wait_table) WHERE wait_record IS NULL AND wait_table IS NOT NULL;",
 ];
+
+/// The migration after which decimal columns are exact text.
+const EXACT_DECIMALS: usize = 10;
 
 /// The database file and how to connect to it.
 #[derive(Debug, Clone)]
@@ -305,6 +312,8 @@ impl Db {
         // queue's hot pages are not re-read from the OS on every claim.
         conn.pragma_update(None, "cache_size", -32768)?;
         conn.set_prepared_statement_cache_capacity(256);
+        // Decimal columns hold canonical text, ordered numerically.
+        conn.create_collation(crate::decimal::COLLATION, crate::decimal::compare)?;
         Ok(conn)
     }
 }
@@ -447,8 +456,11 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<()> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     // Another process may have migrated it meanwhile: read again under the lock.
     let applied = schema_version(&tx)?;
-    for sql in &MIGRATIONS[applied..] {
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(applied) {
         tx.execute_batch(sql)?;
+        if i + 1 == EXACT_DECIMALS {
+            records::exact_decimals(&tx)?;
+        }
     }
     tx.pragma_update(None, "user_version", MIGRATIONS.len() as i64)?;
     tx.commit()?;
@@ -518,6 +530,8 @@ pub struct PluginRow {
     pub name: String,
     pub version: i64,
     pub world: String,
+    /// The `weir:plugin` contract it was built against: "0.1" or "0.2".
+    pub contract: String,
     pub sha256: String,
     pub size: i64,
     pub created_at: String,
@@ -528,16 +542,16 @@ pub struct PluginRow {
 }
 
 /// Stores a new version of plug-in `name`; returns its version number.
-pub fn insert_plugin(conn: &Connection, name: &str, world: &str, sha256: &str, wasm: &[u8]) -> Result<i64> {
+pub fn insert_plugin(conn: &Connection, name: &str, world: &str, contract: &str, sha256: &str, wasm: &[u8]) -> Result<i64> {
     let version: i64 = conn.query_row(
         "INSERT INTO weir_plugin_versions (name, last) VALUES (?1, 1) ON CONFLICT (name) DO UPDATE SET last = last + 1 RETURNING last",
         [name],
         |r| r.get(0),
     )?;
     conn.execute(
-        "INSERT INTO weir_plugins (name, version, world, sha256, size, wasm, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        params![name, version, world, sha256, wasm.len() as i64, wasm, now_ms()],
+        "INSERT INTO weir_plugins (name, version, world, sha256, size, wasm, created_at, contract)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![name, version, world, sha256, wasm.len() as i64, wasm, now_ms(), contract],
     )?;
     Ok(version)
 }
@@ -546,7 +560,7 @@ pub fn insert_plugin(conn: &Connection, name: &str, world: &str, sha256: &str, w
 pub fn list_plugins(conn: &Connection) -> Result<Vec<PluginRow>> {
     let mut stmt = conn.prepare_cached(
         "SELECT name, version, world, sha256, size, created_at, retired,
-             version = (SELECT MAX(h.version) FROM weir_plugins h WHERE h.name = p.name AND h.retired = 0)
+             version = (SELECT MAX(h.version) FROM weir_plugins h WHERE h.name = p.name AND h.retired = 0), contract
          FROM weir_plugins p ORDER BY name, version",
     )?;
     let rows = stmt.query_map([], |r| {
@@ -559,6 +573,7 @@ pub fn list_plugins(conn: &Connection) -> Result<Vec<PluginRow>> {
             created_at: crate::time::to_rfc3339(r.get(5)?),
             rolled_back: r.get(6)?,
             current: r.get::<_, Option<bool>>(7)?.unwrap_or(false),
+            contract: r.get(8)?,
         })
     })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)

@@ -113,6 +113,9 @@ pub struct Record {
     pub fields: Vec<(String, Value)>,
     pub created_at: i64,
     pub modified_at: i64,
+    /// Notes plug-ins left for whoever started the operation that returned
+    /// this record (empty when it was read): shown as `@notes` in its JSON.
+    pub notes: Vec<String>,
 }
 
 impl Record {
@@ -141,6 +144,10 @@ impl Record {
         }
         m.insert("created_at".into(), Json::String(to_rfc3339(self.created_at)));
         m.insert("modified_at".into(), Json::String(to_rfc3339(self.modified_at)));
+        // `@` cannot start a column name: no clash.
+        if !self.notes.is_empty() {
+            m.insert("@notes".into(), Json::from(self.notes.clone()));
+        }
         Json::Object(m)
     }
 
@@ -162,7 +169,6 @@ pub fn create_table(conn: &Connection, name: &str, columns: &[Column]) -> Result
     if columns.len() > MAX_COLUMNS {
         return Err(Error::invalid(format!("table {name}: at most {MAX_COLUMNS} columns")));
     }
-    let mut ddl = format!("CREATE TABLE \"data_{name}\" (id TEXT PRIMARY KEY NOT NULL, created_at INTEGER NOT NULL, modified_at INTEGER NOT NULL");
     for (i, c) in columns.iter().enumerate() {
         crate::plugins::check_name("column", &c.name)?;
         if SYSTEM_COLUMNS.contains(&c.name.as_str()) {
@@ -177,15 +183,52 @@ pub fn create_table(conn: &Connection, name: &str, columns: &[Column]) -> Result
         {
             return Err(Error::invalid(format!("table {name}: column {} refers to table {target}, which does not exist", c.name)));
         }
-        ddl.push_str(&format!(", \"{}\" {}", c.name, c.ty.sql_type()));
     }
-    ddl.push(')');
-    conn.execute_batch(&ddl)?;
+    conn.execute_batch(&ddl(name, columns))?;
     conn.execute(
         "INSERT INTO weir_tables (name, columns, created_at) VALUES (?1, ?2, ?3)",
         rusqlite::params![name, serde_json::to_string(columns).map_err(|e| Error::Internal(e.to_string()))?, now_ms()],
     )?;
     Ok(TableDef { name: name.to_string(), columns: columns.to_vec() })
+}
+
+/// The `CREATE TABLE` of a declared table's storage.
+fn ddl(name: &str, columns: &[Column]) -> String {
+    let mut ddl = format!("CREATE TABLE \"data_{name}\" (id TEXT PRIMARY KEY NOT NULL, created_at INTEGER NOT NULL, modified_at INTEGER NOT NULL");
+    for c in columns {
+        ddl.push_str(&format!(", \"{}\" {}", c.name, c.ty.sql_type()));
+    }
+    ddl.push(')');
+    ddl
+}
+
+/// Schema migration 10: decimal columns were REAL (floats); they become
+/// exact canonical text. Each table with one is rebuilt, every value kept as
+/// the decimal its float prints as (its shortest round-trip form, what weir
+/// showed before), dates and ids unchanged. Runs in the migration's transaction.
+pub(crate) fn exact_decimals(conn: &Connection) -> Result<()> {
+    for def in list_tables(conn)? {
+        if !def.columns.iter().any(|c| c.ty == ColType::Decimal) {
+            continue;
+        }
+        let old = format!("\"data_{}__floats\"", def.name);
+        conn.execute_batch(&format!("ALTER TABLE {} RENAME TO {old}", def.sql_table()))?;
+        conn.execute_batch(&ddl(&def.name, &def.columns))?;
+        let rows: Vec<Record> = {
+            let mut stmt = conn.prepare(&format!("SELECT {} FROM {old}", select_list(&def)))?;
+            stmt.query_map([], |r| read_row(&def, r))?.collect::<rusqlite::Result<_>>()?
+        };
+        let marks: Vec<String> = (1..=def.columns.len() + 3).map(|i| format!("?{i}")).collect();
+        let sql = format!("INSERT INTO {} ({}) VALUES ({})", def.sql_table(), select_list(&def), marks.join(", "));
+        let mut insert = conn.prepare(&sql)?;
+        for r in &rows {
+            let mut args: Vec<rusqlite::types::ToSqlOutput<'_>> = vec![r.id.as_str().into(), r.created_at.into(), r.modified_at.into()];
+            args.extend(r.fields.iter().map(|(_, v)| values::to_sql(v)));
+            insert.execute(params_from_iter(args))?;
+        }
+        conn.execute_batch(&format!("DROP TABLE {old}"))?;
+    }
+    Ok(())
 }
 
 pub fn table_def(conn: &Connection, name: &str) -> Result<Option<TableDef>> {
@@ -211,10 +254,10 @@ pub fn list_tables(conn: &Connection) -> Result<Vec<TableDef>> {
 /// Checks that every reference column points at an existing record.
 pub fn check_refs(conn: &Connection, def: &TableDef, fields: &[(String, Value)]) -> Result<()> {
     for (name, v) in fields {
-        if let (Some(Column { ty: ColType::Ref(target), .. }), Value::Reference(id)) = (def.column(name), v)
-            && !exists(conn, target, id)?
+        if let (Some(Column { ty: ColType::Ref(target), .. }), Value::Reference(r)) = (def.column(name), v)
+            && !exists(conn, target, &r.id)?
         {
-            return Err(Error::invalid(format!("{}: column {name} refers to {target} {id}, which does not exist", def.name)));
+            return Err(Error::invalid(format!("{}: column {name} refers to {target} {}, which does not exist", def.name, r.id)));
         }
     }
     Ok(())
@@ -283,7 +326,7 @@ fn read_row(def: &TableDef, r: &rusqlite::Row<'_>) -> rusqlite::Result<Record> {
     for (i, c) in def.columns.iter().enumerate() {
         fields.push((c.name.clone(), values::from_sql(&c.ty, r.get_ref(i + 3)?)));
     }
-    Ok(Record { table: def.name.clone(), id: r.get(0)?, created_at: r.get(1)?, modified_at: r.get(2)?, fields })
+    Ok(Record { table: def.name.clone(), id: r.get(0)?, created_at: r.get(1)?, modified_at: r.get(2)?, fields, notes: Vec::new() })
 }
 
 pub fn get(conn: &Connection, def: &TableDef, id: &str) -> Result<Option<Record>> {
@@ -312,6 +355,34 @@ pub fn query_text(conn: &Connection, def: &TableDef, filter: Option<&str>, order
     query(conn, def, expr.as_ref().map(|(e, s)| (e, *s)), order, top.min(MAX_TOP))
 }
 
+/// A plug-in's `records.query`: filter, order, column list, skip, top (at most
+/// `max_top`) and an optional count of every match, as a page of entities
+/// (only the asked-for columns, when a list is given; unknown ones are an error).
+pub fn plugin_query(conn: &Connection, def: &TableDef, q: &crate::runtime::wit::QueryOptions, max_top: usize) -> Result<crate::runtime::wit::Page> {
+    let source = q.filter.trim();
+    let expr = if source.is_empty() { None } else { Some(filter::parse(source).map_err(|e| Error::invalid(e.to_string()))?) };
+    let filter = expr.as_ref().map(|e| (e, source));
+    let order: Vec<OrderBy> = q.order_by.iter().map(|o| OrderBy { field: o.column.clone(), descending: o.descending }).collect();
+    for c in &q.columns {
+        if def.kind(c).is_none() {
+            return Err(def.unknown_column(c));
+        }
+    }
+    let rows = query_page(conn, def, filter, &order, q.skip as usize, (q.top as usize).min(max_top).min(MAX_TOP))?;
+    let count = if q.count { Some(count(conn, def, filter)?) } else { None };
+    let records = rows
+        .iter()
+        .map(|r| {
+            let mut e = r.to_entity();
+            if !q.columns.is_empty() {
+                e.fields.retain(|f| q.columns.contains(&f.name));
+            }
+            e
+        })
+        .collect();
+    Ok(crate::runtime::wit::Page { records, count })
+}
+
 /// The record `id` of table `table` (either unknown: an error naming it).
 pub fn get_named(conn: &Connection, table: &str, id: &str) -> Result<Record> {
     let def = require_table(conn, table)?;
@@ -319,21 +390,39 @@ pub fn get_named(conn: &Connection, table: &str, id: &str) -> Result<Record> {
 }
 
 pub fn query(conn: &Connection, def: &TableDef, filter: Option<(&Expr, &str)>, order: &[OrderBy], top: usize) -> Result<Vec<Record>> {
-    let mut sql = format!("SELECT {} FROM {}", select_list(def), def.sql_table());
-    let mut params = Vec::new();
-    if let Some((expr, source)) = filter {
-        let (cond, p) = filter::to_sql(expr, source, &|f| def.sql_column(f)).map_err(|e| Error::invalid(e.to_string()))?;
-        sql.push_str(" WHERE ");
-        sql.push_str(&cond);
-        params = p;
+    query_page(conn, def, filter, order, 0, top)
+}
+
+/// How many records of `def` match `filter`.
+pub fn count(conn: &Connection, def: &TableDef, filter: Option<(&Expr, &str)>) -> Result<u64> {
+    let (cond, params) = condition(def, filter)?;
+    let sql = format!("SELECT COUNT(*) FROM {}{cond}", def.sql_table());
+    let n: i64 = conn.prepare_cached(&sql)?.query_row(params_from_iter(params.iter()), |r| r.get(0))?;
+    Ok(n.max(0) as u64)
+}
+
+/// ` WHERE ...` for a filter (empty without one), and its parameters.
+fn condition(def: &TableDef, filter: Option<(&Expr, &str)>) -> Result<(String, Vec<filter::SqlParam>)> {
+    match filter {
+        Some((expr, source)) => {
+            let (cond, p) = filter::to_sql(expr, source, &|f| def.sql_column(f)).map_err(|e| Error::invalid(e.to_string()))?;
+            Ok((format!(" WHERE {cond}"), p))
+        }
+        None => Ok((String::new(), Vec::new())),
     }
+}
+
+/// One page of [`query`]: `top` records after skipping `skip`.
+pub fn query_page(conn: &Connection, def: &TableDef, filter: Option<(&Expr, &str)>, order: &[OrderBy], skip: usize, top: usize) -> Result<Vec<Record>> {
+    let (cond, params) = condition(def, filter)?;
+    let mut sql = format!("SELECT {} FROM {}{cond}", select_list(def), def.sql_table());
     let mut orders = Vec::new();
     for o in order {
         let (col, _) = def.sql_column(&o.field).ok_or_else(|| def.unknown_column(&o.field))?;
         orders.push(format!("{col} {}", if o.descending { "DESC" } else { "ASC" }));
     }
     orders.push("id ASC".into());
-    sql.push_str(&format!(" ORDER BY {} LIMIT {}", orders.join(", "), top.min(i64::MAX as usize)));
+    sql.push_str(&format!(" ORDER BY {} LIMIT {} OFFSET {}", orders.join(", "), top.min(i64::MAX as usize), skip.min(i64::MAX as usize)));
     let mut stmt = conn.prepare_cached(&sql)?;
     let rows = stmt.query_map(params_from_iter(params.iter()), |r| read_row(def, r))?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
