@@ -200,8 +200,8 @@ pub enum LoadError {
     #[error("invalid component: {0}")]
     Invalid(String),
     #[error(
-        "the component implements none of weir's worlds (weir:plugin/handler@0.1.0 for \
-         sync plug-ins, weir:plugin/runner@0.1.0 for workflows): {0}"
+        "the component implements none of weir's worlds (weir:plugin/handler@0.2.0 for \
+         sync plug-ins, weir:plugin/runner@0.2.0 for workflows; their 0.1.0 versions still load): {0}"
     )]
     NoWorld(String),
     #[error("the component needs imports weir does not provide: {0}")]
