@@ -794,8 +794,22 @@ pub async fn serve(weir: Arc<Weir>, listen: std::net::SocketAddr, config: ApiCon
     }
     let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| Error::Internal(format!("cannot listen on {listen}: {e}")))?;
     let local = listener.local_addr().map_err(|e| Error::Internal(e.to_string()))?;
-    let config = ApiConfig { listen_port: Some(local.port()), ..config };
     crate::telemetry::say(&format!("weir serving on http://{local} (dashboard at /, API at /api, OpenAPI at /api/openapi.json)"));
+    serve_on(listener, weir, config, work, crate::cli::shutdown_signal()).await
+}
+
+/// Serves the API and runs the worker pool on `listener` until `shutdown`
+/// resolves, then stops gracefully (what `weir serve` runs; the benchmark
+/// runs it on a loopback port of its own).
+pub async fn serve_on(
+    listener: tokio::net::TcpListener,
+    weir: Arc<Weir>,
+    config: ApiConfig,
+    work: crate::worker::WorkOptions,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> crate::error::Result<()> {
+    let local = listener.local_addr().map_err(|e| Error::Internal(e.to_string()))?;
+    let config = ApiConfig { listen_port: Some(local.port()), ..config };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = move || {
         let mut rx = stop_rx.clone();
@@ -811,7 +825,7 @@ pub async fn serve(weir: Arc<Weir>, listen: std::net::SocketAddr, config: ApiCon
     let app = router(weir, config);
     let server = axum::serve(JsonParseErrorsListener(listener), app).with_graceful_shutdown(stopped());
     let signal = tokio::spawn(async move {
-        crate::cli::shutdown_signal().await;
+        shutdown.await;
         tracing::info!("shutting down: no new requests or jobs; running jobs finish");
         let _ = stop_tx.send(true);
     });

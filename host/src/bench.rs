@@ -58,6 +58,91 @@ fn once(mut op: impl FnMut() -> Result<()>) -> Result<f64> {
     Ok(n as f64 / started.elapsed().as_secs_f64())
 }
 
+/// Calls `op` for `RUN_TIME`; returns the wall time and the CPU time (all
+/// threads of the process: work moved to another thread is not free) per call, in µs.
+fn per_call(mut op: impl FnMut() -> Result<()>) -> Result<(f64, f64)> {
+    let (started, cpu) = (Instant::now(), cpu_us());
+    let mut n = 0u64;
+    while started.elapsed() < RUN_TIME {
+        op()?;
+        n += 1;
+    }
+    let n = n.max(1) as f64;
+    Ok((started.elapsed().as_secs_f64() * 1e6 / n, (cpu_us() - cpu) / n))
+}
+
+/// CPU time this process has used, all threads, in µs (NaN where unknown).
+fn cpu_us() -> f64 {
+    // SAFETY: getrusage only writes the struct it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return f64::NAN;
+    }
+    let us = |t: libc::timeval| t.tv_sec as f64 * 1e6 + t.tv_usec as f64;
+    us(usage.ru_utime) + us(usage.ru_stime)
+}
+
+/// `weir serve`'s API on a loopback port of its own, over the bench database,
+/// driven by keep-alive clients: creates per second on one connection and on
+/// 32, and the p99 latency at 32 (ms). Each figure per run.
+fn http_creates(dir: &std::path::Path) -> Result<(Vec<f64>, Vec<f64>, Vec<f64>)> {
+    let weir = std::sync::Arc::new(Weir::open(dir.join("bench.db"))?);
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| Error::Internal(e.to_string()))?;
+    let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).map_err(|e| Error::Internal(e.to_string()))?;
+    let addr = listener.local_addr().map_err(|e| Error::Internal(e.to_string()))?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let work = WorkOptions { workers: 1, ..WorkOptions::default() };
+    let server = rt.spawn(crate::api::serve_on(listener, weir, crate::api::ApiConfig::default(), work, async move {
+        let _ = stopped.await;
+    }));
+    let url = format!("http://{addr}/api/data/httpbench");
+    let body = r#"{"name": "bench", "amount": 1.5}"#;
+    // One client per connection, each posting for RUN_TIME; returns (requests, latencies µs).
+    let drive = |connections: usize| -> Result<(f64, Vec<f64>)> {
+        let started = Instant::now();
+        let results: Vec<Result<Vec<f64>>> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..connections)
+                .map(|_| {
+                    s.spawn(|| {
+                        let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+                        let mut latencies = Vec::new();
+                        while started.elapsed() < RUN_TIME {
+                            let t = Instant::now();
+                            let r = agent
+                                .post(&url)
+                                .header("content-type", "application/json")
+                                .send(body)
+                                .map_err(|e| Error::Internal(format!("POST {url}: {e}")))?;
+                            if r.status() != 201 {
+                                return Err(Error::Internal(format!("POST {url} answered {}", r.status())));
+                            }
+                            latencies.push(t.elapsed().as_secs_f64() * 1e6);
+                        }
+                        Ok(latencies)
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(Error::Internal("a client thread panicked".into())))).collect()
+        });
+        let mut all = Vec::new();
+        for r in results {
+            all.extend(r?);
+        }
+        Ok((all.len() as f64 / started.elapsed().as_secs_f64(), all))
+    };
+    let (mut one, mut many, mut p99) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..RUNS {
+        one.push(drive(1)?.0);
+        let (rate, mut lat) = drive(32)?;
+        lat.sort_by(|a, b| a.total_cmp(b));
+        many.push(rate);
+        p99.push(lat.get(lat.len() * 99 / 100).copied().unwrap_or(f64::NAN) / 1e3);
+    }
+    let _ = stop.send(());
+    rt.block_on(server).map_err(|e| Error::Internal(e.to_string()))??;
+    Ok((one, many, p99))
+}
+
 fn bench_context() -> Context {
     Context::standalone("bench", Mode::Sync)
 }
@@ -68,7 +153,7 @@ pub fn run(json_out: bool, only: Option<&str>) -> Result<()> {
     let weir = Weir::open(scratch.path().join("bench.db"))?;
     let mut figures = Vec::new();
     // A progress bar on a terminal (hidden otherwise, and with --json).
-    let progress = if json_out { indicatif::ProgressBar::hidden() } else { indicatif::ProgressBar::new(8) };
+    let progress = if json_out { indicatif::ProgressBar::hidden() } else { indicatif::ProgressBar::new(11) };
     progress.set_style(
         indicatif::ProgressStyle::with_template("{spinner} [{bar:20}] {pos}/{len} {msg}")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
@@ -141,26 +226,58 @@ pub fn run(json_out: bool, only: Option<&str>) -> Result<()> {
     }
 
     if want("call") {
-        say("one sync call (fresh Store + instantiate + call)");
+        say("one sync call (fresh Store + instantiate + call), and the floor under it");
         let prepared = weir.pool().with_conn(|conn| weir.plugins().prepared(conn, "noop", 1))?;
         let rt = weir.plugins().runtime();
         let ctx = bench_context();
-        let runs = rate(|| {
-            let limits = Limits {
-                fuel: Some(1_000_000),
-                deadline: Instant::now() + Duration::from_secs(1),
-                budget_ms: 1000,
-                memory_bytes: 64 << 20,
-                max_host_calls: 100,
-            };
-            rt.call_sync(&prepared, &ctx, Box::new(NoRecords), &limits).0.map(|_| ()).map_err(|e| Error::Internal(e.to_string()))
-        })?;
-        figures.push(Figure {
-            key: "sync_call_us",
-            label: "one sync call: fresh Store + instantiate + call",
-            unit: "µs",
-            runs: runs.iter().map(|r| 1e6 / r).collect(),
-        });
+        let (mut wall, mut cpu) = (Vec::new(), Vec::new());
+        for _ in 0..RUNS {
+            let (us, cpu_us) = per_call(|| {
+                let limits = Limits {
+                    fuel: Some(1_000_000),
+                    deadline: Instant::now() + Duration::from_secs(1),
+                    budget_ms: 1000,
+                    memory_bytes: 64 << 20,
+                    max_host_calls: 100,
+                };
+                rt.call_sync(&prepared, &ctx, Box::new(NoRecords), &limits).0.map(|_| ()).map_err(|e| Error::Internal(e.to_string()))
+            })?;
+            wall.push(us);
+            cpu.push(cpu_us);
+        }
+        // The floor: raw wasmtime, weir's engine settings, the same component.
+        let floor =
+            crate::runtime::Floor::new(&RuntimeConfig { max_instances: 16, ..RuntimeConfig::default() }, crate::examples::wasm("noop").unwrap_or_default())
+                .map_err(|e| Error::Internal(format!("the floor's engine: {e:#}")))?;
+        let internal = |e: anyhow::Error| Error::Internal(e.to_string());
+        let fresh: Vec<f64> = (0..RUNS).map(|_| per_call(|| floor.fresh_call(&ctx).map_err(internal)).map(|(us, _)| us)).collect::<Result<_>>()?;
+        let mut warm_call = floor.warm().map_err(internal)?;
+        let warm: Vec<f64> = (0..RUNS).map(|_| per_call(|| warm_call(&ctx).map_err(internal)).map(|(us, _)| us)).collect::<Result<_>>()?;
+        let ratio = wall.iter().zip(&fresh).map(|(w, f)| w / f).collect();
+        let cpu_ratio = cpu.iter().zip(&fresh).map(|(c, f)| c / f).collect();
+        figures.push(Figure { key: "sync_call_us", label: "one sync call: fresh Store + instantiate + call", unit: "µs", runs: wall });
+        figures.push(Figure { key: "sync_cpu_us", label: "CPU per sync call, all threads", unit: "µs", runs: cpu });
+        figures.push(Figure { key: "floor_fresh_call_us", label: "floor: raw wasmtime, fresh Store + instantiate + call", unit: "µs", runs: fresh });
+        figures.push(Figure { key: "floor_warm_call_us", label: "floor: raw wasmtime, a call on a warm instance", unit: "µs", runs: warm });
+        figures.push(Figure { key: "sync_call_floor_ratio", label: "sync call / fresh floor", unit: "×", runs: ratio });
+        figures.push(Figure { key: "sync_cpu_floor_ratio", label: "CPU per sync call / fresh floor", unit: "×", runs: cpu_ratio });
+    }
+
+    if want("enqueue") {
+        say("jobs enqueued through the public API");
+        let runs = rate(|| weir.submit_background(&crate::Background::new("noop", Json::Null, "system")).map(|_| ()))?;
+        figures.push(Figure { key: "enqueue_per_s", label: "background jobs submitted (each its own commit)", unit: "/s", runs });
+    }
+
+    if want("http") {
+        say("HTTP creates on loopback, 1 and 32 keep-alive connections");
+        if weir.list_tables()?.iter().all(|t| t.name != "httpbench") {
+            weir.create_table("httpbench", &[("name", "text"), ("amount", "decimal")])?;
+        }
+        let (one, many, p99) = http_creates(scratch.path())?;
+        figures.push(Figure { key: "http_create_per_s_1", label: "HTTP creates, 1 keep-alive connection", unit: "/s", runs: one });
+        figures.push(Figure { key: "http_create_per_s_32", label: "HTTP creates, 32 keep-alive connections", unit: "/s", runs: many });
+        figures.push(Figure { key: "http_create_p99_ms", label: "HTTP create latency p99 at 32 connections", unit: "ms", runs: p99 });
     }
 
     if want("load") {

@@ -97,6 +97,8 @@ struct Op {
     failed_traces: Mutex<Vec<crate::traces::Trace>>,
     /// Notes plug-ins left for the caller (`<plugin>: <note>`), nested operations' too.
     notes: Mutex<Vec<String>>,
+    /// This process's turn to write, held while the write transaction is open.
+    turn: Mutex<Option<store::WriteTurn>>,
 }
 
 /// What to do to a record.
@@ -154,6 +156,7 @@ impl Pipeline {
     /// Opens an operation as `user`: a pooled connection in a write
     /// transaction, the catalogue current, the user active.
     fn open(&self, user: &str) -> Result<Arc<Op>> {
+        let turn = self.pool.write_turn()?;
         let conn = self.pool.checkout()?;
         let begun = store::begin_write(&conn).and_then(|_| self.catalog.sync(&conn)).and_then(|_| self.catalog.require_active_user(&conn, user));
         if let Err(e) = begun {
@@ -170,6 +173,7 @@ impl Pipeline {
             fatal: Mutex::new(None),
             failed_traces: Mutex::new(Vec::new()),
             notes: Mutex::new(Vec::new()),
+            turn: Mutex::new(Some(turn)),
         }))
     }
 
@@ -186,6 +190,8 @@ impl Pipeline {
                 }
             }
         };
+        // The next writer's turn.
+        op.turn.lock().take();
         if let Ok(op) = Arc::try_unwrap(op) {
             self.pool.checkin(op.conn.into_inner());
         }
@@ -303,8 +309,10 @@ impl Pipeline {
         // write lock is given back while those steps run, and taken again.
         if !nested && run.any(StageKind::PreValidation) {
             store::end_write(&op.conn.lock())?;
+            op.turn.lock().take();
             run.load_pre_image()?;
             run.stage(StageKind::PreValidation, None, !nested)?;
+            *op.turn.lock() = Some(self.pool.write_turn()?);
             store::begin_write(&op.conn.lock())?;
         }
         if nested {

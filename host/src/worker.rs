@@ -478,6 +478,7 @@ fn record_group(shared: &Shared, batch: Vec<Done>) {
 fn keep_traces(shared: &Shared, traces: &[crate::traces::Trace]) {
     let now = crate::time::now_ms();
     let kept = shared.pool.with_conn(|conn| {
+        let _turn = shared.pool.write_turn()?;
         crate::store::begin_write(conn)?;
         let r = traces.iter().try_for_each(|t| crate::traces::record(conn, t, now)).and_then(|_| crate::store::commit(conn));
         if r.is_err() {

@@ -185,6 +185,10 @@ type ClaimRow = (String, String, Option<String>, String, i64, String, u32, u32, 
 /// grants cannot be read fails alone (`unreadable`) and is not returned: one
 /// bad row never stops the queue.
 pub fn claim_ready(conn: &mut Connection, worker: &str, now: i64, lease_ms: u64, limit: usize) -> Result<Vec<Claimed>> {
+    // Every commit wakes the dispatchers; most find nothing to claim.
+    if !state::any_ready(conn, now)? {
+        return Ok(Vec::new());
+    }
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let lease_until = now.saturating_add(i64::try_from(lease_ms).unwrap_or(i64::MAX));
     let rows: Vec<ClaimRow> = state::claim(&tx, worker, now, lease_until, limit, |r| {

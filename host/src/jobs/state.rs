@@ -355,6 +355,16 @@ pub(crate) fn insert(conn: &Connection, id: &str, job: &NewJob, context: &str, g
 pub(crate) const CLAIM_RETURNING: &str =
     "id, kind, step, plugin, plugin_version, owner, attempts, max_attempts, timeout_ms, fuel, context, grants, state, wait";
 
+/// Whether any job is Ready and due at `now` (a read: no write lock), so a
+/// claim that would find nothing does not take the store's write lock.
+pub(crate) fn any_ready(conn: &Connection, now: i64) -> Result<bool> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM weir_jobs INDEXED BY weir_jobs_ready WHERE statecode = 0 AND COALESCE(postpone_until, created_at) <= ?1)",
+        )?
+        .query_row([now], |r| r.get(0))?)
+}
+
 /// Claims up to `limit` due Ready jobs for `worker` in due order, skipping the
 /// jobs of steps the failure breaker holds; a step whose hold has passed gets
 /// one job through as a probe (half-open) when none of its jobs is running.

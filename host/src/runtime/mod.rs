@@ -1417,3 +1417,52 @@ fn run_instancer(
         }
     }
 }
+
+/// The floor under a sync call, for `weir bench`: raw wasmtime with weir's
+/// engine settings (pooling, fuel, epochs, stack), the same component, and no
+/// weir code around it — every import a trap, a `Store<()>` without limits,
+/// records, traces or spare instances.
+pub struct Floor {
+    engine: Engine,
+    pre: InstancePre<()>,
+    indices: wit::exports::weir::plugin::handler::GuestIndices,
+}
+
+impl Floor {
+    pub fn new(config: &RuntimeConfig, wasm: &[u8]) -> anyhow::Result<Floor> {
+        let engine = Engine::new(&engine_config(config)).map_err(we)?;
+        let component = Component::new(&engine, wasm).map_err(we)?;
+        let mut linker: Linker<()> = Linker::new(&engine);
+        linker.define_unknown_imports_as_traps(&component).map_err(we)?;
+        let pre = linker.instantiate_pre(&component).map_err(we)?;
+        let indices = wit::exports::weir::plugin::handler::GuestIndices::new(&pre).map_err(we)?;
+        Ok(Floor { engine, pre, indices })
+    }
+
+    fn store(&self) -> Store<()> {
+        let mut store = Store::new(&self.engine, ());
+        let _ = store.set_fuel(u64::MAX / 2);
+        store.set_epoch_deadline(u64::MAX / 2);
+        store
+    }
+
+    /// A fresh `Store`, instantiate, call `execute`, drop: what a sync call does at the least.
+    pub fn fresh_call(&self, ctx: &Context) -> anyhow::Result<()> {
+        let mut store = self.store();
+        let instance = self.pre.instantiate(&mut store).map_err(we)?;
+        let guest = self.indices.load(&mut store, &instance).map_err(we)?;
+        guest.call_execute(&mut store, ctx).map_err(we)?.map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        Ok(())
+    }
+
+    /// A function that calls `execute` on one instance, again and again: a warm call.
+    pub fn warm(&self) -> anyhow::Result<impl FnMut(&Context) -> anyhow::Result<()>> {
+        let mut store = self.store();
+        let instance = self.pre.instantiate(&mut store).map_err(we)?;
+        let guest = self.indices.load(&mut store, &instance).map_err(we)?;
+        Ok(move |ctx: &Context| {
+            guest.call_execute(&mut store, ctx).map_err(we)?.map_err(|e| anyhow::anyhow!("{e:?}"))?;
+            Ok(())
+        })
+    }
+}
