@@ -164,6 +164,23 @@ pub enum PluginCmd {
     /// Removes a plug-in, or one version (NAME@VERSION); refused while a step
     /// or a job that has not completed uses it.
     Remove(Target),
+    /// Runs a component offline, in the same sandbox and limits as a step,
+    /// against a scratch store seeded from --records; prints the outcome, the
+    /// records it wrote and its trace. Exit 1 when it rejects or fails. Uses no database.
+    Test {
+        file: PathBuf,
+        /// The context: {"message", "table", "stage", "mode", "user", "target": {"id", FIELD: VALUE}, "config", "input", ...}.
+        #[arg(long, value_name = "FILE.json")]
+        context: PathBuf,
+        /// Tables and records to start from: {"TABLE": {"columns": {"NAME": "TYPE"}, "records": [{"id": ..., ...}]}}.
+        #[arg(long, value_name = "FILE.json")]
+        records: Option<PathBuf>,
+        /// A workflow's saved state (the bytes its last wait saved).
+        #[arg(long, value_name = "FILE")]
+        state: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -213,6 +230,20 @@ pub enum JobsCmd {
         from: String,
         #[arg(long, value_name = "USER")]
         to: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Runs a job's captured context (and the state its last wait saved) again,
+    /// against the current records, changing nothing: prints the outcome, the
+    /// trace and the writes it asked for (none is applied). Exit 1 when it fails.
+    Replay {
+        id: String,
+        /// Run this build of the plug-in instead of the job's version (check a fix before shipping it).
+        #[arg(long, value_name = "FILE.wasm")]
+        plugin_file: Option<PathBuf>,
+        /// Let it reach the hosts its step is granted (off: a replay's requests are refused, so nobody is notified twice).
+        #[arg(long)]
+        allow_http: bool,
         #[arg(long)]
         json: bool,
     },
@@ -709,6 +740,7 @@ fn run(cli: Cli) -> Result<()> {
     let (db, op_budget_ms) = (cli.db.clone(), cli.op_budget_ms);
     let open = move || open_weir(&db, op_budget_ms);
     match cli.command {
+        Command::Plugin(PluginCmd::Test { file, context, records, state, json }) => plugin_test(&file, &context, records.as_deref(), state.as_deref(), json),
         Command::Plugin(cmd) => {
             let weir = open()?;
             plugin(&weir, cmd)
@@ -744,7 +776,7 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Jobs(cmd) => jobs(&open()?, cmd),
+        Command::Jobs(cmd) => jobs(&open()?, cmd, cli.secret_key_file.as_deref()),
         Command::Serve {
             listen,
             workers,
@@ -953,8 +985,27 @@ pub async fn shutdown_signal() {
     }
 }
 
-fn jobs(weir: &Weir, cmd: JobsCmd) -> Result<()> {
+fn jobs(weir: &Weir, cmd: JobsCmd, key_file: Option<&std::path::Path>) -> Result<()> {
     match cmd {
+        JobsCmd::Replay { id, plugin_file, allow_http, json } => {
+            let wasm = plugin_file.as_deref().map(crate::plugins::read_component_file).transpose()?;
+            let opts = WorkOptions { secret_key: crate::secrets::SecretKey::from_env(key_file)?, ..WorkOptions::default() };
+            let r = runtime()?.block_on(weir.replay_job(&id, wasm.as_deref(), &opts, allow_http))?;
+            if json {
+                print_json(&r);
+            } else {
+                outln!("replayed job {} with {} in {} ms (nothing was changed)", r.job, r.ran, r.duration_ms);
+                match r.outcome {
+                    "failed" => outln!("  outcome: failed [{}] {}", r.error_code.as_deref().unwrap_or("?"), r.error.as_deref().unwrap_or("")),
+                    "wait" => outln!("  outcome: would wait: {}", r.wait.as_ref().map(|w| w.to_string()).unwrap_or_default()),
+                    other => outln!("  outcome: {other}{}", r.result.as_deref().map(|x| format!(", result {x}")).unwrap_or_default()),
+                }
+                print_writes_and_trace("would", &r.writes, &r.trace);
+            }
+            if r.outcome == "failed" {
+                return Err(Error::invalid(format!("the replayed attempt failed: {}", r.error.as_deref().unwrap_or("?"))));
+            }
+        }
         JobsCmd::List { filter, top, skip, json } => {
             let jobs = weir.list_jobs_page(filter.as_deref(), top, skip)?;
             if json {
@@ -1333,8 +1384,69 @@ fn record(weir: &Weir, user: &str, cmd: RecordCmd) -> Result<()> {
     Ok(())
 }
 
+/// The record writes a run asked for (`{op, table, id, fields}`), each
+/// after `label`, then its trace lines.
+fn print_writes_and_trace(label: &str, writes: &[serde_json::Value], trace: &[crate::runtime::TraceLine]) {
+    for w in writes {
+        let field = |k: &str| w[k].as_str().unwrap_or("?").to_string();
+        outln!("  {label} {} {} {} {}", field("op"), field("table"), field("id"), w["fields"]);
+    }
+    if !trace.is_empty() {
+        outln!("  trace:");
+        for l in trace {
+            outln!("    [{}] {}", l.level, l.message);
+        }
+    }
+}
+
+/// `weir plugin test`.
+fn plugin_test(
+    file: &std::path::Path,
+    context: &std::path::Path,
+    records: Option<&std::path::Path>,
+    state: Option<&std::path::Path>,
+    json: bool,
+) -> Result<()> {
+    let read_json = |what: &str, path: &std::path::Path| -> Result<serde_json::Value> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::invalid(format!("cannot read the {what} {}: {e}", path.display())))?;
+        serde_json::from_str(&text).map_err(|e| Error::invalid(format!("the {what} {} is not valid JSON: {e}", path.display())))
+    };
+    let req = crate::trial::TrialRequest {
+        wasm: crate::plugins::read_component_file(file)?,
+        context: read_json("context", context)?,
+        records: records.map(|r| read_json("records fixture", r)).transpose()?,
+        state: state.map(|s| std::fs::read(s).map_err(|e| Error::invalid(format!("cannot read the state {}: {e}", s.display())))).transpose()?,
+    };
+    let r = crate::trial::run(req)?;
+    if json {
+        print_json(&r);
+    } else {
+        let fuel = r.fuel.map(|f| format!(", {f} fuel")).unwrap_or_default();
+        outln!("{} ({} world, contract {}) ran as a {} step: {} in {} µs{fuel}", file.display(), r.world, r.contract, r.mode, r.outcome, r.duration_us);
+        if let Some(e) = &r.error {
+            outln!("  error:     {e}");
+        }
+        if !r.changes.is_empty() {
+            outln!("  changes:   {}", serde_json::Value::Object(r.changes.clone()));
+        }
+        for n in &r.notes {
+            outln!("  note:      {n}");
+        }
+        if !r.variables.is_empty() {
+            outln!("  variables: {}", serde_json::Value::Object(r.variables.clone()));
+        }
+        if let Some(step) = &r.step {
+            outln!("  step:      {step}");
+        }
+        print_writes_and_trace("wrote:    ", &r.writes, &r.trace);
+    }
+    if r.succeeded() { Ok(()) } else { Err(Error::invalid(format!("the plug-in's call ended with {}: {}", r.outcome, r.error.as_deref().unwrap_or("")))) }
+}
+
 fn plugin(weir: &Weir, cmd: PluginCmd) -> Result<()> {
     match cmd {
+        // Normally run before a database is opened (see `run`).
+        PluginCmd::Test { file, context, records, state, json } => plugin_test(&file, &context, records.as_deref(), state.as_deref(), json)?,
         PluginCmd::Add { name, file, json } => {
             let wasm = crate::plugins::read_component_file(&file)?;
             let row = weir.add_plugin(&name, &wasm)?;

@@ -15,7 +15,8 @@
 //! * [`pipeline`]: runs every record operation through its steps, in one transaction.
 //! * [`jobs`]: the durable system-job queue: the state machine (`jobs::state`, the
 //!   only writer of job state), leases, retries, waits, control, schedules.
-//! * [`worker`]: the worker pool that runs jobs.
+//! * [`worker`]: the worker pool that runs jobs (and replays one: `jobs replay`).
+//! * [`trial`]: `weir plugin test`, one component run offline against a scratch store.
 //! * [`secrets`]: secrets for plug-ins, sealed at rest, granted per step.
 //! * [`examples`]: the example plug-ins built from `guest-examples/`.
 //! * [`api`]: the HTTP API, dashboard and metrics of `weir serve`.
@@ -51,6 +52,7 @@ pub mod store;
 pub(crate) mod telemetry;
 pub mod time;
 pub mod traces;
+pub mod trial;
 pub mod values;
 pub mod worker;
 
@@ -230,6 +232,11 @@ impl Weir {
     /// Runs the worker pool until `shutdown` resolves (or until idle).
     pub async fn work(&self, opts: worker::WorkOptions, shutdown: impl std::future::Future<Output = ()>) -> Result<worker::WorkStats> {
         worker::run(self.pool.clone(), self.pipeline.clone(), self.plugins.clone(), opts, shutdown).await
+    }
+
+    /// Runs job `id`'s captured context again without changing anything (see [`worker::replay`]).
+    pub async fn replay_job(&self, id: &str, wasm: Option<&[u8]>, opts: &worker::WorkOptions, http: bool) -> Result<worker::Replay> {
+        worker::replay(self.pool.clone(), self.plugins.clone(), id, wasm, opts, http).await
     }
 
     /// Jobs matching a filter expression over job fields, newest first.

@@ -720,55 +720,83 @@ async fn run_job(shared: &Shared, job: Claimed) {
 /// Runs one attempt; returns its outcome, its trace and the record writes it
 /// asked for.
 async fn attempt(shared: &Shared, job: &Claimed) -> (Outcome, Vec<crate::runtime::TraceLine>, Vec<(String, Change)>) {
-    let failed = |code: &str, message: String, permanent: bool| Outcome::Failed { code: code.into(), message, permanent };
+    let failed = |code: &str, message: String| Outcome::Failed { code: code.into(), message, permanent: false };
     let cached = shared.plugins.cached(&job.plugin, job.plugin_version);
     let prepared = match cached.map(Ok).unwrap_or_else(|| shared.pool.with_conn(|conn| shared.plugins.prepared(conn, &job.plugin, job.plugin_version))) {
         Ok(p) => p,
-        Err(e) => return (failed("host", format!("{}: cannot load version {}: {e}", job.plugin, job.plugin_version), false), vec![], vec![]),
-    };
-    let ctx = context(job);
-    let limits = Limits {
-        fuel: job.fuel,
-        deadline: Instant::now() + Duration::from_millis(job.timeout_ms),
-        budget_ms: job.timeout_ms,
-        memory_bytes: shared.memory_bytes,
-        max_host_calls: shared.max_host_calls,
-    };
-    let pending = Arc::new(Mutex::new(Vec::new()));
-    let records = JobRecords {
-        pool: shared.pool.clone(),
-        who: format!("job {} ({})", job.id, job.step.as_deref().unwrap_or(&job.plugin)),
-        grants: job.grants.clone(),
-        pending: pending.clone(),
-        secrets: job.context.secrets.clone(),
-        key: shared.opts.secret_key.clone(),
-    };
-    // Grants were checked when the step or operation was registered; one
-    // that no longer parses (a hand edit) is left out, so it grants nothing.
-    let egress = crate::runtime::Egress {
-        grants: job.context.allow_http.iter().filter_map(|h| crate::runtime::HttpGrant::parse(h).ok()).collect(),
-        limits: shared.opts.egress,
+        Err(e) => return (failed("host", format!("{}: cannot load version {}: {e}", job.plugin, job.plugin_version)), vec![], vec![]),
     };
     if !job.owner_active {
         let message = format!(
             "{}: the job's owner {} is deactivated (or gone), so it cannot run; reactivate the owner and retry the job, or cancel it",
             job.plugin, job.owner
         );
-        return (failed("owner_inactive", message, true), vec![], vec![]);
+        return (Outcome::Failed { code: "owner_inactive".into(), message, permanent: true }, vec![], vec![]);
     }
     let cancel = CancelFlag::default();
     shared.cancels.lock().insert(job.id.clone(), cancel.clone());
-    let runtime = shared.plugins.runtime();
-    let (result, stats) = runtime.call_async(&prepared, &ctx, job.state.clone(), Box::new(records), &limits, egress, cancel).await;
-    let code = result.as_ref().map_or_else(|e| e.code(), |_| "ok");
+    let sandbox =
+        Sandbox { memory_bytes: shared.memory_bytes, max_host_calls: shared.max_host_calls, key: shared.opts.secret_key.clone(), http: shared.opts.egress };
+    let (outcome, code, stats, changes) = execute(&shared.plugins, &prepared, &shared.pool, job, &sandbox, true, cancel).await;
     crate::telemetry::plugin_call(&job.plugin, "async", code, stats.duration, stats.fuel_used);
     for request in &stats.http {
         crate::telemetry::http_request(&job.plugin, request);
     }
+    (outcome, stats.trace, changes)
+}
+
+/// What an attempt may use besides the job's own grants.
+struct Sandbox {
+    memory_bytes: u64,
+    max_host_calls: u64,
+    /// Opens the secrets the job is granted.
+    key: Option<crate::secrets::SecretKey>,
+    http: crate::runtime::EgressLimits,
+}
+
+/// Runs `job`'s plug-in once (`prepared`, its version or a replacement) and
+/// returns the outcome, the call's code (`ok` or its error's), its figures and
+/// the record writes it asked for (not applied: the caller commits them with
+/// the outcome, or not).
+/// Without `http`, every outbound request is refused (a replay must not
+/// reach other systems unless asked).
+async fn execute(
+    plugins: &Plugins,
+    prepared: &crate::runtime::Prepared,
+    pool: &Arc<Pool>,
+    job: &Claimed,
+    sandbox: &Sandbox,
+    http: bool,
+    cancel: CancelFlag,
+) -> (Outcome, &'static str, crate::runtime::CallStats, Vec<(String, Change)>) {
+    let failed = |code: &str, message: String, permanent: bool| Outcome::Failed { code: code.into(), message, permanent };
+    let ctx = context(job);
+    let limits = Limits {
+        fuel: job.fuel,
+        deadline: Instant::now() + Duration::from_millis(job.timeout_ms),
+        budget_ms: job.timeout_ms,
+        memory_bytes: sandbox.memory_bytes,
+        max_host_calls: sandbox.max_host_calls,
+    };
+    let pending = Arc::new(Mutex::new(Vec::new()));
+    let records = JobRecords {
+        pool: pool.clone(),
+        who: format!("job {} ({})", job.id, job.step.as_deref().unwrap_or(&job.plugin)),
+        grants: job.grants.clone(),
+        pending: pending.clone(),
+        secrets: job.context.secrets.clone(),
+        key: sandbox.key.clone(),
+    };
+    // Grants were checked when the step or operation was registered; one
+    // that no longer parses (a hand edit) is left out, so it grants nothing.
+    let grants = if http { job.context.allow_http.iter().filter_map(|h| crate::runtime::HttpGrant::parse(h).ok()).collect() } else { vec![] };
+    let egress = crate::runtime::Egress { grants, limits: sandbox.http };
+    let (result, stats) = plugins.runtime().call_async(prepared, &ctx, job.state.clone(), Box::new(records), &limits, egress, cancel).await;
+    let code = result.as_ref().map_or_else(|e| e.code(), |_| "ok");
     let outcome = match result {
         Ok(Step::Done(result)) => Outcome::Succeeded { result },
         Ok(Step::WaitUntil(w)) => Outcome::Wait(Wait { until: w.at, table: None, record: None, condition: None, state: w.state }),
-        Ok(Step::WaitForQuery(w)) => match shared.pool.with_conn(|conn| jobs::waits::check_condition(conn, &w.table, &w.filter)) {
+        Ok(Step::WaitForQuery(w)) => match pool.with_conn(|conn| jobs::waits::check_condition(conn, &w.table, &w.filter)) {
             Ok(()) => Outcome::Wait(Wait {
                 until: crate::time::now_ms().saturating_add(w.timeout_ms.min(i64::MAX as u64) as i64),
                 table: Some(w.table),
@@ -778,7 +806,7 @@ async fn attempt(shared: &Shared, job: &Claimed) -> (Outcome, Vec<crate::runtime
             }),
             Err(e) => failed("invalid_wait", format!("{}: cannot wait for that: {e}", job.plugin), true),
         },
-        Ok(Step::WaitFor(w)) => match shared.pool.with_conn(|conn| jobs::waits::check_condition(conn, &w.table, &w.condition)) {
+        Ok(Step::WaitFor(w)) => match pool.with_conn(|conn| jobs::waits::check_condition(conn, &w.table, &w.condition)) {
             Ok(()) => Outcome::Wait(Wait {
                 until: crate::time::now_ms().saturating_add(w.timeout_ms.min(i64::MAX as u64) as i64),
                 table: Some(w.table),
@@ -793,7 +821,85 @@ async fn attempt(shared: &Shared, job: &Claimed) -> (Outcome, Vec<crate::runtime
         Err(e) => failed(e.code(), format!("{}: {e}", job.plugin), false),
     };
     let changes = std::mem::take(&mut *pending.lock());
-    (outcome, stats.trace, changes)
+    (outcome, code, stats, changes)
+}
+
+/// What `weir jobs replay` found: the outcome of running a job's captured
+/// context again, its trace, and the record writes it asked for (never applied).
+#[derive(Debug, serde::Serialize)]
+pub struct Replay {
+    pub job: String,
+    /// The plug-in that ran: `NAME@VERSION`, or the file given instead.
+    pub ran: String,
+    /// `succeeded`, `wait`, `failed` or `interrupted`.
+    pub outcome: &'static str,
+    pub result: Option<String>,
+    pub error_code: Option<String>,
+    pub error: Option<String>,
+    pub wait: Option<serde_json::Value>,
+    pub trace: Vec<crate::runtime::TraceLine>,
+    /// Writes it asked for, as `{op, table, id, fields}` (rolled back: none was applied).
+    pub writes: Vec<serde_json::Value>,
+    pub duration_ms: u64,
+}
+
+/// Runs job `id`'s captured context (and the state its last wait saved)
+/// again, against the current records, without changing anything: its
+/// writes are checked and reported but never committed, and the job row is
+/// untouched. `wasm` runs a fixed build instead of the job's version; `http`
+/// lets it reach the hosts it is granted (off by default: a replay should not
+/// notify anyone twice).
+pub async fn replay(pool: Arc<Pool>, plugins: Arc<Plugins>, id: &str, wasm: Option<&[u8]>, opts: &WorkOptions, http: bool) -> Result<Replay> {
+    let job = pool.with_conn(|conn| jobs::load(conn, id))?;
+    let (prepared, ran) = match wasm {
+        Some(bytes) => (plugins.runtime().prepare(bytes)?, "the given file".to_string()),
+        None => (pool.with_conn(|conn| plugins.prepared(conn, &job.plugin, job.plugin_version))?, format!("{}@{}", job.plugin, job.plugin_version)),
+    };
+    if !prepared.world.serves_async() {
+        return Err(Error::invalid(format!("{ran} is a {} component: it cannot run job {id}, a workflow's", prepared.world.as_str())));
+    }
+    let settings = crate::pipeline::Settings::default();
+    let sandbox = Sandbox { memory_bytes: settings.memory_bytes, max_host_calls: settings.max_host_calls, key: opts.secret_key.clone(), http: opts.egress };
+    let started = Instant::now();
+    let (outcome, _, stats, changes) = execute(&plugins, &prepared, &pool, &job, &sandbox, http, CancelFlag::default()).await;
+    let writes = changes
+        .into_iter()
+        .map(|(table, change)| {
+            let (op, id, fields) = match change {
+                Change::Create(id, f) => ("create", id, f),
+                Change::Update(id, f) => ("update", id, f),
+                Change::Delete(id) => ("delete", id, vec![]),
+            };
+            let fields: serde_json::Map<String, serde_json::Value> = fields.iter().map(|f| (f.name.clone(), crate::values::to_json(&f.value))).collect();
+            serde_json::json!({"op": op, "table": table, "id": id, "fields": fields})
+        })
+        .collect();
+    let mut replay = Replay {
+        job: job.id.clone(),
+        ran,
+        outcome: "succeeded",
+        result: None,
+        error_code: None,
+        error: None,
+        wait: None,
+        trace: stats.trace,
+        writes,
+        duration_ms: started.elapsed().as_millis() as u64,
+    };
+    match outcome {
+        Outcome::Succeeded { result } => replay.result = result,
+        Outcome::Wait(w) => {
+            replay.outcome = "wait";
+            replay.wait = Some(w.doc());
+        }
+        Outcome::Failed { code, message, .. } => {
+            replay.outcome = "failed";
+            replay.error_code = Some(code);
+            replay.error = Some(message);
+        }
+        Outcome::Interrupted => replay.outcome = "interrupted",
+    }
+    Ok(replay)
 }
 
 /// `records` for async jobs. Writes are checked at once (the grant, the

@@ -15,6 +15,7 @@ mod hardening;
 mod hardening_io;
 mod jobs_cli;
 mod jobs_lib;
+mod kit;
 mod lifecycle;
 mod lifecycle_faults;
 mod operator_details;

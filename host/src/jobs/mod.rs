@@ -180,6 +180,26 @@ pub fn expire_leases(conn: &mut Connection, now: i64) -> Result<usize> {
 /// A claimed row as read, before its JSON is parsed.
 type ClaimRow = (String, String, Option<String>, String, i64, String, u32, u32, i64, Option<i64>, String, String, Option<Vec<u8>>, Option<String>);
 
+/// Reads a row of [`state::CLAIM_RETURNING`].
+fn claim_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ClaimRow> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+        r.get(6)?,
+        r.get(7)?,
+        r.get(8)?,
+        r.get(9)?,
+        r.get(10)?,
+        r.get(11)?,
+        r.get(12)?,
+        r.get(13)?,
+    ))
+}
+
 /// Locks up to `limit` due Ready jobs for `worker` at `now` (one
 /// transaction), with a lease of `lease_ms`. A job whose stored context or
 /// grants cannot be read fails alone (`unreadable`) and is not returned: one
@@ -191,41 +211,12 @@ pub fn claim_ready(conn: &mut Connection, worker: &str, now: i64, lease_ms: u64,
     }
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let lease_until = now.saturating_add(i64::try_from(lease_ms).unwrap_or(i64::MAX));
-    let rows: Vec<ClaimRow> = state::claim(&tx, worker, now, lease_until, limit, |r| {
-        Ok((
-            r.get(0)?,
-            r.get(1)?,
-            r.get(2)?,
-            r.get(3)?,
-            r.get(4)?,
-            r.get(5)?,
-            r.get(6)?,
-            r.get(7)?,
-            r.get(8)?,
-            r.get(9)?,
-            r.get(10)?,
-            r.get(11)?,
-            r.get(12)?,
-            r.get(13)?,
-        ))
-    })?;
+    let rows: Vec<ClaimRow> = state::claim(&tx, worker, now, lease_until, limit, claim_row)?;
     let mut claimed = Vec::with_capacity(rows.len());
     // Owners are few; look each up once per claim.
     let mut owners: std::collections::HashMap<String, bool> = std::collections::HashMap::new();
-    for (id, kind, step, plugin, plugin_version, owner, attempts, max_attempts, timeout_ms, fuel, context, grants, saved, wait) in rows {
-        let parsed = serde_json::from_str::<JobContext>(&context).and_then(|c| Ok((c, serde_json::from_str::<Vec<Grant>>(&grants)?)));
-        let (context, grants) = match parsed {
-            Ok(p) => p,
-            Err(e) => {
-                let message = format!(
-                    "the job's stored context or grants cannot be read ({e}); it cannot run. Cancel or clean it up; if a step made it, check the step (`weir step list`)"
-                );
-                tracing::warn!("job {id}: {message}");
-                state::fail_unreadable(&tx, &id, worker, now, &message)?;
-                continue;
-            }
-        };
-        let wake = wait.as_deref().and_then(|w| serde_json::from_str::<Json>(w).ok()).and_then(|w| w["wake"].as_str().map(String::from));
+    for row in rows {
+        let (id, owner) = (row.0.clone(), row.5.clone());
         let owner_active = match owners.get(&owner) {
             Some(a) => *a,
             None => {
@@ -234,26 +225,53 @@ pub fn claim_ready(conn: &mut Connection, worker: &str, now: i64, lease_ms: u64,
                 a
             }
         };
-        claimed.push(Claimed {
-            id,
-            kind,
-            step,
-            plugin,
-            plugin_version,
-            owner,
-            owner_active,
-            attempts,
-            max_attempts,
-            timeout_ms: timeout_ms.max(0) as u64,
-            fuel: fuel.map(|f| f.max(0) as u64),
-            context,
-            grants,
-            state: saved,
-            wake,
-        });
+        match to_claimed(row, owner_active) {
+            Ok(job) => claimed.push(job),
+            Err(message) => {
+                tracing::warn!("job {id}: {message}");
+                state::fail_unreadable(&tx, &id, worker, now, &message)?;
+            }
+        }
     }
     tx.commit()?;
     Ok(claimed)
+}
+
+/// A job row as its attempt sees it; an error says why its stored context or grants cannot be read.
+fn to_claimed(row: ClaimRow, owner_active: bool) -> std::result::Result<Claimed, String> {
+    let (id, kind, step, plugin, plugin_version, owner, attempts, max_attempts, timeout_ms, fuel, context, grants, saved, wait) = row;
+    let parsed = serde_json::from_str::<JobContext>(&context).and_then(|c| Ok((c, serde_json::from_str::<Vec<Grant>>(&grants)?)));
+    let (context, grants) = parsed.map_err(|e| {
+        format!("the job's stored context or grants cannot be read ({e}); it cannot run. Cancel or clean it up; if a step made it, check the step (`weir step list`)")
+    })?;
+    let wake = wait.as_deref().and_then(|w| serde_json::from_str::<Json>(w).ok()).and_then(|w| w["wake"].as_str().map(String::from));
+    Ok(Claimed {
+        id,
+        kind,
+        step,
+        plugin,
+        plugin_version,
+        owner,
+        owner_active,
+        attempts,
+        max_attempts,
+        timeout_ms: timeout_ms.max(0) as u64,
+        fuel: fuel.map(|f| f.max(0) as u64),
+        context,
+        grants,
+        state: saved,
+        wake,
+    })
+}
+
+/// Job `id` as its attempts see it (its context, grants, saved state and
+/// wake reason), without claiming it: what `weir jobs replay` runs again.
+pub fn load(conn: &Connection, id: &str) -> Result<Claimed> {
+    let sql = format!("SELECT {} FROM weir_jobs WHERE id = ?1", state::CLAIM_RETURNING);
+    let row: Option<ClaimRow> = conn.prepare_cached(&sql)?.query_row([id], claim_row).optional()?;
+    let row = row.ok_or_else(|| Error::not_found(format!("no job with id {id}")))?;
+    let owner_active = crate::store::user_active(conn, &row.5)? == Some(true);
+    to_claimed(row, owner_active).map_err(|m| Error::Conflict(format!("job {id}: {m}")))
 }
 
 /// Extends every lease `worker` holds to `now + lease_ms`; returns how many.

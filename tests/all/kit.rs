@@ -1,0 +1,115 @@
+//! The plug-in author's tools: `weir plugin test` runs a component offline
+//! against a fixture, and `weir jobs replay` runs a job's captured context
+//! again (or a fixed build of its plug-in) without changing anything.
+
+use serde_json::{Value, json};
+
+use crate::common::{Env, path};
+
+fn write_json(env: &Env, file: &str, v: &Value) -> String {
+    path(&env.write(file, v.to_string().as_bytes())).to_string()
+}
+
+fn crm_fixture(env: &Env) -> String {
+    let fixture = json!({
+        "account": {"columns": {"name": "text", "creditlimit": "decimal"}, "records": [{"id": "a1", "name": "Contoso", "creditlimit": 1000}]},
+        "opportunity": {"columns": {"name": "text", "amount": "decimal", "customer": "ref:account"}},
+    });
+    write_json(env, "records.json", &fixture)
+}
+
+#[test]
+fn plugin_test_runs_a_component_offline_against_a_fixture() {
+    let env = Env::new();
+    let wasm = env.example_file("credit-check");
+    let records = crm_fixture(&env);
+    let context = |amount: &str| {
+        let c = json!({"message": "create", "table": "opportunity", "stage": "pre-operation",
+            "target": {"id": "o1", "amount": serde_json::from_str::<Value>(amount).unwrap(), "customer": "a1"}});
+        write_json(&env, "context.json", &c)
+    };
+    let test = |ctx: &str, json: bool| {
+        let mut args = vec!["plugin", "test", path(&wasm), "--context", ctx, "--records", &records];
+        if json {
+            args.push("--json");
+        }
+        env.run(&args)
+    };
+    // Rejected: exit 1, the typed error and the trace.
+    let out = test(&context("5000"), false).fails();
+    assert!(out.stdout.contains("ran as a sync step: rejected"), "{}", out.stdout);
+    assert!(out.stdout.contains("amount 5000 exceeds the credit limit 1000 of account Contoso"), "{}", out.stdout);
+    // Accepted, with a note and a shared variable: exit 0.
+    let ok = test(&context("950.00"), true).ok().json();
+    assert_eq!((ok["outcome"].as_str(), ok["mode"].as_str(), ok["contract"].as_str()), (Some("ok"), Some("sync"), Some("0.2")), "{ok}");
+    assert_eq!(ok["notes"], json!(["amount 950.00 uses more than 90% of the credit limit 1000"]));
+    assert_eq!(ok["variables"], json!({"credit_limit": "1000"}));
+    assert!(ok["trace"].to_string().contains("is within the credit limit 1000"), "{ok}");
+    assert!(ok["fuel"].as_u64().unwrap() > 0);
+    // It used no database: the `--db` file was never made.
+    assert!(!env.db().exists(), "plugin test made a database");
+
+    // A workflow: its first run asks to wait; resumed with its state, it writes.
+    let approval = env.example_file("approval");
+    let fixture = json!({"expense": {"columns": {"amount": "decimal", "approved": "boolean", "state": "text"}, "records": [{"id": "e1", "amount": 12.5}]}});
+    let fixture = write_json(&env, "expense.json", &fixture);
+    let first = write_json(&env, "first.json", &json!({"table": "expense", "target": {"id": "e1"}}));
+    let waits = env.run(&["plugin", "test", path(&approval), "--context", &first, "--records", &fixture, "--json"]).ok().json();
+    assert_eq!((waits["mode"].as_str(), waits["step"]["wait_for"]["condition"].as_str()), (Some("async"), Some("approved eq true")), "{waits}");
+    let state = env.write("state.bin", b"awaiting-approval");
+    let woke = write_json(&env, "woke.json", &json!({"table": "expense", "target": {"id": "e1"}, "wake": "condition-met", "attempt": 2}));
+    let resumed = env.run(&["plugin", "test", path(&approval), "--context", &woke, "--records", &fixture, "--state", path(&state)]).ok().stdout;
+    assert!(resumed.contains(r#"step:      {"done":{"state":"paid"}}"#), "{resumed}");
+    assert!(resumed.contains(r#"wrote:     update expense e1 {"state":"paid"}"#), "{resumed}");
+
+    // Bad input is named.
+    let bad = write_json(&env, "bad.json", &json!({"message": "upsert"}));
+    assert!(env.run(&["plugin", "test", path(&wasm), "--context", &bad]).fails().stderr.contains("message is create, update, delete or background"));
+    let not_json = env.write("broken.json", b"{");
+    assert!(env.run(&["plugin", "test", path(&wasm), "--context", path(&not_json)]).fails().stderr.contains("is not valid JSON"));
+}
+
+#[test]
+fn jobs_replay_shows_a_failed_job_s_error_and_trace_and_changes_nothing() {
+    let env = Env::new();
+    env.run(&["table", "create", "shipment", "--column", "name:text"]).ok();
+    env.run(&["table", "create", "entry", "--column", "source:text", "--column", "attempt:integer"]).ok();
+    for p in ["always-fails", "append-entry", "noop"] {
+        env.add_example(p);
+    }
+    let on_shipment = ["--message", "create", "--table", "shipment", "--stage", "post-operation", "--mode", "async"];
+    env.run(&[&["step", "add", "fail", "--plugin", "always-fails"][..], &on_shipment].concat()).ok();
+    env.run(&[&["step", "add", "append", "--plugin", "append-entry", "--grant", "entry:write"][..], &on_shipment].concat()).ok();
+    let shipment = env.run(&["record", "create", "shipment", r#"{"name": "parcel"}"#]).ok().json();
+    env.run(&["work", "--until-idle"]).ok();
+    let jobs = env.run(&["jobs", "list", "--json"]).ok().json();
+    let id_of = |step: &str| jobs.as_array().unwrap().iter().find(|j| j["step"] == step).unwrap()["id"].as_str().unwrap().to_string();
+    let (failed, appended) = (id_of("fail"), id_of("append"));
+    let before = env.run(&["jobs", "show", &failed, "--json"]).ok().json();
+    assert_eq!(before["status"], "Failed");
+
+    // The failure again, with its error and trace; the job is untouched.
+    let replay = env.run(&["jobs", "replay", &failed]).fails();
+    let sid = shipment["id"].as_str().unwrap();
+    assert!(replay.stdout.contains(&format!("outcome: failed [permanent] always-fails: record {sid} can never be processed")), "{}", replay.stdout);
+    assert!(replay.stdout.contains("with always-fails@1") && replay.stdout.contains("nothing was changed"), "{}", replay.stdout);
+    let after = env.run(&["jobs", "show", &failed, "--json"]).ok().json();
+    assert_eq!(
+        (after["status"].clone(), after["attempts"].clone(), after["history"].clone()),
+        (before["status"].clone(), before["attempts"].clone(), before["history"].clone())
+    );
+
+    // A fixed build: the same context, now succeeding.
+    let fixed = env.example_file("noop");
+    let ok = env.run(&["jobs", "replay", &failed, "--plugin-file", path(&fixed), "--json"]).ok().json();
+    assert_eq!((ok["outcome"].as_str(), ok["ran"].as_str()), (Some("succeeded"), Some("the given file")), "{ok}");
+
+    // A job that wrote: the write is shown, not applied.
+    let entries = || env.run(&["record", "query", "entry"]).ok().json().as_array().unwrap().len();
+    assert_eq!(entries(), 1);
+    let wrote = env.run(&["jobs", "replay", &appended, "--json"]).ok().json();
+    assert_eq!((wrote["writes"][0]["op"].as_str(), wrote["writes"][0]["table"].as_str()), (Some("create"), Some("entry")), "{wrote}");
+    assert_eq!(wrote["writes"][0]["fields"]["source"], sid);
+    assert_eq!(entries(), 1, "a replay applies nothing");
+    assert!(env.run(&["jobs", "replay", "no-such-job"]).fails().stderr.contains("no job with id no-such-job"));
+}
