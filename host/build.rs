@@ -15,6 +15,14 @@ fn main() {
     let out = PathBuf::from(env::var("OUT_DIR").expect("set by cargo"));
 
     println!("cargo:rerun-if-changed={}", root.join("wit").display());
+    // The SDK `weir plugin new` vendors (include_str!): its copy of the WIT must be the contract's.
+    for file in ["types.wit", "worlds.wit"] {
+        let (contract, copy) = (root.join("wit").join(file), guests.join("weir-guest/wit").join(file));
+        println!("cargo:rerun-if-changed={}", copy.display());
+        if fs::read(&contract).ok() != fs::read(&copy).ok() {
+            panic!("{} differs from {}: copy the contract into the SDK", copy.display(), contract.display());
+        }
+    }
     println!("cargo:rerun-if-changed={}", guests.join("Cargo.toml").display());
     println!("cargo:rerun-if-changed={}", guests.join("Cargo.lock").display());
     let mut crates = Vec::new();

@@ -164,6 +164,18 @@ pub enum PluginCmd {
     /// Removes a plug-in, or one version (NAME@VERSION); refused while a step
     /// or a job that has not completed uses it.
     Remove(Target),
+    /// Writes a new plug-in project in a new directory NAME: the SDK with the
+    /// WIT contract, a minimal plug-in that builds, a sample context.json and a
+    /// README with the build command.
+    New {
+        name: String,
+        #[arg(long, value_enum, default_value = "rust")]
+        lang: crate::scaffold::Lang,
+        #[arg(long, value_enum, default_value = "plugin")]
+        world: crate::scaffold::Kind,
+        #[arg(long)]
+        json: bool,
+    },
     /// Runs a component offline, in the same sandbox and limits as a step,
     /// against a scratch store seeded from --records; prints the outcome, the
     /// records it wrote and its trace. Exit 1 when it rejects or fails. Uses no database.
@@ -741,6 +753,7 @@ fn run(cli: Cli) -> Result<()> {
     let open = move || open_weir(&db, op_budget_ms);
     match cli.command {
         Command::Plugin(PluginCmd::Test { file, context, records, state, json }) => plugin_test(&file, &context, records.as_deref(), state.as_deref(), json),
+        Command::Plugin(PluginCmd::New { name, lang, world, json }) => plugin_new(&name, lang, world, json),
         Command::Plugin(cmd) => {
             let weir = open()?;
             plugin(&weir, cmd)
@@ -1399,6 +1412,15 @@ fn print_writes_and_trace(label: &str, writes: &[serde_json::Value], trace: &[cr
     }
 }
 
+/// `weir plugin new`, in the current directory.
+fn plugin_new(name: &str, lang: crate::scaffold::Lang, world: crate::scaffold::Kind, json: bool) -> Result<()> {
+    let file = crate::scaffold::new(std::path::Path::new("."), name, lang, world)?;
+    say(json, serde_json::json!({"project": name, "builds": file}), || {
+        format!("wrote {name}/; build it with `cd {name} && cargo build --release --target wasm32-wasip2` (makes {file}), then see {name}/README.md")
+    });
+    Ok(())
+}
+
 /// `weir plugin test`.
 fn plugin_test(
     file: &std::path::Path,
@@ -1447,6 +1469,7 @@ fn plugin(weir: &Weir, cmd: PluginCmd) -> Result<()> {
     match cmd {
         // Normally run before a database is opened (see `run`).
         PluginCmd::Test { file, context, records, state, json } => plugin_test(&file, &context, records.as_deref(), state.as_deref(), json)?,
+        PluginCmd::New { name, lang, world, json } => plugin_new(&name, lang, world, json)?,
         PluginCmd::Add { name, file, json } => {
             let wasm = crate::plugins::read_component_file(&file)?;
             let row = weir.add_plugin(&name, &wasm)?;

@@ -16,7 +16,8 @@
 //! * [`jobs`]: the durable system-job queue: the state machine (`jobs::state`, the
 //!   only writer of job state), leases, retries, waits, control, schedules.
 //! * [`worker`]: the worker pool that runs jobs (and replays one: `jobs replay`).
-//! * [`trial`]: `weir plugin test`, one component run offline against a scratch store.
+//! * [`trial`]: `weir plugin test`, one component run offline against a scratch store;
+//!   [`scaffold`]: `weir plugin new`, a new plug-in project with the SDK vendored.
 //! * [`secrets`]: secrets for plug-ins, sealed at rest, granted per step.
 //! * [`examples`]: the example plug-ins built from `guest-examples/`.
 //! * [`api`]: the HTTP API, dashboard and metrics of `weir serve`.
@@ -46,6 +47,7 @@ pub(crate) mod limits;
 pub mod pipeline;
 pub mod plugins;
 pub mod runtime;
+pub mod scaffold;
 pub mod secrets;
 pub mod steps;
 pub mod store;

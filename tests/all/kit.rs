@@ -113,3 +113,52 @@ fn jobs_replay_shows_a_failed_job_s_error_and_trace_and_changes_nothing() {
     assert_eq!(entries(), 1, "a replay applies nothing");
     assert!(env.run(&["jobs", "replay", "no-such-job"]).fails().stderr.contains("no job with id no-such-job"));
 }
+
+/// `cargo` for a project outside this workspace: none of this test's cargo
+/// settings, a target directory kept between runs.
+fn outside_cargo(dir: &std::path::Path) -> std::process::Command {
+    let mut cmd = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    for (key, _) in std::env::vars() {
+        if (key.starts_with("CARGO_") && key != "CARGO_HOME") || key.starts_with("RUSTC") || key == "RUSTFLAGS" {
+            cmd.env_remove(&key);
+        }
+    }
+    let target = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/plugin-new");
+    cmd.current_dir(dir).env("CARGO_TARGET_DIR", target);
+    cmd
+}
+
+#[test]
+fn plugin_new_makes_a_project_outside_any_checkout_that_builds_tests_and_runs_as_a_step() {
+    let env = Env::new();
+    let made = env.command().current_dir(env.dir.path()).args(["plugin", "new", "hello-check", "--json"]).output().unwrap();
+    assert!(made.status.success(), "{made:?}");
+    let made: Value = serde_json::from_slice(&made.stdout).unwrap();
+    let project = env.dir.path().join("hello-check");
+    for file in ["Cargo.toml", "src/lib.rs", "context.json", "README.md", "weir-guest/Cargo.toml", "weir-guest/wit/types.wit", "weir-guest/wit/worlds.wit"] {
+        assert!(project.join(file).is_file(), "{file} was not written");
+    }
+    let readme = std::fs::read_to_string(project.join("README.md")).unwrap();
+    assert!(readme.contains("cargo build --release --target wasm32-wasip2"), "{readme}");
+    // The README's build command, in a directory that knows nothing of weir's repository.
+    let built = outside_cargo(&project).args(["build", "--release", "--target", "wasm32-wasip2"]).output().unwrap();
+    assert!(built.status.success(), "{}", String::from_utf8_lossy(&built.stderr));
+    let wasm = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/plugin-new/wasm32-wasip2/release/hello_check.wasm");
+    assert!(made["builds"].as_str().unwrap().ends_with("hello_check.wasm"));
+    let wasm_path = path(&wasm).to_string();
+    let tested = env.run(&["plugin", "test", &wasm_path, "--context", path(&project.join("context.json")), "--json"]).ok().json();
+    assert_eq!((tested["outcome"].as_str(), tested["notes"][0].as_str()), (Some("ok"), Some("checked by hello-check")), "{tested}");
+    // As a step on a real database.
+    env.run(&["plugin", "add", "hello-check", &wasm_path]).ok();
+    env.run(&["table", "create", "contact", "--column", "name:text"]).ok();
+    env.run(&["step", "add", "hello", "--plugin", "hello-check", "--message", "create", "--table", "contact", "--stage", "pre-operation"]).ok();
+    let created = env.run(&["record", "create", "contact", r#"{"name": "Ada"}"#]).ok();
+    assert!(created.stderr.contains("note: hello-check: checked by hello-check"), "{}", created.stderr);
+    let blank = env.run(&["record", "create", "contact", r#"{"name": " "}"#]).fails();
+    assert!(blank.stderr.contains("hello-check: the name must not be blank"), "{}", blank.stderr);
+    // Refusals are clear.
+    let again = env.command().current_dir(env.dir.path()).args(["plugin", "new", "hello-check"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
+    let python = env.command().current_dir(env.dir.path()).args(["plugin", "new", "py", "--lang", "python"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&python.stderr).contains("only --lang rust"));
+}

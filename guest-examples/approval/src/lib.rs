@@ -6,17 +6,14 @@
 //! it sets `state` to "expired". Needs `--grant expense:write`.
 
 use weir_guest::records;
-use weir_guest::types::{Context, WakeReason};
-
-weir_guest::bindings!("workflow");
-
-use exports::weir::plugin::runner::{Guest, Step, WaitFor, WorkflowError};
+use weir_guest::types::WakeReason;
+use weir_guest::{Context, Step, Workflow, WorkflowError};
 
 const WEEK_MS: u64 = 7 * 24 * 3600 * 1000;
 
 struct Approval;
 
-impl Guest for Approval {
+impl Workflow for Approval {
     fn run(ctx: Context, state: Option<Vec<u8>>) -> Result<Step, WorkflowError> {
         let expense = ctx.target.id.clone();
         let set_state = |value: &str| {
@@ -28,26 +25,26 @@ impl Guest for Approval {
             (None, _) => {
                 let timeout_ms = weir_guest::json(&ctx.config)["timeout_ms"].as_u64().unwrap_or(WEEK_MS);
                 weir_guest::info(&format!("expense {expense} waits for approval (timeout {timeout_ms} ms)"));
-                Ok(Step::WaitFor(WaitFor {
+                Ok(Step::WaitFor {
                     table: "expense".into(),
                     id: expense.clone(),
                     condition: "approved eq true".into(),
                     timeout_ms,
                     state: b"awaiting-approval".to_vec(),
-                }))
+                })
             }
             (Some(_), Some(WakeReason::TimedOut)) => {
                 set_state("expired")?;
                 weir_guest::warn(&format!("expense {expense} was not approved in time"));
-                Ok(Step::Done(Some("{\"state\":\"expired\"}".into())))
+                Ok(Step::done_json(&weir_guest::serde_json::json!({"state": "expired"})))
             }
             (Some(_), _) => {
                 set_state("paid")?;
                 weir_guest::info(&format!("expense {expense} approved and paid"));
-                Ok(Step::Done(Some("{\"state\":\"paid\"}".into())))
+                Ok(Step::done_json(&weir_guest::serde_json::json!({"state": "paid"})))
             }
         }
     }
 }
 
-export!(Approval);
+weir_guest::workflow!(Approval);

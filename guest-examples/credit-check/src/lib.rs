@@ -7,16 +7,11 @@
 //! succeeds with a note for the caller; the limit it checked is left in the
 //! shared variable `credit_limit` for the steps after it.
 
-use weir_guest::records;
-use weir_guest::types::{Context, Entity};
-
-weir_guest::bindings!("plugin");
-
-use exports::weir::plugin::handler::{Guest, Outcome, PluginError};
+use weir_guest::{Context, Decimal, Entity, Outcome, Plugin, PluginError, records};
 
 struct CreditCheck;
 
-impl Guest for CreditCheck {
+impl Plugin for CreditCheck {
     fn execute(ctx: Context) -> Result<Outcome, PluginError> {
         // On update the target holds only the changed fields: fall back to the pre-image.
         let column = |name: &str| -> Option<Entity> {
@@ -26,15 +21,15 @@ impl Guest for CreditCheck {
                 ctx.pre_image.clone().filter(|pre| pre.get(name).is_some())
             }
         };
-        let Some(amount) = column("amount").and_then(|e| e.decimal("amount")) else {
-            return Ok(Outcome { changes: vec![], notes: vec![], variables: vec![] });
+        let Some(amount) = column("amount").and_then(|e| e.value::<Decimal>("amount")) else {
+            return Ok(Outcome::default());
         };
         let Some(customer) = column("customer").and_then(|e| e.text("customer").map(String::from)) else {
             return Err(PluginError::Rejected("an opportunity needs a customer account".into()));
         };
         let account = records::get("account", &customer)
             .map_err(|e| PluginError::Failed(format!("cannot read account {customer}: {e:?}")))?;
-        let limit = account.decimal("creditlimit").unwrap_or_default();
+        let limit: Decimal = account.value("creditlimit").unwrap_or_default();
         if amount > limit {
             let name = account.text("name").unwrap_or(&customer);
             return Err(PluginError::Rejected(format!(
@@ -42,13 +37,12 @@ impl Guest for CreditCheck {
             )));
         }
         weir_guest::info(&format!("amount {amount} is within the credit limit {limit}"));
-        let mut notes = vec![];
-        if amount * weir_guest::Decimal::new(10, 0) > limit * weir_guest::Decimal::new(9, 0) {
-            notes.push(format!("amount {amount} uses more than 90% of the credit limit {limit}"));
+        let mut outcome = Outcome::default().variable("credit_limit", &limit.to_string());
+        if amount * Decimal::new(10, 0) > limit * Decimal::new(9, 0) {
+            outcome = outcome.note(format!("amount {amount} uses more than 90% of the credit limit {limit}"));
         }
-        let variables = vec![weir_guest::set_variable("credit_limit", &weir_guest::serde_json::json!(limit.to_string()))];
-        Ok(Outcome { changes: vec![], notes, variables })
+        Ok(outcome)
     }
 }
 
-export!(CreditCheck);
+weir_guest::plugin!(CreditCheck);

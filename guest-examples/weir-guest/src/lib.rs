@@ -1,24 +1,45 @@
-//! Shared helpers for weir plug-ins written in Rust.
+//! The SDK for weir plug-ins written in Rust.
 //!
-//! This crate generates the bindings of weir's imports (`types`, `records`, `log`, `secrets`)
-//! once. A plug-in crate generates its own world (`plugin`, `workflow` or
-//! `hybrid`) on top of them with one line, then implements the exports:
+//! It carries weir's WIT contract (`weir:plugin@0.2.0`, in `wit/`) and
+//! generates the bindings of its imports (`types`, `records`, `log`,
+//! `secrets`) once. A plug-in implements a trait and exports it with one
+//! macro:
 //!
 //! ```ignore
-//! weir_guest::bindings!("plugin");
+//! use weir_guest::{Context, Outcome, Plugin, PluginError};
 //!
-//! struct MyPlugin;
-//! impl exports::weir::plugin::handler::Guest for MyPlugin { /* execute */ }
-//! export!(MyPlugin);
+//! struct MyCheck;
+//!
+//! impl Plugin for MyCheck {
+//!     fn execute(ctx: Context) -> Result<Outcome, PluginError> {
+//!         let amount: weir_guest::Decimal = ctx.target.value("amount").unwrap_or_default();
+//!         if amount > weir_guest::Decimal::new(1000, 0) {
+//!             return Err(PluginError::Rejected(format!("amount {amount} is over 1000")));
+//!         }
+//!         Ok(Outcome::default().note("checked"))
+//!     }
+//! }
+//!
+//! weir_guest::plugin!(MyCheck);
 //! ```
+//!
+//! [`Workflow`] and [`workflow!`] do the same for async workflows, and
+//! [`hybrid!`] exports a type implementing both. [`bindings!`] gives the raw
+//! wit-bindgen traits instead, for full control. The crate depends on nothing
+//! outside it: add it by path, git or version, and build with
+//! `cargo build --release --target wasm32-wasip2`.
 
 wit_bindgen::generate!({
-    path: "../../wit",
+    path: "wit",
     world: "host-api",
 });
 
+pub use wit_bindgen;
+
+include!(concat!(env!("OUT_DIR"), "/bindings_macro.rs"));
+
 pub use weir::plugin::{log, records, secrets, types};
-use types::{Context, Entity, Field, Reference, Value};
+pub use types::{Context, Entity, Field, Reference, Value};
 
 /// Exact decimals (28 significant digits), for `decimal` columns.
 pub use rust_decimal::Decimal;
@@ -123,22 +144,267 @@ pub fn warn(message: &str) {
 
 pub use serde_json;
 
-/// Generates a plug-in's bindings for one of weir's worlds (`"plugin"`,
-/// `"workflow"` or `"hybrid"`), reusing this crate's types and imports. Expands
-/// to `wit_bindgen::generate!` with the WIT package at `../../wit` (relative to
-/// the plug-in crate); the plug-in crate depends on `wit-bindgen` too.
+/// A typed column value: `entity.value::<T>("name")`.
+pub trait FromValue: Sized {
+    fn from_value(v: &Value) -> Option<Self>;
+}
+
+impl FromValue for i64 {
+    fn from_value(v: &Value) -> Option<i64> {
+        match v {
+            Value::Integer(i) | Value::Timestamp(i) => Some(*i),
+            _ => None,
+        }
+    }
+}
+
+impl FromValue for f64 {
+    fn from_value(v: &Value) -> Option<f64> {
+        match v {
+            Value::Integer(i) => Some(*i as f64),
+            Value::Decimal(d) => d.parse().ok(),
+            _ => None,
+        }
+    }
+}
+
+impl FromValue for Decimal {
+    fn from_value(v: &Value) -> Option<Decimal> {
+        match v {
+            Value::Integer(i) => Some(Decimal::from(*i)),
+            Value::Decimal(d) => d.parse().ok(),
+            _ => None,
+        }
+    }
+}
+
+impl FromValue for bool {
+    fn from_value(v: &Value) -> Option<bool> {
+        match v {
+            Value::Boolean(b) => Some(*b),
+            _ => None,
+        }
+    }
+}
+
+impl FromValue for String {
+    fn from_value(v: &Value) -> Option<String> {
+        match v {
+            Value::Text(s) | Value::Json(s) | Value::Decimal(s) => Some(s.clone()),
+            Value::Reference(r) => Some(r.id.clone()),
+            _ => None,
+        }
+    }
+}
+
+impl FromValue for Reference {
+    fn from_value(v: &Value) -> Option<Reference> {
+        match v {
+            Value::Reference(r) => Some(r.clone()),
+            _ => None,
+        }
+    }
+}
+
+impl Entity {
+    /// Column `name` as `T` (`i64`, `f64`, [`Decimal`], `bool`, `String`,
+    /// [`Reference`]); `None` when absent, null or of another type.
+    pub fn value<T: FromValue>(&self, name: &str) -> Option<T> {
+        self.get(name).and_then(T::from_value)
+    }
+}
+
+impl Context {
+    /// The step's configuration as `T` (serde); an error says why it does not fit.
+    pub fn config<T: serde::de::DeserializeOwned>(&self) -> Result<T, String> {
+        serde_json::from_str(&self.config).map_err(|e| format!("the step's config does not fit: {e}"))
+    }
+
+    /// A background operation's input as `T` (serde).
+    pub fn input<T: serde::de::DeserializeOwned>(&self) -> Result<T, String> {
+        serde_json::from_str(&self.input).map_err(|e| format!("the input does not fit: {e}"))
+    }
+
+    /// Shared variable `name` as `T`, if set.
+    pub fn variable<T: serde::de::DeserializeOwned>(&self, name: &str) -> Option<T> {
+        self.shared_variables.iter().find(|v| v.name == name).and_then(|v| serde_json::from_str(&v.value).ok())
+    }
+}
+
+/// What a sync plug-in asks of the operation when it succeeds.
+#[derive(Debug, Clone, Default)]
+pub struct Outcome {
+    pub changes: Vec<Field>,
+    pub notes: Vec<String>,
+    pub variables: Vec<types::Variable>,
+}
+
+impl Outcome {
+    /// Sets a field of the target (pre-validation and pre-operation).
+    pub fn change(mut self, field: Field) -> Self {
+        self.changes.push(field);
+        self
+    }
+    /// A note for whoever started the operation.
+    pub fn note(mut self, text: impl Into<String>) -> Self {
+        self.notes.push(text.into());
+        self
+    }
+    /// Sets a shared variable for the steps after this one (`null` removes it).
+    pub fn variable(mut self, name: &str, value: &impl serde::Serialize) -> Self {
+        let value = serde_json::to_string(value).unwrap_or_else(|_| "null".into());
+        self.variables.push(types::Variable { name: name.to_string(), value });
+        self
+    }
+}
+
+/// Why a sync plug-in said no.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PluginError {
+    /// A business rule said no: the operation is rolled back, the caller sees the message.
+    Rejected(String),
+    /// The plug-in could not do its work: rolled back too.
+    Failed(String),
+}
+
+impl std::fmt::Display for PluginError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PluginError::Rejected(m) => write!(f, "rejected: {m}"),
+            PluginError::Failed(m) => write!(f, "failed: {m}"),
+        }
+    }
+}
+
+/// What an async workflow's run ends with.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Step {
+    /// Finished, with an optional JSON result.
+    Done(Option<String>),
+    /// Run again at `at` (ms since the epoch) with `state`.
+    WaitUntil { at: i64, state: Vec<u8> },
+    /// Run again when record `table`/`id` matches `condition`, or after `timeout_ms`.
+    WaitFor { table: String, id: String, condition: String, timeout_ms: u64, state: Vec<u8> },
+    /// Run again when a record of `table` matches `filter`, or after `timeout_ms`.
+    WaitForQuery { table: String, filter: String, timeout_ms: u64, state: Vec<u8> },
+}
+
+impl Step {
+    /// Finished, with `result` (serde) as the job's result.
+    pub fn done_json(result: &impl serde::Serialize) -> Step {
+        Step::Done(serde_json::to_string(result).ok())
+    }
+    /// Saved state for a wait, from `T` (serde); read it back with [`state`].
+    pub fn save(state: &impl serde::Serialize) -> Vec<u8> {
+        serde_json::to_vec(state).unwrap_or_default()
+    }
+}
+
+/// The state a wait saved with [`Step::save`], as `T`.
+pub fn state<T: serde::de::DeserializeOwned>(saved: Option<&[u8]>) -> Option<T> {
+    saved.and_then(|s| serde_json::from_slice(s).ok())
+}
+
+/// Why a workflow's run failed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WorkflowError {
+    /// Worth retrying: retried with backoff.
+    Transient(String),
+    /// Retrying cannot help: the job fails at once.
+    Permanent(String),
+}
+
+impl std::fmt::Display for WorkflowError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WorkflowError::Transient(m) => write!(f, "transient: {m}"),
+            WorkflowError::Permanent(m) => write!(f, "permanent: {m}"),
+        }
+    }
+}
+
+/// A sync plug-in (world `plugin`): runs inside the operation's transaction.
+pub trait Plugin {
+    fn execute(ctx: Context) -> Result<Outcome, PluginError>;
+}
+
+/// An async workflow (world `workflow`): runs later as a system job and may wait.
+pub trait Workflow {
+    fn run(ctx: Context, state: Option<Vec<u8>>) -> Result<Step, WorkflowError>;
+}
+
+/// Glue for [`plugin!`] and [`hybrid!`]; not for direct use.
+#[doc(hidden)]
 #[macro_export]
-macro_rules! bindings {
-    ($world:literal) => {
-        wit_bindgen::generate!({
-            path: "../../wit",
-            world: $world,
-            with: {
-                "weir:plugin/types@0.2.0": weir_guest::types,
-                "weir:plugin/records@0.2.0": weir_guest::records,
-                "weir:plugin/log@0.2.0": weir_guest::log,
-                "weir:plugin/secrets@0.2.0": weir_guest::secrets,
-            },
-        });
+macro_rules! __handler {
+    ($t:ident) => {
+        impl exports::weir::plugin::handler::Guest for $t {
+            fn execute(ctx: weir_guest::Context) -> Result<exports::weir::plugin::handler::Outcome, exports::weir::plugin::handler::PluginError> {
+                match <$t as weir_guest::Plugin>::execute(ctx) {
+                    Ok(o) => Ok(exports::weir::plugin::handler::Outcome { changes: o.changes, notes: o.notes, variables: o.variables }),
+                    Err(weir_guest::PluginError::Rejected(m)) => Err(exports::weir::plugin::handler::PluginError::Rejected(m)),
+                    Err(weir_guest::PluginError::Failed(m)) => Err(exports::weir::plugin::handler::PluginError::Failed(m)),
+                }
+            }
+        }
+    };
+}
+
+/// Glue for [`workflow!`] and [`hybrid!`]; not for direct use.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __runner {
+    ($t:ident) => {
+        impl exports::weir::plugin::runner::Guest for $t {
+            fn run(
+                ctx: weir_guest::Context,
+                state: Option<Vec<u8>>,
+            ) -> Result<exports::weir::plugin::runner::Step, exports::weir::plugin::runner::WorkflowError> {
+                use exports::weir::plugin::runner as r;
+                match <$t as weir_guest::Workflow>::run(ctx, state) {
+                    Ok(weir_guest::Step::Done(result)) => Ok(r::Step::Done(result)),
+                    Ok(weir_guest::Step::WaitUntil { at, state }) => Ok(r::Step::WaitUntil(r::WaitUntil { at, state })),
+                    Ok(weir_guest::Step::WaitFor { table, id, condition, timeout_ms, state }) => {
+                        Ok(r::Step::WaitFor(r::WaitFor { table, id, condition, timeout_ms, state }))
+                    }
+                    Ok(weir_guest::Step::WaitForQuery { table, filter, timeout_ms, state }) => {
+                        Ok(r::Step::WaitForQuery(r::WaitForQuery { table, filter, timeout_ms, state }))
+                    }
+                    Err(weir_guest::WorkflowError::Transient(m)) => Err(r::WorkflowError::Transient(m)),
+                    Err(weir_guest::WorkflowError::Permanent(m)) => Err(r::WorkflowError::Permanent(m)),
+                }
+            }
+        }
+    };
+}
+
+/// Exports a type implementing [`Plugin`] as a sync plug-in component.
+#[macro_export]
+macro_rules! plugin {
+    ($t:ident) => {
+        weir_guest::bindings!("plugin");
+        weir_guest::__handler!($t);
+        export!($t);
+    };
+}
+
+/// Exports a type implementing [`Workflow`] as an async workflow component.
+#[macro_export]
+macro_rules! workflow {
+    ($t:ident) => {
+        weir_guest::bindings!("workflow");
+        weir_guest::__runner!($t);
+        export!($t);
+    };
+}
+
+/// Exports a type implementing both [`Plugin`] and [`Workflow`].
+#[macro_export]
+macro_rules! hybrid {
+    ($t:ident) => {
+        weir_guest::bindings!("hybrid");
+        weir_guest::__handler!($t);
+        weir_guest::__runner!($t);
+        export!($t);
     };
 }
