@@ -152,7 +152,7 @@ fn user(headers: &HeaderMap) -> String {
 #[openapi(
     info(title = "weir", description = "A WebAssembly plug-in host: records, an event pipeline and a durable job queue."),
     paths(
-        health, create_record, query_records, get_record, update_record, delete_record, list_jobs, get_job, job_action,
+        health, create_record, create_batch, query_records, get_record, update_record, delete_record, list_jobs, get_job, job_action,
         submit_background, list_plugins, upload_plugin, list_steps, add_step, list_tables, create_table, stats,
         list_users, add_user, user_action, reassign_jobs, update_step, remove_step, step_action, list_traces, get_trace,
         remove_plugin, rollback_plugin
@@ -189,6 +189,7 @@ pub fn router(weir: Arc<Weir>, config: ApiConfig) -> Router {
         .route("/metrics", get(metrics))
         .route("/api/stats", get(stats))
         .route("/api/data/{table}", post(create_record).get(query_records))
+        .route("/api/data/{table}/batch", post(create_batch))
         .route("/api/data/{table}/{id}", get(get_record).patch(update_record).delete(delete_record))
         .route("/api/jobs", get(list_jobs))
         .route("/api/jobs/{id}", get(get_job))
@@ -467,6 +468,38 @@ async fn create_record(State(app): State<App>, Path(table): Path<String>, header
         h.insert(header::LOCATION, v);
     }
     Ok((StatusCode::CREATED, h, Json(rec.to_json())))
+}
+
+/// Most records one batch request creates.
+const MAX_BATCH: usize = 1000;
+
+#[utoipa::path(post, path = "/api/data/{table}/batch", params(("table" = String, Path)), request_body(content = Vec<Object>, description = "Records to create, at most 1000"),
+    responses((status = 200, description = "{\"value\": [one result per element, in order: {\"status\": 201, \"record\": ...} or {\"status\": 4xx, \"error\": ...}]}"), (status = 400), (status = 413)))]
+async fn create_batch(State(app): State<App>, Path(table): Path<String>, headers: HeaderMap, body: Bytes) -> ApiResult<Json<Json_>> {
+    let Json_::Array(items) = parse_body(&body)? else {
+        return Err(bad("a batch is a JSON array of records"));
+    };
+    if items.len() > MAX_BATCH {
+        return Err(bad(format!("a batch holds at most {MAX_BATCH} records, this one {}; send it in parts", items.len())));
+    }
+    let (weir, user) = (app.weir.clone(), user(&headers));
+    // Each element is its own operation (its steps run; a refusal rolls back
+    // only it), answered in order.
+    let results = blocking(move || {
+        Ok(items
+            .iter()
+            .map(|item| match weir.pipeline().create(&user, &table, item) {
+                Ok(rec) => json!({"status": 201, "record": rec.to_json()}),
+                Err(e) => {
+                    let ApiError(status, mut body) = ApiError::from(e);
+                    body["status"] = json!(status.as_u16());
+                    body
+                }
+            })
+            .collect::<Vec<_>>())
+    })
+    .await?;
+    Ok(Json(json!({"value": results})))
 }
 
 #[utoipa::path(get, path = "/api/data/{table}", params(("table" = String, Path), ("$filter" = Option<String>, Query), ("$select" = Option<String>, Query), ("$top" = Option<usize>, Query), ("$orderby" = Option<String>, Query)),

@@ -674,12 +674,17 @@ pub enum RecordCmd {
         #[arg(long)]
         json: bool,
     },
-    /// Creates a record from each line of a JSON-lines file, each through the
-    /// pipeline (its steps run); prints how many were created and, for each
-    /// refused line, why. Exit 1 if any line was refused.
+    /// Creates a record from each line of a JSON-lines file, or each row of a
+    /// CSV file with a header row of column names (`.csv`, or --format csv;
+    /// an empty cell is null), each through the pipeline (its steps run);
+    /// prints how many were created and, for each refused line, why. Exit 1
+    /// if any line was refused.
     Import {
         table: String,
         file: PathBuf,
+        /// jsonl or csv (default: by the file's extension).
+        #[arg(long, value_parser = ["jsonl", "csv"])]
+        format: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -1333,22 +1338,54 @@ fn record(weir: &Weir, user: &str, cmd: RecordCmd) -> Result<()> {
             say(json, serde_json::json!({"table": table, "id": id, "deleted": true}), || format!("deleted {table} {id}"));
         }
         RecordCmd::Get { table, id, json: _ } => print_json(&weir.get(&table, &id)?.to_json()),
-        RecordCmd::Import { table, file, json } => {
+        RecordCmd::Import { table, file, format, json } => {
             use std::io::{BufRead, IsTerminal};
             let input = std::fs::File::open(&file).map_err(|e| Error::invalid(format!("cannot read {}: {e}", file.display())))?;
             let bar = if json || !std::io::stderr().is_terminal() { indicatif::ProgressBar::hidden() } else { indicatif::ProgressBar::new_spinner() };
             bar.set_message(format!("importing into {table}"));
             let started = std::time::Instant::now();
             let (mut created, mut refused) = (0u64, Vec::new());
-            for (i, line) in std::io::BufReader::new(input).lines().enumerate() {
-                let line = line.map_err(|e| Error::invalid(format!("cannot read {} at line {}: {e}", file.display(), i + 1)))?;
-                if line.trim().is_empty() {
-                    continue;
-                }
-                let outcome = parse_json(&format!("line {}", i + 1), &line).and_then(|v| weir.pipeline().create(user, &table, &v));
-                match outcome {
+            let csv = format.as_deref().map_or_else(|| file.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv")), |f| f == "csv");
+            // (line number, the record as JSON or why it cannot be read), one per record.
+            let rows: Box<dyn Iterator<Item = (usize, Result<serde_json::Value>)>> = if csv {
+                let def = weir.pool().with_conn(|c| crate::store::records::require_table(c, &table))?;
+                let mut reader = ::csv::ReaderBuilder::new().has_headers(true).flexible(false).from_reader(input);
+                let headers: Vec<String> = reader
+                    .headers()
+                    .map_err(|e| Error::invalid(format!("{}: cannot read the CSV header row: {e}", file.display())))?
+                    .iter()
+                    .map(|h| h.trim().to_string())
+                    .collect();
+                Box::new(reader.into_records().enumerate().map(move |(i, row)| {
+                    // Line 1 is the header.
+                    let line = row.as_ref().ok().and_then(|r| r.position()).map_or(i + 2, |p| p.line() as usize);
+                    let row = row.map_err(|e| Error::invalid(format!("bad CSV row: {e}"))).map(|r| {
+                        let obj: serde_json::Map<String, serde_json::Value> = headers
+                            .iter()
+                            .zip(r.iter())
+                            .map(|(h, cell)| {
+                                let v = match def.column(h) {
+                                    Some(c) => crate::values::json_of_cell(&c.ty, cell),
+                                    None => serde_json::Value::String(cell.to_string()),
+                                };
+                                (h.clone(), v)
+                            })
+                            .collect();
+                        serde_json::Value::Object(obj)
+                    });
+                    (line, row)
+                }))
+            } else {
+                Box::new(std::io::BufReader::new(input).lines().enumerate().filter_map(|(i, line)| match line {
+                    Ok(l) if l.trim().is_empty() => None,
+                    Ok(l) => Some((i + 1, parse_json(&format!("line {}", i + 1), &l))),
+                    Err(e) => Some((i + 1, Err(Error::invalid(format!("cannot read the line: {e}"))))),
+                }))
+            };
+            for (line, row) in rows {
+                match row.and_then(|v| weir.pipeline().create(user, &table, &v)) {
                     Ok(_) => created += 1,
-                    Err(e) => refused.push(serde_json::json!({"line": i + 1, "error": e.to_string()})),
+                    Err(e) => refused.push(serde_json::json!({"line": line, "error": e.to_string()})),
                 }
                 bar.inc(1);
             }

@@ -117,6 +117,28 @@ pub fn from_json(col: &str, ty: &ColType, v: &Json) -> Result<Value, String> {
     })
 }
 
+/// A CSV cell as the JSON a column of type `ty` takes (an empty cell is
+/// null); what does not fit is passed on as text, for [`from_json`] to refuse
+/// naming the column.
+pub fn json_of_cell(ty: &ColType, cell: &str) -> Json {
+    let t = cell.trim();
+    if t.is_empty() {
+        return Json::Null;
+    }
+    let text = || Json::String(cell.to_string());
+    match ty {
+        ColType::Integer | ColType::Decimal => t.parse::<serde_json::Number>().map(Json::Number).unwrap_or_else(|_| text()),
+        ColType::Boolean => match t.to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" => Json::Bool(true),
+            "false" | "0" | "no" => Json::Bool(false),
+            _ => text(),
+        },
+        ColType::Timestamp => t.parse::<i64>().map(Json::from).unwrap_or_else(|_| text()),
+        ColType::Json => serde_json::from_str(t).unwrap_or_else(|_| text()),
+        ColType::Text | ColType::Ref(_) => text(),
+    }
+}
+
 /// Checks (and normalises) a value a plug-in produced for column `col`.
 pub fn conform(col: &str, ty: &ColType, v: Value) -> Result<Value, String> {
     Ok(match (ty, v) {
