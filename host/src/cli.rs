@@ -688,6 +688,19 @@ pub enum RecordCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Deletes every record matching --filter, as a background job (a bulk
+    /// delete): each delete through the pipeline, its steps running; prints the
+    /// job id. `weir work` or `serve` runs it.
+    DeleteWhere {
+        table: String,
+        #[arg(long, value_name = "EXPR")]
+        filter: String,
+        /// POSTed the job's id, status and result (how many were deleted) when it completes.
+        #[arg(long, value_name = "URL")]
+        callback: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Prints every record matching --filter as JSON lines (one object per
     /// line, in id order, however many there are).
     Export {
@@ -1402,6 +1415,17 @@ fn record(weir: &Weir, user: &str, cmd: RecordCmd) -> Result<()> {
             }
             if !refused.is_empty() {
                 return Err(Error::invalid(format!("{} of {} lines were refused (see above)", refused.len(), created as usize + refused.len())));
+            }
+        }
+        RecordCmd::DeleteWhere { table, filter, callback, json } => {
+            // The operator's own CLI may call back to any host.
+            let id = weir.submit_bulk_delete(&table, &filter, user, callback, &Default::default())?;
+            let location = format!("/api/jobs/{id}");
+            if json {
+                print_json(&serde_json::json!({"id": id, "location": location}));
+            } else {
+                outln!("{id}");
+                outln!("bulk delete queued: `weir work` (or serve) runs it; status: weir jobs show {id}");
             }
         }
         RecordCmd::Export { table, filter } => {

@@ -336,6 +336,48 @@ impl Weir {
         self.pool.with_conn(|conn| secrets::remove(conn, name))
     }
 
+    /// Submits a bulk delete (Dataverse's): a background job, run as `owner`,
+    /// that deletes every record of `table` matching `filter`, each through the
+    /// pipeline (its delete steps run), and calls `callback_url` back when done.
+    /// Returns the job id.
+    pub fn submit_bulk_delete(
+        &self,
+        table: &str,
+        filter: &str,
+        owner: &str,
+        callback_url: Option<String>,
+        callback_hosts: &jobs::callbacks::CallbackHosts,
+    ) -> Result<String> {
+        self.pool.with_conn(|conn| {
+            store::require_active_user(conn, owner)?;
+            let def = records::require_table(conn, table)?;
+            if filter.trim().is_empty() {
+                return Err(Error::invalid("a bulk delete needs a --filter; to delete every record say so, e.g. \"id ne null\""));
+            }
+            let expr = filter::parse(filter).map_err(|e| Error::invalid(e.to_string()))?;
+            filter::check(&expr, filter, &|f| def.kind(f)).map_err(|e| Error::invalid(e.to_string()))?;
+            if let Some(url) = &callback_url {
+                jobs::callbacks::check_url(url, callback_hosts).map_err(Error::Invalid)?;
+            }
+            let job = jobs::NewJob {
+                kind: worker::BULK_DELETE,
+                step: None,
+                plugin: worker::BULK_DELETE.into(),
+                plugin_version: 0,
+                owner: owner.to_string(),
+                context: jobs::JobContext::background(owner, serde_json::json!({"table": table, "filter": filter})),
+                grants: vec![steps::Grant { table: table.to_string(), access: steps::Access::Write }],
+                max_attempts: jobs::DEFAULT_MAX_ATTEMPTS,
+                backoff_ms: jobs::DEFAULT_BACKOFF_MS,
+                timeout_ms: 3_600_000,
+                fuel: None,
+                postpone_until: None,
+                callback_url,
+            };
+            jobs::enqueue(conn, &job)
+        })
+    }
+
     pub fn add_user(&self, name: &str) -> Result<()> {
         self.pool.with_conn(|conn| store::add_user(conn, name))
     }

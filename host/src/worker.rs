@@ -719,7 +719,73 @@ async fn run_job(shared: &Shared, job: Claimed) {
 
 /// Runs one attempt; returns its outcome, its trace and the record writes it
 /// asked for.
+/// The kind (and plug-in name) of bulk-delete jobs: built into weir, not a component.
+pub const BULK_DELETE: &str = "bulk-delete";
+
+/// Records a bulk delete reads per page.
+const BULK_PAGE: usize = 500;
+
+/// A bulk delete (`weir record delete-where`): deletes every record of the
+/// input's table matching its filter, page by page, each as its own operation
+/// through the pipeline (its delete steps run) as the job's owner. A retried
+/// attempt carries on with what is left; a cancel stops it between deletes.
+async fn bulk_delete(shared: &Shared, job: &Claimed) -> (Outcome, Vec<crate::runtime::TraceLine>, Vec<(String, Change)>) {
+    let input = &job.context.input;
+    let (table, filter) = (input["table"].as_str().unwrap_or_default().to_string(), input["filter"].as_str().unwrap_or_default().to_string());
+    if !job.owner_active {
+        let message = format!("bulk delete: the job's owner {} is deactivated (or gone); reactivate the owner and retry the job, or cancel it", job.owner);
+        return (Outcome::Failed { code: "owner_inactive".into(), message, permanent: true }, vec![], vec![]);
+    }
+    let cancel = CancelFlag::default();
+    shared.cancels.lock().insert(job.id.clone(), cancel.clone());
+    let (pool, pipeline, owner) = (shared.pool.clone(), shared.pipeline.clone(), job.owner.clone());
+    let run = tokio::task::spawn_blocking(move || {
+        let line = |message: String| crate::runtime::TraceLine { level: "info".into(), message };
+        let (mut deleted, mut trace) = (0u64, Vec::new());
+        loop {
+            if cancel.is_canceled() {
+                return (Outcome::Interrupted, trace);
+            }
+            let page = pool.with_conn(|conn| {
+                let def = crate::store::records::require_table(conn, &table)?;
+                crate::store::records::query_text(conn, &def, Some(&filter), &[], BULK_PAGE)
+            });
+            let page = match page {
+                Ok(p) => p,
+                Err(e) => {
+                    let message = format!("bulk delete of {table}: cannot read the matching records after deleting {deleted}: {e}");
+                    return (Outcome::Failed { code: "invalid".into(), message, permanent: matches!(e, Error::Invalid(_) | Error::NotFound(_)) }, trace);
+                }
+            };
+            if page.is_empty() {
+                trace.push(line(format!("bulk delete of {table} where {filter}: done, {deleted} deleted")));
+                return (Outcome::Succeeded { result: Some(serde_json::json!({"table": table, "filter": filter, "deleted": deleted}).to_string()) }, trace);
+            }
+            for rec in page {
+                match pipeline.delete(&owner, &table, &rec.id) {
+                    Ok(()) => deleted += 1,
+                    // Deleted meanwhile (by a step, or another writer): nothing left to do.
+                    Err(Error::NotFound(_)) => {}
+                    Err(e) => {
+                        let message = format!("bulk delete of {table}: {deleted} deleted, then {} {} was not: {e}", table, rec.id);
+                        let permanent = matches!(e, Error::Plugin { .. } | Error::DepthLimit(_) | Error::Forbidden(_));
+                        return (Outcome::Failed { code: if permanent { "rejected" } else { "transient" }.into(), message, permanent }, trace);
+                    }
+                }
+            }
+            trace.push(line(format!("bulk delete of {table}: {deleted} deleted so far")));
+        }
+    });
+    match run.await {
+        Ok((outcome, trace)) => (outcome, trace, vec![]),
+        Err(e) => (Outcome::Failed { code: "host".into(), message: format!("bulk delete: the worker thread failed: {e}"), permanent: false }, vec![], vec![]),
+    }
+}
+
 async fn attempt(shared: &Shared, job: &Claimed) -> (Outcome, Vec<crate::runtime::TraceLine>, Vec<(String, Change)>) {
+    if job.kind == BULK_DELETE {
+        return bulk_delete(shared, job).await;
+    }
     let failed = |code: &str, message: String| Outcome::Failed { code: code.into(), message, permanent: false };
     let cached = shared.plugins.cached(&job.plugin, job.plugin_version);
     let prepared = match cached.map(Ok).unwrap_or_else(|| shared.pool.with_conn(|conn| shared.plugins.prepared(conn, &job.plugin, job.plugin_version))) {

@@ -100,3 +100,47 @@ fn a_batch_over_http_answers_each_element_in_order() {
     assert!(too_many.status == 400 && too_many.text.contains("at most 1000"), "{}", too_many.text);
     assert_eq!(s.post("/api/data/nope/batch", &json!([{"name": "x"}])).body["value"][0]["status"], 404);
 }
+
+#[test]
+fn delete_where_runs_as_a_job_through_the_pipeline_and_calls_back() {
+    let env = Env::new();
+    env.run(&["table", "create", "item", "--column", "n:integer"]).ok();
+    env.run(&["table", "create", "audit", "--column", "entity:text", "--column", "recordid:text", "--column", "action:text"]).ok();
+    env.add_example("audit-trail");
+    let step = "audit --plugin audit-trail --message delete --table item --stage post-operation --grant audit:write";
+    env.run(&[&["step", "add"][..], &step.split(' ').collect::<Vec<_>>()].concat()).ok();
+    let lines: Vec<String> = (0..1_200).map(|i| json!({"n": i}).to_string()).collect();
+    let file = env.write("items.jsonl", lines.join("\n").as_bytes());
+    env.run(&["record", "import", "item", crate::common::path(&file)]).ok();
+    let receiver = crate::common::Receiver::start(|_, _| crate::common::Answer::status("200 OK"));
+    let job = env.run(&["record", "delete-where", "item", "--filter", "n lt 1000", "--callback", &receiver.url("/done"), "--json"]).ok().json()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        env.run(&["record", "query", "item", "--top", "5000"]).ok().json().as_array().unwrap().len(),
+        1_200,
+        "nothing is deleted before a worker runs it"
+    );
+    env.run(&["work", "--until-idle"]).ok();
+    let left = env.run(&["record", "query", "item", "--top", "5000"]).ok().json();
+    assert_eq!(left.as_array().unwrap().len(), 200);
+    assert!(left.as_array().unwrap().iter().all(|r| r["n"].as_i64().unwrap() >= 1000));
+    // Each delete went through the pipeline: the delete step wrote an audit row for each.
+    let audits = env.run(&["record", "query", "audit", "--filter", "action eq 'delete'", "--top", "5000"]).ok().json();
+    assert_eq!(audits.as_array().unwrap().len(), 1_000);
+    let shown = env.run(&["jobs", "show", &job, "--json"]).ok().json();
+    assert_eq!(
+        (shown["status"].as_str(), shown["kind"].as_str(), shown["result"]["deleted"].as_u64()),
+        (Some("Succeeded"), Some("bulk-delete"), Some(1000)),
+        "{shown}"
+    );
+    assert!(shown["trace"].to_string().contains("500 deleted so far"), "progress on the job: {shown}");
+    crate::common::wait_for("the callback", || !receiver.seen().is_empty());
+    let called: Value = serde_json::from_str(&receiver.seen()[0].body).unwrap();
+    assert_eq!((called["status"].as_str(), called["result"]["deleted"].as_u64()), (Some("Succeeded"), Some(1000)));
+    // Refused at once: no filter, a bad one, an unknown table.
+    assert!(env.run(&["record", "delete-where", "item", "--filter", " "]).fails().stderr.contains("needs a --filter"));
+    assert!(env.run(&["record", "delete-where", "item", "--filter", "colour eq 'red'"]).fails().stderr.contains("unknown field `colour`"));
+    assert!(env.run(&["record", "delete-where", "nope", "--filter", "id ne null"]).fails().stderr.contains("no table named"));
+}
