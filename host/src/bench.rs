@@ -82,11 +82,11 @@ fn cpu_us() -> f64 {
     us(usage.ru_utime) + us(usage.ru_stime)
 }
 
-/// `weir serve`'s API on a loopback port of its own, over the bench database,
+/// `weir serve`'s API on a loopback port of its own, over the bench's weir,
 /// driven by keep-alive clients: creates per second on one connection and on
 /// 32, and the p99 latency at 32 (ms). Each figure per run.
-fn http_creates(dir: &std::path::Path) -> Result<(Vec<f64>, Vec<f64>, Vec<f64>)> {
-    let weir = std::sync::Arc::new(Weir::open(dir.join("bench.db"))?);
+fn http_creates(weir: &std::sync::Arc<Weir>) -> Result<(Vec<f64>, Vec<f64>, Vec<f64>)> {
+    let weir = weir.clone();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| Error::Internal(e.to_string()))?;
     let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).map_err(|e| Error::Internal(e.to_string()))?;
     let addr = listener.local_addr().map_err(|e| Error::Internal(e.to_string()))?;
@@ -150,7 +150,7 @@ fn bench_context() -> Context {
 pub fn run(json_out: bool, only: Option<&str>) -> Result<()> {
     let want = |section: &str| only.is_none_or(|o| section.contains(o));
     let scratch = tempfile::tempdir().map_err(|e| Error::Internal(format!("cannot make a scratch directory: {e}")))?;
-    let weir = Weir::open(scratch.path().join("bench.db"))?;
+    let weir = std::sync::Arc::new(Weir::open(scratch.path().join("bench.db"))?);
     let mut figures = Vec::new();
     // A progress bar on a terminal (hidden otherwise, and with --json).
     let progress = if json_out { indicatif::ProgressBar::hidden() } else { indicatif::ProgressBar::new(11) };
@@ -274,7 +274,7 @@ pub fn run(json_out: bool, only: Option<&str>) -> Result<()> {
         if weir.list_tables()?.iter().all(|t| t.name != "httpbench") {
             weir.create_table("httpbench", &[("name", "text"), ("amount", "decimal")])?;
         }
-        let (one, many, p99) = http_creates(scratch.path())?;
+        let (one, many, p99) = http_creates(&weir)?;
         figures.push(Figure { key: "http_create_per_s_1", label: "HTTP creates, 1 keep-alive connection", unit: "/s", runs: one });
         figures.push(Figure { key: "http_create_per_s_32", label: "HTTP creates, 32 keep-alive connections", unit: "/s", runs: many });
         figures.push(Figure { key: "http_create_p99_ms", label: "HTTP create latency p99 at 32 connections", unit: "ms", runs: p99 });

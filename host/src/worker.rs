@@ -862,32 +862,29 @@ async fn execute(
     let outcome = match result {
         Ok(Step::Done(result)) => Outcome::Succeeded { result },
         Ok(Step::WaitUntil(w)) => Outcome::Wait(Wait { until: w.at, table: None, record: None, condition: None, state: w.state }),
-        Ok(Step::WaitForQuery(w)) => match pool.with_conn(|conn| jobs::waits::check_condition(conn, &w.table, &w.filter)) {
-            Ok(()) => Outcome::Wait(Wait {
-                until: crate::time::now_ms().saturating_add(w.timeout_ms.min(i64::MAX as u64) as i64),
-                table: Some(w.table),
-                record: None,
-                condition: Some(w.filter),
-                state: w.state,
-            }),
-            Err(e) => failed("invalid_wait", format!("{}: cannot wait for that: {e}", job.plugin), true),
-        },
-        Ok(Step::WaitFor(w)) => match pool.with_conn(|conn| jobs::waits::check_condition(conn, &w.table, &w.condition)) {
-            Ok(()) => Outcome::Wait(Wait {
-                until: crate::time::now_ms().saturating_add(w.timeout_ms.min(i64::MAX as u64) as i64),
-                table: Some(w.table),
-                record: Some(w.id),
-                condition: Some(w.condition),
-                state: w.state,
-            }),
-            Err(e) => failed("invalid_wait", format!("{}: cannot wait for that: {e}", job.plugin), true),
-        },
+        Ok(Step::WaitForQuery(w)) => wait_on(pool, &job.plugin, w.table, None, w.filter, w.timeout_ms, w.state),
+        Ok(Step::WaitFor(w)) => wait_on(pool, &job.plugin, w.table, Some(w.id), w.condition, w.timeout_ms, w.state),
         Err(CallError::Canceled) => Outcome::Interrupted,
         Err(CallError::Permanent(m)) => failed("permanent", format!("{}: {m}", job.plugin), true),
         Err(e) => failed(e.code(), format!("{}: {e}", job.plugin), false),
     };
     let changes = std::mem::take(&mut *pending.lock());
     (outcome, code, stats, changes)
+}
+
+/// A wait for a condition over `table` (on record `record`, or on any record
+/// of it), checked before the job is suspended on it; with its timeout.
+fn wait_on(pool: &Pool, plugin: &str, table: String, record: Option<String>, condition: String, timeout_ms: u64, state: Vec<u8>) -> Outcome {
+    match pool.with_conn(|conn| jobs::waits::check_condition(conn, &table, &condition)) {
+        Ok(()) => Outcome::Wait(Wait {
+            until: crate::time::now_ms().saturating_add(timeout_ms.min(i64::MAX as u64) as i64),
+            table: Some(table),
+            record,
+            condition: Some(condition),
+            state,
+        }),
+        Err(e) => Outcome::Failed { code: "invalid_wait".into(), message: format!("{plugin}: cannot wait for that: {e}"), permanent: true },
+    }
 }
 
 /// What `weir jobs replay` found: the outcome of running a job's captured

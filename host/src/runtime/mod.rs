@@ -795,17 +795,17 @@ impl Runtime {
         // interfaces may be a 0.1 one.
         let handler = wit::exports::weir::plugin::handler::GuestIndices::new(&pre);
         let runner = wit::exports::weir::plugin::runner::GuestIndices::new(&pre);
-        let (contract, handler, serves_async, found) = if handler.is_ok() || runner.is_ok() {
-            (Contract::V02, handler.ok().map(Handler::V02), runner.is_ok(), Ok(()))
+        // Why the current contract's exports are missing, for the error if 0.1's are too.
+        let why = match (&handler, &runner) {
+            (Err(h), Err(r)) => format!("{}; {}", chain(h), chain(r)),
+            _ => String::new(),
+        };
+        let (contract, handler, serves_async) = if handler.is_ok() || runner.is_ok() {
+            (Contract::V02, handler.ok().map(Handler::V02), runner.is_ok())
         } else {
             let old_handler = v01::wit::exports::weir::plugin::handler::GuestIndices::new(&pre);
             let old_runner = v01::wit::exports::weir::plugin::runner::GuestIndices::new(&pre);
-            let found = match (&handler, &runner) {
-                _ if old_handler.is_ok() || old_runner.is_ok() => Ok(()),
-                (Err(h), Err(r)) => Err(format!("{}; {}", chain(h), chain(r))),
-                _ => Ok(()),
-            };
-            (Contract::V01, old_handler.ok().map(Handler::V01), old_runner.is_ok(), found)
+            (Contract::V01, old_handler.ok().map(Handler::V01), old_runner.is_ok())
         };
         let world = match (handler.is_some(), serves_async) {
             (true, true) => World::Hybrid,
@@ -813,7 +813,7 @@ impl Runtime {
             (false, true) => World::Workflow,
             (false, false) => {
                 let exports = export_names(&self.engine, &component);
-                return Err(LoadError::NoWorld(format!("it exports [{}] ({})", exports.join(", "), found.err().unwrap_or_default())));
+                return Err(LoadError::NoWorld(format!("it exports [{}] ({why})", exports.join(", "))));
             }
         };
         let workflow = if world.serves_async() {
