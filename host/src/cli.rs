@@ -259,6 +259,38 @@ pub enum JobsCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Deletes one completed job with its attempts (cancel it first if it has not completed).
+    Delete(JobTarget),
+    /// Applies one action to every job a filter selects (at most 10,000 a run),
+    /// each as its own transition; jobs it does not apply to are skipped with
+    /// the reason. --dry-run only counts them.
+    Bulk {
+        #[arg(value_enum)]
+        action: crate::BulkVerb,
+        #[arg(long, value_name = "EXPR")]
+        filter: String,
+        /// For postpone: RFC 3339 time or +DURATION.
+        #[arg(long, value_name = "TIME")]
+        until: Option<String>,
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Counts jobs by step, plug-in, kind or owner, and by status.
+    Groups {
+        #[arg(long, value_enum)]
+        by: crate::jobs::GroupBy,
+        #[arg(long, value_name = "EXPR")]
+        filter: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Lists the scheduled steps with their next runs.
+    Schedules {
+        #[arg(long)]
+        json: bool,
+    },
     /// Deletes completed jobs by age and status; prints the count.
     Cleanup {
         /// Completed longer ago than this (0s to 100 years).
@@ -1070,6 +1102,49 @@ fn jobs(weir: &Weir, cmd: JobsCmd, key_file: Option<&std::path::Path>) -> Result
             let n = weir.reassign_jobs(&from, &to)?;
             say(json, serde_json::json!({"from": from, "to": to, "reassigned": n}), || format!("gave {n} jobs of {from} to {to}"));
         }
+        JobsCmd::Delete(t) => {
+            weir.delete_job(&t.id)?;
+            say(t.json, serde_json::json!({"deleted": t.id}), || format!("deleted job {}", t.id));
+        }
+        JobsCmd::Bulk { action, filter, until, dry_run, json } => {
+            let bulk = action.action(until.as_deref())?;
+            let r = weir.bulk_jobs(&filter, bulk, dry_run)?;
+            if json {
+                print_json(&r);
+            } else if dry_run {
+                outln!("{} jobs match", r.matched);
+            } else {
+                outln!("{} jobs matched: {} changed, {} skipped", r.matched, r.applied, r.skipped);
+                for e in &r.errors {
+                    outln!("  skipped: {e}");
+                }
+                if r.truncated {
+                    outln!("only the oldest {} were acted on; run it again for the rest", crate::MAX_BULK);
+                }
+            }
+        }
+        JobsCmd::Groups { by, filter, json } => {
+            let groups = weir.job_groups(by, filter.as_deref())?;
+            if json {
+                print_json(&groups);
+            } else {
+                for g in groups {
+                    let statuses: Vec<String> = g.by_status.iter().map(|(s, n)| format!("{s} {n}")).collect();
+                    outln!("{:<24} {:>7}  {}", g.key.as_deref().unwrap_or("(none)"), g.total, statuses.join(", "));
+                }
+            }
+        }
+        JobsCmd::Schedules { json } => {
+            let schedules = weir.schedules()?;
+            if json {
+                print_json(&schedules);
+            } else {
+                for c in schedules {
+                    let next = c.next_at.iter().chain(&c.upcoming).take(3).cloned().collect::<Vec<_>>().join(", ");
+                    outln!("{:<20} {:<16} {:<22} {}{}", c.step, c.plugin, c.schedule, next, if c.enabled { "" } else { " (disabled)" });
+                }
+            }
+        }
         JobsCmd::Cleanup { older_than, status, json } => {
             let n = weir.cleanup_jobs(older_than, status)?;
             if json {
@@ -1095,7 +1170,7 @@ fn jobs(weir: &Weir, cmd: JobsCmd, key_file: Option<&std::path::Path>) -> Result
                     outln!("  postponed:   until {p}");
                 }
                 if let Some(h) = &j.held {
-                    outln!("  held:        until {} ({})", h["until"].as_str().unwrap_or("?"), h["reason"].as_str().unwrap_or(""));
+                    outln!("  held:        until {} ({})", h.until, h.reason);
                 }
                 if let Some(w) = &j.wait {
                     let at = w["at"].as_str().or(w["timeout_at"].as_str()).unwrap_or("?");
@@ -1123,19 +1198,19 @@ fn jobs(weir: &Weir, cmd: JobsCmd, key_file: Option<&std::path::Path>) -> Result
                 if let Some(history) = j.history.as_ref().filter(|h| !h.is_empty()) {
                     outln!("  history:     {} attempts, {} ms in all", history.len(), j.total_duration_ms.unwrap_or(0));
                     for h in history {
-                        let took = h["duration_ms"].as_i64().map_or("-".to_string(), |d| format!("{d} ms"));
+                        let took = h.duration_ms.map_or("-".to_string(), |d| format!("{d} ms"));
                         outln!(
                             "    #{:<3} {:<16} {} → {}  {took}  on {}",
-                            h["number"],
-                            h["outcome"].as_str().unwrap_or("?"),
-                            h["started_at"].as_str().unwrap_or("-"),
-                            h["ended_at"].as_str().unwrap_or("-"),
-                            h["worker"].as_str().unwrap_or("-")
+                            h.number,
+                            h.outcome,
+                            h.started_at.as_deref().unwrap_or("-"),
+                            h.ended_at.as_deref().unwrap_or("-"),
+                            h.worker.as_deref().unwrap_or("-")
                         );
-                        if let Some(e) = h["error"].as_str() {
-                            outln!("         [{}] {e}", h["error_code"].as_str().unwrap_or("?"));
+                        if let Some(e) = &h.error {
+                            outln!("         [{}] {e}", h.error_code.as_deref().unwrap_or("?"));
                         }
-                        for l in h["trace"].as_array().into_iter().flatten() {
+                        for l in h.trace.as_array().into_iter().flatten() {
                             outln!("         [{}] {}", l["level"].as_str().unwrap_or(""), l["message"].as_str().unwrap_or(""));
                         }
                     }

@@ -187,22 +187,11 @@ impl Weir {
         self.pool.with_conn(jobs::step_health)
     }
 
-    /// `steps` as JSON, each with its `health`: recent consecutive failures
-    /// and until when the failure breaker holds it.
-    pub fn steps_with_health(&self, steps: &[Step]) -> Result<Vec<serde_json::Value>> {
+    /// `steps`, each with its `health`: recent consecutive failures and until
+    /// when the failure breaker holds it.
+    pub fn steps_with_health(&self, steps: &[Step]) -> Result<Vec<steps::StepView>> {
         let health = self.step_health()?;
-        steps
-            .iter()
-            .map(|s| {
-                let mut v = serde_json::to_value(s).map_err(|e| Error::Internal(e.to_string()))?;
-                let h = health.get(&s.name);
-                v["health"] = serde_json::json!({
-                    "consecutive_failures": h.map_or(0, |h| h.consecutive_failures),
-                    "held_until": h.and_then(|h| h.held_until.clone()),
-                });
-                Ok(v)
-            })
-            .collect()
+        Ok(steps.iter().map(|s| steps::StepView { step: s.clone(), health: health.get(&s.name).cloned().unwrap_or_default() }).collect())
     }
 
     fn op_budget_ms(&self) -> u64 {
@@ -267,6 +256,67 @@ impl Weir {
         };
         self.pool.checkin(conn);
         result
+    }
+
+    /// Deletes a completed job, its attempts and callback deliveries.
+    pub fn delete_job(&self, id: &str) -> Result<()> {
+        let mut conn = self.pool.checkout()?;
+        let result = jobs::control::delete(&mut conn, id);
+        self.pool.checkin(conn);
+        result
+    }
+
+    /// How many jobs match a filter.
+    pub fn count_jobs(&self, filter: Option<&str>) -> Result<i64> {
+        self.pool.with_conn(|conn| jobs::count(conn, filter))
+    }
+
+    /// The jobs matching a filter, grouped by step, plug-in, kind or owner.
+    pub fn job_groups(&self, by: jobs::GroupBy, filter: Option<&str>) -> Result<Vec<jobs::JobGroup>> {
+        self.pool.with_conn(|conn| jobs::groups(conn, by, filter))
+    }
+
+    /// Applies one action to every job a filter selects (at most
+    /// [`MAX_BULK`]), each as its own transition: a job the action does not
+    /// apply to (a completed one for cancel, say) is counted and skipped with
+    /// the reason, the others go on. With `dry_run`, only counts them.
+    pub fn bulk_jobs(&self, filter: &str, action: BulkAction, dry_run: bool) -> Result<BulkOutcome> {
+        if filter.trim().is_empty() {
+            return Err(Error::invalid("a bulk action needs a filter (use \"status eq 'Failed'\" or the like; every job would be \"id ne ''\")"));
+        }
+        let matched = self.count_jobs(Some(filter))?;
+        let mut outcome = BulkOutcome { matched, applied: 0, skipped: 0, errors: Vec::new(), truncated: matched > MAX_BULK as i64 };
+        if dry_run {
+            return Ok(outcome);
+        }
+        let ids = self.pool.with_conn(|conn| jobs::matching_ids(conn, Some(filter), MAX_BULK))?;
+        for id in ids {
+            let done = match action {
+                BulkAction::Delete => self.delete_job(&id),
+                BulkAction::Cancel => self.control_job(&id, JobAction::Cancel).map(drop),
+                BulkAction::Pause => self.control_job(&id, JobAction::Pause).map(drop),
+                BulkAction::Resume => self.control_job(&id, JobAction::Resume).map(drop),
+                BulkAction::Retry => self.control_job(&id, JobAction::Retry).map(drop),
+                BulkAction::Postpone(until) => self.control_job(&id, JobAction::Postpone(until)).map(drop),
+            };
+            match done {
+                Ok(()) => outcome.applied += 1,
+                Err(e @ (Error::Conflict(_) | Error::NotFound(_))) => {
+                    outcome.skipped += 1;
+                    if outcome.errors.len() < 20 {
+                        outcome.errors.push(e.to_string());
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(outcome)
+    }
+
+    /// The scheduled steps with their next runs.
+    pub fn schedules(&self) -> Result<Vec<jobs::timers::ScheduleView>> {
+        let listing = self.list_steps()?;
+        self.pool.with_conn(|conn| jobs::timers::schedules(conn, &listing.steps, time::now_ms()))
     }
 
     /// Deletes completed jobs older than `older_than` with the given status.
@@ -415,6 +465,68 @@ pub enum JobAction {
     Postpone(i64),
 }
 
+/// Most jobs one bulk action changes; more matching jobs take another run.
+pub const MAX_BULK: usize = 10_000;
+
+/// An action on every job a filter selects, as asked for: `jobs bulk ACTION`,
+/// `"action"` in `POST /api/jobs/bulk`. [`BulkVerb::action`] adds postpone's time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum BulkVerb {
+    Cancel,
+    Pause,
+    Resume,
+    Retry,
+    Delete,
+    Postpone,
+}
+
+impl BulkVerb {
+    /// The action; `until` (RFC 3339 or `+DURATION`) is postpone's, required there.
+    pub fn action(self, until: Option<&str>) -> Result<BulkAction> {
+        Ok(match self {
+            BulkVerb::Cancel => BulkAction::Cancel,
+            BulkVerb::Pause => BulkAction::Pause,
+            BulkVerb::Resume => BulkAction::Resume,
+            BulkVerb::Retry => BulkAction::Retry,
+            BulkVerb::Delete => BulkAction::Delete,
+            BulkVerb::Postpone => {
+                let until = until.ok_or_else(|| Error::invalid("a bulk postpone needs until: a time (RFC 3339) or +DURATION"))?;
+                BulkAction::Postpone(time::parse_when(until).map_err(Error::Invalid)?)
+            }
+        })
+    }
+}
+
+/// An action on every job a filter selects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BulkAction {
+    Cancel,
+    Pause,
+    Resume,
+    Retry,
+    /// Completed jobs only.
+    Delete,
+    /// Until this time (ms since the epoch).
+    Postpone(i64),
+}
+
+/// What a bulk action did.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct BulkOutcome {
+    /// Jobs the filter selects.
+    pub matched: i64,
+    /// Jobs the action changed.
+    pub applied: usize,
+    /// Jobs it did not apply to (their status does not allow it, or they
+    /// changed meanwhile).
+    pub skipped: usize,
+    /// Why, for the first 20 skipped.
+    pub errors: Vec<String>,
+    /// More than 10,000 matched: only the oldest 10,000 were acted on; run it again.
+    pub truncated: bool,
+}
+
 /// A background operation to submit: made with [`Background::new`], or
 /// from a [`BackgroundRequest`].
 #[derive(Debug, Clone)]
@@ -462,7 +574,7 @@ impl Background {
 /// `POST /api/background`, the flags of `weir background submit`. Unknown
 /// fields are refused; [`BackgroundRequest::into_background`] adds who asks
 /// and where callbacks may go, and parses the rest, in one place.
-#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BackgroundRequest {
     pub plugin: String,

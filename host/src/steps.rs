@@ -16,7 +16,7 @@ use crate::plugins::{Plugins, check_name};
 use crate::store::records;
 use crate::time::now_ms;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, clap::ValueEnum, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum MessageKind {
     Create,
@@ -34,7 +34,7 @@ impl MessageKind {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize, clap::ValueEnum, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum StageKind {
     PreValidation,
@@ -52,7 +52,7 @@ impl StageKind {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize, clap::ValueEnum, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum ModeKind {
     #[default]
@@ -70,7 +70,7 @@ impl ModeKind {
 }
 
 /// Access a step has to a table through `records`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Access {
     Read,
@@ -79,7 +79,7 @@ pub enum Access {
 
 /// Access to a table. Serialised as `{"table": TABLE, "access": "read"|"write"}`;
 /// read from that or from `"TABLE:read"`/`"TABLE:write"`, as the CLI writes it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct Grant {
     pub table: String,
     pub access: Access,
@@ -168,7 +168,7 @@ pub fn check_outside(who: &str, is_async: bool, allow_http: &[String], secrets: 
 }
 
 /// A registered step.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Step {
     pub name: String,
     pub plugin: String,
@@ -210,6 +210,15 @@ pub struct Step {
     pub secrets: Vec<String>,
 }
 
+/// A step with its health, as `step list --json` and `GET /api/steps` show it.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct StepView {
+    #[serde(flatten)]
+    pub step: Step,
+    /// Its recent consecutive failures and until when the failure breaker holds it.
+    pub health: crate::jobs::StepHealth,
+}
+
 fn yes() -> bool {
     true
 }
@@ -222,7 +231,7 @@ pub const DEFAULT_RANK: i64 = 1;
 /// has a default, applied in one place, [`StepRequest::normalise`]. Unknown
 /// fields are refused. Every field of a [`Step`] as `weir step list --json`
 /// shows it is accepted, so a listed step can be sent back as it is.
-#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StepRequest {
     pub name: String,
@@ -380,10 +389,11 @@ pub fn add(conn: &Connection, plugins: &Plugins, step: &Step, op_budget_ms: u64)
 /// step in place (its trigger — message, table, stage, mode, schedule — and
 /// its plug-in stay; remove and add it to change those). Absent fields keep
 /// their value; `when: ""` removes the condition; `grants` replaces them all.
-#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[derive(Debug, Clone, Default, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StepUpdate {
     pub rank: Option<i64>,
+    #[schema(value_type = Value)]
     pub config: Option<Json>,
     pub when: Option<String>,
     pub filter: Option<Vec<String>>,
@@ -539,7 +549,7 @@ const SCHEDULE: &str = "schedule";
 
 /// A stored step whose spec cannot be read (a damaged row, a hand edit): the
 /// operations it belongs to fail, naming it, until it is removed.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
 pub struct Unreadable {
     pub name: String,
     /// The table and message it was registered on, when known.

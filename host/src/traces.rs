@@ -15,7 +15,7 @@ use crate::runtime::TraceLine;
 use crate::time::to_rfc3339;
 
 /// Which calls of a step keep their trace.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize, clap::ValueEnum, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum TraceMode {
     /// None.
@@ -86,7 +86,7 @@ pub fn record(conn: &Connection, trace: &Trace, now: i64) -> Result<()> {
 }
 
 /// A kept trace as operators see it (`weir trace show --json`).
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct TraceView {
     pub id: String,
     pub at: String,

@@ -156,8 +156,8 @@ fn a_failing_step_is_held_then_probed_by_one_job_before_the_rest_run() {
     assert_eq!(got.iter().map(|j| j.id.as_str()).collect::<Vec<_>>(), vec![other.as_str()], "only the healthy step's job runs");
     let view = jobs::show(&conn, &held[0]).unwrap();
     let hold = view.held.expect("a held job says so");
-    assert!(hold["reason"].as_str().unwrap().contains("failed 5 times in a row"), "{hold}");
-    let until = weir::time::parse_rfc3339(hold["until"].as_str().unwrap()).unwrap();
+    assert!(hold.reason.contains("failed 5 times in a row"), "{hold:?}");
+    let until = weir::time::parse_rfc3339(&hold.until).unwrap();
     assert_eq!(until, t + jobs::BREAKER_BASE_MS, "held for the first hold");
     assert!(jobs::show(&conn, &other).unwrap().held.is_none());
     // Nothing of the step before the hold ends; the next due time is its end.
@@ -170,7 +170,7 @@ fn a_failing_step_is_held_then_probed_by_one_job_before_the_rest_run() {
     // The probe fails: held again, longer.
     let fail = done(&held[0], Outcome::Failed { code: "permanent".into(), message: "no".into(), permanent: true });
     jobs::complete(&mut conn, &fail, "W", until + 2).unwrap();
-    let again = weir::time::parse_rfc3339(jobs::show(&conn, &held[1]).unwrap().held.unwrap()["until"].as_str().unwrap()).unwrap();
+    let again = weir::time::parse_rfc3339(&jobs::show(&conn, &held[1]).unwrap().held.unwrap().until).unwrap();
     assert_eq!(again, until + 2 + 2 * jobs::BREAKER_BASE_MS, "the hold doubles");
     assert!(jobs::claim_ready(&mut conn, "W", again - 1, 60_000, 10).unwrap().is_empty());
     // The next probe succeeds: the step recovers and the rest run.

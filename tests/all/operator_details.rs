@@ -45,3 +45,50 @@ fn jobs_filter_on_target_listings_take_json_and_actions_take_an_id() {
     let help = env.run(&["jobs", "cancel", "--help"]).ok().stdout;
     assert!(help.contains("<ID>") && !help.contains("NAME"), "{help}");
 }
+
+#[test]
+fn jobs_are_grouped_acted_on_in_bulk_deleted_and_schedules_listed_from_the_cli() {
+    let env = Env::new();
+    env.add_example("notify");
+    env.add_example("always-fails");
+    let submit = |plugin: &str, at: &str| {
+        env.run(&["background", "submit", plugin, "--input", "{}", "--at", at, "--json"]).ok().json()["id"].as_str().unwrap().to_string()
+    };
+    let later: Vec<String> = (0..3).map(|_| submit("notify", "+1h")).collect();
+    let failing = submit("always-fails", "+0s");
+    env.run(&["work", "--until-idle"]).ok();
+
+    let groups = env.run(&["jobs", "groups", "--by", "plugin", "--json"]).ok().json();
+    assert_eq!(groups[0]["key"], "notify", "largest group first: {groups}");
+    assert_eq!(groups[0]["by_status"]["WaitingForResources"], 3);
+    assert_eq!(groups[1]["by_status"]["Failed"], 1);
+
+    // A dry run counts; the bulk cancel then changes exactly those.
+    let filter = "plugin eq 'notify'";
+    let dry = env.run(&["jobs", "bulk", "cancel", "--filter", filter, "--dry-run", "--json"]).ok().json();
+    assert_eq!((dry["matched"].as_i64(), dry["applied"].as_i64()), (Some(3), Some(0)), "{dry}");
+    assert_eq!(env.run(&["jobs", "show", &later[0], "--json"]).ok().json()["status"], "WaitingForResources", "a dry run changes nothing");
+    let done = env.run(&["jobs", "bulk", "cancel", "--filter", filter, "--json"]).ok().json();
+    assert_eq!((done["applied"].as_i64(), done["skipped"].as_i64()), (Some(3), Some(0)), "{done}");
+    // Again: they are completed now, so each is skipped with the reason.
+    let again = env.run(&["jobs", "bulk", "cancel", "--filter", filter]).ok().stdout;
+    assert!(again.contains("3 jobs matched: 0 changed, 3 skipped") && again.contains("already completed"), "{again}");
+    let refused = env.run(&["jobs", "bulk", "cancel", "--filter", ""]).fails();
+    assert!(refused.stderr.contains("needs a filter"), "an empty filter never means every job: {}", refused.stderr);
+
+    // Delete: completed jobs only.
+    let waiting = submit("notify", "+1h");
+    let refused = env.run(&["jobs", "delete", &waiting]).fails();
+    assert!(refused.stderr.contains("only a completed job can be deleted"), "{}", refused.stderr);
+    env.run(&["jobs", "delete", &failing]).ok();
+    assert!(env.run(&["jobs", "show", &failing]).fails().stderr.contains("no job with id"));
+    let deleted = env.run(&["jobs", "bulk", "delete", "--filter", "status eq 'Canceled'", "--json"]).ok().json();
+    assert_eq!(deleted["applied"], 3, "{deleted}");
+    assert_eq!(env.run(&["jobs", "list", "--json"]).ok().json().as_array().unwrap().len(), 1, "only the waiting one is left");
+
+    // Schedules with their next runs.
+    env.run(&["step", "add", "new-year", "--plugin", "notify", "--schedule", "0 0 0 1 1 * 2099"]).ok();
+    let schedules = env.run(&["jobs", "schedules", "--json"]).ok().json();
+    assert_eq!(schedules[0]["step"], "new-year", "{schedules}");
+    assert_eq!(schedules[0]["upcoming"], serde_json::json!(["2099-01-01T00:00:00.000Z"]), "{schedules}");
+}

@@ -200,34 +200,99 @@ fn the_dashboard_shows_the_api_s_numbers_and_its_actions_work() {
     for amount in [1, 2, 3] {
         assert_eq!(s.post("/api/data/opportunity", &json!({"amount": amount, "customer": acct})).status, 201);
     }
-    assert_eq!(s.post("/api/background", &json!({"plugin": "always-fails", "input": {}})).status, 202);
+    // A job that fails twice (transiently, then out of attempts): its page must show both.
+    env.add_example("flaky");
+    let failed = s.post("/api/background", &json!({"plugin": "flaky", "input": {"order": 7}, "max_attempts": 2})).body["id"].as_str().unwrap().to_string();
     // A job that will not run for an hour: the one the page pauses.
     let later = s.post("/api/background", &json!({"plugin": "notify", "input": {}, "at": "+1h"})).body["id"].as_str().unwrap().to_string();
     wait_for("the notify jobs", || s.get(&format!("/api/jobs?$filter={}", q("status eq 'Succeeded'"))).body["value"].as_array().unwrap().len() == 3);
     wait_for("the failing job", || s.get(&format!("/api/jobs?$filter={}", q("status eq 'Failed'"))).body["value"].as_array().unwrap().len() == 1);
     let api = s.get("/api/stats").body;
+    assert_eq!(s.post("/api/steps", &json!({"name": "new-year", "plugin": "notify", "schedule": "0 0 0 1 1 * 2099"})).status, 201);
 
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/artifacts");
     std::fs::create_dir_all(&dir).unwrap();
-    let shot = dir.join("dashboard.png");
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/browser/dashboard.mjs");
     let out = std::process::Command::new("node")
         .arg(&script)
-        .args([&format!("{}/", s.base), TOKEN, &later, "pause", "Paused", shot.to_str().unwrap()])
+        .args([&format!("{}/", s.base), TOKEN, &later, &failed, dir.to_str().unwrap()])
         .output()
         .expect("node runs (the browser test needs Node.js, tests/browser's npm packages and Debian's chromium; .ci/run installs them)");
     assert!(out.status.success(), "browser test failed:\n{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     let page: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(page["errors"], json!([]), "no script errors on the page");
+    let shown = &page["shown"];
     for status in ["WaitingForResources", "Succeeded", "Failed", "Paused"] {
-        assert_eq!(page["shown"]["counts"][status], api["by_status"][status], "the page shows the API's {status} count");
+        assert_eq!(shown["counts"][status], api["by_status"][status], "the page shows the API's {status} count");
     }
-    assert_eq!(page["shown"]["counts"]["Succeeded"], 3);
-    assert_eq!(page["shown"]["counts"]["Failed"], 1);
-    assert_eq!(page["shown"]["failures"], 1, "the failure is listed with its error");
-    assert_eq!(page["shown"]["failureRate"], "25.0%");
-    assert_eq!(page["shown"]["backlog"], api["backlog"]);
-    assert_eq!(page["shown"]["chart"], 1);
-    assert_eq!(s.get(&format!("/api/jobs/{later}")).body["status"], "Paused", "the click paused the job");
-    assert!(std::fs::metadata(&shot).unwrap().len() > 10_000, "a screenshot was kept at {}", shot.display());
+    assert_eq!(shown["counts"]["Succeeded"], 3);
+    assert_eq!(shown["counts"]["Failed"], 1);
+    assert_eq!(shown["failures"], 1, "the failure is listed with its error");
+    assert_eq!(shown["failureRate"], "25.0%");
+    assert_eq!(shown["backlog"], api["backlog"]);
+    assert_eq!(shown["chart"], 1);
+    let schedules = shown["schedules"].as_array().unwrap();
+    assert!(schedules.len() == 1 && schedules[0].as_str().unwrap().contains("new-year"), "{schedules:?}");
+    assert!(schedules[0].as_str().unwrap().contains("0 0 0 1 1 * 2099"), "the schedule shows its cron: {schedules:?}");
+    assert_eq!(shown["idText"], json!(later), "the whole id is shown, not 8 characters of it");
+    assert_eq!(shown["idLink"], json!(format!("/jobs/{later}")), "and links to the job's page");
+    assert_eq!(s.get(&format!("/api/jobs/{later}")).body["status"], "Paused", "the page's pause reached the job");
+
+    assert_eq!(page["filtered"], json!([failed]), "the filter box selects with weir's filter language");
+    assert!(page["sharedUrl"].as_str().unwrap().contains("filter=status+eq"), "the filter is in the URL to share: {}", page["sharedUrl"]);
+    let group = page["group"].as_str().unwrap();
+    for words in ["notify4", "Succeeded 3", "Paused 1"] {
+        assert!(group.contains(words), "the notify group is three succeeded jobs and the paused one: {group}");
+    }
+    let notify = s.get(&format!("/api/jobs/groups?by=plugin&$filter={}", q("plugin eq 'notify'"))).body;
+    assert_eq!(notify["value"], json!([{"key": "notify", "total": 1, "by_status": {"Paused": 1}}]), "after the bulk delete, the paused one is left");
+
+    assert!(page["question"].as_str().unwrap().starts_with("delete 3 job(s)"), "the bulk action asks first, with the count: {}", page["question"]);
+    assert!(page["bulkMessage"].as_str().unwrap().contains("3 job(s) changed"), "{}", page["bulkMessage"]);
+    assert_eq!(s.get(&format!("/api/jobs?$filter={}", q("status eq 'Succeeded'"))).body["count"], 0, "the bulk delete removed them");
+    assert_eq!(s.get(&format!("/api/jobs/{later}")).status, 200, "and nothing else");
+
+    // The failed job's page against the API's view of it.
+    let job = s.get(&format!("/api/jobs/{failed}")).body;
+    let shown = &page["job"];
+    assert_eq!(shown["id"], job["id"]);
+    assert!(shown["status"].as_str().unwrap().starts_with("Failed"), "{}", shown["status"]);
+    let error = job["error"].as_str().unwrap();
+    assert!(shown["error"].as_str().unwrap().contains(error), "the page shows the job's error {error:?}: {}", shown["error"]);
+    assert_eq!(shown["attempts"], "2 of 2");
+    assert!(shown["input"].as_str().unwrap().contains("\"order\": 7"), "the input is shown: {}", shown["input"]);
+    let history = job["history"].as_array().unwrap();
+    assert_eq!(history.len(), 2, "both attempts are kept: {job}");
+    let rows = shown["history"].as_array().unwrap();
+    assert_eq!(rows.len(), history.len(), "the page lists every attempt");
+    for (row, attempt) in rows.iter().zip(history) {
+        assert_eq!(row["number"], attempt["number"]);
+        assert_eq!(row["outcome"], attempt["outcome"]);
+        assert!(row["error"].as_str().unwrap().contains(attempt["error"].as_str().unwrap()), "{row} vs {attempt}");
+    }
+    assert_eq!(shown["actions"], json!(["retry", "delete"]), "a failed job offers retry and delete");
+    assert!(dir.join("job.png").exists() && dir.join("dashboard.png").exists(), "the screenshots are kept as artifacts");
+}
+
+#[test]
+fn the_openapi_document_is_valid_complete_and_a_generated_client_works() {
+    let env = crm();
+    let s = Server::start(&env, &[]);
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let python = root.join("tests/openapi/.venv/bin/python");
+    assert!(
+        python.exists(),
+        "the OpenAPI test needs its venv: python3 -m venv tests/openapi/.venv && tests/openapi/.venv/bin/pip install -r tests/openapi/requirements.txt (.ci/run does it)"
+    );
+    let work = env.dir.path().join("openapi");
+    let out = std::process::Command::new(&python).arg(root.join("tests/openapi/check.py")).args([&s.base, TOKEN, work.to_str().unwrap()]).output().unwrap();
+    assert!(out.status.success(), "the OpenAPI check failed:\n{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let summary: Value = serde_json::from_slice(out.stdout.split(|b| *b == b'\n').rfind(|l| !l.is_empty()).unwrap()).unwrap();
+    assert_eq!(summary["valid"], true, "{summary}");
+    // What the generated client did is really in weir.
+    let record = summary["record_id"].as_str().unwrap();
+    assert_eq!(s.get(&format!("/api/data/account/{record}")).body["name"], "Generated", "{summary}");
+    let job = s.get(&format!("/api/jobs/{}", summary["job_id"].as_str().unwrap())).body;
+    assert_eq!(job["plugin"], "notify");
+    assert_eq!(summary["job_status"], job["status"]);
 }

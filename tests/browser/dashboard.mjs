@@ -1,40 +1,118 @@
-// Drives weir's dashboard in Debian's headless Chromium with playwright-core:
-// loads the page, reads the figures it shows, clicks an action on one job and
-// waits for the page to show the result, then keeps a screenshot.
+// Drives weir's dashboard in Debian's headless Chromium with playwright-core,
+// as an operator would: reads the figures, pauses one job, filters the list,
+// groups it, deletes jobs in bulk (with the confirmation), then opens a failed
+// job's page. Keeps a screenshot of the overview and of the job page.
 //
-// usage: node dashboard.mjs URL TOKEN JOB_ID ACTION EXPECTED_STATUS SCREENSHOT
-// prints one JSON object on stdout.
+// usage: node dashboard.mjs URL TOKEN PAUSE_JOB FAILED_JOB SCREENSHOT_DIR
+// prints one JSON object on stdout: what the page showed at each step. On a
+// failure it prints what the page said (its message line, the network errors)
+// before exiting non-zero, so a failed run explains itself.
 import { chromium } from "playwright-core";
 
-const [url, token, jobId, action, expected, screenshot] = process.argv.slice(2);
+const [url, token, pauseJob, failedJob, shots] = process.argv.slice(2);
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
   args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
          "--disable-component-update", "--disable-sync"],
 });
+const errors = [];
+const failedRequests = [];
+let page;
+async function explain(e) {
+  const said = page ? {
+    message: await page.textContent("#message").catch(() => null),
+    statusLine: await page.textContent("#status-line").catch(() => null),
+    url: page.url(),
+  } : {};
+  console.error(JSON.stringify({ failure: String(e), said, errors, failedRequests }, null, 1));
+}
 try {
-  const page = await browser.newPage({ viewport: { width: 1280, height: 1100 } });
-  const errors = [];
+  page = await browser.newPage({ viewport: { width: 1400, height: 1200 } });
   page.on("pageerror", e => errors.push(String(e)));
+  page.on("response", async r => {
+    if (r.status() >= 400) failedRequests.push(`${r.request().method()} ${r.url()} -> ${r.status()} ${await r.text().catch(() => "")}`);
+  });
+  const timeout = 30000;
   await page.goto(url);
   await page.fill("#token", token);
   await page.dispatchEvent("#token", "change");
-  await page.waitForSelector("body[data-loaded=true]", { timeout: 60000 });
-  await page.waitForSelector(`tr[data-job="${jobId}"] button[data-action="${action}"]`, { timeout: 60000 });
+  await page.waitForSelector("body[data-loaded=true]", { timeout });
+  const row = id => `tr[data-job="${id}"]`;
+  await page.waitForSelector(`${row(pauseJob)} button[data-action="pause"]`, { timeout });
+
+  // 1. The figures, and full job ids that link to the job's page.
   const read = id => page.textContent("#" + id);
   const counts = {};
   for (const s of ["WaitingForResources", "InProgress", "Waiting", "Paused", "Succeeded", "Failed", "Canceled"]) {
     counts[s] = Number(await read("count-" + s));
   }
-  const shown = { counts, failureRate: await read("failure-rate"), backlog: Number(await read("backlog")),
-                  failures: await page.locator("#failures tr").count(), chart: await page.locator("#throughput").count() };
-  await page.click(`tr[data-job="${jobId}"] button[data-action="${action}"]`);
-  await page.waitForFunction(([id, status]) => {
-    const cell = document.querySelector(`tr[data-job="${id}"] .job-status`);
-    return cell && cell.textContent === status;
-  }, [jobId, expected], { timeout: 60000 });
-  await page.screenshot({ path: screenshot, fullPage: true });
-  console.log(JSON.stringify({ shown, errors, clicked: expected }));
+  const shown = {
+    counts, failureRate: await read("failure-rate"), backlog: Number(await read("backlog")),
+    failures: await page.locator("#failures tr").count(), chart: await page.locator("#throughput").count(),
+    schedules: await page.locator("#schedules tr").allTextContents(),
+    idText: await page.textContent(`${row(pauseJob)} a.job-id`),
+    idLink: await page.getAttribute(`${row(pauseJob)} a.job-id`, "href"),
+  };
+
+  // 2. Pause one job: the API answers, the row shows the new status.
+  const [paused] = await Promise.all([
+    page.waitForResponse(r => r.url().endsWith(`/api/jobs/${pauseJob}/pause`), { timeout }),
+    page.click(`${row(pauseJob)} button[data-action="pause"]`),
+  ]);
+  if (paused.status() !== 200) throw new Error(`pause answered ${paused.status()}: ${await paused.text()}`);
+  await page.waitForFunction(([sel]) => document.querySelector(sel)?.textContent === "Paused",
+    [`${row(pauseJob)} .job-status`], { timeout });
+  await page.screenshot({ path: `${shots}/dashboard.png`, fullPage: true });
+
+  // 3. Filter: only the failed job is listed, and the pager says so.
+  await page.fill("#filter", "status eq 'Failed'");
+  await page.click("#apply");
+  await page.waitForFunction(() => document.querySelector("#page-info")?.textContent === "1–1 of 1", null, { timeout });
+  const filtered = await page.locator("#jobs tr[data-job]").evaluateAll(rows => rows.map(r => r.dataset.job));
+  const sharedUrl = page.url();
+
+  // 4. Group the notify jobs by plug-in.
+  await page.fill("#filter", "plugin eq 'notify'");
+  await page.click("#apply");
+  await page.selectOption("#group-by", "plugin");
+  await page.waitForSelector("#groups tr[data-group=notify]", { timeout });
+  const group = await page.textContent("#groups tr[data-group=notify]");
+
+  // 5. Bulk delete of the succeeded notify jobs: counted, confirmed, done.
+  await page.selectOption("#group-by", "");
+  await page.fill("#filter", "plugin eq 'notify' and status eq 'Succeeded'");
+  await page.click("#apply");
+  await page.selectOption("#bulk-action", "delete");
+  await page.click("#bulk-preview");
+  await page.waitForSelector("#bulk-confirm.shown", { timeout });
+  const question = await page.textContent("#bulk-question");
+  await page.click("#bulk-yes");
+  await page.waitForFunction(() => /changed/.test(document.querySelector("#message")?.textContent || ""), null, { timeout });
+  const bulkMessage = await page.textContent("#message");
+  await page.waitForFunction(() => document.querySelector("#page-info")?.textContent === "no jobs match", null, { timeout });
+
+  // 6. The failed job's page, opened from its link as an operator would share it.
+  await page.goto(new URL(`/jobs/${failedJob}`, url).href);
+  await page.waitForSelector("body[data-loaded=true]", { timeout });
+  await page.waitForSelector("#history tr.attempt", { timeout });
+  const job = {
+    id: await read("job-id"),
+    status: await read("job-status"),
+    error: await read("job-error"),
+    attempts: await read("job-attempts"),
+    input: await read("job-input"),
+    history: await page.locator("#history tr.attempt").evaluateAll(rows => rows.map(r => ({
+      number: Number(r.dataset.attempt),
+      outcome: r.querySelector(".outcome").textContent,
+      error: r.querySelector(".err").textContent,
+    }))),
+    actions: await page.locator("#job-actions button").allTextContents(),
+  };
+  await page.screenshot({ path: `${shots}/job.png`, fullPage: true });
+  console.log(JSON.stringify({ shown, errors, filtered, sharedUrl, group, question, bulkMessage, job }));
+} catch (e) {
+  await explain(e);
+  process.exitCode = 1;
 } finally {
   await browser.close();
 }

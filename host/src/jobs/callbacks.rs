@@ -145,7 +145,7 @@ pub fn record(conn: &Connection, d: &Delivery, attempt: Attempt) -> Result<()> {
 }
 
 /// The delivery of job `id`'s callback as `jobs show` reports it, once queued.
-pub fn delivery(conn: &Connection, id: &str) -> Result<Option<Json>> {
+pub fn delivery(conn: &Connection, id: &str) -> Result<Option<DeliveryView>> {
     type Row = (String, i64, Option<i64>, Option<String>, Option<i64>, i64);
     let row: Option<Row> = conn
         .prepare_cached("SELECT url, attempts, delivered_at, last_error, last_status, next_at FROM weir_callbacks WHERE job_id = ?1 ORDER BY id DESC LIMIT 1")?
@@ -158,16 +158,31 @@ pub fn delivery(conn: &Connection, id: &str) -> Result<Option<Json>> {
             (None, 0) => "pending",
             (None, _) => "retrying",
         };
-        json!({
-            "url": url,
-            "state": state,
-            "attempts": attempts,
-            "last_status": last_status,
-            "last_error": last_error,
-            "delivered_at": delivered_at.map(to_rfc3339),
-            "next_attempt_at": (delivered_at.is_none() && attempts < MAX_ATTEMPTS).then(|| to_rfc3339(next_at)),
-        })
+        DeliveryView {
+            url,
+            state,
+            attempts,
+            last_status,
+            last_error,
+            delivered_at: delivered_at.map(to_rfc3339),
+            next_attempt_at: (delivered_at.is_none() && attempts < MAX_ATTEMPTS).then(|| to_rfc3339(next_at)),
+        }
     }))
+}
+
+/// A job's callback delivery, as operators see it.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct DeliveryView {
+    pub url: String,
+    /// pending, retrying, delivered or given up.
+    #[schema(value_type = String)]
+    pub state: &'static str,
+    pub attempts: i64,
+    /// The HTTP status of the last attempt.
+    pub last_status: Option<i64>,
+    pub last_error: Option<String>,
+    pub delivered_at: Option<String>,
+    pub next_attempt_at: Option<String>,
 }
 
 /// The `Weir-Signature` header value of `body` sent at `t` (unix seconds).

@@ -1,4 +1,4 @@
-//! Operator actions on jobs (CLI `weir jobs cancel|pause|resume|postpone|retry`
+//! Operator actions on jobs (CLI `weir jobs cancel|pause|resume|postpone|retry|delete`
 //! and the HTTP API): legal transitions between Dataverse's states, and clear
 //! errors for the illegal ones.
 //!
@@ -112,6 +112,19 @@ pub fn retry(conn: &mut Connection, id: &str) -> Result<JobView> {
         }
         state::retry(tx, id)
     })
+}
+
+/// Deletes a completed job with its attempts and callback deliveries (what
+/// `jobs cleanup` does by age, for one job).
+pub fn delete(conn: &mut Connection, id: &str) -> Result<()> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let (status, _, _) = current(&tx, id)?;
+    if !status.is_final() {
+        return Err(illegal("delete", id, status, "only a completed job can be deleted: cancel it first"));
+    }
+    super::timers::delete_completed(&tx, id)?;
+    tx.commit()?;
+    Ok(())
 }
 
 /// Gives the Ready, Waiting and Paused jobs of user `from` to `to` (who must

@@ -476,7 +476,7 @@ pub fn unfinished_of_plugin(conn: &Connection, name: &str, version: Option<i64>)
 }
 
 /// A step's recent failures, as the failure breaker counts them.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, Default, serde::Serialize, utoipa::ToSchema)]
 pub struct StepHealth {
     pub consecutive_failures: i64,
     /// Its jobs are held until then (then one runs as a probe).
@@ -523,15 +523,22 @@ pub fn next_due(conn: &Connection, now: i64) -> Result<Option<i64>> {
         .query_row([now], |r| r.get(0))?)
 }
 
-/// A job as operators see it (`weir jobs show --json`).
-#[derive(Debug, Clone, serde::Serialize)]
+/// A job as operators see it (`weir jobs show --json`, `GET /api/jobs/{id}`).
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct JobView {
+    /// A time-ordered id (UUID v7): the newest job has the largest.
     pub id: String,
+    /// `step` (queued by a step or a schedule), `background`, `bulk-delete`.
     pub kind: String,
     pub step: Option<String>,
     pub plugin: String,
     pub plugin_version: i64,
+    /// Ready, Suspended, Locked or Completed.
+    #[schema(value_type = String)]
     pub state: &'static str,
+    /// WaitingForResources, Waiting, InProgress, Pausing, Canceling, Paused,
+    /// Succeeded, Failed or Canceled.
+    #[schema(value_type = String)]
     pub status: &'static str,
     pub statecode: i64,
     pub statuscode: i64,
@@ -539,33 +546,80 @@ pub struct JobView {
     pub max_attempts: u32,
     pub error_code: Option<String>,
     pub error: Option<String>,
+    /// The last attempt's trace lines.
     pub trace: Json,
     pub owner: String,
     pub correlation_id: String,
     pub created_at: String,
     pub started_at: Option<String>,
     pub completed_at: Option<String>,
+    /// The last attempt's duration.
     pub duration_ms: Option<i64>,
+    /// Not run (or, waiting, not timed out) before this time.
     pub postpone_until: Option<String>,
+    /// What a Waiting job waits for (`kind`: for, query, until...), as the
+    /// plug-in asked.
+    #[schema(value_type = Value)]
     pub wait: Option<Json>,
+    #[schema(value_type = Value)]
     pub result: Option<Json>,
     pub callback_url: Option<String>,
+    /// How deep in nested operations it was queued (0: at the top).
     pub depth: u32,
-    pub target: Option<Json>,
+    /// The record the job is about.
+    pub target: Option<Target>,
     /// A Ready job its step's failure breaker holds: why and until when.
-    pub held: Option<Json>,
-    /// Every attempt, oldest first (`jobs show` and `GET /api/jobs/{id}`; not
-    /// in listings): number, worker, started, ended, duration, outcome,
-    /// error, trace and the wait it asked for.
+    pub held: Option<Hold>,
+    /// Its input (a background operation's; a step's job has null) (`jobs
+    /// show` and `GET /api/jobs/{id}`; not in listings).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub history: Option<Vec<Json>>,
+    #[schema(value_type = Value)]
+    pub input: Option<Json>,
+    /// Every attempt, oldest first (`jobs show` and `GET /api/jobs/{id}`; not
+    /// in listings).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub history: Option<Vec<Attempt>>,
     /// The time all its attempts took together (with `history`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub total_duration_ms: Option<i64>,
-    /// Its callback's delivery, once queued (with `history`): attempts, the
-    /// last HTTP status or error, when it was delivered.
+    /// Its callback's delivery, once queued (with `history`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub callback: Option<Json>,
+    pub callback: Option<callbacks::DeliveryView>,
+}
+
+/// The record a job is about.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct Target {
+    pub table: String,
+    pub id: String,
+}
+
+/// Why the failure breaker holds a Ready job, and until when.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct Hold {
+    pub reason: String,
+    pub until: String,
+}
+
+/// One attempt of a job.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct Attempt {
+    /// 1 for the first attempt; a retry of a Failed job starts again at 1.
+    pub number: i64,
+    /// The worker that ran it.
+    pub worker: Option<String>,
+    pub started_at: Option<String>,
+    pub ended_at: Option<String>,
+    pub duration_ms: Option<i64>,
+    /// succeeded, failed, retry, wait, canceled, paused, lost...
+    pub outcome: String,
+    pub error_code: Option<String>,
+    pub error: Option<String>,
+    /// Its trace lines.
+    pub trace: Json,
+    /// The wait it asked for.
+    #[schema(value_type = Value)]
+    pub wait: Option<Json>,
 }
 
 const VIEW_COLUMNS: &str = "id, kind, step, plugin, plugin_version, statecode, statuscode, attempts, max_attempts,
@@ -605,14 +659,15 @@ fn read_view(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobView> {
         result: parse(r.get(20)?),
         callback_url: r.get(21)?,
         depth: context.as_ref().map_or(0, |c| c.depth),
-        target: context.map(|c| serde_json::json!({"table": c.target.table, "id": c.target.id})),
+        target: context.map(|c| Target { table: c.target.table, id: c.target.id }),
         held: r.get::<_, Option<i64>>(23)?.map(|until| {
             let failures: i64 = r.get::<_, Option<i64>>(24).ok().flatten().unwrap_or(0);
-            serde_json::json!({
-                "reason": format!("its step failed {failures} times in a row: the failure breaker holds its jobs; one runs as a probe when the hold ends, the rest when it succeeds"),
-                "until": to_rfc3339(until),
-            })
+            Hold {
+                reason: format!("its step failed {failures} times in a row: the failure breaker holds its jobs; one runs as a probe when the hold ends, the rest when it succeeds"),
+                until: to_rfc3339(until),
+            }
         }),
+        input: None,
         history: None,
         callback: None,
         total_duration_ms: None,
@@ -645,19 +700,86 @@ pub const MAX_PAGE: usize = 5_000;
 /// Jobs matching `filter_src`, newest first: at most `top` (capped at
 /// [`MAX_PAGE`]) after skipping `skip`.
 pub fn list(conn: &Connection, filter_src: Option<&str>, top: usize, skip: usize) -> Result<Vec<JobView>> {
-    let mut sql = format!("SELECT {VIEW_COLUMNS} FROM weir_jobs");
-    let mut params = Vec::new();
-    if let Some(src) = filter_src.map(str::trim).filter(|s| !s.is_empty()) {
-        let expr = filter::parse(src).map_err(|e| Error::invalid(e.to_string()))?;
-        let (cond, p) = filter::to_sql(&expr, src, &job_field).map_err(|e| Error::invalid(e.to_string()))?;
-        sql.push_str(" WHERE ");
-        sql.push_str(&cond);
-        params = p;
-    }
-    sql.push_str(&format!(" ORDER BY id DESC LIMIT {} OFFSET {}", top.min(MAX_PAGE), skip.min(i64::MAX as usize)));
+    let (cond, params) = where_clause(filter_src)?;
+    let sql = format!("SELECT {VIEW_COLUMNS} FROM weir_jobs{cond} ORDER BY id DESC LIMIT {} OFFSET {}", top.min(MAX_PAGE), skip.min(i64::MAX as usize));
     let mut stmt = conn.prepare_cached(&sql)?;
     let rows = stmt.query_map(params_from_iter(params.iter()), read_view)?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// ` WHERE <condition>` of a job filter and its parameters (nothing for no filter).
+fn where_clause(filter_src: Option<&str>) -> Result<(String, Vec<filter::SqlParam>)> {
+    match filter_src.map(str::trim).filter(|s| !s.is_empty()) {
+        None => Ok((String::new(), Vec::new())),
+        Some(src) => {
+            let expr = filter::parse(src).map_err(|e| Error::invalid(e.to_string()))?;
+            let (cond, params) = filter::to_sql(&expr, src, &job_field).map_err(|e| Error::invalid(e.to_string()))?;
+            Ok((format!(" WHERE {cond}"), params))
+        }
+    }
+}
+
+/// How many jobs match `filter_src`.
+pub fn count(conn: &Connection, filter_src: Option<&str>) -> Result<i64> {
+    let (cond, params) = where_clause(filter_src)?;
+    Ok(conn.prepare_cached(&format!("SELECT COUNT(*) FROM weir_jobs{cond}"))?.query_row(params_from_iter(params.iter()), |r| r.get(0))?)
+}
+
+/// The ids of the jobs matching `filter_src`, oldest first, at most `limit`.
+pub fn matching_ids(conn: &Connection, filter_src: Option<&str>, limit: usize) -> Result<Vec<String>> {
+    let (cond, params) = where_clause(filter_src)?;
+    let sql = format!("SELECT id FROM weir_jobs{cond} ORDER BY id LIMIT {}", limit.min(i64::MAX as usize));
+    let ids = conn.prepare_cached(&sql)?.query_map(params_from_iter(params.iter()), |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
+    Ok(ids)
+}
+
+/// What jobs can be grouped by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize, clap::ValueEnum, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum GroupBy {
+    Step,
+    Plugin,
+    Kind,
+    Owner,
+}
+
+/// The jobs of one group (one step, plug-in, kind or owner) by status.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct JobGroup {
+    /// The step, plug-in, kind or owner; null for jobs without one (a
+    /// background operation has no step).
+    pub key: Option<String>,
+    pub total: i64,
+    /// Jobs by status name (only the statuses present).
+    pub by_status: std::collections::BTreeMap<String, i64>,
+}
+
+/// The jobs matching `filter_src` grouped `by`, largest group first.
+pub fn groups(conn: &Connection, by: GroupBy, filter_src: Option<&str>) -> Result<Vec<JobGroup>> {
+    let column = match by {
+        GroupBy::Step => "step",
+        GroupBy::Plugin => "plugin",
+        GroupBy::Kind => "kind",
+        GroupBy::Owner => "owner",
+    };
+    let (cond, params) = where_clause(filter_src)?;
+    let sql = format!("SELECT {column}, statuscode, COUNT(*) FROM weir_jobs{cond} GROUP BY 1, 2");
+    let rows: Vec<(Option<String>, i64, i64)> =
+        conn.prepare_cached(&sql)?.query_map(params_from_iter(params.iter()), |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<rusqlite::Result<_>>()?;
+    let mut groups: Vec<JobGroup> = Vec::new();
+    for (key, code, n) in rows {
+        let at = match groups.iter().position(|g| g.key == key) {
+            Some(i) => i,
+            None => {
+                groups.push(JobGroup { key, total: 0, by_status: Default::default() });
+                groups.len() - 1
+            }
+        };
+        groups[at].total += n;
+        *groups[at].by_status.entry(status_name(code).to_string()).or_default() += n;
+    }
+    groups.sort_by(|a, b| b.total.cmp(&a.total).then_with(|| a.key.cmp(&b.key)));
+    Ok(groups)
 }
 
 /// One job with its history of attempts.
@@ -669,7 +791,7 @@ pub fn show(conn: &Connection, id: &str) -> Result<JobView> {
         .ok_or_else(|| Error::not_found(format!("no job with id {id}")))?;
     let parse = |s: Option<String>| s.and_then(|s| serde_json::from_str::<Json>(&s).ok());
     let mut last_claim = 0;
-    let history: Vec<Json> = conn
+    let history: Vec<Attempt> = conn
         .prepare_cached(
             "SELECT number, worker, started_at, ended_at, duration_ms, outcome, error_code, error_message, trace, wait, claim
              FROM weir_job_attempts WHERE job_id = ?1 ORDER BY id",
@@ -678,21 +800,21 @@ pub fn show(conn: &Connection, id: &str) -> Result<JobView> {
             let claim: i64 = r.get(10)?;
             Ok((
                 claim,
-                serde_json::json!({
-                    "number": r.get::<_, i64>(0)?,
-                    "worker": r.get::<_, Option<String>>(1)?,
-                    "started_at": r.get::<_, Option<i64>>(2)?.map(to_rfc3339),
-                    "ended_at": to_rfc3339(r.get(3)?),
-                    "duration_ms": r.get::<_, Option<i64>>(4)?,
-                    "outcome": r.get::<_, String>(5)?,
-                    "error_code": r.get::<_, Option<String>>(6)?,
-                    "error": r.get::<_, Option<String>>(7)?,
-                    "trace": parse(r.get(8)?).unwrap_or(Json::Array(vec![])),
-                    "wait": parse(r.get(9)?),
-                }),
+                Attempt {
+                    number: r.get(0)?,
+                    worker: r.get(1)?,
+                    started_at: r.get::<_, Option<i64>>(2)?.map(to_rfc3339),
+                    ended_at: Some(to_rfc3339(r.get(3)?)),
+                    duration_ms: r.get(4)?,
+                    outcome: r.get(5)?,
+                    error_code: r.get(6)?,
+                    error: r.get(7)?,
+                    trace: parse(r.get(8)?).unwrap_or(Json::Array(vec![])),
+                    wait: parse(r.get(9)?),
+                },
             ))
         })?
-        .collect::<rusqlite::Result<Vec<(i64, Json)>>>()?
+        .collect::<rusqlite::Result<Vec<(i64, Attempt)>>>()?
         .into_iter()
         .map(|(claim, h)| {
             last_claim = claim;
@@ -713,20 +835,26 @@ pub fn show(conn: &Connection, id: &str) -> Result<JobView> {
             "Failed" => "failed",
             _ => "canceled",
         };
-        history.push(serde_json::json!({
-            "number": view.attempts,
-            "worker": worker,
-            "started_at": view.started_at,
-            "ended_at": view.completed_at,
-            "duration_ms": view.duration_ms,
-            "outcome": outcome,
-            "error_code": view.error_code,
-            "error": view.error,
-            "trace": view.trace,
-            "wait": null,
-        }));
+        history.push(Attempt {
+            number: view.attempts.into(),
+            worker,
+            started_at: view.started_at.clone(),
+            ended_at: view.completed_at.clone(),
+            duration_ms: view.duration_ms,
+            outcome: outcome.into(),
+            error_code: view.error_code.clone(),
+            error: view.error.clone(),
+            trace: view.trace.clone(),
+            wait: None,
+        });
     }
-    view.total_duration_ms = Some(history.iter().filter_map(|h| h["duration_ms"].as_i64()).sum());
+    view.total_duration_ms = Some(history.iter().filter_map(|h| h.duration_ms).sum());
+    // Read in Rust, not with json_extract: an unreadable context must not hide the job.
+    view.input = conn
+        .prepare_cached("SELECT context FROM weir_jobs WHERE id = ?1")?
+        .query_row([id], |r| r.get::<_, Option<String>>(0))?
+        .and_then(|c| serde_json::from_str::<Json>(&c).ok())
+        .map(|mut c| c["input"].take());
     view.history = Some(history);
     view.callback = callbacks::delivery(conn, id)?;
     Ok(view)

@@ -8,9 +8,10 @@ use crate::error::Result;
 use crate::time::now_ms;
 
 /// The dashboard's view of the job system.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct Stats {
     /// Jobs by status name (all statuses present, zeros included).
+    #[schema(value_type = std::collections::HashMap<String, i64>)]
     pub by_status: serde_json::Map<String, Json>,
     /// Failed / (failed + succeeded) of jobs completed in the last hour.
     pub failure_rate: f64,
@@ -22,15 +23,50 @@ pub struct Stats {
     pub backlog: i64,
     /// Steps the failure breaker holds: the step, its consecutive failures,
     /// until when, and how many Ready jobs it holds.
-    pub held: Vec<Json>,
+    pub held: Vec<HeldStep>,
     /// Age of the oldest due Ready job, seconds.
     pub oldest_due_age_s: Option<f64>,
     pub oldest_due_id: Option<String>,
     /// InProgress jobs whose lease has run out (their worker is gone).
-    pub stuck: Vec<Json>,
-    pub recent_failures: Vec<Json>,
+    pub stuck: Vec<JobBrief>,
+    /// The last ten Failed jobs, newest first.
+    pub recent_failures: Vec<JobBrief>,
     /// Per minute over the last hour: completed and failed counts.
-    pub throughput: Vec<Json>,
+    pub throughput: Vec<Minute>,
+}
+
+/// A step whose jobs the failure breaker holds.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct HeldStep {
+    pub step: String,
+    pub consecutive_failures: i64,
+    /// When the hold ends (then one job runs as a probe).
+    pub until: String,
+    /// Ready jobs it holds.
+    pub jobs: i64,
+    pub reason: String,
+}
+
+/// A job in a short list (stuck, recently failed).
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct JobBrief {
+    pub id: String,
+    pub plugin: String,
+    pub step: Option<String>,
+    /// When its lease ran out (stuck) or it completed (failed).
+    pub at: Option<String>,
+    pub error: Option<String>,
+    pub error_code: Option<String>,
+    pub status: String,
+}
+
+/// Jobs completed in one minute.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct Minute {
+    /// The minute's start.
+    pub minute: String,
+    pub succeeded: i64,
+    pub failed: i64,
 }
 
 pub fn stats(conn: &Connection) -> Result<Stats> {
@@ -76,25 +112,25 @@ pub fn stats(conn: &Connection) -> Result<Stats> {
              FROM weir_step_health h WHERE h.hold_until IS NOT NULL ORDER BY h.step",
         )?
         .query_map([], |r| {
-            Ok(json!({
-                "step": r.get::<_, String>(0)?,
-                "consecutive_failures": r.get::<_, i64>(1)?,
-                "until": to_rfc3339(r.get(2)?),
-                "jobs": r.get::<_, i64>(3)?,
-                "reason": "the failure breaker holds its jobs: one runs as a probe when the hold ends, the rest when it succeeds",
-            }))
+            Ok(HeldStep {
+                step: r.get(0)?,
+                consecutive_failures: r.get(1)?,
+                until: to_rfc3339(r.get(2)?),
+                jobs: r.get(3)?,
+                reason: "the failure breaker holds its jobs: one runs as a probe when the hold ends, the rest when it succeeds".into(),
+            })
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
-    let row_json = |r: &rusqlite::Row<'_>| -> rusqlite::Result<Json> {
-        Ok(json!({
-            "id": r.get::<_, String>(0)?,
-            "plugin": r.get::<_, String>(1)?,
-            "step": r.get::<_, Option<String>>(2)?,
-            "at": r.get::<_, Option<i64>>(3)?.map(to_rfc3339),
-            "error": r.get::<_, Option<String>>(4)?,
-            "error_code": r.get::<_, Option<String>>(5)?,
-            "status": status_name(r.get(6)?),
-        }))
+    let row_json = |r: &rusqlite::Row<'_>| -> rusqlite::Result<JobBrief> {
+        Ok(JobBrief {
+            id: r.get(0)?,
+            plugin: r.get(1)?,
+            step: r.get(2)?,
+            at: r.get::<_, Option<i64>>(3)?.map(to_rfc3339),
+            error: r.get(4)?,
+            error_code: r.get(5)?,
+            status: status_name(r.get(6)?).into(),
+        })
     };
     let stuck = conn
         .prepare_cached(
@@ -123,7 +159,7 @@ pub fn stats(conn: &Connection) -> Result<Stats> {
     let throughput = per_minute
         .iter()
         .enumerate()
-        .map(|(i, (ok, failed))| json!({"minute": to_rfc3339(hour_ago + i as i64 * 60_000), "succeeded": ok, "failed": failed}))
+        .map(|(i, (ok, failed))| Minute { minute: to_rfc3339(hour_ago + i as i64 * 60_000), succeeded: *ok, failed: *failed })
         .collect();
     Ok(Stats {
         by_status,

@@ -23,6 +23,54 @@ fn next_after(schedule: &cron::Schedule, ms: i64) -> Option<i64> {
     schedule.after(&after).next().map(|t| t.timestamp_millis())
 }
 
+/// A scheduled step as operators see it: its cron, when it fires next and the
+/// few runs after that.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct ScheduleView {
+    pub step: String,
+    pub plugin: String,
+    /// Cron with seconds.
+    pub schedule: String,
+    pub enabled: bool,
+    /// The next tick weir will fire (null: the step is disabled, or no worker
+    /// has seen it yet: then the first of `upcoming`).
+    pub next_at: Option<String>,
+    /// The following ticks of the cron.
+    pub upcoming: Vec<String>,
+}
+
+/// The scheduled steps among `steps`, with their next runs.
+pub fn schedules(conn: &Connection, steps: &[Step], now: i64) -> Result<Vec<ScheduleView>> {
+    let mut out = Vec::new();
+    for step in steps {
+        let Some(expr) = &step.schedule else { continue };
+        let next: Option<i64> = conn.prepare_cached("SELECT next_at FROM weir_schedules WHERE step = ?1")?.query_row([&step.name], |r| r.get(0)).optional()?;
+        let next = next.filter(|_| step.enabled);
+        let mut upcoming = Vec::new();
+        if let Ok(cron) = parse_cron(expr) {
+            let mut at = next.unwrap_or(now);
+            for _ in 0..3 {
+                match next_after(&cron, at) {
+                    Some(t) => {
+                        upcoming.push(super::to_rfc3339(t));
+                        at = t;
+                    }
+                    None => break,
+                }
+            }
+        }
+        out.push(ScheduleView {
+            step: step.name.clone(),
+            plugin: step.plugin.clone(),
+            schedule: expr.clone(),
+            enabled: step.enabled,
+            next_at: next.map(super::to_rfc3339),
+            upcoming,
+        });
+    }
+    Ok(out)
+}
+
 /// Enqueues one job for every scheduled step whose tick has come. After
 /// downtime a schedule runs once, not once per missed tick. Safe with several
 /// processes: the schedule row is advanced with a compare-and-set.
@@ -128,6 +176,14 @@ pub fn cleanup(conn: &Connection, older_than_ms: i64, status: CleanupStatus, now
         n += conn.execute("DELETE FROM weir_jobs WHERE statecode = 3 AND statuscode = ?1 AND completed_at <= ?2", params![code, cutoff])?;
     }
     Ok(n)
+}
+
+/// Deletes one completed job, its attempts and its callback deliveries.
+pub(crate) fn delete_completed(conn: &Connection, id: &str) -> Result<()> {
+    conn.execute("DELETE FROM weir_callbacks WHERE job_id = ?1", [id])?;
+    conn.execute("DELETE FROM weir_job_attempts WHERE job_id = ?1", [id])?;
+    conn.execute("DELETE FROM weir_jobs WHERE id = ?1 AND statecode = 3", [id])?;
+    Ok(())
 }
 
 /// Ends waits abandoned past their timeout: paused jobs whose timer passed more

@@ -514,7 +514,7 @@ pub fn activate_user(conn: &Connection, name: &str) -> Result<()> {
 }
 
 /// A user, as `weir user list` shows them.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct UserRow {
     pub name: String,
     pub active: bool,
@@ -545,7 +545,7 @@ pub fn require_active_user(conn: &Connection, name: &str) -> Result<()> {
 }
 
 /// A stored plug-in version (without its bytes).
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct PluginRow {
     pub name: String,
     pub version: i64,

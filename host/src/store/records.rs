@@ -19,15 +19,17 @@ pub const SYSTEM_COLUMNS: &[&str] = &["id", "created_at", "modified_at"];
 /// Most columns a table may declare.
 pub const MAX_COLUMNS: usize = 200;
 
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Column {
     pub name: String,
+    /// text, integer, decimal, boolean, timestamp, json or ref:TABLE.
     #[serde(rename = "type")]
+    #[schema(value_type = String)]
     pub ty: ColType,
 }
 
 /// A declared table.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
 pub struct TableDef {
     pub name: String,
     pub columns: Vec<Column>,

@@ -40,9 +40,16 @@ use axum::{Json, Router};
 use serde_json::{Value as Json_, json};
 use utoipa::OpenApi;
 
+mod schema;
+
+use self::schema::*;
 use crate::error::Error;
-use crate::steps::StepRequest;
-use crate::{BackgroundRequest, JobAction, Weir};
+use crate::jobs::{GroupBy, JobView};
+use crate::steps::{Step, StepRequest, StepUpdate};
+use crate::store::PluginRow;
+use crate::store::records::TableDef;
+use crate::traces::TraceView;
+use crate::{BackgroundRequest, BulkOutcome, JobAction, Weir};
 
 /// Settings of the HTTP server.
 #[derive(Debug, Clone)]
@@ -152,7 +159,8 @@ fn user(headers: &HeaderMap) -> String {
 #[openapi(
     info(title = "weir", description = "A WebAssembly plug-in host: records, an event pipeline and a durable job queue."),
     paths(
-        health, create_record, create_batch, query_records, get_record, update_record, delete_record, list_jobs, get_job, job_action,
+        health, create_record, create_batch, query_records, get_record, update_record, delete_record, list_jobs, job_groups, bulk_jobs,
+        list_schedules, get_job, delete_job, job_action,
         submit_background, list_plugins, upload_plugin, list_steps, add_step, list_tables, create_table, stats,
         list_users, add_user, user_action, reassign_jobs, update_step, remove_step, step_action, list_traces, get_trace,
         remove_plugin, rollback_plugin
@@ -183,6 +191,7 @@ pub fn router(weir: Arc<Weir>, config: ApiConfig) -> Router {
     let plugins = Router::new().route("/api/plugins", get(list_plugins).post(upload_plugin)).layer(DefaultBodyLimit::max(crate::plugins::MAX_COMPONENT_BYTES));
     Router::new()
         .route("/", get(dashboard))
+        .route("/jobs/{id}", get(dashboard))
         .route("/assets/chart.js", get(chart_js))
         .route("/api/health", get(health))
         .route("/api/openapi.json", get(openapi_json))
@@ -192,7 +201,10 @@ pub fn router(weir: Arc<Weir>, config: ApiConfig) -> Router {
         .route("/api/data/{table}/batch", post(create_batch))
         .route("/api/data/{table}/{id}", get(get_record).patch(update_record).delete(delete_record))
         .route("/api/jobs", get(list_jobs))
-        .route("/api/jobs/{id}", get(get_job))
+        .route("/api/jobs/groups", get(job_groups))
+        .route("/api/jobs/bulk", post(bulk_jobs))
+        .route("/api/schedules", get(list_schedules))
+        .route("/api/jobs/{id}", get(get_job).delete(delete_job))
         .route("/api/jobs/{id}/{action}", post(job_action))
         .route("/api/background", post(submit_background))
         .route("/api/steps", get(list_steps).post(add_step))
@@ -401,7 +413,7 @@ fn payload_too_large(config: &ApiConfig, path: &str) -> ApiError {
 
 /// Bearer-token check, in constant time.
 async fn auth(State(app): State<App>, req: Request, next: Next) -> Response {
-    let open = matches!(req.uri().path(), "/api/health" | "/" | "/assets/chart.js");
+    let open = matches!(req.uri().path(), "/api/health" | "/" | "/assets/chart.js") || req.uri().path().starts_with("/jobs/");
     if let (Some(token), false) = (&app.config.token, open) {
         let given = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
         let ok = given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes()));
@@ -419,9 +431,9 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-#[utoipa::path(get, path = "/api/health", security(()), responses((status = 200, description = "weir is up")))]
-async fn health() -> Json<Json_> {
-    Json(json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")}))
+#[utoipa::path(get, path = "/api/health", security(()), responses((status = 200, description = "weir is up", body = Health)))]
+async fn health() -> Json<Health> {
+    Json(Health { status: "ok".into(), version: env!("CARGO_PKG_VERSION").into() })
 }
 
 async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
@@ -429,11 +441,11 @@ async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
 }
 
 async fn dashboard() -> Html<&'static str> {
-    Html(include_str!("../assets/dashboard.html"))
+    Html(include_str!("../../assets/dashboard.html"))
 }
 
 async fn chart_js() -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8"), (header::CACHE_CONTROL, "max-age=86400")], include_str!("../assets/chart.umd.min.js"))
+    ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8"), (header::CACHE_CONTROL, "max-age=86400")], include_str!("../../assets/chart.umd.min.js"))
 }
 
 async fn metrics(State(app): State<App>) -> ApiResult<impl IntoResponse> {
@@ -443,21 +455,21 @@ async fn metrics(State(app): State<App>) -> ApiResult<impl IntoResponse> {
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body))
 }
 
-#[utoipa::path(get, path = "/api/stats", responses((status = 200, description = "The dashboard's figures: jobs by status, failure rate, duration percentiles, backlog, stuck jobs, recent failures, throughput per minute, per-plug-in calls")))]
-async fn stats(State(app): State<App>) -> ApiResult<Json<Json_>> {
+#[utoipa::path(get, path = "/api/stats", responses((status = 200, body = StatsView,
+    description = "The dashboard's figures: jobs by status, failure rate, duration percentiles, backlog, held steps, stuck jobs, recent failures, throughput per minute (from the database), per-plug-in calls (this process)")))]
+async fn stats(State(app): State<App>) -> ApiResult<Json<StatsView>> {
     let weir = app.weir.clone();
-    let s = blocking(move || weir.pool().with_conn(crate::jobs::stats::stats)).await?;
-    let plugins: Vec<Json_> = crate::telemetry::plugin_stats()
+    let jobs = blocking(move || weir.pool().with_conn(crate::jobs::stats::stats)).await?;
+    let plugins = crate::telemetry::plugin_stats()
         .iter()
-        .map(|p| json!({"plugin": p.plugin, "calls": p.calls, "failures": p.failures, "fuel": p.fuel, "mean_ms": p.mean_ms()}))
+        .map(|p| PluginFigures { plugin: p.plugin.clone(), calls: p.calls, failures: p.failures, fuel: p.fuel, mean_ms: p.mean_ms() })
         .collect();
-    let mut v = serde_json::to_value(s).map_err(|e| ApiError::from(Error::Internal(e.to_string())))?;
-    v["plugins"] = Json_::Array(plugins);
-    Ok(Json(v))
+    Ok(Json(StatsView { jobs, plugins }))
 }
 
-#[utoipa::path(post, path = "/api/data/{table}", params(("table" = String, Path)), request_body(content = Object, description = "Column values"),
-    responses((status = 201, description = "The stored record, with its id"), (status = 400), (status = 404), (status = 413), (status = 422, description = "A plug-in rejected or failed the operation")))]
+#[utoipa::path(post, path = "/api/data/{table}", params(("table" = String, Path)), request_body(content = RecordFields, description = "Column values"),
+    responses((status = 201, description = "The stored record, with its id", body = Record), (status = 400, body = ErrorBody), (status = 403, description = "The acting user is deactivated", body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 422, description = "A plug-in rejected or failed the operation", body = ErrorBody), (status = 503, description = "The store was busy; retry", body = ErrorBody)))]
 async fn create_record(State(app): State<App>, Path(table): Path<String>, headers: HeaderMap, body: Bytes) -> ApiResult<(StatusCode, HeaderMap, Json<Json_>)> {
     let json = parse_body(&body)?;
     let (weir, user) = (app.weir.clone(), user(&headers));
@@ -473,8 +485,8 @@ async fn create_record(State(app): State<App>, Path(table): Path<String>, header
 /// Most records one batch request creates.
 const MAX_BATCH: usize = 1000;
 
-#[utoipa::path(post, path = "/api/data/{table}/batch", params(("table" = String, Path)), request_body(content = Vec<Object>, description = "Records to create, at most 1000"),
-    responses((status = 200, description = "{\"value\": [one result per element, in order: {\"status\": 201, \"record\": ...} or {\"status\": 4xx, \"error\": ...}]}"), (status = 400), (status = 413)))]
+#[utoipa::path(post, path = "/api/data/{table}/batch", params(("table" = String, Path)), request_body(content = Vec<RecordFields>, description = "Records to create, at most 1000"),
+    responses((status = 200, description = "One result per element, in order", body = BatchResults), (status = 400, body = ErrorBody), (status = 413, body = ErrorBody)))]
 async fn create_batch(State(app): State<App>, Path(table): Path<String>, headers: HeaderMap, body: Bytes) -> ApiResult<Json<Json_>> {
     let Json_::Array(items) = parse_body(&body)? else {
         return Err(bad("a batch is a JSON array of records"));
@@ -503,7 +515,7 @@ async fn create_batch(State(app): State<App>, Path(table): Path<String>, headers
 }
 
 #[utoipa::path(get, path = "/api/data/{table}", params(("table" = String, Path), ("$filter" = Option<String>, Query), ("$select" = Option<String>, Query), ("$top" = Option<usize>, Query), ("$orderby" = Option<String>, Query)),
-    responses((status = 200, description = "{\"value\": [records]}"), (status = 400), (status = 404)))]
+    responses((status = 200, description = "The matching records", body = RecordList), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn query_records(State(app): State<App>, Path(table): Path<String>, Query(q): Query<HashMap<String, String>>) -> ApiResult<Json<Json_>> {
     let filter = q.get("$filter").cloned();
     let top = match q.get("$top") {
@@ -539,78 +551,121 @@ async fn query_records(State(app): State<App>, Path(table): Path<String>, Query(
     Ok(Json(json!({"value": value})))
 }
 
-#[utoipa::path(get, path = "/api/data/{table}/{id}", params(("table" = String, Path), ("id" = String, Path)), responses((status = 200), (status = 404)))]
+#[utoipa::path(get, path = "/api/data/{table}/{id}", params(("table" = String, Path), ("id" = String, Path)), responses((status = 200, body = Record), (status = 404, body = ErrorBody)))]
 async fn get_record(State(app): State<App>, Path((table, id)): Path<(String, String)>) -> ApiResult<Json<Json_>> {
     let weir = app.weir.clone();
     Ok(Json(blocking(move || weir.get(&table, &id)).await?.to_json()))
 }
 
-#[utoipa::path(patch, path = "/api/data/{table}/{id}", params(("table" = String, Path), ("id" = String, Path)), request_body(content = Object),
-    responses((status = 200), (status = 400), (status = 404), (status = 422)))]
+#[utoipa::path(patch, path = "/api/data/{table}/{id}", params(("table" = String, Path), ("id" = String, Path)), request_body(content = RecordFields, description = "The columns to change"),
+    responses((status = 200, description = "The record as committed", body = Record), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 async fn update_record(State(app): State<App>, Path((table, id)): Path<(String, String)>, headers: HeaderMap, body: Bytes) -> ApiResult<Json<Json_>> {
     let json = parse_body(&body)?;
     let (weir, user) = (app.weir.clone(), user(&headers));
     Ok(Json(blocking(move || weir.pipeline().update(&user, &table, &id, &json)).await?.to_json()))
 }
 
-#[utoipa::path(delete, path = "/api/data/{table}/{id}", params(("table" = String, Path), ("id" = String, Path)), responses((status = 204), (status = 404), (status = 422)))]
+#[utoipa::path(delete, path = "/api/data/{table}/{id}", params(("table" = String, Path), ("id" = String, Path)), responses((status = 204, description = "Deleted"), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 async fn delete_record(State(app): State<App>, Path((table, id)): Path<(String, String)>, headers: HeaderMap) -> ApiResult<StatusCode> {
     let (weir, user) = (app.weir.clone(), user(&headers));
     blocking(move || weir.pipeline().delete(&user, &table, &id)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[utoipa::path(get, path = "/api/jobs", params(("$filter" = Option<String>, Query, description = "e.g. statecode eq 3 and statuscode eq 31"),
-        ("$top" = Option<usize>, Query, description = "page size, default 100, at most 5000"), ("$skip" = Option<usize>, Query)),
-    responses((status = 200, description = "{\"value\": [jobs], \"next\": URL of the next page if this one is full}, newest first"), (status = 400)))]
-async fn list_jobs(State(app): State<App>, Query(q): Query<HashMap<String, String>>) -> ApiResult<Json<Json_>> {
-    let filter = q.get("$filter").cloned();
-    let number = |key: &str| q.get(key).map(|t| t.parse::<usize>().map_err(|_| bad(format!("bad {key} {t:?}: a whole number")))).transpose();
-    let top = number("$top")?.unwrap_or(100).min(crate::jobs::MAX_PAGE);
-    let skip = number("$skip")?.unwrap_or(0);
-    let weir = app.weir.clone();
-    let f = filter.clone();
-    let jobs = blocking(move || weir.list_jobs_page(f.as_deref(), top, skip)).await?;
-    let mut page = json!({"value": jobs});
-    if top > 0 && page["value"].as_array().is_some_and(|v| v.len() == top) {
-        let filter = filter.map_or(String::new(), |f| format!("&$filter={}", url::form_urlencoded::byte_serialize(f.as_bytes()).collect::<String>()));
-        page["next"] = json!(format!("/api/jobs?$top={top}&$skip={}{filter}", skip.saturating_add(top)));
-    }
-    Ok(Json(page))
+/// A whole-number query parameter.
+fn number_param(q: &HashMap<String, String>, key: &str) -> ApiResult<Option<usize>> {
+    q.get(key).map(|t| t.parse::<usize>().map_err(|_| bad(format!("bad {key} {t:?}: a whole number")))).transpose()
 }
 
-#[utoipa::path(get, path = "/api/jobs/{id}", params(("id" = String, Path)), responses((status = 200), (status = 404)))]
-async fn get_job(State(app): State<App>, Path(id): Path<String>) -> ApiResult<Json<Json_>> {
+#[utoipa::path(get, path = "/api/jobs", params(("$filter" = Option<String>, Query, description = "weir's filter language over job fields, e.g. status eq 'Failed' and plugin eq 'notify'"),
+        ("$top" = Option<usize>, Query, description = "page size, default 100, at most 5000"), ("$skip" = Option<usize>, Query)),
+    responses((status = 200, description = "A page of jobs, newest first", body = JobPage), (status = 400, body = ErrorBody)))]
+async fn list_jobs(State(app): State<App>, Query(q): Query<HashMap<String, String>>) -> ApiResult<Json<JobPage>> {
+    let filter = q.get("$filter").cloned();
+    let top = number_param(&q, "$top")?.unwrap_or(100).min(crate::jobs::MAX_PAGE);
+    let skip = number_param(&q, "$skip")?.unwrap_or(0);
     let weir = app.weir.clone();
-    let job = blocking(move || weir.show_job(&id)).await?;
-    Ok(Json(serde_json::to_value(job).unwrap_or(Json_::Null)))
+    let f = filter.clone();
+    let (value, count) = blocking(move || Ok((weir.list_jobs_page(f.as_deref(), top, skip)?, weir.count_jobs(f.as_deref())?))).await?;
+    let next = (top > 0 && value.len() == top).then(|| {
+        let filter = filter.map_or(String::new(), |f| format!("&$filter={}", url::form_urlencoded::byte_serialize(f.as_bytes()).collect::<String>()));
+        format!("/api/jobs?$top={top}&$skip={}{filter}", skip.saturating_add(top))
+    });
+    Ok(Json(JobPage { value, count, next }))
+}
+
+#[utoipa::path(get, path = "/api/jobs/groups", params(("by" = GroupBy, Query, description = "step, plugin, kind or owner"), ("$filter" = Option<String>, Query, description = "only the jobs this filter selects")),
+    responses((status = 200, description = "The groups, largest first, each by status", body = JobGroups), (status = 400, body = ErrorBody)))]
+async fn job_groups(State(app): State<App>, Query(q): Query<HashMap<String, String>>) -> ApiResult<Json<JobGroups>> {
+    let by = match q.get("by").map(String::as_str) {
+        Some("step") => GroupBy::Step,
+        Some("plugin") => GroupBy::Plugin,
+        Some("kind") => GroupBy::Kind,
+        Some("owner") => GroupBy::Owner,
+        other => return Err(bad(format!("bad by {other:?}: group jobs by step, plugin, kind or owner"))),
+    };
+    let filter = q.get("$filter").cloned();
+    let weir = app.weir.clone();
+    let value = blocking(move || weir.job_groups(by, filter.as_deref())).await?;
+    Ok(Json(JobGroups { by, value }))
+}
+
+#[utoipa::path(post, path = "/api/jobs/bulk", request_body(content = BulkRequest),
+    responses((status = 200, description = "What the action did (with dry_run: how many jobs it would act on)", body = BulkOutcome), (status = 400, body = ErrorBody)))]
+async fn bulk_jobs(State(app): State<App>, body: Bytes) -> ApiResult<Json<BulkOutcome>> {
+    let req: BulkRequest = serde_json::from_slice(&body).map_err(|e| {
+        bad(format!("bad bulk action: {e}; send {{\"action\": \"cancel|pause|resume|retry|delete|postpone\", \"filter\": EXPR, \"until\": TIME (postpone), \"dry_run\": BOOL}}"))
+    })?;
+    let action = req.action.action(req.until.as_deref())?;
+    let weir = app.weir.clone();
+    Ok(Json(blocking(move || weir.bulk_jobs(&req.filter, action, req.dry_run)).await?))
+}
+
+#[utoipa::path(get, path = "/api/schedules", responses((status = 200, description = "Scheduled steps with their next runs", body = ScheduleList)))]
+async fn list_schedules(State(app): State<App>) -> ApiResult<Json<ScheduleList>> {
+    let weir = app.weir.clone();
+    Ok(Json(ScheduleList { value: blocking(move || weir.schedules()).await? }))
+}
+
+#[utoipa::path(get, path = "/api/jobs/{id}", params(("id" = String, Path)), responses((status = 200, description = "The job with its input, attempt history and callback delivery", body = JobView), (status = 404, body = ErrorBody)))]
+async fn get_job(State(app): State<App>, Path(id): Path<String>) -> ApiResult<Json<JobView>> {
+    let weir = app.weir.clone();
+    Ok(Json(blocking(move || weir.show_job(&id)).await?))
+}
+
+#[utoipa::path(delete, path = "/api/jobs/{id}", params(("id" = String, Path)),
+    responses((status = 204, description = "Deleted with its attempts"), (status = 404, body = ErrorBody), (status = 409, description = "Not completed", body = ErrorBody)))]
+async fn delete_job(State(app): State<App>, Path(id): Path<String>) -> ApiResult<StatusCode> {
+    let weir = app.weir.clone();
+    blocking(move || weir.delete_job(&id)).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[utoipa::path(post, path = "/api/jobs/{id}/{action}", params(("id" = String, Path), ("action" = String, Path, description = "cancel, pause, resume, retry or postpone (body {\"until\": TIME})")),
-    responses((status = 200, description = "The job after the action"), (status = 400), (status = 404), (status = 409, description = "Illegal transition")))]
-async fn job_action(State(app): State<App>, Path((id, action)): Path<(String, String)>, body: Bytes) -> ApiResult<Json<Json_>> {
+    request_body(content = Option<PostponeRequest>, description = "postpone only"),
+    responses((status = 200, description = "The job after the action", body = JobView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, description = "Illegal transition", body = ErrorBody)))]
+async fn job_action(State(app): State<App>, Path((id, action)): Path<(String, String)>, body: Bytes) -> ApiResult<Json<JobView>> {
     let action = match action.as_str() {
         "cancel" => JobAction::Cancel,
         "pause" => JobAction::Pause,
         "resume" => JobAction::Resume,
         "retry" => JobAction::Retry,
         "postpone" => {
-            let b = parse_body(&body)?;
-            let until = b["until"].as_str().ok_or_else(|| bad("postpone needs {\"until\": TIME} (RFC 3339 or +DURATION)"))?;
-            JobAction::Postpone(crate::time::parse_when(until).map_err(bad)?)
+            let b: PostponeRequest =
+                serde_json::from_slice(&body).map_err(|e| bad(format!("postpone needs {{\"until\": TIME}} (RFC 3339 or +DURATION): {e}")))?;
+            JobAction::Postpone(crate::time::parse_when(&b.until).map_err(bad)?)
         }
         other => {
             return Err(ApiError(StatusCode::NOT_FOUND, json!({"error": format!("no job action {other:?}: use cancel, pause, resume, retry or postpone")})));
         }
     };
     let weir = app.weir.clone();
-    let job = blocking(move || weir.control_job(&id, action)).await?;
-    Ok(Json(serde_json::to_value(job).unwrap_or(Json_::Null)))
+    Ok(Json(blocking(move || weir.control_job(&id, action)).await?))
 }
 
-#[utoipa::path(post, path = "/api/background", request_body(content = Object, description = "{\"plugin\": NAME, \"input\": JSON, \"grants\": [\"TABLE:write\"], \"callback\": URL, \"at\": TIME}"),
-    responses((status = 202, description = "Accepted; Location is the job"), (status = 400), (status = 404)))]
-async fn submit_background(State(app): State<App>, headers: HeaderMap, body: Bytes) -> ApiResult<(StatusCode, HeaderMap, Json<Json_>)> {
+#[utoipa::path(post, path = "/api/background", request_body(content = BackgroundRequest),
+    responses((status = 202, description = "Accepted; Location is the job", body = Accepted), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn submit_background(State(app): State<App>, headers: HeaderMap, body: Bytes) -> ApiResult<(StatusCode, HeaderMap, Json<Accepted>)> {
     let b: BackgroundRequest = serde_json::from_slice(&body).map_err(|e| {
         bad(format!(
             "bad background operation: {e}; send {{\"plugin\": NAME, \"input\": JSON, \"grants\": [\"TABLE:read|write\"], \"callback\": URL, \"at\": TIME, \"max_attempts\": N, \"timeout_ms\": N}}"
@@ -624,51 +679,48 @@ async fn submit_background(State(app): State<App>, headers: HeaderMap, body: Byt
     if let Ok(v) = HeaderValue::from_str(&location) {
         h.insert(header::LOCATION, v);
     }
-    Ok((StatusCode::ACCEPTED, h, Json(json!({"id": id, "location": location}))))
+    Ok((StatusCode::ACCEPTED, h, Json(Accepted { id, location })))
 }
 
-#[utoipa::path(get, path = "/api/plugins", responses((status = 200, description = "Plug-in versions")))]
-async fn list_plugins(State(app): State<App>) -> ApiResult<Json<Json_>> {
+#[utoipa::path(get, path = "/api/plugins", responses((status = 200, description = "Plug-in versions", body = PluginList)))]
+async fn list_plugins(State(app): State<App>) -> ApiResult<Json<PluginList>> {
     let weir = app.weir.clone();
-    let rows = blocking(move || weir.list_plugins()).await?;
-    Ok(Json(json!({"value": rows})))
+    Ok(Json(PluginList { value: blocking(move || weir.list_plugins()).await? }))
 }
 
-#[utoipa::path(post, path = "/api/plugins", params(("name" = String, Query)), request_body(content = Vec<u8>, content_type = "application/wasm"),
-    responses((status = 201, description = "The stored version"), (status = 400, description = "Not a component, or no weir world")))]
-async fn upload_plugin(State(app): State<App>, Query(q): Query<HashMap<String, String>>, body: Bytes) -> ApiResult<(StatusCode, Json<Json_>)> {
+#[utoipa::path(post, path = "/api/plugins", params(("name" = String, Query)), request_body(content = Wasm, content_type = "application/wasm"),
+    responses((status = 201, description = "The stored version", body = PluginRow), (status = 400, description = "Not a component, or no weir world", body = ErrorBody)))]
+async fn upload_plugin(State(app): State<App>, Query(q): Query<HashMap<String, String>>, body: Bytes) -> ApiResult<(StatusCode, Json<PluginRow>)> {
     let name = q.get("name").cloned().ok_or_else(|| bad("give the plug-in's name: POST /api/plugins?name=NAME with the component as the body"))?;
     let weir = app.weir.clone();
-    let row = blocking(move || weir.add_plugin(&name, &body)).await?;
-    Ok((StatusCode::CREATED, Json(serde_json::to_value(row).unwrap_or(Json_::Null))))
+    Ok((StatusCode::CREATED, Json(blocking(move || weir.add_plugin(&name, &body)).await?)))
 }
 
-#[utoipa::path(get, path = "/api/steps", responses((status = 200, description = "{\"value\": [steps], \"unreadable\": [{\"name\", \"table\", \"message\", \"error\"}]}: steps whose stored spec cannot be read are listed apart")))]
-async fn list_steps(State(app): State<App>) -> ApiResult<Json<Json_>> {
+#[utoipa::path(get, path = "/api/steps", responses((status = 200, description = "The steps with their health; steps whose stored spec cannot be read are listed apart", body = StepList)))]
+async fn list_steps(State(app): State<App>) -> ApiResult<Json<StepList>> {
     let weir = app.weir.clone();
     let (steps, unreadable) = blocking(move || {
         let listing = weir.list_steps()?;
         Ok((weir.steps_with_health(&listing.steps)?, listing.unreadable))
     })
     .await?;
-    Ok(Json(json!({"value": steps, "unreadable": unreadable})))
+    Ok(Json(StepList { value: steps, unreadable }))
 }
 
 #[utoipa::path(patch, path = "/api/steps/{name}", params(("name" = String, Path)),
-    request_body(content = Object, description = "Any of rank, config, when (\"\" removes it), filter, fuel, timeout_ms, max_attempts, backoff_ms, grants (replaces them)"),
-    responses((status = 200, description = "The step as changed"), (status = 400), (status = 404)))]
-async fn update_step(State(app): State<App>, Path(name): Path<String>, body: Bytes) -> ApiResult<Json<Json_>> {
+    request_body(content = StepUpdate, description = "Any of rank, config, when (\"\" removes it), filter, fuel, timeout_ms, max_attempts, backoff_ms, grants (replaces them)"),
+    responses((status = 200, description = "The step as changed", body = Step), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn update_step(State(app): State<App>, Path(name): Path<String>, body: Bytes) -> ApiResult<Json<Step>> {
     let change: crate::steps::StepUpdate = serde_json::from_slice(&body).map_err(|e| {
         bad(format!(
             "bad step change: {e}; send any of rank, config, when, filter, fuel, timeout_ms, max_attempts, backoff_ms, grants (the trigger and plug-in cannot change: remove and add the step)"
         ))
     })?;
     let weir = app.weir.clone();
-    let step = blocking(move || weir.update_step(&name, &change)).await?;
-    Ok(Json(serde_json::to_value(step).unwrap_or(Json_::Null)))
+    Ok(Json(blocking(move || weir.update_step(&name, &change)).await?))
 }
 
-#[utoipa::path(delete, path = "/api/steps/{name}", params(("name" = String, Path)), responses((status = 204), (status = 404)))]
+#[utoipa::path(delete, path = "/api/steps/{name}", params(("name" = String, Path)), responses((status = 204, description = "Removed"), (status = 404, body = ErrorBody)))]
 async fn remove_step(State(app): State<App>, Path(name): Path<String>) -> ApiResult<StatusCode> {
     let weir = app.weir.clone();
     blocking(move || weir.remove_step(&name)).await?;
@@ -676,8 +728,8 @@ async fn remove_step(State(app): State<App>, Path(name): Path<String>) -> ApiRes
 }
 
 #[utoipa::path(post, path = "/api/steps/{name}/{action}", params(("name" = String, Path), ("action" = String, Path, description = "enable or disable")),
-    responses((status = 200), (status = 404)))]
-async fn step_action(State(app): State<App>, Path((name, action)): Path<(String, String)>) -> ApiResult<Json<Json_>> {
+    responses((status = 200, body = StepEnabled), (status = 404, body = ErrorBody)))]
+async fn step_action(State(app): State<App>, Path((name, action)): Path<(String, String)>) -> ApiResult<Json<StepEnabled>> {
     let enabled = match action.as_str() {
         "enable" => true,
         "disable" => false,
@@ -686,31 +738,29 @@ async fn step_action(State(app): State<App>, Path((name, action)): Path<(String,
     let weir = app.weir.clone();
     let n = name.clone();
     blocking(move || weir.set_step_enabled(&n, enabled)).await?;
-    Ok(Json(json!({"step": name, "enabled": enabled})))
+    Ok(Json(StepEnabled { step: name, enabled }))
 }
 
-#[utoipa::path(post, path = "/api/steps", request_body(content = Object, description = "A step: {\"name\", \"plugin\"} and either {\"schedule\": CRON} or {\"message\", \"table\", \"stage\"}; any other field of a step as `weir step list --json` shows them, with the CLI's defaults (a schedule implies mode async, otherwise sync; rank 1)"),
-    responses((status = 201, description = "The stored step"), (status = 400), (status = 404), (status = 409)))]
-async fn add_step(State(app): State<App>, body: Bytes) -> ApiResult<(StatusCode, Json<Json_>)> {
+#[utoipa::path(post, path = "/api/steps", request_body(content = StepRequest, description = "A step: {\"name\", \"plugin\"} and either {\"schedule\": CRON} or {\"message\", \"table\", \"stage\"}; any other field of a step as `weir step list --json` shows them, with the CLI's defaults (a schedule implies mode async, otherwise sync; rank 1)"),
+    responses((status = 201, description = "The stored step", body = Step), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn add_step(State(app): State<App>, body: Bytes) -> ApiResult<(StatusCode, Json<Step>)> {
     let req: StepRequest = serde_json::from_slice(&body).map_err(|e| {
         bad(format!(
             "bad step: {e}; send {{\"name\": NAME, \"plugin\": PLUGIN}} with either \"schedule\" or \"message\", \"table\" and \"stage\", and any other field as `weir step list --json` shows them"
         ))
     })?;
     let weir = app.weir.clone();
-    let step = blocking(move || weir.register_step(req)).await?;
-    Ok((StatusCode::CREATED, Json(serde_json::to_value(step).map_err(|e| ApiError::from(Error::Internal(format!("cannot show the stored step: {e}"))))?)))
+    Ok((StatusCode::CREATED, Json(blocking(move || weir.register_step(req)).await?)))
 }
 
-#[utoipa::path(get, path = "/api/tables", responses((status = 200)))]
-async fn list_tables(State(app): State<App>) -> ApiResult<Json<Json_>> {
+#[utoipa::path(get, path = "/api/tables", responses((status = 200, body = TableList)))]
+async fn list_tables(State(app): State<App>) -> ApiResult<Json<TableList>> {
     let weir = app.weir.clone();
-    let t = blocking(move || weir.list_tables()).await?;
-    Ok(Json(json!({"value": t})))
+    Ok(Json(TableList { value: blocking(move || weir.list_tables()).await? }))
 }
 
-#[utoipa::path(post, path = "/api/tables", request_body(content = Object, description = "{\"name\": NAME, \"columns\": [{\"name\": COL, \"type\": TYPE}]}"), responses((status = 201), (status = 400), (status = 409)))]
-async fn create_table(State(app): State<App>, body: Bytes) -> ApiResult<(StatusCode, Json<Json_>)> {
+#[utoipa::path(post, path = "/api/tables", request_body(content = TableRequest), responses((status = 201, body = TableDef), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn create_table(State(app): State<App>, body: Bytes) -> ApiResult<(StatusCode, Json<TableDef>)> {
     let b = parse_body(&body)?;
     let name = b["name"].as_str().ok_or_else(|| bad("give \"name\" (a string)"))?.to_string();
     let shape = "\"columns\" is a list of {\"name\": COL, \"type\": TYPE}";
@@ -731,65 +781,61 @@ async fn create_table(State(app): State<App>, body: Bytes) -> ApiResult<(StatusC
         weir.create_table(&name, &cols)
     })
     .await?;
-    Ok((StatusCode::CREATED, Json(serde_json::to_value(def).unwrap_or(Json_::Null))))
+    Ok((StatusCode::CREATED, Json(def)))
 }
 
 #[utoipa::path(delete, path = "/api/plugins/{name}", params(("name" = String, Path), ("version" = Option<i64>, Query, description = "one version; all when absent")),
-    responses((status = 200, description = "{\"removed\": N}"), (status = 404), (status = 409, description = "a step or an unfinished job uses it")))]
-async fn remove_plugin(State(app): State<App>, Path(name): Path<String>, Query(q): Query<HashMap<String, String>>) -> ApiResult<Json<Json_>> {
+    responses((status = 200, body = PluginRemoved), (status = 404, body = ErrorBody), (status = 409, description = "a step or an unfinished job uses it", body = ErrorBody)))]
+async fn remove_plugin(State(app): State<App>, Path(name): Path<String>, Query(q): Query<HashMap<String, String>>) -> ApiResult<Json<PluginRemoved>> {
     let version = q.get("version").map(|v| v.parse::<i64>().map_err(|_| bad(format!("bad version {v:?}: a whole number")))).transpose()?;
     let weir = app.weir.clone();
     let n = name.clone();
     let removed = blocking(move || weir.remove_plugin(&n, version)).await?;
-    Ok(Json(json!({"plugin": name, "version": version, "removed": removed})))
+    Ok(Json(PluginRemoved { plugin: name, version, removed }))
 }
 
 #[utoipa::path(post, path = "/api/plugins/{name}/rollback", params(("name" = String, Path)),
-    responses((status = 200, description = "{\"current\": VERSION}"), (status = 404), (status = 409, description = "no earlier version")))]
-async fn rollback_plugin(State(app): State<App>, Path(name): Path<String>) -> ApiResult<Json<Json_>> {
+    responses((status = 200, body = PluginCurrent), (status = 404, body = ErrorBody), (status = 409, description = "no earlier version", body = ErrorBody)))]
+async fn rollback_plugin(State(app): State<App>, Path(name): Path<String>) -> ApiResult<Json<PluginCurrent>> {
     let weir = app.weir.clone();
     let n = name.clone();
-    let version = blocking(move || weir.rollback_plugin(&n)).await?;
-    Ok(Json(json!({"plugin": name, "current": version})))
+    let current = blocking(move || weir.rollback_plugin(&n)).await?;
+    Ok(Json(PluginCurrent { plugin: name, current }))
 }
 
 #[utoipa::path(get, path = "/api/traces", params(("$filter" = Option<String>, Query, description = "e.g. plugin eq 'credit-check' and outcome ne 'ok'"), ("$top" = Option<usize>, Query)),
-    responses((status = 200, description = "{\"value\": [traces]}, newest first"), (status = 400)))]
-async fn list_traces(State(app): State<App>, Query(q): Query<HashMap<String, String>>) -> ApiResult<Json<Json_>> {
+    responses((status = 200, description = "Traces, newest first", body = TraceList), (status = 400, body = ErrorBody)))]
+async fn list_traces(State(app): State<App>, Query(q): Query<HashMap<String, String>>) -> ApiResult<Json<TraceList>> {
     let filter = q.get("$filter").cloned();
-    let top = q.get("$top").map(|t| t.parse::<usize>().map_err(|_| bad(format!("bad $top {t:?}: a whole number")))).transpose()?.unwrap_or(100);
+    let top = number_param(&q, "$top")?.unwrap_or(100);
     let weir = app.weir.clone();
-    let traces = blocking(move || weir.list_traces(filter.as_deref(), top)).await?;
-    Ok(Json(json!({"value": traces})))
+    Ok(Json(TraceList { value: blocking(move || weir.list_traces(filter.as_deref(), top)).await? }))
 }
 
-#[utoipa::path(get, path = "/api/traces/{id}", params(("id" = String, Path)), responses((status = 200), (status = 404)))]
-async fn get_trace(State(app): State<App>, Path(id): Path<String>) -> ApiResult<Json<Json_>> {
+#[utoipa::path(get, path = "/api/traces/{id}", params(("id" = String, Path)), responses((status = 200, body = TraceView), (status = 404, body = ErrorBody)))]
+async fn get_trace(State(app): State<App>, Path(id): Path<String>) -> ApiResult<Json<TraceView>> {
     let weir = app.weir.clone();
-    let t = blocking(move || weir.show_trace(&id)).await?;
-    Ok(Json(serde_json::to_value(t).unwrap_or(Json_::Null)))
+    Ok(Json(blocking(move || weir.show_trace(&id)).await?))
 }
 
-#[utoipa::path(get, path = "/api/users", responses((status = 200, description = "{\"value\": [{name, active, created_at}]}")))]
-async fn list_users(State(app): State<App>) -> ApiResult<Json<Json_>> {
+#[utoipa::path(get, path = "/api/users", responses((status = 200, body = UserList)))]
+async fn list_users(State(app): State<App>) -> ApiResult<Json<UserList>> {
     let weir = app.weir.clone();
-    let users = blocking(move || weir.list_users()).await?;
-    Ok(Json(json!({"value": users})))
+    Ok(Json(UserList { value: blocking(move || weir.list_users()).await? }))
 }
 
-#[utoipa::path(post, path = "/api/users", request_body(content = Object, description = "{\"name\": NAME}"), responses((status = 201), (status = 400), (status = 409)))]
-async fn add_user(State(app): State<App>, body: Bytes) -> ApiResult<(StatusCode, Json<Json_>)> {
-    let b = parse_body(&body)?;
-    let name = b["name"].as_str().ok_or_else(|| bad("give {\"name\": NAME}"))?.to_string();
+#[utoipa::path(post, path = "/api/users", request_body(content = UserRequest), responses((status = 201, body = UserChanged), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn add_user(State(app): State<App>, body: Bytes) -> ApiResult<(StatusCode, Json<UserChanged>)> {
+    let UserRequest { name } = serde_json::from_slice(&body).map_err(|e| bad(format!("give {{\"name\": NAME}}: {e}")))?;
     let weir = app.weir.clone();
     let n = name.clone();
     blocking(move || weir.add_user(&n)).await?;
-    Ok((StatusCode::CREATED, Json(json!({"user": name, "active": true}))))
+    Ok((StatusCode::CREATED, Json(UserChanged { user: name, active: true })))
 }
 
 #[utoipa::path(post, path = "/api/users/{name}/{action}", params(("name" = String, Path), ("action" = String, Path, description = "activate or deactivate")),
-    responses((status = 200), (status = 404)))]
-async fn user_action(State(app): State<App>, Path((name, action)): Path<(String, String)>) -> ApiResult<Json<Json_>> {
+    responses((status = 200, body = UserChanged), (status = 404, body = ErrorBody)))]
+async fn user_action(State(app): State<App>, Path((name, action)): Path<(String, String)>) -> ApiResult<Json<UserChanged>> {
     let active = match action.as_str() {
         "activate" => true,
         "deactivate" => false,
@@ -798,20 +844,17 @@ async fn user_action(State(app): State<App>, Path((name, action)): Path<(String,
     let weir = app.weir.clone();
     let n = name.clone();
     blocking(move || if active { weir.activate_user(&n) } else { weir.deactivate_user(&n) }).await?;
-    Ok(Json(json!({"user": name, "active": active})))
+    Ok(Json(UserChanged { user: name, active }))
 }
 
-#[utoipa::path(post, path = "/api/jobs/reassign", request_body(content = Object, description = "{\"from\": USER, \"to\": USER}"),
-    responses((status = 200, description = "{\"reassigned\": N}"), (status = 404), (status = 409, description = "the new owner is deactivated")))]
-async fn reassign_jobs(State(app): State<App>, body: Bytes) -> ApiResult<Json<Json_>> {
-    let b = parse_body(&body)?;
-    let (Some(from), Some(to)) = (b["from"].as_str().map(String::from), b["to"].as_str().map(String::from)) else {
-        return Err(bad("give {\"from\": USER, \"to\": USER}"));
-    };
+#[utoipa::path(post, path = "/api/jobs/reassign", request_body(content = ReassignRequest),
+    responses((status = 200, body = Reassigned), (status = 404, body = ErrorBody), (status = 409, description = "the new owner is deactivated", body = ErrorBody)))]
+async fn reassign_jobs(State(app): State<App>, body: Bytes) -> ApiResult<Json<Reassigned>> {
+    let ReassignRequest { from, to } = serde_json::from_slice(&body).map_err(|e| bad(format!("give {{\"from\": USER, \"to\": USER}}: {e}")))?;
     let weir = app.weir.clone();
     let (f, t) = (from.clone(), to.clone());
-    let n = blocking(move || weir.reassign_jobs(&f, &t)).await?;
-    Ok(Json(json!({"from": from, "to": to, "reassigned": n})))
+    let reassigned = blocking(move || weir.reassign_jobs(&f, &t)).await?;
+    Ok(Json(Reassigned { from, to, reassigned }))
 }
 
 /// Runs `weir serve`: the API, the worker pool (schedules and retention
