@@ -231,6 +231,10 @@ fn the_dashboard_shows_the_api_s_numbers_and_its_actions_work() {
     assert_eq!(shown["failureRate"], "25.0%");
     assert_eq!(shown["backlog"], api["backlog"]);
     assert_eq!(shown["chart"], 1);
+    let plugin_jobs: Vec<Value> =
+        api["plugin_jobs"].as_array().unwrap().iter().map(|p| json!({"plugin": p["plugin"], "succeeded": p["succeeded"], "failed": p["failed"]})).collect();
+    assert_eq!(shown["pluginJobs"], json!(plugin_jobs), "the page shows the database's per-plug-in jobs");
+    assert!(plugin_jobs.contains(&json!({"plugin": "notify", "succeeded": 3, "failed": 0})), "{plugin_jobs:?}");
     let schedules = shown["schedules"].as_array().unwrap();
     assert!(schedules.len() == 1 && schedules[0].as_str().unwrap().contains("new-year"), "{schedules:?}");
     assert!(schedules[0].as_str().unwrap().contains("0 0 0 1 1 * 2099"), "the schedule shows its cron: {schedules:?}");

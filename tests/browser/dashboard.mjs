@@ -50,6 +50,8 @@ try {
     counts, failureRate: await read("failure-rate"), backlog: Number(await read("backlog")),
     failures: await page.locator("#failures tr").count(), chart: await page.locator("#throughput").count(),
     schedules: await page.locator("#schedules tr").allTextContents(),
+    pluginJobs: await page.locator("#plugin-jobs tr").evaluateAll(rows => rows.map(r => ({
+      plugin: r.dataset.plugin, succeeded: Number(r.querySelector(".ok").textContent), failed: Number(r.querySelector(".bad").textContent) }))),
     idText: await page.textContent(`${row(pauseJob)} a.job-id`),
     idLink: await page.getAttribute(`${row(pauseJob)} a.job-id`, "href"),
   };

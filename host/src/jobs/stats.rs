@@ -33,6 +33,19 @@ pub struct Stats {
     pub recent_failures: Vec<JobBrief>,
     /// Per minute over the last hour: completed and failed counts.
     pub throughput: Vec<Minute>,
+    /// Jobs completed in the last hour per plug-in, by every process on
+    /// this database.
+    pub plugin_jobs: Vec<PluginJobs>,
+}
+
+/// One plug-in's jobs completed in the last hour.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct PluginJobs {
+    pub plugin: String,
+    pub succeeded: i64,
+    pub failed: i64,
+    /// Mean duration of their last attempts.
+    pub mean_ms: Option<f64>,
 }
 
 /// A step whose jobs the failure breaker holds.
@@ -161,6 +174,13 @@ pub fn stats(conn: &Connection) -> Result<Stats> {
         .enumerate()
         .map(|(i, (ok, failed))| Minute { minute: to_rfc3339(hour_ago + i as i64 * 60_000), succeeded: *ok, failed: *failed })
         .collect();
+    let plugin_jobs = conn
+        .prepare_cached(
+            "SELECT plugin, SUM(statuscode = 30), SUM(statuscode = 31), AVG(duration_ms) FROM weir_jobs
+             WHERE statecode = 3 AND completed_at >= ?1 GROUP BY plugin ORDER BY COUNT(*) DESC, plugin",
+        )?
+        .query_map([hour_ago], |r| Ok(PluginJobs { plugin: r.get(0)?, succeeded: r.get(1)?, failed: r.get(2)?, mean_ms: r.get(3)? }))?
+        .collect::<rusqlite::Result<_>>()?;
     Ok(Stats {
         by_status,
         failure_rate,
@@ -174,6 +194,7 @@ pub fn stats(conn: &Connection) -> Result<Stats> {
         stuck,
         recent_failures,
         throughput,
+        plugin_jobs,
     })
 }
 
