@@ -1,6 +1,7 @@
-//! Builds the example plug-ins in `guest-examples/` for wasm32-wasip2 and embeds
-//! them in the weir binary (`weir demo` and the tests use them), so a fresh clone
-//! needs no manual step beyond `rustup target add wasm32-wasip2`.
+//! Builds the example plug-ins in `guest-examples/` and the test fixtures in
+//! `tests/guests/` (one workspace) for wasm32-wasip2 and embeds them in the weir
+//! binary (`weir demo` and the tests use them), so a fresh clone needs no
+//! manual step beyond `rustup target add wasm32-wasip2`.
 
 use std::env;
 use std::fmt::Write as _;
@@ -26,11 +27,17 @@ fn main() {
     println!("cargo:rerun-if-changed={}", guests.join("Cargo.toml").display());
     println!("cargo:rerun-if-changed={}", guests.join("Cargo.lock").display());
     let mut crates = Vec::new();
-    for entry in fs::read_dir(&guests).expect("guest-examples/ is readable") {
-        let dir = entry.expect("guest-examples/ entry").path();
+    // The examples, and the test fixtures built in the same workspace.
+    let fixtures = root.join("tests").join("guests");
+    let dirs = fs::read_dir(&guests).expect("guest-examples/ is readable").chain(fs::read_dir(&fixtures).expect("tests/guests/ is readable"));
+    for entry in dirs {
+        let dir = entry.expect("a guest directory entry").path();
         if dir.join("Cargo.toml").is_file() {
             println!("cargo:rerun-if-changed={}", dir.join("Cargo.toml").display());
             println!("cargo:rerun-if-changed={}", dir.join("src").display());
+            if dir.join("wit").is_dir() {
+                println!("cargo:rerun-if-changed={}", dir.join("wit").display());
+            }
             let name = dir.file_name().expect("a crate dir").to_string_lossy().into_owned();
             let is_lib_only = name == "weir-guest";
             if !is_lib_only {

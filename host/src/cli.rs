@@ -32,14 +32,19 @@ pub struct Cli {
     /// (also WEIR_SECRET_KEY_FILE; WEIR_SECRET_KEY holding the key itself wins).
     #[arg(long, global = true, env = "WEIR_SECRET_KEY_FILE", value_name = "PATH")]
     pub secret_key_file: Option<PathBuf>,
+    /// Where compiled components are cached (also WEIR_CACHE_DIR). Default: the
+    /// user's cache, shared by every database ($XDG_CACHE_HOME/weir/components
+    /// or ~/.cache/weir/components).
+    #[arg(long, global = true, env = "WEIR_CACHE_DIR", value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
 
 /// Opens the database with the command line's settings.
-fn open_weir(db: &std::path::Path, op_budget_ms: u64) -> Result<Weir> {
+fn open_weir(db: &std::path::Path, op_budget_ms: u64, cache_dir: Option<PathBuf>) -> Result<Weir> {
     let settings = crate::pipeline::Settings { op_budget: std::time::Duration::from_millis(op_budget_ms), ..Default::default() };
-    Weir::open_with(db, settings)
+    Weir::open_with_cache(db, settings, cache_dir)
 }
 
 #[derive(Subcommand, Debug)]
@@ -799,8 +804,8 @@ fn init_tracing() {
 }
 
 fn run(cli: Cli) -> Result<()> {
-    let (db, op_budget_ms) = (cli.db.clone(), cli.op_budget_ms);
-    let open = move || open_weir(&db, op_budget_ms);
+    let (db, op_budget_ms, cache_dir) = (cli.db.clone(), cli.op_budget_ms, cli.cache_dir.clone());
+    let open = move || open_weir(&db, op_budget_ms, cache_dir.clone());
     match cli.command {
         Command::Plugin(PluginCmd::Test { file, context, records, state, json }) => plugin_test(&file, &context, records.as_deref(), state.as_deref(), json),
         Command::Plugin(PluginCmd::New { name, lang, world, json }) => plugin_new(&name, lang, world, json),
@@ -1608,11 +1613,30 @@ fn plugin(weir: &Weir, cmd: PluginCmd) -> Result<()> {
         PluginCmd::New { name, lang, world, json } => plugin_new(&name, lang, world, json)?,
         PluginCmd::Add { name, file, json } => {
             let wasm = crate::plugins::read_component_file(&file)?;
-            let row = weir.add_plugin(&name, &wasm)?;
+            // Compiling a large component (an interpreter inside) takes seconds:
+            // a spinner with the time so far, on a terminal only.
+            let spinner = if json { indicatif::ProgressBar::hidden() } else { indicatif::ProgressBar::new_spinner() };
+            spinner.set_style(
+                indicatif::ProgressStyle::with_template("{spinner} {msg} {elapsed}").unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+            );
+            spinner.set_message(format!("checking and compiling {name} ({:.1} MB)", wasm.len() as f64 / 1e6));
+            spinner.enable_steady_tick(std::time::Duration::from_millis(120));
+            let started = std::time::Instant::now();
+            let added = weir.add_plugin(&name, &wasm);
+            spinner.finish_and_clear();
+            let row = added?;
             if json {
                 print_json(&row);
             } else {
-                outln!("added plug-in {} version {} (world {}, {} bytes, sha256 {})", row.name, row.version, row.world, row.size, &row.sha256[..16]);
+                outln!(
+                    "added plug-in {} version {} (world {}, {} bytes, sha256 {}) in {:.1} s",
+                    row.name,
+                    row.version,
+                    row.world,
+                    row.size,
+                    &row.sha256[..16],
+                    started.elapsed().as_secs_f64()
+                );
             }
         }
         PluginCmd::List { json } => {

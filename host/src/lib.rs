@@ -82,17 +82,22 @@ pub struct Weir {
 
 impl Weir {
     /// Opens the database at `path` (creating it), with compiled components cached
-    /// in `<path>.cache/`.
+    /// in the user's compile cache ([`runtime::default_cache_dir`]).
     pub fn open(path: impl AsRef<Path>) -> Result<Weir> {
         Self::open_with(path, Settings::default())
     }
 
     pub fn open_with(path: impl AsRef<Path>, settings: Settings) -> Result<Weir> {
+        Self::open_with_cache(path, settings, None)
+    }
+
+    /// Opens the database with compiled components cached in `cache_dir`
+    /// (`None`: the user's compile cache, shared by every database).
+    pub fn open_with_cache(path: impl AsRef<Path>, settings: Settings, cache_dir: Option<std::path::PathBuf>) -> Result<Weir> {
         let path = path.as_ref();
         let db = Db::open(path)?;
-        let mut cache = path.as_os_str().to_owned();
-        cache.push(".cache");
-        let config = RuntimeConfig { cache_dir: Some(cache.into()), ..RuntimeConfig::default() };
+        let cache = cache_dir.unwrap_or_else(|| runtime::default_cache_dir(path));
+        let config = RuntimeConfig { cache_dir: Some(cache), ..RuntimeConfig::default() };
         let runtime = Runtime::new(config).map_err(|e| Error::Internal(format!("cannot start the wasm runtime: {e:#}")))?;
         let plugins = Arc::new(Plugins::new(Arc::new(runtime)));
         let pool = Arc::new(Pool::new(db, Pipeline::busy_wait(&settings)));

@@ -866,6 +866,8 @@ async fn execute(
         Ok(Step::WaitFor(w)) => wait_on(pool, &job.plugin, w.table, Some(w.id), w.condition, w.timeout_ms, w.state),
         Err(CallError::Canceled) => Outcome::Interrupted,
         Err(CallError::Permanent(m)) => failed("permanent", format!("{}: {m}", job.plugin), true),
+        // Retrying cannot grant what weir does not provide.
+        Err(e @ CallError::Denied { .. }) => failed(e.code(), format!("{}: {e}", job.plugin), true),
         Err(e) => failed(e.code(), format!("{}: {e}", job.plugin), false),
     };
     let changes = std::mem::take(&mut *pending.lock());

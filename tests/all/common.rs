@@ -52,6 +52,9 @@ impl Env {
         for var in ["WEIR_DB", "WEIR_TOKEN", "WEIR_SECRET_KEY", "WEIR_SECRET_KEY_FILE", "WEIR_CALLBACK_SECRET"] {
             c.env_remove(var);
         }
+        // Each test its own compile cache, beside its database (the tests of the
+        // cache look into it; the shared default has a test of its own).
+        c.env("WEIR_CACHE_DIR", self.dir.path().join("weir.db.cache"));
         c
     }
 

@@ -70,3 +70,29 @@ fn usage_errors_exit_2() {
     assert_eq!(env.run(&["plugin", "frobnicate"]).code, 2);
     assert_eq!(env.run(&["plugin", "add"]).code, 2);
 }
+
+#[test]
+fn the_compile_cache_is_shared_by_every_database_of_a_user() {
+    let env = Env::new();
+    let home = env.dir.path().join("home");
+    let f = env.example_file("credit-check");
+    let add = |db: &str| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_weir"));
+        c.env_remove("WEIR_CACHE_DIR").env_remove("WEIR_DB").env("XDG_CACHE_HOME", &home).args(["--db", db, "plugin", "add", "credit-check", path(&f)]);
+        let out = c.output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    };
+    let cache = home.join("weir").join("components");
+    let artifacts = || -> Vec<(std::path::PathBuf, std::time::SystemTime)> {
+        let mut v: Vec<_> = std::fs::read_dir(&cache).unwrap().map(|e| e.unwrap()).map(|e| (e.path(), e.metadata().unwrap().modified().unwrap())).collect();
+        v.sort();
+        v
+    };
+    add(env.dir.path().join("a.db").to_str().unwrap());
+    let first = artifacts();
+    assert_eq!(first.len(), 1, "one artifact in the user's cache: {first:?}");
+    assert!(!env.dir.path().join("a.db.cache").exists(), "nothing beside the database");
+    // Another database loads the same component from the shared artifact: no second compile.
+    add(env.dir.path().join("b.db").to_str().unwrap());
+    assert_eq!(artifacts(), first, "the second database reused the artifact");
+}

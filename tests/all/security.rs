@@ -197,12 +197,36 @@ fn no_state_survives_from_one_call_to_the_next() {
 #[test]
 fn a_component_can_import_only_what_weir_provides() {
     let env = Env::new();
-    for (interface, func) in [("wasi:http/outgoing-handler@0.2.0", "handle"), ("weir:plugin/admin@0.1.0", "run-sql"), ("wasi:cli/run@0.2.0", "spawn")] {
+    // A foreign interface, weir's own in a version weir does not implement, one it
+    // does not have, and a standard one with a forged signature. (A standard WASI
+    // interface weir lacks loads as a denial: see the next test.)
+    for (interface, func) in [
+        ("wasi:http/outgoing-handler@0.2.0", "handle"),
+        ("weir:plugin/admin@0.1.0", "run-sql"),
+        ("weir:plugin/records@0.9.0", "get"),
+        ("acme:db/sql@1.0.0", "query"),
+        ("wasi:cli/run@0.2.0", "spawn"),
+    ] {
         let f = env.write("evil.wasm", &component_importing(interface, func));
         let out = env.run(&["plugin", "add", "evil", path(&f)]).fails();
         assert!(out.stderr.contains("needs imports weir does not provide") && out.stderr.contains(interface), "{interface}: {}", out.stderr);
     }
     assert_eq!(env.run(&["plugin", "list", "--json"]).ok().json(), json!([]));
+}
+
+#[test]
+fn a_standard_wasi_interface_weir_lacks_is_linked_as_a_denial() {
+    let env = Env::new();
+    env.run(&["table", "create", "thing", "--column", "name:text"]).ok();
+    // It imports wasi:keyvalue/store, which weir does not provide: it loads...
+    env.add_example("denied-import");
+    env.run(&["step", "add", "guard", "--plugin", "denied-import", "--message", "create", "--table", "thing", "--stage", "pre-validation"]).ok();
+    // ...and the call that uses it fails, typed, naming the interface, and nothing is stored.
+    let out = env.run(&["record", "create", "thing", r#"{"name":"a"}"#]).fails();
+    assert!(out.stderr.contains("was denied get of wasi:keyvalue/store@0.2.0-draft"), "{}", out.stderr);
+    assert_eq!(env.run(&["record", "query", "thing", "--json"]).ok().json(), json!([]));
+    let trace = env.run(&["trace", "list", "--json"]).ok().json();
+    assert_eq!(trace[0]["outcome"], "denied", "the trace log keeps the typed outcome: {trace}");
 }
 
 fn expenses() -> Env {

@@ -243,6 +243,12 @@ pub enum CallError {
     TooLarge { bytes: u64, limit_bytes: u64 },
     #[error("made more than {limit} host calls (records and log) in one call: a runaway loop? read in bulk with `query` instead")]
     TooManyHostCalls { limit: u64 },
+    /// It called a function of a standard WASI interface weir does not
+    /// provide to plug-ins (linked as a denial so the component loads).
+    #[error(
+        "was denied {function} of {interface}: weir grants plug-ins no {interface} (only records, log, secrets, WASI's clocks, random, stdio and, when granted, wasi:http)"
+    )]
+    Denied { interface: String, function: String },
     /// The host could not run the call at all (instantiation failed, ...).
     #[error("could not be run: {0}")]
     Host(String),
@@ -264,6 +270,7 @@ impl CallError {
             CallError::Canceled => "canceled",
             CallError::TooLarge { .. } => "too_large",
             CallError::TooManyHostCalls { .. } => "too_many_host_calls",
+            CallError::Denied { .. } => "denied",
             CallError::Host(_) => "host",
         }
     }
@@ -790,7 +797,7 @@ impl Runtime {
         // compiling them, which can take many seconds of CPU.
         self.check_top_level(wasm)?;
         let (component, cache_path) = self.compile(wasm, &digest)?;
-        let pre = self.sync_linker.instantiate_pre(&component).map_err(|e| LoadError::Imports(chain(&e)))?;
+        let pre = link(&self.engine, &self.sync_linker, &component)?;
         // The current contract first; a component exporting neither of its
         // interfaces may be a 0.1 one.
         let handler = wit::exports::weir::plugin::handler::GuestIndices::new(&pre);
@@ -817,7 +824,7 @@ impl Runtime {
             }
         };
         let workflow = if world.serves_async() {
-            let pre = self.async_linker.instantiate_pre(&component).map_err(|e| LoadError::Imports(chain(&e)))?;
+            let pre = link(&self.engine, &self.async_linker, &component)?;
             Some(match contract {
                 Contract::V02 => Workflow::V02(wit_async::WorkflowPre::new(pre).map_err(|e| LoadError::NoWorld(chain(&e)))?),
                 Contract::V01 => Workflow::V01(v01::wit_async::WorkflowPre::new(pre).map_err(|e| LoadError::NoWorld(chain(&e)))?),
@@ -1129,14 +1136,35 @@ fn write_cache(component: &Component, path: &Path) {
     }
 }
 
+/// The compile cache every database of this user shares (artifacts are keyed
+/// by the component's content and the engine's configuration, so one compile
+/// serves every database that loads the same component):
+/// `$XDG_CACHE_HOME/weir/components`, else `~/.cache/weir/components`; with
+/// neither, `<database>.cache` beside the database.
+pub fn default_cache_dir(db: &Path) -> PathBuf {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|d| !d.is_empty() && Path::new(d).is_absolute())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").filter(|h| !h.is_empty()).map(|h| PathBuf::from(h).join(".cache")));
+    match base {
+        Some(base) => base.join("weir").join("components"),
+        None => {
+            let mut beside = db.as_os_str().to_owned();
+            beside.push(".cache");
+            beside.into()
+        }
+    }
+}
+
 /// Where weir's worlds are exported: `weir:plugin/handler` and `weir:plugin/runner`.
 const WORLD_EXPORTS: [&str; 2] = ["weir:plugin/handler", "weir:plugin/runner"];
 
 impl Runtime {
     /// Refuses a component whose top-level imports or exports already show that
     /// it cannot load, in the order the full check reports them: an import
-    /// that is not a `wasi:` or `weir:plugin/` interface (the only ones the
-    /// linkers define), or one the linker does not provide; then no export of
+    /// that is not a `wasi:` interface or one of weir's own in a contract weir
+    /// implements, or one the linker cannot satisfy (a standard WASI interface
+    /// it lacks is linked as a denial, see [`link`]); then no export of
     /// weir's worlds. Reads only the outermost component's sections, skipping
     /// nested modules and components, so it costs nothing like a compile. It is
     /// a necessary condition only: the typed exports checked after compiling
@@ -1146,9 +1174,12 @@ impl Runtime {
         let Some(top) = TopLevel::read(wasm) else {
             return Ok(());
         };
-        let foreign: Vec<&str> = top.imports.iter().map(String::as_str).filter(|n| !n.starts_with("wasi:") && !n.starts_with("weir:plugin/")).collect();
+        let foreign: Vec<&str> = top.imports.iter().map(String::as_str).filter(|n| !n.starts_with("wasi:") && !known_weir_import(n)).collect();
         if !foreign.is_empty() {
-            return Err(LoadError::Imports(format!("{} (weir provides only WASI 0.2's wasi:* interfaces and weir:plugin/*)", foreign.join(", "))));
+            return Err(LoadError::Imports(format!(
+                "{} (weir provides WASI 0.2's wasi:* interfaces and weir:plugin/{{types, records, log, secrets}} of contract 0.1 or 0.2)",
+                foreign.join(", ")
+            )));
         }
         // The leading sections that declare the imports (types, aliases of
         // imported instances, imports), without any code, form a component of
@@ -1159,7 +1190,7 @@ impl Runtime {
         if let Some(head) = wasm.get(..top.head_end).filter(|_| top.imports_in_head)
             && let Ok(head) = Component::new(&self.engine, head)
         {
-            self.sync_linker.instantiate_pre(&head).map_err(|e| LoadError::Imports(chain(&e)))?;
+            link(&self.engine, &self.sync_linker, &head)?;
         }
         // Versions are left to the typed check (it accepts semver-compatible ones).
         if !top.exports.iter().any(|n| WORLD_EXPORTS.contains(&n.split('@').next().unwrap_or_default())) {
@@ -1266,8 +1297,62 @@ fn classify(e: wasmtime::Error, store: &Store<HostState>, limits: &Limits, fuel:
             };
             CallError::Trap { message, backtrace }
         }
-        None => CallError::Trap { message: chain(&e), backtrace },
+        None => {
+            let message = chain(&e);
+            match denied_import(&message) {
+                Some((interface, function)) => CallError::Denied { interface, function },
+                None => CallError::Trap { message, backtrace },
+            }
+        }
     }
+}
+
+/// The interface and function of a call into an import linked as a denial
+/// (wasmtime's "unknown import: `wasi:keyvalue/store@0.2.0#get` has not been
+/// defined").
+fn denied_import(message: &str) -> Option<(String, String)> {
+    let name = message.split("unknown import: `").nth(1)?.split('`').next()?;
+    let (interface, function) = name.split_once('#').unwrap_or((name, name));
+    Some((interface.to_string(), function.to_string()))
+}
+
+/// The WASI packages weir's linkers provide (some of them deny by policy:
+/// no files, sockets or ungranted hosts).
+const WASI_PROVIDED: &[&str] = &["wasi:cli/", "wasi:io/", "wasi:clocks/", "wasi:random/", "wasi:filesystem/", "wasi:sockets/", "wasi:http/"];
+
+/// Whether an import names one of weir's own interfaces in a contract version
+/// weir implements (0.1 or 0.2).
+fn known_weir_import(name: &str) -> bool {
+    let Some(rest) = name.strip_prefix("weir:plugin/") else { return false };
+    let (interface, version) = rest.split_once('@').unwrap_or((rest, ""));
+    matches!(interface, "types" | "records" | "log" | "secrets") && (version.starts_with("0.1.") || version.starts_with("0.2."))
+}
+
+/// Links `component` with `linker`. A component built with a toolchain's
+/// defaults may import standard WASI interfaces weir does not provide (a
+/// key-value store, runtime config...): those are linked as denials, so it
+/// loads and a call that uses one fails with [`CallError::Denied`] naming it.
+/// Anything else the linker cannot satisfy (weir's own interfaces in another
+/// version, a foreign interface, a mismatched signature) is refused.
+fn link<T: 'static>(engine: &Engine, linker: &Linker<T>, component: &Component) -> Result<InstancePre<T>, LoadError> {
+    let first = match linker.instantiate_pre(component) {
+        Ok(pre) => return Ok(pre),
+        Err(e) => e,
+    };
+    let why = chain(&first);
+    let refused = || LoadError::Imports(why.clone());
+    let imports: Vec<String> = component.component_type().imports(engine).map(|(name, _)| name.to_string()).collect();
+    if !imports.iter().all(|n| n.starts_with("wasi:") || known_weir_import(n)) {
+        return Err(refused());
+    }
+    // An interface of a package weir provides that does not link is a forged
+    // or mismatched signature, not a missing grant: refused.
+    if imports.iter().any(|n| WASI_PROVIDED.iter().any(|p| n.starts_with(p)) && why.contains(n.as_str())) {
+        return Err(refused());
+    }
+    let mut denying = linker.clone();
+    denying.define_unknown_imports_as_traps(component).map_err(|_| refused())?;
+    denying.instantiate_pre(component).map_err(|_| refused())
 }
 
 /// True when the backtrace is full (as deep as recorded) of one function.
@@ -1464,5 +1549,27 @@ impl Floor {
             guest.call_execute(&mut store, ctx).map_err(we)?.map_err(|e| anyhow::anyhow!("{e:?}"))?;
             Ok(())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weir_imports_are_known_only_in_the_contracts_weir_implements() {
+        for ok in ["weir:plugin/records@0.2.0", "weir:plugin/log@0.1.0", "weir:plugin/types@0.2.3", "weir:plugin/secrets@0.1.0"] {
+            assert!(known_weir_import(ok), "{ok}");
+        }
+        for no in ["weir:plugin/records@0.3.0", "weir:plugin/admin@0.2.0", "weir:plugin/records", "wasi:cli/run@0.2.0", "weir:plugins/log@0.2.0"] {
+            assert!(!known_weir_import(no), "{no}");
+        }
+    }
+
+    #[test]
+    fn a_denied_call_names_its_interface_and_function() {
+        let message = "error while executing at wasm backtrace:\n    0: 0x1 - <unknown>\n\nCaused by:\n    unknown import: `wasi:keyvalue/store@0.2.0-draft#get` has not been defined";
+        assert_eq!(denied_import(message), Some(("wasi:keyvalue/store@0.2.0-draft".into(), "get".into())));
+        assert_eq!(denied_import("wasm trap: unreachable"), None);
     }
 }
