@@ -807,7 +807,9 @@ fn run(cli: Cli) -> Result<()> {
     let (db, op_budget_ms, cache_dir) = (cli.db.clone(), cli.op_budget_ms, cli.cache_dir.clone());
     let open = move || open_weir(&db, op_budget_ms, cache_dir.clone());
     match cli.command {
-        Command::Plugin(PluginCmd::Test { file, context, records, state, json }) => plugin_test(&file, &context, records.as_deref(), state.as_deref(), json),
+        Command::Plugin(PluginCmd::Test { file, context, records, state, json }) => {
+            plugin_test(&file, &context, records.as_deref(), state.as_deref(), cli.cache_dir.clone(), json)
+        }
         Command::Plugin(PluginCmd::New { name, lang, world, json }) => plugin_new(&name, lang, world, json),
         Command::Plugin(cmd) => {
             let weir = open()?;
@@ -1555,9 +1557,9 @@ fn print_writes_and_trace(label: &str, writes: &[serde_json::Value], trace: &[cr
 
 /// `weir plugin new`, in the current directory.
 fn plugin_new(name: &str, lang: crate::scaffold::Lang, world: crate::scaffold::Kind, json: bool) -> Result<()> {
-    let file = crate::scaffold::new(std::path::Path::new("."), name, lang, world)?;
-    say(json, serde_json::json!({"project": name, "builds": file}), || {
-        format!("wrote {name}/; build it with `cd {name} && cargo build --release --target wasm32-wasip2` (makes {file}), then see {name}/README.md")
+    let p = crate::scaffold::new(std::path::Path::new("."), name, lang, world)?;
+    say(json, serde_json::json!({"project": name, "builds": p.file, "build": p.build}), || {
+        format!("wrote {name}/; build it with `cd {name} && {}` (makes {}), then see {name}/README.md", p.build, p.file)
     });
     Ok(())
 }
@@ -1568,6 +1570,7 @@ fn plugin_test(
     context: &std::path::Path,
     records: Option<&std::path::Path>,
     state: Option<&std::path::Path>,
+    cache_dir: Option<PathBuf>,
     json: bool,
 ) -> Result<()> {
     let read_json = |what: &str, path: &std::path::Path| -> Result<serde_json::Value> {
@@ -1579,6 +1582,7 @@ fn plugin_test(
         context: read_json("context", context)?,
         records: records.map(|r| read_json("records fixture", r)).transpose()?,
         state: state.map(|s| std::fs::read(s).map_err(|e| Error::invalid(format!("cannot read the state {}: {e}", s.display())))).transpose()?,
+        cache_dir,
     };
     let r = crate::trial::run(req)?;
     if json {
@@ -1609,7 +1613,7 @@ fn plugin_test(
 fn plugin(weir: &Weir, cmd: PluginCmd) -> Result<()> {
     match cmd {
         // Normally run before a database is opened (see `run`).
-        PluginCmd::Test { file, context, records, state, json } => plugin_test(&file, &context, records.as_deref(), state.as_deref(), json)?,
+        PluginCmd::Test { file, context, records, state, json } => plugin_test(&file, &context, records.as_deref(), state.as_deref(), None, json)?,
         PluginCmd::New { name, lang, world, json } => plugin_new(&name, lang, world, json)?,
         PluginCmd::Add { name, file, json } => {
             let wasm = crate::plugins::read_component_file(&file)?;

@@ -1,8 +1,9 @@
 //! `weir plugin new`: writes a new plug-in project in a new directory — the
-//! SDK vendored into it (with the WIT contract), a minimal plug-in that
-//! builds, a sample context for `weir plugin test`, and a README with the
-//! commands. The project needs nothing but the Rust toolchain and this weir
-//! binary (the SDK's dependencies come from crates.io).
+//! WIT contract (in Rust, inside the vendored SDK), a minimal plug-in that
+//! builds, a sample context for `weir plugin test`, and a README with the one
+//! build command. A Rust project needs the Rust toolchain, a Python one
+//! Python (componentize-py comes from PyPI), a JavaScript one Node.js
+//! (componentize-js comes from npm), each besides this weir binary.
 //!
 //! Owns only the templates; writes nothing but the new directory.
 
@@ -36,15 +37,21 @@ pub enum Lang {
     Js,
 }
 
-/// Writes project `name` in `parent/name` (which must not exist); returns the
-/// file the build makes, relative to the project.
-pub fn new(parent: &Path, name: &str, lang: Lang, kind: Kind) -> Result<String> {
+/// A project written by [`new`]: the component its build makes and the one
+/// command that builds it (from the project's directory).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Project {
+    pub file: String,
+    pub build: String,
+}
+
+/// The pinned toolchains of the Python and JavaScript projects.
+const COMPONENTIZE_PY: &str = "componentize-py==0.25.1";
+const COMPONENTIZE_JS: &str = "0.23.0";
+
+/// Writes project `name` in `parent/name` (which must not exist).
+pub fn new(parent: &Path, name: &str, lang: Lang, kind: Kind) -> Result<Project> {
     crate::plugins::check_name("plug-in", name)?;
-    if lang != Lang::Rust {
-        return Err(Error::invalid(
-            "only --lang rust is available in this version of weir (Python and JavaScript projects are planned; AUTHORING.md says how to build such components by hand)",
-        ));
-    }
     let dir = parent.join(name);
     if dir.exists() {
         return Err(Error::Conflict(format!("{} already exists; choose another name or remove it", dir.display())));
@@ -56,31 +63,121 @@ pub fn new(parent: &Path, name: &str, lang: Lang, kind: Kind) -> Result<String> 
         }
         std::fs::write(&path, text).map_err(|e| Error::invalid(format!("cannot write {}: {e}", path.display())))
     };
-    for (rel, text) in SDK {
-        write(&format!("weir-guest/{rel}"), text)?;
-    }
-    let file = format!("target/wasm32-wasip2/release/{}.wasm", name.replace('-', "_"));
-    let ty = camel(name);
-    let (world, source, context, stage, mode) = match kind {
-        Kind::Plugin => (
-            "plugin",
-            plugin_source(name, &ty),
-            r#"{"message": "create", "table": "contact", "stage": "pre-operation", "target": {"id": "c1", "name": "Ada"}}"#,
-            "pre-operation",
-            "",
-        ),
+    let (world, context, stage, mode) = match kind {
+        Kind::Plugin => {
+            ("plugin", r#"{"message": "create", "table": "contact", "stage": "pre-operation", "target": {"id": "c1", "name": "Ada"}}"#, "pre-operation", "")
+        }
         Kind::Workflow => (
             "workflow",
-            workflow_source(name, &ty),
             r#"{"message": "create", "table": "contact", "stage": "post-operation", "mode": "async", "target": {"id": "c1", "name": "Ada"}}"#,
             "post-operation",
             " --mode async",
         ),
     };
+    let snake = name.replace('-', "_");
+    let (project, language, setup) = match lang {
+        Lang::Rust => {
+            for (rel, text) in SDK {
+                write(&format!("weir-guest/{rel}"), text)?;
+            }
+            let ty = camel(name);
+            write("Cargo.toml", &cargo_toml(name))?;
+            write("src/lib.rs", &if kind == Kind::Plugin { plugin_source(name, &ty) } else { workflow_source(name, &ty) })?;
+            write(".gitignore", "/target\n")?;
+            let project = Project { file: format!("target/wasm32-wasip2/release/{snake}.wasm"), build: "cargo build --release --target wasm32-wasip2".into() };
+            (
+                project,
+                "Rust with the weir-guest SDK (vendored in `weir-guest/`, with the WIT contract `weir:plugin@0.2.0` in `weir-guest/wit/`)",
+                "the Rust toolchain; once: `rustup target add wasm32-wasip2`",
+            )
+        }
+        Lang::Python => {
+            write_wit(&write)?;
+            write("app.py", &if kind == Kind::Plugin { python_plugin(name) } else { python_workflow(name) })?;
+            write("requirements.txt", &format!("{COMPONENTIZE_PY}\n"))?;
+            write(".gitignore", ".venv/\n__pycache__/\n*.wasm\n")?;
+            let file = format!("{snake}.wasm");
+            let build = format!(
+                "python3 -m venv .venv && .venv/bin/pip install --quiet -r requirements.txt && .venv/bin/componentize-py -d wit -w {world} componentize app -o {file}"
+            );
+            (
+                Project { file, build },
+                "Python, built with componentize-py (the WIT contract `weir:plugin@0.2.0` is in `wit/`)",
+                "Python 3.10 or later; the build installs componentize-py from PyPI into `.venv/`",
+            )
+        }
+        Lang::Js => {
+            write_wit(&write)?;
+            write("app.js", &if kind == Kind::Plugin { js_plugin(name) } else { js_workflow(name) })?;
+            let file = format!("{snake}.wasm");
+            write(
+                "package.json",
+                &format!(
+                    r#"{{
+  "name": "{name}",
+  "version": "0.1.0",
+  "private": true,
+  "type": "module",
+  "scripts": {{
+    "build": "componentize-js app.js --wit wit --world-name {world} -o {file}"
+  }},
+  "devDependencies": {{
+    "@bytecodealliance/componentize-js": "{COMPONENTIZE_JS}"
+  }}
+}}
+"#
+                ),
+            )?;
+            write(".gitignore", "node_modules/\n*.wasm\n")?;
+            (
+                Project { file, build: "npm install --no-audit --no-fund && npm run build".into() },
+                "JavaScript, built with componentize-js (the WIT contract `weir:plugin@0.2.0` is in `wit/`)",
+                "Node.js 18 or later; the build installs componentize-js from npm",
+            )
+        }
+    };
+    write("context.json", &format!("{context}\n"))?;
+    let (file, build) = (&project.file, &project.build);
     write(
-        "Cargo.toml",
+        "README.md",
         &format!(
-            r#"[package]
+            r#"# {name}
+
+A weir plug-in (world `{world}`), written in {language}.
+
+Build it (needs {setup}):
+
+    {build}
+
+Try it offline, in weir's sandbox, with the sample context (no database is touched):
+
+    weir plugin test {file} --context context.json
+
+Add it to weir and run it on every new `contact`:
+
+    weir plugin add {name} {file}
+    weir table create contact --column name:text
+    weir step add {name} --plugin {name} --message create --table contact --stage {stage}{mode}
+    weir record create contact '{{"name": "Ada"}}'
+
+AUTHORING.md in weir's repository explains the contract, the errors, waits, grants and limits.
+"#
+        ),
+    )?;
+    Ok(project)
+}
+
+/// The WIT contract, for the toolchains that read it (componentize-py, componentize-js).
+fn write_wit(write: &dyn Fn(&str, &str) -> Result<()>) -> Result<()> {
+    for (rel, text) in SDK.iter().filter(|(rel, _)| rel.starts_with("wit/")) {
+        write(rel, text)?;
+    }
+    Ok(())
+}
+
+fn cargo_toml(name: &str) -> String {
+    format!(
+        r#"[package]
 name = "{name}"
 version = "0.1.0"
 edition = "2024"
@@ -99,37 +196,96 @@ panic = "abort"
 # A project of its own, even inside another workspace.
 [workspace]
 "#
-        ),
-    )?;
-    write("src/lib.rs", &source)?;
-    write("context.json", &format!("{context}\n"))?;
-    write(".gitignore", "/target\n")?;
-    write(
-        "README.md",
-        &format!(
-            r#"# {name}
+    )
+}
 
-A weir plug-in (world `{world}`), written in Rust with the weir-guest SDK (vendored in
-`weir-guest/`, with the WIT contract `weir:plugin@0.2.0` in `weir-guest/wit/`).
+fn python_plugin(name: &str) -> String {
+    format!(
+        r#""""{name}: a sync weir plug-in (world `plugin`). It runs inside the
+operation's transaction: rejecting rolls the operation back."""
 
-Build it (needs the Rust toolchain; once: `rustup target add wasm32-wasip2`):
+from componentize_py_types import Err
+from wit_world import exports
+from wit_world.exports.handler import Outcome, PluginError_Rejected
+from wit_world.imports import log
+from wit_world.imports.types import Context, Value_Text
 
-    cargo build --release --target wasm32-wasip2
 
-Try it offline, in weir's sandbox, with the sample context (no database is touched):
-
-    weir plugin test {file} --context context.json
-
-Add it to weir and run it on every new `contact`:
-
-    weir plugin add {name} {file}
-    weir table create contact --column name:text
-    weir step add {name} --plugin {name} --message create --table contact --stage {stage}{mode}
-    weir record create contact '{{"name": "Ada"}}'
+class Handler(exports.Handler):
+    def execute(self, ctx: Context) -> Outcome:
+        # The record being written: its fields, each a typed value.
+        name = next((f.value.value for f in ctx.target.fields if f.name == "name" and isinstance(f.value, Value_Text)), None)
+        log.write(log.Level.INFO, f"{name} saw {{ctx.table}} {{ctx.target.id}}")
+        if name is not None and not name.strip():
+            # The operation is rolled back; the caller sees "{name}: <message>".
+            raise Err(PluginError_Rejected("the name must not be blank"))
+        return Outcome(changes=[], notes=["checked by {name}"], variables=[])
 "#
-        ),
-    )?;
-    Ok(file)
+    )
+}
+
+fn python_workflow(name: &str) -> String {
+    format!(
+        r#""""{name}: an async weir workflow (world `workflow`). It runs later, as
+a system job, and may wait; a transient error is retried with backoff."""
+
+import json
+from typing import Optional
+
+from wit_world import exports
+from wit_world.exports.runner import Step, Step_Done
+from wit_world.imports import log
+from wit_world.imports.types import Context
+
+
+class Runner(exports.Runner):
+    def run(self, ctx: Context, state: Optional[bytes]) -> Step:
+        log.write(log.Level.INFO, f"{name} runs for {{ctx.table}} {{ctx.target.id}}")
+        # Done; the text (JSON) is kept as the job's result.
+        return Step_Done(json.dumps({{"seen": ctx.target.id}}))
+"#
+    )
+}
+
+fn js_plugin(name: &str) -> String {
+    format!(
+        r#"// {name}: a sync weir plug-in (world `plugin`). It runs inside the
+// operation's transaction: rejecting rolls the operation back.
+
+import {{ write }} from 'weir:plugin/log@0.2.0';
+
+export const handler = {{
+  execute(ctx) {{
+    // The record being written: its fields, each a typed value ({{ tag, val }}).
+    const name = ctx.target.fields.find((f) => f.name === 'name')?.value;
+    write('info', `{name} saw ${{ctx.table}} ${{ctx.target.id}}`);
+    if (name?.tag === 'text' && name.val.trim() === '') {{
+      // The operation is rolled back; the caller sees "{name}: <message>".
+      throw {{ tag: 'rejected', val: 'the name must not be blank' }};
+    }}
+    return {{ changes: [], notes: ['checked by {name}'], variables: [] }};
+  }},
+}};
+"#
+    )
+}
+
+fn js_workflow(name: &str) -> String {
+    format!(
+        r#"// {name}: an async weir workflow (world `workflow`). It runs later, as a
+// system job, and may wait; a transient error is retried with backoff.
+
+import {{ write }} from 'weir:plugin/log@0.2.0';
+
+export const runner = {{
+  run(ctx, state) {{
+    write('info', `{name} runs for ${{ctx.table}} ${{ctx.target.id}}`);
+    // Done; the text (JSON) is kept as the job's result.
+    return {{ tag: 'done', val: JSON.stringify({{ seen: ctx.target.id }}) }};
+  }},
+}};
+"#
+    )
 }
 
 /// `my-check` → `MyCheck`.

@@ -38,6 +38,8 @@ pub struct TrialRequest {
     pub records: Option<Json>,
     /// The state a workflow saved with its last wait.
     pub state: Option<Vec<u8>>,
+    /// The compile cache (`None`: the user's, as for a database).
+    pub cache_dir: Option<std::path::PathBuf>,
 }
 
 /// What the component did.
@@ -74,7 +76,7 @@ impl TrialReport {
 /// bad fixture or context, not a component).
 pub fn run(req: TrialRequest) -> Result<TrialReport> {
     let dir = tempfile::tempdir().map_err(|e| Error::Internal(format!("cannot make a scratch directory: {e}")))?;
-    let weir = Weir::open(dir.path().join("trial.db"))?;
+    let weir = Weir::open_with_cache(dir.path().join("trial.db"), Default::default(), req.cache_dir.clone())?;
     if let Some(fixture) = &req.records {
         seed(&weir, fixture)?;
     }

@@ -159,6 +159,7 @@ fn plugin_new_makes_a_project_outside_any_checkout_that_builds_tests_and_runs_as
     // Refusals are clear.
     let again = env.command().current_dir(env.dir.path()).args(["plugin", "new", "hello-check"]).output().unwrap();
     assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
-    let python = env.command().current_dir(env.dir.path()).args(["plugin", "new", "py", "--lang", "python"]).output().unwrap();
-    assert!(String::from_utf8_lossy(&python.stderr).contains("only --lang rust"));
+    let cobol = env.command().current_dir(env.dir.path()).args(["plugin", "new", "old", "--lang", "cobol"]).output().unwrap();
+    assert_eq!(cobol.status.code(), Some(2), "an unknown language is a usage error");
+    assert!(String::from_utf8_lossy(&cobol.stderr).contains("[possible values: rust, python, js]"), "{}", String::from_utf8_lossy(&cobol.stderr));
 }

@@ -16,6 +16,7 @@ mod hardening_io;
 mod jobs_cli;
 mod jobs_lib;
 mod kit;
+mod languages;
 mod lifecycle;
 mod lifecycle_faults;
 mod operator_details;

@@ -1,0 +1,151 @@
+//! Plug-ins in Python and JavaScript. The credit-check examples in
+//! `guest-examples/python` and `guest-examples/js` are built with
+//! componentize-py and componentize-js (the pinned toolchains `.ci/run`
+//! installs from PyPI and npm) and run as sync steps, like the Rust one; and
+//! `weir plugin new --lang python|js` projects are built from an empty
+//! directory with the one command their README gives, tried offline with
+//! `plugin test`, added and run.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::{Value, json};
+
+use crate::common::{Env, path};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Runs `command` with bash in `dir`; panics with its output if it fails.
+#[track_caller]
+fn sh(dir: &Path, command: &str) {
+    let out = Command::new("bash").arg("-c").arg(command).current_dir(dir).output().expect("bash runs");
+    assert!(
+        out.status.success(),
+        "`{command}` in {} failed:\n{}\n{}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The toolchain a test needs, or a panic that says how to install it.
+#[track_caller]
+fn toolchain(tool: &Path) -> String {
+    assert!(tool.exists(), "{} is missing: run .ci/run (it installs the Python and JavaScript toolchains of the examples)", tool.display());
+    tool.to_str().unwrap().to_string()
+}
+
+/// The tables of the examples, `wasm` added as `plugin` and registered as a
+/// pre-validation step on opportunity creates that may read accounts.
+fn credit_check(env: &Env, plugin: &str, wasm: &Path) {
+    env.crm_tables(&[]);
+    env.run(&["plugin", "add", plugin, path(wasm)]).ok();
+    env.run(&[
+        "step",
+        "add",
+        "credit",
+        "--plugin",
+        plugin,
+        "--message",
+        "create",
+        "--table",
+        "opportunity",
+        "--stage",
+        "pre-validation",
+        "--grant",
+        "account:read",
+    ])
+    .ok();
+}
+
+/// The example's behaviour, as the Rust credit-check has it.
+#[track_caller]
+fn assert_checks_credit(env: &Env, plugin: &str) {
+    let account = env.run(&["record", "create", "account", r#"{"name": "Contoso", "creditlimit": 100}"#]).ok().json()["id"].as_str().unwrap().to_string();
+    let create = |amount: &str| env.run(&["record", "create", "opportunity", &json!({"amount": amount, "customer": account}).to_string()]);
+    let ok = create("50").ok().json();
+    assert_eq!(ok["amount"], json!(50), "{plugin}: {ok}");
+    let near = create("95.50").ok().json();
+    assert_eq!(near["@notes"], json!([format!("{plugin}: amount 95.50 uses more than 90% of the credit limit 100")]), "{plugin}: {near}");
+    let refused = create("500").fails();
+    assert!(refused.stderr.contains(&format!("{plugin}: amount 500 exceeds the credit limit 100 of account Contoso")), "{plugin}: {}", refused.stderr);
+    assert_eq!(env.run(&["record", "query", "opportunity", "--json"]).ok().json().as_array().unwrap().len(), 2, "{plugin}: the refused one is not stored");
+}
+
+#[test]
+fn the_python_and_javascript_examples_run_as_sync_steps() {
+    let examples = root().join("guest-examples");
+    let wit = root().join("wit");
+    let python = (examples.join("python/credit_check"), "credit-check-py");
+    let js = (examples.join("js/credit-check"), "credit-check-js");
+    let builds = [
+        (python.clone(), format!("{} -d {} -w plugin componentize app -o", toolchain(&python.0.join(".venv/bin/componentize-py")), path(&wit))),
+        (js.clone(), format!("{} app.js --wit {} --world-name plugin -o", toolchain(&js.0.join("node_modules/.bin/componentize-js")), path(&wit))),
+    ];
+    // Each language in its own database, both at once (building and compiling take seconds).
+    std::thread::scope(|scope| {
+        for ((dir, plugin), build) in &builds {
+            scope.spawn(move || {
+                let env = Env::new();
+                let wasm = env.dir.path().join(format!("{plugin}.wasm"));
+                sh(dir, &format!("{build} {}", path(&wasm)));
+                // Offline first, with the example's own context and fixture.
+                let tried = env
+                    .run(&["plugin", "test", path(&wasm), "--context", path(&dir.join("context.json")), "--records", path(&dir.join("records.json")), "--json"])
+                    .ok()
+                    .json();
+                assert_eq!(tried["outcome"], "ok", "{plugin}: {tried}");
+                assert!(tried["trace"].to_string().contains("amount 500 is within the credit limit 1000"), "{plugin}: {tried}");
+                credit_check(&env, plugin, &wasm);
+                assert_checks_credit(&env, plugin);
+            });
+        }
+    });
+}
+
+#[test]
+fn plugin_new_python_and_js_projects_build_from_their_readme_and_run() {
+    std::thread::scope(|scope| {
+        for (lang, world) in [("python", "plugin"), ("js", "plugin"), ("python", "workflow")] {
+            scope.spawn(move || {
+                let env = Env::new();
+                let name = format!("hello-{lang}-{world}");
+                let out =
+                    env.command().current_dir(env.dir.path()).args(["plugin", "new", &name, "--lang", lang, "--world", world, "--json"]).output().unwrap();
+                assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+                let made: Value = serde_json::from_slice(&out.stdout).unwrap();
+                let project = env.dir.path().join(&name);
+                let readme = std::fs::read_to_string(project.join("README.md")).unwrap();
+                let build = made["build"].as_str().unwrap();
+                assert!(readme.contains(&format!("    {build}\n")), "the README gives the build command: {readme}");
+                assert!(!project.join("weir-guest").exists() && project.join("wit/worlds.wit").exists(), "the WIT, not the Rust SDK");
+                sh(&project, build);
+                let wasm = project.join(made["builds"].as_str().unwrap());
+                let tried = env.run(&["plugin", "test", path(&wasm), "--context", path(&project.join("context.json")), "--json"]).ok().json();
+                env.run(&["plugin", "add", &name, path(&wasm)]).ok();
+                env.run(&["table", "create", "contact", "--column", "name:text"]).ok();
+                if world == "workflow" {
+                    assert_eq!(tried["outcome"], "ok", "{name}: {tried}");
+                    assert_eq!(tried["step"], json!({"done": {"seen": "c1"}}), "{name}: {tried}");
+                    let step =
+                        ["step", "add", &name, "--plugin", &name, "--message", "create", "--table", "contact", "--stage", "post-operation", "--mode", "async"];
+                    env.run(&step).ok();
+                    let id = env.run(&["record", "create", "contact", r#"{"name": "Ada"}"#]).ok().json()["id"].as_str().unwrap().to_string();
+                    env.run(&["work", "--until-idle"]).ok();
+                    let jobs = env.run(&["jobs", "list", "--json"]).ok().json();
+                    assert_eq!((jobs[0]["status"].as_str(), &jobs[0]["result"]), (Some("Succeeded"), &json!({"seen": id})), "{name}: {jobs}");
+                } else {
+                    assert_eq!(tried["outcome"], "ok", "{name}: {tried}");
+                    assert_eq!(tried["notes"], json!(["checked by ".to_string() + &name]), "{name}: {tried}");
+                    env.run(&["step", "add", &name, "--plugin", &name, "--message", "create", "--table", "contact", "--stage", "pre-operation"]).ok();
+                    let ada = env.run(&["record", "create", "contact", r#"{"name": "Ada"}"#]).ok().json();
+                    assert_eq!(ada["@notes"], json!([format!("{name}: checked by {name}")]), "{ada}");
+                    let blank = env.run(&["record", "create", "contact", r#"{"name": " "}"#]).fails();
+                    assert!(blank.stderr.contains(&format!("{name}: the name must not be blank")), "{}", blank.stderr);
+                }
+            });
+        }
+    });
+}
