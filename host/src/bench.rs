@@ -147,13 +147,80 @@ fn bench_context() -> Context {
     Context::standalone("bench", Mode::Sync)
 }
 
-pub fn run(json_out: bool, only: Option<&str>) -> Result<()> {
+/// A plug-in in another language to measure beside the Rust example
+/// (`weir bench --component python=credit_check.wasm`): a build of the
+/// credit-check example (guest-examples/python or guest-examples/js).
+#[derive(Debug, Clone)]
+pub struct LangComponent {
+    pub lang: Lang,
+    pub file: std::path::PathBuf,
+}
+
+/// The languages `--component` takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lang {
+    Python,
+    Js,
+}
+
+impl std::str::FromStr for LangComponent {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<LangComponent, String> {
+        let (lang, file) = s.split_once('=').ok_or_else(|| format!("{s:?}: give LANG=FILE.wasm, e.g. python=credit_check.wasm"))?;
+        let lang = match lang {
+            "python" => Lang::Python,
+            "js" => Lang::Js,
+            other => return Err(format!("{other:?}: the language is python or js (Rust's credit-check is always measured)")),
+        };
+        Ok(LangComponent { lang, file: file.into() })
+    }
+}
+
+/// The figures of one language: (load key, create key, label).
+fn lang_keys(lang: Option<Lang>) -> (&'static str, &'static str, &'static str) {
+    match lang {
+        None => ("lang_rust_load_s", "lang_rust_create_us", "Rust"),
+        Some(Lang::Python) => ("lang_python_load_s", "lang_python_create_us", "Python"),
+        Some(Lang::Js) => ("lang_js_load_s", "lang_js_create_us", "JavaScript"),
+    }
+}
+
+/// Loads one credit-check build into a database of its own (with its own,
+/// empty compile cache, so the compile is measured) and times creates that
+/// it checks as the only sync step.
+fn language(scratch: &std::path::Path, lang: Option<Lang>, wasm: &[u8], figures: &mut Vec<Figure>) -> Result<()> {
+    let (load_key, create_key, label) = lang_keys(lang);
+    let dir = scratch.join(load_key);
+    std::fs::create_dir_all(&dir).map_err(|e| Error::Internal(format!("cannot make {}: {e}", dir.display())))?;
+    let weir = Weir::open_with_cache(dir.join("w.db"), Default::default(), Some(dir.join("cache")))?;
+    weir.create_table("account", &[("name", "text"), ("creditlimit", "decimal")])?;
+    weir.create_table("opportunity", &[("name", "text"), ("amount", "decimal"), ("customer", "ref:account")])?;
+    let started = Instant::now();
+    weir.add_plugin("credit-check", wasm)?;
+    let load = started.elapsed().as_secs_f64();
+    let mut step = Step::new("credit", "credit-check", MessageKind::Create, "opportunity", StageKind::PreValidation, ModeKind::Sync);
+    step.grants = vec![crate::steps::Grant { table: "account".into(), access: crate::steps::Access::Read }];
+    weir.add_step(&step)?;
+    let account = weir.pipeline().create("system", "account", &json!({"name": "Contoso", "creditlimit": 1_000_000}))?;
+    let rec = json!({"name": "bench", "amount": 5, "customer": account.id});
+    let runs = rate(|| weir.pipeline().create("system", "opportunity", &rec).map(|_| ()))?;
+    let (load_label, create_label): (&'static str, &'static str) = match label {
+        "Rust" => ("credit-check in Rust: plug-in add (compile)", "credit-check in Rust: µs per create it checks"),
+        "Python" => ("credit-check in Python: plug-in add (compile)", "credit-check in Python: µs per create it checks"),
+        _ => ("credit-check in JavaScript: plug-in add (compile)", "credit-check in JavaScript: µs per create it checks"),
+    };
+    figures.push(Figure { key: load_key, label: load_label, unit: "s", runs: vec![load] });
+    figures.push(Figure { key: create_key, label: create_label, unit: "µs", runs: runs.iter().map(|r| 1e6 / r).collect() });
+    Ok(())
+}
+
+pub fn run(json_out: bool, only: Option<&str>, components: &[LangComponent]) -> Result<()> {
     let want = |section: &str| only.is_none_or(|o| section.contains(o));
     let scratch = tempfile::tempdir().map_err(|e| Error::Internal(format!("cannot make a scratch directory: {e}")))?;
     let weir = std::sync::Arc::new(Weir::open(scratch.path().join("bench.db"))?);
     let mut figures = Vec::new();
     // A progress bar on a terminal (hidden otherwise, and with --json).
-    let progress = if json_out { indicatif::ProgressBar::hidden() } else { indicatif::ProgressBar::new(11) };
+    let progress = if json_out { indicatif::ProgressBar::hidden() } else { indicatif::ProgressBar::new(12) };
     progress.set_style(
         indicatif::ProgressStyle::with_template("{spinner} [{bar:20}] {pos}/{len} {msg}")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
@@ -344,6 +411,14 @@ pub fn run(json_out: bool, only: Option<&str>) -> Result<()> {
         figures.push(Figure { key: "containment_clean_per_s", label: "20,000 no-op jobs alone", unit: "/s", runs: clean });
         figures.push(Figure { key: "containment_mixed_per_s", label: "the same among 16 misbehaving jobs", unit: "/s", runs: mixed });
         figures.push(Figure { key: "containment_ratio", label: "good-job throughput, mixed / clean", unit: "", runs: ratio });
+    }
+    if want("languages") {
+        say("credit-check in Rust, and in the languages given with --component");
+        language(scratch.path(), None, crate::examples::wasm("credit-check").unwrap_or_default(), &mut figures)?;
+        for c in components {
+            let wasm = crate::plugins::read_component_file(&c.file)?;
+            language(scratch.path(), Some(c.lang), &wasm, &mut figures)?;
+        }
     }
     if want("latency") {
         say("enqueue-to-start latency at 1,000 jobs/s");

@@ -144,9 +144,14 @@ pub enum Command {
     Bench {
         #[arg(long)]
         json: bool,
-        /// Run only the sections whose name contains this: sqlite, create, call, load, async, latency.
+        /// Run only the sections whose name contains this: sqlite, create, call, load, async, languages, latency.
         #[arg(long)]
         only: Option<String>,
+        /// Also measure this build of the credit-check example in another
+        /// language (python=FILE.wasm, js=FILE.wasm; repeatable): its compile and
+        /// its cost per create, beside the Rust one's.
+        #[arg(long = "component", value_name = "LANG=FILE")]
+        components: Vec<crate::bench::LangComponent>,
     },
 }
 
@@ -816,7 +821,7 @@ fn run(cli: Cli) -> Result<()> {
             plugin(&weir, cmd)
         }
         Command::Demo => crate::demo::run(&cli.db),
-        Command::Bench { json, only } => crate::bench::run(json, only.as_deref()),
+        Command::Bench { json, only, components } => crate::bench::run(json, only.as_deref(), &components),
         Command::Work { workers, lease_ms, until_idle, shutdown_grace_ms, retention, outbound, json } => {
             let retention = retention.retention();
             let weir = open()?;
