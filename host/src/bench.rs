@@ -176,12 +176,18 @@ impl std::str::FromStr for LangComponent {
     }
 }
 
-/// The figures of one language: (load key, create key, label).
-fn lang_keys(lang: Option<Lang>) -> (&'static str, &'static str, &'static str) {
+/// The figures of one language: their keys and labels.
+fn lang_keys(lang: Option<Lang>) -> [(&'static str, &'static str); 2] {
     match lang {
-        None => ("lang_rust_load_s", "lang_rust_create_us", "Rust"),
-        Some(Lang::Python) => ("lang_python_load_s", "lang_python_create_us", "Python"),
-        Some(Lang::Js) => ("lang_js_load_s", "lang_js_create_us", "JavaScript"),
+        None => [("lang_rust_load_s", "credit-check in Rust: plug-in add (compile)"), ("lang_rust_create_us", "credit-check in Rust: µs per create it checks")],
+        Some(Lang::Python) => [
+            ("lang_python_load_s", "credit-check in Python: plug-in add (compile)"),
+            ("lang_python_create_us", "credit-check in Python: µs per create it checks"),
+        ],
+        Some(Lang::Js) => [
+            ("lang_js_load_s", "credit-check in JavaScript: plug-in add (compile)"),
+            ("lang_js_create_us", "credit-check in JavaScript: µs per create it checks"),
+        ],
     }
 }
 
@@ -189,7 +195,7 @@ fn lang_keys(lang: Option<Lang>) -> (&'static str, &'static str, &'static str) {
 /// empty compile cache, so the compile is measured) and times creates that
 /// it checks as the only sync step.
 fn language(scratch: &std::path::Path, lang: Option<Lang>, wasm: &[u8], figures: &mut Vec<Figure>) -> Result<()> {
-    let (load_key, create_key, label) = lang_keys(lang);
+    let [(load_key, load_label), (create_key, create_label)] = lang_keys(lang);
     let dir = scratch.join(load_key);
     std::fs::create_dir_all(&dir).map_err(|e| Error::Internal(format!("cannot make {}: {e}", dir.display())))?;
     let weir = Weir::open_with_cache(dir.join("w.db"), Default::default(), Some(dir.join("cache")))?;
@@ -204,11 +210,6 @@ fn language(scratch: &std::path::Path, lang: Option<Lang>, wasm: &[u8], figures:
     let account = weir.pipeline().create("system", "account", &json!({"name": "Contoso", "creditlimit": 1_000_000}))?;
     let rec = json!({"name": "bench", "amount": 5, "customer": account.id});
     let runs = rate(|| weir.pipeline().create("system", "opportunity", &rec).map(|_| ()))?;
-    let (load_label, create_label): (&'static str, &'static str) = match label {
-        "Rust" => ("credit-check in Rust: plug-in add (compile)", "credit-check in Rust: µs per create it checks"),
-        "Python" => ("credit-check in Python: plug-in add (compile)", "credit-check in Python: µs per create it checks"),
-        _ => ("credit-check in JavaScript: plug-in add (compile)", "credit-check in JavaScript: µs per create it checks"),
-    };
     figures.push(Figure { key: load_key, label: load_label, unit: "s", runs: vec![load] });
     figures.push(Figure { key: create_key, label: create_label, unit: "µs", runs: runs.iter().map(|r| 1e6 / r).collect() });
     Ok(())

@@ -284,6 +284,9 @@ pub enum JobsCmd {
         until: Option<String>,
         #[arg(long)]
         dry_run: bool,
+        /// Only jobs no newer than this id (a dry run's `newest`): none that arrived since.
+        #[arg(long, value_name = "ID")]
+        through: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -1118,21 +1121,24 @@ fn jobs(weir: &Weir, cmd: JobsCmd, key_file: Option<&std::path::Path>) -> Result
             weir.delete_job(&t.id)?;
             say(t.json, serde_json::json!({"deleted": t.id}), || format!("deleted job {}", t.id));
         }
-        JobsCmd::Bulk { action, filter, until, dry_run, json } => {
+        JobsCmd::Bulk { action, filter, until, dry_run, through, json } => {
             let bulk = action.action(until.as_deref())?;
-            let r = weir.bulk_jobs(&filter, bulk, dry_run)?;
+            let r = weir.bulk_jobs(&filter, bulk, dry_run, through.as_deref())?;
             if json {
                 print_json(&r);
             } else if dry_run {
-                outln!("{} jobs match", r.matched);
+                outln!("{} jobs match; {} can be acted on", r.matched, r.eligible);
             } else {
-                outln!("{} jobs matched: {} changed, {} skipped", r.matched, r.applied, r.skipped);
+                outln!("{} jobs matched, {} could be acted on: {} changed, {} skipped", r.matched, r.eligible, r.applied, r.skipped);
                 for e in &r.errors {
                     outln!("  skipped: {e}");
                 }
                 if r.truncated {
                     outln!("only the oldest {} were acted on; run it again for the rest", crate::MAX_BULK);
                 }
+            }
+            if let Some(e) = r.error {
+                return Err(Error::Internal(e));
             }
         }
         JobsCmd::Groups { by, filter, json } => {

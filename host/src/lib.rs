@@ -17,7 +17,8 @@
 //!   only writer of job state), leases, retries, waits, control, schedules.
 //! * [`worker`]: the worker pool that runs jobs (and replays one: `jobs replay`).
 //! * [`trial`]: `weir plugin test`, one component run offline against a scratch store;
-//!   [`scaffold`]: `weir plugin new`, a new plug-in project with the SDK vendored.
+//!   [`scaffold`]: `weir plugin new`, a new plug-in project in Rust (the SDK
+//!   vendored), Python or JavaScript (the WIT).
 //! * [`secrets`]: secrets for plug-ins, sealed at rest, granted per step.
 //! * [`examples`]: the example plug-ins built from `guest-examples/`.
 //! * [`api`]: the HTTP API, dashboard and metrics of `weir serve`.
@@ -281,28 +282,40 @@ impl Weir {
         self.pool.with_conn(|conn| jobs::groups(conn, by, filter))
     }
 
-    /// Applies one action to every job a filter selects (at most
-    /// [`MAX_BULK`]), each as its own transition: a job the action does not
-    /// apply to (a completed one for cancel, say) is counted and skipped with
-    /// the reason, the others go on. With `dry_run`, only counts them.
-    pub fn bulk_jobs(&self, filter: &str, action: BulkAction, dry_run: bool) -> Result<BulkOutcome> {
+    /// Applies one action to every job a filter selects that the action
+    /// applies to (cancel: not completed; pause: ready, waiting or running;
+    /// resume: paused; retry: failed; delete: completed; postpone: ready,
+    /// waiting or paused), at most [`MAX_BULK`] a run, oldest first, each as
+    /// its own transition. `through` (an id, as a dry run answers it in
+    /// `newest`) leaves out jobs that arrived after the count an operator
+    /// confirmed. A job that changed meanwhile is skipped with the reason; an
+    /// error of the store stops the run and is reported with what was done.
+    /// With `dry_run`, only counts.
+    pub fn bulk_jobs(&self, filter: &str, action: BulkAction, dry_run: bool, through: Option<&str>) -> Result<BulkOutcome> {
         if filter.trim().is_empty() {
             return Err(Error::invalid("a bulk action needs a filter (use \"status eq 'Failed'\" or the like; every job would be \"id ne ''\")"));
         }
-        let matched = self.count_jobs(Some(filter))?;
-        let mut outcome = BulkOutcome { matched, applied: 0, skipped: 0, errors: Vec::new(), truncated: matched > MAX_BULK as i64 };
+        use jobs::Status::*;
+        let statuses: &[jobs::Status] = match action {
+            BulkAction::Job(JobAction::Cancel) => &[WaitingForResources, Waiting, Paused, InProgress, Pausing],
+            BulkAction::Job(JobAction::Pause) => &[WaitingForResources, Waiting, InProgress],
+            BulkAction::Job(JobAction::Resume) => &[Paused],
+            BulkAction::Job(JobAction::Retry) => &[Failed],
+            BulkAction::Job(JobAction::Postpone(_)) => jobs::state::Transition::Postpone.from(),
+            BulkAction::Delete => &[Succeeded, Failed, Canceled],
+        };
+        let (matched, newest, (ids, eligible)) = self.pool.with_conn(|conn| {
+            Ok((jobs::count(conn, Some(filter))?, jobs::newest_id(conn, Some(filter))?, jobs::matching_ids(conn, Some(filter), statuses, through, MAX_BULK)?))
+        })?;
+        let mut outcome =
+            BulkOutcome { matched, eligible, applied: 0, skipped: 0, errors: Vec::new(), truncated: eligible > MAX_BULK as i64, newest, error: None };
         if dry_run {
             return Ok(outcome);
         }
-        let ids = self.pool.with_conn(|conn| jobs::matching_ids(conn, Some(filter), MAX_BULK))?;
         for id in ids {
             let done = match action {
                 BulkAction::Delete => self.delete_job(&id),
-                BulkAction::Cancel => self.control_job(&id, JobAction::Cancel).map(drop),
-                BulkAction::Pause => self.control_job(&id, JobAction::Pause).map(drop),
-                BulkAction::Resume => self.control_job(&id, JobAction::Resume).map(drop),
-                BulkAction::Retry => self.control_job(&id, JobAction::Retry).map(drop),
-                BulkAction::Postpone(until) => self.control_job(&id, JobAction::Postpone(until)).map(drop),
+                BulkAction::Job(a) => self.control_job(&id, a).map(drop),
             };
             match done {
                 Ok(()) => outcome.applied += 1,
@@ -312,7 +325,10 @@ impl Weir {
                         outcome.errors.push(e.to_string());
                     }
                 }
-                Err(e) => return Err(e),
+                Err(e) => {
+                    outcome.error = Some(format!("stopped after {} of {} jobs: {e}", outcome.applied + outcome.skipped, eligible.min(MAX_BULK as i64)));
+                    break;
+                }
             }
         }
         Ok(outcome)
@@ -490,46 +506,47 @@ impl BulkVerb {
     /// The action; `until` (RFC 3339 or `+DURATION`) is postpone's, required there.
     pub fn action(self, until: Option<&str>) -> Result<BulkAction> {
         Ok(match self {
-            BulkVerb::Cancel => BulkAction::Cancel,
-            BulkVerb::Pause => BulkAction::Pause,
-            BulkVerb::Resume => BulkAction::Resume,
-            BulkVerb::Retry => BulkAction::Retry,
+            BulkVerb::Cancel => BulkAction::Job(JobAction::Cancel),
+            BulkVerb::Pause => BulkAction::Job(JobAction::Pause),
+            BulkVerb::Resume => BulkAction::Job(JobAction::Resume),
+            BulkVerb::Retry => BulkAction::Job(JobAction::Retry),
             BulkVerb::Delete => BulkAction::Delete,
             BulkVerb::Postpone => {
                 let until = until.ok_or_else(|| Error::invalid("a bulk postpone needs until: a time (RFC 3339) or +DURATION"))?;
-                BulkAction::Postpone(time::parse_when(until).map_err(Error::Invalid)?)
+                BulkAction::Job(JobAction::Postpone(time::parse_when(until).map_err(Error::Invalid)?))
             }
         })
     }
 }
 
-/// An action on every job a filter selects.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// An action on every job a filter selects: one of the operator's actions on
+/// a job, or deleting it (completed jobs only).
+#[derive(Debug, Clone, Copy)]
 pub enum BulkAction {
-    Cancel,
-    Pause,
-    Resume,
-    Retry,
-    /// Completed jobs only.
+    Job(JobAction),
     Delete,
-    /// Until this time (ms since the epoch).
-    Postpone(i64),
 }
 
-/// What a bulk action did.
+/// What a bulk action did (or, for a dry run, would do).
 #[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct BulkOutcome {
     /// Jobs the filter selects.
     pub matched: i64,
+    /// Of those, the jobs the action applies to (by their status).
+    pub eligible: i64,
     /// Jobs the action changed.
     pub applied: usize,
-    /// Jobs it did not apply to (their status does not allow it, or they
-    /// changed meanwhile).
+    /// Jobs that changed meanwhile so the action no longer applied.
     pub skipped: usize,
     /// Why, for the first 20 skipped.
     pub errors: Vec<String>,
-    /// More than 10,000 matched: only the oldest 10,000 were acted on; run it again.
+    /// More than 10,000 were eligible: the oldest 10,000 were acted on; run it again for the rest.
     pub truncated: bool,
+    /// The newest matching job's id: pass it as `through` to act on exactly
+    /// the jobs counted, none that arrived since.
+    pub newest: Option<String>,
+    /// The store failed: the run stopped here (what was done is counted above).
+    pub error: Option<String>,
 }
 
 /// A background operation to submit: made with [`Background::new`], or

@@ -3,8 +3,9 @@
 //! reports what it did — the outcome (changes, notes and variables, or the
 //! workflow's step), the records it wrote and its trace lines.
 //!
-//! Owns nothing that lasts: a scratch database in a temporary directory,
-//! deleted afterwards. The context and the fixture are JSON an author writes
+//! Owns nothing that lasts but the compiled component, kept in the compile
+//! cache like any other (so testing and then adding it compiles once): a
+//! scratch database in a temporary directory, deleted afterwards. The context and the fixture are JSON an author writes
 //! by hand (see [`TrialRequest`]); values are typed by the fixture's columns.
 
 use std::sync::Arc;

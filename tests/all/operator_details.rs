@@ -63,16 +63,21 @@ fn jobs_are_grouped_acted_on_in_bulk_deleted_and_schedules_listed_from_the_cli()
     assert_eq!(groups[0]["by_status"]["WaitingForResources"], 3);
     assert_eq!(groups[1]["by_status"]["Failed"], 1);
 
-    // A dry run counts; the bulk cancel then changes exactly those.
+    // A dry run counts; the bulk cancel then changes exactly those, and not a
+    // job that arrived after the count (`--through` the dry run's newest id).
     let filter = "plugin eq 'notify'";
     let dry = env.run(&["jobs", "bulk", "cancel", "--filter", filter, "--dry-run", "--json"]).ok().json();
-    assert_eq!((dry["matched"].as_i64(), dry["applied"].as_i64()), (Some(3), Some(0)), "{dry}");
+    assert_eq!((dry["matched"].as_i64(), dry["eligible"].as_i64(), dry["applied"].as_i64()), (Some(3), Some(3), Some(0)), "{dry}");
+    assert_eq!(dry["newest"], serde_json::json!(later[2]), "{dry}");
     assert_eq!(env.run(&["jobs", "show", &later[0], "--json"]).ok().json()["status"], "WaitingForResources", "a dry run changes nothing");
-    let done = env.run(&["jobs", "bulk", "cancel", "--filter", filter, "--json"]).ok().json();
-    assert_eq!((done["applied"].as_i64(), done["skipped"].as_i64()), (Some(3), Some(0)), "{done}");
-    // Again: they are completed now, so each is skipped with the reason.
+    let arrived = submit("notify", "+1h");
+    let done = env.run(&["jobs", "bulk", "cancel", "--filter", filter, "--through", dry["newest"].as_str().unwrap(), "--json"]).ok().json();
+    assert_eq!((done["eligible"].as_i64(), done["applied"].as_i64(), done["skipped"].as_i64()), (Some(3), Some(3), Some(0)), "{done}");
+    assert_eq!(env.run(&["jobs", "show", &arrived, "--json"]).ok().json()["status"], "WaitingForResources", "not counted, not canceled");
+    env.run(&["jobs", "cancel", &arrived]).ok();
+    // Again: they are completed now, so none is eligible and nothing changes.
     let again = env.run(&["jobs", "bulk", "cancel", "--filter", filter]).ok().stdout;
-    assert!(again.contains("3 jobs matched: 0 changed, 3 skipped") && again.contains("already completed"), "{again}");
+    assert!(again.contains("4 jobs matched, 0 could be acted on: 0 changed, 0 skipped"), "{again}");
     let refused = env.run(&["jobs", "bulk", "cancel", "--filter", ""]).fails();
     assert!(refused.stderr.contains("needs a filter"), "an empty filter never means every job: {}", refused.stderr);
 
@@ -83,7 +88,7 @@ fn jobs_are_grouped_acted_on_in_bulk_deleted_and_schedules_listed_from_the_cli()
     env.run(&["jobs", "delete", &failing]).ok();
     assert!(env.run(&["jobs", "show", &failing]).fails().stderr.contains("no job with id"));
     let deleted = env.run(&["jobs", "bulk", "delete", "--filter", "status eq 'Canceled'", "--json"]).ok().json();
-    assert_eq!(deleted["applied"], 3, "{deleted}");
+    assert_eq!(deleted["applied"], 4, "{deleted}");
     assert_eq!(env.run(&["jobs", "list", "--json"]).ok().json().as_array().unwrap().len(), 1, "only the waiting one is left");
 
     // Schedules with their next runs.

@@ -83,8 +83,10 @@ fn the_compile_cache_is_shared_by_every_database_of_a_user() {
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     };
     let cache = home.join("weir").join("components");
-    let artifacts = || -> Vec<(std::path::PathBuf, std::time::SystemTime)> {
-        let mut v: Vec<_> = std::fs::read_dir(&cache).unwrap().map(|e| e.unwrap()).map(|e| (e.path(), e.metadata().unwrap().modified().unwrap())).collect();
+    // Each artifact with its inode: a recompile renames a new file into place.
+    let artifacts = || -> Vec<(std::path::PathBuf, u64)> {
+        use std::os::unix::fs::MetadataExt;
+        let mut v: Vec<_> = std::fs::read_dir(&cache).unwrap().map(|e| e.unwrap()).map(|e| (e.path(), e.metadata().unwrap().ino())).collect();
         v.sort();
         v
     };
@@ -95,4 +97,23 @@ fn the_compile_cache_is_shared_by_every_database_of_a_user() {
     // Another database loads the same component from the shared artifact: no second compile.
     add(env.dir.path().join("b.db").to_str().unwrap());
     assert_eq!(artifacts(), first, "the second database reused the artifact");
+}
+
+#[test]
+fn a_compile_cache_others_can_write_is_neither_read_nor_written() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new();
+    let open = env.dir.path().join("open-cache");
+    std::fs::create_dir(&open).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let f = env.example_file("credit-check");
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_weir"));
+    c.env_remove("WEIR_DB").env("WEIR_CACHE_DIR", &open).args(["--db", env.db().to_str().unwrap(), "plugin", "add", "credit-check", path(&f)]);
+    let out = c.output().unwrap();
+    assert!(out.status.success(), "the plug-in is added all the same: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(std::fs::read_dir(&open).unwrap().count(), 0, "no native code left where anyone could swap it");
+    // A cache of its own is made private to the user.
+    env.run(&["plugin", "add", "credit-check", path(&f)]).ok();
+    let own = std::fs::metadata(env.dir.path().join("weir.db.cache")).unwrap().permissions().mode() & 0o777;
+    assert_eq!(own, 0o700);
 }

@@ -227,6 +227,21 @@ fn a_standard_wasi_interface_weir_lacks_is_linked_as_a_denial() {
     assert_eq!(env.run(&["record", "query", "thing", "--json"]).ok().json(), json!([]));
     let trace = env.run(&["trace", "list", "--json"]).ok().json();
     assert_eq!(trace[0]["outcome"], "denied", "the trace log keeps the typed outcome: {trace}");
+    // What weir does provide still works in that component: its log, WASI's stderr and clock.
+    let lines = trace[0]["lines"].to_string();
+    assert!(lines.contains("checking thing") && lines.contains("the clock reads past 2020"), "{lines}");
+}
+
+#[test]
+fn only_standard_interfaces_weir_lacks_are_denied_the_rest_must_link() {
+    // An invented function in weir's own interface, or an extra one in a WASI
+    // interface weir provides, is refused at load, never stubbed.
+    let env = Env::new();
+    for (interface, func) in [("weir:plugin/records@0.2.0", "drop-table"), ("wasi:cli/environment@0.2.0", "set-environment")] {
+        let f = env.write("forged.wasm", &component_importing(interface, func));
+        let out = env.run(&["plugin", "add", "forged", path(&f)]).fails();
+        assert!(out.stderr.contains("needs imports weir does not provide") && out.stderr.contains(interface), "{interface}: {}", out.stderr);
+    }
 }
 
 fn expenses() -> Env {

@@ -202,7 +202,11 @@ fn the_dashboard_shows_the_api_s_numbers_and_its_actions_work() {
     }
     // A job that fails twice (transiently, then out of attempts): its page must show both.
     env.add_example("flaky");
-    let failed = s.post("/api/background", &json!({"plugin": "flaky", "input": {"order": 7}, "max_attempts": 2})).body["id"].as_str().unwrap().to_string();
+    let markup = "<img src=x onerror=window.__xss=1>";
+    let failed = s.post("/api/background", &json!({"plugin": "flaky", "input": {"order": 7, "note": markup}, "max_attempts": 2})).body["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     // A job that will not run for an hour: the one the page pauses.
     let later = s.post("/api/background", &json!({"plugin": "notify", "input": {}, "at": "+1h"})).body["id"].as_str().unwrap().to_string();
     wait_for("the notify jobs", || s.get(&format!("/api/jobs?$filter={}", q("status eq 'Succeeded'"))).body["value"].as_array().unwrap().len() == 3);
@@ -265,6 +269,7 @@ fn the_dashboard_shows_the_api_s_numbers_and_its_actions_work() {
     assert!(shown["error"].as_str().unwrap().contains(error), "the page shows the job's error {error:?}: {}", shown["error"]);
     assert_eq!(shown["attempts"], "2 of 2");
     assert!(shown["input"].as_str().unwrap().contains("\"order\": 7"), "the input is shown: {}", shown["input"]);
+    assert!(shown["input"].as_str().unwrap().contains(markup) && shown["markupInert"] == true, "markup in data shows as text and never runs: {shown}");
     let history = job["history"].as_array().unwrap();
     assert_eq!(history.len(), 2, "both attempts are kept: {job}");
     let rows = shown["history"].as_array().unwrap();

@@ -109,6 +109,8 @@ try {
       error: r.querySelector(".err").textContent,
     }))),
     actions: await page.locator("#job-actions button").allTextContents(),
+    // The input carries markup: it must show as text, never run.
+    markupInert: await page.evaluate(() => window.__xss === undefined && document.querySelectorAll("main img").length === 0),
   };
   await page.screenshot({ path: `${shots}/job.png`, fullPage: true });
   console.log(JSON.stringify({ shown, errors, filtered, sharedUrl, group, question, bulkMessage, job }));

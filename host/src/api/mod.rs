@@ -597,13 +597,10 @@ async fn list_jobs(State(app): State<App>, Query(q): Query<HashMap<String, Strin
 #[utoipa::path(get, path = "/api/jobs/groups", params(("by" = GroupBy, Query, description = "step, plugin, kind or owner"), ("$filter" = Option<String>, Query, description = "only the jobs this filter selects")),
     responses((status = 200, description = "The groups, largest first, each by status", body = JobGroups), (status = 400, body = ErrorBody)))]
 async fn job_groups(State(app): State<App>, Query(q): Query<HashMap<String, String>>) -> ApiResult<Json<JobGroups>> {
-    let by = match q.get("by").map(String::as_str) {
-        Some("step") => GroupBy::Step,
-        Some("plugin") => GroupBy::Plugin,
-        Some("kind") => GroupBy::Kind,
-        Some("owner") => GroupBy::Owner,
-        other => return Err(bad(format!("bad by {other:?}: group jobs by step, plugin, kind or owner"))),
-    };
+    let by = q
+        .get("by")
+        .and_then(|b| serde_json::from_value::<GroupBy>(Json_::String(b.clone())).ok())
+        .ok_or_else(|| bad(format!("bad by {:?}: group jobs by step, plugin, kind or owner", q.get("by"))))?;
     let filter = q.get("$filter").cloned();
     let weir = app.weir.clone();
     let value = blocking(move || weir.job_groups(by, filter.as_deref())).await?;
@@ -614,11 +611,13 @@ async fn job_groups(State(app): State<App>, Query(q): Query<HashMap<String, Stri
     responses((status = 200, description = "What the action did (with dry_run: how many jobs it would act on)", body = BulkOutcome), (status = 400, body = ErrorBody)))]
 async fn bulk_jobs(State(app): State<App>, body: Bytes) -> ApiResult<Json<BulkOutcome>> {
     let req: BulkRequest = serde_json::from_slice(&body).map_err(|e| {
-        bad(format!("bad bulk action: {e}; send {{\"action\": \"cancel|pause|resume|retry|delete|postpone\", \"filter\": EXPR, \"until\": TIME (postpone), \"dry_run\": BOOL}}"))
+        bad(format!(
+            "bad bulk action: {e}; send {{\"action\": \"cancel|pause|resume|retry|delete|postpone\", \"filter\": EXPR, \"until\": TIME (postpone), \"dry_run\": BOOL, \"through\": ID}}"
+        ))
     })?;
     let action = req.action.action(req.until.as_deref())?;
     let weir = app.weir.clone();
-    Ok(Json(blocking(move || weir.bulk_jobs(&req.filter, action, req.dry_run)).await?))
+    Ok(Json(blocking(move || weir.bulk_jobs(&req.filter, action, req.dry_run, req.through.as_deref())).await?))
 }
 
 #[utoipa::path(get, path = "/api/schedules", responses((status = 200, description = "Scheduled steps with their next runs", body = ScheduleList)))]

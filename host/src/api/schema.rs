@@ -151,9 +151,13 @@ pub struct BulkRequest {
     pub filter: String,
     /// For postpone: RFC 3339 or `+DURATION`.
     pub until: Option<String>,
-    /// Count the jobs it would act on, change nothing.
+    /// Count the jobs it would act on, change nothing (the answer's `newest`
+    /// goes back as `through`).
     #[serde(default)]
     pub dry_run: bool,
+    /// Act only on jobs no newer than this id (the `newest` a dry run
+    /// answered): none that arrived after the count.
+    pub through: Option<String>,
 }
 
 /// `202 Accepted` for a background operation.

@@ -18,7 +18,9 @@
 //!   probe (half-open) and the rest follow only when it succeeds.
 //! * Workflows may wait ([`waits`]): the job is Suspended/Waiting and holds no
 //!   worker until its timer fires or a committed change makes its condition hold.
-//! * Operators cancel, pause, resume, postpone and retry jobs ([`control`]).
+//! * Operators cancel, pause, resume, postpone, retry and delete jobs
+//!   ([`control`]); listings, counts, groups and the selection of a bulk
+//!   action ([`list`], [`count`], [`groups`], [`matching_ids`]) are here.
 //! * Schedules and retention ([`timers`]); callbacks of finished jobs
 //!   ([`callbacks`]); the dashboard's figures ([`stats`]).
 //!
@@ -714,7 +716,7 @@ fn where_clause(filter_src: Option<&str>) -> Result<(String, Vec<filter::SqlPara
         Some(src) => {
             let expr = filter::parse(src).map_err(|e| Error::invalid(e.to_string()))?;
             let (cond, params) = filter::to_sql(&expr, src, &job_field).map_err(|e| Error::invalid(e.to_string()))?;
-            Ok((format!(" WHERE {cond}"), params))
+            Ok((format!(" WHERE ({cond})"), params))
         }
     }
 }
@@ -725,12 +727,28 @@ pub fn count(conn: &Connection, filter_src: Option<&str>) -> Result<i64> {
     Ok(conn.prepare_cached(&format!("SELECT COUNT(*) FROM weir_jobs{cond}"))?.query_row(params_from_iter(params.iter()), |r| r.get(0))?)
 }
 
-/// The ids of the jobs matching `filter_src`, oldest first, at most `limit`.
-pub fn matching_ids(conn: &Connection, filter_src: Option<&str>, limit: usize) -> Result<Vec<String>> {
-    let (cond, params) = where_clause(filter_src)?;
+/// The ids of the jobs matching `filter_src` that are in one of `statuses`
+/// and no newer than `through` (an id: ids are time-ordered), oldest first,
+/// at most `limit`; and how many there are in all.
+pub fn matching_ids(conn: &Connection, filter_src: Option<&str>, statuses: &[Status], through: Option<&str>, limit: usize) -> Result<(Vec<String>, i64)> {
+    let (cond, mut params) = where_clause(filter_src)?;
+    let codes = statuses.iter().map(|s| s.statuscode().to_string()).collect::<Vec<_>>().join(", ");
+    let mut extra = format!("statuscode IN ({codes})");
+    if let Some(t) = through {
+        extra.push_str(" AND id <= ?");
+        params.push(filter::SqlParam::Text(t.to_string()));
+    }
+    let cond = if cond.is_empty() { format!(" WHERE {extra}") } else { format!("{cond} AND {extra}") };
+    let count: i64 = conn.prepare_cached(&format!("SELECT COUNT(*) FROM weir_jobs{cond}"))?.query_row(params_from_iter(params.iter()), |r| r.get(0))?;
     let sql = format!("SELECT id FROM weir_jobs{cond} ORDER BY id LIMIT {}", limit.min(i64::MAX as usize));
     let ids = conn.prepare_cached(&sql)?.query_map(params_from_iter(params.iter()), |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
-    Ok(ids)
+    Ok((ids, count))
+}
+
+/// The newest id among the jobs matching `filter_src`.
+pub fn newest_id(conn: &Connection, filter_src: Option<&str>) -> Result<Option<String>> {
+    let (cond, params) = where_clause(filter_src)?;
+    Ok(conn.prepare_cached(&format!("SELECT MAX(id) FROM weir_jobs{cond}"))?.query_row(params_from_iter(params.iter()), |r| r.get(0))?)
 }
 
 /// What jobs can be grouped by.
@@ -854,7 +872,7 @@ pub fn show(conn: &Connection, id: &str) -> Result<JobView> {
         .prepare_cached("SELECT context FROM weir_jobs WHERE id = ?1")?
         .query_row([id], |r| r.get::<_, Option<String>>(0))?
         .and_then(|c| serde_json::from_str::<Json>(&c).ok())
-        .map(|mut c| c["input"].take());
+        .and_then(|mut c| c.as_object_mut().and_then(|o| o.remove("input")));
     view.history = Some(history);
     view.callback = callbacks::delivery(conn, id)?;
     Ok(view)

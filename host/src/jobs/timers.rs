@@ -1,5 +1,6 @@
-//! Time driven work on jobs: schedules (cron with seconds) and retention
-//! (cleanup of old completed jobs, abandoned waits). Waits and their wake-ups
+//! Time driven work on jobs: schedules (cron with seconds) and their next
+//! runs, and retention (cleanup of old completed jobs, abandoned waits; the
+//! deletion of one completed job, which an operator's delete shares). Waits and their wake-ups
 //! are [`super::waits`]'s.
 
 use std::str::FromStr;
@@ -35,7 +36,8 @@ pub struct ScheduleView {
     /// The next tick weir will fire (null: the step is disabled, or no worker
     /// has seen it yet: then the first of `upcoming`).
     pub next_at: Option<String>,
-    /// The following ticks of the cron.
+    /// The following ticks of the cron (of a disabled step too: when it would
+    /// run if enabled).
     pub upcoming: Vec<String>,
 }
 

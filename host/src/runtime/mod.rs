@@ -22,6 +22,14 @@
 //!   ungranted request is refused with a typed error.
 //! * secrets through the `secrets` import, from the caller's [`RecordHost`];
 //!   a value a call read is redacted from its trace, error and result.
+//! * a standard WASI interface weir does not provide at all (a key-value
+//!   store...) is linked as a denial, so components built with a toolchain's
+//!   defaults load; a call into one fails with [`CallError::Denied`]. Anything
+//!   else a component imports must link as it is ([`link`]).
+//!
+//! The compile cache is the user's, shared by every database
+//! ([`default_cache_dir`]); it is trusted native code, so it is made private
+//! to the user and not read from a directory others can write.
 //!
 //! Two things keep it fast without sharing state between calls: an instancer
 //! thread makes spare sync instances ahead of their calls (each a fresh `Store`,
@@ -853,7 +861,7 @@ impl Runtime {
         engine.precompile_compatibility_hash().hash(&mut h);
         env!("CARGO_PKG_VERSION").hash(&mut h);
         let path = dir.join(format!("{digest}-{:016x}.cwasm", h.finish()));
-        if path.is_file() {
+        if path.is_file() && cache_dir_trusted(dir) {
             // SAFETY: the file was written by `write_cache` (`Component::serialize`)
             // of an engine with the same compatibility hash, into weir's own
             // cache directory.
@@ -1121,19 +1129,35 @@ fn check_header(wasm: &[u8]) -> Result<(), LoadError> {
 /// cannot be written (a read-only directory, a full disk) only costs a
 /// recompile next time.
 fn write_cache(component: &Component, path: &Path) {
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     let written = (|| {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
+        let dir = path.parent().ok_or_else(|| std::io::Error::other("no directory"))?;
+        // Native code is loaded from here without re-validation: the directory
+        // is made private to this user.
+        std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700).create(dir)?;
+        if !cache_dir_trusted(dir) {
+            return Err(std::io::Error::other("the directory is not this user's alone"));
         }
         let bytes = component.serialize().map_err(|e| std::io::Error::other(chain(&e)))?;
-        std::fs::write(&tmp, &bytes)?;
-        std::fs::rename(&tmp, path)
+        // A temporary file of its own, renamed into place: several processes
+        // (or databases in one process) may compile the same component at once.
+        let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+        std::io::Write::write_all(&mut tmp, &bytes)?;
+        tmp.persist(path).map_err(|e| e.error)?;
+        Ok::<(), std::io::Error>(())
     })();
     if let Err(e) = written {
-        let _ = std::fs::remove_file(&tmp);
         tracing::debug!("not caching the compiled component at {}: {e}", path.display());
     }
+}
+
+/// Whether compiled code may be loaded from `dir`: it belongs to this user
+/// and neither its group nor others may write to it (anyone who can write
+/// there can run code as weir).
+fn cache_dir_trusted(dir: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    std::fs::metadata(dir).is_ok_and(|m| m.is_dir() && m.uid() == me && m.mode() & 0o022 == 0)
 }
 
 /// The compile cache every database of this user shares (artifacts are keyed
@@ -1145,7 +1169,7 @@ pub fn default_cache_dir(db: &Path) -> PathBuf {
     let base = std::env::var_os("XDG_CACHE_HOME")
         .filter(|d| !d.is_empty() && Path::new(d).is_absolute())
         .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").filter(|h| !h.is_empty()).map(|h| PathBuf::from(h).join(".cache")));
+        .or_else(|| std::env::var_os("HOME").filter(|h| Path::new(h).is_absolute()).map(|h| PathBuf::from(h).join(".cache")));
     match base {
         Some(base) => base.join("weir").join("components"),
         None => {
@@ -1297,24 +1321,27 @@ fn classify(e: wasmtime::Error, store: &Store<HostState>, limits: &Limits, fuel:
             };
             CallError::Trap { message, backtrace }
         }
-        None => {
-            let message = chain(&e);
-            match denied_import(&message) {
-                Some((interface, function)) => CallError::Denied { interface, function },
-                None => CallError::Trap { message, backtrace },
-            }
-        }
+        None => match e.downcast_ref::<DeniedImport>() {
+            Some(d) => CallError::Denied { interface: d.interface.clone(), function: d.function.clone() },
+            None => CallError::Trap { message: chain(&e), backtrace },
+        },
     }
 }
 
-/// The interface and function of a call into an import linked as a denial
-/// (wasmtime's "unknown import: `wasi:keyvalue/store@0.2.0#get` has not been
-/// defined").
-fn denied_import(message: &str) -> Option<(String, String)> {
-    let name = message.split("unknown import: `").nth(1)?.split('`').next()?;
-    let (interface, function) = name.split_once('#').unwrap_or((name, name));
-    Some((interface.to_string(), function.to_string()))
+/// The error a denied import returns to the call (see [`link`]).
+#[derive(Debug)]
+struct DeniedImport {
+    interface: String,
+    function: String,
 }
+
+impl std::fmt::Display for DeniedImport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} of {} is not provided by weir", self.function, self.interface)
+    }
+}
+
+impl std::error::Error for DeniedImport {}
 
 /// The WASI packages weir's linkers provide (some of them deny by policy:
 /// no files, sockets or ungranted hosts).
@@ -1330,29 +1357,57 @@ fn known_weir_import(name: &str) -> bool {
 
 /// Links `component` with `linker`. A component built with a toolchain's
 /// defaults may import standard WASI interfaces weir does not provide (a
-/// key-value store, runtime config...): those are linked as denials, so it
-/// loads and a call that uses one fails with [`CallError::Denied`] naming it.
-/// Anything else the linker cannot satisfy (weir's own interfaces in another
-/// version, a foreign interface, a mismatched signature) is refused.
+/// key-value store, runtime config...): those, and only those, are linked as
+/// denials — every function returns [`DeniedImport`], each resource is an
+/// opaque host type — so it loads and a call that uses one fails with
+/// [`CallError::Denied`] naming it. Everything else must link as it is: a
+/// foreign package, weir's own interfaces in another contract version or
+/// with an invented function, and a WASI interface weir provides with a
+/// forged or extra function are refused.
 fn link<T: 'static>(engine: &Engine, linker: &Linker<T>, component: &Component) -> Result<InstancePre<T>, LoadError> {
+    use wasmtime::component::types::ComponentItem;
     let first = match linker.instantiate_pre(component) {
         Ok(pre) => return Ok(pre),
         Err(e) => e,
     };
-    let why = chain(&first);
-    let refused = || LoadError::Imports(why.clone());
-    let imports: Vec<String> = component.component_type().imports(engine).map(|(name, _)| name.to_string()).collect();
-    if !imports.iter().all(|n| n.starts_with("wasi:") || known_weir_import(n)) {
-        return Err(refused());
+    let refused = || LoadError::Imports(chain(&first));
+    let ty = component.component_type();
+    let mut denying = None;
+    for (name, item) in ty.imports(engine) {
+        let provided = WASI_PROVIDED.iter().any(|p| name.starts_with(p)) || known_weir_import(name);
+        if provided {
+            continue;
+        }
+        let ComponentItem::ComponentInstance(instance) = item.ty else {
+            return Err(refused());
+        };
+        if !name.starts_with("wasi:") {
+            return Err(refused());
+        }
+        let l = denying.get_or_insert_with(|| linker.clone());
+        let mut stub = l.instance(name).map_err(|_| refused())?;
+        for (export, item) in instance.exports(engine) {
+            match item.ty {
+                ComponentItem::ComponentFunc(_) => {
+                    let (interface, function) = (name.to_string(), export.to_string());
+                    stub.func_new(export, move |_, _, _, _| {
+                        Err(wasmtime::Error::new(DeniedImport { interface: interface.clone(), function: function.clone() }))
+                    })
+                    .map_err(|_| refused())?;
+                }
+                ComponentItem::Resource(_) => {
+                    stub.resource(export, wasmtime::component::ResourceType::host::<DeniedImport>(), |_, _| Ok(())).map_err(|_| refused())?;
+                }
+                // Types need no definition; anything else cannot be stubbed.
+                ComponentItem::Type(_) => {}
+                _ => return Err(refused()),
+            }
+        }
     }
-    // An interface of a package weir provides that does not link is a forged
-    // or mismatched signature, not a missing grant: refused.
-    if imports.iter().any(|n| WASI_PROVIDED.iter().any(|p| n.starts_with(p)) && why.contains(n.as_str())) {
-        return Err(refused());
+    match denying {
+        Some(l) => l.instantiate_pre(component).map_err(|_| refused()),
+        None => Err(refused()),
     }
-    let mut denying = linker.clone();
-    denying.define_unknown_imports_as_traps(component).map_err(|_| refused())?;
-    denying.instantiate_pre(component).map_err(|_| refused())
 }
 
 /// True when the backtrace is full (as deep as recorded) of one function.
@@ -1564,12 +1619,5 @@ mod tests {
         for no in ["weir:plugin/records@0.3.0", "weir:plugin/admin@0.2.0", "weir:plugin/records", "wasi:cli/run@0.2.0", "weir:plugins/log@0.2.0"] {
             assert!(!known_weir_import(no), "{no}");
         }
-    }
-
-    #[test]
-    fn a_denied_call_names_its_interface_and_function() {
-        let message = "error while executing at wasm backtrace:\n    0: 0x1 - <unknown>\n\nCaused by:\n    unknown import: `wasi:keyvalue/store@0.2.0-draft#get` has not been defined";
-        assert_eq!(denied_import(message), Some(("wasi:keyvalue/store@0.2.0-draft".into(), "get".into())));
-        assert_eq!(denied_import("wasm trap: unreachable"), None);
     }
 }

@@ -16,8 +16,11 @@ struct Denied;
 
 impl Guest for Denied {
     fn execute(ctx: Context) -> Result<Outcome, PluginError> {
-        // Plain records without the store: the plug-in runs until it asks for it.
+        // Everything weir provides keeps working in a component with a denied
+        // import: its log, WASI's stderr and clocks. Only the store is denied.
         weir::plugin::log::write(weir::plugin::log::Level::Info, &format!("checking {}", ctx.table));
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        eprintln!("denied-import: the clock reads {} s", if now > 1_600_000_000 { "past 2020" } else { "before 2020" });
         match wasi::keyvalue::store::get("limit") {
             Some(v) => Err(PluginError::Rejected(format!("the store said {v}"))),
             None => Ok(Outcome { changes: vec![], notes: vec![], variables: vec![] }),
