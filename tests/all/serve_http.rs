@@ -303,5 +303,7 @@ fn the_openapi_document_is_valid_complete_and_a_generated_client_works() {
     assert_eq!(s.get(&format!("/api/data/account/{record}")).body["name"], "Generated", "{summary}");
     let job = s.get(&format!("/api/jobs/{}", summary["job_id"].as_str().unwrap())).body;
     assert_eq!(job["plugin"], "notify");
-    assert_eq!(summary["job_status"], job["status"]);
+    assert_eq!(summary["job_status"], "WaitingForResources", "{summary}");
+    assert_eq!(job["status"], "Paused", "the check's pause reached the job: {job}");
+    assert!(s.get("/api/tables").body.to_string().contains("\"checked\""), "and its table was made");
 }

@@ -24,7 +24,8 @@ What it checks, and why:
     as model attributes). Operations are found by operationId, by scanning the
     generated package's api/ directory, not by assuming its layout.
  4. What the server really answers matches what the document says: raw answers
-    of the main GET endpoints (and one 404) are validated with jsonschema
+    of the main GET endpoints, of writes (a bulk dry run, job actions, a
+    table, a step, a batch) and of errors (404, 400, 409) are validated with jsonschema
     (Draft 2020-12) against the documented schema, looked up generically as
     paths[template][method].responses[status].content["application/json"].schema,
     with the whole document as the resource so `#/components/schemas/...`
@@ -468,8 +469,8 @@ class Checker:
     def check_responses(self):
         self.ensure_ids()
         record_id, job_id = self.summary.get("record_id"), self.summary.get("job_id")
-        # (path template, concrete path, expected status)
-        cases = [
+        # (method, path template, concrete path, expected status, JSON body)
+        cases = [("get", template, path, expected, None) for template, path, expected in [
             ("/api/jobs", "/api/jobs", 200),
             ("/api/jobs/{id}", f"/api/jobs/{job_id}", 200),
             ("/api/steps", "/api/steps", 200),
@@ -485,15 +486,25 @@ class Checker:
             ("/api/schedules", "/api/schedules", 200),
             ("/api/jobs/{id}", "/api/jobs/does-not-exist", 404),
             ("/api/jobs/groups", "/api/jobs/groups?by=nothing", 400),
+        ]]
+        # Writes too: what the bulk, job-action, table and step endpoints answer.
+        cases += [
+            ("post", "/api/jobs/bulk", "/api/jobs/bulk", 200, {"action": "pause", "filter": f"id eq '{job_id}'", "dry_run": True}),
+            ("post", "/api/jobs/{id}/{action}", f"/api/jobs/{job_id}/pause", 200, {}),
+            ("post", "/api/jobs/{id}/{action}", f"/api/jobs/{job_id}/postpone", 200, {"until": "+2h"}),
+            ("post", "/api/jobs/{id}/{action}", f"/api/jobs/{job_id}/retry", 409, {}),
+            ("post", "/api/tables", "/api/tables", 201, {"name": "checked", "columns": [{"name": "label", "type": "text"}]}),
+            ("post", "/api/steps", "/api/steps", 201, {"name": "checked-nightly", "plugin": "notify", "schedule": "0 0 2 * * *"}),
+            ("post", "/api/data/{table}/batch", "/api/data/checked/batch", 200, [{"label": "a"}, {"nope": 1}]),
         ]
         registry = referencing.Registry().with_resource(
             DOC_URI,
             referencing.Resource.from_contents(self.doc, default_specification=referencing.jsonschema.DRAFT202012),
         )
         mismatches = 0
-        for template, path, expected in cases:
-            label = f"GET {path}"
-            response = self.http.get(path)
+        for method, template, path, expected, body in cases:
+            label = f"{method.upper()} {path}"
+            response = self.http.request(method.upper(), path, json=body) if body is not None else self.http.request(method.upper(), path)
             if response.status_code != expected:
                 self.fail("responses", f"{label}: answered {response.status_code}, expected {expected}: {short(response.text)}")
                 mismatches += 1
@@ -504,13 +515,13 @@ class Checker:
                 self.fail("responses", f"{label}: the {expected} answer is not JSON: {short(response.text)}")
                 mismatches += 1
                 continue
-            if self.response_schema(template, "get", expected) is None:
-                self.fail("responses", f"{label}: no schema documented at paths['{template}'].get.responses['{expected}'].content['application/json']")
+            if self.response_schema(template, method, expected) is None:
+                self.fail("responses", f"{label}: no schema documented at paths['{template}'].{method}.responses['{expected}'].content['application/json']")
                 mismatches += 1
                 continue
             # Validate against a reference into the registered document, so the
             # schema's own `#/components/...` references resolve in it.
-            pointer = "/".join(escape(p) for p in ("paths", template, "get", "responses", str(expected), "content", "application/json", "schema"))
+            pointer = "/".join(escape(p) for p in ("paths", template, method, "responses", str(expected), "content", "application/json", "schema"))
             validator = jsonschema.Draft202012Validator(
                 {"$ref": f"{DOC_URI}#/{pointer}"},
                 registry=registry,
