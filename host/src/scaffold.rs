@@ -48,6 +48,10 @@ pub struct Project {
 /// The pinned toolchains of the Python and JavaScript projects.
 const COMPONENTIZE_PY: &str = "componentize-py==0.25.1";
 const COMPONENTIZE_JS: &str = "0.23.0";
+/// componentize-js 0.23 imports preview2-shim at run time without declaring
+/// it as a dependency: the project declares it (else a clean install fails
+/// with ERR_MODULE_NOT_FOUND).
+const PREVIEW2_SHIM: &str = "0.25.0";
 
 /// Writes project `name` in `parent/name` (which must not exist).
 pub fn new(parent: &Path, name: &str, lang: Lang, kind: Kind) -> Result<Project> {
@@ -122,7 +126,8 @@ pub fn new(parent: &Path, name: &str, lang: Lang, kind: Kind) -> Result<Project>
     "build": "componentize-js app.js --wit wit --world-name {world} -o {file}"
   }},
   "devDependencies": {{
-    "@bytecodealliance/componentize-js": "{COMPONENTIZE_JS}"
+    "@bytecodealliance/componentize-js": "{COMPONENTIZE_JS}",
+    "@bytecodealliance/preview2-shim": "{PREVIEW2_SHIM}"
   }}
 }}
 "#
