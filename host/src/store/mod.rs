@@ -211,7 +211,7 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE weir_plugins ADD COLUMN contract TEXT NOT NULL DEFAULT '0.1';
     CREATE INDEX weir_jobs_wait_query ON weir_jobs (wait_table) WHERE wait_record IS NULL AND wait_table IS NOT NULL;",
     // 11: a job's callback deliveries by job (its page, deleting it, bulk actions).
-    "CREATE INDEX weir_callbacks_job ON weir_callbacks (job_id);",
+    "CREATE INDEX IF NOT EXISTS weir_callbacks_job ON weir_callbacks (job_id);",
 ];
 
 /// The migration after which decimal columns are exact text.
