@@ -29,6 +29,8 @@ fn main() {
     let mut crates = Vec::new();
     // The examples, and the test fixtures built in the same workspace.
     let fixtures = root.join("tests").join("guests");
+    // The exports the misbehaving fixtures share (each includes it).
+    println!("cargo:rerun-if-changed={}", fixtures.join("misbehave.rs").display());
     let dirs = fs::read_dir(&guests).expect("guest-examples/ is readable").chain(fs::read_dir(&fixtures).expect("tests/guests/ is readable"));
     for entry in dirs {
         let dir = entry.expect("a guest directory entry").path();

@@ -295,18 +295,13 @@ impl Weir {
         if filter.trim().is_empty() {
             return Err(Error::invalid("a bulk action needs a filter (use \"status eq 'Failed'\" or the like; every job would be \"id ne ''\")"));
         }
-        use jobs::Status::*;
-        let statuses: &[jobs::Status] = match action {
-            BulkAction::Job(JobAction::Cancel) => &[WaitingForResources, Waiting, Paused, InProgress, Pausing],
-            BulkAction::Job(JobAction::Pause) => &[WaitingForResources, Waiting, InProgress],
-            BulkAction::Job(JobAction::Resume) => &[Paused],
-            BulkAction::Job(JobAction::Retry) => &[Failed],
-            BulkAction::Job(JobAction::Postpone(_)) => jobs::state::Transition::Postpone.from(),
-            BulkAction::Delete => &[Succeeded, Failed, Canceled],
+        let statuses = match action {
+            BulkAction::Job(a) => jobs::control::applies_to(a),
+            BulkAction::Delete => jobs::control::DELETABLE,
         };
-        let (matched, newest, (ids, eligible)) = self.pool.with_conn(|conn| {
-            Ok((jobs::count(conn, Some(filter))?, jobs::newest_id(conn, Some(filter))?, jobs::matching_ids(conn, Some(filter), statuses, through, MAX_BULK)?))
-        })?;
+        let ((matched, newest), (ids, eligible)) = self
+            .pool
+            .with_conn(|conn| Ok((jobs::count_and_newest(conn, Some(filter))?, jobs::matching_ids(conn, Some(filter), statuses, through, MAX_BULK)?)))?;
         let mut outcome =
             BulkOutcome { matched, eligible, applied: 0, skipped: 0, errors: Vec::new(), truncated: eligible > MAX_BULK as i64, newest, error: None };
         if dry_run {

@@ -114,12 +114,28 @@ pub fn retry(conn: &mut Connection, id: &str) -> Result<JobView> {
     })
 }
 
+/// The statuses `delete` applies to.
+pub const DELETABLE: &[Status] = &[Status::Succeeded, Status::Failed, Status::Canceled];
+
+/// The statuses each action above does something for (a bulk action selects
+/// only jobs in these): kept beside the functions that decide it.
+pub fn applies_to(action: crate::JobAction) -> &'static [Status] {
+    use Status::*;
+    match action {
+        crate::JobAction::Cancel => &[WaitingForResources, Waiting, Paused, InProgress, Pausing],
+        crate::JobAction::Pause => &[WaitingForResources, Waiting, InProgress],
+        crate::JobAction::Resume => &[Paused],
+        crate::JobAction::Retry => &[Failed],
+        crate::JobAction::Postpone(_) => state::Transition::Postpone.from(),
+    }
+}
+
 /// Deletes a completed job with its attempts and callback deliveries (what
 /// `jobs cleanup` does by age, for one job).
 pub fn delete(conn: &mut Connection, id: &str) -> Result<()> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let (status, _, _) = current(&tx, id)?;
-    if !status.is_final() {
+    if !DELETABLE.contains(&status) {
         return Err(illegal("delete", id, status, "only a completed job can be deleted: cancel it first"));
     }
     super::timers::delete_completed(&tx, id)?;

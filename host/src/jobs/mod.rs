@@ -631,10 +631,17 @@ const VIEW_COLUMNS: &str = "id, kind, step, plugin, plugin_version, statecode, s
     (SELECT h.consecutive_failures FROM weir_step_health h WHERE h.step = weir_jobs.step AND weir_jobs.statecode = 0)";
 
 fn read_view(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobView> {
+    read_view_with(r, false)
+}
+
+/// A job's row as operators see it; with `input`, its input too (one job's
+/// page, not listings).
+fn read_view_with(r: &rusqlite::Row<'_>, with_input: bool) -> rusqlite::Result<JobView> {
     let statecode: i64 = r.get(5)?;
     let statuscode: i64 = r.get(6)?;
     let parse = |s: Option<String>| s.and_then(|s| serde_json::from_str::<Json>(&s).ok().or(Some(Json::String(s))));
     let context: Option<JobContext> = r.get::<_, String>(22).ok().and_then(|c| serde_json::from_str(&c).ok());
+    let input = context.as_ref().filter(|_| with_input).map(|c| c.input.clone());
     Ok(JobView {
         id: r.get(0)?,
         kind: r.get(1)?,
@@ -669,7 +676,7 @@ fn read_view(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobView> {
                 until: to_rfc3339(until),
             }
         }),
-        input: None,
+        input,
         history: None,
         callback: None,
         total_duration_ms: None,
@@ -723,8 +730,15 @@ fn where_clause(filter_src: Option<&str>) -> Result<(String, Vec<filter::SqlPara
 
 /// How many jobs match `filter_src`.
 pub fn count(conn: &Connection, filter_src: Option<&str>) -> Result<i64> {
+    Ok(count_and_newest(conn, filter_src)?.0)
+}
+
+/// How many jobs match `filter_src`, and the newest one's id.
+pub fn count_and_newest(conn: &Connection, filter_src: Option<&str>) -> Result<(i64, Option<String>)> {
     let (cond, params) = where_clause(filter_src)?;
-    Ok(conn.prepare_cached(&format!("SELECT COUNT(*) FROM weir_jobs{cond}"))?.query_row(params_from_iter(params.iter()), |r| r.get(0))?)
+    Ok(conn
+        .prepare_cached(&format!("SELECT COUNT(*), MAX(id) FROM weir_jobs{cond}"))?
+        .query_row(params_from_iter(params.iter()), |r| Ok((r.get(0)?, r.get(1)?)))?)
 }
 
 /// The ids of the jobs matching `filter_src` that are in one of `statuses`
@@ -743,12 +757,6 @@ pub fn matching_ids(conn: &Connection, filter_src: Option<&str>, statuses: &[Sta
     let sql = format!("SELECT id FROM weir_jobs{cond} ORDER BY id LIMIT {}", limit.min(i64::MAX as usize));
     let ids = conn.prepare_cached(&sql)?.query_map(params_from_iter(params.iter()), |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
     Ok((ids, count))
-}
-
-/// The newest id among the jobs matching `filter_src`.
-pub fn newest_id(conn: &Connection, filter_src: Option<&str>) -> Result<Option<String>> {
-    let (cond, params) = where_clause(filter_src)?;
-    Ok(conn.prepare_cached(&format!("SELECT MAX(id) FROM weir_jobs{cond}"))?.query_row(params_from_iter(params.iter()), |r| r.get(0))?)
 }
 
 /// What jobs can be grouped by.
@@ -804,7 +812,7 @@ pub fn groups(conn: &Connection, by: GroupBy, filter_src: Option<&str>) -> Resul
 pub fn show(conn: &Connection, id: &str) -> Result<JobView> {
     let mut view = conn
         .prepare_cached(&format!("SELECT {VIEW_COLUMNS} FROM weir_jobs WHERE id = ?1"))?
-        .query_row([id], read_view)
+        .query_row([id], |r| read_view_with(r, true))
         .optional()?
         .ok_or_else(|| Error::not_found(format!("no job with id {id}")))?;
     let parse = |s: Option<String>| s.and_then(|s| serde_json::from_str::<Json>(&s).ok());
@@ -867,12 +875,6 @@ pub fn show(conn: &Connection, id: &str) -> Result<JobView> {
         });
     }
     view.total_duration_ms = Some(history.iter().filter_map(|h| h.duration_ms).sum());
-    // Read in Rust, not with json_extract: an unreadable context must not hide the job.
-    view.input = conn
-        .prepare_cached("SELECT context FROM weir_jobs WHERE id = ?1")?
-        .query_row([id], |r| r.get::<_, Option<String>>(0))?
-        .and_then(|c| serde_json::from_str::<Json>(&c).ok())
-        .and_then(|mut c| c.as_object_mut().and_then(|o| o.remove("input")));
     view.history = Some(history);
     view.callback = callbacks::delivery(conn, id)?;
     Ok(view)

@@ -48,19 +48,11 @@ pub fn schedules(conn: &Connection, steps: &[Step], now: i64) -> Result<Vec<Sche
         let Some(expr) = &step.schedule else { continue };
         let next: Option<i64> = conn.prepare_cached("SELECT next_at FROM weir_schedules WHERE step = ?1")?.query_row([&step.name], |r| r.get(0)).optional()?;
         let next = next.filter(|_| step.enabled);
-        let mut upcoming = Vec::new();
-        if let Ok(cron) = parse_cron(expr) {
-            let mut at = next.unwrap_or(now);
-            for _ in 0..3 {
-                match next_after(&cron, at) {
-                    Some(t) => {
-                        upcoming.push(super::to_rfc3339(t));
-                        at = t;
-                    }
-                    None => break,
-                }
-            }
-        }
+        let after = DateTime::<Utc>::from_timestamp_millis(next.unwrap_or(now));
+        let upcoming = match (parse_cron(expr), after) {
+            (Ok(cron), Some(after)) => cron.after(&after).take(3).map(|t| super::to_rfc3339(t.timestamp_millis())).collect(),
+            _ => Vec::new(),
+        };
         out.push(ScheduleView {
             step: step.name.clone(),
             plugin: step.plugin.clone(),
@@ -165,27 +157,23 @@ pub fn cleanup(conn: &Connection, older_than_ms: i64, status: CleanupStatus, now
     let cutoff = now.saturating_sub(older_than_ms);
     let mut n = 0;
     for code in status.codes() {
-        conn.execute(
-            "DELETE FROM weir_callbacks WHERE job_id IN
-                 (SELECT id FROM weir_jobs WHERE statecode = 3 AND statuscode = ?1 AND completed_at <= ?2)",
-            params![code, cutoff],
-        )?;
-        conn.execute(
-            "DELETE FROM weir_job_attempts WHERE job_id IN
-                 (SELECT id FROM weir_jobs WHERE statecode = 3 AND statuscode = ?1 AND completed_at <= ?2)",
-            params![code, cutoff],
-        )?;
-        n += conn.execute("DELETE FROM weir_jobs WHERE statecode = 3 AND statuscode = ?1 AND completed_at <= ?2", params![code, cutoff])?;
+        n += delete_completed_where(conn, "statuscode = ?1 AND completed_at <= ?2", params![code, cutoff])?;
     }
     Ok(n)
 }
 
 /// Deletes one completed job, its attempts and its callback deliveries.
 pub(crate) fn delete_completed(conn: &Connection, id: &str) -> Result<()> {
-    conn.execute("DELETE FROM weir_callbacks WHERE job_id = ?1", [id])?;
-    conn.execute("DELETE FROM weir_job_attempts WHERE job_id = ?1", [id])?;
-    conn.execute("DELETE FROM weir_jobs WHERE id = ?1 AND statecode = 3", [id])?;
-    Ok(())
+    delete_completed_where(conn, "id = ?1", params![id]).map(drop)
+}
+
+/// Deletes the completed jobs `cond` (a condition over `weir_jobs`) selects,
+/// with their attempts and callback deliveries; returns how many jobs.
+fn delete_completed_where(conn: &Connection, cond: &str, params: &[&dyn rusqlite::ToSql]) -> Result<usize> {
+    for table in ["weir_callbacks", "weir_job_attempts"] {
+        conn.execute(&format!("DELETE FROM {table} WHERE job_id IN (SELECT id FROM weir_jobs WHERE statecode = 3 AND {cond})"), params)?;
+    }
+    Ok(conn.execute(&format!("DELETE FROM weir_jobs WHERE statecode = 3 AND {cond}"), params)?)
 }
 
 /// Ends waits abandoned past their timeout: paused jobs whose timer passed more

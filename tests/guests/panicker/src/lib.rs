@@ -18,20 +18,4 @@ fn misbehave() {
     }
 }
 
-struct Bad;
-
-impl exports::weir::plugin::handler::Guest for Bad {
-    fn execute(_ctx: Context) -> Result<Outcome, PluginError> {
-        misbehave();
-        Ok(Outcome { changes: vec![], notes: vec![], variables: vec![] })
-    }
-}
-
-impl exports::weir::plugin::runner::Guest for Bad {
-    fn run(_ctx: Context, _state: Option<Vec<u8>>) -> Result<Step, WorkflowError> {
-        misbehave();
-        Ok(Step::Done(None))
-    }
-}
-
-export!(Bad);
+include!("../../misbehave.rs");
