@@ -108,7 +108,7 @@ fn http_creates(weir: &std::sync::Arc<Weir>) -> Result<(Vec<f64>, Vec<f64>, Vec<
                         let mut latencies = Vec::new();
                         while started.elapsed() < RUN_TIME {
                             let t = Instant::now();
-                            let r = agent
+                            let mut r = agent
                                 .post(&url)
                                 .header("content-type", "application/json")
                                 .send(body)
@@ -116,6 +116,8 @@ fn http_creates(weir: &std::sync::Arc<Weir>) -> Result<(Vec<f64>, Vec<f64>, Vec<
                             if r.status() != 201 {
                                 return Err(Error::Internal(format!("POST {url} answered {}", r.status())));
                             }
+                            // Read to the end, or the connection is not kept alive.
+                            r.body_mut().read_to_vec().map_err(|e| Error::Internal(format!("POST {url}: {e}")))?;
                             latencies.push(t.elapsed().as_secs_f64() * 1e6);
                         }
                         Ok(latencies)

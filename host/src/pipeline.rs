@@ -1,15 +1,24 @@
 //! The event pipeline: every Create, Update and Delete of a record goes through
 //! it (Dataverse's event execution pipeline).
 //!
-//! For one operation, in order:
-//! 1. pre-validation steps, before the write transaction opens (read-only);
-//! 2. `BEGIN IMMEDIATE`; pre-operation steps, which may change the target's
-//!    fields (checked against the columns again);
+//! For one operation, in order, inside a write transaction (`BEGIN IMMEDIATE`):
+//! 1. pre-validation steps (read-only: they may not write, as in Dataverse
+//!    where they run before the transaction);
+//! 2. pre-operation steps, which may change the target's fields (checked
+//!    against the columns again);
 //! 3. the write;
 //! 4. post-operation sync steps, then the async steps' jobs, enqueued in the same
 //!    transaction;
 //! 5. `COMMIT`. Any error rolls everything back, jobs included; the caller sees
 //!    `<plugin>: <message>`.
+//!
+//! Top-level operations run in groups that share one transaction, each in its
+//! own savepoint, so a rejection rolls back only itself and nothing is
+//! acknowledged before the group commits. A caller of [`Pipeline::create`]
+//! (and update, delete) runs a group of one on its own thread; concurrent
+//! callers (the HTTP API) use the `*_grouped` versions, which queue for the
+//! group writer: a thread that runs whatever has queued up as the next group,
+//! so many writers share commits instead of queueing on the write lock.
 //!
 //! A plug-in's `records` calls run through this same pipeline, in the same
 //! transaction (a savepoint per nested operation), with depth + 1; past
@@ -82,11 +91,20 @@ pub struct Pipeline {
     plugins: Arc<Plugins>,
     settings: Settings,
     catalog: Catalog,
+    /// The group writer's queue, once a concurrent caller has used it.
+    writer: std::sync::OnceLock<std::sync::mpsc::Sender<Pending>>,
 }
+
+/// Most operations in one group.
+const MAX_GROUP: usize = 256;
+
+/// A request queued for the group writer, with where to send its answer.
+type Pending = (Request, tokio::sync::oneshot::Sender<Result<Option<Record>>>);
 
 /// One top-level operation and everything nested in it.
 struct Op {
-    conn: Mutex<Connection>,
+    /// The write transaction's connection, shared by the operations of one group.
+    conn: Arc<Mutex<Connection>>,
     user: String,
     correlation_id: String,
     deadline: Instant,
@@ -97,8 +115,39 @@ struct Op {
     failed_traces: Mutex<Vec<crate::traces::Trace>>,
     /// Notes plug-ins left for the caller (`<plugin>: <note>`), nested operations' too.
     notes: Mutex<Vec<String>>,
-    /// This process's turn to write, held while the write transaction is open.
-    turn: Mutex<Option<store::WriteTurn>>,
+}
+
+/// One write transaction shared by a group of top-level operations (each in
+/// its own savepoint), or by one background attempt's changes and outcome.
+struct Group {
+    conn: Arc<Mutex<Connection>>,
+    /// This process's turn to write, held until the group commits.
+    _turn: store::WriteTurn,
+}
+
+/// Makes an operation's input once its table is known.
+type MakeInput = Box<dyn FnOnce(&TableDef) -> Result<Input> + Send>;
+
+fn creating(json: Json) -> MakeInput {
+    Box::new(move |def| Ok(Input::Create { id: uuid::Uuid::now_v7().to_string(), fields: def.parse_fields(&json)? }))
+}
+
+fn updating(id: String, json: Json) -> MakeInput {
+    Box::new(move |def| Ok(Input::Update { id, fields: def.parse_fields(&json)? }))
+}
+
+fn deleting(id: String) -> MakeInput {
+    Box::new(move |_| Ok(Input::Delete { id }))
+}
+
+/// A top-level operation waiting for its group.
+pub(crate) struct Request {
+    user: String,
+    table: String,
+    depth: u32,
+    input: MakeInput,
+    /// When it was asked for: a request that waited longer than the busy wait is refused.
+    asked: Instant,
 }
 
 /// What to do to a record.
@@ -137,7 +186,7 @@ pub enum Change {
 impl Pipeline {
     pub fn new(pool: Arc<Pool>, plugins: Arc<Plugins>, settings: Settings) -> Pipeline {
         let catalog = Catalog::new(plugins.clone());
-        Pipeline { pool, plugins, settings, catalog }
+        Pipeline { pool, plugins, settings, catalog, writer: std::sync::OnceLock::new() }
     }
 
     pub fn settings(&self) -> &Settings {
@@ -153,19 +202,24 @@ impl Pipeline {
         settings.op_budget + BUSY_MARGIN
     }
 
-    /// Opens an operation as `user`: a pooled connection in a write
-    /// transaction, the catalogue current, the user active.
-    fn open(&self, user: &str) -> Result<Arc<Op>> {
+    /// Opens a group: this process's turn to write, a pooled connection in a
+    /// write transaction, the catalogue current.
+    fn open_group(&self) -> Result<Group> {
         let turn = self.pool.write_turn()?;
         let conn = self.pool.checkout()?;
-        let begun = store::begin_write(&conn).and_then(|_| self.catalog.sync(&conn)).and_then(|_| self.catalog.require_active_user(&conn, user));
-        if let Err(e) = begun {
+        if let Err(e) = store::begin_write(&conn).and_then(|_| self.catalog.sync(&conn)) {
             store::rollback(&conn);
             self.pool.checkin(conn);
             return Err(e);
         }
+        Ok(Group { conn: Arc::new(Mutex::new(conn)), _turn: turn })
+    }
+
+    /// One operation of `group` as `user` (checked active), its budget from now.
+    fn member(&self, group: &Group, user: &str) -> Result<Arc<Op>> {
+        self.catalog.require_active_user(&group.conn.lock(), user)?;
         Ok(Arc::new(Op {
-            conn: Mutex::new(conn),
+            conn: group.conn.clone(),
             user: user.to_string(),
             correlation_id: uuid::Uuid::now_v7().to_string(),
             deadline: Instant::now() + self.settings.op_budget,
@@ -173,45 +227,78 @@ impl Pipeline {
             fatal: Mutex::new(None),
             failed_traces: Mutex::new(Vec::new()),
             notes: Mutex::new(Vec::new()),
-            turn: Mutex::new(Some(turn)),
         }))
     }
 
-    /// Ends an operation: commits when `result` is Ok and `keep` says so,
-    /// otherwise rolls back; gives the connection back.
-    fn close<T>(&self, op: Arc<Op>, result: Result<T>, keep: impl FnOnce(&T) -> bool) -> Result<T> {
+    /// Ends a group: commits when `keep`, otherwise rolls back; gives the
+    /// connection back and the turn to the next writer.
+    fn close_group(&self, group: Group, keep: bool) -> Result<()> {
+        let Group { conn, _turn } = group;
         let result = {
-            let conn = op.conn.lock();
-            match result {
-                Ok(v) if keep(&v) => store::commit(&conn).map(|_| v),
-                other => {
-                    store::rollback(&conn);
-                    other
-                }
+            let conn = conn.lock();
+            if keep {
+                store::commit(&conn)
+            } else {
+                store::rollback(&conn);
+                Ok(())
             }
         };
-        // The next writer's turn.
-        op.turn.lock().take();
-        if let Ok(op) = Arc::try_unwrap(op) {
-            self.pool.checkin(op.conn.into_inner());
+        if result.is_err() {
+            store::rollback(&conn.lock());
+        }
+        drop(_turn);
+        if let Ok(conn) = Arc::try_unwrap(conn) {
+            self.pool.checkin(conn.into_inner());
         }
         result
     }
 
     /// Creates a record from a JSON object of column values.
     pub fn create(self: &Arc<Self>, user: &str, table: &str, json: &Json) -> Result<Record> {
-        self.top(user, table, 1, |def| Ok(Input::Create { id: uuid::Uuid::now_v7().to_string(), fields: def.parse_fields(json)? }))
-            .and_then(|r| r.ok_or_else(|| Error::Internal("create returned no record".into())))
+        self.top(user, table, 1, creating(json.clone())).and_then(|r| r.ok_or_else(|| Error::Internal("create returned no record".into())))
     }
 
     /// Changes the given columns of a record.
     pub fn update(self: &Arc<Self>, user: &str, table: &str, id: &str, json: &Json) -> Result<Record> {
-        self.top(user, table, 1, |def| Ok(Input::Update { id: id.to_string(), fields: def.parse_fields(json)? }))
-            .and_then(|r| r.ok_or_else(|| Error::Internal("update returned no record".into())))
+        self.top(user, table, 1, updating(id.to_string(), json.clone())).and_then(|r| r.ok_or_else(|| Error::Internal("update returned no record".into())))
     }
 
     pub fn delete(self: &Arc<Self>, user: &str, table: &str, id: &str) -> Result<()> {
-        self.top(user, table, 1, |_| Ok(Input::Delete { id: id.to_string() })).map(|_| ())
+        self.top(user, table, 1, deleting(id.to_string())).map(|_| ())
+    }
+
+    /// [`Pipeline::create`] for concurrent callers (the HTTP API): the
+    /// operation joins the group writer's next group and shares its commit.
+    pub async fn create_grouped(self: &Arc<Self>, user: &str, table: &str, json: Json) -> Result<Record> {
+        self.grouped(user, table, creating(json)).await.and_then(|r| r.ok_or_else(|| Error::Internal("create returned no record".into())))
+    }
+
+    /// [`Pipeline::update`] through the group writer.
+    pub async fn update_grouped(self: &Arc<Self>, user: &str, table: &str, id: String, json: Json) -> Result<Record> {
+        self.grouped(user, table, updating(id, json)).await.and_then(|r| r.ok_or_else(|| Error::Internal("update returned no record".into())))
+    }
+
+    /// [`Pipeline::delete`] through the group writer.
+    pub async fn delete_grouped(self: &Arc<Self>, user: &str, table: &str, id: String) -> Result<()> {
+        self.grouped(user, table, deleting(id)).await.map(|_| ())
+    }
+
+    /// Queues a top-level operation for the group writer (started on first
+    /// use) and waits for its group to commit.
+    async fn grouped(self: &Arc<Self>, user: &str, table: &str, input: MakeInput) -> Result<Option<Record>> {
+        let request = Request { user: user.to_string(), table: table.to_string(), depth: 1, input, asked: Instant::now() };
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let queue = self.writer.get_or_init(|| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let pipeline = Arc::downgrade(self);
+            let started = std::thread::Builder::new().name("weir-writer".into()).spawn(move || run_writer(&pipeline, &rx));
+            if let Err(e) = started {
+                tracing::error!("the group writer's thread could not start: {e}");
+            }
+            tx
+        });
+        queue.send((request, reply)).map_err(|_| Error::Internal("the group writer has stopped; restart weir".into()))?;
+        answer.await.map_err(|_| Error::Internal("the group writer stopped before answering; the operation may not have been written".into()))?
     }
 
     /// Commits a background attempt: its changes, in order, each a nested
@@ -229,8 +316,8 @@ impl Pipeline {
         changes: Vec<(String, Change)>,
         finish: impl FnOnce(&Connection) -> Result<bool>,
     ) -> Result<bool> {
-        let op = self.open(user)?;
-        let result = (|| {
+        let group = self.open_group()?;
+        let result = self.member(&group, user).and_then(|op| {
             for (table, change) in changes {
                 let def = self.catalog.table(&op.conn.lock(), &table)?;
                 let input = match change {
@@ -241,34 +328,43 @@ impl Pipeline {
                 self.run(&op, def, input, depth, true, vars.clone())?;
             }
             finish(&op.conn.lock())
-        })();
-        self.close(op, result, |held| *held)
+        });
+        let held = matches!(result, Ok(true));
+        self.close_group(group, held)?;
+        result
     }
 
-    /// A top-level operation: its own transaction, at `depth` (1 for callers,
-    /// the trigger's depth + 1 for async jobs' record calls).
-    fn top(self: &Arc<Self>, user: &str, table: &str, depth: u32, input: impl FnOnce(&TableDef) -> Result<Input>) -> Result<Option<Record>> {
-        // One write transaction from the first read: the checks, the steps and
-        // the write see the same state (pre-validation steps, which run outside
-        // it, give it back meanwhile; see `run`).
-        let op = self.open(user)?;
-        let parsed = self.catalog.table(&op.conn.lock(), table).and_then(|def| Ok((input(&def)?, def)));
-        let (input, def) = match parsed {
-            Ok(x) => x,
-            Err(e) => return self.close(op, Err(e), |_| true),
+    /// A top-level operation at `depth` (1 for callers, the trigger's depth + 1
+    /// for async jobs' record calls): a group of one, on the caller's thread.
+    fn top(self: &Arc<Self>, user: &str, table: &str, depth: u32, input: MakeInput) -> Result<Option<Record>> {
+        let request = Request { user: user.to_string(), table: table.to_string(), depth, input, asked: Instant::now() };
+        self.run_group(vec![request]).pop().unwrap_or_else(|| Err(Error::Internal("the operation's group returned no answer".into())))
+    }
+
+    /// Runs top-level operations in one write transaction, in order, each in
+    /// its own savepoint: one that fails (a rejection, a bad field) rolls back
+    /// only itself. Nothing is acknowledged before the group commits; if the
+    /// commit fails, every operation of the group fails with it. One answer per
+    /// request, in order.
+    pub(crate) fn run_group(self: &Arc<Self>, requests: Vec<Request>) -> Vec<Result<Option<Record>>> {
+        let busy_wait = Pipeline::busy_wait(&self.settings);
+        let group = match self.open_group() {
+            Ok(g) => g,
+            Err(e) => return requests.iter().map(|_| Err(for_each(&e))).collect(),
         };
-        let message = input.message().as_str();
-        let result = self.run(&op, def, input, depth, false, Vars::new());
-        let notes = std::mem::take(&mut *op.notes.lock());
-        let result = result.map(|written| {
-            written.map(|mut r| {
-                r.notes = notes;
-                r
-            })
-        });
-        let failed_traces = std::mem::take(&mut *op.failed_traces.lock());
-        let result = self.close(op, result, |_| true);
-        // The traces of failed calls, kept although their operation rolled back.
+        let mut answers = Vec::with_capacity(requests.len());
+        let mut failed_traces = Vec::new();
+        for request in requests {
+            if request.asked.elapsed() > busy_wait {
+                answers.push((Err(busy(busy_wait)), None));
+                continue;
+            }
+            let (answer, message) = self.member_operation(&group, request, &mut failed_traces);
+            answers.push((answer, message));
+        }
+        let keep = answers.iter().any(|(a, _)| a.is_ok());
+        let committed = self.close_group(group, keep);
+        // The traces of failed calls, kept although their operations rolled back.
         if !failed_traces.is_empty() {
             let now = crate::time::now_ms();
             let kept = self.pool.with_conn(|conn| failed_traces.iter().try_for_each(|t| crate::traces::record(conn, t, now)));
@@ -276,14 +372,57 @@ impl Pipeline {
                 tracing::warn!("keeping the trace of a failed plug-in call failed: {e}");
             }
         }
-        let outcome = match &result {
-            Ok(_) => "ok",
-            Err(Error::Plugin { code, .. }) if code == "rejected" => "rejected",
-            Err(Error::Plugin { .. } | Error::DepthLimit(_)) => "failed",
-            Err(_) => "invalid",
-        };
-        crate::telemetry::operation(message, outcome);
-        result
+        answers
+            .into_iter()
+            .map(|(answer, message)| {
+                let answer = match (&committed, answer) {
+                    (Err(e), Ok(_)) => Err(for_each(e)),
+                    (_, answer) => answer,
+                };
+                if let Some(message) = message {
+                    let outcome = match &answer {
+                        Ok(_) => "ok",
+                        Err(Error::Plugin { code, .. }) if code == "rejected" => "rejected",
+                        Err(Error::Plugin { .. } | Error::DepthLimit(_)) => "failed",
+                        Err(_) => "invalid",
+                    };
+                    crate::telemetry::operation(message, outcome);
+                }
+                answer
+            })
+            .collect()
+    }
+
+    /// One operation of a group, in its own savepoint. Returns its answer and
+    /// its message (for telemetry, once it is known).
+    fn member_operation(
+        self: &Arc<Self>,
+        group: &Group,
+        request: Request,
+        failed_traces: &mut Vec<crate::traces::Trace>,
+    ) -> (Result<Option<Record>>, Option<&'static str>) {
+        if let Err(e) = store::savepoint(&group.conn.lock(), 0) {
+            return (Err(e), None);
+        }
+        let mut message = None;
+        let result = self.member(group, &request.user).and_then(|op| {
+            let def = self.catalog.table(&op.conn.lock(), &request.table)?;
+            let input = (request.input)(&def)?;
+            message = Some(input.message().as_str());
+            let result = self.run(&op, def, input, request.depth, false, Vars::new());
+            let notes = std::mem::take(&mut *op.notes.lock());
+            failed_traces.append(&mut op.failed_traces.lock());
+            result.map(|written| {
+                written.map(|mut r| {
+                    r.notes = notes;
+                    r
+                })
+            })
+        });
+        if let Err(e) = store::end_savepoint(&group.conn.lock(), 0, result.is_ok()) {
+            return (Err(e), message);
+        }
+        (result, message)
     }
 
     /// Runs one operation (top-level or nested) through its steps.
@@ -305,24 +444,14 @@ impl Pipeline {
         let operation_id = uuid::Uuid::now_v7().to_string();
         let mut run = Run { pipeline: self, op, def: &def, depth, message, steps: &all_steps, pre: None, input, vars, operation_id };
 
-        // 1. pre-validation, outside the transaction at the top level: the
-        // write lock is given back while those steps run, and taken again.
-        if !nested && run.any(StageKind::PreValidation) {
-            store::end_write(&op.conn.lock())?;
-            op.turn.lock().take();
-            run.load_pre_image()?;
-            run.stage(StageKind::PreValidation, None, !nested)?;
-            *op.turn.lock() = Some(self.pool.write_turn()?);
-            store::begin_write(&op.conn.lock())?;
-        }
         if nested {
             store::savepoint(&op.conn.lock(), depth)?;
         }
         let result = (|| {
             run.load_pre_image()?;
-            if nested {
-                run.stage(StageKind::PreValidation, None, false)?;
-            }
+            // 1. pre-validation: read-only at the top level (Dataverse runs
+            // those steps outside the transaction, so they may not write).
+            run.stage(StageKind::PreValidation, None, !nested)?;
             run.stage(StageKind::PreOperation, None, false)?;
             let mut written = run.write()?;
             run.stage(StageKind::PostOperation, written.as_ref(), false)?;
@@ -361,10 +490,6 @@ struct Run<'a> {
 }
 
 impl Run<'_> {
-    fn any(&self, stage: StageKind) -> bool {
-        self.steps.iter().any(|s| s.stage == Some(stage))
-    }
-
     fn load_pre_image(&mut self) -> Result<()> {
         if let Input::Update { id, .. } | Input::Delete { id } = &self.input {
             let conn = self.op.conn.lock();
@@ -464,7 +589,7 @@ impl Run<'_> {
     }
 
     /// Runs the sync steps of one stage. `read_only`: pre-validation at the top
-    /// level runs outside the transaction and may not write.
+    /// level may not write (Dataverse runs them before the transaction).
     fn stage(&mut self, stage: StageKind, written: Option<&Record>, read_only: bool) -> Result<()> {
         let steps = self.steps;
         for step in steps.iter().filter(|s| s.stage == Some(stage) && s.mode == ModeKind::Sync) {
@@ -684,7 +809,7 @@ impl PipelineHost {
     fn check(&self, table: &str, access: Access) -> std::result::Result<TableDef, RecordError> {
         check_grant(&format!("step {}", self.step), &self.grants, table, access)?;
         if access == Access::Write && self.read_only {
-            return Err(RecordError::Denied("pre-validation steps run outside the transaction and may only read".into()));
+            return Err(RecordError::Denied("pre-validation steps may only read (they run before the operation, as outside its transaction)".into()));
         }
         let conn = self.op.conn.lock();
         // Outside the transaction the cached catalogue is not checked: read it.
@@ -738,5 +863,37 @@ pub fn trace_of(e: &Error) -> &[TraceLine] {
     match e {
         Error::Plugin { trace, .. } => trace,
         _ => &[],
+    }
+}
+
+/// The same failure for each operation of a group (a failed open or commit).
+fn for_each(e: &Error) -> Error {
+    match e {
+        Error::Busy(m) => Error::Busy(m.clone()),
+        e => Error::Internal(format!("the write transaction failed, nothing was written: {e}")),
+    }
+}
+
+fn busy(waited: Duration) -> Error {
+    Error::Busy(format!("the operation waited over {} ms for its turn to write; nothing was written: try again", waited.as_millis()))
+}
+
+/// The group writer's thread: takes every operation queued so far (up to
+/// [`MAX_GROUP`]) as one group, runs it and answers each; operations that
+/// arrive meanwhile form the next group. Ends when the pipeline is dropped.
+fn run_writer(pipeline: &std::sync::Weak<Pipeline>, queue: &std::sync::mpsc::Receiver<Pending>) {
+    while let Ok(first) = queue.recv() {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP
+            && let Ok(next) = queue.try_recv()
+        {
+            group.push(next);
+        }
+        let Some(pipeline) = pipeline.upgrade() else { return };
+        let (requests, replies): (Vec<Request>, Vec<_>) = group.into_iter().unzip();
+        for (answer, reply) in pipeline.run_group(requests).into_iter().zip(replies) {
+            // A caller that went away (a closed connection) needs no answer.
+            let _ = reply.send(answer);
+        }
     }
 }

@@ -279,7 +279,7 @@ fn grants_hold_in_every_mode_and_stage() {
     env.run(&[&audit[..], &["pre-validation"]].concat()).ok();
     let expense = env.run(&["record", "query", "expense"]).ok().json()[0]["id"].as_str().unwrap().to_string();
     let out = env.run(&["record", "update", "expense", &expense, r#"{"state":"x"}"#]).fails();
-    assert!(out.stderr.contains("pre-validation steps run outside the transaction and may only read"), "{}", out.stderr);
+    assert!(out.stderr.contains("pre-validation steps may only read (they run before the operation, as outside its transaction)"), "{}", out.stderr);
     assert_eq!(env.run(&["record", "query", "audit"]).ok().json(), json!([]));
     // ...the same step at post-operation may.
     env.run(&["step", "remove", "audit"]).ok();

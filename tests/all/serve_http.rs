@@ -160,6 +160,98 @@ fn the_api_end_to_end() {
     assert_eq!(s.get(&format!("/api/data/opportunity/{opp}")).status, 404);
 }
 
+/// Concurrent writes over HTTP share commits (the group writer), but each
+/// answer is its own: an accepted create is stored with its steps' effects
+/// and its job, a rejected or invalid one leaves nothing, and concurrent
+/// updates and deletes land on the right records.
+#[test]
+fn concurrent_writes_each_get_their_own_outcome() {
+    let env = crm();
+    let s = Server::start(&env, &[]);
+    let acct = s.post("/api/data/account", &json!({"name": "Contoso", "creditlimit": 1000})).body["id"].as_str().unwrap().to_string();
+    const CLIENTS: usize = 16;
+    const EACH: usize = 30;
+    // (client, i) → (status, id); amount 500 passes the credit check, 5000 is
+    // rejected, and every fifth create names a column the table lacks.
+    let answers: Vec<(usize, usize, u16, Option<String>)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..CLIENTS)
+            .map(|c| {
+                let (s, acct) = (&s, &acct);
+                scope.spawn(move || {
+                    (0..EACH)
+                        .map(|i| {
+                            let body = match i % 5 {
+                                4 => json!({"name": format!("c{c}-{i}"), "customer": acct, "no_such_column": 1}),
+                                n if n % 2 == 0 => json!({"name": format!("c{c}-{i}"), "customer": acct, "amount": 500}),
+                                _ => json!({"name": format!("c{c}-{i}"), "customer": acct, "amount": 5000}),
+                            };
+                            let r = s.post("/api/data/opportunity", &body);
+                            (c, i, r.status, r.body["id"].as_str().map(String::from))
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles.into_iter().flat_map(|h| h.join().unwrap()).collect()
+    });
+    let mut accepted = Vec::new();
+    for (c, i, status, id) in &answers {
+        let expected = match i % 5 {
+            4 => 400,
+            n if n % 2 == 0 => 201,
+            _ => 422,
+        };
+        assert_eq!(*status, expected, "client {c}, create {i}");
+        if *status == 201 {
+            accepted.push(id.clone().expect("a created record has an id"));
+        }
+    }
+    let conn = rusqlite::Connection::open(env.db()).unwrap();
+    let stored: Vec<(String, Option<String>)> =
+        conn.prepare("SELECT id, priority FROM data_opportunity").unwrap().query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().map(Result::unwrap).collect();
+    assert_eq!(stored.len(), accepted.len(), "exactly the accepted creates are stored");
+    for (id, priority) in &stored {
+        assert!(accepted.contains(id), "record {id} was stored but not acknowledged");
+        assert_eq!(priority.as_deref(), Some("normal"), "record {id} lacks its pre-operation default");
+    }
+    let jobs: i64 = conn.query_row("SELECT count(*) FROM weir_jobs WHERE step = 'notify'", [], |r| r.get(0)).unwrap();
+    assert_eq!(jobs as usize, accepted.len(), "one notify job per accepted create, none for the others");
+
+    // Updates and deletes at the same time, on different records.
+    let (to_update, to_delete) = accepted.split_at(accepted.len() / 2);
+    std::thread::scope(|scope| {
+        for chunk in to_update.chunks(8) {
+            let s = &s;
+            scope.spawn(move || {
+                for id in chunk {
+                    let r = s.call(
+                        "PATCH",
+                        &format!("/api/data/opportunity/{id}"),
+                        Some(json!({"name": format!("updated {id}")}).to_string().as_bytes()),
+                        Some(TOKEN),
+                    );
+                    assert_eq!(r.status, 200, "{}", r.text);
+                    assert_eq!(r.body["name"], format!("updated {id}"));
+                }
+            });
+        }
+        for chunk in to_delete.chunks(8) {
+            let s = &s;
+            scope.spawn(move || {
+                for id in chunk {
+                    assert_eq!(s.call("DELETE", &format!("/api/data/opportunity/{id}"), None, Some(TOKEN)).status, 204);
+                }
+            });
+        }
+    });
+    for id in to_update {
+        assert_eq!(s.get(&format!("/api/data/opportunity/{id}")).body["name"], format!("updated {id}"));
+    }
+    for id in to_delete {
+        assert_eq!(s.get(&format!("/api/data/opportunity/{id}")).status, 404);
+    }
+}
+
 #[test]
 fn background_callbacks_go_only_to_the_allowed_hosts() {
     let env = crm();

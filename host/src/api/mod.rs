@@ -473,8 +473,8 @@ async fn stats(State(app): State<App>) -> ApiResult<Json<StatsView>> {
 async fn create_record(State(app): State<App>, Path(table): Path<String>, headers: HeaderMap, body: Bytes) -> ApiResult<(StatusCode, HeaderMap, Json<Json_>)> {
     let json = parse_body(&body)?;
     let (weir, user) = (app.weir.clone(), user(&headers));
-    let t = table.clone();
-    let rec = blocking(move || weir.pipeline().create(&user, &t, &json)).await?;
+    // Concurrent writes share commits through the group writer.
+    let rec = weir.pipeline().create_grouped(&user, &table, json).await?;
     let mut h = HeaderMap::new();
     if let Ok(v) = HeaderValue::from_str(&format!("/api/data/{table}/{}", rec.id)) {
         h.insert(header::LOCATION, v);
@@ -562,13 +562,13 @@ async fn get_record(State(app): State<App>, Path((table, id)): Path<(String, Str
 async fn update_record(State(app): State<App>, Path((table, id)): Path<(String, String)>, headers: HeaderMap, body: Bytes) -> ApiResult<Json<Json_>> {
     let json = parse_body(&body)?;
     let (weir, user) = (app.weir.clone(), user(&headers));
-    Ok(Json(blocking(move || weir.pipeline().update(&user, &table, &id, &json)).await?.to_json()))
+    Ok(Json(weir.pipeline().update_grouped(&user, &table, id, json).await?.to_json()))
 }
 
 #[utoipa::path(delete, path = "/api/data/{table}/{id}", params(("table" = String, Path), ("id" = String, Path)), responses((status = 204, description = "Deleted"), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 async fn delete_record(State(app): State<App>, Path((table, id)): Path<(String, String)>, headers: HeaderMap) -> ApiResult<StatusCode> {
     let (weir, user) = (app.weir.clone(), user(&headers));
-    blocking(move || weir.pipeline().delete(&user, &table, &id)).await?;
+    weir.pipeline().delete_grouped(&user, &table, id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -406,13 +406,6 @@ pub fn rollback(conn: &Connection) {
     }
 }
 
-/// Gives the write lock back during a long read-only stretch of an operation
-/// (pre-validation steps), then [`begin_write`] takes it again.
-pub fn end_write(conn: &Connection) -> Result<()> {
-    conn.execute_batch("ROLLBACK")?;
-    Ok(())
-}
-
 /// Opens the savepoint of a nested operation at `depth`.
 pub fn savepoint(conn: &Connection, depth: u32) -> Result<()> {
     conn.execute_batch(&format!("SAVEPOINT weir_d{depth}"))?;
