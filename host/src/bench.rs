@@ -82,10 +82,20 @@ fn cpu_us() -> f64 {
     us(usage.ru_utime) + us(usage.ru_stime)
 }
 
+/// What the HTTP section measures, each figure per run.
+struct HttpFigures {
+    /// Creates per second on one connection and on 32, and the p99 latency at 32 (ms).
+    one: Vec<f64>,
+    many: Vec<f64>,
+    p99: Vec<f64>,
+    /// The floor under them: `GET /api/health` per second, same clients and server.
+    health_one: Vec<f64>,
+    health_many: Vec<f64>,
+}
+
 /// `weir serve`'s API on a loopback port of its own, over the bench's weir,
-/// driven by keep-alive clients: creates per second on one connection and on
-/// 32, and the p99 latency at 32 (ms). Each figure per run.
-fn http_creates(weir: &std::sync::Arc<Weir>) -> Result<(Vec<f64>, Vec<f64>, Vec<f64>)> {
+/// driven by keep-alive clients.
+fn http_creates(weir: &std::sync::Arc<Weir>) -> Result<HttpFigures> {
     let weir = weir.clone();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| Error::Internal(e.to_string()))?;
     let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).map_err(|e| Error::Internal(e.to_string()))?;
@@ -96,9 +106,11 @@ fn http_creates(weir: &std::sync::Arc<Weir>) -> Result<(Vec<f64>, Vec<f64>, Vec<
         let _ = stopped.await;
     }));
     let url = format!("http://{addr}/api/data/httpbench");
+    let health = format!("http://{addr}/api/health");
     let body = r#"{"name": "bench", "amount": 1.5}"#;
-    // One client per connection, each posting for RUN_TIME; returns (requests, latencies µs).
-    let drive = |connections: usize| -> Result<(f64, Vec<f64>)> {
+    // One client per connection, each posting (or asking for health) for
+    // RUN_TIME; returns (requests, latencies µs).
+    let drive = |connections: usize, create: bool| -> Result<(f64, Vec<f64>)> {
         let started = Instant::now();
         let results: Vec<Result<Vec<f64>>> = std::thread::scope(|s| {
             let handles: Vec<_> = (0..connections)
@@ -108,16 +120,17 @@ fn http_creates(weir: &std::sync::Arc<Weir>) -> Result<(Vec<f64>, Vec<f64>, Vec<
                         let mut latencies = Vec::new();
                         while started.elapsed() < RUN_TIME {
                             let t = Instant::now();
-                            let mut r = agent
-                                .post(&url)
-                                .header("content-type", "application/json")
-                                .send(body)
-                                .map_err(|e| Error::Internal(format!("POST {url}: {e}")))?;
-                            if r.status() != 201 {
-                                return Err(Error::Internal(format!("POST {url} answered {}", r.status())));
+                            let (sent, expected) = if create {
+                                (agent.post(&url).header("content-type", "application/json").send(body), 201)
+                            } else {
+                                (agent.get(&health).call(), 200)
+                            };
+                            let mut r = sent.map_err(|e| Error::Internal(format!("{url}: {e}")))?;
+                            if r.status() != expected {
+                                return Err(Error::Internal(format!("{url} answered {}", r.status())));
                             }
                             // Read to the end, or the connection is not kept alive.
-                            r.body_mut().read_to_vec().map_err(|e| Error::Internal(format!("POST {url}: {e}")))?;
+                            r.body_mut().read_to_vec().map_err(|e| Error::Internal(format!("{url}: {e}")))?;
                             latencies.push(t.elapsed().as_secs_f64() * 1e6);
                         }
                         Ok(latencies)
@@ -132,17 +145,19 @@ fn http_creates(weir: &std::sync::Arc<Weir>) -> Result<(Vec<f64>, Vec<f64>, Vec<
         }
         Ok((all.len() as f64 / started.elapsed().as_secs_f64(), all))
     };
-    let (mut one, mut many, mut p99) = (Vec::new(), Vec::new(), Vec::new());
+    let mut f = HttpFigures { one: Vec::new(), many: Vec::new(), p99: Vec::new(), health_one: Vec::new(), health_many: Vec::new() };
     for _ in 0..RUNS {
-        one.push(drive(1)?.0);
-        let (rate, mut lat) = drive(32)?;
+        f.one.push(drive(1, true)?.0);
+        let (rate, mut lat) = drive(32, true)?;
         lat.sort_by(|a, b| a.total_cmp(b));
-        many.push(rate);
-        p99.push(lat.get(lat.len() * 99 / 100).copied().unwrap_or(f64::NAN) / 1e3);
+        f.many.push(rate);
+        f.p99.push(lat.get(lat.len() * 99 / 100).copied().unwrap_or(f64::NAN) / 1e3);
+        f.health_one.push(drive(1, false)?.0);
+        f.health_many.push(drive(32, false)?.0);
     }
     let _ = stop.send(());
     rt.block_on(server).map_err(|e| Error::Internal(e.to_string()))??;
-    Ok((one, many, p99))
+    Ok(f)
 }
 
 fn bench_context() -> Context {
@@ -344,10 +359,12 @@ pub fn run(json_out: bool, only: Option<&str>, components: &[LangComponent]) -> 
         if weir.list_tables()?.iter().all(|t| t.name != "httpbench") {
             weir.create_table("httpbench", &[("name", "text"), ("amount", "decimal")])?;
         }
-        let (one, many, p99) = http_creates(&weir)?;
-        figures.push(Figure { key: "http_create_per_s_1", label: "HTTP creates, 1 keep-alive connection", unit: "/s", runs: one });
-        figures.push(Figure { key: "http_create_per_s_32", label: "HTTP creates, 32 keep-alive connections", unit: "/s", runs: many });
-        figures.push(Figure { key: "http_create_p99_ms", label: "HTTP create latency p99 at 32 connections", unit: "ms", runs: p99 });
+        let f = http_creates(&weir)?;
+        figures.push(Figure { key: "http_create_per_s_1", label: "HTTP creates, 1 keep-alive connection", unit: "/s", runs: f.one });
+        figures.push(Figure { key: "http_create_per_s_32", label: "HTTP creates, 32 keep-alive connections", unit: "/s", runs: f.many });
+        figures.push(Figure { key: "http_create_p99_ms", label: "HTTP create latency p99 at 32 connections", unit: "ms", runs: f.p99 });
+        figures.push(Figure { key: "http_health_per_s_1", label: "floor: GET /api/health, 1 keep-alive connection", unit: "/s", runs: f.health_one });
+        figures.push(Figure { key: "http_health_per_s_32", label: "floor: GET /api/health, 32 keep-alive connections", unit: "/s", runs: f.health_many });
     }
 
     if want("load") {

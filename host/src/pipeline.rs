@@ -146,8 +146,9 @@ pub(crate) struct Request {
     table: String,
     depth: u32,
     input: MakeInput,
-    /// When it was asked for: a request that waited longer than the busy wait is refused.
-    asked: Instant,
+    /// Set by whichever comes first: the group that runs it, or its caller
+    /// giving up after the busy wait (then it never runs).
+    taken: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// What to do to a record.
@@ -286,8 +287,9 @@ impl Pipeline {
     /// Queues a top-level operation for the group writer (started on first
     /// use) and waits for its group to commit.
     async fn grouped(self: &Arc<Self>, user: &str, table: &str, input: MakeInput) -> Result<Option<Record>> {
-        let request = Request { user: user.to_string(), table: table.to_string(), depth: 1, input, asked: Instant::now() };
-        let (reply, answer) = tokio::sync::oneshot::channel();
+        let taken = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let request = Request { user: user.to_string(), table: table.to_string(), depth: 1, input, taken: taken.clone() };
+        let (reply, mut answer) = tokio::sync::oneshot::channel();
         let queue = self.writer.get_or_init(|| {
             let (tx, rx) = std::sync::mpsc::channel();
             let pipeline = Arc::downgrade(self);
@@ -298,7 +300,15 @@ impl Pipeline {
             tx
         });
         queue.send((request, reply)).map_err(|_| Error::Internal("the group writer has stopped; restart weir".into()))?;
-        answer.await.map_err(|_| Error::Internal("the group writer stopped before answering; the operation may not have been written".into()))?
+        let stopped = |_| Error::Internal("the group writer stopped before answering; the operation may not have been written".into());
+        let busy_wait = Pipeline::busy_wait(&self.settings);
+        match tokio::time::timeout(busy_wait, &mut answer).await {
+            Ok(answered) => answered.map_err(stopped)?,
+            // Not started in time: it never will be (Busy, as when the write lock is
+            // held too long). Started meanwhile: its answer comes within its budget.
+            Err(_) if !taken.swap(true, std::sync::atomic::Ordering::AcqRel) => Err(busy(busy_wait)),
+            Err(_) => answer.await.map_err(stopped)?,
+        }
     }
 
     /// Commits a background attempt: its changes, in order, each a nested
@@ -337,7 +347,7 @@ impl Pipeline {
     /// A top-level operation at `depth` (1 for callers, the trigger's depth + 1
     /// for async jobs' record calls): a group of one, on the caller's thread.
     fn top(self: &Arc<Self>, user: &str, table: &str, depth: u32, input: MakeInput) -> Result<Option<Record>> {
-        let request = Request { user: user.to_string(), table: table.to_string(), depth, input, asked: Instant::now() };
+        let request = Request { user: user.to_string(), table: table.to_string(), depth, input, taken: Arc::default() };
         self.run_group(vec![request]).pop().unwrap_or_else(|| Err(Error::Internal("the operation's group returned no answer".into())))
     }
 
@@ -347,7 +357,6 @@ impl Pipeline {
     /// commit fails, every operation of the group fails with it. One answer per
     /// request, in order.
     pub(crate) fn run_group(self: &Arc<Self>, requests: Vec<Request>) -> Vec<Result<Option<Record>>> {
-        let busy_wait = Pipeline::busy_wait(&self.settings);
         let group = match self.open_group() {
             Ok(g) => g,
             Err(e) => return requests.iter().map(|_| Err(for_each(&e))).collect(),
@@ -355,8 +364,9 @@ impl Pipeline {
         let mut answers = Vec::with_capacity(requests.len());
         let mut failed_traces = Vec::new();
         for request in requests {
-            if request.asked.elapsed() > busy_wait {
-                answers.push((Err(busy(busy_wait)), None));
+            if request.taken.swap(true, std::sync::atomic::Ordering::AcqRel) {
+                // Its caller gave up waiting and was answered Busy.
+                answers.push((Err(busy(Pipeline::busy_wait(&self.settings))), None));
                 continue;
             }
             let (answer, message) = self.member_operation(&group, request, &mut failed_traces);
