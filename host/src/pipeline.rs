@@ -901,7 +901,12 @@ fn run_writer(pipeline: &std::sync::Weak<Pipeline>, queue: &std::sync::mpsc::Rec
         }
         let Some(pipeline) = pipeline.upgrade() else { return };
         let (requests, replies): (Vec<Request>, Vec<_>) = group.into_iter().unzip();
-        for (answer, reply) in pipeline.run_group(requests).into_iter().zip(replies) {
+        // A bug that panics fails its group (rolled back: the connection is
+        // dropped mid-transaction), not the writer and every later request.
+        let answers = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| pipeline.run_group(requests))).unwrap_or_else(|_| {
+            replies.iter().map(|_| Err(Error::Internal("weir failed while writing this group (a bug: see the log); nothing was written".into()))).collect()
+        });
+        for (answer, reply) in answers.into_iter().zip(replies) {
             // A caller that went away (a closed connection) needs no answer.
             let _ = reply.send(answer);
         }

@@ -121,9 +121,13 @@ fn the_api_end_to_end() {
     assert_eq!(bg.status, 202, "{}", bg.text);
     let loc = bg.location.clone().unwrap();
     assert_eq!(loc, bg.body["location"].as_str().unwrap());
-    assert_eq!(s.get(&loc).body["status"], "WaitingForResources");
+    let waiting = s.get(&loc).body;
+    assert_eq!(waiting["status"], "WaitingForResources");
+    // Each job says what an operator may do to it now (the dashboard's buttons).
+    assert_eq!(waiting["actions"], json!(["pause", "postpone", "cancel"]));
     let id = bg.body["id"].as_str().unwrap();
-    assert_eq!(s.post(&format!("/api/jobs/{id}/pause"), &json!({})).body["status"], "Paused");
+    let paused = s.post(&format!("/api/jobs/{id}/pause"), &json!({})).body;
+    assert_eq!((&paused["status"], &paused["actions"]), (&json!("Paused"), &json!(["resume", "postpone", "cancel"])));
     let illegal = s.post(&format!("/api/jobs/{id}/retry"), &json!({}));
     assert_eq!(illegal.status, 409, "{}", illegal.text);
     assert_eq!(s.post(&format!("/api/jobs/{id}/resume"), &json!({})).body["status"], "WaitingForResources");
@@ -132,7 +136,9 @@ fn the_api_end_to_end() {
     let postponed = s.post(&format!("/api/jobs/{id}/postpone"), &json!({"until": "+0s"}));
     assert_eq!((postponed.status, &postponed.body["postpone_until"]), (200, &due), "{}", postponed.text);
     wait_for("the background job", || s.get(&loc).body["status"] == "Succeeded");
+    assert_eq!(s.get(&loc).body["actions"], json!(["delete"]));
     assert_eq!(s.post(&format!("/api/jobs/{id}/frobnicate"), &json!({})).status, 404);
+    assert_eq!(s.post(&format!("/api/jobs/{id}/delete"), &json!({})).status, 404, "deleting is DELETE /api/jobs/{{id}}");
     assert_eq!(s.post("/api/background", &json!({"plugin": "nosuch"})).status, 404);
 
     // Metrics, catalog, OpenAPI, DELETE.

@@ -49,7 +49,7 @@ use crate::steps::{Step, StepRequest, StepUpdate};
 use crate::store::PluginRow;
 use crate::store::records::TableDef;
 use crate::traces::TraceView;
-use crate::{BackgroundRequest, BulkOutcome, JobAction, Weir};
+use crate::{BackgroundRequest, BulkOutcome, Weir};
 
 /// Settings of the HTTP server.
 #[derive(Debug, Clone)]
@@ -644,20 +644,23 @@ async fn delete_job(State(app): State<App>, Path(id): Path<String>) -> ApiResult
     request_body(content = Option<PostponeRequest>, description = "postpone only"),
     responses((status = 200, description = "The job after the action", body = JobView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, description = "Illegal transition", body = ErrorBody)))]
 async fn job_action(State(app): State<App>, Path((id, action)): Path<(String, String)>, body: Bytes) -> ApiResult<Json<JobView>> {
-    let action = match action.as_str() {
-        "cancel" => JobAction::Cancel,
-        "pause" => JobAction::Pause,
-        "resume" => JobAction::Resume,
-        "retry" => JobAction::Retry,
-        "postpone" => {
+    let no_such = || {
+        ApiError(
+            StatusCode::NOT_FOUND,
+            json!({"error": format!("no job action {action:?}: use cancel, pause, resume, retry or postpone (DELETE /api/jobs/{{id}} deletes)")}),
+        )
+    };
+    let verb = <crate::BulkVerb as clap::ValueEnum>::from_str(&action, false).map_err(|_| no_such())?;
+    let action = match verb {
+        crate::BulkVerb::Delete => return Err(no_such()),
+        crate::BulkVerb::Postpone => {
             let b: PostponeRequest =
                 serde_json::from_slice(&body).map_err(|e| bad(format!("postpone needs {{\"until\": TIME}} (RFC 3339 or +DURATION): {e}")))?;
-            JobAction::Postpone(crate::time::parse_when(&b.until).map_err(bad)?)
+            verb.action(Some(&b.until)).map_err(ApiError::from)?
         }
-        other => {
-            return Err(ApiError(StatusCode::NOT_FOUND, json!({"error": format!("no job action {other:?}: use cancel, pause, resume, retry or postpone")})));
-        }
+        verb => verb.action(None).map_err(ApiError::from)?,
     };
+    let crate::BulkAction::Job(action) = action else { return Err(no_such()) };
     let weir = app.weir.clone();
     Ok(Json(blocking(move || weir.control_job(&id, action)).await?))
 }

@@ -130,6 +130,25 @@ pub fn applies_to(action: crate::JobAction) -> &'static [Status] {
     }
 }
 
+/// The statuses an operator's verb applies to (delete's: [`DELETABLE`]).
+pub fn verb_applies_to(verb: crate::BulkVerb) -> &'static [Status] {
+    use crate::{BulkVerb, JobAction};
+    match verb {
+        BulkVerb::Cancel => applies_to(JobAction::Cancel),
+        BulkVerb::Pause => applies_to(JobAction::Pause),
+        BulkVerb::Resume => applies_to(JobAction::Resume),
+        BulkVerb::Retry => applies_to(JobAction::Retry),
+        BulkVerb::Postpone => applies_to(JobAction::Postpone(0)),
+        BulkVerb::Delete => DELETABLE,
+    }
+}
+
+/// What an operator may do to a job in `status` (what the dashboard offers).
+pub fn allowed(status: Status) -> Vec<crate::BulkVerb> {
+    use crate::BulkVerb::*;
+    [Pause, Resume, Postpone, Cancel, Retry, Delete].into_iter().filter(|v| verb_applies_to(*v).contains(&status)).collect()
+}
+
 /// Deletes a completed job with its attempts and callback deliveries (what
 /// `jobs cleanup` does by age, for one job).
 pub fn delete(conn: &mut Connection, id: &str) -> Result<()> {

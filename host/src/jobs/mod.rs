@@ -568,6 +568,8 @@ pub struct JobView {
     pub callback_url: Option<String>,
     /// How deep in nested operations it was queued (0: at the top).
     pub depth: u32,
+    /// What an operator may do to it now (by its status).
+    pub actions: Vec<crate::BulkVerb>,
     /// The record the job is about.
     pub target: Option<Target>,
     /// A Ready job its step's failure breaker holds: why and until when.
@@ -668,6 +670,7 @@ fn read_view_with(r: &rusqlite::Row<'_>, with_input: bool) -> rusqlite::Result<J
         result: parse(r.get(20)?),
         callback_url: r.get(21)?,
         depth: context.as_ref().map_or(0, |c| c.depth),
+        actions: state::Status::from_statuscode(statuscode).map(control::allowed).unwrap_or_default(),
         target: context.map(|c| Target { table: c.target.table, id: c.target.id }),
         held: r.get::<_, Option<i64>>(23)?.map(|until| {
             let failures: i64 = r.get::<_, Option<i64>>(24).ok().flatten().unwrap_or(0);
