@@ -1426,6 +1426,9 @@ fn print_notes(notes: &[String]) {
     }
 }
 
+/// Records `record import` creates per shared commit.
+const IMPORT_GROUP: usize = 256;
+
 fn record(weir: &Weir, user: &str, cmd: RecordCmd) -> Result<()> {
     let p = weir.pipeline();
     match cmd {
@@ -1488,13 +1491,32 @@ fn record(weir: &Weir, user: &str, cmd: RecordCmd) -> Result<()> {
                     Err(e) => Some((i + 1, Err(Error::invalid(format!("cannot read the line: {e}"))))),
                 }))
             };
-            for (line, row) in rows {
-                match row.and_then(|v| weir.pipeline().create(user, &table, &v)) {
-                    Ok(_) => created += 1,
-                    Err(e) => refused.push(serde_json::json!({"line": line, "error": e.to_string()})),
+            // Each record is its own operation; a few hundred at a time share a commit.
+            let mut pending: Vec<(usize, serde_json::Value)> = Vec::new();
+            let flush = |pending: &mut Vec<(usize, serde_json::Value)>, created: &mut u64, refused: &mut Vec<serde_json::Value>| {
+                let (lines, values): (Vec<usize>, Vec<serde_json::Value>) = pending.drain(..).unzip();
+                for (line, result) in lines.into_iter().zip(weir.pipeline().create_many(user, &table, values)) {
+                    match result {
+                        Ok(_) => *created += 1,
+                        Err(e) => refused.push(serde_json::json!({"line": line, "error": e.to_string()})),
+                    }
+                    bar.inc(1);
                 }
-                bar.inc(1);
+            };
+            for (line, row) in rows {
+                match row {
+                    Ok(v) => pending.push((line, v)),
+                    Err(e) => {
+                        refused.push(serde_json::json!({"line": line, "error": e.to_string()}));
+                        bar.inc(1);
+                    }
+                }
+                if pending.len() >= IMPORT_GROUP {
+                    flush(&mut pending, &mut created, &mut refused);
+                }
             }
+            flush(&mut pending, &mut created, &mut refused);
+            refused.sort_by_key(|r| r["line"].as_u64());
             bar.finish_and_clear();
             let seconds = started.elapsed().as_secs_f64();
             let rate = if seconds > 0.0 { created as f64 / seconds } else { 0.0 };

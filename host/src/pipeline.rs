@@ -268,6 +268,17 @@ impl Pipeline {
         self.top(user, table, 1, deleting(id.to_string())).map(|_| ())
     }
 
+    /// Creates many records as separate operations (each its own savepoint:
+    /// a refusal rolls back only itself) sharing commits: one answer per
+    /// record, in order. For batches and imports.
+    pub fn create_many(self: &Arc<Self>, user: &str, table: &str, records: Vec<Json>) -> Vec<Result<Record>> {
+        let requests = records
+            .into_iter()
+            .map(|json| Request { user: user.to_string(), table: table.to_string(), depth: 1, input: creating(json), taken: Arc::default() })
+            .collect();
+        self.run_group(requests).into_iter().map(|r| r.and_then(|r| r.ok_or_else(|| Error::Internal("create returned no record".into())))).collect()
+    }
+
     /// [`Pipeline::create`] for concurrent callers (the HTTP API): the
     /// operation joins the group writer's next group and shares its commit.
     pub async fn create_grouped(self: &Arc<Self>, user: &str, table: &str, json: Json) -> Result<Record> {
@@ -355,15 +366,31 @@ impl Pipeline {
     /// its own savepoint: one that fails (a rejection, a bad field) rolls back
     /// only itself. Nothing is acknowledged before the group commits; if the
     /// commit fails, every operation of the group fails with it. One answer per
-    /// request, in order.
+    /// request, in order. A group that has run for one operation budget
+    /// commits and the rest go on in a new one, so the write lock is never
+    /// held for much longer than an operation may take.
     pub(crate) fn run_group(self: &Arc<Self>, requests: Vec<Request>) -> Vec<Result<Option<Record>>> {
+        let mut answers = Vec::with_capacity(requests.len());
+        let mut rest = requests.into_iter().peekable();
+        while rest.peek().is_some() {
+            answers.extend(self.run_one_group(&mut rest));
+        }
+        answers
+    }
+
+    /// One transaction of [`Pipeline::run_group`]: takes requests from `rest`
+    /// until they run out or the group has run for one operation budget.
+    fn run_one_group(self: &Arc<Self>, rest: &mut impl Iterator<Item = Request>) -> Vec<Result<Option<Record>>> {
         let group = match self.open_group() {
             Ok(g) => g,
-            Err(e) => return requests.iter().map(|_| Err(for_each(&e))).collect(),
+            Err(e) => return rest.map(|_| Err(for_each(&e))).collect(),
         };
-        let mut answers = Vec::with_capacity(requests.len());
+        let started = Instant::now();
+        let mut answers = Vec::new();
         let mut failed_traces = Vec::new();
-        for request in requests {
+        while started.elapsed() < self.settings.op_budget
+            && let Some(request) = rest.next()
+        {
             if request.taken.swap(true, std::sync::atomic::Ordering::AcqRel) {
                 // Its caller gave up waiting and was answered Busy.
                 answers.push((Err(busy(Pipeline::busy_wait(&self.settings))), None));

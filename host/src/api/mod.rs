@@ -496,11 +496,13 @@ async fn create_batch(State(app): State<App>, Path(table): Path<String>, headers
     }
     let (weir, user) = (app.weir.clone(), user(&headers));
     // Each element is its own operation (its steps run; a refusal rolls back
-    // only it), answered in order.
+    // only it), answered in order; they share commits.
     let results = blocking(move || {
-        Ok(items
-            .iter()
-            .map(|item| match weir.pipeline().create(&user, &table, item) {
+        Ok(weir
+            .pipeline()
+            .create_many(&user, &table, items)
+            .into_iter()
+            .map(|created| match created {
                 Ok(rec) => json!({"status": 201, "record": rec.to_json()}),
                 Err(e) => {
                     let ApiError(status, mut body) = ApiError::from(e);
