@@ -1,9 +1,9 @@
 //! The catalogue cache: what every operation reads — table definitions, the
 //! steps on a table and message, plug-in heads, active users — kept in memory
 //! as of one catalogue version. Triggers bump the version on any change to
-//! those tables (from any process); an operation calls [`Catalog::sync`]
-//! inside its transaction, which drops the cache when the version moved, so a
-//! change is seen by the next operation.
+//! those tables (from any process); each write transaction (a group of
+//! operations) calls [`Catalog::sync`] when it begins, which drops the cache
+//! when the version moved, so a change is seen by the next group.
 //!
 //! Reads through [`crate::store`], [`crate::steps`] and [`crate::plugins`];
 //! writes nothing.

@@ -1426,9 +1426,6 @@ fn print_notes(notes: &[String]) {
     }
 }
 
-/// Records `record import` creates per shared commit.
-const IMPORT_GROUP: usize = 256;
-
 fn record(weir: &Weir, user: &str, cmd: RecordCmd) -> Result<()> {
     let p = weir.pipeline();
     match cmd {
@@ -1511,7 +1508,7 @@ fn record(weir: &Weir, user: &str, cmd: RecordCmd) -> Result<()> {
                         bar.inc(1);
                     }
                 }
-                if pending.len() >= IMPORT_GROUP {
+                if pending.len() >= crate::pipeline::MAX_GROUP {
                     flush(&mut pending, &mut created, &mut refused);
                 }
             }

@@ -9,8 +9,9 @@
 //! 3. the write;
 //! 4. post-operation sync steps, then the async steps' jobs, enqueued in the same
 //!    transaction;
-//! 5. `COMMIT`. Any error rolls everything back, jobs included; the caller sees
-//!    `<plugin>: <message>`.
+//! 5. the end of the operation's savepoint, then its group's `COMMIT`. Any
+//!    error rolls the operation back (its savepoint), jobs included; the
+//!    caller sees `<plugin>: <message>`.
 //!
 //! Top-level operations run in groups that share one transaction, each in its
 //! own savepoint, so a rejection rolls back only itself and nothing is
@@ -92,11 +93,28 @@ pub struct Pipeline {
     settings: Settings,
     catalog: Catalog,
     /// The group writer's queue, once a concurrent caller has used it.
-    writer: std::sync::OnceLock<std::sync::mpsc::Sender<Pending>>,
+    writer: std::sync::OnceLock<std::sync::mpsc::SyncSender<Pending>>,
 }
 
 /// Most operations in one group.
-const MAX_GROUP: usize = 256;
+pub const MAX_GROUP: usize = 256;
+
+/// Most writes waiting for the group writer; more are refused as busy.
+const WRITER_QUEUE: usize = 4096;
+
+/// How long a group takes in new members before it commits.
+const GROUP_WINDOW: Duration = Duration::from_millis(20);
+
+/// How one operation of a group went.
+struct Member {
+    answer: Result<Option<Record>>,
+    /// Its message, once known (for telemetry).
+    message: Option<&'static str>,
+    /// It kept traces of failed calls in the group's transaction.
+    traces: bool,
+    /// Its savepoint could not be ended cleanly: the group must be rolled back.
+    lost: Option<Error>,
+}
 
 /// A request queued for the group writer, with where to send its answer.
 type Pending = (Request, tokio::sync::oneshot::Sender<Result<Option<Record>>>);
@@ -144,7 +162,6 @@ fn deleting(id: String) -> MakeInput {
 pub(crate) struct Request {
     user: String,
     table: String,
-    depth: u32,
     input: MakeInput,
     /// Set by whichever comes first: the group that runs it, or its caller
     /// giving up after the busy wait (then it never runs).
@@ -256,16 +273,16 @@ impl Pipeline {
 
     /// Creates a record from a JSON object of column values.
     pub fn create(self: &Arc<Self>, user: &str, table: &str, json: &Json) -> Result<Record> {
-        self.top(user, table, 1, creating(json.clone())).and_then(|r| r.ok_or_else(|| Error::Internal("create returned no record".into())))
+        self.top(user, table, creating(json.clone())).and_then(|r| r.ok_or_else(|| Error::Internal("create returned no record".into())))
     }
 
     /// Changes the given columns of a record.
     pub fn update(self: &Arc<Self>, user: &str, table: &str, id: &str, json: &Json) -> Result<Record> {
-        self.top(user, table, 1, updating(id.to_string(), json.clone())).and_then(|r| r.ok_or_else(|| Error::Internal("update returned no record".into())))
+        self.top(user, table, updating(id.to_string(), json.clone())).and_then(|r| r.ok_or_else(|| Error::Internal("update returned no record".into())))
     }
 
     pub fn delete(self: &Arc<Self>, user: &str, table: &str, id: &str) -> Result<()> {
-        self.top(user, table, 1, deleting(id.to_string())).map(|_| ())
+        self.top(user, table, deleting(id.to_string())).map(|_| ())
     }
 
     /// Creates many records as separate operations (each its own savepoint:
@@ -274,7 +291,7 @@ impl Pipeline {
     pub fn create_many(self: &Arc<Self>, user: &str, table: &str, records: Vec<Json>) -> Vec<Result<Record>> {
         let requests = records
             .into_iter()
-            .map(|json| Request { user: user.to_string(), table: table.to_string(), depth: 1, input: creating(json), taken: Arc::default() })
+            .map(|json| Request { user: user.to_string(), table: table.to_string(), input: creating(json), taken: Arc::default() })
             .collect();
         self.run_group(requests).into_iter().map(|r| r.and_then(|r| r.ok_or_else(|| Error::Internal("create returned no record".into())))).collect()
     }
@@ -299,10 +316,10 @@ impl Pipeline {
     /// use) and waits for its group to commit.
     async fn grouped(self: &Arc<Self>, user: &str, table: &str, input: MakeInput) -> Result<Option<Record>> {
         let taken = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let request = Request { user: user.to_string(), table: table.to_string(), depth: 1, input, taken: taken.clone() };
+        let request = Request { user: user.to_string(), table: table.to_string(), input, taken: taken.clone() };
         let (reply, mut answer) = tokio::sync::oneshot::channel();
         let queue = self.writer.get_or_init(|| {
-            let (tx, rx) = std::sync::mpsc::channel();
+            let (tx, rx) = std::sync::mpsc::sync_channel(WRITER_QUEUE);
             let pipeline = Arc::downgrade(self);
             let started = std::thread::Builder::new().name("weir-writer".into()).spawn(move || run_writer(&pipeline, &rx));
             if let Err(e) = started {
@@ -310,13 +327,19 @@ impl Pipeline {
             }
             tx
         });
-        queue.send((request, reply)).map_err(|_| Error::Internal("the group writer has stopped; restart weir".into()))?;
+        queue.try_send((request, reply)).map_err(|e| match e {
+            std::sync::mpsc::TrySendError::Full(_) => {
+                Error::Busy(format!("{WRITER_QUEUE} writes are already waiting for the store; nothing was written: try again"))
+            }
+            std::sync::mpsc::TrySendError::Disconnected(_) => Error::Internal("the group writer has stopped; restart weir".into()),
+        })?;
         let stopped = |_| Error::Internal("the group writer stopped before answering; the operation may not have been written".into());
         let busy_wait = Pipeline::busy_wait(&self.settings);
         match tokio::time::timeout(busy_wait, &mut answer).await {
             Ok(answered) => answered.map_err(stopped)?,
             // Not started in time: it never will be (Busy, as when the write lock is
-            // held too long). Started meanwhile: its answer comes within its budget.
+            // held too long). Started meanwhile: its group commits within the group
+            // window plus one operation budget.
             Err(_) if !taken.swap(true, std::sync::atomic::Ordering::AcqRel) => Err(busy(busy_wait)),
             Err(_) => answer.await.map_err(stopped)?,
         }
@@ -355,10 +378,9 @@ impl Pipeline {
         result
     }
 
-    /// A top-level operation at `depth` (1 for callers, the trigger's depth + 1
-    /// for async jobs' record calls): a group of one, on the caller's thread.
-    fn top(self: &Arc<Self>, user: &str, table: &str, depth: u32, input: MakeInput) -> Result<Option<Record>> {
-        let request = Request { user: user.to_string(), table: table.to_string(), depth, input, taken: Arc::default() };
+    /// A top-level operation (depth 1): a group of one, on the caller's thread.
+    fn top(self: &Arc<Self>, user: &str, table: &str, input: MakeInput) -> Result<Option<Record>> {
+        let request = Request { user: user.to_string(), table: table.to_string(), input, taken: Arc::default() };
         self.run_group(vec![request]).pop().unwrap_or_else(|| Err(Error::Internal("the operation's group returned no answer".into())))
     }
 
@@ -379,16 +401,21 @@ impl Pipeline {
     }
 
     /// One transaction of [`Pipeline::run_group`]: takes requests from `rest`
-    /// until they run out or the group has run for one operation budget.
+    /// until they run out or the group has taken new members for
+    /// [`GROUP_WINDOW`] (so it holds the write lock for at most that plus one
+    /// operation's budget). A member whose savepoint cannot be ended cleanly
+    /// (an I/O error can end the whole transaction) ends the group: it is
+    /// rolled back and every member run in it fails; the rest go on in a new one.
     fn run_one_group(self: &Arc<Self>, rest: &mut impl Iterator<Item = Request>) -> Vec<Result<Option<Record>>> {
         let group = match self.open_group() {
             Ok(g) => g,
             Err(e) => return rest.map(|_| Err(for_each(&e))).collect(),
         };
         let started = Instant::now();
-        let mut answers = Vec::new();
-        let mut failed_traces = Vec::new();
-        while started.elapsed() < self.settings.op_budget
+        let mut answers: Vec<(Result<Option<Record>>, Option<&'static str>)> = Vec::new();
+        let mut traces = false;
+        let mut lost = None;
+        while started.elapsed() < GROUP_WINDOW
             && let Some(request) = rest.next()
         {
             if request.taken.swap(true, std::sync::atomic::Ordering::AcqRel) {
@@ -396,19 +423,22 @@ impl Pipeline {
                 answers.push((Err(busy(Pipeline::busy_wait(&self.settings))), None));
                 continue;
             }
-            let (answer, message) = self.member_operation(&group, request, &mut failed_traces);
-            answers.push((answer, message));
-        }
-        let keep = answers.iter().any(|(a, _)| a.is_ok());
-        let committed = self.close_group(group, keep);
-        // The traces of failed calls, kept although their operations rolled back.
-        if !failed_traces.is_empty() {
-            let now = crate::time::now_ms();
-            let kept = self.pool.with_conn(|conn| failed_traces.iter().try_for_each(|t| crate::traces::record(conn, t, now)));
-            if let Err(e) = kept {
-                tracing::warn!("keeping the trace of a failed plug-in call failed: {e}");
+            let member = self.member_operation(&group, request);
+            traces |= member.traces;
+            answers.push((member.answer, member.message));
+            if let Some(e) = member.lost {
+                lost = Some(e);
+                break;
             }
         }
+        let keep = lost.is_none() && (traces || answers.iter().any(|(a, _)| a.is_ok()));
+        let committed = match lost {
+            Some(e) => {
+                let _ = self.close_group(group, false);
+                Err(e)
+            }
+            None => self.close_group(group, keep),
+        };
         answers
             .into_iter()
             .map(|(answer, message)| {
@@ -430,23 +460,26 @@ impl Pipeline {
             .collect()
     }
 
-    /// One operation of a group, in its own savepoint. Returns its answer and
-    /// its message (for telemetry, once it is known).
-    fn member_operation(
-        self: &Arc<Self>,
-        group: &Group,
-        request: Request,
-        failed_traces: &mut Vec<crate::traces::Trace>,
-    ) -> (Result<Option<Record>>, Option<&'static str>) {
-        if let Err(e) = store::savepoint(&group.conn.lock(), 0) {
-            return (Err(e), None);
+    /// One operation of a group, in its own savepoint; the traces of its
+    /// failed plug-in calls are kept in the group's transaction after the
+    /// savepoint is rolled back.
+    fn member_operation(self: &Arc<Self>, group: &Group, request: Request) -> Member {
+        let mut member = Member { answer: Ok(None), message: None, traces: false, lost: None };
+        let opened = {
+            let conn = group.conn.lock();
+            if conn.is_autocommit() { Err(Error::Internal("the group's transaction ended early".into())) } else { store::savepoint(&conn, 0) }
+        };
+        if let Err(e) = opened {
+            member.answer = Err(for_each(&e));
+            member.lost = Some(e);
+            return member;
         }
-        let mut message = None;
+        let mut failed_traces = Vec::new();
         let result = self.member(group, &request.user).and_then(|op| {
             let def = self.catalog.table(&op.conn.lock(), &request.table)?;
             let input = (request.input)(&def)?;
-            message = Some(input.message().as_str());
-            let result = self.run(&op, def, input, request.depth, false, Vars::new());
+            member.message = Some(input.message().as_str());
+            let result = self.run(&op, def, input, 1, false, Vars::new());
             let notes = std::mem::take(&mut *op.notes.lock());
             failed_traces.append(&mut op.failed_traces.lock());
             result.map(|written| {
@@ -456,10 +489,24 @@ impl Pipeline {
                 })
             })
         });
-        if let Err(e) = store::end_savepoint(&group.conn.lock(), 0, result.is_ok()) {
-            return (Err(e), message);
+        let conn = group.conn.lock();
+        let ended = store::end_savepoint(&conn, 0, result.is_ok());
+        if let Err(e) = ended.and_then(|()| if conn.is_autocommit() { Err(Error::Internal("the group's transaction ended early".into())) } else { Ok(()) }) {
+            // The member keeps its own error; the group cannot go on.
+            member.answer = result.and(Err(for_each(&e)));
+            member.lost = Some(e);
+            return member;
         }
-        (result, message)
+        // The traces of failed calls, kept although their operation rolled back.
+        let now = crate::time::now_ms();
+        for t in &failed_traces {
+            match crate::traces::record(&conn, t, now) {
+                Ok(()) => member.traces = true,
+                Err(e) => tracing::warn!("keeping the trace of a failed plug-in call failed: {e}"),
+            }
+        }
+        member.answer = result;
+        member
     }
 
     /// Runs one operation (top-level or nested) through its steps.
@@ -849,9 +896,7 @@ impl PipelineHost {
             return Err(RecordError::Denied("pre-validation steps may only read (they run before the operation, as outside its transaction)".into()));
         }
         let conn = self.op.conn.lock();
-        // Outside the transaction the cached catalogue is not checked: read it.
-        let def = if self.read_only { records::require_table(&conn, table) } else { self.pipeline.catalog.table(&conn, table) };
-        def.map_err(to_record_error)
+        self.pipeline.catalog.table(&conn, table).map_err(to_record_error)
     }
 
     fn nested(&self, def: TableDef, input: Input) -> std::result::Result<Option<Record>, RecordError> {
@@ -920,22 +965,30 @@ fn busy(waited: Duration) -> Error {
 /// arrive meanwhile form the next group. Ends when the pipeline is dropped.
 fn run_writer(pipeline: &std::sync::Weak<Pipeline>, queue: &std::sync::mpsc::Receiver<Pending>) {
     while let Ok(first) = queue.recv() {
-        let mut group = vec![first];
-        while group.len() < MAX_GROUP
+        let mut batch = vec![first];
+        while batch.len() < MAX_GROUP
             && let Ok(next) = queue.try_recv()
         {
-            group.push(next);
+            batch.push(next);
         }
         let Some(pipeline) = pipeline.upgrade() else { return };
-        let (requests, replies): (Vec<Request>, Vec<_>) = group.into_iter().unzip();
-        // A bug that panics fails its group (rolled back: the connection is
-        // dropped mid-transaction), not the writer and every later request.
-        let answers = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| pipeline.run_group(requests))).unwrap_or_else(|_| {
-            replies.iter().map(|_| Err(Error::Internal("weir failed while writing this group (a bug: see the log); nothing was written".into()))).collect()
-        });
-        for (answer, reply) in answers.into_iter().zip(replies) {
-            // A caller that went away (a closed connection) needs no answer.
-            let _ = reply.send(answer);
+        // Callers that gave up waiting were answered Busy already.
+        batch.retain(|(r, _)| !r.taken.load(std::sync::atomic::Ordering::Acquire));
+        let (requests, replies): (Vec<Request>, Vec<_>) = batch.into_iter().unzip();
+        let (mut requests, mut replies) = (requests.into_iter(), replies.into_iter());
+        while requests.len() > 0 {
+            // Each transaction's callers are answered as soon as it commits. A bug
+            // that panics fails its group (rolled back: the connection is dropped
+            // mid-transaction), not the writer and every later request.
+            let mut taken = 0;
+            let answers = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| pipeline.run_one_group(&mut requests.by_ref().inspect(|_| taken += 1))))
+                .unwrap_or_else(|_| {
+                    (0..taken).map(|_| Err(Error::Internal("weir failed while writing this group (a bug: see the log); nothing was written".into()))).collect()
+                });
+            for (answer, reply) in answers.into_iter().zip(replies.by_ref()) {
+                // A caller that went away (a closed connection) needs no answer.
+                let _ = reply.send(answer);
+            }
         }
     }
 }

@@ -273,8 +273,8 @@ fn grants_hold_in_every_mode_and_stage() {
     let env = expenses();
     // Read and write grants at post-operation are covered by
     // pipeline_cli::a_plugin_without_a_grant_can_neither_read_nor_write. Here:
-    // a write grant does not let a pre-validation step write (it runs outside
-    // the transaction)...
+    // a write grant does not let a pre-validation step write (pre-validation
+    // is read-only)...
     let audit = ["step", "add", "audit", "--plugin", "audit-trail", "--message", "update", "--table", "expense", "--grant", "audit:write", "--stage"];
     env.run(&[&audit[..], &["pre-validation"]].concat()).ok();
     let expense = env.run(&["record", "query", "expense"]).ok().json()[0]["id"].as_str().unwrap().to_string();

@@ -653,16 +653,16 @@ async fn job_action(State(app): State<App>, Path((id, action)): Path<(String, St
         )
     };
     let verb = <crate::BulkVerb as clap::ValueEnum>::from_str(&action, false).map_err(|_| no_such())?;
-    let action = match verb {
-        crate::BulkVerb::Delete => return Err(no_such()),
-        crate::BulkVerb::Postpone => {
-            let b: PostponeRequest =
-                serde_json::from_slice(&body).map_err(|e| bad(format!("postpone needs {{\"until\": TIME}} (RFC 3339 or +DURATION): {e}")))?;
-            verb.action(Some(&b.until)).map_err(ApiError::from)?
-        }
-        verb => verb.action(None).map_err(ApiError::from)?,
+    let until = match verb {
+        crate::BulkVerb::Postpone => Some(
+            serde_json::from_slice::<PostponeRequest>(&body)
+                .map_err(|e| bad(format!("postpone needs {{\"until\": TIME}} (RFC 3339 or +DURATION): {e}")))?
+                .until,
+        ),
+        _ => None,
     };
-    let crate::BulkAction::Job(action) = action else { return Err(no_such()) };
+    // Delete has its own route (DELETE /api/jobs/{id}).
+    let crate::BulkAction::Job(action) = verb.action(until.as_deref()).map_err(ApiError::from)? else { return Err(no_such()) };
     let weir = app.weir.clone();
     Ok(Json(blocking(move || weir.control_job(&id, action)).await?))
 }

@@ -406,7 +406,7 @@ pub fn rollback(conn: &Connection) {
     }
 }
 
-/// Opens the savepoint of a nested operation at `depth`.
+/// Opens the savepoint of a nested operation at `depth` (0: an operation of a group).
 pub fn savepoint(conn: &Connection, depth: u32) -> Result<()> {
     conn.execute_batch(&format!("SAVEPOINT weir_d{depth}"))?;
     Ok(())
