@@ -835,9 +835,7 @@ fn run(cli: Cli) -> Result<()> {
             }
             outbound.apply(&mut opts, cli.secret_key_file.as_deref())?;
             // A spinner on a terminal while --until-idle drains the queue.
-            let spinner = if until_idle && !json { indicatif::ProgressBar::new_spinner() } else { indicatif::ProgressBar::hidden() };
-            spinner.set_message("running jobs until the queue is idle");
-            spinner.enable_steady_tick(std::time::Duration::from_millis(120));
+            let spinner = spinner(until_idle && !json, "running jobs until the queue is idle".into());
             let stats = runtime()?.block_on(weir.work(opts, shutdown_signal()));
             spinner.finish_and_clear();
             let stats = stats?;
@@ -1426,6 +1424,20 @@ fn print_notes(notes: &[String]) {
     }
 }
 
+/// A spinner with a message and the time so far, on stderr when `show` and
+/// stderr is a terminal (hidden otherwise, so scripts see nothing).
+fn spinner(show: bool, message: String) -> indicatif::ProgressBar {
+    use std::io::IsTerminal;
+    if !show || !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let spinner = indicatif::ProgressBar::new_spinner();
+    spinner.set_style(indicatif::ProgressStyle::with_template("{spinner} {msg} {elapsed}").unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()));
+    spinner.set_message(message);
+    spinner.enable_steady_tick(std::time::Duration::from_millis(120));
+    spinner
+}
+
 fn record(weir: &Weir, user: &str, cmd: RecordCmd) -> Result<()> {
     let p = weir.pipeline();
     match cmd {
@@ -1445,10 +1457,9 @@ fn record(weir: &Weir, user: &str, cmd: RecordCmd) -> Result<()> {
         }
         RecordCmd::Get { table, id, json: _ } => print_json(&weir.get(&table, &id)?.to_json()),
         RecordCmd::Import { table, file, format, json } => {
-            use std::io::{BufRead, IsTerminal};
+            use std::io::BufRead;
             let input = std::fs::File::open(&file).map_err(|e| Error::invalid(format!("cannot read {}: {e}", file.display())))?;
-            let bar = if json || !std::io::stderr().is_terminal() { indicatif::ProgressBar::hidden() } else { indicatif::ProgressBar::new_spinner() };
-            bar.set_message(format!("importing into {table}"));
+            let bar = spinner(!json, format!("importing into {table}"));
             let started = std::time::Instant::now();
             let (mut created, mut refused) = (0u64, Vec::new());
             let csv = format.as_deref().map_or_else(|| file.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv")), |f| f == "csv");
@@ -1649,12 +1660,7 @@ fn plugin(weir: &Weir, cmd: PluginCmd) -> Result<()> {
             let wasm = crate::plugins::read_component_file(&file)?;
             // Compiling a large component (an interpreter inside) takes seconds:
             // a spinner with the time so far, on a terminal only.
-            let spinner = if json { indicatif::ProgressBar::hidden() } else { indicatif::ProgressBar::new_spinner() };
-            spinner.set_style(
-                indicatif::ProgressStyle::with_template("{spinner} {msg} {elapsed}").unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
-            );
-            spinner.set_message(format!("checking and compiling {name} ({:.1} MB)", wasm.len() as f64 / 1e6));
-            spinner.enable_steady_tick(std::time::Duration::from_millis(120));
+            let spinner = spinner(!json, format!("checking and compiling {name} ({:.1} MB)", wasm.len() as f64 / 1e6));
             let started = std::time::Instant::now();
             let added = weir.add_plugin(&name, &wasm);
             spinner.finish_and_clear();

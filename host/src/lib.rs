@@ -295,10 +295,7 @@ impl Weir {
         if filter.trim().is_empty() {
             return Err(Error::invalid("a bulk action needs a filter (use \"status eq 'Failed'\" or the like; every job would be \"id ne ''\")"));
         }
-        let statuses = match action {
-            BulkAction::Job(a) => jobs::control::applies_to(a),
-            BulkAction::Delete => jobs::control::DELETABLE,
-        };
+        let statuses = action.statuses();
         let ((matched, newest), (ids, eligible)) = self
             .pool
             .with_conn(|conn| Ok((jobs::count_and_newest(conn, Some(filter))?, jobs::matching_ids(conn, Some(filter), statuses, through, MAX_BULK)?)))?;
@@ -520,6 +517,16 @@ impl BulkVerb {
 pub enum BulkAction {
     Job(JobAction),
     Delete,
+}
+
+impl BulkAction {
+    /// The statuses of the jobs it applies to.
+    pub fn statuses(self) -> &'static [jobs::state::Status] {
+        match self {
+            BulkAction::Job(a) => jobs::control::applies_to(a),
+            BulkAction::Delete => jobs::control::DELETABLE,
+        }
+    }
 }
 
 /// What a bulk action did (or, for a dry run, would do).

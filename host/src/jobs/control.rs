@@ -132,15 +132,8 @@ pub fn applies_to(action: crate::JobAction) -> &'static [Status] {
 
 /// The statuses an operator's verb applies to (delete's: [`DELETABLE`]).
 pub fn verb_applies_to(verb: crate::BulkVerb) -> &'static [Status] {
-    use crate::{BulkVerb, JobAction};
-    match verb {
-        BulkVerb::Cancel => applies_to(JobAction::Cancel),
-        BulkVerb::Pause => applies_to(JobAction::Pause),
-        BulkVerb::Resume => applies_to(JobAction::Resume),
-        BulkVerb::Retry => applies_to(JobAction::Retry),
-        BulkVerb::Postpone => applies_to(JobAction::Postpone(0)),
-        BulkVerb::Delete => DELETABLE,
-    }
+    // Postpone's time does not change which jobs it applies to.
+    verb.action(Some("+0s")).map_or(&[][..], crate::BulkAction::statuses)
 }
 
 /// What an operator may do to a job in `status` (what the dashboard offers).
