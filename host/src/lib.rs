@@ -497,17 +497,24 @@ pub enum BulkVerb {
 impl BulkVerb {
     /// The action; `until` (RFC 3339 or `+DURATION`) is postpone's, required there.
     pub fn action(self, until: Option<&str>) -> Result<BulkAction> {
-        Ok(match self {
+        let until = match (self, until) {
+            (BulkVerb::Postpone, None) => return Err(Error::invalid("a bulk postpone needs until: a time (RFC 3339) or +DURATION")),
+            (BulkVerb::Postpone, Some(until)) => time::parse_when(until).map_err(Error::Invalid)?,
+            _ => 0,
+        };
+        Ok(self.action_at(until))
+    }
+
+    /// The action, postponing (if it is postpone) until `until` (ms since the epoch).
+    pub fn action_at(self, until: i64) -> BulkAction {
+        match self {
             BulkVerb::Cancel => BulkAction::Job(JobAction::Cancel),
             BulkVerb::Pause => BulkAction::Job(JobAction::Pause),
             BulkVerb::Resume => BulkAction::Job(JobAction::Resume),
             BulkVerb::Retry => BulkAction::Job(JobAction::Retry),
             BulkVerb::Delete => BulkAction::Delete,
-            BulkVerb::Postpone => {
-                let until = until.ok_or_else(|| Error::invalid("a bulk postpone needs until: a time (RFC 3339) or +DURATION"))?;
-                BulkAction::Job(JobAction::Postpone(time::parse_when(until).map_err(Error::Invalid)?))
-            }
-        })
+            BulkVerb::Postpone => BulkAction::Job(JobAction::Postpone(until)),
+        }
     }
 }
 

@@ -158,6 +158,12 @@ fn deleting(id: String) -> MakeInput {
     Box::new(move |_| Ok(Input::Delete { id }))
 }
 
+impl Request {
+    fn new(user: &str, table: &str, input: MakeInput) -> Request {
+        Request { user: user.to_string(), table: table.to_string(), input, taken: Arc::default() }
+    }
+}
+
 /// A top-level operation waiting for its group.
 pub(crate) struct Request {
     user: String,
@@ -273,12 +279,12 @@ impl Pipeline {
 
     /// Creates a record from a JSON object of column values.
     pub fn create(self: &Arc<Self>, user: &str, table: &str, json: &Json) -> Result<Record> {
-        self.top(user, table, creating(json.clone())).and_then(|r| r.ok_or_else(|| Error::Internal("create returned no record".into())))
+        self.top(user, table, creating(json.clone())).and_then(the_record)
     }
 
     /// Changes the given columns of a record.
     pub fn update(self: &Arc<Self>, user: &str, table: &str, id: &str, json: &Json) -> Result<Record> {
-        self.top(user, table, updating(id.to_string(), json.clone())).and_then(|r| r.ok_or_else(|| Error::Internal("update returned no record".into())))
+        self.top(user, table, updating(id.to_string(), json.clone())).and_then(the_record)
     }
 
     pub fn delete(self: &Arc<Self>, user: &str, table: &str, id: &str) -> Result<()> {
@@ -289,22 +295,19 @@ impl Pipeline {
     /// a refusal rolls back only itself) sharing commits: one answer per
     /// record, in order. For batches and imports.
     pub fn create_many(self: &Arc<Self>, user: &str, table: &str, records: Vec<Json>) -> Vec<Result<Record>> {
-        let requests = records
-            .into_iter()
-            .map(|json| Request { user: user.to_string(), table: table.to_string(), input: creating(json), taken: Arc::default() })
-            .collect();
-        self.run_group(requests).into_iter().map(|r| r.and_then(|r| r.ok_or_else(|| Error::Internal("create returned no record".into())))).collect()
+        let requests = records.into_iter().map(|json| Request::new(user, table, creating(json))).collect();
+        self.run_group(requests).into_iter().map(|r| r.and_then(the_record)).collect()
     }
 
     /// [`Pipeline::create`] for concurrent callers (the HTTP API): the
     /// operation joins the group writer's next group and shares its commit.
     pub async fn create_grouped(self: &Arc<Self>, user: &str, table: &str, json: Json) -> Result<Record> {
-        self.grouped(user, table, creating(json)).await.and_then(|r| r.ok_or_else(|| Error::Internal("create returned no record".into())))
+        self.grouped(user, table, creating(json)).await.and_then(the_record)
     }
 
     /// [`Pipeline::update`] through the group writer.
     pub async fn update_grouped(self: &Arc<Self>, user: &str, table: &str, id: String, json: Json) -> Result<Record> {
-        self.grouped(user, table, updating(id, json)).await.and_then(|r| r.ok_or_else(|| Error::Internal("update returned no record".into())))
+        self.grouped(user, table, updating(id, json)).await.and_then(the_record)
     }
 
     /// [`Pipeline::delete`] through the group writer.
@@ -315,8 +318,8 @@ impl Pipeline {
     /// Queues a top-level operation for the group writer (started on first
     /// use) and waits for its group to commit.
     async fn grouped(self: &Arc<Self>, user: &str, table: &str, input: MakeInput) -> Result<Option<Record>> {
-        let taken = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let request = Request { user: user.to_string(), table: table.to_string(), input, taken: taken.clone() };
+        let request = Request::new(user, table, input);
+        let taken = request.taken.clone();
         let (reply, mut answer) = tokio::sync::oneshot::channel();
         let queue = self.writer.get_or_init(|| {
             let (tx, rx) = std::sync::mpsc::sync_channel(WRITER_QUEUE);
@@ -380,17 +383,15 @@ impl Pipeline {
 
     /// A top-level operation (depth 1): a group of one, on the caller's thread.
     fn top(self: &Arc<Self>, user: &str, table: &str, input: MakeInput) -> Result<Option<Record>> {
-        let request = Request { user: user.to_string(), table: table.to_string(), input, taken: Arc::default() };
-        self.run_group(vec![request]).pop().unwrap_or_else(|| Err(Error::Internal("the operation's group returned no answer".into())))
+        self.run_group(vec![Request::new(user, table, input)]).pop().unwrap_or_else(|| Err(Error::Internal("the operation's group returned no answer".into())))
     }
 
     /// Runs top-level operations in one write transaction, in order, each in
     /// its own savepoint: one that fails (a rejection, a bad field) rolls back
     /// only itself. Nothing is acknowledged before the group commits; if the
     /// commit fails, every operation of the group fails with it. One answer per
-    /// request, in order. A group that has run for one operation budget
-    /// commits and the rest go on in a new one, so the write lock is never
-    /// held for much longer than an operation may take.
+    /// request, in order. The requests may take several transactions (see
+    /// [`Pipeline::run_one_group`]).
     pub(crate) fn run_group(self: &Arc<Self>, requests: Vec<Request>) -> Vec<Result<Option<Record>>> {
         let mut answers = Vec::with_capacity(requests.len());
         let mut rest = requests.into_iter().peekable();
@@ -467,7 +468,7 @@ impl Pipeline {
         let mut member = Member { answer: Ok(None), message: None, traces: false, lost: None };
         let opened = {
             let conn = group.conn.lock();
-            if conn.is_autocommit() { Err(Error::Internal("the group's transaction ended early".into())) } else { store::savepoint(&conn, 0) }
+            in_transaction(&conn).and_then(|()| store::savepoint(&conn, 0))
         };
         if let Err(e) = opened {
             member.answer = Err(for_each(&e));
@@ -491,7 +492,7 @@ impl Pipeline {
         });
         let conn = group.conn.lock();
         let ended = store::end_savepoint(&conn, 0, result.is_ok());
-        if let Err(e) = ended.and_then(|()| if conn.is_autocommit() { Err(Error::Internal("the group's transaction ended early".into())) } else { Ok(()) }) {
+        if let Err(e) = ended.and_then(|()| in_transaction(&conn)) {
             // The member keeps its own error; the group cannot go on.
             member.answer = result.and(Err(for_each(&e)));
             member.lost = Some(e);
@@ -948,6 +949,16 @@ pub fn trace_of(e: &Error) -> &[TraceLine] {
     }
 }
 
+/// A top-level operation's record (a create or update always has one).
+fn the_record(written: Option<Record>) -> Result<Record> {
+    written.ok_or_else(|| Error::Internal("the operation returned no record".into()))
+}
+
+/// Whether the group's transaction is still open (an I/O error can end it).
+fn in_transaction(conn: &Connection) -> Result<()> {
+    if conn.is_autocommit() { Err(Error::Internal("the group's transaction ended early".into())) } else { Ok(()) }
+}
+
 /// The same failure for each operation of a group (a failed open or commit).
 fn for_each(e: &Error) -> Error {
     match e {
@@ -961,8 +972,9 @@ fn busy(waited: Duration) -> Error {
 }
 
 /// The group writer's thread: takes every operation queued so far (up to
-/// [`MAX_GROUP`]) as one group, runs it and answers each; operations that
-/// arrive meanwhile form the next group. Ends when the pipeline is dropped.
+/// [`MAX_GROUP`]), runs them in as few groups as the group window allows and
+/// answers each group's callers when it commits; operations that arrive
+/// meanwhile come next. Ends when the pipeline is dropped.
 fn run_writer(pipeline: &std::sync::Weak<Pipeline>, queue: &std::sync::mpsc::Receiver<Pending>) {
     while let Ok(first) = queue.recv() {
         let mut batch = vec![first];

@@ -133,7 +133,7 @@ pub fn applies_to(action: crate::JobAction) -> &'static [Status] {
 /// The statuses an operator's verb applies to (delete's: [`DELETABLE`]).
 pub fn verb_applies_to(verb: crate::BulkVerb) -> &'static [Status] {
     // Postpone's time does not change which jobs it applies to.
-    verb.action(Some("+0s")).map_or(&[][..], crate::BulkAction::statuses)
+    verb.action_at(0).statuses()
 }
 
 /// What an operator may do to a job in `status` (what the dashboard offers).
