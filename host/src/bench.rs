@@ -257,7 +257,7 @@ pub fn run(json_out: bool, only: Option<&str>, components: &[LangComponent]) -> 
         let mut stmt = conn.prepare("INSERT INTO raw VALUES (?1, ?2, ?2, 'bench', 1.0)")?;
         let runs = rate(|| {
             conn.execute_batch("BEGIN IMMEDIATE")?;
-            stmt.execute(rusqlite::params![uuid::Uuid::now_v7().to_string(), crate::time::now_ms()])?;
+            stmt.execute(crate::params![uuid::Uuid::now_v7().to_string(), crate::time::now_ms()])?;
             conn.execute_batch("COMMIT")?;
             Ok(())
         })?;
@@ -547,7 +547,7 @@ fn drain_with(weir: &Weir, plugin: &str, n: usize, workers: usize, bad: &[&str],
         }
     }
     let every = n / (bad_jobs.len() + 1);
-    let mut conn = weir.db().connect()?;
+    let conn = weir.db().connect()?;
     let tx = conn.transaction()?;
     for i in 0..n {
         jobs::enqueue(&tx, &good)?;
@@ -612,7 +612,7 @@ fn latency(weir: &Weir, rate: u32, period: Duration) -> Result<(f64, f64)> {
         .prepare("SELECT started_at - created_at FROM weir_jobs WHERE kind = 'latency'")?
         .query_map([], |r| r.get::<_, i64>(0))?
         .map(|v| v.map(|v| v as f64))
-        .collect::<rusqlite::Result<_>>()?;
+        .collect::<crate::store::sql::Result<_>>()?;
     lat.sort_by(|a, b| a.total_cmp(b));
     let pct = |p: f64| lat.get(((lat.len() as f64 - 1.0) * p).round() as usize).copied().unwrap_or(f64::NAN);
     Ok((pct(0.50), pct(0.99)))

@@ -11,8 +11,8 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+use crate::store::sql::Connection;
 use parking_lot::Mutex;
-use rusqlite::Connection;
 
 use crate::error::Result;
 use crate::plugins::Plugins;

@@ -35,23 +35,29 @@ pub enum Error {
     Busy(String),
     /// The database failed.
     #[error("database error: {0}")]
-    Db(rusqlite::Error),
+    Db(crate::store::sql::DbError),
     /// Anything else the host could not do.
     #[error("{0}")]
     Internal(String),
 }
 
-impl From<rusqlite::Error> for Error {
-    /// SQLite's "busy" and "locked" become [`Error::Busy`], a typed answer the
+impl From<crate::store::sql::DbError> for Error {
+    /// A busy or locked database becomes [`Error::Busy`], a typed answer the
     /// caller can act on, instead of a raw database error.
-    fn from(e: rusqlite::Error) -> Error {
-        match e.sqlite_error_code() {
-            Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => Error::Busy(format!(
+    fn from(e: crate::store::sql::DbError) -> Error {
+        if e.is_busy() {
+            return Error::Busy(format!(
                 "the database is busy: another operation held the write lock for longer than this one may wait \
                  (one operation budget plus a margin); nothing was written, try again ({e})"
-            )),
-            _ => Error::Db(e),
+            ));
         }
+        Error::Db(e)
+    }
+}
+
+impl From<rusqlite::Error> for Error {
+    fn from(e: rusqlite::Error) -> Error {
+        crate::store::sql::DbError::from(e).into()
     }
 }
 

@@ -464,13 +464,14 @@ pub enum SqlParam {
     Text(String),
 }
 
-impl rusqlite::ToSql for SqlParam {
-    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
-        Ok(match self {
-            SqlParam::Int(i) => rusqlite::types::ToSqlOutput::from(*i),
-            SqlParam::Real(f) => rusqlite::types::ToSqlOutput::from(*f),
-            SqlParam::Text(s) => rusqlite::types::ToSqlOutput::from(s.as_str()),
-        })
+impl crate::store::sql::ToSql for SqlParam {
+    fn to_sql(&self) -> crate::store::sql::ValueRef<'_> {
+        use crate::store::sql::ValueRef;
+        match self {
+            SqlParam::Int(i) => ValueRef::Integer(*i),
+            SqlParam::Real(f) => ValueRef::Real(*f),
+            SqlParam::Text(s) => ValueRef::from(s.as_str()),
+        }
     }
 }
 

@@ -39,8 +39,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::store::sql::Connection;
 use parking_lot::Mutex;
-use rusqlite::Connection;
 use serde_json::Value as Json;
 
 use crate::catalog::Catalog;

@@ -6,7 +6,7 @@
 //! Decimals are exact canonical text ([`crate::decimal`]); references carry
 //! their table.
 
-use rusqlite::types::{ToSqlOutput, ValueRef};
+use crate::store::sql::ValueRef;
 use serde_json::Value as Json;
 
 use crate::filter::{Kind, Scalar};
@@ -207,18 +207,18 @@ pub fn scalar(v: &Value) -> Scalar {
     }
 }
 
-/// The SQLite form of a value.
-pub fn to_sql(v: &Value) -> ToSqlOutput<'_> {
+/// The stored form of a value.
+pub fn to_sql(v: &Value) -> ValueRef<'_> {
     match v {
-        Value::Null => ToSqlOutput::from(rusqlite::types::Null),
-        Value::Boolean(b) => ToSqlOutput::from(*b as i64),
-        Value::Integer(i) | Value::Timestamp(i) => ToSqlOutput::from(*i),
-        Value::Decimal(s) | Value::Text(s) | Value::Json(s) => ToSqlOutput::from(s.as_str()),
-        Value::Reference(r) => ToSqlOutput::from(r.id.as_str()),
+        Value::Null => ValueRef::Null,
+        Value::Boolean(b) => ValueRef::Integer(*b as i64),
+        Value::Integer(i) | Value::Timestamp(i) => ValueRef::Integer(*i),
+        Value::Decimal(s) | Value::Text(s) | Value::Json(s) => ValueRef::from(s.as_str()),
+        Value::Reference(r) => ValueRef::from(r.id.as_str()),
     }
 }
 
-/// Reads a column of type `ty` from SQLite.
+/// Reads a column of type `ty` as stored.
 pub fn from_sql(ty: &ColType, v: ValueRef<'_>) -> Value {
     let text = |v: ValueRef<'_>| v.as_str().map(str::to_string).unwrap_or_default();
     match (ty, v) {

@@ -15,8 +15,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::store::sql::Connection;
 use parking_lot::Mutex;
-use rusqlite::Connection;
 use tokio::sync::{Notify, Semaphore};
 
 use crate::error::{Error, Result, to_record_error};

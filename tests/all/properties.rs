@@ -283,11 +283,11 @@ proptest! {
     fn sql_and_in_memory_evaluation_select_the_same_rows(e in expr(), rows in prop::collection::vec(row(), 1..12)) {
         let text = render(&e);
         let parsed = filter::parse(&text).unwrap();
-        let conn = table(&rows);
+        let conn = weir::store::sql::Connection::from(table(&rows));
         let (cond, params) = filter::to_sql(&parsed, &text, &sql_column).unwrap();
         let mut stmt = conn.prepare(&format!("SELECT rowid_ FROM t WHERE {cond} ORDER BY rowid_")).unwrap();
         let by_sql: Vec<usize> = stmt
-            .query_map(rusqlite::params_from_iter(params.iter()), |r| r.get::<_, i64>(0))
+            .query_map(weir::store::sql::params_from_iter(params.iter()), |r| r.get::<_, i64>(0))
             .unwrap()
             .map(|r| r.unwrap() as usize)
             .collect();
@@ -347,7 +347,7 @@ fn wit_value() -> impl Strategy<Value = Value> {
 
 /// Stores `v` in a column of type `ty` and reads it back.
 fn through_sqlite(ty: &ColType, v: &Value) -> Value {
-    let conn = decimal_aware();
+    let conn = weir::store::sql::Connection::from(decimal_aware());
     conn.execute_batch(&format!("CREATE TABLE t (c {})", ty.sql_type())).unwrap();
     conn.execute("INSERT INTO t VALUES (?1)", [values::to_sql(v)]).unwrap();
     conn.query_row("SELECT c FROM t", [], |r| Ok(values::from_sql(ty, r.get_ref(0)?))).unwrap()

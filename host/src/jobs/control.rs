@@ -6,7 +6,7 @@
 //! Canceling or Pausing, and the worker holding its lease interrupts the guest
 //! (see [`interrupts`]) and records the final state.
 
-use rusqlite::{Connection, OptionalExtension};
+use crate::store::sql::{Connection, OptionalExtension};
 use serde_json::Value as Json;
 
 use super::state::{self, Status};
@@ -32,7 +32,7 @@ fn illegal(action: &str, id: &str, status: Status, hint: &str) -> Error {
 /// Runs `f` in a write transaction; `f` returns whether its transition applied
 /// (a job that changed between the read and the write did not).
 fn in_tx(conn: &mut Connection, id: &str, action: &str, f: impl FnOnce(&Connection) -> Result<bool>) -> Result<JobView> {
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let tx = conn.transaction_with_behavior(crate::store::sql::TransactionBehavior::Immediate)?;
     if !f(&tx)? {
         return Err(Error::Conflict(format!("cannot {action} job {id}: it changed meanwhile; look at it again (`weir jobs show {id}`)")));
     }
@@ -145,7 +145,7 @@ pub fn allowed(status: Status) -> Vec<crate::BulkVerb> {
 /// Deletes a completed job with its attempts and callback deliveries (what
 /// `jobs cleanup` does by age, for one job).
 pub fn delete(conn: &mut Connection, id: &str) -> Result<()> {
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let tx = conn.transaction_with_behavior(crate::store::sql::TransactionBehavior::Immediate)?;
     let (status, _, _) = current(&tx, id)?;
     if !DELETABLE.contains(&status) {
         return Err(illegal("delete", id, status, "only a completed job can be deleted: cancel it first"));
@@ -158,7 +158,7 @@ pub fn delete(conn: &mut Connection, id: &str) -> Result<()> {
 /// Gives the Ready, Waiting and Paused jobs of user `from` to `to` (who must
 /// exist and be active). Returns how many.
 pub fn reassign(conn: &mut Connection, from: &str, to: &str) -> Result<usize> {
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let tx = conn.transaction_with_behavior(crate::store::sql::TransactionBehavior::Immediate)?;
     if crate::store::user_active(&tx, from)?.is_none() {
         return Err(Error::not_found(format!("no user named {from}")));
     }
@@ -179,6 +179,6 @@ pub fn interrupts(conn: &Connection, worker: &str) -> Result<Vec<String>> {
         Status::Canceling.statuscode()
     );
     let mut stmt = conn.prepare_cached(&sql)?;
-    let ids = stmt.query_map([worker], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
+    let ids = stmt.query_map([worker], |r| r.get(0))?.collect::<crate::store::sql::Result<_>>()?;
     Ok(ids)
 }

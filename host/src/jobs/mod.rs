@@ -28,8 +28,8 @@
 //! matters. It knows nothing of wasm: the worker pool ([`crate::worker`]) runs
 //! the jobs.
 
+use crate::store::sql::{Connection, OptionalExtension, params, params_from_iter};
 use rand::Rng;
-use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 use serde_json::Value as Json;
 
 use crate::error::{Error, Result};
@@ -173,7 +173,7 @@ fn json_err(e: serde_json::Error) -> Error {
 /// counts), or Failed when they are out of attempts. Returns how many. The
 /// worker pool runs this on its housekeeping tick, not on every claim.
 pub fn expire_leases(conn: &mut Connection, now: i64) -> Result<usize> {
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let tx = conn.transaction_with_behavior(crate::store::sql::TransactionBehavior::Immediate)?;
     let n = state::expire(&tx, now)?;
     tx.commit()?;
     Ok(n)
@@ -183,7 +183,7 @@ pub fn expire_leases(conn: &mut Connection, now: i64) -> Result<usize> {
 type ClaimRow = (String, String, Option<String>, String, i64, String, u32, u32, i64, Option<i64>, String, String, Option<Vec<u8>>, Option<String>);
 
 /// Reads a row of [`state::CLAIM_RETURNING`].
-fn claim_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ClaimRow> {
+fn claim_row(r: &crate::store::sql::Row<'_>) -> crate::store::sql::Result<ClaimRow> {
     Ok((
         r.get(0)?,
         r.get(1)?,
@@ -211,7 +211,7 @@ pub fn claim_ready(conn: &mut Connection, worker: &str, now: i64, lease_ms: u64,
     if !state::any_ready(conn, now)? {
         return Ok(Vec::new());
     }
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let tx = conn.transaction_with_behavior(crate::store::sql::TransactionBehavior::Immediate)?;
     let lease_until = now.saturating_add(i64::try_from(lease_ms).unwrap_or(i64::MAX));
     let rows: Vec<ClaimRow> = state::claim(&tx, worker, now, lease_until, limit, claim_row)?;
     let mut claimed = Vec::with_capacity(rows.len());
@@ -341,7 +341,7 @@ pub fn backoff_ms(base_ms: u64, attempt: u32) -> u64 {
 /// job's lease. Returns false (and changes nothing) when it does not. An
 /// operator's cancel or pause requested meanwhile wins over the outcome.
 pub fn complete(conn: &mut Connection, c: &Completion, worker: &str, now: i64) -> Result<bool> {
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let tx = conn.transaction_with_behavior(crate::store::sql::TransactionBehavior::Immediate)?;
     let held = complete_in(&tx, c, worker, now)?;
     tx.commit()?;
     Ok(held)
@@ -351,7 +351,7 @@ pub fn complete(conn: &mut Connection, c: &Completion, worker: &str, now: i64) -
 /// again, the attempt not counted. A cancel or pause an operator asked for
 /// meanwhile is carried out instead.
 pub fn release(conn: &mut Connection, id: &str, worker: &str, now: i64) -> Result<()> {
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let tx = conn.transaction_with_behavior(crate::store::sql::TransactionBehavior::Immediate)?;
     if !state::release(&tx, id, worker)? {
         let c = Completion { id: id.to_string(), outcome: Outcome::Interrupted, trace: vec![], duration_ms: 0 };
         complete_in(&tx, &c, worker, now)?;
@@ -374,7 +374,7 @@ pub struct Completion {
 /// completion, whether `worker` still held the lease. Nothing is recorded if
 /// any of them fails to write.
 pub fn complete_batch(conn: &mut Connection, worker: &str, batch: &[Completion], now: i64) -> Result<Vec<bool>> {
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let tx = conn.transaction_with_behavior(crate::store::sql::TransactionBehavior::Immediate)?;
     let held = batch.iter().map(|c| complete_in(&tx, c, worker, now)).collect::<Result<Vec<_>>>()?;
     tx.commit()?;
     Ok(held)
@@ -492,7 +492,7 @@ pub fn step_health(conn: &Connection) -> Result<std::collections::HashMap<String
         .query_map([], |r| {
             Ok((r.get::<_, String>(0)?, StepHealth { consecutive_failures: r.get(1)?, held_until: r.get::<_, Option<i64>>(2)?.map(to_rfc3339) }))
         })?
-        .collect::<rusqlite::Result<_>>()?;
+        .collect::<crate::store::sql::Result<_>>()?;
     Ok(rows)
 }
 
@@ -632,13 +632,13 @@ const VIEW_COLUMNS: &str = "id, kind, step, plugin, plugin_version, statecode, s
     (SELECT h.hold_until FROM weir_step_health h WHERE h.step = weir_jobs.step AND h.hold_until IS NOT NULL AND weir_jobs.statecode = 0),
     (SELECT h.consecutive_failures FROM weir_step_health h WHERE h.step = weir_jobs.step AND weir_jobs.statecode = 0)";
 
-fn read_view(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobView> {
+fn read_view(r: &crate::store::sql::Row<'_>) -> crate::store::sql::Result<JobView> {
     read_view_with(r, false)
 }
 
 /// A job's row as operators see it; with `input`, its input too (one job's
 /// page, not listings).
-fn read_view_with(r: &rusqlite::Row<'_>, with_input: bool) -> rusqlite::Result<JobView> {
+fn read_view_with(r: &crate::store::sql::Row<'_>, with_input: bool) -> crate::store::sql::Result<JobView> {
     let statecode: i64 = r.get(5)?;
     let statuscode: i64 = r.get(6)?;
     let parse = |s: Option<String>| s.and_then(|s| serde_json::from_str::<Json>(&s).ok().or(Some(Json::String(s))));
@@ -716,7 +716,7 @@ pub fn list(conn: &Connection, filter_src: Option<&str>, top: usize, skip: usize
     let sql = format!("SELECT {VIEW_COLUMNS} FROM weir_jobs{cond} ORDER BY id DESC LIMIT {} OFFSET {}", top.min(MAX_PAGE), skip.min(i64::MAX as usize));
     let mut stmt = conn.prepare_cached(&sql)?;
     let rows = stmt.query_map(params_from_iter(params.iter()), read_view)?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+    Ok(rows.collect::<crate::store::sql::Result<_>>()?)
 }
 
 /// ` WHERE <condition>` of a job filter and its parameters (nothing for no filter).
@@ -758,7 +758,7 @@ pub fn matching_ids(conn: &Connection, filter_src: Option<&str>, statuses: &[Sta
     let cond = if cond.is_empty() { format!(" WHERE {extra}") } else { format!("{cond} AND {extra}") };
     let count: i64 = conn.prepare_cached(&format!("SELECT COUNT(*) FROM weir_jobs{cond}"))?.query_row(params_from_iter(params.iter()), |r| r.get(0))?;
     let sql = format!("SELECT id FROM weir_jobs{cond} ORDER BY id LIMIT {}", limit.min(i64::MAX as usize));
-    let ids = conn.prepare_cached(&sql)?.query_map(params_from_iter(params.iter()), |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
+    let ids = conn.prepare_cached(&sql)?.query_map(params_from_iter(params.iter()), |r| r.get(0))?.collect::<crate::store::sql::Result<_>>()?;
     Ok((ids, count))
 }
 
@@ -793,8 +793,10 @@ pub fn groups(conn: &Connection, by: GroupBy, filter_src: Option<&str>) -> Resul
     };
     let (cond, params) = where_clause(filter_src)?;
     let sql = format!("SELECT {column}, statuscode, COUNT(*) FROM weir_jobs{cond} GROUP BY 1, 2");
-    let rows: Vec<(Option<String>, i64, i64)> =
-        conn.prepare_cached(&sql)?.query_map(params_from_iter(params.iter()), |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<rusqlite::Result<_>>()?;
+    let rows: Vec<(Option<String>, i64, i64)> = conn
+        .prepare_cached(&sql)?
+        .query_map(params_from_iter(params.iter()), |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<crate::store::sql::Result<_>>()?;
     let mut groups: Vec<JobGroup> = Vec::new();
     for (key, code, n) in rows {
         let at = match groups.iter().position(|g| g.key == key) {
@@ -843,7 +845,7 @@ pub fn show(conn: &Connection, id: &str) -> Result<JobView> {
                 },
             ))
         })?
-        .collect::<rusqlite::Result<Vec<(i64, Attempt)>>>()?
+        .collect::<crate::store::sql::Result<Vec<(i64, Attempt)>>>()?
         .into_iter()
         .map(|(claim, h)| {
             last_claim = claim;

@@ -15,7 +15,7 @@
 //!
 //! It knows nothing of wasm, workers or the pipeline.
 
-use rusqlite::{Connection, params};
+use crate::store::sql::{Connection, params};
 
 use super::{NewJob, Wait, callbacks};
 use crate::error::Result;
@@ -303,7 +303,7 @@ fn status_sql(t: Transition) -> Option<String> {
 
 /// Runs transition `t` on job `?1`: its status (if one), then `set`, where
 /// the job is in one of `t`'s source statuses and `extra` holds. Whether it applied.
-fn apply(conn: &Connection, t: Transition, set: &[&str], extra: &str, params: &[&dyn rusqlite::ToSql]) -> Result<bool> {
+fn apply(conn: &Connection, t: Transition, set: &[&str], extra: &str, params: &[&dyn crate::store::sql::ToSql]) -> Result<bool> {
     let assignments: Vec<String> = status_sql(t).into_iter().chain(set.iter().map(|s| s.to_string())).collect();
     let sql = format!("UPDATE weir_jobs SET {} WHERE id = ?1 AND {}{extra}", assignments.join(", "), t.guard());
     Ok(conn.prepare_cached(&sql)?.execute(params)? > 0)
@@ -375,7 +375,7 @@ pub(crate) fn claim<T>(
     now: i64,
     lease_until: i64,
     limit: usize,
-    mut each: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    mut each: impl FnMut(&crate::store::sql::Row<'_>) -> crate::store::sql::Result<T>,
 ) -> Result<Vec<T>> {
     let mut claimed = Vec::new();
     if limit == 0 {
@@ -471,7 +471,7 @@ pub(crate) fn expire(conn: &Connection, now: i64) -> Result<usize> {
             status_sql(t).unwrap_or_default(),
             t.guard()
         );
-        let ids: Vec<String> = conn.prepare_cached(&sql)?.query_map([now], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
+        let ids: Vec<String> = conn.prepare_cached(&sql)?.query_map([now], |r| r.get(0))?.collect::<crate::store::sql::Result<_>>()?;
         if completes {
             for id in &ids {
                 finished(conn, id, now)?;
@@ -498,7 +498,7 @@ pub(crate) fn expire(conn: &Connection, now: i64) -> Result<usize> {
         ps = paused.0,
         pc = paused.1,
     );
-    let rows: Vec<(String, i64)> = conn.prepare_cached(&sql)?.query_map([now], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<rusqlite::Result<_>>()?;
+    let rows: Vec<(String, i64)> = conn.prepare_cached(&sql)?.query_map([now], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<crate::store::sql::Result<_>>()?;
     for (id, status) in &rows {
         if *status == Canceled.statuscode() {
             finished(conn, id, now)?;
@@ -520,16 +520,16 @@ pub(crate) struct Attempt<'a> {
 impl Attempt<'_> {
     /// Records transition `t` if `worker` still holds the lease: `?1` id,
     /// `?2` worker, `?3` now, `?4` duration, `?5` trace, then `extra` as `?6`...
-    fn end(&self, conn: &Connection, t: Transition, set: &[&str], extra: &[&dyn rusqlite::ToSql]) -> Result<bool> {
+    fn end(&self, conn: &Connection, t: Transition, set: &[&str], extra: &[&dyn crate::store::sql::ToSql]) -> Result<bool> {
         self.end_giving_back(conn, t, set, extra, 0)
     }
 
     /// [`Self::end`] for a transition that lowered `attempts` by `given_back`
     /// (an attempt that does not count).
-    fn end_giving_back(&self, conn: &Connection, t: Transition, set: &[&str], extra: &[&dyn rusqlite::ToSql], given_back: i64) -> Result<bool> {
+    fn end_giving_back(&self, conn: &Connection, t: Transition, set: &[&str], extra: &[&dyn crate::store::sql::ToSql], given_back: i64) -> Result<bool> {
         let mut all: Vec<&str> = vec!["duration_ms = ?4", "trace = ?5", "worker = ?2", RELEASE_LEASE];
         all.extend_from_slice(set);
-        let mut params: Vec<&dyn rusqlite::ToSql> = vec![&self.id, &self.worker, &self.now, &self.duration_ms, &self.trace];
+        let mut params: Vec<&dyn crate::store::sql::ToSql> = vec![&self.id, &self.worker, &self.now, &self.duration_ms, &self.trace];
         params.extend_from_slice(extra);
         let applied = apply(conn, t, &all, " AND lease_owner = ?2", &params)?;
         if applied {
@@ -674,7 +674,7 @@ pub(crate) fn abandon(conn: &Connection, cutoff: i64, now: i64) -> Result<Vec<St
         status_sql(t).unwrap_or_default(),
         t.guard()
     );
-    let ids: Vec<String> = conn.prepare_cached(&sql)?.query_map(params![cutoff, now], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
+    let ids: Vec<String> = conn.prepare_cached(&sql)?.query_map(params![cutoff, now], |r| r.get(0))?.collect::<crate::store::sql::Result<_>>()?;
     for id in &ids {
         finished(conn, id, now)?;
     }

@@ -10,7 +10,7 @@
 //!
 //! The pipeline and the worker call it; it knows nothing of either.
 
-use rusqlite::{Connection, params};
+use crate::store::sql::{Connection, params};
 
 use super::{Status, state};
 use crate::error::{Error, Result};
@@ -45,10 +45,10 @@ pub fn record_changed(conn: &Connection, def: &TableDef, rec: &Record) -> Result
         "SELECT id, statuscode, json_extract(wait, '$.condition') FROM weir_jobs
          WHERE wait_table = ?1 AND wait_record IS NULL AND statecode = 1 AND statuscode IN ({waiting_on}, {paused})"
     );
-    let row = |r: &rusqlite::Row<'_>| Ok((r.get(0)?, r.get(1)?, r.get::<_, Option<String>>(2)?.unwrap_or_default()));
+    let row = |r: &crate::store::sql::Row<'_>| Ok((r.get(0)?, r.get(1)?, r.get::<_, Option<String>>(2)?.unwrap_or_default()));
     let mut waiting: Vec<(String, i64, String)> =
-        conn.prepare_cached(&of_record)?.query_map(params![def.name, rec.id], row)?.collect::<rusqlite::Result<_>>()?;
-    waiting.extend(conn.prepare_cached(&of_table)?.query_map(params![def.name], row)?.collect::<rusqlite::Result<Vec<_>>>()?);
+        conn.prepare_cached(&of_record)?.query_map(params![def.name, rec.id], row)?.collect::<crate::store::sql::Result<_>>()?;
+    waiting.extend(conn.prepare_cached(&of_table)?.query_map(params![def.name], row)?.collect::<crate::store::sql::Result<Vec<_>>>()?);
     let mut woken = 0;
     for (job, statuscode, condition) in waiting {
         let holds = filter::parse(&condition).is_ok_and(|expr| filter::eval(&expr, &|f| rec.scalar(def, f)));

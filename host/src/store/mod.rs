@@ -16,8 +16,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub mod records;
+pub mod sql;
 
-use rusqlite::{Connection, OptionalExtension, params};
+use sql::{Connection, OptionalExtension, params};
 
 use crate::error::{Error, Result};
 use crate::time::now_ms;
@@ -232,12 +233,12 @@ impl Db {
     /// opens for reading.
     pub fn open(path: impl AsRef<Path>) -> Result<Db> {
         let mut db = Db { path: path.as_ref().to_path_buf(), immutable: false };
-        let journal_mode = |db: &Db| -> Result<(Connection, String)> {
-            let conn = db.connect()?;
+        let journal_mode = |db: &Db| -> Result<(rusqlite::Connection, String)> {
+            let conn = db.connect_sqlite()?;
             let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0))?;
             Ok((conn, mode))
         };
-        let (mut conn, mode) = match journal_mode(&db) {
+        let (conn, mode) = match journal_mode(&db) {
             Ok(opened) => opened,
             // Reading a WAL database needs its -shm (and -wal) file, which SQLite
             // creates next to it: in a read-only directory (read-only media, a
@@ -249,7 +250,9 @@ impl Db {
             // it is open, which holds for read-only media and copies; a writer
             // with more rights running at the same time would have made the
             // -wal/-shm files, and the normal open above reads through them.
-            Err(Error::Db(rusqlite::Error::SqliteFailure(e, _))) if matches!(e.code, rusqlite::ErrorCode::ReadOnly | rusqlite::ErrorCode::CannotOpen) => {
+            Err(Error::Db(sql::DbError::Sqlite(rusqlite::Error::SqliteFailure(e, _))))
+                if matches!(e.code, rusqlite::ErrorCode::ReadOnly | rusqlite::ErrorCode::CannotOpen) =>
+            {
                 let shown = db.path.display();
                 if db.wal_pending() {
                     return Err(Error::Internal(format!(
@@ -272,7 +275,7 @@ impl Db {
         if !mode.eq_ignore_ascii_case("wal") && !conn.is_readonly(rusqlite::MAIN_DB)? {
             conn.pragma_update(None, "journal_mode", "WAL")?;
         }
-        migrate(&mut conn, &db.path)?;
+        migrate(conn, &db.path)?;
         Ok(db)
     }
 
@@ -293,16 +296,20 @@ impl Db {
     /// to read-only then. (SQLite opens it, not us: closing a descriptor of the
     /// file would drop the process's SQLite locks on it.)
     fn file_read_only(&self) -> bool {
-        Connection::open(&self.path).and_then(|c| c.is_readonly(rusqlite::MAIN_DB)).unwrap_or(false)
+        rusqlite::Connection::open(&self.path).and_then(|c| c.is_readonly(rusqlite::MAIN_DB)).unwrap_or(false)
     }
 
     /// A new connection with weir's settings.
     pub fn connect(&self) -> Result<Connection> {
+        Ok(Connection::from(self.connect_sqlite()?))
+    }
+
+    fn connect_sqlite(&self) -> Result<rusqlite::Connection> {
         let opened = if self.immutable {
             let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_URI | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
-            Connection::open_with_flags(immutable_uri(&self.path), flags)
+            rusqlite::Connection::open_with_flags(immutable_uri(&self.path), flags)
         } else {
-            Connection::open(&self.path)
+            rusqlite::Connection::open(&self.path)
         };
         let conn = opened.map_err(|e| Error::Internal(format!("cannot open the database {}: {e}", self.path.display())))?;
         conn.busy_timeout(Duration::from_secs(10))?;
@@ -364,7 +371,9 @@ impl Pool {
             Some(c) => Ok(c),
             None => {
                 let conn = self.db.connect()?;
-                conn.busy_timeout(self.busy_wait)?;
+                if let Some(c) = conn.sqlite() {
+                    c.busy_timeout(self.busy_wait)?;
+                }
                 Ok(conn)
             }
         }
@@ -448,7 +457,7 @@ fn immutable_uri(path: &Path) -> String {
 
 /// Applies the migrations the database lacks. Reads the schema version first
 /// and takes the write lock only when there is something to apply.
-fn migrate(conn: &mut Connection, path: &Path) -> Result<()> {
+fn migrate(conn: rusqlite::Connection, path: &Path) -> Result<()> {
     let schema_version = |conn: &Connection| -> Result<usize> {
         let applied = conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))?;
         let applied = usize::try_from(applied).unwrap_or(usize::MAX);
@@ -457,18 +466,20 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<()> {
         }
         Ok(applied)
     };
-    let applied = schema_version(conn)?;
+    let read_only = conn.is_readonly(rusqlite::MAIN_DB)?;
+    let conn = Connection::from(conn);
+    let applied = schema_version(&conn)?;
     if applied == MIGRATIONS.len() {
         return Ok(());
     }
-    if conn.is_readonly(rusqlite::MAIN_DB)? {
+    if read_only {
         return Err(Error::Internal(format!(
             "the database {} has schema version {applied} and needs upgrading to {}, but it is read-only; open it once with write access",
             path.display(),
             MIGRATIONS.len()
         )));
     }
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let tx = conn.transaction_with_behavior(sql::TransactionBehavior::Immediate)?;
     // Another process may have migrated it meanwhile: read again under the lock.
     let applied = schema_version(&tx)?;
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(applied) {
@@ -477,7 +488,7 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<()> {
             records::exact_decimals(&tx)?;
         }
     }
-    tx.pragma_update(None, "user_version", MIGRATIONS.len() as i64)?;
+    tx.execute_batch(&format!("PRAGMA user_version = {}", MIGRATIONS.len()))?;
     tx.commit()?;
     Ok(())
 }
@@ -521,7 +532,7 @@ pub fn list_users(conn: &Connection) -> Result<Vec<UserRow>> {
     let rows = conn
         .prepare_cached("SELECT name, active, created_at FROM weir_users ORDER BY name")?
         .query_map([], |r| Ok(UserRow { name: r.get(0)?, active: r.get(1)?, created_at: crate::time::to_rfc3339(r.get(2)?) }))?
-        .collect::<rusqlite::Result<_>>()?;
+        .collect::<crate::store::sql::Result<_>>()?;
     Ok(rows)
 }
 
@@ -591,7 +602,7 @@ pub fn list_plugins(conn: &Connection) -> Result<Vec<PluginRow>> {
             contract: r.get(8)?,
         })
     })?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+    Ok(rows.collect::<crate::store::sql::Result<_>>()?)
 }
 
 /// A plug-in version's world and bytes: the given version, or the newest.

@@ -5,7 +5,7 @@
 //! Identifiers are validated names (see [`crate::plugins::check_name`]) and are
 //! always double-quoted; values are always bound parameters.
 
-use rusqlite::{Connection, OptionalExtension, params_from_iter};
+use crate::store::sql::{Connection, OptionalExtension, params_from_iter};
 use serde_json::{Map, Value as Json};
 
 use crate::error::{Error, Result};
@@ -189,7 +189,7 @@ pub fn create_table(conn: &Connection, name: &str, columns: &[Column]) -> Result
     conn.execute_batch(&ddl(name, columns))?;
     conn.execute(
         "INSERT INTO weir_tables (name, columns, created_at) VALUES (?1, ?2, ?3)",
-        rusqlite::params![name, serde_json::to_string(columns).map_err(|e| Error::Internal(e.to_string()))?, now_ms()],
+        crate::params![name, serde_json::to_string(columns).map_err(|e| Error::Internal(e.to_string()))?, now_ms()],
     )?;
     Ok(TableDef { name: name.to_string(), columns: columns.to_vec() })
 }
@@ -218,13 +218,13 @@ pub(crate) fn exact_decimals(conn: &Connection) -> Result<()> {
         conn.execute_batch(&ddl(&def.name, &def.columns))?;
         let rows: Vec<Record> = {
             let mut stmt = conn.prepare(&format!("SELECT {} FROM {old}", select_list(&def)))?;
-            stmt.query_map([], |r| read_row(&def, r))?.collect::<rusqlite::Result<_>>()?
+            stmt.query_map([], |r| read_row(&def, r))?.collect::<crate::store::sql::Result<_>>()?
         };
         let marks: Vec<String> = (1..=def.columns.len() + 3).map(|i| format!("?{i}")).collect();
         let sql = format!("INSERT INTO {} ({}) VALUES ({})", def.sql_table(), select_list(&def), marks.join(", "));
         let mut insert = conn.prepare(&sql)?;
         for r in &rows {
-            let mut args: Vec<rusqlite::types::ToSqlOutput<'_>> = vec![r.id.as_str().into(), r.created_at.into(), r.modified_at.into()];
+            let mut args: Vec<crate::store::sql::ValueRef<'_>> = vec![r.id.as_str().into(), r.created_at.into(), r.modified_at.into()];
             args.extend(r.fields.iter().map(|(_, v)| values::to_sql(v)));
             insert.execute(params_from_iter(args))?;
         }
@@ -249,7 +249,7 @@ pub fn require_table(conn: &Connection, name: &str) -> Result<TableDef> {
 
 pub fn list_tables(conn: &Connection) -> Result<Vec<TableDef>> {
     let mut stmt = conn.prepare_cached("SELECT name FROM weir_tables ORDER BY name")?;
-    let names: Vec<String> = stmt.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
+    let names: Vec<String> = stmt.query_map([], |r| r.get(0))?.collect::<crate::store::sql::Result<_>>()?;
     names.iter().filter_map(|n| table_def(conn, n).transpose()).collect()
 }
 
@@ -278,12 +278,10 @@ pub fn insert(conn: &Connection, def: &TableDef, id: &str, fields: &[(String, Va
         marks.push_str(&format!(", ?{}", i + 3));
     }
     let sql = format!("INSERT INTO {} ({cols}) VALUES ({marks})", def.sql_table());
-    let mut args: Vec<rusqlite::types::ToSqlOutput<'_>> = vec![id.into(), now.into()];
+    let mut args: Vec<crate::store::sql::ValueRef<'_>> = vec![id.into(), now.into()];
     args.extend(fields.iter().map(|(_, v)| values::to_sql(v)));
     conn.prepare_cached(&sql)?.execute(params_from_iter(args)).map_err(|e| match e {
-        rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation => {
-            Error::Conflict(format!("{} {id} already exists", def.name))
-        }
+        e if e.is_constraint() => Error::Conflict(format!("{} {id} already exists", def.name)),
         e => e.into(),
     })?;
     get(conn, def, id)?.ok_or_else(|| Error::Internal(format!("{} {id} vanished after insert", def.name)))
@@ -295,7 +293,7 @@ pub fn update(conn: &Connection, def: &TableDef, id: &str, fields: &[(String, Va
         sets.push_str(&format!(", \"{name}\" = ?{}", i + 3));
     }
     let sql = format!("UPDATE {} SET {sets} WHERE id = ?1", def.sql_table());
-    let mut args: Vec<rusqlite::types::ToSqlOutput<'_>> = vec![id.into(), now_ms().into()];
+    let mut args: Vec<crate::store::sql::ValueRef<'_>> = vec![id.into(), now_ms().into()];
     args.extend(fields.iter().map(|(_, v)| values::to_sql(v)));
     if conn.prepare_cached(&sql)?.execute(params_from_iter(args))? == 0 {
         return Err(not_found(def, id));
@@ -323,7 +321,7 @@ fn select_list(def: &TableDef) -> String {
     s
 }
 
-fn read_row(def: &TableDef, r: &rusqlite::Row<'_>) -> rusqlite::Result<Record> {
+fn read_row(def: &TableDef, r: &crate::store::sql::Row<'_>) -> crate::store::sql::Result<Record> {
     let mut fields = Vec::with_capacity(def.columns.len());
     for (i, c) in def.columns.iter().enumerate() {
         fields.push((c.name.clone(), values::from_sql(&c.ty, r.get_ref(i + 3)?)));
@@ -427,5 +425,5 @@ pub fn query_page(conn: &Connection, def: &TableDef, filter: Option<(&Expr, &str
     sql.push_str(&format!(" ORDER BY {} LIMIT {} OFFSET {}", orders.join(", "), top.min(i64::MAX as usize), skip.min(i64::MAX as usize)));
     let mut stmt = conn.prepare_cached(&sql)?;
     let rows = stmt.query_map(params_from_iter(params.iter()), |r| read_row(def, r))?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+    Ok(rows.collect::<crate::store::sql::Result<_>>()?)
 }

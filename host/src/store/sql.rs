@@ -1,0 +1,806 @@
+//! The SQL seam: one connection type for both of weir's databases.
+//!
+//! Owns [`Connection`] (an SQLite connection, or a PostgreSQL one), its
+//! statements, rows, parameters and errors. The rest of weir writes SQL in one
+//! dialect (SQLite's, with `?N` placeholders) against this small surface, which
+//! mirrors the part of rusqlite weir uses; on PostgreSQL the placeholders become
+//! `$N`, parameters adapt to the types the server expects, and columns read back
+//! with rusqlite's coercions (a `bool` from an integer, a `u32` from a bigint),
+//! so a query written once reads the same on both. Where the dialects really
+//! differ, callers ask [`Connection::is_postgres`] (through the helpers in
+//! [`crate::store`]).
+//!
+//! It knows nothing of weir's tables: it is the driver layer under `store/`.
+
+use std::borrow::Cow;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+
+use postgres::types::{IsNull, ToSql as PgToSql, Type, to_sql_checked};
+
+/// An error of either database.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("{0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("{}", pg_message(.0))]
+    Pg(#[from] postgres::Error),
+    /// A query that must return a row returned none.
+    #[error("the query returned no row")]
+    NoRows,
+    /// A column could not be read as the type asked for.
+    #[error("column {0}: {1}")]
+    Type(usize, String),
+}
+
+/// PostgreSQL's own message (with its detail), not the client's "db error".
+fn pg_message(e: &postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => match db.detail() {
+            Some(detail) => format!("{}: {detail}", db.message()),
+            None => db.message().to_string(),
+        },
+        None => e.to_string(),
+    }
+}
+
+impl DbError {
+    /// The write lock could not be had in time (SQLite's busy or locked;
+    /// PostgreSQL's lock timeout or a serialization failure).
+    pub fn is_busy(&self) -> bool {
+        use postgres::error::SqlState;
+        match self {
+            DbError::Sqlite(e) => matches!(e.sqlite_error_code(), Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)),
+            DbError::Pg(e) => e
+                .code()
+                .is_some_and(|c| *c == SqlState::LOCK_NOT_AVAILABLE || *c == SqlState::T_R_SERIALIZATION_FAILURE || *c == SqlState::T_R_DEADLOCK_DETECTED),
+            _ => false,
+        }
+    }
+
+    /// A unique, primary key, foreign key or check constraint refused a write.
+    pub fn is_constraint(&self) -> bool {
+        match self {
+            DbError::Sqlite(e) => e.sqlite_error_code() == Some(rusqlite::ErrorCode::ConstraintViolation),
+            DbError::Pg(e) => e.code().is_some_and(|c| c.code().starts_with("23")),
+            _ => false,
+        }
+    }
+
+    fn no_rows(&self) -> bool {
+        matches!(self, DbError::NoRows | DbError::Sqlite(rusqlite::Error::QueryReturnedNoRows))
+    }
+}
+
+pub type Result<T, E = DbError> = std::result::Result<T, E>;
+
+/// A value going in or coming out: SQLite's five storage classes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ValueRef<'a> {
+    Null,
+    Integer(i64),
+    Real(f64),
+    Text(Cow<'a, str>),
+    Blob(Cow<'a, [u8]>),
+}
+
+impl ValueRef<'_> {
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            ValueRef::Text(s) => Some(s),
+            _ => None,
+        }
+    }
+    pub fn as_i64(&self) -> Option<i64> {
+        match self {
+            ValueRef::Integer(i) => Some(*i),
+            _ => None,
+        }
+    }
+}
+
+impl<'a> From<&'a str> for ValueRef<'a> {
+    fn from(s: &'a str) -> Self {
+        ValueRef::Text(Cow::Borrowed(s))
+    }
+}
+impl From<i64> for ValueRef<'_> {
+    fn from(i: i64) -> Self {
+        ValueRef::Integer(i)
+    }
+}
+
+/// A statement parameter.
+pub trait ToSql {
+    fn to_sql(&self) -> ValueRef<'_>;
+}
+
+impl ToSql for ValueRef<'_> {
+    fn to_sql(&self) -> ValueRef<'_> {
+        match self {
+            ValueRef::Text(s) => ValueRef::Text(Cow::Borrowed(s)),
+            ValueRef::Blob(b) => ValueRef::Blob(Cow::Borrowed(b)),
+            v => v.clone(),
+        }
+    }
+}
+impl<T: ToSql + ?Sized> ToSql for &T {
+    fn to_sql(&self) -> ValueRef<'_> {
+        (**self).to_sql()
+    }
+}
+impl<T: ToSql> ToSql for Option<T> {
+    fn to_sql(&self) -> ValueRef<'_> {
+        self.as_ref().map_or(ValueRef::Null, ToSql::to_sql)
+    }
+}
+impl ToSql for str {
+    fn to_sql(&self) -> ValueRef<'_> {
+        ValueRef::Text(Cow::Borrowed(self))
+    }
+}
+impl ToSql for String {
+    fn to_sql(&self) -> ValueRef<'_> {
+        ValueRef::Text(Cow::Borrowed(self))
+    }
+}
+impl ToSql for [u8] {
+    fn to_sql(&self) -> ValueRef<'_> {
+        ValueRef::Blob(Cow::Borrowed(self))
+    }
+}
+impl ToSql for Vec<u8> {
+    fn to_sql(&self) -> ValueRef<'_> {
+        ValueRef::Blob(Cow::Borrowed(self))
+    }
+}
+impl ToSql for f64 {
+    fn to_sql(&self) -> ValueRef<'_> {
+        ValueRef::Real(*self)
+    }
+}
+impl ToSql for bool {
+    fn to_sql(&self) -> ValueRef<'_> {
+        ValueRef::Integer(*self as i64)
+    }
+}
+macro_rules! int_to_sql {
+    ($($t:ty),*) => {$(
+        impl ToSql for $t {
+            fn to_sql(&self) -> ValueRef<'_> {
+                // Larger than i64 (a u64 or usize past 2^63) is stored saturated.
+                ValueRef::Integer(i64::try_from(*self).unwrap_or(i64::MAX))
+            }
+        }
+    )*};
+}
+int_to_sql!(i8, i16, i32, i64, u8, u16, u32, u64, usize, isize);
+
+/// A statement's parameters: `[]`, `[a, b]` of one type, [`params!`] or
+/// [`params_from_iter`].
+pub trait Params {
+    fn values(&self) -> Vec<ValueRef<'_>>;
+}
+
+impl Params for [&dyn ToSql; 0] {
+    fn values(&self) -> Vec<ValueRef<'_>> {
+        Vec::new()
+    }
+}
+impl Params for () {
+    fn values(&self) -> Vec<ValueRef<'_>> {
+        Vec::new()
+    }
+}
+impl Params for &[&dyn ToSql] {
+    fn values(&self) -> Vec<ValueRef<'_>> {
+        self.iter().map(|p| p.to_sql()).collect()
+    }
+}
+macro_rules! array_params {
+    ($($n:literal),*) => {$(
+        impl<T: ToSql> Params for [T; $n] {
+            fn values(&self) -> Vec<ValueRef<'_>> {
+                self.iter().map(ToSql::to_sql).collect()
+            }
+        }
+        impl<T: ToSql> Params for &[T; $n] {
+            fn values(&self) -> Vec<ValueRef<'_>> {
+                self.iter().map(ToSql::to_sql).collect()
+            }
+        }
+    )*};
+}
+array_params!(1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16);
+
+/// Parameters from an iterator (built at run time).
+pub struct ParamsFromIter<I>(I);
+
+pub fn params_from_iter<I>(iter: I) -> ParamsFromIter<I>
+where
+    I: IntoIterator + Clone,
+    I::Item: ToSql,
+{
+    ParamsFromIter(iter)
+}
+
+impl<I> Params for ParamsFromIter<I>
+where
+    I: IntoIterator + Clone,
+    I::Item: ToSql,
+{
+    fn values(&self) -> Vec<ValueRef<'_>> {
+        // The items may be owned (made by the iterator): keep them owned.
+        self.0.clone().into_iter().map(|v| owned(v.to_sql())).collect()
+    }
+}
+
+fn owned(v: ValueRef<'_>) -> ValueRef<'static> {
+    match v {
+        ValueRef::Null => ValueRef::Null,
+        ValueRef::Integer(i) => ValueRef::Integer(i),
+        ValueRef::Real(f) => ValueRef::Real(f),
+        ValueRef::Text(s) => ValueRef::Text(Cow::Owned(s.into_owned())),
+        ValueRef::Blob(b) => ValueRef::Blob(Cow::Owned(b.into_owned())),
+    }
+}
+
+/// Statement parameters of mixed types, as rusqlite's `params!`.
+#[macro_export]
+macro_rules! params {
+    () => { &[] as &[&dyn $crate::store::sql::ToSql] };
+    ($($p:expr),+ $(,)?) => { &[$(&$p as &dyn $crate::store::sql::ToSql),+] as &[&dyn $crate::store::sql::ToSql] };
+}
+pub use crate::params;
+
+impl rusqlite::ToSql for ValueRef<'_> {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        use rusqlite::types::{ToSqlOutput, ValueRef as V};
+        Ok(ToSqlOutput::Borrowed(match self {
+            ValueRef::Null => V::Null,
+            ValueRef::Integer(i) => V::Integer(*i),
+            ValueRef::Real(f) => V::Real(*f),
+            ValueRef::Text(s) => V::Text(s.as_bytes()),
+            ValueRef::Blob(b) => V::Blob(b),
+        }))
+    }
+}
+
+/// A parameter as PostgreSQL wants it: converted to the type the server
+/// inferred for its placeholder (so `?1` may be compared with a bigint, a
+/// numeric or a text column alike).
+/// Writes `v` as PostgreSQL's binary form of `ty`.
+fn put<T: PgToSql>(v: &T, ty: &Type, out: &mut bytes::BytesMut) -> std::result::Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+    v.to_sql(ty, out)
+}
+
+impl PgToSql for ValueRef<'_> {
+    fn to_sql(&self, ty: &Type, out: &mut bytes::BytesMut) -> std::result::Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        let wrong = || -> Box<dyn std::error::Error + Sync + Send> { format!("cannot send {self:?} as {ty}").into() };
+        match self {
+            ValueRef::Null => Ok(IsNull::Yes),
+            ValueRef::Integer(i) => match *ty {
+                Type::INT8 => put(&i, ty, out),
+                Type::INT4 => put(&i32::try_from(*i).map_err(|_| wrong())?, ty, out),
+                Type::INT2 => put(&i16::try_from(*i).map_err(|_| wrong())?, ty, out),
+                Type::FLOAT8 => put(&(*i as f64), ty, out),
+                Type::FLOAT4 => put(&(*i as f32), ty, out),
+                Type::BOOL => put(&(*i != 0), ty, out),
+                Type::NUMERIC => put(&rust_decimal::Decimal::from(*i), ty, out),
+                Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME | Type::UNKNOWN => put(&i.to_string(), &Type::TEXT, out),
+                _ => Err(wrong()),
+            },
+            ValueRef::Real(f) => match *ty {
+                Type::FLOAT8 => put(&f, ty, out),
+                Type::FLOAT4 => put(&(*f as f32), ty, out),
+                Type::NUMERIC => put(&rust_decimal::Decimal::try_from(*f).map_err(|_| wrong())?, ty, out),
+                Type::INT8 if f.fract() == 0.0 => put(&(*f as i64), ty, out),
+                Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::UNKNOWN => put(&f.to_string(), &Type::TEXT, out),
+                _ => Err(wrong()),
+            },
+            ValueRef::Text(s) => match *ty {
+                Type::NUMERIC => put(&s.parse::<rust_decimal::Decimal>().map_err(|_| wrong())?, ty, out),
+                Type::INT8 => put(&s.parse::<i64>().map_err(|_| wrong())?, ty, out),
+                Type::FLOAT8 => put(&s.parse::<f64>().map_err(|_| wrong())?, ty, out),
+                Type::BYTEA => put(&s.as_bytes(), ty, out),
+                Type::JSON | Type::JSONB => {
+                    if *ty == Type::JSONB {
+                        out.extend_from_slice(&[1]);
+                    }
+                    out.extend_from_slice(s.as_bytes());
+                    Ok(IsNull::No)
+                }
+                _ => put(&&**s, &Type::TEXT, out),
+            },
+            ValueRef::Blob(b) => match *ty {
+                Type::BYTEA => put(&&**b, ty, out),
+                _ => Err(wrong()),
+            },
+        }
+    }
+
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+
+    to_sql_checked!();
+}
+
+/// A column read as a Rust type, with rusqlite's coercions on both databases.
+pub trait FromSql: rusqlite::types::FromSql + Sized {
+    fn from_value(v: ValueRef<'_>) -> std::result::Result<Self, String>;
+}
+
+impl FromSql for i64 {
+    fn from_value(v: ValueRef<'_>) -> std::result::Result<Self, String> {
+        match v {
+            ValueRef::Integer(i) => Ok(i),
+            v => Err(format!("expected an integer, found {v:?}")),
+        }
+    }
+}
+macro_rules! int_from_sql {
+    ($($t:ty),*) => {$(
+        impl FromSql for $t {
+            fn from_value(v: ValueRef<'_>) -> std::result::Result<Self, String> {
+                let i = i64::from_value(v)?;
+                <$t>::try_from(i).map_err(|_| format!("{i} is out of range for {}", stringify!($t)))
+            }
+        }
+    )*};
+}
+int_from_sql!(i32, u32, u64, usize, u8, u16);
+
+impl FromSql for f64 {
+    fn from_value(v: ValueRef<'_>) -> std::result::Result<Self, String> {
+        match v {
+            ValueRef::Real(f) => Ok(f),
+            ValueRef::Integer(i) => Ok(i as f64),
+            v => Err(format!("expected a number, found {v:?}")),
+        }
+    }
+}
+impl FromSql for bool {
+    fn from_value(v: ValueRef<'_>) -> std::result::Result<Self, String> {
+        Ok(i64::from_value(v)? != 0)
+    }
+}
+impl FromSql for String {
+    fn from_value(v: ValueRef<'_>) -> std::result::Result<Self, String> {
+        match v {
+            ValueRef::Text(s) => Ok(s.into_owned()),
+            v => Err(format!("expected text, found {v:?}")),
+        }
+    }
+}
+impl FromSql for Vec<u8> {
+    fn from_value(v: ValueRef<'_>) -> std::result::Result<Self, String> {
+        match v {
+            ValueRef::Blob(b) => Ok(b.into_owned()),
+            ValueRef::Text(s) => Ok(s.into_owned().into_bytes()),
+            v => Err(format!("expected bytes, found {v:?}")),
+        }
+    }
+}
+impl<T: FromSql> FromSql for Option<T> {
+    fn from_value(v: ValueRef<'_>) -> std::result::Result<Self, String> {
+        match v {
+            ValueRef::Null => Ok(None),
+            v => T::from_value(v).map(Some),
+        }
+    }
+}
+
+/// A column's position in a row.
+pub trait RowIndex {
+    fn index(self) -> usize;
+}
+impl RowIndex for usize {
+    fn index(self) -> usize {
+        self
+    }
+}
+
+/// One row of a result.
+#[derive(Clone, Copy)]
+pub enum Row<'a> {
+    Sqlite(&'a rusqlite::Row<'a>),
+    Pg(&'a postgres::Row),
+}
+
+impl Row<'_> {
+    /// Column `idx` as `T`. (The unused first parameter keeps rusqlite's
+    /// `get::<_, T>(i)` spelling.)
+    pub fn get<I: RowIndex, T: FromSql>(&self, idx: I) -> Result<T> {
+        let idx = idx.index();
+        match self {
+            Row::Sqlite(r) => Ok(r.get(idx)?),
+            Row::Pg(_) => T::from_value(self.get_ref(idx)?).map_err(|m| DbError::Type(idx, m)),
+        }
+    }
+
+    /// Column `idx` as it is stored.
+    pub fn get_ref(&self, idx: usize) -> Result<ValueRef<'_>> {
+        match self {
+            Row::Sqlite(r) => Ok(match r.get_ref(idx)? {
+                rusqlite::types::ValueRef::Null => ValueRef::Null,
+                rusqlite::types::ValueRef::Integer(i) => ValueRef::Integer(i),
+                rusqlite::types::ValueRef::Real(f) => ValueRef::Real(f),
+                rusqlite::types::ValueRef::Text(t) => ValueRef::Text(String::from_utf8_lossy(t)),
+                rusqlite::types::ValueRef::Blob(b) => ValueRef::Blob(Cow::Borrowed(b)),
+            }),
+            Row::Pg(r) => pg_value(r, idx),
+        }
+    }
+}
+
+/// A PostgreSQL column as one of SQLite's storage classes.
+fn pg_value(r: &postgres::Row, idx: usize) -> Result<ValueRef<'_>> {
+    let column = r.columns().get(idx).ok_or_else(|| DbError::Type(idx, "no such column".into()))?;
+    let ty = column.type_().clone();
+    let v = match ty {
+        Type::INT8 => r.try_get::<_, Option<i64>>(idx)?.map(ValueRef::Integer),
+        Type::INT4 => r.try_get::<_, Option<i32>>(idx)?.map(|i| ValueRef::Integer(i.into())),
+        Type::INT2 => r.try_get::<_, Option<i16>>(idx)?.map(|i| ValueRef::Integer(i.into())),
+        Type::BOOL => r.try_get::<_, Option<bool>>(idx)?.map(|b| ValueRef::Integer(b.into())),
+        Type::FLOAT8 => r.try_get::<_, Option<f64>>(idx)?.map(ValueRef::Real),
+        Type::FLOAT4 => r.try_get::<_, Option<f32>>(idx)?.map(|f| ValueRef::Real(f.into())),
+        Type::BYTEA => r.try_get::<_, Option<&[u8]>>(idx)?.map(|b| ValueRef::Blob(Cow::Borrowed(b))),
+        // Integral sums (SUM of a bigint is numeric) read as integers; other
+        // numerics as their exact text.
+        Type::NUMERIC => r.try_get::<_, Option<rust_decimal::Decimal>>(idx)?.map(|d| {
+            let n = d.normalize();
+            match (n.scale(), i64::try_from(n)) {
+                (0, Ok(i)) => ValueRef::Integer(i),
+                _ => ValueRef::Text(Cow::Owned(n.to_string())),
+            }
+        }),
+        _ => r.try_get::<_, Option<&str>>(idx)?.map(|s| ValueRef::Text(Cow::Borrowed(s))),
+    };
+    Ok(v.unwrap_or(ValueRef::Null))
+}
+
+/// Maps `Result<T>` where no row is not an error.
+pub trait OptionalExtension<T> {
+    fn optional(self) -> Result<Option<T>>;
+}
+
+impl<T> OptionalExtension<T> for Result<T> {
+    fn optional(self) -> Result<Option<T>> {
+        match self {
+            Ok(v) => Ok(Some(v)),
+            Err(e) if e.no_rows() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// A PostgreSQL connection: the client, its prepared statements (by weir's
+/// SQL text) and whether a transaction is open.
+pub struct PgConn {
+    client: RefCell<postgres::Client>,
+    statements: RefCell<HashMap<String, postgres::Statement>>,
+    in_transaction: Cell<bool>,
+}
+
+/// A connection to weir's database.
+pub enum Connection {
+    Sqlite(rusqlite::Connection),
+    Pg(Box<PgConn>),
+}
+
+impl From<rusqlite::Connection> for Connection {
+    fn from(c: rusqlite::Connection) -> Self {
+        Connection::Sqlite(c)
+    }
+}
+
+impl Connection {
+    /// A PostgreSQL connection over `client`.
+    pub fn postgres(client: postgres::Client) -> Connection {
+        Connection::Pg(Box::new(PgConn { client: RefCell::new(client), statements: RefCell::default(), in_transaction: Cell::new(false) }))
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        matches!(self, Connection::Pg(_))
+    }
+
+    /// The SQLite connection, for settings only SQLite has.
+    pub fn sqlite(&self) -> Option<&rusqlite::Connection> {
+        match self {
+            Connection::Sqlite(c) => Some(c),
+            Connection::Pg(_) => None,
+        }
+    }
+
+    /// Whether no transaction is open.
+    pub fn is_autocommit(&self) -> bool {
+        match self {
+            Connection::Sqlite(c) => c.is_autocommit(),
+            Connection::Pg(p) => !p.in_transaction.get(),
+        }
+    }
+
+    /// Runs statements separated by `;` (no parameters, no results).
+    pub fn execute_batch(&self, sql: &str) -> Result<()> {
+        match self {
+            Connection::Sqlite(c) => Ok(c.execute_batch(sql)?),
+            Connection::Pg(p) => {
+                let r = p.client.borrow_mut().batch_execute(sql);
+                p.track(sql, r.is_ok());
+                Ok(r?)
+            }
+        }
+    }
+
+    pub fn prepare(&self, sql: &str) -> Result<Statement<'_>> {
+        match self {
+            Connection::Sqlite(c) => Ok(Statement::Sqlite(StmtKind::Plain(c.prepare(sql)?))),
+            Connection::Pg(p) => Ok(Statement::Pg(p, p.statement(sql)?)),
+        }
+    }
+
+    /// A statement from the connection's cache (prepared on first use).
+    pub fn prepare_cached(&self, sql: &str) -> Result<Statement<'_>> {
+        match self {
+            Connection::Sqlite(c) => Ok(Statement::Sqlite(StmtKind::Cached(c.prepare_cached(sql)?))),
+            Connection::Pg(p) => Ok(Statement::Pg(p, p.statement(sql)?)),
+        }
+    }
+
+    pub fn execute<P: Params>(&self, sql: &str, params: P) -> Result<usize> {
+        self.prepare(sql)?.execute(params)
+    }
+
+    pub fn query_row<T, P: Params, F: FnOnce(&Row<'_>) -> Result<T>>(&self, sql: &str, params: P, f: F) -> Result<T> {
+        self.prepare(sql)?.query_row(params, f)
+    }
+
+    /// Opens a transaction (a write transaction: `BEGIN IMMEDIATE` on
+    /// SQLite) that rolls back unless committed.
+    pub fn transaction_with_behavior(&self, behavior: TransactionBehavior) -> Result<Transaction<'_>> {
+        let sql = match (self, behavior) {
+            (Connection::Sqlite(_), TransactionBehavior::Immediate) => "BEGIN IMMEDIATE",
+            _ => "BEGIN",
+        };
+        self.execute_batch(sql)?;
+        Ok(Transaction { conn: self, done: false })
+    }
+
+    pub fn transaction(&self) -> Result<Transaction<'_>> {
+        self.transaction_with_behavior(TransactionBehavior::Deferred)
+    }
+}
+
+impl PgConn {
+    /// The prepared statement for weir's `sql`, placeholders translated.
+    fn statement(&self, sql: &str) -> Result<postgres::Statement> {
+        if let Some(s) = self.statements.borrow().get(sql) {
+            return Ok(s.clone());
+        }
+        let stmt = self.client.borrow_mut().prepare(&placeholders(sql))?;
+        self.statements.borrow_mut().insert(sql.to_string(), stmt.clone());
+        Ok(stmt)
+    }
+
+    /// Follows the transaction state through statements run as text.
+    fn track(&self, sql: &str, ok: bool) {
+        let first = sql.trim_start().split(|c: char| c.is_whitespace() || c == ';').next().unwrap_or("").to_ascii_uppercase();
+        match first.as_str() {
+            "BEGIN" | "START" if ok => self.in_transaction.set(true),
+            "COMMIT" | "END" => self.in_transaction.set(false),
+            "ROLLBACK" if !sql.to_ascii_uppercase().contains(" TO ") => self.in_transaction.set(false),
+            _ => {}
+        }
+    }
+
+    /// Runs `f` on the client with `values` as the server's parameters.
+    fn run<T>(&self, values: &[ValueRef<'_>], f: impl FnOnce(&mut postgres::Client, &[&(dyn PgToSql + Sync)]) -> Result<T, postgres::Error>) -> Result<T> {
+        let args: Vec<&(dyn PgToSql + Sync)> = values.iter().map(|v| v as &(dyn PgToSql + Sync)).collect();
+        Ok(f(&mut self.client.borrow_mut(), &args)?)
+    }
+}
+
+/// `?N` and `?` placeholders as PostgreSQL's `$N` (outside quotes).
+pub fn placeholders(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len() + 8);
+    let mut chars = sql.chars().peekable();
+    let mut quote: Option<char> = None;
+    let mut highest = 0u32;
+    while let Some(c) = chars.next() {
+        if let Some(q) = quote {
+            out.push(c);
+            if c == q {
+                quote = None;
+            }
+            continue;
+        }
+        match c {
+            '\'' | '"' => {
+                quote = Some(c);
+                out.push(c);
+            }
+            '?' => {
+                let mut digits = String::new();
+                while let Some(d) = chars.peek().filter(|d| d.is_ascii_digit()) {
+                    digits.push(*d);
+                    chars.next();
+                }
+                let n = digits.parse::<u32>().unwrap_or(highest + 1);
+                highest = highest.max(n);
+                out.push('$');
+                out.push_str(&n.to_string());
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// How a transaction takes its locks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransactionBehavior {
+    Deferred,
+    /// SQLite takes the write lock at once.
+    Immediate,
+}
+
+/// An open transaction; rolled back when dropped without [`Transaction::commit`].
+pub struct Transaction<'c> {
+    conn: &'c Connection,
+    done: bool,
+}
+
+impl Transaction<'_> {
+    pub fn commit(mut self) -> Result<()> {
+        self.done = true;
+        self.conn.execute_batch("COMMIT")
+    }
+}
+
+impl std::ops::Deref for Transaction<'_> {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        self.conn
+    }
+}
+
+impl Drop for Transaction<'_> {
+    fn drop(&mut self) {
+        if !self.done && !self.conn.is_autocommit() {
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+    }
+}
+
+/// rusqlite's statement, cached or not.
+pub enum StmtKind<'c> {
+    Cached(rusqlite::CachedStatement<'c>),
+    Plain(rusqlite::Statement<'c>),
+}
+
+impl<'c> std::ops::Deref for StmtKind<'c> {
+    type Target = rusqlite::Statement<'c>;
+    fn deref(&self) -> &rusqlite::Statement<'c> {
+        match self {
+            StmtKind::Cached(s) => s,
+            StmtKind::Plain(s) => s,
+        }
+    }
+}
+impl std::ops::DerefMut for StmtKind<'_> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        match self {
+            StmtKind::Cached(s) => s,
+            StmtKind::Plain(s) => s,
+        }
+    }
+}
+
+/// A prepared statement.
+pub enum Statement<'c> {
+    Sqlite(StmtKind<'c>),
+    Pg(&'c PgConn, postgres::Statement),
+}
+
+impl Statement<'_> {
+    /// Runs the statement; returns the number of rows changed.
+    pub fn execute<P: Params>(&mut self, params: P) -> Result<usize> {
+        let values = params.values();
+        match self {
+            Statement::Sqlite(s) => Ok(s.execute(rusqlite::params_from_iter(values.iter()))?),
+            Statement::Pg(p, stmt) => {
+                let n = p.run(&values, |c, args| c.execute(&*stmt, args))?;
+                Ok(usize::try_from(n).unwrap_or(usize::MAX))
+            }
+        }
+    }
+
+    /// The first row, mapped by `f` ([`DbError::NoRows`] if there is none).
+    pub fn query_row<T, P: Params, F: FnOnce(&Row<'_>) -> Result<T>>(&mut self, params: P, f: F) -> Result<T> {
+        let values = params.values();
+        match self {
+            Statement::Sqlite(s) => {
+                let mut rows = s.query(rusqlite::params_from_iter(values.iter()))?;
+                match rows.next()? {
+                    Some(r) => f(&Row::Sqlite(r)),
+                    None => Err(DbError::NoRows),
+                }
+            }
+            Statement::Pg(p, stmt) => {
+                let rows = p.run(&values, |c, args| c.query(&*stmt, args))?;
+                match rows.first() {
+                    Some(r) => f(&Row::Pg(r)),
+                    None => Err(DbError::NoRows),
+                }
+            }
+        }
+    }
+
+    /// Every row, mapped by `f`.
+    pub fn query_map<T, P: Params, F: FnMut(&Row<'_>) -> Result<T>>(&mut self, params: P, f: F) -> Result<MappedRows<'_, F>> {
+        Ok(MappedRows { rows: self.query(params)?, f })
+    }
+
+    /// The rows, read one by one with [`Rows::next`].
+    pub fn query<P: Params>(&mut self, params: P) -> Result<Rows<'_>> {
+        let values = params.values();
+        match self {
+            Statement::Sqlite(s) => Ok(Rows::Sqlite(s.query(rusqlite::params_from_iter(values.iter()))?)),
+            Statement::Pg(p, stmt) => {
+                let rows = p.run(&values, |c, args| c.query(&*stmt, args))?;
+                Ok(Rows::Pg(rows, 0))
+            }
+        }
+    }
+}
+
+/// The rows of a query.
+pub enum Rows<'s> {
+    Sqlite(rusqlite::Rows<'s>),
+    Pg(Vec<postgres::Row>, usize),
+}
+
+impl Rows<'_> {
+    #[allow(clippy::should_implement_trait)]
+    pub fn next(&mut self) -> Result<Option<Row<'_>>> {
+        match self {
+            Rows::Sqlite(r) => Ok(r.next()?.map(Row::Sqlite)),
+            Rows::Pg(rows, at) => {
+                let row = rows.get(*at);
+                *at += 1;
+                Ok(row.map(Row::Pg))
+            }
+        }
+    }
+}
+
+/// The rows of a query, each mapped by a function.
+pub struct MappedRows<'s, F> {
+    rows: Rows<'s>,
+    f: F,
+}
+
+impl<T, F: FnMut(&Row<'_>) -> Result<T>> Iterator for MappedRows<'_, F> {
+    type Item = Result<T>;
+    fn next(&mut self) -> Option<Result<T>> {
+        match self.rows.next() {
+            Ok(Some(r)) => Some((self.f)(&r)),
+            Ok(None) => None,
+            Err(e) => Some(Err(e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::placeholders;
+
+    #[test]
+    fn placeholders_become_dollars_outside_quotes() {
+        assert_eq!(placeholders("SELECT ?1, ?2 WHERE a = ?1"), "SELECT $1, $2 WHERE a = $1");
+        assert_eq!(placeholders("a = ? AND b = ? AND c = '?'"), "a = $1 AND b = $2 AND c = '?'");
+        assert_eq!(placeholders("a = ?3 AND b = ?"), "a = $3 AND b = $4");
+        assert_eq!(placeholders("\"we?ird\" = ?1"), "\"we?ird\" = $1");
+    }
+}
