@@ -41,12 +41,22 @@ impl ColType {
         })
     }
 
+    /// The column's SQLite type.
     pub fn sql_type(&self) -> &'static str {
         match self {
             ColType::Text | ColType::Json | ColType::Ref(_) => "TEXT",
             ColType::Integer | ColType::Boolean | ColType::Timestamp => "INTEGER",
             // Exact: canonical text, ordered numerically by the collation.
             ColType::Decimal => "TEXT COLLATE WEIR_DECIMAL",
+        }
+    }
+
+    /// The column's PostgreSQL type (text sorting bytewise, as on SQLite).
+    pub fn pg_type(&self) -> &'static str {
+        match self {
+            ColType::Text | ColType::Json | ColType::Ref(_) => "TEXT COLLATE \"C\"",
+            ColType::Integer | ColType::Boolean | ColType::Timestamp => "BIGINT",
+            ColType::Decimal => "NUMERIC",
         }
     }
 

@@ -436,7 +436,10 @@ fn record_group(shared: &Shared, batch: Vec<Done>) {
     let now = crate::time::now_ms();
     let (plain, writing): (Vec<Done>, Vec<Done>) = batch.into_iter().partition(|d| d.writes.is_none());
     let plain: Vec<jobs::Completion> = plain.into_iter().map(|d| d.completion).collect();
-    let mut results: Vec<(jobs::Completion, Result<bool>)> = match jobs::complete_batch(&mut shared.db_conn.lock(), &shared.worker_id, &plain, now) {
+    // (Its own statement: the connection's lock is released before the
+    // fallback below takes it again.)
+    let together = jobs::complete_batch(&mut shared.db_conn.lock(), &shared.worker_id, &plain, now);
+    let mut results: Vec<(jobs::Completion, Result<bool>)> = match together {
         Ok(held) => plain.into_iter().zip(held.into_iter().map(Ok)).collect(),
         Err(e) => {
             tracing::warn!("recording {} outcomes together failed ({e}); recording them one by one", plain.len());

@@ -455,7 +455,7 @@ fn trip_breaker(conn: &Connection, step: &str, now: i64) -> Result<()> {
     let failures: i64 = conn
         .prepare_cached(
             "INSERT INTO weir_step_health (step, consecutive_failures, hold_until) VALUES (?1, 1, NULL)
-             ON CONFLICT (step) DO UPDATE SET consecutive_failures = consecutive_failures + 1
+             ON CONFLICT (step) DO UPDATE SET consecutive_failures = weir_step_health.consecutive_failures + 1
              RETURNING consecutive_failures",
         )?
         .query_row([step], |r| r.get(0))?;
@@ -508,7 +508,7 @@ pub fn next_due(conn: &Connection, now: i64) -> Result<Option<i64>> {
                      SELECT COALESCE(postpone_until, created_at) AS due FROM weir_jobs INDEXED BY weir_jobs_ready
                      WHERE statecode = 0
                        AND (step IS NULL OR step NOT IN (SELECT step FROM weir_step_health WHERE hold_until IS NOT NULL))
-                     ORDER BY 1 LIMIT 1)
+                     ORDER BY 1 LIMIT 1) AS ready
                  UNION ALL
                  -- A held step's probe: when its hold ends, if nothing of it runs.
                  SELECT MAX(MIN(h.hold_until), ?1) FROM weir_step_health h
@@ -520,7 +520,7 @@ pub fn next_due(conn: &Connection, now: i64) -> Result<Option<i64>> {
                  UNION ALL
                  SELECT MIN(postpone_until) FROM weir_jobs WHERE statecode = 1 AND statuscode = 10
                  UNION ALL
-                 SELECT MIN(next_at) FROM weir_callbacks WHERE delivered_at IS NULL)",
+                 SELECT MIN(next_at) FROM weir_callbacks WHERE delivered_at IS NULL) AS due_times",
         )?
         .query_row([now], |r| r.get(0))?)
 }

@@ -650,7 +650,7 @@ pub(crate) fn wake_due(conn: &Connection, now: i64) -> Result<usize> {
 pub(crate) fn wake_condition_met(conn: &Connection, id: &str) -> Result<bool> {
     let set = [
         "attempts = 0",
-        "postpone_until = json_extract(wait, '$.not_before_ms')",
+        "postpone_until = CAST(json_extract(wait, '$.not_before_ms') AS BIGINT)",
         "wait_table = NULL",
         "wait_record = NULL",
         "wait = json_set(wait, '$.wake', 'condition-met')",
@@ -702,7 +702,7 @@ pub(crate) fn resume_ready(conn: &Connection, id: &str, wake: Option<&str>) -> R
         Some(reason) => {
             let set = [
                 "attempts = 0",
-                "postpone_until = json_extract(wait, '$.not_before_ms')",
+                "postpone_until = CAST(json_extract(wait, '$.not_before_ms') AS BIGINT)",
                 "wait_table = NULL",
                 "wait_record = NULL",
                 "wait = json_set(wait, '$.wake', ?2)",
@@ -740,7 +740,7 @@ pub(crate) fn postpone(conn: &Connection, id: &str, until: i64, until_text: &str
     let set = [
         "postpone_until = MAX(COALESCE(postpone_until, created_at), ?2)",
         "wait = CASE WHEN wait IS NULL THEN NULL
-                ELSE json_set(wait, '$.not_before_ms', MAX(COALESCE(json_extract(wait, '$.not_before_ms'), 0), ?2), '$.not_before', ?3) END",
+                ELSE json_set(wait, '$.not_before_ms', MAX(COALESCE(CAST(json_extract(wait, '$.not_before_ms') AS BIGINT), 0), ?2), '$.not_before', ?3) END",
     ];
     apply(conn, Transition::Postpone, &set, "", &[&id, &until, &until_text])
 }

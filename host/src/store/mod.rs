@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+mod pg;
 pub mod records;
 pub mod sql;
 
@@ -218,21 +219,30 @@ const MIGRATIONS: &[&str] = &[
 /// The migration after which decimal columns are exact text.
 const EXACT_DECIMALS: usize = 10;
 
-/// The database file and how to connect to it.
+/// The database and how to connect to it: an SQLite file, or a PostgreSQL
+/// server (a `postgres://` URL given where a path goes).
 #[derive(Debug, Clone)]
 pub struct Db {
     path: PathBuf,
     /// Opened as immutable: see [`Db::open`].
     immutable: bool,
+    /// The PostgreSQL URL, when `path` is one.
+    postgres: Option<String>,
 }
 
 impl Db {
     /// Opens (creating if needed) the database at `path` and applies migrations.
     /// Writes only what must change (a new file, an old schema), so a database
     /// that cannot be written (a read-only file, directory or medium) still
-    /// opens for reading.
+    /// opens for reading. A `postgres://` (or `postgresql://`) URL opens that
+    /// PostgreSQL database instead (see [`pg`]).
     pub fn open(path: impl AsRef<Path>) -> Result<Db> {
-        let mut db = Db { path: path.as_ref().to_path_buf(), immutable: false };
+        if let Some(url) = path.as_ref().to_str().filter(|p| pg::is_url(p)) {
+            let db = Db { path: path.as_ref().to_path_buf(), immutable: false, postgres: Some(url.to_string()) };
+            pg::migrate(&db.connect()?)?;
+            return Ok(db);
+        }
+        let mut db = Db { path: path.as_ref().to_path_buf(), immutable: false, postgres: None };
         let journal_mode = |db: &Db| -> Result<(rusqlite::Connection, String)> {
             let conn = db.connect_sqlite()?;
             let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0))?;
@@ -299,9 +309,17 @@ impl Db {
         rusqlite::Connection::open(&self.path).and_then(|c| c.is_readonly(rusqlite::MAIN_DB)).unwrap_or(false)
     }
 
+    /// Whether this is a PostgreSQL database.
+    pub fn is_postgres(&self) -> bool {
+        self.postgres.is_some()
+    }
+
     /// A new connection with weir's settings.
     pub fn connect(&self) -> Result<Connection> {
-        Ok(Connection::from(self.connect_sqlite()?))
+        match &self.postgres {
+            Some(url) => pg::connect(url),
+            None => Ok(Connection::from(self.connect_sqlite()?)),
+        }
     }
 
     fn connect_sqlite(&self) -> Result<rusqlite::Connection> {
@@ -398,8 +416,7 @@ impl Pool {
 /// Opens a write transaction: the write lock is taken now (waiting at most
 /// the connection's busy time), so every read inside sees the state it writes on.
 pub fn begin_write(conn: &Connection) -> Result<()> {
-    conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
-    Ok(())
+    Ok(conn.begin_write()?)
 }
 
 pub fn commit(conn: &Connection) -> Result<()> {
@@ -437,7 +454,8 @@ pub fn catalog_version(conn: &Connection) -> Result<i64> {
 /// A counter that changes when another connection commits (-2 if it cannot
 /// be read, which callers treat as "changed").
 pub fn data_version(conn: &Connection) -> i64 {
-    conn.query_row("PRAGMA data_version", [], |r| r.get(0)).unwrap_or(-2)
+    let sql = if conn.is_postgres() { pg::DATA_VERSION } else { "PRAGMA data_version" };
+    conn.query_row(sql, [], |r| r.get(0)).unwrap_or(-2)
 }
 
 /// `path` as an SQLite URI that opens it immutable; every byte but unreserved
@@ -570,7 +588,7 @@ pub struct PluginRow {
 /// Stores a new version of plug-in `name`; returns its version number.
 pub fn insert_plugin(conn: &Connection, name: &str, world: &str, contract: &str, sha256: &str, wasm: &[u8]) -> Result<i64> {
     let version: i64 = conn.query_row(
-        "INSERT INTO weir_plugin_versions (name, last) VALUES (?1, 1) ON CONFLICT (name) DO UPDATE SET last = last + 1 RETURNING last",
+        "INSERT INTO weir_plugin_versions (name, last) VALUES (?1, 1) ON CONFLICT (name) DO UPDATE SET last = weir_plugin_versions.last + 1 RETURNING last",
         [name],
         |r| r.get(0),
     )?;

@@ -163,8 +163,16 @@ impl Record {
 }
 
 /// Declares a table and creates its storage.
+/// The longest table name PostgreSQL can hold as `data_<name>`.
+const PG_MAX_TABLE_NAME: usize = 58;
+
 pub fn create_table(conn: &Connection, name: &str, columns: &[Column]) -> Result<TableDef> {
     crate::plugins::check_name("table", name)?;
+    if conn.is_postgres() && name.len() > PG_MAX_TABLE_NAME {
+        return Err(Error::invalid(format!(
+            "table {name}: at most {PG_MAX_TABLE_NAME} characters on PostgreSQL (its names are at most 63 bytes, and weir prefixes `data_`)"
+        )));
+    }
     if table_def(conn, name)?.is_some() {
         return Err(Error::Conflict(format!("table {name} already exists")));
     }
@@ -186,7 +194,7 @@ pub fn create_table(conn: &Connection, name: &str, columns: &[Column]) -> Result
             return Err(Error::invalid(format!("table {name}: column {} refers to table {target}, which does not exist", c.name)));
         }
     }
-    conn.execute_batch(&ddl(name, columns))?;
+    conn.execute_batch(&ddl(conn, name, columns))?;
     conn.execute(
         "INSERT INTO weir_tables (name, columns, created_at) VALUES (?1, ?2, ?3)",
         crate::params![name, serde_json::to_string(columns).map_err(|e| Error::Internal(e.to_string()))?, now_ms()],
@@ -195,10 +203,12 @@ pub fn create_table(conn: &Connection, name: &str, columns: &[Column]) -> Result
 }
 
 /// The `CREATE TABLE` of a declared table's storage.
-fn ddl(name: &str, columns: &[Column]) -> String {
-    let mut ddl = format!("CREATE TABLE \"data_{name}\" (id TEXT PRIMARY KEY NOT NULL, created_at INTEGER NOT NULL, modified_at INTEGER NOT NULL");
+fn ddl(conn: &Connection, name: &str, columns: &[Column]) -> String {
+    let pg = conn.is_postgres();
+    let (text, int) = if pg { ("TEXT COLLATE \"C\"", "BIGINT") } else { ("TEXT", "INTEGER") };
+    let mut ddl = format!("CREATE TABLE \"data_{name}\" (id {text} PRIMARY KEY NOT NULL, created_at {int} NOT NULL, modified_at {int} NOT NULL");
     for c in columns {
-        ddl.push_str(&format!(", \"{}\" {}", c.name, c.ty.sql_type()));
+        ddl.push_str(&format!(", \"{}\" {}", c.name, if pg { c.ty.pg_type() } else { c.ty.sql_type() }));
     }
     ddl.push(')');
     ddl
@@ -215,7 +225,7 @@ pub(crate) fn exact_decimals(conn: &Connection) -> Result<()> {
         }
         let old = format!("\"data_{}__floats\"", def.name);
         conn.execute_batch(&format!("ALTER TABLE {} RENAME TO {old}", def.sql_table()))?;
-        conn.execute_batch(&ddl(&def.name, &def.columns))?;
+        conn.execute_batch(&ddl(conn, &def.name, &def.columns))?;
         let rows: Vec<Record> = {
             let mut stmt = conn.prepare(&format!("SELECT {} FROM {old}", select_list(&def)))?;
             stmt.query_map([], |r| read_row(&def, r))?.collect::<crate::store::sql::Result<_>>()?

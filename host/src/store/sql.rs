@@ -16,7 +16,8 @@ use std::borrow::Cow;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 
-use postgres::types::{IsNull, ToSql as PgToSql, Type, to_sql_checked};
+use tokio_postgres as postgres;
+use tokio_postgres::types::{IsNull, ToSql as PgToSql, Type, to_sql_checked};
 
 /// An error of either database.
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +29,10 @@ pub enum DbError {
     /// A query that must return a row returned none.
     #[error("the query returned no row")]
     NoRows,
+    /// PostgreSQL refused to prepare a statement (the statement is kept for
+    /// the message: weir's SQL, so a bug in it shows where).
+    #[error("{} (in: {sql})", pg_message(.source))]
+    Prepare { sql: String, source: postgres::Error },
     /// A column could not be read as the type asked for.
     #[error("column {0}: {1}")]
     Type(usize, String),
@@ -62,7 +67,7 @@ impl DbError {
     pub fn is_constraint(&self) -> bool {
         match self {
             DbError::Sqlite(e) => e.sqlite_error_code() == Some(rusqlite::ErrorCode::ConstraintViolation),
-            DbError::Pg(e) => e.code().is_some_and(|c| c.code().starts_with("23")),
+            DbError::Pg(e) | DbError::Prepare { source: e, .. } => e.code().is_some_and(|c| c.code().starts_with("23")),
             _ => false,
         }
     }
@@ -475,11 +480,19 @@ impl<T> OptionalExtension<T> for Result<T> {
     }
 }
 
+/// The PostgreSQL advisory lock every write transaction takes (an arbitrary
+/// key: "weir" in ASCII).
+pub const WRITE_LOCK: i64 = 0x7765_6972;
+
 /// A PostgreSQL connection: the client, its prepared statements (by weir's
 /// SQL text) and whether a transaction is open.
+///
+/// The connection's socket is driven by a task on a small runtime of its own
+/// (see `store/pg.rs`); a call here waits for its answer blocking the calling
+/// thread, as an SQLite call does, which works on any thread, tokio's too.
 pub struct PgConn {
-    client: RefCell<postgres::Client>,
-    statements: RefCell<HashMap<String, postgres::Statement>>,
+    client: postgres::Client,
+    statements: RefCell<HashMap<String, PgStatement>>,
     in_transaction: Cell<bool>,
 }
 
@@ -498,7 +511,7 @@ impl From<rusqlite::Connection> for Connection {
 impl Connection {
     /// A PostgreSQL connection over `client`.
     pub fn postgres(client: postgres::Client) -> Connection {
-        Connection::Pg(Box::new(PgConn { client: RefCell::new(client), statements: RefCell::default(), in_transaction: Cell::new(false) }))
+        Connection::Pg(Box::new(PgConn { client, statements: RefCell::default(), in_transaction: Cell::new(false) }))
     }
 
     pub fn is_postgres(&self) -> bool {
@@ -526,7 +539,12 @@ impl Connection {
         match self {
             Connection::Sqlite(c) => Ok(c.execute_batch(sql)?),
             Connection::Pg(p) => {
-                let r = p.client.borrow_mut().batch_execute(sql);
+                let r = wait(p.client.batch_execute(sql));
+                if r.is_err() && p.begins(sql) {
+                    // A transaction whose opening batch failed (its lock not
+                    // had in time): end it, so the connection is usable again.
+                    let _ = wait(p.client.batch_execute("ROLLBACK"));
+                }
                 p.track(sql, r.is_ok());
                 Ok(r?)
             }
@@ -556,14 +574,28 @@ impl Connection {
         self.prepare(sql)?.query_row(params, f)
     }
 
-    /// Opens a transaction (a write transaction: `BEGIN IMMEDIATE` on
-    /// SQLite) that rolls back unless committed.
+    /// Opens a write transaction and takes the database's write lock now
+    /// (waiting at most the connection's busy time): SQLite's `BEGIN
+    /// IMMEDIATE`; on PostgreSQL, `BEGIN` and weir's transaction-scoped
+    /// advisory lock, which every writer of every node takes, so writes are
+    /// serialised as on SQLite and every read inside sees the state it writes on.
+    pub fn begin_write(&self) -> Result<()> {
+        match self {
+            Connection::Sqlite(c) => {
+                c.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
+                Ok(())
+            }
+            Connection::Pg(_) => self.execute_batch(&format!("BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK})")),
+        }
+    }
+
+    /// Opens a transaction (a write transaction, see [`Connection::begin_write`],
+    /// when `Immediate`) that rolls back unless committed.
     pub fn transaction_with_behavior(&self, behavior: TransactionBehavior) -> Result<Transaction<'_>> {
-        let sql = match (self, behavior) {
-            (Connection::Sqlite(_), TransactionBehavior::Immediate) => "BEGIN IMMEDIATE",
-            _ => "BEGIN",
-        };
-        self.execute_batch(sql)?;
+        match behavior {
+            TransactionBehavior::Immediate => self.begin_write()?,
+            TransactionBehavior::Deferred => self.execute_batch("BEGIN")?,
+        }
         Ok(Transaction { conn: self, done: false })
     }
 
@@ -574,19 +606,29 @@ impl Connection {
 
 impl PgConn {
     /// The prepared statement for weir's `sql`, placeholders translated.
-    fn statement(&self, sql: &str) -> Result<postgres::Statement> {
+    fn statement(&self, sql: &str) -> Result<PgStatement> {
         if let Some(s) = self.statements.borrow().get(sql) {
             return Ok(s.clone());
         }
-        let stmt = self.client.borrow_mut().prepare(&placeholders(sql))?;
+        let (text, takes) = translate(sql);
+        let prepared =
+            wait(self.client.prepare(&text)).map_err(|source| DbError::Prepare { sql: sql.split_whitespace().collect::<Vec<_>>().join(" "), source })?;
+        let stmt = PgStatement { prepared, takes: takes.into() };
         self.statements.borrow_mut().insert(sql.to_string(), stmt.clone());
         Ok(stmt)
     }
 
+    fn first_word(sql: &str) -> String {
+        sql.trim_start().split(|c: char| c.is_whitespace() || c == ';').next().unwrap_or("").to_ascii_uppercase()
+    }
+
+    fn begins(&self, sql: &str) -> bool {
+        matches!(Self::first_word(sql).as_str(), "BEGIN" | "START")
+    }
+
     /// Follows the transaction state through statements run as text.
     fn track(&self, sql: &str, ok: bool) {
-        let first = sql.trim_start().split(|c: char| c.is_whitespace() || c == ';').next().unwrap_or("").to_ascii_uppercase();
-        match first.as_str() {
+        match Self::first_word(sql).as_str() {
             "BEGIN" | "START" if ok => self.in_transaction.set(true),
             "COMMIT" | "END" => self.in_transaction.set(false),
             "ROLLBACK" if !sql.to_ascii_uppercase().contains(" TO ") => self.in_transaction.set(false),
@@ -594,19 +636,53 @@ impl PgConn {
         }
     }
 
-    /// Runs `f` on the client with `values` as the server's parameters.
-    fn run<T>(&self, values: &[ValueRef<'_>], f: impl FnOnce(&mut postgres::Client, &[&(dyn PgToSql + Sync)]) -> Result<T, postgres::Error>) -> Result<T> {
-        let args: Vec<&(dyn PgToSql + Sync)> = values.iter().map(|v| v as &(dyn PgToSql + Sync)).collect();
-        Ok(f(&mut self.client.borrow_mut(), &args)?)
+    /// Runs `f` on the client with the statement and, of `values`, the
+    /// parameters it takes.
+    fn run<T>(
+        &self,
+        stmt: &PgStatement,
+        values: &[ValueRef<'_>],
+        f: impl AsyncFnOnce(&postgres::Client, &postgres::Statement, &[&(dyn PgToSql + Sync)]) -> Result<T, postgres::Error>,
+    ) -> Result<T> {
+        let mut args: Vec<&(dyn PgToSql + Sync)> = Vec::with_capacity(stmt.takes.len());
+        for &i in stmt.takes.iter() {
+            let v = values.get(i).ok_or_else(|| DbError::Type(i, format!("the statement uses parameter {} but was given {}", i + 1, values.len())))?;
+            args.push(v as &(dyn PgToSql + Sync));
+        }
+        Ok(wait(f(&self.client, &stmt.prepared, &args))?)
     }
 }
 
-/// `?N` and `?` placeholders as PostgreSQL's `$N` (outside quotes).
-pub fn placeholders(sql: &str) -> String {
+/// Waits for a PostgreSQL call, blocking this thread (see [`PgConn`]).
+fn wait<F: std::future::Future>(f: F) -> F::Output {
+    futures_executor::block_on(f)
+}
+
+/// weir's SQL as PostgreSQL runs it: `?N` placeholders become `$K`,
+/// numbered in order of first use (PostgreSQL must infer a type for every
+/// parameter, so one a statement does not use cannot be sent), and SQLite's
+/// index hints (`INDEXED BY name`) go (PostgreSQL's planner chooses). Returns
+/// the text and, for each `$K`, the index of the parameter it takes. The
+/// functions of SQLite's that weir uses exist on PostgreSQL as functions of
+/// weir's schema (see `store/pg.rs`).
+pub fn translate(sql: &str) -> (String, Vec<usize>) {
+    let (mut out, used) = placeholders(sql);
+    while let Some(at) = out.find(" INDEXED BY ") {
+        let rest = &out[at + " INDEXED BY ".len()..];
+        let name_len = rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(rest.len());
+        out.replace_range(at..at + " INDEXED BY ".len() + name_len, "");
+    }
+    (out, used)
+}
+
+/// `?N` and `?` placeholders as `$K` (outside quotes and `--` comments), in
+/// order of first use; returns the text and each `$K`'s parameter index.
+pub fn placeholders(sql: &str) -> (String, Vec<usize>) {
     let mut out = String::with_capacity(sql.len() + 8);
+    let mut used: Vec<usize> = Vec::new();
     let mut chars = sql.chars().peekable();
     let mut quote: Option<char> = None;
-    let mut highest = 0u32;
+    let mut highest = 0usize;
     while let Some(c) = chars.next() {
         if let Some(q) = quote {
             out.push(c);
@@ -620,21 +696,45 @@ pub fn placeholders(sql: &str) -> String {
                 quote = Some(c);
                 out.push(c);
             }
+            '-' if chars.peek() == Some(&'-') => {
+                for c in chars.by_ref() {
+                    if c == '\n' {
+                        out.push('\n');
+                        break;
+                    }
+                }
+            }
             '?' => {
                 let mut digits = String::new();
                 while let Some(d) = chars.peek().filter(|d| d.is_ascii_digit()) {
                     digits.push(*d);
                     chars.next();
                 }
-                let n = digits.parse::<u32>().unwrap_or(highest + 1);
+                let n = digits.parse::<usize>().unwrap_or(highest + 1);
                 highest = highest.max(n);
+                let index = n.saturating_sub(1);
+                let k = match used.iter().position(|&u| u == index) {
+                    Some(k) => k,
+                    None => {
+                        used.push(index);
+                        used.len() - 1
+                    }
+                };
                 out.push('$');
-                out.push_str(&n.to_string());
+                out.push_str(&(k + 1).to_string());
             }
             c => out.push(c),
         }
     }
-    out
+    (out, used)
+}
+
+/// A prepared PostgreSQL statement and, for each of its `$K`, the index of
+/// the parameter (of weir's `?N`) it takes.
+#[derive(Clone)]
+pub struct PgStatement {
+    prepared: postgres::Statement,
+    takes: std::sync::Arc<[usize]>,
 }
 
 /// How a transaction takes its locks.
@@ -700,7 +800,7 @@ impl std::ops::DerefMut for StmtKind<'_> {
 /// A prepared statement.
 pub enum Statement<'c> {
     Sqlite(StmtKind<'c>),
-    Pg(&'c PgConn, postgres::Statement),
+    Pg(&'c PgConn, PgStatement),
 }
 
 impl Statement<'_> {
@@ -710,7 +810,7 @@ impl Statement<'_> {
         match self {
             Statement::Sqlite(s) => Ok(s.execute(rusqlite::params_from_iter(values.iter()))?),
             Statement::Pg(p, stmt) => {
-                let n = p.run(&values, |c, args| c.execute(&*stmt, args))?;
+                let n = p.run(stmt, &values, async |c, s, args| c.execute(s, args).await)?;
                 Ok(usize::try_from(n).unwrap_or(usize::MAX))
             }
         }
@@ -728,7 +828,7 @@ impl Statement<'_> {
                 }
             }
             Statement::Pg(p, stmt) => {
-                let rows = p.run(&values, |c, args| c.query(&*stmt, args))?;
+                let rows = p.run(stmt, &values, async |c, s, args| c.query(s, args).await)?;
                 match rows.first() {
                     Some(r) => f(&Row::Pg(r)),
                     None => Err(DbError::NoRows),
@@ -748,7 +848,7 @@ impl Statement<'_> {
         match self {
             Statement::Sqlite(s) => Ok(Rows::Sqlite(s.query(rusqlite::params_from_iter(values.iter()))?)),
             Statement::Pg(p, stmt) => {
-                let rows = p.run(&values, |c, args| c.query(&*stmt, args))?;
+                let rows = p.run(stmt, &values, async |c, s, args| c.query(s, args).await)?;
                 Ok(Rows::Pg(rows, 0))
             }
         }
@@ -794,13 +894,22 @@ impl<T, F: FnMut(&Row<'_>) -> Result<T>> Iterator for MappedRows<'_, F> {
 
 #[cfg(test)]
 mod tests {
-    use super::placeholders;
+    use super::{placeholders, translate};
 
     #[test]
-    fn placeholders_become_dollars_outside_quotes() {
-        assert_eq!(placeholders("SELECT ?1, ?2 WHERE a = ?1"), "SELECT $1, $2 WHERE a = $1");
-        assert_eq!(placeholders("a = ? AND b = ? AND c = '?'"), "a = $1 AND b = $2 AND c = '?'");
-        assert_eq!(placeholders("a = ?3 AND b = ?"), "a = $3 AND b = $4");
-        assert_eq!(placeholders("\"we?ird\" = ?1"), "\"we?ird\" = $1");
+    fn placeholders_become_dollars_outside_quotes_and_comments() {
+        let text = |sql: &str| placeholders(sql).0;
+        assert_eq!(placeholders("SELECT ?1, ?2 WHERE a = ?1"), ("SELECT $1, $2 WHERE a = $1".into(), vec![0, 1]));
+        assert_eq!(text("a = ? AND b = ? AND c = '?'"), "a = $1 AND b = $2 AND c = '?'");
+        // Unused parameters are not sent: ?3 and the ? after it are the first two.
+        assert_eq!(placeholders("a = ?3 AND b = ?"), ("a = $1 AND b = $2".into(), vec![2, 3]));
+        assert_eq!(text("\"we?ird\" = ?1"), "\"we?ird\" = $1");
+        assert_eq!(text("a = ?1 -- it's a comment?\n AND b = ?2"), "a = $1 \n AND b = $2");
+    }
+
+    #[test]
+    fn index_hints_go_on_postgres() {
+        assert_eq!(translate("SELECT 1 FROM weir_jobs INDEXED BY weir_jobs_ready WHERE a = ?1").0, "SELECT 1 FROM weir_jobs WHERE a = $1");
+        assert_eq!(translate("FROM weir_jobs j INDEXED BY weir_jobs_ready\n WHERE").0, "FROM weir_jobs j\n WHERE");
     }
 }
