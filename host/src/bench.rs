@@ -1,6 +1,8 @@
 //! `weir bench`: weir's own figures next to the physical limit on the same
-//! machine (raw SQLite commits), in a scratch database. Each figure is the
-//! median of repeated runs, with the spread (min–max). Use a release build.
+//! machine (raw commits of the database), in a scratch database: an SQLite
+//! file, or with `--db postgres://…` a new database on that server (dropped
+//! afterwards). Each figure is the median of repeated runs, with the spread
+//! (min–max). Use a release build.
 
 use std::time::{Duration, Instant};
 
@@ -232,10 +234,32 @@ fn language(scratch: &std::path::Path, lang: Option<Lang>, wasm: &[u8], figures:
     Ok(())
 }
 
-pub fn run(json_out: bool, only: Option<&str>, components: &[LangComponent]) -> Result<()> {
+/// The bench's scratch database on a PostgreSQL server, dropped at the end.
+struct ScratchPg {
+    server: String,
+    name: String,
+}
+
+impl Drop for ScratchPg {
+    fn drop(&mut self) {
+        if let Err(e) = crate::store::pg::drop_database(&self.server, &self.name) {
+            tracing::warn!("could not drop the bench's database {}: {e}", self.name);
+        }
+    }
+}
+
+pub fn run(json_out: bool, only: Option<&str>, components: &[LangComponent], db: &std::path::Path) -> Result<()> {
     let want = |section: &str| only.is_none_or(|o| section.contains(o));
     let scratch = tempfile::tempdir().map_err(|e| Error::Internal(format!("cannot make a scratch directory: {e}")))?;
-    let weir = std::sync::Arc::new(Weir::open(scratch.path().join("bench.db"))?);
+    let (bench_db, _scratch_pg) = match db.to_str().filter(|d| crate::store::pg::is_url(d)) {
+        Some(server) => {
+            let name = format!("weir_bench_{}", uuid::Uuid::now_v7().simple());
+            let url = crate::store::pg::create_database(server, &name)?;
+            (std::path::PathBuf::from(url), Some(ScratchPg { server: server.to_string(), name }))
+        }
+        None => (scratch.path().join("bench.db"), None),
+    };
+    let weir = std::sync::Arc::new(Weir::open(&bench_db)?);
     let mut figures = Vec::new();
     // A progress bar on a terminal (hidden otherwise, and with --json).
     let progress = if json_out { indicatif::ProgressBar::hidden() } else { indicatif::ProgressBar::new(12) };
@@ -251,17 +275,18 @@ pub fn run(json_out: bool, only: Option<&str>, components: &[LangComponent]) -> 
     };
 
     if want("sqlite") {
-        say("raw SQLite commits");
+        say("raw commits");
         let conn = weir.db().connect()?;
-        conn.execute_batch("CREATE TABLE raw (id TEXT PRIMARY KEY, created_at INTEGER, modified_at INTEGER, name TEXT, amount REAL)")?;
+        conn.execute_batch("CREATE TABLE raw (id TEXT PRIMARY KEY, created_at BIGINT, modified_at BIGINT, name TEXT, amount REAL)")?;
         let mut stmt = conn.prepare("INSERT INTO raw VALUES (?1, ?2, ?2, 'bench', 1.0)")?;
         let runs = rate(|| {
-            conn.execute_batch("BEGIN IMMEDIATE")?;
+            conn.begin_write()?;
             stmt.execute(crate::params![uuid::Uuid::now_v7().to_string(), crate::time::now_ms()])?;
             conn.execute_batch("COMMIT")?;
             Ok(())
         })?;
-        figures.push(Figure { key: "sqlite_commit_per_s", label: "raw SQLite insert+commit (the limit)", unit: "/s", runs });
+        let label = if weir.db().is_postgres() { "raw PostgreSQL insert+commit, write lock taken (the limit)" } else { "raw SQLite insert+commit (the limit)" };
+        figures.push(Figure { key: "sqlite_commit_per_s", label, unit: "/s", runs });
     }
 
     weir.add_plugin("noop", crate::examples::wasm("noop").unwrap_or_default())?;
@@ -417,6 +442,13 @@ pub fn run(json_out: bool, only: Option<&str>, components: &[LangComponent]) -> 
             unit: "/s",
             runs: (0..3).map(|_| drain(&weir, "noop", 50_000, workers)).collect::<Result<_>>()?,
         });
+        say("async jobs: 50,000 no-op jobs, two worker processes");
+        figures.push(Figure {
+            key: "async_jobs_per_s_2_nodes",
+            label: "drain 50,000 no-op jobs, 2 worker processes",
+            unit: "/s",
+            runs: (0..3).map(|_| drain_by_processes(&weir, &bench_db, "noop", 50_000, 2)).collect::<Result<_>>()?,
+        });
     }
     if want("containment") {
         say("containment: no-op jobs with and without misbehaving ones");
@@ -562,8 +594,49 @@ fn drain_with(weir: &Weir, plugin: &str, n: usize, workers: usize, bad: &[&str],
     let opts = WorkOptions { workers, until_idle: true, idle_horizon: Duration::ZERO, ..WorkOptions::default() };
     let started_ms = crate::time::now_ms();
     crate::cli::runtime()?.block_on(weir.work(opts, std::future::pending()))?;
+    drained_rate(&conn, &run_id, plugin, n, started_ms)
+}
+
+/// Enqueues `n` jobs of `plugin`, then times `nodes` separate `weir work
+/// --until-idle` processes (this executable) draining them together, as
+/// several nodes on one database would. Returns jobs per second.
+fn drain_by_processes(weir: &Weir, db: &std::path::Path, plugin: &str, n: usize, nodes: usize) -> Result<f64> {
+    let run_id = uuid::Uuid::now_v7().to_string();
+    let mut good = job(plugin, plugin_version(weir, plugin)?);
+    good.context.correlation_id = run_id.clone();
+    let conn = weir.db().connect()?;
+    let tx = conn.transaction()?;
+    for _ in 0..n {
+        jobs::enqueue(&tx, &good)?;
+    }
+    tx.commit()?;
+    let exe = std::env::current_exe().map_err(|e| Error::Internal(format!("bench: cannot find weir's own executable: {e}")))?;
+    let started_ms = crate::time::now_ms();
+    let children = (0..nodes)
+        .map(|_| {
+            std::process::Command::new(&exe)
+                .arg("--db")
+                .arg(db)
+                .args(["work", "--until-idle"])
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .map_err(|e| Error::Internal(format!("bench: cannot start a worker process: {e}")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    for mut c in children {
+        let status = c.wait().map_err(|e| Error::Internal(format!("bench: a worker process: {e}")))?;
+        if !status.success() {
+            return Err(Error::Internal(format!("bench: a worker process failed ({status})")));
+        }
+    }
+    drained_rate(&conn, &run_id, plugin, n, started_ms)
+}
+
+/// Jobs per second of a drain that started at `started_ms`: all `n` jobs of
+/// run `run_id` must have succeeded; the drain ended with the last one.
+fn drained_rate(conn: &crate::store::sql::Connection, run_id: &str, plugin: &str, n: usize, started_ms: i64) -> Result<f64> {
     let (done, last): (i64, Option<i64>) =
-        conn.query_row("SELECT COUNT(*), MAX(completed_at) FROM weir_jobs WHERE correlation_id = ?1 AND statuscode = 30", [&run_id], |r| {
+        conn.query_row("SELECT COUNT(*), MAX(completed_at) FROM weir_jobs WHERE correlation_id = ?1 AND statuscode = 30", [run_id], |r| {
             Ok((r.get(0)?, r.get(1)?))
         })?;
     if done < n as i64 {

@@ -140,7 +140,22 @@ pub enum Command {
     /// Secrets for plug-ins (API tokens, passwords), sealed at rest; granted per step with --secret.
     #[command(subcommand)]
     Secret(SecretCmd),
-    /// Measures weir against raw SQLite on this machine (use a release build).
+    /// Copies an SQLite database (tables, records, plug-ins, steps, users,
+    /// secrets, jobs with their states and attempts) into an empty PostgreSQL
+    /// database, to run several nodes on it.
+    Migrate {
+        /// The PostgreSQL database: postgres://USER@HOST[:PORT]/DB (new and empty).
+        #[arg(long, value_name = "URL")]
+        to: String,
+        /// The SQLite file to copy (default: --db).
+        #[arg(long, value_name = "PATH")]
+        from: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Measures weir against raw commits on this machine (use a release
+    /// build), in a scratch SQLite file, or with --db postgres://… in a new
+    /// database on that server.
     Bench {
         #[arg(long)]
         json: bool,
@@ -824,7 +839,8 @@ fn run(cli: Cli) -> Result<()> {
             plugin(&weir, cmd)
         }
         Command::Demo => crate::demo::run(&cli.db),
-        Command::Bench { json, only, components } => crate::bench::run(json, only.as_deref(), &components),
+        Command::Migrate { to, from, json } => migrate(from.as_deref().unwrap_or(&cli.db), &to, json),
+        Command::Bench { json, only, components } => crate::bench::run(json, only.as_deref(), &components, &cli.db),
         Command::Work { workers, lease_ms, until_idle, shutdown_grace_ms, retention, outbound, json } => {
             let retention = retention.retention();
             let weir = open()?;
@@ -1426,6 +1442,42 @@ fn print_notes(notes: &[String]) {
 
 /// A spinner with a message and the time so far, on stderr when `show` and
 /// stderr is a terminal (hidden otherwise, so scripts see nothing).
+/// `weir migrate`: the copy, with a progress bar on a terminal.
+fn migrate(from: &std::path::Path, to: &str, json: bool) -> Result<()> {
+    use crate::store::copy::Progress;
+    use std::io::IsTerminal;
+    if !crate::store::pg::is_url(to) {
+        return Err(Error::invalid(format!("--to {to:?} is not a PostgreSQL URL: give postgres://USER@HOST[:PORT]/DB")));
+    }
+    if !from.exists() {
+        return Err(Error::not_found(format!("no SQLite database at {} (give the file to copy with --from)", from.display())));
+    }
+    let source = crate::store::Db::open(from)?;
+    let target = crate::store::Db::open(to)?;
+    let bar = if !json && std::io::stderr().is_terminal() { indicatif::ProgressBar::new(0) } else { indicatif::ProgressBar::hidden() };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("copying {bar:40} {pos}/{len} rows {elapsed}").unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let copied = crate::store::copy::sqlite_to_postgres(&source, &target, &|p| match p {
+        Progress::Total(n) => bar.set_length(n),
+        Progress::Row => bar.inc(1),
+    });
+    bar.finish_and_clear();
+    let copied = copied?;
+    if json {
+        print_json(
+            &serde_json::json!({"rows": copied.rows, "tables": copied.tables.iter().map(|(t, n)| serde_json::json!({"table": t, "rows": n})).collect::<Vec<_>>()}),
+        );
+    } else {
+        outln!("copied {} rows from {} to {}", copied.rows, from.display(), crate::store::pg::redact(to));
+        for (t, n) in &copied.tables {
+            outln!("  {t:<28} {n}");
+        }
+        outln!("run every node with --db {} (or WEIR_DB)", crate::store::pg::redact(to));
+    }
+    Ok(())
+}
+
 fn spinner(show: bool, message: String) -> indicatif::ProgressBar {
     use std::io::IsTerminal;
     if !show || !std::io::stderr().is_terminal() {

@@ -262,7 +262,10 @@ pub async fn run(
             let every = Duration::from_millis((shared.opts.lease_ms / 3).max(10));
             loop {
                 tokio::time::sleep(every).await;
-                let r = jobs::heartbeat(&shared.db_conn.lock(), &shared.worker_id, crate::time::now_ms(), shared.opts.lease_ms);
+                let r = {
+                    let conn = shared.db_conn.lock();
+                    crate::store::now(&conn).and_then(|now| jobs::heartbeat(&conn, &shared.worker_id, now, shared.opts.lease_ms))
+                };
                 if let Err(e) = r {
                     tracing::warn!("heartbeat failed: {e}");
                 }
@@ -284,12 +287,12 @@ pub async fn run(
         let capacity = shared.capacity(workers);
         let room = capacity.saturating_sub(held);
         if room > 0 && (room >= capacity / 2 || held == 0) {
-            let version = crate::store::data_version(&shared.db_conn.lock());
+            let version = crate::store::data_version(shared.pool.db(), &shared.db_conn.lock());
             let due = check || version != seen_version || next_due.is_some_and(|d| d <= crate::time::now_ms());
             if due {
                 let claimed = {
                     let mut conn = shared.db_conn.lock();
-                    jobs::claim_ready(&mut conn, &shared.worker_id, crate::time::now_ms(), opts.lease_ms, room)
+                    crate::store::now(&conn).and_then(|now| jobs::claim_ready(&mut conn, &shared.worker_id, now, opts.lease_ms, room))
                 };
                 match claimed {
                     Ok(batch) => {
@@ -433,7 +436,8 @@ fn record_outcomes(shared: &Shared, rx: std::sync::mpsc::Receiver<Done>) {
 /// that fails, one by one, so one bad row cannot lose the others), each
 /// attempt with writes in its own transaction with them.
 fn record_group(shared: &Shared, batch: Vec<Done>) {
-    let now = crate::time::now_ms();
+    // The database's clock (on PostgreSQL): retries fall due by it.
+    let now = crate::store::now(&shared.db_conn.lock()).unwrap_or_else(|_| crate::time::now_ms());
     let (plain, writing): (Vec<Done>, Vec<Done>) = batch.into_iter().partition(|d| d.writes.is_none());
     let plain: Vec<jobs::Completion> = plain.into_iter().map(|d| d.completion).collect();
     // (Its own statement: the connection's lock is released before the
@@ -558,7 +562,7 @@ impl Housekeeping {
 
     fn tick(&mut self, shared: &Shared) -> Result<()> {
         let mut conn = shared.db_conn.lock();
-        let now = crate::time::now_ms();
+        let now = crate::store::now(&conn)?;
         let expired = jobs::expire_leases(&mut conn, now)?;
         shared.counters.leases_expired.fetch_add(expired as u64, Ordering::Relaxed);
         crate::telemetry::leases_expired(expired as u64);

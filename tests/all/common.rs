@@ -10,6 +10,22 @@ use serde_json::Value;
 
 pub struct Env {
     pub dir: tempfile::TempDir,
+    /// The test's own PostgreSQL database (its name), when the suite runs on
+    /// PostgreSQL: `WEIR_TEST_PG` holds the URL of a server's admin database.
+    pub pg: Option<String>,
+}
+
+/// The PostgreSQL server the suite runs on, if any (`WEIR_TEST_PG`).
+pub fn pg_admin() -> Option<String> {
+    std::env::var("WEIR_TEST_PG").ok().filter(|u| !u.is_empty())
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        if let (Some(admin), Some(name)) = (pg_admin(), &self.pg) {
+            let _ = weir::store::pg::drop_database(&admin, name);
+        }
+    }
 }
 
 pub struct Run {
@@ -36,19 +52,43 @@ impl Run {
 
 impl Env {
     pub fn new() -> Env {
-        Env { dir: tempfile::tempdir().expect("a temp dir") }
+        let pg = pg_admin().map(|admin| {
+            let name = format!("weir_test_{}", uuid_like());
+            weir::store::pg::create_database(&admin, &name).expect("a test database on WEIR_TEST_PG");
+            name
+        });
+        Env { dir: tempfile::tempdir().expect("a temp dir"), pg }
     }
 
+    /// The database weir runs on: a file, or a PostgreSQL URL.
     pub fn db(&self) -> PathBuf {
-        self.dir.path().join("weir.db")
+        match (&self.pg, pg_admin()) {
+            (Some(name), Some(admin)) => PathBuf::from(weir::store::pg::database_url(&admin, name)),
+            _ => self.dir.path().join("weir.db"),
+        }
+    }
+
+    /// Whether the test runs on PostgreSQL.
+    pub fn is_postgres(&self) -> bool {
+        self.pg.is_some()
+    }
+
+    /// A connection to the test's database, to look into it or damage it.
+    pub fn sql(&self) -> weir::store::sql::Connection {
+        weir::store::Db::open(self.db()).expect("the database opens").connect().expect("a connection")
     }
 
     pub fn command(&self) -> Command {
+        self.command_on(&self.db())
+    }
+
+    /// `weir --db DB`, for a database other than the test's own.
+    pub fn command_on(&self, db: &Path) -> Command {
         // WEIR_BIN runs the suite against another build (e.g. to show a test
         // fails on an older one).
         let bin = std::env::var_os("WEIR_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_weir").into());
         let mut c = Command::new(bin);
-        c.arg("--db").arg(self.db());
+        c.arg("--db").arg(db);
         for var in ["WEIR_DB", "WEIR_TOKEN", "WEIR_SECRET_KEY", "WEIR_SECRET_KEY_FILE", "WEIR_CALLBACK_SECRET"] {
             c.env_remove(var);
         }
@@ -94,6 +134,14 @@ impl Env {
         let f = self.example_file(name);
         self.run(&["plugin", "add", name, path(&f)]).ok();
     }
+}
+
+/// A name no other test has (the process, a counter and the time).
+fn uuid_like() -> String {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    format!("{}_{n}_{t}", std::process::id())
 }
 
 pub fn path(p: &Path) -> &str {

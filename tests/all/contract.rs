@@ -239,6 +239,10 @@ fn queries_order_page_project_and_count_and_a_workflow_waits_on_a_query() {
 #[test]
 fn a_database_from_before_exact_decimals_is_upgraded_keeping_every_value() {
     let env = Env::new();
+    if env.is_postgres() {
+        // An SQLite file's upgrade: PostgreSQL databases began with exact decimals.
+        return;
+    }
     env.run(&["table", "create", "deal", "--column", "name:text", "--column", "amount:decimal"]).ok();
     env.add_example("credit-check");
     // Put the database back to schema 9: decimal columns REAL, holding floats

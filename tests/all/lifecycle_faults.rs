@@ -57,7 +57,7 @@ fn a_corrupt_step_fails_only_operations_on_its_own_table() {
         let step = format!("defaults-{t}");
         env.run(&["step", "add", &step, "--plugin", "set-defaults", "--message", "create", "--table", t, "--stage", "pre-operation"]).ok();
     }
-    let conn = rusqlite::Connection::open(env.db()).unwrap();
+    let conn = env.sql();
     assert_eq!(conn.execute("UPDATE weir_steps SET spec = '{not json' WHERE name = 'defaults-a'", []).unwrap(), 1);
     drop(conn);
 
@@ -104,11 +104,17 @@ fn failing_claims_back_off_and_are_logged_once() {
     let env = Env::new();
     env.add_example("notify");
     let id = env.run(&["background", "submit", "notify", "--input", "{}", "--json"]).ok().json()["id"].as_str().unwrap().to_string();
-    let conn = rusqlite::Connection::open(env.db()).unwrap();
-    conn.execute_batch(
+    let conn = env.sql();
+    conn.execute_batch(if env.is_postgres() {
+        "CREATE FUNCTION refuse_claims() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN
+           IF NEW.statecode = 2 THEN RAISE EXCEPTION 'simulated: database or disk is full'; END IF;
+           RETURN NEW;
+         END $$;
+         CREATE TRIGGER refuse_claims BEFORE UPDATE OF statecode ON weir_jobs FOR EACH ROW EXECUTE FUNCTION refuse_claims();"
+    } else {
         "CREATE TRIGGER refuse_claims BEFORE UPDATE OF statecode ON weir_jobs WHEN NEW.statecode = 2
-         BEGIN SELECT RAISE(ABORT, 'simulated: database or disk is full'); END;",
-    )
+         BEGIN SELECT RAISE(ABORT, 'simulated: database or disk is full'); END;"
+    })
     .unwrap();
     let mut work = env
         .command()
@@ -126,7 +132,7 @@ fn failing_claims_back_off_and_are_logged_once() {
         log
     });
     std::thread::sleep(std::time::Duration::from_secs(3));
-    conn.execute_batch("DROP TRIGGER refuse_claims").unwrap();
+    conn.execute_batch(if env.is_postgres() { "DROP TRIGGER refuse_claims ON weir_jobs" } else { "DROP TRIGGER refuse_claims" }).unwrap();
     crate::common::wait_for("the job to run once claims work", || env.run(&["jobs", "show", &id, "--json"]).ok().json()["status"] == "Succeeded");
     let _ = work.kill();
     let _ = work.wait();

@@ -19,6 +19,7 @@ mod kit;
 mod languages;
 mod lifecycle;
 mod lifecycle_faults;
+mod nodes;
 mod operator_details;
 mod pipeline_cli;
 mod pipeline_lib;

@@ -212,7 +212,7 @@ fn concurrent_writes_each_get_their_own_outcome() {
             accepted.push(id.clone().expect("a created record has an id"));
         }
     }
-    let conn = rusqlite::Connection::open(env.db()).unwrap();
+    let conn = env.sql();
     let stored: Vec<(String, Option<String>)> =
         conn.prepare("SELECT id, priority FROM data_opportunity").unwrap().query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().map(Result::unwrap).collect();
     assert_eq!(stored.len(), accepted.len(), "exactly the accepted creates are stored");

@@ -473,7 +473,7 @@ fn trip_breaker(conn: &Connection, step: &str, now: i64) -> Result<()> {
 /// or any version).
 pub fn unfinished_of_plugin(conn: &Connection, name: &str, version: Option<i64>) -> Result<i64> {
     Ok(conn
-        .prepare_cached("SELECT COUNT(*) FROM weir_jobs WHERE plugin = ?1 AND (?2 IS NULL OR plugin_version = ?2) AND statecode < 3")?
+        .prepare_cached("SELECT COUNT(*) FROM weir_jobs WHERE plugin = ?1 AND (CAST(?2 AS BIGINT) IS NULL OR plugin_version = ?2) AND statecode < 3")?
         .query_row(params![name, version], |r| r.get(0))?)
 }
 

@@ -95,7 +95,7 @@ pub fn stats(conn: &Connection) -> Result<Stats> {
         by_status.insert(status_name(code).into(), json!(n));
     }
     let (ok, failed): (i64, i64) = conn.query_row(
-        "SELECT COALESCE(SUM(statuscode = 30), 0), COALESCE(SUM(statuscode = 31), 0) FROM weir_jobs WHERE statecode = 3 AND completed_at >= ?1",
+        "SELECT COALESCE(SUM(CASE WHEN statuscode = 30 THEN 1 ELSE 0 END), 0), COALESCE(SUM(CASE WHEN statuscode = 31 THEN 1 ELSE 0 END), 0) FROM weir_jobs WHERE statecode = 3 AND completed_at >= ?1",
         [hour_ago],
         |r| Ok((r.get(0)?, r.get(1)?)),
     )?;
@@ -160,7 +160,7 @@ pub fn stats(conn: &Connection) -> Result<Stats> {
         .collect::<crate::store::sql::Result<_>>()?;
     let mut per_minute = vec![(0i64, 0i64); 60];
     let mut stmt = conn.prepare_cached(
-        "SELECT (completed_at - ?1) / 60000, SUM(statuscode = 30), SUM(statuscode = 31) FROM weir_jobs
+        "SELECT (completed_at - ?1) / 60000, SUM(CASE WHEN statuscode = 30 THEN 1 ELSE 0 END), SUM(CASE WHEN statuscode = 31 THEN 1 ELSE 0 END) FROM weir_jobs
          WHERE statecode = 3 AND completed_at >= ?1 GROUP BY 1",
     )?;
     for row in stmt.query_map([hour_ago], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)))? {
@@ -176,7 +176,7 @@ pub fn stats(conn: &Connection) -> Result<Stats> {
         .collect();
     let plugin_jobs = conn
         .prepare_cached(
-            "SELECT plugin, SUM(statuscode = 30), SUM(statuscode = 31), AVG(duration_ms) FROM weir_jobs
+            "SELECT plugin, SUM(CASE WHEN statuscode = 30 THEN 1 ELSE 0 END), SUM(CASE WHEN statuscode = 31 THEN 1 ELSE 0 END), AVG(duration_ms) FROM weir_jobs
              WHERE statecode = 3 AND completed_at >= ?1 GROUP BY plugin ORDER BY COUNT(*) DESC, plugin",
         )?
         .query_map([hour_ago], |r| Ok(PluginJobs { plugin: r.get(0)?, succeeded: r.get(1)?, failed: r.get(2)?, mean_ms: r.get(3)? }))?

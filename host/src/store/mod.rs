@@ -15,7 +15,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-mod pg;
+pub mod copy;
+pub mod pg;
 pub mod records;
 pub mod sql;
 
@@ -221,13 +222,21 @@ const EXACT_DECIMALS: usize = 10;
 
 /// The database and how to connect to it: an SQLite file, or a PostgreSQL
 /// server (a `postgres://` URL given where a path goes).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Db {
     path: PathBuf,
     /// Opened as immutable: see [`Db::open`].
     immutable: bool,
     /// The PostgreSQL URL, when `path` is one.
     postgres: Option<String>,
+    /// On PostgreSQL, this node's listener (started on first use).
+    listener: Arc<std::sync::OnceLock<Option<pg::Listener>>>,
+}
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Db").field("path", &self.path).field("immutable", &self.immutable).finish()
+    }
 }
 
 impl Db {
@@ -238,11 +247,11 @@ impl Db {
     /// PostgreSQL database instead (see [`pg`]).
     pub fn open(path: impl AsRef<Path>) -> Result<Db> {
         if let Some(url) = path.as_ref().to_str().filter(|p| pg::is_url(p)) {
-            let db = Db { path: path.as_ref().to_path_buf(), immutable: false, postgres: Some(url.to_string()) };
+            let db = Db { path: path.as_ref().to_path_buf(), immutable: false, postgres: Some(url.to_string()), listener: Arc::default() };
             pg::migrate(&db.connect()?)?;
             return Ok(db);
         }
-        let mut db = Db { path: path.as_ref().to_path_buf(), immutable: false, postgres: None };
+        let mut db = Db { path: path.as_ref().to_path_buf(), immutable: false, postgres: None, listener: Arc::default() };
         let journal_mode = |db: &Db| -> Result<(rusqlite::Connection, String)> {
             let conn = db.connect_sqlite()?;
             let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0))?;
@@ -389,9 +398,7 @@ impl Pool {
             Some(c) => Ok(c),
             None => {
                 let conn = self.db.connect()?;
-                if let Some(c) = conn.sqlite() {
-                    c.busy_timeout(self.busy_wait)?;
-                }
+                conn.set_busy_timeout(self.busy_wait)?;
                 Ok(conn)
             }
         }
@@ -452,10 +459,29 @@ pub fn catalog_version(conn: &Connection) -> Result<i64> {
 }
 
 /// A counter that changes when another connection commits (-2 if it cannot
-/// be read, which callers treat as "changed").
-pub fn data_version(conn: &Connection) -> i64 {
+/// be read, which callers treat as "changed"). SQLite's `data_version`; on
+/// PostgreSQL, the notifications this node's listener has heard (jobs and the
+/// catalogue changed by any node), or while it is down, the server's log
+/// position.
+pub fn data_version(db: &Db, conn: &Connection) -> i64 {
+    if let Some(url) = &db.postgres {
+        let listener = db.listener.get_or_init(|| pg::Listener::start(url).map_err(|e| tracing::warn!("{e}; polling the database for changes instead")).ok());
+        if let Some(n) = listener.as_ref().and_then(pg::Listener::count) {
+            return n;
+        }
+    }
     let sql = if conn.is_postgres() { pg::DATA_VERSION } else { "PRAGMA data_version" };
     conn.query_row(sql, [], |r| r.get(0)).unwrap_or(-2)
+}
+
+/// The time now, in milliseconds since the epoch, by the database's clock
+/// on PostgreSQL (every node reads leases and due times from one clock), by
+/// this machine's on SQLite (one machine).
+pub fn now(conn: &Connection) -> Result<i64> {
+    if conn.is_postgres() {
+        return Ok(conn.prepare_cached(pg::NOW_MS)?.query_row([], |r| r.get(0))?);
+    }
+    Ok(now_ms())
 }
 
 /// `path` as an SQLite URI that opens it immutable; every byte but unreserved

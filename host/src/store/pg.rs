@@ -19,8 +19,73 @@ pub fn is_url(path: &str) -> bool {
 }
 
 /// A counter that changes when anything commits (the position of the
-/// server's write-ahead log), for [`super::data_version`].
+/// server's write-ahead log): [`super::data_version`]'s fallback while the
+/// node's [`Listener`] is down.
 pub const DATA_VERSION: &str = "SELECT (pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::bigint";
+
+/// The database's clock, in milliseconds since the epoch: every node reads
+/// leases and due times from it, not from its own clock.
+pub const NOW_MS: &str = "SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint";
+
+/// The channel weir's triggers notify when jobs or the catalogue change.
+pub const CHANNEL: &str = "weir_changed";
+
+/// A node's ear on the database: one connection that `LISTEN`s on
+/// [`CHANNEL`] and counts the notifications, so the dispatcher wakes the
+/// moment any node enqueues, completes or wakes a job or changes the
+/// catalogue (instead of polling). While it is down (the connection lost),
+/// [`Listener::count`] is `None` and callers poll.
+pub struct Listener {
+    count: std::sync::Arc<std::sync::atomic::AtomicI64>,
+    alive: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Listener {
+    /// Starts listening on the database at `url`.
+    pub fn start(url: &str) -> Result<Listener> {
+        use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+        let rt = runtime()?;
+        let owned = url.to_string();
+        let failed = |e: &dyn std::fmt::Display| Error::Internal(format!("cannot listen for changes on {}: {e}", redact(url)));
+        let (client, mut connection) = futures_executor::block_on(rt.spawn(async move { tokio_postgres::connect(&owned, tokio_postgres::NoTls).await }))
+            .map_err(|e| failed(&e))?
+            .map_err(|e| failed(&e))?;
+        let count = std::sync::Arc::new(AtomicI64::new(0));
+        let alive = std::sync::Arc::new(AtomicBool::new(true));
+        let (c, a) = (count.clone(), alive.clone());
+        rt.spawn(async move {
+            // The connection's messages: notifications count; its end ends us.
+            while let Some(message) = std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+                match message {
+                    Ok(tokio_postgres::AsyncMessage::Notification(_)) => {
+                        c.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!("the PostgreSQL listener's connection failed: {e}; polling instead");
+                        break;
+                    }
+                }
+            }
+            a.store(false, Ordering::SeqCst);
+        });
+        let (listening, answer) = tokio::sync::oneshot::channel();
+        rt.spawn(async move {
+            let _ = listening.send(client.batch_execute(&format!("LISTEN {CHANNEL}")).await);
+            // The client lives as long as its connection: keep it.
+            std::future::pending::<()>().await;
+        });
+        // Once LISTEN is answered, no commit after this is missed.
+        futures_executor::block_on(answer).map_err(|e| failed(&e))?.map_err(|e| failed(&e))?;
+        Ok(Listener { count, alive })
+    }
+
+    /// The number of notifications so far, or `None` while not listening.
+    pub fn count(&self) -> Option<i64> {
+        use std::sync::atomic::Ordering;
+        self.alive.load(Ordering::SeqCst).then(|| self.count.load(Ordering::SeqCst))
+    }
+}
 
 /// The advisory lock migrations take (another key than the write lock's).
 const MIGRATION_LOCK: i64 = 0x7765_6973;
@@ -56,7 +121,10 @@ pub fn connect(url: &str) -> Result<Connection> {
             tracing::warn!("a PostgreSQL connection ended: {e}");
         }
     });
-    Ok(Connection::postgres(client))
+    let conn = Connection::postgres(client);
+    // As SQLite's default busy timeout (see `Db::connect`); pools set theirs.
+    conn.set_busy_timeout(std::time::Duration::from_secs(10))?;
+    Ok(conn)
 }
 
 /// `url` without its password, for messages.
@@ -215,19 +283,29 @@ fn migrations() -> Vec<String> {
         CREATE FUNCTION json_set(doc TEXT, p1 TEXT, v1 BIGINT, p2 TEXT, v2 TEXT) RETURNS TEXT LANGUAGE sql IMMUTABLE AS $$ SELECT json_set(json_set(doc, p1, v1), p2, v2) $$;
         -- The catalogue's version: bumped by any change to tables, steps,
         -- plug-ins or users (see store::catalog_version), and announced to
-        -- every node listening on the `weir_catalog` channel.
+        -- every node listening.
         CREATE TABLE weir_catalog (id BIGINT PRIMARY KEY CHECK (id = 1), version BIGINT NOT NULL);
         INSERT INTO weir_catalog (id, version) VALUES (1, 0);
         CREATE FUNCTION weir_catalog_changed() RETURNS trigger LANGUAGE plpgsql AS $$
         BEGIN
             UPDATE weir_catalog SET version = version + 1;
-            PERFORM pg_notify('weir_catalog', '');
+            PERFORM pg_notify('{CHANNEL}', '');
             RETURN NULL;
         END $$;
         CREATE TRIGGER weir_tables_changed AFTER INSERT OR UPDATE OR DELETE ON weir_tables FOR EACH STATEMENT EXECUTE FUNCTION weir_catalog_changed();
         CREATE TRIGGER weir_steps_changed AFTER INSERT OR UPDATE OR DELETE ON weir_steps FOR EACH STATEMENT EXECUTE FUNCTION weir_catalog_changed();
         CREATE TRIGGER weir_plugins_changed AFTER INSERT OR UPDATE OR DELETE ON weir_plugins FOR EACH STATEMENT EXECUTE FUNCTION weir_catalog_changed();
-        CREATE TRIGGER weir_users_changed AFTER INSERT OR UPDATE OR DELETE ON weir_users FOR EACH STATEMENT EXECUTE FUNCTION weir_catalog_changed();"
+        CREATE TRIGGER weir_users_changed AFTER INSERT OR UPDATE OR DELETE ON weir_users FOR EACH STATEMENT EXECUTE FUNCTION weir_catalog_changed();
+        -- Every node's dispatcher listens: a job enqueued, changed or woken,
+        -- or a callback queued, anywhere (delivered at commit, once per
+        -- transaction however many statements notify).
+        CREATE FUNCTION weir_jobs_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            PERFORM pg_notify('{CHANNEL}', '');
+            RETURN NULL;
+        END $$;
+        CREATE TRIGGER weir_jobs_changed AFTER INSERT OR UPDATE ON weir_jobs FOR EACH STATEMENT EXECUTE FUNCTION weir_jobs_changed();
+        CREATE TRIGGER weir_callbacks_changed AFTER INSERT ON weir_callbacks FOR EACH STATEMENT EXECUTE FUNCTION weir_jobs_changed();"
     )]
 }
 
@@ -254,4 +332,30 @@ pub fn migrate(conn: &Connection) -> Result<()> {
     tx.execute("INSERT INTO weir_schema (id, version) VALUES (1, ?1) ON CONFLICT (id) DO UPDATE SET version = excluded.version", [migrations.len() as i64])?;
     tx.commit()?;
     Ok(())
+}
+
+/// Creates a new, empty database on the server of `admin_url` (a URL whose
+/// user may create databases) and returns its URL: the tests' throwaway
+/// databases, and `weir bench --db postgres://…`'s.
+pub fn create_database(admin_url: &str, name: &str) -> Result<String> {
+    crate::plugins::check_name("database", name)?;
+    connect(admin_url)?.execute_batch(&format!("CREATE DATABASE \"{name}\""))?;
+    Ok(database_url(admin_url, name))
+}
+
+/// Drops database `name` on the server of `admin_url`, ending its sessions.
+pub fn drop_database(admin_url: &str, name: &str) -> Result<()> {
+    connect(admin_url)?.execute_batch(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))?;
+    Ok(())
+}
+
+/// `url` with its database replaced by `name`.
+pub fn database_url(url: &str, name: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) => {
+            u.set_path(&format!("/{name}"));
+            u.to_string()
+        }
+        Err(_) => format!("{}/{name}", url.trim_end_matches('/')),
+    }
 }

@@ -194,7 +194,7 @@ pub fn create_table(conn: &Connection, name: &str, columns: &[Column]) -> Result
             return Err(Error::invalid(format!("table {name}: column {} refers to table {target}, which does not exist", c.name)));
         }
     }
-    conn.execute_batch(&ddl(conn, name, columns))?;
+    create_storage(conn, name, columns)?;
     conn.execute(
         "INSERT INTO weir_tables (name, columns, created_at) VALUES (?1, ?2, ?3)",
         crate::params![name, serde_json::to_string(columns).map_err(|e| Error::Internal(e.to_string()))?, now_ms()],
@@ -203,6 +203,17 @@ pub fn create_table(conn: &Connection, name: &str, columns: &[Column]) -> Result
 }
 
 /// The `CREATE TABLE` of a declared table's storage.
+/// Creates the data table of table `name` (its rows' storage, not its catalogue entry).
+pub(crate) fn create_storage(conn: &Connection, name: &str, columns: &[Column]) -> Result<()> {
+    if conn.is_postgres() && name.len() > PG_MAX_TABLE_NAME {
+        return Err(Error::invalid(format!(
+            "table {name}: at most {PG_MAX_TABLE_NAME} characters on PostgreSQL (its names are at most 63 bytes, and weir prefixes `data_`)"
+        )));
+    }
+    conn.execute_batch(&ddl(conn, name, columns))?;
+    Ok(())
+}
+
 fn ddl(conn: &Connection, name: &str, columns: &[Column]) -> String {
     let pg = conn.is_postgres();
     let (text, int) = if pg { ("TEXT COLLATE \"C\"", "BIGINT") } else { ("TEXT", "INTEGER") };

@@ -361,6 +361,8 @@ impl FromSql for f64 {
         match v {
             ValueRef::Real(f) => Ok(f),
             ValueRef::Integer(i) => Ok(i as f64),
+            // PostgreSQL's numeric (an AVG), read as its text.
+            ValueRef::Text(s) => s.parse().map_err(|_| format!("expected a number, found {s:?}")),
             v => Err(format!("expected a number, found {v:?}")),
         }
     }
@@ -451,14 +453,12 @@ fn pg_value(r: &postgres::Row, idx: usize) -> Result<ValueRef<'_>> {
         Type::FLOAT8 => r.try_get::<_, Option<f64>>(idx)?.map(ValueRef::Real),
         Type::FLOAT4 => r.try_get::<_, Option<f32>>(idx)?.map(|f| ValueRef::Real(f.into())),
         Type::BYTEA => r.try_get::<_, Option<&[u8]>>(idx)?.map(|b| ValueRef::Blob(Cow::Borrowed(b))),
-        // Integral sums (SUM of a bigint is numeric) read as integers; other
-        // numerics as their exact text.
-        Type::NUMERIC => r.try_get::<_, Option<rust_decimal::Decimal>>(idx)?.map(|d| {
-            let n = d.normalize();
-            match (n.scale(), i64::try_from(n)) {
-                (0, Ok(i)) => ValueRef::Integer(i),
-                _ => ValueRef::Text(Cow::Owned(n.to_string())),
-            }
+        // Whole numbers of scale 0 (a SUM of bigints is numeric) read as
+        // integers; other numerics as their exact text, scale kept (120.0
+        // stays 120.0, as SQLite keeps a decimal's text).
+        Type::NUMERIC => r.try_get::<_, Option<rust_decimal::Decimal>>(idx)?.map(|d| match (d.scale(), i64::try_from(d)) {
+            (0, Ok(i)) => ValueRef::Integer(i),
+            _ => ValueRef::Text(Cow::Owned(d.to_string())),
         }),
         _ => r.try_get::<_, Option<&str>>(idx)?.map(|s| ValueRef::Text(Cow::Borrowed(s))),
     };
@@ -523,6 +523,16 @@ impl Connection {
         match self {
             Connection::Sqlite(c) => Some(c),
             Connection::Pg(_) => None,
+        }
+    }
+
+    /// How long a statement waits for another connection's lock (the write
+    /// lock) before it fails as busy: SQLite's busy timeout, PostgreSQL's
+    /// `lock_timeout`.
+    pub fn set_busy_timeout(&self, wait: std::time::Duration) -> Result<()> {
+        match self {
+            Connection::Sqlite(c) => Ok(c.busy_timeout(wait)?),
+            Connection::Pg(_) => self.execute_batch(&format!("SET lock_timeout = {}", wait.as_millis().max(1))),
         }
     }
 

@@ -1,0 +1,132 @@
+//! Several weir nodes on one database (the crash suite has the several-node
+//! kill -9 test): a schedule fires once per tick however many nodes run it,
+//! and a catalogue change made through one node takes effect on another
+//! within a second. On PostgreSQL (`WEIR_TEST_PG`) the nodes are what the
+//! "Several nodes" guide describes; on SQLite, processes sharing one file.
+//! And the way there: `weir migrate` copies an SQLite database to PostgreSQL.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::common::{Env, Server};
+
+#[test]
+fn a_schedule_fires_once_per_tick_with_three_nodes_running() {
+    let env = Env::new();
+    env.add_example("notify");
+    env.run(&["step", "add", "tick", "--plugin", "notify", "--schedule", "* * * * * *"]).ok();
+    let started = Instant::now();
+    let mut nodes: Vec<_> = (0..3).map(|_| env.command().args(["work", "--workers", "2"]).stdout(Stdio::null()).spawn().unwrap()).collect();
+    std::thread::sleep(Duration::from_millis(5500));
+    for n in &mut nodes {
+        // SIGTERM: a graceful stop.
+        std::process::Command::new("kill").arg(n.id().to_string()).status().unwrap();
+    }
+    for n in &mut nodes {
+        assert!(n.wait().unwrap().success());
+    }
+    let ran_for = started.elapsed().as_secs();
+    let jobs = env.run(&["jobs", "list", "--json", "--filter", "kind eq 'schedule'"]).ok().json();
+    let jobs = jobs.as_array().unwrap();
+    // The first tick is the one after the first sight of the schedule: about
+    // one a second after it, and never one per node.
+    assert!((3..=ran_for as usize + 1).contains(&jobs.len()), "{} jobs in {ran_for} s with three nodes: {jobs:?}", jobs.len());
+    let seconds: HashSet<&str> = jobs.iter().map(|j| &j["created_at"].as_str().unwrap()[..19]).collect();
+    assert_eq!(seconds.len(), jobs.len(), "two jobs in one second: a tick fired twice: {jobs:?}");
+}
+
+#[test]
+fn a_catalog_change_through_one_node_takes_effect_on_another_within_a_second() {
+    let env = Env::new();
+    env.run(&["table", "create", "order", "--column", "name:text", "--column", "priority:text"]).ok();
+    env.add_example("set-defaults");
+    let a = Server::start(&env, &[]);
+    let create = || a.post("/api/data/order", &json!({"name": "x"}));
+    let first = create();
+    assert_eq!((first.status, &first.body["priority"]), (201, &json!(null)), "{}", first.text);
+
+    // Another node adds a sync step: node a runs it on its next create, as
+    // soon as the change is committed.
+    let b = Server::start(&env, &[]);
+    let added = b.post("/api/steps", &json!({"name": "defaults", "plugin": "set-defaults", "message": "create", "table": "order", "stage": "pre-operation"}));
+    assert_eq!(added.status, 201, "{}", added.text);
+    let changed = Instant::now();
+    let mut seen = None;
+    while changed.elapsed() < Duration::from_secs(1) {
+        if create().body["priority"] == "normal" {
+            seen = Some(changed.elapsed());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let seen = seen.expect("node a ran the step added through node b within a second");
+    eprintln!("a step added through one node ran on the other after {seen:?}");
+
+    // And disabling it through b stops it on a.
+    let disabled = b.call("POST", "/api/steps/defaults/disable", Some(b"{}"), Some(crate::common::TOKEN));
+    assert_eq!(disabled.status, 200, "{}", disabled.text);
+    let changed = Instant::now();
+    while create().body["priority"] == "normal" {
+        assert!(changed.elapsed() < Duration::from_secs(1), "node a still runs the step disabled through node b");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn migrate_copies_the_demo_s_database_to_postgres_and_refuses_a_non_empty_target() {
+    let env = Env::new();
+    if !env.is_postgres() {
+        // The copy's target is a PostgreSQL database: this runs in the suite's
+        // PostgreSQL pass.
+        return;
+    }
+    let source = env.dir.path().join("demo.db");
+    let on = |db: &Path, args: &[&str]| {
+        let out = env.command_on(db).args(args).output().unwrap();
+        assert!(out.status.success(), "weir {args:?} on {}: {}", db.display(), String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    on(&source, &["demo"]);
+    let copied: serde_json::Value = serde_json::from_str(&on(&source, &["migrate", "--to", env.db().to_str().unwrap(), "--json"])).unwrap();
+    assert!(copied["rows"].as_u64().unwrap() > 50, "{copied}");
+
+    // Everything reads back the same on both: the catalogue, every record,
+    // every job with its state, attempts and trace.
+    let mut listings: Vec<Vec<String>> = vec![
+        vec!["table".into(), "list".into(), "--json".into()],
+        vec!["plugin".into(), "list".into(), "--json".into()],
+        vec!["step".into(), "list".into(), "--json".into()],
+        vec!["user".into(), "list".into(), "--json".into()],
+        vec!["jobs".into(), "list".into(), "--json".into()],
+    ];
+    let tables: serde_json::Value = serde_json::from_str(&on(&source, &["table", "list", "--json"])).unwrap();
+    for t in tables.as_array().unwrap() {
+        listings.push(vec!["record".into(), "query".into(), t["name"].as_str().unwrap().into()]);
+    }
+    let jobs: serde_json::Value = serde_json::from_str(&on(&source, &["jobs", "list", "--json"])).unwrap();
+    assert!(!jobs.as_array().unwrap().is_empty());
+    for j in jobs.as_array().unwrap() {
+        listings.push(vec!["jobs".into(), "show".into(), j["id"].as_str().unwrap().into(), "--json".into()]);
+    }
+    for args in &listings {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        assert_eq!(on(&env.db(), &args), on(&source, &args), "weir {args:?} differs after the copy");
+    }
+
+    // The copy works: a create runs its steps on PostgreSQL.
+    let audits = |db: &Path| serde_json::from_str::<serde_json::Value>(&on(db, &["record", "query", "audit"])).unwrap().as_array().unwrap().len();
+    let before = audits(&env.db());
+    let account = serde_json::from_str::<serde_json::Value>(&on(&env.db(), &["record", "query", "account"])).unwrap()[0]["id"].as_str().unwrap().to_string();
+    on(&env.db(), &["record", "create", "opportunity", &format!(r#"{{"name": "after the copy", "amount": 10, "customer": "{account}"}}"#)]);
+    assert_eq!(audits(&env.db()), before + 1, "the post-operation audit step ran on the copy");
+
+    // A second copy into the same database is refused, and changes nothing.
+    let again = env.command_on(&source).args(["migrate", "--to", env.db().to_str().unwrap()]).output().unwrap();
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("not empty"), "{}", String::from_utf8_lossy(&again.stderr));
+    assert_eq!(audits(&env.db()), before + 1);
+}
