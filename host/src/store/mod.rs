@@ -1,13 +1,15 @@
-//! The store: weir's SQLite database.
+//! The store: weir's database, an SQLite file or a PostgreSQL database.
 //!
-//! Owns the connection settings (WAL, busy timeout, foreign keys), the pool
-//! of connections every caller checks out ([`Pool`]), the transaction
-//! statements operations use (write transactions, savepoints for nested
-//! operations, the catalogue and data versions), the schema migrations, and
-//! the SQL of weir's own catalog tables (`weir_plugins`, `weir_tables`,
-//! `weir_users`). Records' SQL is in [`records`]; the tables of steps and jobs
-//! are owned by [`crate::steps`] and [`crate::jobs`]. Together they are the
-//! narrow interface a PostgreSQL backend implements.
+//! Owns the connection settings (SQLite: WAL, busy timeout, foreign keys;
+//! PostgreSQL: the lock timeout), the pool of connections every caller checks
+//! out ([`Pool`]), the transaction statements operations use (write
+//! transactions, savepoints for nested operations, the catalogue and data
+//! versions, the database's clock), SQLite's schema migrations (PostgreSQL's
+//! are in [`pg`]), and the SQL of weir's own catalog tables (`weir_plugins`,
+//! `weir_tables`, `weir_users`). Records' SQL is in [`records`]; the tables of
+//! steps and jobs are owned by [`crate::steps`] and [`crate::jobs`]; every
+//! statement of theirs goes through [`sql`], which runs one text of it on
+//! both databases. [`copy`] is `weir migrate`.
 //!
 //! It knows nothing of plug-ins' behaviour, the pipeline or workers.
 
