@@ -130,3 +130,31 @@ fn migrate_copies_the_demo_s_database_to_postgres_and_refuses_a_non_empty_target
     assert!(String::from_utf8_lossy(&again.stderr).contains("not empty"), "{}", String::from_utf8_lossy(&again.stderr));
     assert_eq!(audits(&env.db()), before + 1);
 }
+
+#[test]
+fn a_node_reuses_its_connections() {
+    let env = Env::new();
+    if !env.is_postgres() {
+        // SQLite's connections are files opened in-process; PostgreSQL's are
+        // server sessions, each a process to start.
+        return;
+    }
+    let weir = weir::Weir::open(env.db()).unwrap();
+    weir.create_table("thing", &[("name", "text")]).unwrap();
+    weir.pipeline().create("system", "thing", &json!({"name": "warm"})).unwrap();
+    let conn = env.sql();
+    let sessions = || -> Vec<i64> {
+        conn.prepare("SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() ORDER BY pid")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    };
+    let before = sessions();
+    for i in 0..200 {
+        weir.pipeline().create("system", "thing", &json!({"name": format!("n{i}")})).unwrap();
+        assert_eq!(weir.query("thing", Some(&format!("name eq 'n{i}'")), &[], None).unwrap().len(), 1);
+    }
+    assert_eq!(sessions(), before, "200 creates and reads opened new sessions instead of reusing the pool's");
+}

@@ -623,7 +623,7 @@ impl PgConn {
         let (text, takes) = translate(sql);
         let prepared =
             wait(self.client.prepare(&text)).map_err(|source| DbError::Prepare { sql: sql.split_whitespace().collect::<Vec<_>>().join(" "), source })?;
-        let stmt = PgStatement { prepared, takes: takes.into() };
+        let stmt = PgStatement { prepared, takes: takes.into(), control: Self::control(sql) };
         self.statements.borrow_mut().insert(sql.to_string(), stmt.clone());
         Ok(stmt)
     }
@@ -636,12 +636,27 @@ impl PgConn {
         matches!(Self::first_word(sql).as_str(), "BEGIN" | "START")
     }
 
-    /// Follows the transaction state through statements run as text.
-    fn track(&self, sql: &str, ok: bool) {
+    /// Whether `sql` opens (`Some(true)`) or ends (`Some(false)`) a transaction.
+    fn control(sql: &str) -> Option<bool> {
         match Self::first_word(sql).as_str() {
-            "BEGIN" | "START" if ok => self.in_transaction.set(true),
-            "COMMIT" | "END" => self.in_transaction.set(false),
-            "ROLLBACK" if !sql.to_ascii_uppercase().contains(" TO ") => self.in_transaction.set(false),
+            "BEGIN" | "START" => Some(true),
+            "COMMIT" | "END" => Some(false),
+            "ROLLBACK" if !sql.to_ascii_uppercase().contains(" TO ") => Some(false),
+            _ => None,
+        }
+    }
+
+    /// Follows the transaction state through statements (a connection left
+    /// in a transaction is not pooled again: see `Pool::checkin`). A failed
+    /// `BEGIN` opened nothing; a failed `COMMIT` ended the transaction.
+    fn track(&self, sql: &str, ok: bool) {
+        self.follow(Self::control(sql), ok);
+    }
+
+    fn follow(&self, control: Option<bool>, ok: bool) {
+        match control {
+            Some(true) if ok => self.in_transaction.set(true),
+            Some(false) => self.in_transaction.set(false),
             _ => {}
         }
     }
@@ -745,6 +760,8 @@ pub fn placeholders(sql: &str) -> (String, Vec<usize>) {
 pub struct PgStatement {
     prepared: postgres::Statement,
     takes: std::sync::Arc<[usize]>,
+    /// Whether it opens or ends a transaction (see `PgConn::control`).
+    control: Option<bool>,
 }
 
 /// How a transaction takes its locks.
@@ -820,8 +837,9 @@ impl Statement<'_> {
         match self {
             Statement::Sqlite(s) => Ok(s.execute(rusqlite::params_from_iter(values.iter()))?),
             Statement::Pg(p, stmt) => {
-                let n = p.run(stmt, &values, async |c, s, args| c.execute(s, args).await)?;
-                Ok(usize::try_from(n).unwrap_or(usize::MAX))
+                let n = p.run(stmt, &values, async |c, s, args| c.execute(s, args).await);
+                p.follow(stmt.control, n.is_ok());
+                Ok(usize::try_from(n?).unwrap_or(usize::MAX))
             }
         }
     }
