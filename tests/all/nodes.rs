@@ -158,3 +158,14 @@ fn a_node_reuses_its_connections() {
     }
     assert_eq!(sessions(), before, "200 creates and reads opened new sessions instead of reusing the pool's");
 }
+
+#[test]
+fn a_node_older_than_the_schema_refuses_to_start() {
+    let env = Env::new();
+    env.run(&["table", "list"]).ok();
+    // As if a newer weir on another node had upgraded the schema.
+    let newer = if env.is_postgres() { "UPDATE weir_schema SET version = version + 1" } else { "PRAGMA user_version = 999" };
+    env.sql().execute_batch(newer).unwrap();
+    let refused = env.run(&["table", "list"]).fails();
+    assert!(refused.stderr.contains("newer than this weir"), "{}", refused.stderr);
+}

@@ -381,42 +381,10 @@ pub(crate) fn claim<T>(
     if limit == 0 {
         return Ok(claimed);
     }
-    // Both statements are the same on every claim: built once.
-    static SQL: std::sync::OnceLock<[String; 2]> = std::sync::OnceLock::new();
-    let [probes, normal] = SQL.get_or_init(|| {
-        let set = format!(
-            "{}, attempts = attempts + 1, claims = claims + 1, lease_owner = ?1, lease_until = ?2, started_at = ?3",
-            status_sql(Transition::Claim).unwrap_or_default()
-        );
-        let guard = Transition::Claim.guard();
-        [
-            // Probes first: one job of each half-open step with nothing in flight.
-            format!(
-                "UPDATE weir_jobs SET {set}
-                 WHERE id IN (
-                     SELECT (SELECT j.id FROM weir_jobs j INDEXED BY weir_jobs_ready
-                             WHERE j.statecode = 0 AND j.step = h.step AND COALESCE(j.postpone_until, j.created_at) <= ?3
-                             ORDER BY COALESCE(j.postpone_until, j.created_at), j.id LIMIT 1)
-                     FROM weir_step_health h
-                     WHERE h.hold_until IS NOT NULL AND h.hold_until <= ?3
-                       AND NOT EXISTS (SELECT 1 FROM weir_jobs r WHERE r.step = h.step AND r.statecode = 2)
-                     LIMIT ?4)
-                   AND {guard}
-                 RETURNING {CLAIM_RETURNING}"
-            ),
-            format!(
-                "UPDATE weir_jobs SET {set}
-                 WHERE id IN (
-                     SELECT id FROM weir_jobs INDEXED BY weir_jobs_ready
-                     WHERE statecode = 0 AND COALESCE(postpone_until, created_at) <= ?3
-                       AND (step IS NULL OR step NOT IN (SELECT step FROM weir_step_health WHERE hold_until IS NOT NULL))
-                     ORDER BY COALESCE(postpone_until, created_at), id
-                     LIMIT ?4)
-                   AND {guard}
-                 RETURNING {CLAIM_RETURNING}"
-            ),
-        ]
-    });
+    // Both statements are the same on every claim: built once per database
+    // kind (see `claim_sql`).
+    static SQL: std::sync::OnceLock<[[String; 2]; 2]> = std::sync::OnceLock::new();
+    let [probes, normal] = &SQL.get_or_init(|| [claim_sql(false), claim_sql(true)])[usize::from(tx.is_postgres())];
     for sql in [probes, normal] {
         let room = limit - claimed.len();
         if room == 0 {
@@ -428,6 +396,61 @@ pub(crate) fn claim<T>(
         }
     }
     Ok(claimed)
+}
+
+/// The claim's two statements (probes, then the others), for PostgreSQL
+/// when `pg` (see [`claim`]). On PostgreSQL the jobs to claim are chosen in a
+/// `WITH` and locked `FOR UPDATE SKIP LOCKED`, then updated by key: an
+/// `id IN (subquery)` with the state in the outer condition let the planner
+/// look the ids up through the ready index (it matches `statecode = 0`),
+/// which is scanned whole for every id: hundreds of ms per claim on a busy
+/// queue, with the write lock held.
+fn claim_sql(pg: bool) -> [String; 2] {
+    let set = format!(
+        "{}, attempts = attempts + 1, claims = claims + 1, lease_owner = ?1, lease_until = ?2, started_at = ?3",
+        status_sql(Transition::Claim).unwrap_or_default()
+    );
+    let guard = Transition::Claim.guard();
+    // Probes first: one job of each half-open step with nothing in flight.
+    let probes = "SELECT (SELECT j.id FROM weir_jobs j INDEXED BY weir_jobs_ready
+                         WHERE j.statecode = 0 AND j.step = h.step AND COALESCE(j.postpone_until, j.created_at) <= ?3
+                         ORDER BY COALESCE(j.postpone_until, j.created_at), j.id LIMIT 1) AS id
+                 FROM weir_step_health h
+                 WHERE h.hold_until IS NOT NULL AND h.hold_until <= ?3
+                   AND NOT EXISTS (SELECT 1 FROM weir_jobs r WHERE r.step = h.step AND r.statecode = 2)
+                 LIMIT ?4";
+    let ready = format!(
+        "SELECT id FROM weir_jobs INDEXED BY weir_jobs_ready
+                 WHERE statecode = 0 AND COALESCE(postpone_until, created_at) <= ?3
+                   AND (step IS NULL OR step NOT IN (SELECT step FROM weir_step_health WHERE hold_until IS NOT NULL))
+                   AND {guard}
+                 ORDER BY COALESCE(postpone_until, created_at), id
+                 LIMIT ?4"
+    );
+    if pg {
+        let returning = CLAIM_RETURNING.split(", ").map(|c| format!("weir_jobs.{c}")).collect::<Vec<_>>().join(", ");
+        let probes = format!(
+            "SELECT j.id FROM weir_step_health h
+             CROSS JOIN LATERAL (
+                 SELECT j.id FROM weir_jobs j
+                 WHERE j.statecode = 0 AND j.step = h.step AND COALESCE(j.postpone_until, j.created_at) <= ?3 AND {}
+                 ORDER BY COALESCE(j.postpone_until, j.created_at), j.id LIMIT 1 FOR UPDATE SKIP LOCKED) j
+             WHERE h.hold_until IS NOT NULL AND h.hold_until <= ?3
+               AND NOT EXISTS (SELECT 1 FROM weir_jobs r WHERE r.step = h.step AND r.statecode = 2)
+             LIMIT ?4",
+            guard.replace("statuscode", "j.statuscode").replace("statecode", "j.statecode")
+        );
+        return [
+            format!("WITH picked AS ({probes}) UPDATE weir_jobs SET {set} FROM picked WHERE weir_jobs.id = picked.id RETURNING {returning}"),
+            format!(
+                "WITH picked AS ({ready} FOR UPDATE SKIP LOCKED) UPDATE weir_jobs SET {set} FROM picked WHERE weir_jobs.id = picked.id RETURNING {returning}"
+            ),
+        ];
+    }
+    [
+        format!("UPDATE weir_jobs SET {set} WHERE id IN ({probes}) AND {guard} RETURNING {CLAIM_RETURNING}"),
+        format!("UPDATE weir_jobs SET {set} WHERE id IN ({ready}) AND {guard} RETURNING {CLAIM_RETURNING}"),
+    ]
 }
 
 /// Extends every lease `worker` holds to `lease_until`; returns how many.

@@ -122,6 +122,11 @@ pub fn connect(url: &str) -> Result<Connection> {
         }
     });
     let conn = Connection::postgres(client);
+    // No JIT: weir's statements are short, and a queue's statistics often
+    // overestimate them (a table of mostly finished jobs); a plan estimated
+    // as costly was compiled by LLVM for ~200 ms to run in 20 µs, with the
+    // write lock held.
+    conn.execute_batch("SET jit = off")?;
     // As SQLite's default busy timeout (see `Db::connect`); pools set theirs.
     conn.set_busy_timeout(std::time::Duration::from_secs(10))?;
     Ok(conn)
