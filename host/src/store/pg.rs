@@ -45,11 +45,8 @@ impl Listener {
     pub fn start(url: &str) -> Result<Listener> {
         use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
         let rt = runtime()?;
-        let owned = url.to_string();
         let failed = |e: &dyn std::fmt::Display| Error::Internal(format!("cannot listen for changes on {}: {e}", redact(url)));
-        let (client, mut connection) = futures_executor::block_on(rt.spawn(async move { tokio_postgres::connect(&owned, tokio_postgres::NoTls).await }))
-            .map_err(|e| failed(&e))?
-            .map_err(|e| failed(&e))?;
+        let (client, mut connection) = session(rt, url).map_err(|e| failed(&e))?;
         let count = std::sync::Arc::new(AtomicI64::new(0));
         let alive = std::sync::Arc::new(AtomicBool::new(true));
         let (c, a) = (count.clone(), alive.clone());
@@ -106,16 +103,25 @@ fn runtime() -> Result<&'static tokio::runtime::Runtime> {
     Ok(RUNTIME.get_or_init(|| rt))
 }
 
+/// A new session with the server at `url`, opened on `rt` (its socket is
+/// registered there); the caller drives its connection.
+fn session(
+    rt: &tokio::runtime::Runtime,
+    url: &str,
+) -> std::result::Result<(tokio_postgres::Client, tokio_postgres::Connection<tokio_postgres::Socket, tokio_postgres::tls::NoTlsStream>), String> {
+    let owned = url.to_string();
+    futures_executor::block_on(rt.spawn(async move { tokio_postgres::connect(&owned, tokio_postgres::NoTls).await }))
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())
+}
+
 /// A new connection to the database at `url`.
 pub fn connect(url: &str) -> Result<Connection> {
     let failed = |e: &dyn std::fmt::Display| {
         Error::Internal(format!("cannot connect to the PostgreSQL database {}: {e}; check the URL and that the server is running", redact(url)))
     };
     let rt = runtime()?;
-    let owned = url.to_string();
-    let (client, connection) = futures_executor::block_on(rt.spawn(async move { tokio_postgres::connect(&owned, tokio_postgres::NoTls).await }))
-        .map_err(|e| failed(&e))?
-        .map_err(|e| failed(&e))?;
+    let (client, connection) = session(rt, url).map_err(|e| failed(&e))?;
     rt.spawn(async move {
         if let Err(e) = connection.await {
             tracing::warn!("a PostgreSQL connection ended: {e}");
