@@ -6,6 +6,8 @@
 //! probed by one job (half-open) before the rest run.
 
 use serde_json::json;
+
+use crate::common::Env;
 use weir::Weir;
 use weir::jobs::{self, Completion, JobContext, NewJob, Outcome};
 use weir::values::EntityDoc;
@@ -45,10 +47,11 @@ fn new_job(step: &str) -> NewJob {
     }
 }
 
-fn open() -> (tempfile::TempDir, Weir) {
-    let dir = tempfile::tempdir().unwrap();
-    let weir = Weir::open(dir.path().join("j.db")).unwrap();
-    (dir, weir)
+/// The test's database (SQLite, or PostgreSQL when `WEIR_TEST_PG` is set).
+fn open() -> (Env, Weir) {
+    let env = Env::new();
+    let weir = Weir::open(env.db()).unwrap();
+    (env, weir)
 }
 
 /// Well after every job enqueued now.
@@ -180,4 +183,57 @@ fn a_failing_step_is_held_then_probed_by_one_job_before_the_rest_run() {
     assert!(jobs::show(&conn, &held[2]).unwrap().held.is_none());
     let rest = jobs::claim_ready(&mut conn, "W", again + 1, 60_000, 10).unwrap();
     assert_eq!(rest.len(), 2, "the remaining held jobs run once the probe succeeded");
+}
+
+/// The recorder's group: successes are recorded together (one statement on
+/// PostgreSQL), and each job still ends as its one-job path would end it: a
+/// job canceled while it ran is Canceled, a lost lease records nothing, a
+/// failure is retried, a success resets its step's breaker and queues its
+/// callback.
+#[test]
+fn a_group_of_outcomes_ends_each_job_as_alone() {
+    let (_env, weir) = open();
+    let mut conn = weir.db().connect().unwrap();
+    let t = later();
+    // Step "flaky" has failures counted against it.
+    for _ in 0..2 {
+        let id = jobs::enqueue(&conn, &new_job("flaky")).unwrap();
+        jobs::claim_ready(&mut conn, "W", t, 60_000, 10).unwrap();
+        jobs::complete(&mut conn, &done(&id, Outcome::Failed { code: "x".into(), message: "no".into(), permanent: true }), "W", t).unwrap();
+    }
+    assert_eq!(jobs::step_health(&conn).unwrap()["flaky"].consecutive_failures, 2);
+    let mut with_callback = new_job("flaky");
+    with_callback.callback_url = Some("http://127.0.0.1:9/done".into());
+    let ok = jobs::enqueue(&conn, &with_callback).unwrap();
+    let canceled = jobs::enqueue(&conn, &new_job("s")).unwrap();
+    let lost = jobs::enqueue(&conn, &new_job("s")).unwrap();
+    let failing = jobs::enqueue(&conn, &new_job("s")).unwrap();
+    let plain: Vec<String> = (0..3).map(|_| jobs::enqueue(&conn, &new_job("s")).unwrap()).collect();
+    assert_eq!(jobs::claim_ready(&mut conn, "W", t, 100, 10).unwrap().len(), 7);
+    weir::jobs::control::cancel(&mut conn, &canceled, t).unwrap();
+    // Another worker took "lost" over (W's lease ran out meanwhile).
+    conn.execute("UPDATE weir_jobs SET lease_owner = 'V' WHERE id = ?1", [&lost]).unwrap();
+    let success = |id: &str| Completion {
+        id: id.to_string(),
+        outcome: Outcome::Succeeded { result: Some(format!("{{\"of\":\"{id}\"}}")) },
+        trace: vec![],
+        duration_ms: 7,
+    };
+    let mut batch = vec![success(&ok), success(&canceled), success(&lost)];
+    batch.push(done(&failing, Outcome::Failed { code: "transient".into(), message: "later".into(), permanent: false }));
+    batch.extend(plain.iter().map(|id| success(id)));
+    let held = jobs::complete_batch(&mut conn, "W", &batch, t + 5).unwrap();
+    assert_eq!(held, vec![true, true, false, true, true, true, true], "only the lost lease is not W's to end");
+    for id in plain.iter().chain([&ok]) {
+        let v = jobs::show(&conn, id).unwrap();
+        assert_eq!((v.status, v.duration_ms, v.result), ("Succeeded", Some(7), Some(json!({"of": id}))), "{id}");
+    }
+    let v = jobs::show(&conn, &canceled).unwrap();
+    assert_eq!((v.status, v.error_code.as_deref()), ("Canceled", Some("canceled")), "the operator's cancel wins");
+    assert_eq!(jobs::show(&conn, &lost).unwrap().status, "InProgress", "V's attempt is untouched");
+    assert_eq!(jobs::show(&conn, &failing).unwrap().status, "WaitingForResources", "retried");
+    assert!(!jobs::step_health(&conn).unwrap().contains_key("flaky"), "a success resets its step's breaker");
+    let queued: Vec<String> =
+        conn.prepare("SELECT job_id FROM weir_callbacks").unwrap().query_map([], |r| r.get(0)).unwrap().collect::<Result<_, _>>().unwrap();
+    assert_eq!(queued, vec![ok.clone()], "the success's callback is queued, once");
 }

@@ -375,7 +375,28 @@ pub struct Completion {
 /// any of them fails to write.
 pub fn complete_batch(conn: &mut Connection, worker: &str, batch: &[Completion], now: i64) -> Result<Vec<bool>> {
     let tx = conn.transaction_with_behavior(crate::store::sql::TransactionBehavior::Immediate)?;
-    let held = batch.iter().map(|c| complete_in(&tx, c, worker, now)).collect::<Result<Vec<_>>>()?;
+    // On PostgreSQL successes are recorded together, in one statement (each
+    // statement is a round trip there; SQLite's are calls in this process).
+    let together: std::collections::HashSet<String> = if tx.is_postgres() {
+        let successes = batch
+            .iter()
+            .filter_map(|c| match &c.outcome {
+                Outcome::Succeeded { result } => Some(serde_json::to_string(&c.trace).map_err(json_err).map(|trace| state::Success {
+                    id: &c.id,
+                    duration_ms: i64::try_from(c.duration_ms).unwrap_or(i64::MAX),
+                    trace,
+                    result: result.as_deref(),
+                })),
+                _ => None,
+            })
+            .collect::<Result<Vec<_>>>()?;
+        state::complete_many(&tx, worker, now, &successes)?.into_iter().collect()
+    } else {
+        Default::default()
+    };
+    // The rest one by one: other outcomes, and successes of jobs an operator
+    // interrupted meanwhile or whose lease was lost.
+    let held = batch.iter().map(|c| if together.contains(&c.id) { Ok(true) } else { complete_in(&tx, c, worker, now) }).collect::<Result<Vec<_>>>()?;
     tx.commit()?;
     Ok(held)
 }
