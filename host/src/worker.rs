@@ -138,6 +138,11 @@ struct Counters {
 struct Shared {
     /// The pool's own connection: claims, heartbeats, outcomes, housekeeping.
     db_conn: Mutex<Connection>,
+    /// On PostgreSQL, the recorder's own connection, so outcomes are recorded
+    /// while the dispatcher claims (each waits on network round trips). On
+    /// SQLite the two share `db_conn`: there is one writer either way, and
+    /// two connections would only wait on each other's lock of the file.
+    recorder_conn: Option<Mutex<Connection>>,
     /// Connections for reads (plug-in binaries, wait conditions).
     pool: Arc<Pool>,
     pipeline: Arc<Pipeline>,
@@ -195,6 +200,11 @@ const PREFETCH_HORIZON_US: u64 = 50_000;
 const MAX_PREFETCH: usize = 1024;
 
 impl Shared {
+    /// The connection outcomes are recorded on.
+    fn recorder_conn(&self) -> &Mutex<Connection> {
+        self.recorder_conn.as_ref().unwrap_or(&self.db_conn)
+    }
+
     /// How many leases the pool may hold: its slots plus a prefetch of about
     /// `PREFETCH_HORIZON_US` of work (deep for tiny jobs, none for slow ones,
     /// so slow jobs are not locked away from other workers while they queue).
@@ -231,6 +241,7 @@ pub async fn run(
     let (done_tx, done_rx) = std::sync::mpsc::channel();
     let shared = Arc::new(Shared {
         db_conn: Mutex::new(pool.db().connect()?),
+        recorder_conn: if pool.db().is_postgres() { Some(Mutex::new(pool.db().connect()?)) } else { None },
         pool,
         pipeline,
         plugins,
@@ -432,30 +443,16 @@ fn record_outcomes(shared: &Shared, rx: std::sync::mpsc::Receiver<Done>) {
     }
 }
 
-/// Records a group of outcomes: those without writes in one transaction (if
-/// that fails, one by one, so one bad row cannot lose the others), each
-/// attempt with writes in its own transaction with them.
+/// Records a group of outcomes: those without writes together
+/// ([`jobs::complete_batch`]), each attempt with writes in its own
+/// transaction with them.
 fn record_group(shared: &Shared, batch: Vec<Done>) {
     // The database's clock (on PostgreSQL): retries fall due by it.
-    let now = crate::store::now(&shared.db_conn.lock()).unwrap_or_else(|_| crate::time::now_ms());
+    let now = crate::store::now(&shared.recorder_conn().lock()).unwrap_or_else(|_| crate::time::now_ms());
     let (plain, writing): (Vec<Done>, Vec<Done>) = batch.into_iter().partition(|d| d.writes.is_none());
     let plain: Vec<jobs::Completion> = plain.into_iter().map(|d| d.completion).collect();
-    // (Its own statement: the connection's lock is released before the
-    // fallback below takes it again.)
-    let together = jobs::complete_batch(&mut shared.db_conn.lock(), &shared.worker_id, &plain, now);
-    let mut results: Vec<(jobs::Completion, Result<bool>)> = match together {
-        Ok(held) => plain.into_iter().zip(held.into_iter().map(Ok)).collect(),
-        Err(e) => {
-            tracing::warn!("recording {} outcomes together failed ({e}); recording them one by one", plain.len());
-            plain
-                .into_iter()
-                .map(|c| {
-                    let r = jobs::complete(&mut shared.db_conn.lock(), &c, &shared.worker_id, now);
-                    (c, r)
-                })
-                .collect()
-        }
-    };
+    let held = jobs::complete_batch(&mut shared.recorder_conn().lock(), &shared.worker_id, &plain, now);
+    let mut results: Vec<(jobs::Completion, Result<bool>)> = plain.into_iter().zip(held).collect();
     for d in writing {
         let Some(writes) = d.writes else { continue };
         let r = commit_with_writes(shared, &d.completion, writes, now);
@@ -512,7 +509,7 @@ fn commit_with_writes(shared: &Shared, c: &jobs::Completion, writes: Writes, now
     });
     match committed {
         Ok(true) => Ok(true),
-        Ok(false) => jobs::complete(&mut shared.db_conn.lock(), c, worker, now),
+        Ok(false) => jobs::complete(&mut shared.recorder_conn().lock(), c, worker, now),
         Err(e) => {
             let (code, permanent) = match &e {
                 Error::Plugin { code, .. } => (code.clone(), code == "rejected"),
@@ -522,7 +519,7 @@ fn commit_with_writes(shared: &Shared, c: &jobs::Completion, writes: Writes, now
             };
             let message = format!("{}: its record writes could not be committed, so none were: {e}", writes.who);
             let failed = jobs::Completion { outcome: Outcome::Failed { code, message, permanent }, ..c.clone() };
-            jobs::complete(&mut shared.db_conn.lock(), &failed, worker, now)
+            jobs::complete(&mut shared.recorder_conn().lock(), &failed, worker, now)
         }
     }
 }

@@ -211,7 +211,7 @@ pub fn claim_ready(conn: &mut Connection, worker: &str, now: i64, lease_ms: u64,
     if !state::any_ready(conn, now)? {
         return Ok(Vec::new());
     }
-    let tx = conn.transaction_with_behavior(crate::store::sql::TransactionBehavior::Immediate)?;
+    let tx = conn.transaction_with_behavior(crate::store::sql::TransactionBehavior::RowLocked)?;
     let lease_until = now.saturating_add(i64::try_from(lease_ms).unwrap_or(i64::MAX));
     let rows: Vec<ClaimRow> = state::claim(&tx, worker, now, lease_until, limit, claim_row)?;
     let mut claimed = Vec::with_capacity(rows.len());
@@ -369,36 +369,68 @@ pub struct Completion {
     pub duration_ms: u64,
 }
 
-/// Records many attempts' outcomes in one transaction (group commit: one WAL
-/// write for the batch). Same rules as [`complete`] per job; returns, per
-/// completion, whether `worker` still held the lease. Nothing is recorded if
-/// any of them fails to write.
-pub fn complete_batch(conn: &mut Connection, worker: &str, batch: &[Completion], now: i64) -> Result<Vec<bool>> {
-    let tx = conn.transaction_with_behavior(crate::store::sql::TransactionBehavior::Immediate)?;
-    // On PostgreSQL successes are recorded together, in one statement (each
-    // statement is a round trip there; SQLite's are calls in this process).
-    let together: std::collections::HashSet<String> = if tx.is_postgres() {
-        let successes = batch
-            .iter()
-            .filter_map(|c| match &c.outcome {
-                Outcome::Succeeded { result } => Some(serde_json::to_string(&c.trace).map_err(json_err).map(|trace| state::Success {
-                    id: &c.id,
-                    duration_ms: i64::try_from(c.duration_ms).unwrap_or(i64::MAX),
-                    trace,
-                    result: result.as_deref(),
-                })),
-                _ => None,
-            })
-            .collect::<Result<Vec<_>>>()?;
-        state::complete_many(&tx, worker, now, &successes)?.into_iter().collect()
-    } else {
-        Default::default()
-    };
-    // The rest one by one: other outcomes, and successes of jobs an operator
-    // interrupted meanwhile or whose lease was lost.
-    let held = batch.iter().map(|c| if together.contains(&c.id) { Ok(true) } else { complete_in(&tx, c, worker, now) }).collect::<Result<Vec<_>>>()?;
+/// Records many attempts' outcomes together (group commit: one WAL write
+/// for many) and returns, per completion, whether `worker` still held the
+/// lease, or why recording it failed. Same rules as [`complete`] per job.
+///
+/// On PostgreSQL the successes of jobs still running undisturbed are
+/// recorded first, in one statement ([`state::complete_many`]) and a
+/// transaction without weir's write lock
+/// ([`TransactionBehavior::RowLocked`](crate::store::sql::TransactionBehavior::RowLocked)):
+/// the common case costs one round trip per group, and nodes record at once.
+/// The rest (other outcomes; successes of jobs an operator interrupted
+/// meanwhile or whose lease was lost) go in one write transaction, and if
+/// that fails, one transaction each, so one bad row cannot lose the others.
+pub fn complete_batch(conn: &mut Connection, worker: &str, batch: &[Completion], now: i64) -> Vec<Result<bool>> {
+    let mut recorded: std::collections::HashSet<&str> = std::collections::HashSet::new();
+    if conn.is_postgres() {
+        match complete_successes(conn, worker, batch, now) {
+            Ok(ids) => recorded.extend(batch.iter().map(|c| c.id.as_str()).filter(|id| ids.contains(*id))),
+            Err(e) => tracing::warn!("recording {} successes together failed ({e}); recording them with the other outcomes", batch.len()),
+        }
+    }
+    let rest: Vec<&Completion> = batch.iter().filter(|c| !recorded.contains(c.id.as_str())).collect();
+    let mut held: std::collections::HashMap<&str, Result<bool>> = std::collections::HashMap::new();
+    if !rest.is_empty() {
+        let together = (|| -> Result<Vec<bool>> {
+            let tx = conn.transaction_with_behavior(crate::store::sql::TransactionBehavior::Immediate)?;
+            let held = rest.iter().map(|c| complete_in(&tx, c, worker, now)).collect::<Result<Vec<_>>>()?;
+            tx.commit()?;
+            Ok(held)
+        })();
+        match together {
+            Ok(h) => held.extend(rest.iter().map(|c| c.id.as_str()).zip(h.into_iter().map(Ok))),
+            Err(e) => {
+                tracing::warn!("recording {} outcomes together failed ({e}); recording them one by one", rest.len());
+                held.extend(rest.iter().map(|c| (c.id.as_str(), complete(conn, c, worker, now))));
+            }
+        }
+    }
+    batch.iter().map(|c| if recorded.contains(c.id.as_str()) { Ok(true) } else { held.remove(c.id.as_str()).unwrap_or(Ok(false)) }).collect()
+}
+
+/// The successes in `batch`, in one transaction without weir's write lock
+/// (see [`complete_batch`]): the ids recorded.
+fn complete_successes(conn: &Connection, worker: &str, batch: &[Completion], now: i64) -> Result<std::collections::HashSet<String>> {
+    let successes = batch
+        .iter()
+        .filter_map(|c| match &c.outcome {
+            Outcome::Succeeded { result } => Some(serde_json::to_string(&c.trace).map_err(json_err).map(|trace| state::Success {
+                id: &c.id,
+                duration_ms: i64::try_from(c.duration_ms).unwrap_or(i64::MAX),
+                trace,
+                result: result.as_deref(),
+            })),
+            _ => None,
+        })
+        .collect::<Result<Vec<_>>>()?;
+    if successes.is_empty() {
+        return Ok(Default::default());
+    }
+    let tx = conn.transaction_with_behavior(crate::store::sql::TransactionBehavior::RowLocked)?;
+    let ids = state::complete_many(&tx, worker, now, &successes)?;
     tx.commit()?;
-    Ok(held)
+    Ok(ids.into_iter().collect())
 }
 
 /// Whether `worker` holds job `id` and it is running undisturbed (no cancel

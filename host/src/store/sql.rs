@@ -604,7 +604,8 @@ impl Connection {
     pub fn transaction_with_behavior(&self, behavior: TransactionBehavior) -> Result<Transaction<'_>> {
         match behavior {
             TransactionBehavior::Immediate => self.begin_write()?,
-            TransactionBehavior::Deferred => self.execute_batch("BEGIN")?,
+            TransactionBehavior::RowLocked if !self.is_postgres() => self.begin_write()?,
+            TransactionBehavior::Deferred | TransactionBehavior::RowLocked => self.execute_batch("BEGIN")?,
         }
         Ok(Transaction { conn: self, done: false })
     }
@@ -768,8 +769,16 @@ pub struct PgStatement {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TransactionBehavior {
     Deferred,
-    /// SQLite takes the write lock at once.
+    /// SQLite takes the write lock at once (PostgreSQL: weir's write lock,
+    /// see [`Connection::begin_write`]).
     Immediate,
+    /// A write transaction that changes only rows it locks itself, each
+    /// change a guarded `UPDATE` (re-checked on PostgreSQL after waiting for
+    /// another writer's lock on the row) or a claim that skips locked rows:
+    /// the job queue's claims and outcomes. SQLite takes the write lock at
+    /// once, as `Immediate`; PostgreSQL takes no write lock, so several
+    /// nodes claim and record outcomes at once.
+    RowLocked,
 }
 
 /// An open transaction; rolled back when dropped without [`Transaction::commit`].
