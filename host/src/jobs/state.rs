@@ -665,8 +665,11 @@ pub(crate) struct Success<'a> {
 /// Returns the ids it applied to; the others (a lost lease, an operator's
 /// cancel or pause meanwhile) are left untouched for the one-job path, which
 /// decides what each of them becomes. One round trip for the whole group,
-/// where the one-job path takes three or four per job: on PostgreSQL each is
-/// a network round trip made with the write lock held.
+/// where the one-job path takes three or four per job (on PostgreSQL each is
+/// a network round trip). It needs no write lock (see
+/// [`TransactionBehavior::RowLocked`](crate::store::sql::TransactionBehavior::RowLocked)):
+/// each row's lease and status are re-checked after waiting for any other
+/// writer of it.
 pub(crate) fn complete_many(conn: &Connection, worker: &str, now: i64, done: &[Success<'_>]) -> Result<Vec<String>> {
     if done.is_empty() {
         return Ok(Vec::new());

@@ -480,8 +480,9 @@ impl<T> OptionalExtension<T> for Result<T> {
     }
 }
 
-/// The PostgreSQL advisory lock every write transaction takes (an arbitrary
-/// key: "weir" in ASCII).
+/// The PostgreSQL advisory lock every write transaction takes but the job
+/// queue's claims and outcomes (see [`TransactionBehavior::RowLocked`]); an
+/// arbitrary key: "weir" in ASCII.
 pub const WRITE_LOCK: i64 = 0x7765_6972;
 
 /// A PostgreSQL connection: the client, its prepared statements (by weir's
@@ -587,8 +588,10 @@ impl Connection {
     /// Opens a write transaction and takes the database's write lock now
     /// (waiting at most the connection's busy time): SQLite's `BEGIN
     /// IMMEDIATE`; on PostgreSQL, `BEGIN` and weir's transaction-scoped
-    /// advisory lock, which every writer of every node takes, so writes are
-    /// serialised as on SQLite and every read inside sees the state it writes on.
+    /// advisory lock, which every such writer of every node takes, so writes are
+    /// serialised as on SQLite and every read inside sees the state it writes on
+    /// (the job queue's claims and outcomes take row locks instead: see
+    /// [`TransactionBehavior::RowLocked`]).
     pub fn begin_write(&self) -> Result<()> {
         match self {
             Connection::Sqlite(c) => {
