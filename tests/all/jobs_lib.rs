@@ -12,7 +12,7 @@ use weir::Weir;
 use weir::jobs::{self, Completion, JobContext, NewJob, Outcome};
 use weir::values::EntityDoc;
 
-fn new_job(step: &str) -> NewJob {
+pub(crate) fn new_job(step: &str) -> NewJob {
     NewJob {
         kind: "step",
         step: Some(step.into()),

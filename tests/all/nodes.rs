@@ -1,7 +1,8 @@
 //! Several weir nodes on one database (the crash suite has the several-node
 //! kill -9 test): a schedule fires once per tick however many nodes run it,
 //! and a catalogue change made through one node takes effect on another
-//! within a second. On PostgreSQL (`WEIR_TEST_PG`) the nodes are what the
+//! within a second; an operator's bulk actions race two nodes' claims and
+//! outcomes and every job still ends once, as it should. On PostgreSQL (`WEIR_TEST_PG`) the nodes are what the
 //! "Several nodes" guide describes; on SQLite, processes sharing one file.
 //! And the way there: `weir migrate` copies an SQLite database to PostgreSQL.
 
@@ -168,4 +169,93 @@ fn a_node_older_than_the_schema_refuses_to_start() {
     env.sql().execute_batch(newer).unwrap();
     let refused = env.run(&["table", "list"]).fails();
     assert!(refused.stderr.contains("newer than this weir"), "{}", refused.stderr);
+}
+
+/// Two nodes drain a queue while an operator cancels running jobs, pauses
+/// ready ones and resumes them, in bulk, over and over. On PostgreSQL the
+/// nodes claim and record outcomes with row locks only while the operator's
+/// actions take the write lock: every action still succeeds, an operator's
+/// cancel wins over the outcome it races, and every job ends once, as
+/// Succeeded or Canceled, having run again only after a pause that caught
+/// it running.
+#[test]
+fn operators_act_in_bulk_while_two_nodes_drain_the_queue() {
+    const N: usize = 400;
+    let env = Env::new();
+    env.add_example("slow");
+    let weir = weir::Weir::open(env.db()).unwrap();
+    let version = weir.list_plugins().unwrap().into_iter().find(|p| p.name == "slow").unwrap().version;
+    let mut job = crate::jobs_lib::new_job("drain");
+    // 10 ms of work each: a few seconds of draining (longer than a bulk
+    // action over every job takes), with a few jobs running on each node at
+    // any moment.
+    (job.plugin, job.plugin_version, job.context.config) = ("slow".into(), version, json!({"ms": 10}));
+    let conn = weir.db().connect().unwrap();
+    let tx = conn.transaction().unwrap();
+    for _ in 0..N {
+        weir::jobs::enqueue(&tx, &job).unwrap();
+    }
+    tx.commit().unwrap();
+    let mut nodes: Vec<_> =
+        (0..2).map(|_| env.command().args(["work", "--workers", "2"]).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap()).collect();
+    let count =
+        |filter: &str| -> i64 { env.run(&["jobs", "bulk", "cancel", "--filter", filter, "--dry-run", "--json"]).ok().json()["matched"].as_i64().unwrap() };
+    let mut canceled_running = 0;
+    let started = Instant::now();
+    loop {
+        let c = env.run(&["jobs", "bulk", "cancel", "--filter", "statecode eq 2", "--json"]).ok().json();
+        canceled_running += c["applied"].as_i64().unwrap();
+        env.run(&["jobs", "bulk", "pause", "--filter", "statecode eq 0", "--json"]).ok();
+        env.run(&["jobs", "bulk", "resume", "--filter", "statuscode eq 11", "--json"]).ok();
+        // Time for the nodes to claim what was resumed, so the next round
+        // finds jobs running.
+        std::thread::sleep(Duration::from_millis(50));
+        let left = count("statecode ne 3");
+        if left == 0 {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(120), "the queue did not drain in 2 minutes");
+    }
+    for n in &mut nodes {
+        std::process::Command::new("kill").arg(n.id().to_string()).status().unwrap();
+    }
+    for n in nodes {
+        let out = n.wait_with_output().unwrap();
+        let log = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{log}");
+        assert!(!log.contains("ERROR"), "a node failed to record an outcome: {log}");
+    }
+    assert!(
+        canceled_running > 0,
+        "no running job was canceled: the race was not exercised; {}",
+        env.run(&["jobs", "groups", "--by", "plugin", "--json"]).ok().stdout
+    );
+    let ended: Vec<(String, i64, i64, i64, Option<String>)> = env
+        .sql()
+        .prepare(
+            "SELECT CASE statuscode WHEN 30 THEN 'Succeeded' WHEN 32 THEN 'Canceled' ELSE 'other ' || statuscode END, attempts,
+                    (SELECT COUNT(*) FROM weir_job_attempts a WHERE a.job_id = j.id AND a.outcome = 'paused'),
+                    (SELECT COUNT(*) FROM weir_job_attempts a WHERE a.job_id = j.id AND a.outcome <> 'paused'),
+                    error_code
+             FROM weir_jobs j WHERE plugin = 'slow'",
+        )
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(ended.len(), N);
+    let succeeded = ended.iter().filter(|(s, ..)| s == "Succeeded").count();
+    let canceled = ended.iter().filter(|(s, ..)| s == "Canceled").count();
+    let paused_running: i64 = ended.iter().map(|e| e.2).sum();
+    eprintln!("{succeeded} succeeded, {canceled} canceled ({canceled_running} while running), {paused_running} paused while running");
+    assert_eq!(succeeded + canceled, N, "every job ends Succeeded or Canceled: {:?}", ended.iter().find(|(s, ..)| s.starts_with("other")));
+    assert!(canceled as i64 >= canceled_running, "every running job an operator canceled ends Canceled ({canceled} < {canceled_running})");
+    assert!(ended.iter().all(|e| e.3 == 0), "an attempt ended otherwise than by a pause (a retry, a lost lease): {:?}", ended.iter().find(|e| e.3 > 0));
+    assert!(
+        ended.iter().filter(|(s, ..)| s == "Succeeded").all(|e| e.1 <= 1 + e.2),
+        "a job ran more often than its pauses explain: {:?}",
+        ended.iter().find(|e| e.0 == "Succeeded" && e.1 > 1 + e.2)
+    );
+    assert!(ended.iter().filter(|(s, ..)| s == "Canceled").all(|e| e.4.as_deref() == Some("canceled")));
 }
