@@ -136,10 +136,12 @@ struct Counters {
 
 /// A running pool's shared parts.
 struct Shared {
-    /// The pool's own connection: claims, heartbeats, outcomes, housekeeping.
+    /// The pool's own connection: claims and housekeeping (and, on SQLite,
+    /// heartbeats and outcomes: see `recorder_conn`).
     db_conn: Mutex<Connection>,
-    /// On PostgreSQL, the recorder's own connection, so outcomes are recorded
-    /// while the dispatcher claims (each waits on network round trips). On
+    /// On PostgreSQL, the connection outcomes and heartbeats are written on,
+    /// so outcomes are recorded while the dispatcher claims (each waits on
+    /// network round trips). On
     /// SQLite the two share `db_conn`: there is one writer either way, and
     /// two connections would only wait on each other's lock of the file.
     recorder_conn: Option<Mutex<Connection>>,
@@ -274,7 +276,10 @@ pub async fn run(
             loop {
                 tokio::time::sleep(every).await;
                 let r = {
-                    let conn = shared.db_conn.lock();
+                    // The recorder's connection: a heartbeat and a group's
+                    // outcomes lock the same jobs' rows, so on PostgreSQL they
+                    // would deadlock if they ran at once on two connections.
+                    let conn = shared.recorder_conn().lock();
                     crate::store::now(&conn).and_then(|now| jobs::heartbeat(&conn, &shared.worker_id, now, shared.opts.lease_ms))
                 };
                 if let Err(e) = r {

@@ -237,3 +237,26 @@ fn a_group_of_outcomes_ends_each_job_as_alone() {
         conn.prepare("SELECT job_id FROM weir_callbacks").unwrap().query_map([], |r| r.get(0)).unwrap().collect::<Result<_, _>>().unwrap();
     assert_eq!(queued, vec![ok.clone()], "the success's callback is queued, once");
 }
+
+/// A group's outcomes reach the breaker in the order the attempts ended, even
+/// where the group's successes are recorded first (PostgreSQL): five failures
+/// followed by a success of their step leave it healthy, and only a failure
+/// after that success counts.
+#[test]
+fn a_group_s_failures_before_a_success_of_their_step_do_not_hold_it() {
+    let (_env, weir) = open();
+    let mut conn = weir.db().connect().unwrap();
+    let t = later();
+    let ids: Vec<String> = (0..7).map(|_| jobs::enqueue(&conn, &new_job("flaky")).unwrap()).collect();
+    assert_eq!(jobs::claim_ready(&mut conn, "W", t, 60_000, 10).unwrap().len(), 7);
+    let fail = |id: &String| done(id, Outcome::Failed { code: "transient".into(), message: "later".into(), permanent: false });
+    let mut batch: Vec<Completion> = ids[..5].iter().map(fail).collect();
+    batch.push(done(&ids[5], Outcome::Succeeded { result: None }));
+    batch.push(fail(&ids[6]));
+    let held: Vec<bool> = jobs::complete_batch(&mut conn, "W", &batch, t + 1).into_iter().map(Result::unwrap).collect();
+    assert!(held.iter().all(|h| *h), "{held:?}");
+    let health = jobs::step_health(&conn).unwrap();
+    let flaky = &health["flaky"];
+    assert_eq!((flaky.consecutive_failures, flaky.held_until.as_deref()), (1, None), "only the failure after the success counts");
+    assert_eq!(jobs::show(&conn, &ids[5]).unwrap().status, "Succeeded");
+}

@@ -205,8 +205,14 @@ fn operators_act_in_bulk_while_two_nodes_drain_the_queue() {
     loop {
         let c = env.run(&["jobs", "bulk", "cancel", "--filter", "statecode eq 2", "--json"]).ok().json();
         canceled_running += c["applied"].as_i64().unwrap();
-        env.run(&["jobs", "bulk", "pause", "--filter", "statecode eq 0", "--json"]).ok();
-        env.run(&["jobs", "bulk", "resume", "--filter", "statuscode eq 11", "--json"]).ok();
+        let p = env.run(&["jobs", "bulk", "pause", "--filter", "statecode eq 0", "--json"]).ok().json();
+        let r = env.run(&["jobs", "bulk", "resume", "--filter", "statuscode eq 11", "--json"]).ok().json();
+        // A job may finish between the selection and the action (skipped:
+        // it has completed), but never change between the action's read of
+        // its status and its write.
+        for answer in [&c, &p, &r] {
+            assert!(!answer["errors"].to_string().contains("changed meanwhile"), "{answer}");
+        }
         // Time for the nodes to claim what was resumed, so the next round
         // finds jobs running.
         std::thread::sleep(Duration::from_millis(50));

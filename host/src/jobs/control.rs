@@ -14,10 +14,17 @@ use super::{JobView, show};
 use crate::error::{Error, Result};
 use crate::time::to_rfc3339;
 
-/// The job's status and wait, read inside the caller's transaction.
+/// The job's status and wait, read inside the caller's transaction. On
+/// PostgreSQL the row is locked first: claims and outcomes there do not take
+/// the write lock the caller holds (see
+/// [`TransactionBehavior::RowLocked`](crate::store::sql::TransactionBehavior::RowLocked)),
+/// so without it a claim could change the job between this read and the
+/// action's write (a claim skips a locked job; an outcome waits for it).
 fn current(conn: &Connection, id: &str) -> Result<(Status, Option<Json>, Option<i64>)> {
+    const READ: &str = "SELECT statuscode, wait, postpone_until FROM weir_jobs WHERE id = ?1";
+    let sql = if conn.is_postgres() { format!("{READ} FOR UPDATE") } else { READ.to_string() };
     let (code, wait, until): (i64, Option<String>, Option<i64>) = conn
-        .prepare_cached("SELECT statuscode, wait, postpone_until FROM weir_jobs WHERE id = ?1")?
+        .prepare_cached(&sql)?
         .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
         .optional()?
         .ok_or_else(|| Error::not_found(format!("no job with id {id}")))?;

@@ -382,36 +382,63 @@ pub struct Completion {
 /// meanwhile or whose lease was lost) go in one write transaction, and if
 /// that fails, one transaction each, so one bad row cannot lose the others.
 pub fn complete_batch(conn: &mut Connection, worker: &str, batch: &[Completion], now: i64) -> Vec<Result<bool>> {
-    let mut recorded: std::collections::HashSet<&str> = std::collections::HashSet::new();
+    // The successes recorded together, by id, with their steps.
+    let mut recorded: std::collections::HashMap<&str, Option<String>> = std::collections::HashMap::new();
     if conn.is_postgres() {
         match complete_successes(conn, worker, batch, now) {
-            Ok(ids) => recorded.extend(batch.iter().map(|c| c.id.as_str()).filter(|id| ids.contains(*id))),
-            Err(e) => tracing::warn!("recording {} successes together failed ({e}); recording them with the other outcomes", batch.len()),
+            Ok(ended) => {
+                for c in batch {
+                    if let Some(step) = ended.get(c.id.as_str()) {
+                        recorded.insert(c.id.as_str(), step.clone());
+                    }
+                }
+            }
+            Err(e) => tracing::warn!("recording a group's successes together failed ({e}); recording them with its other outcomes"),
         }
     }
-    let rest: Vec<&Completion> = batch.iter().filter(|c| !recorded.contains(c.id.as_str())).collect();
+    // Those successes reset their steps' breakers before the rest of the
+    // group is recorded. So that the breaker still counts failures in the
+    // order the attempts ended, a failure followed in the group by a success
+    // of its step does not count (the success would have reset it).
+    let mut last_success: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for (i, c) in batch.iter().enumerate() {
+        if let Some(Some(step)) = recorded.get(c.id.as_str()) {
+            last_success.insert(step.as_str(), i);
+        }
+    }
+    let rest: Vec<(usize, &Completion)> = batch.iter().enumerate().filter(|(_, c)| !recorded.contains_key(c.id.as_str())).collect();
+    let last_success = &last_success;
+    let healed_after = |i: usize| move |step: &str| last_success.get(step).is_some_and(|&j| j > i);
     let mut held: std::collections::HashMap<&str, Result<bool>> = std::collections::HashMap::new();
     if !rest.is_empty() {
         let together = (|| -> Result<Vec<bool>> {
             let tx = conn.transaction_with_behavior(crate::store::sql::TransactionBehavior::Immediate)?;
-            let held = rest.iter().map(|c| complete_in(&tx, c, worker, now)).collect::<Result<Vec<_>>>()?;
+            let held = rest.iter().map(|&(i, c)| complete_in_group(&tx, c, worker, now, &healed_after(i))).collect::<Result<Vec<_>>>()?;
             tx.commit()?;
             Ok(held)
         })();
         match together {
-            Ok(h) => held.extend(rest.iter().map(|c| c.id.as_str()).zip(h.into_iter().map(Ok))),
+            Ok(h) => held.extend(rest.iter().map(|(_, c)| c.id.as_str()).zip(h.into_iter().map(Ok))),
             Err(e) => {
                 tracing::warn!("recording {} outcomes together failed ({e}); recording them one by one", rest.len());
-                held.extend(rest.iter().map(|c| (c.id.as_str(), complete(conn, c, worker, now))));
+                for &(i, c) in &rest {
+                    let one = (|| -> Result<bool> {
+                        let tx = conn.transaction_with_behavior(crate::store::sql::TransactionBehavior::Immediate)?;
+                        let held = complete_in_group(&tx, c, worker, now, &healed_after(i))?;
+                        tx.commit()?;
+                        Ok(held)
+                    })();
+                    held.insert(c.id.as_str(), one);
+                }
             }
         }
     }
-    batch.iter().map(|c| if recorded.contains(c.id.as_str()) { Ok(true) } else { held.remove(c.id.as_str()).unwrap_or(Ok(false)) }).collect()
+    batch.iter().map(|c| if recorded.contains_key(c.id.as_str()) { Ok(true) } else { held.remove(c.id.as_str()).unwrap_or(Ok(false)) }).collect()
 }
 
 /// The successes in `batch`, in one transaction without weir's write lock
-/// (see [`complete_batch`]): the ids recorded.
-fn complete_successes(conn: &Connection, worker: &str, batch: &[Completion], now: i64) -> Result<std::collections::HashSet<String>> {
+/// (see [`complete_batch`]): the ids recorded, with their steps.
+fn complete_successes(conn: &Connection, worker: &str, batch: &[Completion], now: i64) -> Result<std::collections::HashMap<String, Option<String>>> {
     let successes = batch
         .iter()
         .filter_map(|c| match &c.outcome {
@@ -428,9 +455,9 @@ fn complete_successes(conn: &Connection, worker: &str, batch: &[Completion], now
         return Ok(Default::default());
     }
     let tx = conn.transaction_with_behavior(crate::store::sql::TransactionBehavior::RowLocked)?;
-    let ids = state::complete_many(&tx, worker, now, &successes)?;
+    let ended = state::complete_many(&tx, worker, now, &successes)?;
     tx.commit()?;
-    Ok(ids.into_iter().collect())
+    Ok(ended.into_iter().collect())
 }
 
 /// Whether `worker` holds job `id` and it is running undisturbed (no cancel
@@ -442,6 +469,13 @@ pub fn runs_under(conn: &Connection, id: &str, worker: &str) -> Result<bool> {
 
 /// Decides which transition an outcome makes and makes it (in `tx`).
 pub(crate) fn complete_in(tx: &Connection, c: &Completion, worker: &str, now: i64) -> Result<bool> {
+    complete_in_group(tx, c, worker, now, &|_| false)
+}
+
+/// [`complete_in`] for an outcome of a group: a failure does not count
+/// towards its step's breaker when `healed_after(step)` says a later success
+/// in the group reset it (see [`complete_batch`]).
+fn complete_in_group(tx: &Connection, c: &Completion, worker: &str, now: i64, healed_after: &dyn Fn(&str) -> bool) -> Result<bool> {
     let trace = serde_json::to_string(&c.trace).map_err(json_err)?;
     let held: Option<(Option<String>, u32, u32, i64, i64)> = tx
         .prepare_cached("SELECT step, attempts, max_attempts, backoff_ms, statuscode FROM weir_jobs WHERE id = ?1 AND lease_owner = ?2 AND statecode = 2")?
@@ -486,7 +520,9 @@ pub(crate) fn complete_in(tx: &Connection, c: &Completion, worker: &str, now: i6
                 let due = now.saturating_add(backoff_ms(backoff.max(0) as u64, attempts) as i64);
                 a.fail_retryable(tx, due, code, message)?
             };
-            if let Some(step) = &step {
+            if let Some(step) = &step
+                && !healed_after(step)
+            {
                 trip_breaker(tx, step, now)?;
             }
             applied

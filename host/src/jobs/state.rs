@@ -406,7 +406,9 @@ pub(crate) fn claim<T>(
 /// which is scanned whole for every id: hundreds of ms per claim on a busy
 /// queue. Claims there take no write lock ([`TransactionBehavior::RowLocked`]):
 /// a job locked by another claim is skipped, and so is a held step's health
-/// row while another claim probes it, so a step gets one probe at a time.
+/// row while another claim probes it; a probe also holds its step until its
+/// lease ends, so a claim that locks the row just after sees the hold on
+/// PostgreSQL's re-check of the row: a step gets one probe at a time.
 ///
 /// [`TransactionBehavior::RowLocked`]: crate::store::sql::TransactionBehavior::RowLocked
 fn claim_sql(pg: bool) -> [String; 2] {
@@ -434,7 +436,7 @@ fn claim_sql(pg: bool) -> [String; 2] {
     if pg {
         let returning = CLAIM_RETURNING.split(", ").map(|c| format!("weir_jobs.{c}")).collect::<Vec<_>>().join(", ");
         let probes = format!(
-            "SELECT j.id FROM weir_step_health h
+            "SELECT j.id, h.step FROM weir_step_health h
              CROSS JOIN LATERAL (
                  SELECT j.id FROM weir_jobs j
                  WHERE j.statecode = 0 AND j.step = h.step AND COALESCE(j.postpone_until, j.created_at) <= ?3 AND {}
@@ -445,7 +447,14 @@ fn claim_sql(pg: bool) -> [String; 2] {
             guard.replace("statuscode", "j.statuscode").replace("statecode", "j.statecode")
         );
         return [
-            format!("WITH picked AS ({probes}) UPDATE weir_jobs SET {set} FROM picked WHERE weir_jobs.id = picked.id RETURNING {returning}"),
+            // The probe's step stays held until the probe's lease ends (its
+            // outcome then decides: `healthy` or a longer hold), so another
+            // claim that locks the health row after this one committed finds
+            // the hold in force on its re-check, and probes nothing.
+            format!(
+                "WITH picked AS ({probes}), probing AS (UPDATE weir_step_health SET hold_until = ?2 WHERE step IN (SELECT step FROM picked))
+                 UPDATE weir_jobs SET {set} FROM picked WHERE weir_jobs.id = picked.id RETURNING {returning}"
+            ),
             format!(
                 "WITH picked AS ({ready} FOR UPDATE SKIP LOCKED) UPDATE weir_jobs SET {set} FROM picked WHERE weir_jobs.id = picked.id RETURNING {returning}"
             ),
@@ -480,14 +489,22 @@ pub(crate) fn release(conn: &Connection, id: &str, worker: &str) -> Result<bool>
 pub(crate) fn expire(conn: &Connection, now: i64) -> Result<usize> {
     let lost =
         "error_code = 'lease_expired', error_message = 'attempt ' || attempts || ' of ' || max_attempts || ' was lost: its worker stopped (lease expired)'";
+    let expired =
+        format!("statecode = 2 AND lease_until < ?1 AND statuscode IN ({}, {}, {})", InProgress.statuscode(), Pausing.statuscode(), Canceling.statuscode());
+    if conn.is_postgres() {
+        // Lock them first: outcomes there take row locks, not the write lock
+        // this runs under, so a job could otherwise be recorded as succeeded
+        // between the history's insert and the update below, and keep a
+        // "lost" attempt it did not lose. (The set cannot grow: a claim or a
+        // heartbeat only moves a lease later.)
+        let mut lock = conn.prepare_cached(&format!("SELECT id FROM weir_jobs WHERE {expired} FOR UPDATE"))?;
+        lock.query_map([now], |r| r.get::<_, String>(0))?.collect::<crate::store::sql::Result<Vec<_>>>()?;
+    }
     // The lost attempts, in the jobs' histories.
     let sql = format!(
         "INSERT INTO weir_job_attempts (job_id, number, worker, started_at, ended_at, outcome, error_code, error_message, claim)
          SELECT id, attempts, lease_owner, started_at, ?1, 'lost', 'lease_expired', 'its worker stopped before the attempt ended (lease expired)', claims
-         FROM weir_jobs WHERE statecode = 2 AND lease_until < ?1 AND statuscode IN ({}, {}, {})",
-        InProgress.statuscode(),
-        Pausing.statuscode(),
-        Canceling.statuscode()
+         FROM weir_jobs WHERE {expired}"
     );
     conn.prepare_cached(&sql)?.execute([now])?;
     let mut n = 0;
@@ -662,7 +679,7 @@ pub(crate) struct Success<'a> {
 /// Many successful attempts of `worker` in one statement, on PostgreSQL: the
 /// same transition as [`Attempt::complete`] and the same breaker reset
 /// (`healthy`), for each job `worker` still holds undisturbed (InProgress).
-/// Returns the ids it applied to; the others (a lost lease, an operator's
+/// Returns the ids it applied to, with their steps; the others (a lost lease, an operator's
 /// cancel or pause meanwhile) are left untouched for the one-job path, which
 /// decides what each of them becomes. One round trip for the whole group,
 /// where the one-job path takes three or four per job (on PostgreSQL each is
@@ -670,7 +687,7 @@ pub(crate) struct Success<'a> {
 /// [`TransactionBehavior::RowLocked`](crate::store::sql::TransactionBehavior::RowLocked)):
 /// each row's lease and status are re-checked after waiting for any other
 /// writer of it.
-pub(crate) fn complete_many(conn: &Connection, worker: &str, now: i64, done: &[Success<'_>]) -> Result<Vec<String>> {
+pub(crate) fn complete_many(conn: &Connection, worker: &str, now: i64, done: &[Success<'_>]) -> Result<Vec<(String, Option<String>)>> {
     if done.is_empty() {
         return Ok(Vec::new());
     }
@@ -699,7 +716,7 @@ pub(crate) fn complete_many(conn: &Connection, worker: &str, now: i64, done: &[S
              ), healed AS (
                  DELETE FROM weir_step_health WHERE step IN (SELECT step FROM ended)
              )
-             SELECT id, callback_url IS NOT NULL FROM ended",
+             SELECT id, step, callback_url IS NOT NULL FROM ended",
             status = status_sql(t).unwrap_or_default(),
             running = InProgress.statuscode(),
         )
@@ -707,14 +724,16 @@ pub(crate) fn complete_many(conn: &Connection, worker: &str, now: i64, done: &[S
     let rows: Vec<serde_json::Value> =
         done.iter().map(|d| serde_json::json!({"id": d.id, "ms": d.duration_ms, "trace": d.trace, "result": d.result})).collect();
     let rows = serde_json::Value::Array(rows).to_string();
-    let ended: Vec<(String, bool)> =
-        conn.prepare_cached(sql)?.query_map(params![rows, worker, now], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<crate::store::sql::Result<_>>()?;
+    let ended: Vec<(String, Option<String>, bool)> = conn
+        .prepare_cached(sql)?
+        .query_map(params![rows, worker, now], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<crate::store::sql::Result<_>>()?;
     let mut ids = Vec::with_capacity(ended.len());
-    for (id, has_callback) in ended {
+    for (id, step, has_callback) in ended {
         if has_callback {
             finished(conn, &id, now)?;
         }
-        ids.push(id);
+        ids.push((id, step));
     }
     Ok(ids)
 }

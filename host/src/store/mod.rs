@@ -423,7 +423,8 @@ impl Pool {
 }
 
 /// Opens a write transaction: the write lock is taken now (waiting at most
-/// the connection's busy time), so every read inside sees the state it writes on.
+/// the connection's busy time), so every read inside sees the state it writes
+/// on (on PostgreSQL, but for job rows: see [`sql::Connection::begin_write`]).
 pub fn begin_write(conn: &Connection) -> Result<()> {
     Ok(conn.begin_write()?)
 }

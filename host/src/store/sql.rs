@@ -481,7 +481,7 @@ impl<T> OptionalExtension<T> for Result<T> {
 }
 
 /// The PostgreSQL advisory lock every write transaction takes but the job
-/// queue's claims and outcomes (see [`TransactionBehavior::RowLocked`]); an
+/// queue's claims and successes (see [`TransactionBehavior::RowLocked`]); an
 /// arbitrary key: "weir" in ASCII.
 pub const WRITE_LOCK: i64 = 0x7765_6972;
 
@@ -589,9 +589,10 @@ impl Connection {
     /// (waiting at most the connection's busy time): SQLite's `BEGIN
     /// IMMEDIATE`; on PostgreSQL, `BEGIN` and weir's transaction-scoped
     /// advisory lock, which every such writer of every node takes, so writes are
-    /// serialised as on SQLite and every read inside sees the state it writes on
-    /// (the job queue's claims and outcomes take row locks instead: see
-    /// [`TransactionBehavior::RowLocked`]).
+    /// serialised as on SQLite and every read inside sees the state it writes on.
+    /// The job queue's claims and successes take row locks instead (see
+    /// [`TransactionBehavior::RowLocked`]), so a write-locked read of a job row
+    /// that is then acted on must lock that row too.
     pub fn begin_write(&self) -> Result<()> {
         match self {
             Connection::Sqlite(c) => {
@@ -778,7 +779,7 @@ pub enum TransactionBehavior {
     /// A write transaction that changes only rows it locks itself, each
     /// change a guarded `UPDATE` (re-checked on PostgreSQL after waiting for
     /// another writer's lock on the row) or a claim that skips locked rows:
-    /// the job queue's claims and outcomes. SQLite takes the write lock at
+    /// the job queue's claims and successes. SQLite takes the write lock at
     /// once, as `Immediate`; PostgreSQL takes no write lock, so several
     /// nodes claim and record outcomes at once.
     RowLocked,
