@@ -12,7 +12,9 @@
 //! * [`heartbeat`] extends the leases a worker holds.
 //! * [`complete`] records an attempt's outcome, only if the caller still holds
 //!   the lease: Succeeded, Ready again after a capped exponential backoff with
-//!   jitter, Waiting, or Failed.
+//!   jitter, Waiting, or Failed. [`complete_batch`] records a worker's group
+//!   of outcomes together (on PostgreSQL its successes in one statement and
+//!   under row locks only, see `state::complete_many`).
 //! * Per step, consecutive failed attempts trip a breaker: the step's jobs are
 //!   held for a doubling interval (capped); when it passes one job runs as a
 //!   probe (half-open) and the rest follow only when it succeeds.
