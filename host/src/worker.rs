@@ -141,9 +141,9 @@ struct Shared {
     db_conn: Mutex<Connection>,
     /// On PostgreSQL, the connection outcomes and heartbeats are written on,
     /// so outcomes are recorded while the dispatcher claims (each waits on
-    /// network round trips). On
-    /// SQLite the two share `db_conn`: there is one writer either way, and
-    /// two connections would only wait on each other's lock of the file.
+    /// network round trips). On SQLite the two share `db_conn`: there is one
+    /// writer either way, and two connections would only wait on each
+    /// other's lock of the file.
     recorder_conn: Option<Mutex<Connection>>,
     /// Connections for reads (plug-in binaries, wait conditions).
     pool: Arc<Pool>,
@@ -202,7 +202,7 @@ const PREFETCH_HORIZON_US: u64 = 50_000;
 const MAX_PREFETCH: usize = 1024;
 
 impl Shared {
-    /// The connection outcomes are recorded on.
+    /// The connection outcomes and heartbeats are written on.
     fn recorder_conn(&self) -> &Mutex<Connection> {
         self.recorder_conn.as_ref().unwrap_or(&self.db_conn)
     }

@@ -2,8 +2,9 @@
 //! kill -9 test): a schedule fires once per tick however many nodes run it,
 //! and a catalogue change made through one node takes effect on another
 //! within a second; an operator's bulk actions race two nodes' claims and
-//! outcomes and every job still ends once, as it should. On PostgreSQL (`WEIR_TEST_PG`) the nodes are what the
-//! "Several nodes" guide describes; on SQLite, processes sharing one file.
+//! outcomes and every job still ends once, as it should. On PostgreSQL
+//! (`WEIR_TEST_PG`) the nodes are what the "Several nodes" guide describes;
+//! on SQLite, processes sharing one file.
 //! And the way there: `weir migrate` copies an SQLite database to PostgreSQL.
 
 use std::collections::HashSet;

@@ -343,10 +343,15 @@ pub fn backoff_ms(base_ms: u64, attempt: u32) -> u64 {
 /// job's lease. Returns false (and changes nothing) when it does not. An
 /// operator's cancel or pause requested meanwhile wins over the outcome.
 pub fn complete(conn: &mut Connection, c: &Completion, worker: &str, now: i64) -> Result<bool> {
+    in_write_tx(conn, |tx| complete_in(tx, c, worker, now))
+}
+
+/// Runs `f` in a write transaction, committed if `f` succeeds.
+fn in_write_tx<T>(conn: &Connection, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
     let tx = conn.transaction_with_behavior(crate::store::sql::TransactionBehavior::Immediate)?;
-    let held = complete_in(&tx, c, worker, now)?;
+    let value = f(&tx)?;
     tx.commit()?;
-    Ok(held)
+    Ok(value)
 }
 
 /// Gives back a claimed job that never started (its pool is stopping): Ready
@@ -384,20 +389,15 @@ pub struct Completion {
 /// meanwhile or whose lease was lost) go in one write transaction, and if
 /// that fails, one transaction each, so one bad row cannot lose the others.
 pub fn complete_batch(conn: &mut Connection, worker: &str, batch: &[Completion], now: i64) -> Vec<Result<bool>> {
-    // The successes recorded together, by id, with their steps.
-    let mut recorded: std::collections::HashMap<&str, Option<String>> = std::collections::HashMap::new();
-    if conn.is_postgres() {
-        match complete_successes(conn, worker, batch, now) {
-            Ok(ended) => {
-                for c in batch {
-                    if let Some(step) = ended.get(c.id.as_str()) {
-                        recorded.insert(c.id.as_str(), step.clone());
-                    }
-                }
-            }
-            Err(e) => tracing::warn!("recording a group's successes together failed ({e}); recording them with its other outcomes"),
-        }
-    }
+    // The successes recorded together: their ids, with their steps.
+    let recorded = if conn.is_postgres() {
+        complete_successes(conn, worker, batch, now).unwrap_or_else(|e| {
+            tracing::warn!("recording a group's successes together failed ({e}); recording them with its other outcomes");
+            Default::default()
+        })
+    } else {
+        Default::default()
+    };
     // Those successes reset their steps' breakers before the rest of the
     // group is recorded. So that the breaker still counts failures in the
     // order the attempts ended, a failure followed in the group by a success
@@ -408,34 +408,27 @@ pub fn complete_batch(conn: &mut Connection, worker: &str, batch: &[Completion],
             last_success.insert(step.as_str(), i);
         }
     }
-    let rest: Vec<(usize, &Completion)> = batch.iter().enumerate().filter(|(_, c)| !recorded.contains_key(c.id.as_str())).collect();
     let last_success = &last_success;
     let healed_after = |i: usize| move |step: &str| last_success.get(step).is_some_and(|&j| j > i);
-    let mut held: std::collections::HashMap<&str, Result<bool>> = std::collections::HashMap::new();
+    let record = |tx: &Connection, i: usize| complete_in_group(tx, &batch[i], worker, now, &healed_after(i));
+    let mut results: Vec<Option<Result<bool>>> = batch.iter().map(|c| recorded.contains_key(c.id.as_str()).then_some(Ok(true))).collect();
+    let rest: Vec<usize> = (0..batch.len()).filter(|&i| results[i].is_none()).collect();
     if !rest.is_empty() {
-        let together = (|| -> Result<Vec<bool>> {
-            let tx = conn.transaction_with_behavior(crate::store::sql::TransactionBehavior::Immediate)?;
-            let held = rest.iter().map(|&(i, c)| complete_in_group(&tx, c, worker, now, &healed_after(i))).collect::<Result<Vec<_>>>()?;
-            tx.commit()?;
-            Ok(held)
-        })();
-        match together {
-            Ok(h) => held.extend(rest.iter().map(|(_, c)| c.id.as_str()).zip(h.into_iter().map(Ok))),
+        match in_write_tx(conn, |tx| rest.iter().map(|&i| record(tx, i)).collect::<Result<Vec<_>>>()) {
+            Ok(held) => {
+                for (&i, h) in rest.iter().zip(held) {
+                    results[i] = Some(Ok(h));
+                }
+            }
             Err(e) => {
                 tracing::warn!("recording {} outcomes together failed ({e}); recording them one by one", rest.len());
-                for &(i, c) in &rest {
-                    let one = (|| -> Result<bool> {
-                        let tx = conn.transaction_with_behavior(crate::store::sql::TransactionBehavior::Immediate)?;
-                        let held = complete_in_group(&tx, c, worker, now, &healed_after(i))?;
-                        tx.commit()?;
-                        Ok(held)
-                    })();
-                    held.insert(c.id.as_str(), one);
+                for &i in &rest {
+                    results[i] = Some(in_write_tx(conn, |tx| record(tx, i)));
                 }
             }
         }
     }
-    batch.iter().map(|c| if recorded.contains_key(c.id.as_str()) { Ok(true) } else { held.remove(c.id.as_str()).unwrap_or(Ok(false)) }).collect()
+    results.into_iter().map(|r| r.unwrap_or(Ok(false))).collect()
 }
 
 /// The successes in `batch`, in one transaction without weir's write lock
