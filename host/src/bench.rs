@@ -168,7 +168,8 @@ fn bench_context() -> Context {
 
 /// A plug-in in another language to measure beside the Rust example
 /// (`weir bench --component python=credit_check.wasm`): a build of the
-/// credit-check example (guest-examples/python or guest-examples/js).
+/// credit-check example (guest-examples/python or guest-examples/js, the
+/// latter built with componentize-js or componentize-qjs).
 #[derive(Debug, Clone)]
 pub struct LangComponent {
     pub lang: Lang,
@@ -179,7 +180,10 @@ pub struct LangComponent {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lang {
     Python,
+    /// componentize-js (StarlingMonkey).
     Js,
+    /// componentize-qjs (QuickJS).
+    Quickjs,
 }
 
 impl std::str::FromStr for LangComponent {
@@ -189,7 +193,8 @@ impl std::str::FromStr for LangComponent {
         let lang = match lang {
             "python" => Lang::Python,
             "js" => Lang::Js,
-            other => return Err(format!("{other:?}: the language is python or js (Rust's credit-check is always measured)")),
+            "quickjs" => Lang::Quickjs,
+            other => return Err(format!("{other:?}: the language is python, js or quickjs (Rust's credit-check is always measured)")),
         };
         Ok(LangComponent { lang, file: file.into() })
     }
@@ -206,6 +211,10 @@ fn lang_keys(lang: Option<Lang>) -> [(&'static str, &'static str); 2] {
         Some(Lang::Js) => [
             ("lang_js_load_s", "credit-check in JavaScript: plug-in add (compile)"),
             ("lang_js_create_us", "credit-check in JavaScript: µs per create it checks"),
+        ],
+        Some(Lang::Quickjs) => [
+            ("lang_quickjs_load_s", "credit-check in JavaScript on QuickJS: plug-in add"),
+            ("lang_quickjs_create_us", "credit-check in JavaScript on QuickJS: µs per create"),
         ],
     }
 }
