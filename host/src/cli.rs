@@ -200,7 +200,7 @@ pub enum PluginCmd {
         #[arg(long, value_enum, default_value = "plugin")]
         world: crate::scaffold::Kind,
         /// The JavaScript engine (with --lang js) [default: starlingmonkey]:
-        /// quickjs makes a component 7× smaller whose calls cost a fifth.
+        /// quickjs has no web APIs, and its calls cost about a fifth.
         #[arg(long, value_enum)]
         js_engine: Option<crate::scaffold::JsEngine>,
         #[arg(long)]

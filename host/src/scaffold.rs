@@ -140,7 +140,7 @@ pub fn new(parent: &Path, name: &str, lang: Lang, kind: Kind, engine: Option<JsE
                         r#""@bytecodealliance/componentize-js": "{COMPONENTIZE_JS}",
     "@bytecodealliance/preview2-shim": "{PREVIEW2_SHIM}""#
                     ),
-                    "JavaScript, built with componentize-js (StarlingMonkey; the WIT contract `weir:plugin@0.2.0` is in `wit/`)",
+                    "JavaScript, built with componentize-js (StarlingMonkey, with the web APIs; `weir plugin new NAME --lang js --js-engine quickjs` makes calls about five times cheaper without them; the WIT contract `weir:plugin@0.2.0` is in `wit/`)",
                     "Node.js 18 or later; the build installs componentize-js from npm",
                 ),
                 // `--sync`: the component model's synchronous ABI, which weir's worlds use.
