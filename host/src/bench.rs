@@ -213,8 +213,8 @@ fn lang_keys(lang: Option<Lang>) -> [(&'static str, &'static str); 2] {
             ("lang_js_create_us", "credit-check in JavaScript: µs per create it checks"),
         ],
         Some(Lang::Quickjs) => [
-            ("lang_quickjs_load_s", "credit-check in JavaScript on QuickJS: plug-in add"),
-            ("lang_quickjs_create_us", "credit-check in JavaScript on QuickJS: µs per create"),
+            ("lang_quickjs_load_s", "credit-check in JS on QuickJS: plug-in add (compile)"),
+            ("lang_quickjs_create_us", "credit-check in JS on QuickJS: µs per create it checks"),
         ],
     }
 }
@@ -574,6 +574,18 @@ fn drain_among(weir: &Weir, plugin: &str, n: usize, workers: usize, bad: &[&str]
 
 /// Like [`drain_among`], the good jobs with `grants`.
 fn drain_with(weir: &Weir, plugin: &str, n: usize, workers: usize, bad: &[&str], grants: &[crate::steps::Grant]) -> Result<f64> {
+    let (conn, run_id) = enqueue_run(weir, plugin, n, bad, grants)?;
+    let opts = WorkOptions { workers, until_idle: true, idle_horizon: Duration::ZERO, ..WorkOptions::default() };
+    let started_ms = crate::time::now_ms();
+    crate::cli::runtime()?.block_on(weir.work(opts, std::future::pending()))?;
+    drained_rate(&conn, &run_id, plugin, n, started_ms)
+}
+
+/// Enqueues, in one transaction, `n` jobs of `plugin` with `grants` as one
+/// run (its id their correlation id), and the misbehaving `bad` plug-ins'
+/// jobs (each `BAD_EACH` times, a 500 ms timeout) spread evenly among them.
+/// Returns a connection for [`drained_rate`] and the run's id.
+fn enqueue_run(weir: &Weir, plugin: &str, n: usize, bad: &[&str], grants: &[crate::steps::Grant]) -> Result<(crate::store::sql::Connection, String)> {
     const BAD_EACH: usize = 4;
     let run_id = uuid::Uuid::now_v7().to_string();
     let mut good = job(plugin, plugin_version(weir, plugin)?);
@@ -600,25 +612,14 @@ fn drain_with(weir: &Weir, plugin: &str, n: usize, workers: usize, bad: &[&str],
         }
     }
     tx.commit()?;
-    let opts = WorkOptions { workers, until_idle: true, idle_horizon: Duration::ZERO, ..WorkOptions::default() };
-    let started_ms = crate::time::now_ms();
-    crate::cli::runtime()?.block_on(weir.work(opts, std::future::pending()))?;
-    drained_rate(&conn, &run_id, plugin, n, started_ms)
+    Ok((conn, run_id))
 }
 
 /// Enqueues `n` jobs of `plugin`, then times `nodes` separate `weir work
 /// --until-idle` processes (this executable) draining them together, as
 /// several nodes on one database would. Returns jobs per second.
 fn drain_by_processes(weir: &Weir, db: &std::path::Path, plugin: &str, n: usize, nodes: usize) -> Result<f64> {
-    let run_id = uuid::Uuid::now_v7().to_string();
-    let mut good = job(plugin, plugin_version(weir, plugin)?);
-    good.context.correlation_id = run_id.clone();
-    let conn = weir.db().connect()?;
-    let tx = conn.transaction()?;
-    for _ in 0..n {
-        jobs::enqueue(&tx, &good)?;
-    }
-    tx.commit()?;
+    let (conn, run_id) = enqueue_run(weir, plugin, n, &[], &[])?;
     let exe = std::env::current_exe().map_err(|e| Error::Internal(format!("bench: cannot find weir's own executable: {e}")))?;
     let started_ms = crate::time::now_ms();
     let children = (0..nodes)

@@ -147,7 +147,7 @@ pub fn new(parent: &Path, name: &str, lang: Lang, kind: Kind, engine: Option<JsE
                 JsEngine::Quickjs => (
                     format!("componentize-qjs --wit wit --world {world} --js app.js --sync -o {file}"),
                     format!(r#""componentize-qjs": "{COMPONENTIZE_QJS}""#),
-                    "JavaScript, built with componentize-qjs (QuickJS; the WIT contract `weir:plugin@0.2.0` is in `wit/`)",
+                    "JavaScript, built with componentize-qjs (QuickJS: the language without the web APIs, so `log.write` rather than `console` and no `fetch`; an absent `option` is `null` and 64-bit integers are numbers, exact to 2^53; the WIT contract `weir:plugin@0.2.0` is in `wit/`)",
                     "Node.js 18 or later; the build installs componentize-qjs from npm",
                 ),
             };
@@ -204,7 +204,7 @@ AUTHORING.md in weir's repository explains the contract, the errors, waits, gran
     Ok(project)
 }
 
-/// The WIT contract, for the toolchains that read it (componentize-py, componentize-js).
+/// The WIT contract, for the toolchains that read it (componentize-py, componentize-js, componentize-qjs).
 fn write_wit(write: &dyn Fn(&str, &str) -> Result<()>) -> Result<()> {
     for (rel, text) in SDK.iter().filter(|(rel, _)| rel.starts_with("wit/")) {
         write(rel, text)?;

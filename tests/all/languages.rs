@@ -159,7 +159,10 @@ fn plugin_new_python_and_js_projects_build_from_their_readme_and_run() {
                     let step =
                         ["step", "add", &name, "--plugin", &name, "--message", "create", "--table", "contact", "--stage", "post-operation", "--mode", "async"];
                     env.run(&step).ok();
-                    let id = env.run(&["record", "create", "contact", r#"{"name": "Ada"}"#]).ok().json()["id"].as_str().unwrap().to_string();
+                    let id = env.run(&["--op-budget-ms", "30000", "record", "create", "contact", r#"{"name": "Ada"}"#]).ok().json()["id"]
+                        .as_str()
+                        .unwrap()
+                        .to_string();
                     env.run(&["work", "--until-idle"]).ok();
                     let jobs = env.run(&["jobs", "list", "--json"]).ok().json();
                     assert_eq!((jobs[0]["status"].as_str(), &jobs[0]["result"]), (Some("Succeeded"), &json!({"seen": id})), "{name}: {jobs}");
@@ -167,9 +170,9 @@ fn plugin_new_python_and_js_projects_build_from_their_readme_and_run() {
                     assert_eq!(tried["outcome"], "ok", "{name}: {tried}");
                     assert_eq!(tried["notes"], json!(["checked by ".to_string() + &name]), "{name}: {tried}");
                     env.run(&["step", "add", &name, "--plugin", &name, "--message", "create", "--table", "contact", "--stage", "pre-operation"]).ok();
-                    let ada = env.run(&["record", "create", "contact", r#"{"name": "Ada"}"#]).ok().json();
+                    let ada = env.run(&["--op-budget-ms", "30000", "record", "create", "contact", r#"{"name": "Ada"}"#]).ok().json();
                     assert_eq!(ada["@notes"], json!([format!("{name}: checked by {name}")]), "{ada}");
-                    let blank = env.run(&["record", "create", "contact", r#"{"name": " "}"#]).fails();
+                    let blank = env.run(&["--op-budget-ms", "30000", "record", "create", "contact", r#"{"name": " "}"#]).fails();
                     assert!(blank.stderr.contains(&format!("{name}: the name must not be blank")), "{}", blank.stderr);
                 }
             });
