@@ -126,6 +126,7 @@ fn plugin_new_python_and_js_projects_build_from_their_readme_and_run() {
             ("python", "plugin", None),
             ("js", "plugin", None),
             ("python", "workflow", None),
+            ("js", "workflow", None),
             ("js", "plugin", Some("quickjs")),
             ("js", "workflow", Some("quickjs")),
         ];
