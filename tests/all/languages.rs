@@ -60,19 +60,23 @@ fn credit_check(env: &Env, plugin: &str, wasm: &Path) {
     .ok();
 }
 
+/// `weir record create TABLE BODY` with a 30 s budget: the first call of a
+/// large interpreter in a new process can take seconds under the suite's
+/// load, and the budget is not what these tests are about.
+fn create(env: &Env, table: &str, body: &str) -> crate::common::Run {
+    env.run(&["--op-budget-ms", "30000", "record", "create", table, body])
+}
+
 /// The example's behaviour, as the Rust credit-check has it.
 #[track_caller]
 fn assert_checks_credit(env: &Env, plugin: &str) {
     let account = env.run(&["record", "create", "account", r#"{"name": "Contoso", "creditlimit": 100}"#]).ok().json()["id"].as_str().unwrap().to_string();
-    // The first call of a large interpreter in a new process can take seconds
-    // under the suite's load: the budget is not what this test is about.
-    let create =
-        |amount: &str| env.run(&["--op-budget-ms", "30000", "record", "create", "opportunity", &json!({"amount": amount, "customer": account}).to_string()]);
-    let ok = create("50").ok().json();
+    let opportunity = |amount: &str| create(env, "opportunity", &json!({"amount": amount, "customer": account}).to_string());
+    let ok = opportunity("50").ok().json();
     assert_eq!(ok["amount"], json!(50), "{plugin}: {ok}");
-    let near = create("95.50").ok().json();
+    let near = opportunity("95.50").ok().json();
     assert_eq!(near["@notes"], json!([format!("{plugin}: amount 95.50 uses more than 90% of the credit limit 100")]), "{plugin}: {near}");
-    let refused = create("500").fails();
+    let refused = opportunity("500").fails();
     assert!(refused.stderr.contains(&format!("{plugin}: amount 500 exceeds the credit limit 100 of account Contoso")), "{plugin}: {}", refused.stderr);
     assert_eq!(env.run(&["record", "query", "opportunity", "--json"]).ok().json().as_array().unwrap().len(), 2, "{plugin}: the refused one is not stored");
 }
@@ -160,10 +164,7 @@ fn plugin_new_python_and_js_projects_build_from_their_readme_and_run() {
                     let step =
                         ["step", "add", &name, "--plugin", &name, "--message", "create", "--table", "contact", "--stage", "post-operation", "--mode", "async"];
                     env.run(&step).ok();
-                    let id = env.run(&["--op-budget-ms", "30000", "record", "create", "contact", r#"{"name": "Ada"}"#]).ok().json()["id"]
-                        .as_str()
-                        .unwrap()
-                        .to_string();
+                    let id = create(&env, "contact", r#"{"name": "Ada"}"#).ok().json()["id"].as_str().unwrap().to_string();
                     env.run(&["work", "--until-idle"]).ok();
                     let jobs = env.run(&["jobs", "list", "--json"]).ok().json();
                     assert_eq!((jobs[0]["status"].as_str(), &jobs[0]["result"]), (Some("Succeeded"), &json!({"seen": id})), "{name}: {jobs}");
@@ -171,9 +172,9 @@ fn plugin_new_python_and_js_projects_build_from_their_readme_and_run() {
                     assert_eq!(tried["outcome"], "ok", "{name}: {tried}");
                     assert_eq!(tried["notes"], json!(["checked by ".to_string() + &name]), "{name}: {tried}");
                     env.run(&["step", "add", &name, "--plugin", &name, "--message", "create", "--table", "contact", "--stage", "pre-operation"]).ok();
-                    let ada = env.run(&["--op-budget-ms", "30000", "record", "create", "contact", r#"{"name": "Ada"}"#]).ok().json();
+                    let ada = create(&env, "contact", r#"{"name": "Ada"}"#).ok().json();
                     assert_eq!(ada["@notes"], json!([format!("{name}: checked by {name}")]), "{ada}");
-                    let blank = env.run(&["--op-budget-ms", "30000", "record", "create", "contact", r#"{"name": " "}"#]).fails();
+                    let blank = create(&env, "contact", r#"{"name": " "}"#).fails();
                     assert!(blank.stderr.contains(&format!("{name}: the name must not be blank")), "{}", blank.stderr);
                 }
             });
