@@ -856,7 +856,7 @@ async fn execute(
     let pending = Arc::new(Mutex::new(Vec::new()));
     let records = JobRecords {
         pool: pool.clone(),
-        who: format!("job {} ({})", job.id, job.step.as_deref().unwrap_or(&job.plugin)),
+        who: attempt_who(job),
         grants: job.grants.clone(),
         pending: pending.clone(),
         secrets: job.context.secrets.clone(),
@@ -871,8 +871,8 @@ async fn execute(
     let outcome = match result {
         Ok(Step::Done(result)) => Outcome::Succeeded { result },
         Ok(Step::WaitUntil(w)) => Outcome::Wait(Wait { until: w.at, table: None, record: None, condition: None, state: w.state }),
-        Ok(Step::WaitForQuery(w)) => wait_on(pool, &job.plugin, w.table, None, w.filter, w.timeout_ms, w.state),
-        Ok(Step::WaitFor(w)) => wait_on(pool, &job.plugin, w.table, Some(w.id), w.condition, w.timeout_ms, w.state),
+        Ok(Step::WaitForQuery(w)) => wait_on(pool, job, w.table, None, w.filter, w.timeout_ms, w.state),
+        Ok(Step::WaitFor(w)) => wait_on(pool, job, w.table, Some(w.id), w.condition, w.timeout_ms, w.state),
         Err(CallError::Canceled) => Outcome::Interrupted,
         Err(CallError::Permanent(m)) => failed("permanent", format!("{}: {m}", job.plugin), true),
         // Retrying cannot grant what weir does not provide.
@@ -883,9 +883,25 @@ async fn execute(
     (outcome, code, stats, changes)
 }
 
+/// How an attempt of `job` is named in its errors: the job and its step (or plug-in).
+fn attempt_who(job: &Claimed) -> String {
+    format!("job {} ({})", job.id, job.step.as_deref().unwrap_or(&job.plugin))
+}
+
 /// A wait for a condition over `table` (on record `record`, or on any record
 /// of it), checked before the job is suspended on it; with its timeout.
-fn wait_on(pool: &Pool, plugin: &str, table: String, record: Option<String>, condition: String, timeout_ms: u64, state: Vec<u8>) -> Outcome {
+/// Waking on a condition tells the workflow whether records match, so a wait
+/// needs the read grant on its table, as `records.query` does: refused with
+/// the `denied` code (permanent: retrying cannot grant it), before the table
+/// or the filter is looked at, so an ungranted workflow learns nothing.
+fn wait_on(pool: &Pool, job: &Claimed, table: String, record: Option<String>, condition: String, timeout_ms: u64, state: Vec<u8>) -> Outcome {
+    let plugin = &job.plugin;
+    if let Err(RecordError::Denied(why) | RecordError::NotFound(why) | RecordError::Invalid(why) | RecordError::Failed(why)) =
+        check_grant(&attempt_who(job), &job.grants, &table, Access::Read)
+    {
+        let what = if record.is_some() { "wait-for" } else { "wait-for-query" };
+        return Outcome::Failed { code: "denied".into(), message: format!("{plugin}: cannot {what} on table {table}: {why}"), permanent: true };
+    }
     match pool.with_conn(|conn| jobs::waits::check_condition(conn, &table, &condition)) {
         Ok(()) => Outcome::Wait(Wait {
             until: crate::time::now_ms().saturating_add(timeout_ms.min(i64::MAX as u64) as i64),

@@ -230,7 +230,7 @@ fn queries_order_page_project_and_count_and_a_workflow_waits_on_a_query() {
     assert_eq!(status(&second)["result"]["wake"], "condition-met");
     // A bad filter is refused when the job asks to wait.
     let input = json!({"wait": {"table": "approval", "filter": "nope eq 1"}}).to_string();
-    let bad = env.run(&["background", "submit", "contract-probe", "--input", &input, "--json"]).ok().json();
+    let bad = env.run(&["background", "submit", "contract-probe", "--input", &input, "--grant", "approval:read", "--json"]).ok().json();
     env.run(&["work", "--until-idle"]).ok();
     let failed = status(bad["id"].as_str().unwrap());
     assert!(failed["error"].as_str().unwrap().contains("unknown field `nope`"), "{failed}");

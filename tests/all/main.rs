@@ -12,6 +12,7 @@ mod contract;
 mod crash;
 mod egress;
 mod hardening;
+mod hardening_december;
 mod hardening_io;
 mod jobs_cli;
 mod jobs_lib;

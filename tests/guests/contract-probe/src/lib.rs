@@ -14,7 +14,9 @@
 //!
 //! Async: logs `seen: {...}` the same way; with `"wait": {"table", "filter",
 //! "timeout_ms"}` in its input or config it waits for a record of that table to
-//! match, then ends with `{"wake": REASON}`.
+//! match, then ends with `{"wake": REASON}`; with `"wait_record": {"table",
+//! "id", "condition", "timeout_ms"}` it waits for that record to meet the
+//! condition the same way.
 
 use weir_guest::serde_json::{Value as Json, json};
 use weir_guest::types::{Context, Reference, Value, WakeReason};
@@ -23,7 +25,7 @@ use weir_guest::{Decimal, records};
 weir_guest::bindings!("hybrid");
 
 use exports::weir::plugin::handler::{Outcome, PluginError};
-use exports::weir::plugin::runner::{Step, WaitForQuery, WorkflowError};
+use exports::weir::plugin::runner::{Step, WaitFor, WaitForQuery, WorkflowError};
 
 fn seen(ctx: &Context) -> Json {
     let vars: weir_guest::serde_json::Map<String, Json> =
@@ -124,6 +126,16 @@ impl exports::weir::plugin::runner::Guest for Probe {
             return Ok(Step::WaitForQuery(WaitForQuery {
                 table: w["table"].as_str().unwrap_or_default().into(),
                 filter: w["filter"].as_str().unwrap_or_default().into(),
+                timeout_ms: w["timeout_ms"].as_u64().unwrap_or(60_000),
+                state: vec![],
+            }));
+        }
+        if c["wait_record"].is_object() {
+            let w = &c["wait_record"];
+            return Ok(Step::WaitFor(WaitFor {
+                table: w["table"].as_str().unwrap_or_default().into(),
+                id: w["id"].as_str().unwrap_or_default().into(),
+                condition: w["condition"].as_str().unwrap_or_default().into(),
                 timeout_ms: w["timeout_ms"].as_u64().unwrap_or(60_000),
                 state: vec![],
             }));
