@@ -2,7 +2,10 @@
 # A throwaway PostgreSQL cluster on loopback, for tests and benchmarks.
 #
 #   eval "$(scripts/pg.sh start DIR)"   # exports WEIR_TEST_PG (a URL) and WEIR_PG_DIR
+#   scripts/pg.sh ctl DIR ARGS...          # pg_ctl ARGS on it (restart -m fast, stop, start)
 #   scripts/pg.sh stop DIR
+#
+# PG_SSL_DIR=DIR (holding server.crt and server.key) starts it with TLS on.
 #
 # Runs the Debian packages' initdb and pg_ctl (PostgreSQL 15 or later) into
 # DIR, as the unprivileged `postgres` user when started as root (PostgreSQL
@@ -44,16 +47,26 @@ unix_socket_directories = '$dir'
 max_connections = 400
 shared_buffers = 256MB
 EOF
+    if [ -n "${PG_SSL_DIR:-}" ]; then
+      cp "$PG_SSL_DIR/server.crt" "$PG_SSL_DIR/server.key" "$dir/data/"
+      chmod 600 "$dir/data/server.key"
+      if [ "$(id -u)" = 0 ]; then chown postgres "$dir/data/server.crt" "$dir/data/server.key"; fi
+      printf "ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n" >>"$dir/data/postgresql.conf"
+    fi
     as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w start >/dev/null \
       || { cat "$dir/server.log" >&2; exit 1; }
     echo "export WEIR_TEST_PG=postgres://weir@127.0.0.1:$port/postgres WEIR_PG_DIR=$dir"
+    ;;
+  ctl)
+    shift 2
+    as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w "$@" >/dev/null
     ;;
   stop)
     if [ -d "$dir/data" ]; then as_owner "$bin/pg_ctl" -D "$dir/data" -m immediate -w stop >/dev/null 2>&1 || true; fi
     rm -rf "$dir"
     ;;
   *)
-    echo "usage: pg.sh start|stop DIR" >&2
+    echo "usage: pg.sh start|ctl|stop DIR" >&2
     exit 2
     ;;
 esac

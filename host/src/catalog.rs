@@ -11,7 +11,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use crate::store::sql::Connection;
+use crate::db::Connection;
 use parking_lot::Mutex;
 
 use crate::error::Result;

@@ -1451,14 +1451,14 @@ fn print_notes(notes: &[String]) {
 fn migrate(from: &std::path::Path, to: &str, json: bool) -> Result<()> {
     use crate::store::copy::Progress;
     use std::io::IsTerminal;
-    if !crate::store::pg::is_url(to) {
+    if !crate::db::postgres::is_url(to) {
         return Err(Error::invalid(format!("--to {to:?} is not a PostgreSQL URL: give postgres://USER@HOST[:PORT]/DB")));
     }
     if !from.exists() {
         return Err(Error::not_found(format!("no SQLite database at {} (give the file to copy with --from)", from.display())));
     }
-    let source = crate::store::Db::open(from)?;
-    let target = crate::store::Db::open(to)?;
+    let source = crate::store::open(from)?;
+    let target = crate::store::open(to)?;
     let bar = if !json && std::io::stderr().is_terminal() { indicatif::ProgressBar::new(0) } else { indicatif::ProgressBar::hidden() };
     bar.set_style(
         indicatif::ProgressStyle::with_template("copying {bar:40} {pos}/{len} rows {elapsed}").unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
@@ -1474,11 +1474,11 @@ fn migrate(from: &std::path::Path, to: &str, json: bool) -> Result<()> {
             &serde_json::json!({"rows": copied.rows, "tables": copied.tables.iter().map(|(t, n)| serde_json::json!({"table": t, "rows": n})).collect::<Vec<_>>()}),
         );
     } else {
-        outln!("copied {} rows from {} to {}", copied.rows, from.display(), crate::store::pg::redact(to));
+        outln!("copied {} rows from {} to {}", copied.rows, from.display(), crate::db::postgres::redact(to));
         for (t, n) in &copied.tables {
             outln!("  {t:<28} {n}");
         }
-        outln!("run every node with --db {} (or WEIR_DB)", crate::store::pg::redact(to));
+        outln!("run every node with --db {} (or WEIR_DB)", crate::db::postgres::redact(to));
     }
     Ok(())
 }

@@ -33,18 +33,33 @@ pub enum Error {
     /// written; the caller may try again (HTTP 503 with `Retry-After`).
     #[error("{0}")]
     Busy(String),
+    /// The database server cannot be reached (restarting, failing over, down)
+    /// or the session was lost: nothing was done; weir reconnects by itself
+    /// (HTTP 503 with `Retry-After`).
+    #[error("{0}")]
+    Unavailable(String),
     /// The database failed.
     #[error("database error: {0}")]
-    Db(crate::store::sql::DbError),
+    Db(crate::db::DbError),
     /// Anything else the host could not do.
     #[error("{0}")]
     Internal(String),
 }
 
-impl From<crate::store::sql::DbError> for Error {
+impl From<crate::db::DbError> for Error {
     /// A busy or locked database becomes [`Error::Busy`], a typed answer the
     /// caller can act on, instead of a raw database error.
-    fn from(e: crate::store::sql::DbError) -> Error {
+    fn from(e: crate::db::DbError) -> Error {
+        use crate::db::DbError;
+        match e {
+            DbError::Busy(m) => return Error::Busy(m),
+            DbError::Open(m) => return Error::Internal(m),
+            DbError::Unavailable(m) => return Error::Unavailable(m),
+            e if e.is_unavailable() => {
+                return Error::Unavailable(format!("the database cannot be reached ({e}); nothing was done; weir reconnects by itself: try again"));
+            }
+            _ => {}
+        }
         if e.is_busy() {
             return Error::Busy(format!(
                 "the database is busy: another operation held the write lock for longer than this one may wait \
@@ -57,7 +72,7 @@ impl From<crate::store::sql::DbError> for Error {
 
 impl From<rusqlite::Error> for Error {
     fn from(e: rusqlite::Error) -> Error {
-        crate::store::sql::DbError::from(e).into()
+        crate::db::DbError::from(e).into()
     }
 }
 

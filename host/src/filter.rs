@@ -464,9 +464,9 @@ pub enum SqlParam {
     Text(String),
 }
 
-impl crate::store::sql::ToSql for SqlParam {
-    fn to_sql(&self) -> crate::store::sql::ValueRef<'_> {
-        use crate::store::sql::ValueRef;
+impl crate::db::ToSql for SqlParam {
+    fn to_sql(&self) -> crate::db::ValueRef<'_> {
+        use crate::db::ValueRef;
         match self {
             SqlParam::Int(i) => ValueRef::Integer(*i),
             SqlParam::Real(f) => ValueRef::Real(*f),

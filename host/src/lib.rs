@@ -38,6 +38,7 @@ pub(crate) mod api;
 pub(crate) mod bench;
 pub mod catalog;
 pub mod cli;
+pub mod db;
 pub mod decimal;
 pub(crate) mod demo;
 pub(crate) mod error;
@@ -64,13 +65,14 @@ pub use error::Error;
 use std::path::Path;
 use std::sync::Arc;
 
+use db::{Db, Pool};
 use error::Result;
 use pipeline::{Pipeline, Settings};
 use plugins::Plugins;
 use runtime::{Runtime, RuntimeConfig};
 use steps::{Step, StepRequest};
+use store::PluginRow;
 use store::records::{self, Column, TableDef};
-use store::{Db, PluginRow, Pool};
 use values::ColType;
 
 /// A weir instance: the database, the runtime, the registry and the pipeline,
@@ -96,7 +98,7 @@ impl Weir {
     /// (`None`: the user's compile cache, shared by every database).
     pub fn open_with_cache(path: impl AsRef<Path>, settings: Settings, cache_dir: Option<std::path::PathBuf>) -> Result<Weir> {
         let path = path.as_ref();
-        let db = Db::open(path)?;
+        let db = store::open(path)?;
         let cache = cache_dir.unwrap_or_else(|| runtime::default_cache_dir(path));
         let config = RuntimeConfig { cache_dir: Some(cache), ..RuntimeConfig::default() };
         let runtime = Runtime::new(config).map_err(|e| Error::Internal(format!("cannot start the wasm runtime: {e:#}")))?;
@@ -296,9 +298,9 @@ impl Weir {
             return Err(Error::invalid("a bulk action needs a filter (use \"status eq 'Failed'\" or the like; every job would be \"id ne ''\")"));
         }
         let statuses = action.statuses();
-        let ((matched, newest), (ids, eligible)) = self
-            .pool
-            .with_conn(|conn| Ok((jobs::count_and_newest(conn, Some(filter))?, jobs::matching_ids(conn, Some(filter), statuses, through, MAX_BULK)?)))?;
+        let ((matched, newest), (ids, eligible)) = self.pool.with_conn(|conn| {
+            Ok::<_, Error>((jobs::count_and_newest(conn, Some(filter))?, jobs::matching_ids(conn, Some(filter), statuses, through, MAX_BULK)?))
+        })?;
         let mut outcome =
             BulkOutcome { matched, eligible, applied: 0, skipped: 0, errors: Vec::new(), truncated: eligible > MAX_BULK as i64, newest, error: None };
         if dry_run {

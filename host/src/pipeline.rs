@@ -39,11 +39,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::store::sql::Connection;
+use crate::db::Connection;
 use parking_lot::Mutex;
 use serde_json::Value as Json;
 
 use crate::catalog::Catalog;
+use crate::db::{self, Pool};
 use crate::error::{Error, Result, to_record_error};
 use crate::filter;
 use crate::jobs::{self, JobContext, NewJob};
@@ -52,7 +53,6 @@ use crate::runtime::wit::{Context, Entity, Field, Message, Mode, Page, QueryOpti
 use crate::runtime::{Limits, RecordHost, TraceLine};
 use crate::steps::{Access, Grant, MessageKind, ModeKind, StageKind, Step, check_grant};
 use crate::store::records::{self, Record, TableDef};
-use crate::store::{self, Pool};
 use crate::values::{EntityDoc, Value};
 
 /// An operation's shared variables: name → JSON text (Dataverse's SharedVariables).
@@ -122,7 +122,7 @@ type Pending = (Request, tokio::sync::oneshot::Sender<Result<Option<Record>>>);
 /// One top-level operation and everything nested in it.
 struct Op {
     /// The write transaction's connection, shared by the operations of one group.
-    conn: Arc<Mutex<Connection>>,
+    conn: Arc<Mutex<db::Pooled>>,
     user: String,
     correlation_id: String,
     deadline: Instant,
@@ -138,9 +138,9 @@ struct Op {
 /// One write transaction shared by a group of top-level operations (each in
 /// its own savepoint), or by one background attempt's changes and outcome.
 struct Group {
-    conn: Arc<Mutex<Connection>>,
+    conn: Arc<Mutex<db::Pooled>>,
     /// This process's turn to write, held until the group commits.
-    _turn: store::WriteTurn,
+    _turn: db::WriteTurn,
 }
 
 /// Makes an operation's input once its table is known.
@@ -231,8 +231,8 @@ impl Pipeline {
     fn open_group(&self) -> Result<Group> {
         let turn = self.pool.write_turn()?;
         let conn = self.pool.checkout()?;
-        if let Err(e) = store::begin_write(&conn).and_then(|_| self.catalog.sync(&conn)) {
-            store::rollback(&conn);
+        if let Err(e) = db::begin_write(&conn).map_err(Error::from).and_then(|_| self.catalog.sync(&conn)) {
+            db::rollback(&conn);
             self.pool.checkin(conn);
             return Err(e);
         }
@@ -261,14 +261,14 @@ impl Pipeline {
         let result = {
             let conn = conn.lock();
             if keep {
-                store::commit(&conn)
+                db::commit(&conn).map_err(Error::from)
             } else {
-                store::rollback(&conn);
+                db::rollback(&conn);
                 Ok(())
             }
         };
         if result.is_err() {
-            store::rollback(&conn.lock());
+            db::rollback(&conn.lock());
         }
         drop(_turn);
         if let Ok(conn) = Arc::try_unwrap(conn) {
@@ -468,7 +468,7 @@ impl Pipeline {
         let mut member = Member { answer: Ok(None), message: None, traces: false, lost: None };
         let opened = {
             let conn = group.conn.lock();
-            in_transaction(&conn).and_then(|()| store::savepoint(&conn, 0))
+            in_transaction(&conn).and_then(|()| db::savepoint(&conn, 0).map_err(Error::from))
         };
         if let Err(e) = opened {
             member.answer = Err(for_each(&e));
@@ -491,7 +491,7 @@ impl Pipeline {
             })
         });
         let conn = group.conn.lock();
-        let ended = store::end_savepoint(&conn, 0, result.is_ok());
+        let ended = db::end_savepoint(&conn, 0, result.is_ok()).map_err(Error::from);
         if let Err(e) = ended.and_then(|()| in_transaction(&conn)) {
             // The member keeps its own error; the group cannot go on.
             member.answer = result.and(Err(for_each(&e)));
@@ -530,7 +530,7 @@ impl Pipeline {
         let mut run = Run { pipeline: self, op, def: &def, depth, message, steps: &all_steps, pre: None, input, vars, operation_id };
 
         if nested {
-            store::savepoint(&op.conn.lock(), depth)?;
+            db::savepoint(&op.conn.lock(), depth).map_err(Error::from)?;
         }
         let result = (|| {
             run.load_pre_image()?;
@@ -551,7 +551,7 @@ impl Pipeline {
             Ok(written)
         })();
         if nested {
-            store::end_savepoint(&op.conn.lock(), depth, result.is_ok())?;
+            db::end_savepoint(&op.conn.lock(), depth, result.is_ok())?;
         }
         result
     }
@@ -963,6 +963,7 @@ fn in_transaction(conn: &Connection) -> Result<()> {
 fn for_each(e: &Error) -> Error {
     match e {
         Error::Busy(m) => Error::Busy(m.clone()),
+        Error::Unavailable(m) => Error::Unavailable(m.clone()),
         e => Error::Internal(format!("the write transaction failed, nothing was written: {e}")),
     }
 }

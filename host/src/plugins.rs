@@ -7,7 +7,7 @@ use std::io::Read;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use crate::store::sql::Connection;
+use crate::db::Connection;
 
 use crate::error::{Error, Result};
 use crate::runtime::{Prepared, Runtime, World};

@@ -13,7 +13,7 @@
 
 use std::path::Path;
 
-use crate::store::sql::{Connection, OptionalExtension, params};
+use crate::db::{Connection, OptionalExtension, params};
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
 use rand::RngCore;
@@ -110,7 +110,7 @@ pub fn list(conn: &Connection) -> Result<Vec<SecretInfo>> {
     let rows = stmt.query_map([], |r| {
         Ok(SecretInfo { name: r.get(0)?, created_at: crate::time::to_rfc3339(r.get(1)?), updated_at: crate::time::to_rfc3339(r.get(2)?) })
     })?;
-    Ok(rows.collect::<crate::store::sql::Result<_>>()?)
+    Ok(rows.collect::<crate::db::Result<_>>()?)
 }
 
 /// Removes secret `name`; steps granted it then get `not-found`.
@@ -143,7 +143,7 @@ mod tests {
 
     fn db() -> (tempfile::TempDir, Connection) {
         let dir = tempfile::tempdir().unwrap();
-        let db = crate::store::Db::open(dir.path().join("s.db")).unwrap();
+        let db = crate::store::open(dir.path().join("s.db")).unwrap();
         let conn = db.connect().unwrap();
         (dir, conn)
     }

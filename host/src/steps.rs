@@ -7,7 +7,7 @@
 //! ([`StepRequest::normalise`]) and the rules a step must satisfy to be
 //! registered ([`add`]). It does not run anything.
 
-use crate::store::sql::{Connection, params};
+use crate::db::{Connection, params};
 use serde_json::Value as Json;
 
 use crate::error::{Error, Result};
@@ -584,10 +584,10 @@ pub struct Listing {
 }
 
 /// Reads the rows `sql` selects (name, spec, enabled, on_table, on_message).
-fn read_rows(conn: &Connection, sql: &str, args: impl crate::store::sql::Params) -> Result<Vec<std::result::Result<Step, Unreadable>>> {
+fn read_rows(conn: &Connection, sql: &str, args: impl crate::db::Params) -> Result<Vec<std::result::Result<Step, Unreadable>>> {
     type Row = (String, String, bool, Option<String>, Option<String>);
     let mut stmt = conn.prepare_cached(sql)?;
-    let rows: Vec<Row> = stmt.query_map(args, |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))?.collect::<crate::store::sql::Result<_>>()?;
+    let rows: Vec<Row> = stmt.query_map(args, |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))?.collect::<crate::db::Result<_>>()?;
     Ok(rows
         .into_iter()
         .map(|(name, spec, enabled, table, message)| match serde_json::from_str::<Step>(&spec) {

@@ -33,3 +33,9 @@ pub fn parse_when(s: &str) -> Result<i64, String> {
     }
     parse_rfc3339(s).ok_or_else(|| format!("bad time {s:?}: use RFC 3339 (2026-11-22T15:00:00Z) or +DURATION (+10m)"))
 }
+
+/// Now by the clock the nodes of `conn`'s database share (the database's,
+/// on PostgreSQL; this machine's on SQLite), in milliseconds since the epoch.
+pub fn now_on(conn: &crate::db::Connection) -> crate::error::Result<i64> {
+    Ok(crate::db::database_now(conn)?.unwrap_or_else(now_ms))
+}

@@ -6,7 +6,7 @@
 //! (kept if the operation commits); a failed one's after the rollback. Owns
 //! the `weir_traces` table; retention deletes old entries.
 
-use crate::store::sql::{Connection, OptionalExtension, params, params_from_iter};
+use crate::db::{Connection, OptionalExtension, params, params_from_iter};
 use serde_json::Value as Json;
 
 use crate::error::{Error, Result};
@@ -107,7 +107,7 @@ pub struct TraceView {
 
 const COLUMNS: &str = "id, at, step, plugin, mode, message, tbl, record, correlation_id, job, outcome, error, duration_us, fuel, lines";
 
-fn read(r: &crate::store::sql::Row<'_>) -> crate::store::sql::Result<TraceView> {
+fn read(r: &crate::db::Row<'_>) -> crate::db::Result<TraceView> {
     Ok(TraceView {
         id: r.get(0)?,
         at: to_rfc3339(r.get(1)?),
@@ -152,8 +152,9 @@ pub fn list(conn: &Connection, filter_src: Option<&str>, top: usize) -> Result<V
         sql.push_str(&cond);
         params = p;
     }
-    sql.push_str(&format!(" ORDER BY id DESC LIMIT {}", top.min(crate::jobs::MAX_PAGE)));
-    let rows = conn.prepare_cached(&sql)?.query_map(params_from_iter(params.iter()), read)?.collect::<crate::store::sql::Result<_>>()?;
+    sql.push_str(" ORDER BY id DESC LIMIT ?");
+    params.push(filter::SqlParam::Int(top.min(crate::jobs::MAX_PAGE) as i64));
+    let rows = conn.prepare_cached(&sql)?.query_map(params_from_iter(params.iter()), read)?.collect::<crate::db::Result<_>>()?;
     Ok(rows)
 }
 

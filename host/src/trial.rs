@@ -15,11 +15,11 @@ use parking_lot::Mutex;
 use serde_json::{Map, Value as Json, json};
 
 use crate::Weir;
+use crate::db::Pool;
 use crate::error::{Error, Result, to_record_error};
 use crate::pipeline::Pipeline;
 use crate::runtime::wit::{Context, Entity, Field, Message, Mode, Page, QueryOptions, RecordError, Stage, Step, Variable, WakeReason};
 use crate::runtime::{CallError, Limits, RecordHost, TraceLine};
-use crate::store::Pool;
 use crate::store::records::{self, Column};
 use crate::values::{self, ColType, Value};
 

@@ -6,7 +6,7 @@
 //! Decimals are exact canonical text ([`crate::decimal`]); references carry
 //! their table.
 
-use crate::store::sql::ValueRef;
+use crate::db::{Storage, ValueRef};
 use serde_json::Value as Json;
 
 use crate::filter::{Kind, Scalar};
@@ -41,22 +41,12 @@ impl ColType {
         })
     }
 
-    /// The column's SQLite type.
-    pub fn sql_type(&self) -> &'static str {
+    /// How the column is stored (each database's type for it: `db::Dialect::column_type`).
+    pub fn storage(&self) -> Storage {
         match self {
-            ColType::Text | ColType::Json | ColType::Ref(_) => "TEXT",
-            ColType::Integer | ColType::Boolean | ColType::Timestamp => "INTEGER",
-            // Exact: canonical text, ordered numerically by the collation.
-            ColType::Decimal => "TEXT COLLATE WEIR_DECIMAL",
-        }
-    }
-
-    /// The column's PostgreSQL type (text sorting bytewise, as on SQLite).
-    pub fn pg_type(&self) -> &'static str {
-        match self {
-            ColType::Text | ColType::Json | ColType::Ref(_) => "TEXT COLLATE \"C\"",
-            ColType::Integer | ColType::Boolean | ColType::Timestamp => "BIGINT",
-            ColType::Decimal => "NUMERIC",
+            ColType::Text | ColType::Json | ColType::Ref(_) => Storage::Text,
+            ColType::Integer | ColType::Boolean | ColType::Timestamp => Storage::Integer,
+            ColType::Decimal => Storage::Decimal,
         }
     }
 

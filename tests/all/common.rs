@@ -13,6 +13,8 @@ pub struct Env {
     /// The test's own PostgreSQL database (its name), when the suite runs on
     /// PostgreSQL: `WEIR_TEST_PG` holds the URL of a server's admin database.
     pub pg: Option<String>,
+    /// The URL of the admin database of the server `pg` is on.
+    pub admin: Option<String>,
 }
 
 /// The PostgreSQL server the suite runs on, if any (`WEIR_TEST_PG`).
@@ -22,8 +24,8 @@ pub fn pg_admin() -> Option<String> {
 
 impl Drop for Env {
     fn drop(&mut self) {
-        if let (Some(admin), Some(name)) = (pg_admin(), &self.pg) {
-            let _ = weir::store::pg::drop_database(&admin, name);
+        if let (Some(admin), Some(name)) = (&self.admin, &self.pg) {
+            let _ = weir::db::postgres::drop_database(admin, name);
         }
     }
 }
@@ -52,18 +54,24 @@ impl Run {
 
 impl Env {
     pub fn new() -> Env {
-        let pg = pg_admin().map(|admin| {
-            let name = format!("weir_test_{}", uuid_like());
-            weir::store::pg::create_database(&admin, &name).expect("a test database on WEIR_TEST_PG");
-            name
-        });
-        Env { dir: tempfile::tempdir().expect("a temp dir"), pg }
+        match pg_admin() {
+            Some(admin) => Env::on_server(&admin),
+            None => Env { dir: tempfile::tempdir().expect("a temp dir"), pg: None, admin: None },
+        }
+    }
+
+    /// A test's own database on the PostgreSQL server of `admin` (a URL of
+    /// its admin database).
+    pub fn on_server(admin: &str) -> Env {
+        let name = format!("weir_test_{}", uuid_like());
+        weir::db::postgres::create_database(admin, &name).expect("a test database on the PostgreSQL server");
+        Env { dir: tempfile::tempdir().expect("a temp dir"), pg: Some(name), admin: Some(admin.to_string()) }
     }
 
     /// The database weir runs on: a file, or a PostgreSQL URL.
     pub fn db(&self) -> PathBuf {
-        match (&self.pg, pg_admin()) {
-            (Some(name), Some(admin)) => PathBuf::from(weir::store::pg::database_url(&admin, name)),
+        match (&self.pg, &self.admin) {
+            (Some(name), Some(admin)) => PathBuf::from(weir::db::postgres::database_url(admin, name)),
             _ => self.dir.path().join("weir.db"),
         }
     }
@@ -74,8 +82,8 @@ impl Env {
     }
 
     /// A connection to the test's database, to look into it or damage it.
-    pub fn sql(&self) -> weir::store::sql::Connection {
-        weir::store::Db::open(self.db()).expect("the database opens").connect().expect("a connection")
+    pub fn sql(&self) -> weir::db::Connection {
+        weir::store::open(self.db()).expect("the database opens").connect().expect("a connection")
     }
 
     pub fn command(&self) -> Command {
@@ -289,6 +297,27 @@ impl Server {
         self.call("GET", path, None, Some(TOKEN))
     }
 
+    /// One call with the suite's token to the API at `base` (GET, or a
+    /// JSON write of `body`): its status and body.
+    pub fn call_base(base: &str, method: &str, path: &str, body: &Value) -> (u16, String) {
+        let (status, text, _) = Self::call_base_full(base, method, path, body);
+        (status, text)
+    }
+
+    /// [`Server::call_base`], and whether the answer carries `Retry-After`.
+    pub fn call_base_full(base: &str, method: &str, path: &str, body: &Value) -> (u16, String, bool) {
+        let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).timeout_global(Some(Duration::from_secs(30))).build().into();
+        let url = format!("{base}{path}");
+        let auth = format!("Bearer {TOKEN}");
+        let mut r = match method {
+            "GET" => agent.get(&url).header("authorization", &auth).call(),
+            _ => agent.post(&url).header("authorization", &auth).header("content-type", "application/json").send(body.to_string().as_bytes()),
+        }
+        .unwrap();
+        let retry_after = r.headers().get("retry-after").is_some();
+        (r.status().as_u16(), r.body_mut().read_to_string().unwrap_or_default(), retry_after)
+    }
+
     pub fn post(&self, path: &str, body: &Value) -> Reply {
         self.call("POST", path, Some(body.to_string().as_bytes()), Some(TOKEN))
     }
@@ -440,5 +469,53 @@ impl Receiver {
 
     pub fn seen(&self) -> Vec<Received> {
         self.seen.lock().unwrap().clone()
+    }
+}
+
+/// A PostgreSQL cluster of a test's own (`scripts/pg.sh`, on loopback), for
+/// tests that restart, stop or reconfigure the server: the suite's shared
+/// one must stay up for the others. Stopped and removed when dropped.
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    /// The URL of its admin database (`postgres://weir@127.0.0.1:PORT/postgres`).
+    pub admin: String,
+}
+
+impl Cluster {
+    /// Starts one; `ssl` is a directory holding `server.crt` and `server.key`
+    /// to serve TLS with.
+    pub fn start(ssl: Option<&Path>) -> Cluster {
+        let dir = tempfile::Builder::new().prefix("weir-pg-").tempdir_in("/tmp").expect("a temp dir");
+        let mut cmd = Command::new("bash");
+        cmd.arg(Self::script()).arg("start").arg(dir.path());
+        if let Some(ssl) = ssl {
+            cmd.env("PG_SSL_DIR", ssl);
+        }
+        let out = cmd.output().expect("scripts/pg.sh runs");
+        assert!(out.status.success(), "pg.sh start: {}", String::from_utf8_lossy(&out.stderr));
+        let text = String::from_utf8_lossy(&out.stdout);
+        let admin = text.split_whitespace().find_map(|w| w.strip_prefix("WEIR_TEST_PG=")).expect("pg.sh prints the URL").to_string();
+        Cluster { dir, admin }
+    }
+
+    fn script() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/pg.sh")
+    }
+
+    /// `pg_ctl ARGS` on the cluster (waits for it to finish).
+    pub fn ctl(&self, args: &[&str]) {
+        let out = Command::new("bash").arg(Self::script()).arg("ctl").arg(self.dir.path()).args(args).output().expect("pg.sh runs");
+        assert!(out.status.success(), "pg_ctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// The server's port.
+    pub fn port(&self) -> u16 {
+        self.admin.rsplit(':').next().and_then(|p| p.split('/').next()).and_then(|p| p.parse().ok()).expect("a port in the URL")
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = Command::new("bash").arg(Self::script()).arg("stop").arg(self.dir.path()).output();
     }
 }

@@ -242,7 +242,10 @@ fn drain_and_check(env: &Env, acked: &[String]) -> String {
         assert!(stored.contains_key(id), "audit row for order {id}, which is not stored: a half-applied create");
     }
     let jobs: Vec<(String, String, i64, i64)> = conn
-        .prepare("SELECT id, json_extract(context, '$.target.id'), statuscode, attempts FROM weir_jobs WHERE step IN ('notify', 'append')")
+        .prepare(&format!(
+            "SELECT id, {}, statuscode, attempts FROM weir_jobs WHERE step IN ('notify', 'append')",
+            conn.dialect().json_text("context", "target.id")
+        ))
         .unwrap()
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
         .unwrap()

@@ -88,7 +88,7 @@ fn only_the_lease_holder_completes_and_expired_leases_are_taken_over() {
     let id2 = jobs::enqueue(&conn, &new_job("s")).unwrap();
     jobs::claim_ready(&mut conn, "C", t, 50, 10).unwrap();
     for step in 1..=5 {
-        assert_eq!(jobs::heartbeat(&conn, "C", t + step * 40, 50).unwrap(), 1);
+        assert_eq!(jobs::heartbeat(&conn, "C", t + step * 40, 50, &[]).unwrap(), 1);
         assert_eq!(jobs::expire_leases(&mut conn, t + step * 40 + 45).unwrap(), 0);
     }
     assert_eq!(jobs::show(&conn, &id2).unwrap().status, "InProgress");

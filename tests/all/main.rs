@@ -10,6 +10,7 @@ mod bulk;
 mod containment;
 mod contract;
 mod crash;
+mod db_layer;
 mod egress;
 mod hardening;
 mod hardening_december;

@@ -43,8 +43,10 @@ fn async_steps_enqueue_in_the_transaction() {
     assert!(matches!(err, weir::Error::Plugin { ref plugin, ref code, .. } if plugin == "credit-check" && code == "rejected"), "{err}");
     assert_eq!(job_count(&weir), 2, "the rejected operation enqueued nothing");
     // The stored job carries the context the plug-in will see.
-    let (owner, ctx): (String, String) =
-        weir.pool().with_conn(|c| Ok(c.query_row("SELECT owner, context FROM weir_jobs WHERE step = 'n1'", [], |r| Ok((r.get(0)?, r.get(1)?)))?)).unwrap();
+    let (owner, ctx): (String, String) = weir
+        .pool()
+        .with_conn(|c| Ok::<_, weir::Error>(c.query_row("SELECT owner, context FROM weir_jobs WHERE step = 'n1'", [], |r| Ok((r.get(0)?, r.get(1)?)))?))
+        .unwrap();
     assert_eq!(owner, "alice");
     let ctx: weir::jobs::JobContext = serde_json::from_str(&ctx).unwrap();
     assert_eq!(ctx.target.id, rec.id);

@@ -283,11 +283,11 @@ proptest! {
     fn sql_and_in_memory_evaluation_select_the_same_rows(e in expr(), rows in prop::collection::vec(row(), 1..12)) {
         let text = render(&e);
         let parsed = filter::parse(&text).unwrap();
-        let conn = weir::store::sql::Connection::from(table(&rows));
+        let conn = weir::db::Connection::from(table(&rows));
         let (cond, params) = filter::to_sql(&parsed, &text, &sql_column).unwrap();
         let mut stmt = conn.prepare(&format!("SELECT rowid_ FROM t WHERE {cond} ORDER BY rowid_")).unwrap();
         let by_sql: Vec<usize> = stmt
-            .query_map(weir::store::sql::params_from_iter(params.iter()), |r| r.get::<_, i64>(0))
+            .query_map(weir::db::params_from_iter(params.iter()), |r| r.get::<_, i64>(0))
             .unwrap()
             .map(|r| r.unwrap() as usize)
             .collect();
@@ -347,8 +347,8 @@ fn wit_value() -> impl Strategy<Value = Value> {
 
 /// Stores `v` in a column of type `ty` and reads it back.
 fn through_sqlite(ty: &ColType, v: &Value) -> Value {
-    let conn = weir::store::sql::Connection::from(decimal_aware());
-    conn.execute_batch(&format!("CREATE TABLE t (c {})", ty.sql_type())).unwrap();
+    let conn = weir::db::Connection::from(decimal_aware());
+    conn.execute_batch(&format!("CREATE TABLE t (c {})", weir::db::Dialect::Sqlite.column_type(ty.storage()))).unwrap();
     conn.execute("INSERT INTO t VALUES (?1)", [values::to_sql(v)]).unwrap();
     conn.query_row("SELECT c FROM t", [], |r| Ok(values::from_sql(ty, r.get_ref(0)?))).unwrap()
 }

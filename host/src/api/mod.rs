@@ -126,6 +126,7 @@ impl From<Error> for ApiError {
             }
             Error::DepthLimit(_) => ApiError(StatusCode::UNPROCESSABLE_ENTITY, json!({"error": msg, "code": "depth_limit"})),
             Error::Busy(_) => ApiError(StatusCode::SERVICE_UNAVAILABLE, json!({"error": msg, "code": "busy"})),
+            Error::Unavailable(_) => ApiError(StatusCode::SERVICE_UNAVAILABLE, json!({"error": msg, "code": "unavailable"})),
             Error::Db(_) | Error::Internal(_) => {
                 tracing::error!("internal error: {msg}");
                 ApiError(StatusCode::INTERNAL_SERVER_ERROR, json!({"error": msg}))

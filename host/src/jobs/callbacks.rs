@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use hmac::{Hmac, Mac};
 
-use crate::store::sql::{Connection, OptionalExtension, params};
+use crate::db::{Connection, OptionalExtension, params};
 use serde_json::{Value as Json, json};
 
 use super::{backoff_ms, status_name};
@@ -120,7 +120,7 @@ pub fn due(conn: &Connection, limit: usize) -> Result<Vec<Delivery>> {
     let rows = stmt.query_map(params![now_ms(), limit as i64], |r| {
         Ok(Delivery { id: r.get(0)?, job_id: r.get(1)?, url: r.get(2)?, payload: r.get(3)?, attempts: r.get(4)? })
     })?;
-    Ok(rows.collect::<crate::store::sql::Result<_>>()?)
+    Ok(rows.collect::<crate::db::Result<_>>()?)
 }
 
 /// Records a delivery attempt: done, or retried with backoff (given up after

@@ -6,7 +6,7 @@
 //! Canceling or Pausing, and the worker holding its lease interrupts the guest
 //! (see [`interrupts`]) and records the final state.
 
-use crate::store::sql::{Connection, OptionalExtension};
+use crate::db::{Connection, OptionalExtension};
 use serde_json::Value as Json;
 
 use super::state::{self, Status};
@@ -17,12 +17,12 @@ use crate::time::to_rfc3339;
 /// The job's status and wait, read inside the caller's transaction. On
 /// PostgreSQL the row is locked first: claims and outcomes there do not take
 /// the write lock the caller holds (see
-/// [`TransactionBehavior::RowLocked`](crate::store::sql::TransactionBehavior::RowLocked)),
+/// [`TransactionBehavior::RowLocked`](crate::db::TransactionBehavior::RowLocked)),
 /// so without it a claim could change the job between this read and the
 /// action's write (a claim skips a locked job; an outcome waits for it).
 fn current(conn: &Connection, id: &str) -> Result<(Status, Option<Json>, Option<i64>)> {
     const READ: &str = "SELECT statuscode, wait, postpone_until FROM weir_jobs WHERE id = ?1";
-    let sql = if conn.is_postgres() { format!("{READ} FOR UPDATE") } else { READ.to_string() };
+    let sql = conn.dialect().locking_read(READ);
     let (code, wait, until): (i64, Option<String>, Option<i64>) = conn
         .prepare_cached(&sql)?
         .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
@@ -39,7 +39,7 @@ fn illegal(action: &str, id: &str, status: Status, hint: &str) -> Error {
 /// Runs `f` in a write transaction; `f` returns whether its transition applied
 /// (a job that changed between the read and the write did not).
 fn in_tx(conn: &mut Connection, id: &str, action: &str, f: impl FnOnce(&Connection) -> Result<bool>) -> Result<JobView> {
-    let tx = conn.transaction_with_behavior(crate::store::sql::TransactionBehavior::Immediate)?;
+    let tx = conn.transaction_with_behavior(crate::db::TransactionBehavior::Immediate)?;
     if !f(&tx)? {
         return Err(Error::Conflict(format!("cannot {action} job {id}: it changed meanwhile; look at it again (`weir jobs show {id}`)")));
     }
@@ -152,7 +152,7 @@ pub fn allowed(status: Status) -> Vec<crate::BulkVerb> {
 /// Deletes a completed job with its attempts and callback deliveries (what
 /// `jobs cleanup` does by age, for one job).
 pub fn delete(conn: &mut Connection, id: &str) -> Result<()> {
-    let tx = conn.transaction_with_behavior(crate::store::sql::TransactionBehavior::Immediate)?;
+    let tx = conn.transaction_with_behavior(crate::db::TransactionBehavior::Immediate)?;
     let (status, _, _) = current(&tx, id)?;
     if !DELETABLE.contains(&status) {
         return Err(illegal("delete", id, status, "only a completed job can be deleted: cancel it first"));
@@ -165,7 +165,7 @@ pub fn delete(conn: &mut Connection, id: &str) -> Result<()> {
 /// Gives the Ready, Waiting and Paused jobs of user `from` to `to` (who must
 /// exist and be active). Returns how many.
 pub fn reassign(conn: &mut Connection, from: &str, to: &str) -> Result<usize> {
-    let tx = conn.transaction_with_behavior(crate::store::sql::TransactionBehavior::Immediate)?;
+    let tx = conn.transaction_with_behavior(crate::db::TransactionBehavior::Immediate)?;
     if crate::store::user_active(&tx, from)?.is_none() {
         return Err(Error::not_found(format!("no user named {from}")));
     }
@@ -186,6 +186,6 @@ pub fn interrupts(conn: &Connection, worker: &str) -> Result<Vec<String>> {
         Status::Canceling.statuscode()
     );
     let mut stmt = conn.prepare_cached(&sql)?;
-    let ids = stmt.query_map([worker], |r| r.get(0))?.collect::<crate::store::sql::Result<_>>()?;
+    let ids = stmt.query_map([worker], |r| r.get(0))?.collect::<crate::db::Result<_>>()?;
     Ok(ids)
 }

@@ -30,7 +30,7 @@
 //! matters. It knows nothing of wasm: the worker pool ([`crate::worker`]) runs
 //! the jobs.
 
-use crate::store::sql::{Connection, OptionalExtension, params, params_from_iter};
+use crate::db::{Connection, Dialect, OptionalExtension, params, params_from_iter};
 use rand::Rng;
 use serde_json::Value as Json;
 
@@ -175,7 +175,7 @@ fn json_err(e: serde_json::Error) -> Error {
 /// counts), or Failed when they are out of attempts. Returns how many. The
 /// worker pool runs this on its housekeeping tick, not on every claim.
 pub fn expire_leases(conn: &mut Connection, now: i64) -> Result<usize> {
-    let tx = conn.transaction_with_behavior(crate::store::sql::TransactionBehavior::Immediate)?;
+    let tx = conn.transaction_with_behavior(crate::db::TransactionBehavior::Immediate)?;
     let n = state::expire(&tx, now)?;
     tx.commit()?;
     Ok(n)
@@ -185,7 +185,7 @@ pub fn expire_leases(conn: &mut Connection, now: i64) -> Result<usize> {
 type ClaimRow = (String, String, Option<String>, String, i64, String, u32, u32, i64, Option<i64>, String, String, Option<Vec<u8>>, Option<String>);
 
 /// Reads a row of [`state::CLAIM_RETURNING`].
-fn claim_row(r: &crate::store::sql::Row<'_>) -> crate::store::sql::Result<ClaimRow> {
+fn claim_row(r: &crate::db::Row<'_>) -> crate::db::Result<ClaimRow> {
     Ok((
         r.get(0)?,
         r.get(1)?,
@@ -213,7 +213,7 @@ pub fn claim_ready(conn: &mut Connection, worker: &str, now: i64, lease_ms: u64,
     if !state::any_ready(conn, now)? {
         return Ok(Vec::new());
     }
-    let tx = conn.transaction_with_behavior(crate::store::sql::TransactionBehavior::RowLocked)?;
+    let tx = conn.transaction_with_behavior(crate::db::TransactionBehavior::RowLocked)?;
     let lease_until = now.saturating_add(i64::try_from(lease_ms).unwrap_or(i64::MAX));
     let rows: Vec<ClaimRow> = state::claim(&tx, worker, now, lease_until, limit, claim_row)?;
     let mut claimed = Vec::with_capacity(rows.len());
@@ -279,8 +279,10 @@ pub fn load(conn: &Connection, id: &str) -> Result<Claimed> {
 }
 
 /// Extends every lease `worker` holds to `now + lease_ms`; returns how many.
-pub fn heartbeat(conn: &Connection, worker: &str, now: i64, lease_ms: u64) -> Result<usize> {
-    state::heartbeat(conn, worker, now.saturating_add(i64::try_from(lease_ms).unwrap_or(i64::MAX)))
+/// Leases of the jobs in `except` are not renewed (their outcome could not
+/// be recorded: they are left to expire).
+pub fn heartbeat(conn: &Connection, worker: &str, now: i64, lease_ms: u64, except: &[String]) -> Result<usize> {
+    state::heartbeat(conn, worker, now.saturating_add(i64::try_from(lease_ms).unwrap_or(i64::MAX)), except)
 }
 
 /// How an attempt ended.
@@ -348,7 +350,7 @@ pub fn complete(conn: &mut Connection, c: &Completion, worker: &str, now: i64) -
 
 /// Runs `f` in a write transaction, committed if `f` succeeds.
 fn in_write_tx<T>(conn: &Connection, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
-    let tx = conn.transaction_with_behavior(crate::store::sql::TransactionBehavior::Immediate)?;
+    let tx = conn.transaction_with_behavior(crate::db::TransactionBehavior::Immediate)?;
     let value = f(&tx)?;
     tx.commit()?;
     Ok(value)
@@ -358,7 +360,7 @@ fn in_write_tx<T>(conn: &Connection, f: impl FnOnce(&Connection) -> Result<T>) -
 /// again, the attempt not counted. A cancel or pause an operator asked for
 /// meanwhile is carried out instead.
 pub fn release(conn: &mut Connection, id: &str, worker: &str, now: i64) -> Result<()> {
-    let tx = conn.transaction_with_behavior(crate::store::sql::TransactionBehavior::Immediate)?;
+    let tx = conn.transaction_with_behavior(crate::db::TransactionBehavior::Immediate)?;
     if !state::release(&tx, id, worker)? {
         let c = Completion { id: id.to_string(), outcome: Outcome::Interrupted, trace: vec![], duration_ms: 0 };
         complete_in(&tx, &c, worker, now)?;
@@ -383,14 +385,14 @@ pub struct Completion {
 /// On PostgreSQL the successes of jobs still running undisturbed are
 /// recorded first, in one statement ([`state::complete_many`]) and a
 /// transaction without weir's write lock
-/// ([`TransactionBehavior::RowLocked`](crate::store::sql::TransactionBehavior::RowLocked)):
+/// ([`TransactionBehavior::RowLocked`](crate::db::TransactionBehavior::RowLocked)):
 /// the common case costs one round trip per group, and nodes record at once.
 /// The rest (other outcomes; successes of jobs an operator interrupted
 /// meanwhile or whose lease was lost) go in one write transaction, and if
 /// that fails, one transaction each, so one bad row cannot lose the others.
 pub fn complete_batch(conn: &mut Connection, worker: &str, batch: &[Completion], now: i64) -> Vec<Result<bool>> {
     // The successes recorded together: their ids, with their steps.
-    let recorded = if conn.is_postgres() {
+    let recorded = if conn.dialect().set_based_completion() {
         complete_successes(conn, worker, batch, now).unwrap_or_else(|e| {
             tracing::warn!("recording a group's successes together failed ({e}); recording them with its other outcomes");
             Default::default()
@@ -449,7 +451,7 @@ fn complete_successes(conn: &Connection, worker: &str, batch: &[Completion], now
     if successes.is_empty() {
         return Ok(Default::default());
     }
-    let tx = conn.transaction_with_behavior(crate::store::sql::TransactionBehavior::RowLocked)?;
+    let tx = conn.transaction_with_behavior(crate::db::TransactionBehavior::RowLocked)?;
     let ended = state::complete_many(&tx, worker, now, &successes)?;
     tx.commit()?;
     Ok(ended.into_iter().collect())
@@ -576,7 +578,7 @@ pub fn step_health(conn: &Connection) -> Result<std::collections::HashMap<String
         .query_map([], |r| {
             Ok((r.get::<_, String>(0)?, StepHealth { consecutive_failures: r.get(1)?, held_until: r.get::<_, Option<i64>>(2)?.map(to_rfc3339) }))
         })?
-        .collect::<crate::store::sql::Result<_>>()?;
+        .collect::<crate::db::Result<_>>()?;
     Ok(rows)
 }
 
@@ -595,7 +597,7 @@ pub fn next_due(conn: &Connection, now: i64) -> Result<Option<i64>> {
                      ORDER BY 1 LIMIT 1) AS ready
                  UNION ALL
                  -- A held step's probe: when its hold ends, if nothing of it runs.
-                 SELECT MAX(MIN(h.hold_until), ?1) FROM weir_step_health h
+                 SELECT CASE WHEN MIN(h.hold_until) IS NULL THEN NULL WHEN MIN(h.hold_until) > ?1 THEN MIN(h.hold_until) ELSE ?1 END FROM weir_step_health h
                  WHERE h.hold_until IS NOT NULL
                    AND EXISTS (SELECT 1 FROM weir_jobs j WHERE j.step = h.step AND j.statecode = 0)
                    AND NOT EXISTS (SELECT 1 FROM weir_jobs r WHERE r.step = h.step AND r.statecode = 2)
@@ -716,13 +718,13 @@ const VIEW_COLUMNS: &str = "id, kind, step, plugin, plugin_version, statecode, s
     (SELECT h.hold_until FROM weir_step_health h WHERE h.step = weir_jobs.step AND h.hold_until IS NOT NULL AND weir_jobs.statecode = 0),
     (SELECT h.consecutive_failures FROM weir_step_health h WHERE h.step = weir_jobs.step AND weir_jobs.statecode = 0)";
 
-fn read_view(r: &crate::store::sql::Row<'_>) -> crate::store::sql::Result<JobView> {
+fn read_view(r: &crate::db::Row<'_>) -> crate::db::Result<JobView> {
     read_view_with(r, false)
 }
 
 /// A job's row as operators see it; with `input`, its input too (one job's
 /// page, not listings).
-fn read_view_with(r: &crate::store::sql::Row<'_>, with_input: bool) -> crate::store::sql::Result<JobView> {
+fn read_view_with(r: &crate::db::Row<'_>, with_input: bool) -> crate::db::Result<JobView> {
     let statecode: i64 = r.get(5)?;
     let statuscode: i64 = r.get(6)?;
     let parse = |s: Option<String>| s.and_then(|s| serde_json::from_str::<Json>(&s).ok().or(Some(Json::String(s))));
@@ -771,16 +773,15 @@ fn read_view_with(r: &crate::store::sql::Row<'_>, with_input: bool) -> crate::st
 }
 
 /// The job fields the filter language can use, as trusted SQL expressions.
-fn job_field(field: &str) -> Option<(String, Kind)> {
+fn job_field(d: Dialect, field: &str) -> Option<(String, Kind)> {
     let (sql, kind) = match field {
         "id" | "kind" | "step" | "plugin" | "owner" | "correlation_id" | "error_code" | "callback_url" => (field.to_string(), Kind::Text),
         "error" | "error_message" => ("error_message".into(), Kind::Text),
         // Dataverse's regardingobjectid: the record the job is about.
         // The record the job is about: `target` as `jobs show --json` names it
         // (`regarding`, Dataverse's regardingobjectid, is the same).
-        "target" | "regarding" => ("json_extract(context, '$.target.id')".into(), Kind::Text),
-        "target_table" => ("json_extract(context, '$.target.table')".into(), Kind::Text),
-        "regarding_table" => ("json_extract(context, '$.target.table')".into(), Kind::Text),
+        "target" | "regarding" => (d.json_text("context", "target.id"), Kind::Text),
+        "target_table" | "regarding_table" => (d.json_text("context", "target.table"), Kind::Text),
         "statecode" | "statuscode" | "attempts" | "max_attempts" | "duration_ms" | "plugin_version" => (field.to_string(), Kind::Number),
         "created_at" | "started_at" | "completed_at" | "postpone_until" => (field.to_string(), Kind::Time),
         "state" => (state::state_name_sql(), Kind::Text),
@@ -796,20 +797,23 @@ pub const MAX_PAGE: usize = 5_000;
 /// Jobs matching `filter_src`, newest first: at most `top` (capped at
 /// [`MAX_PAGE`]) after skipping `skip`.
 pub fn list(conn: &Connection, filter_src: Option<&str>, top: usize, skip: usize) -> Result<Vec<JobView>> {
-    let (cond, params) = where_clause(filter_src)?;
-    let sql = format!("SELECT {VIEW_COLUMNS} FROM weir_jobs{cond} ORDER BY id DESC LIMIT {} OFFSET {}", top.min(MAX_PAGE), skip.min(i64::MAX as usize));
+    let (cond, mut params) = where_clause(conn.dialect(), filter_src)?;
+    // The page as parameters: one prepared statement serves every page.
+    params.push(filter::SqlParam::Int(top.min(MAX_PAGE) as i64));
+    params.push(filter::SqlParam::Int(i64::try_from(skip).unwrap_or(i64::MAX)));
+    let sql = format!("SELECT {VIEW_COLUMNS} FROM weir_jobs{cond} ORDER BY id DESC LIMIT ? OFFSET ?");
     let mut stmt = conn.prepare_cached(&sql)?;
     let rows = stmt.query_map(params_from_iter(params.iter()), read_view)?;
-    Ok(rows.collect::<crate::store::sql::Result<_>>()?)
+    Ok(rows.collect::<crate::db::Result<_>>()?)
 }
 
 /// ` WHERE <condition>` of a job filter and its parameters (nothing for no filter).
-fn where_clause(filter_src: Option<&str>) -> Result<(String, Vec<filter::SqlParam>)> {
+fn where_clause(d: Dialect, filter_src: Option<&str>) -> Result<(String, Vec<filter::SqlParam>)> {
     match filter_src.map(str::trim).filter(|s| !s.is_empty()) {
         None => Ok((String::new(), Vec::new())),
         Some(src) => {
             let expr = filter::parse(src).map_err(|e| Error::invalid(e.to_string()))?;
-            let (cond, params) = filter::to_sql(&expr, src, &job_field).map_err(|e| Error::invalid(e.to_string()))?;
+            let (cond, params) = filter::to_sql(&expr, src, &|f| job_field(d, f)).map_err(|e| Error::invalid(e.to_string()))?;
             Ok((format!(" WHERE ({cond})"), params))
         }
     }
@@ -822,7 +826,7 @@ pub fn count(conn: &Connection, filter_src: Option<&str>) -> Result<i64> {
 
 /// How many jobs match `filter_src`, and the newest one's id.
 pub fn count_and_newest(conn: &Connection, filter_src: Option<&str>) -> Result<(i64, Option<String>)> {
-    let (cond, params) = where_clause(filter_src)?;
+    let (cond, params) = where_clause(conn.dialect(), filter_src)?;
     Ok(conn
         .prepare_cached(&format!("SELECT COUNT(*), MAX(id) FROM weir_jobs{cond}"))?
         .query_row(params_from_iter(params.iter()), |r| Ok((r.get(0)?, r.get(1)?)))?)
@@ -832,7 +836,7 @@ pub fn count_and_newest(conn: &Connection, filter_src: Option<&str>) -> Result<(
 /// and no newer than `through` (an id: ids are time-ordered), oldest first,
 /// at most `limit`; and how many there are in all.
 pub fn matching_ids(conn: &Connection, filter_src: Option<&str>, statuses: &[Status], through: Option<&str>, limit: usize) -> Result<(Vec<String>, i64)> {
-    let (cond, mut params) = where_clause(filter_src)?;
+    let (cond, mut params) = where_clause(conn.dialect(), filter_src)?;
     let codes = statuses.iter().map(|s| s.statuscode().to_string()).collect::<Vec<_>>().join(", ");
     let mut extra = format!("statuscode IN ({codes})");
     if let Some(t) = through {
@@ -841,8 +845,9 @@ pub fn matching_ids(conn: &Connection, filter_src: Option<&str>, statuses: &[Sta
     }
     let cond = if cond.is_empty() { format!(" WHERE {extra}") } else { format!("{cond} AND {extra}") };
     let count: i64 = conn.prepare_cached(&format!("SELECT COUNT(*) FROM weir_jobs{cond}"))?.query_row(params_from_iter(params.iter()), |r| r.get(0))?;
-    let sql = format!("SELECT id FROM weir_jobs{cond} ORDER BY id LIMIT {}", limit.min(i64::MAX as usize));
-    let ids = conn.prepare_cached(&sql)?.query_map(params_from_iter(params.iter()), |r| r.get(0))?.collect::<crate::store::sql::Result<_>>()?;
+    params.push(filter::SqlParam::Int(i64::try_from(limit).unwrap_or(i64::MAX)));
+    let sql = format!("SELECT id FROM weir_jobs{cond} ORDER BY id LIMIT ?");
+    let ids = conn.prepare_cached(&sql)?.query_map(params_from_iter(params.iter()), |r| r.get(0))?.collect::<crate::db::Result<_>>()?;
     Ok((ids, count))
 }
 
@@ -875,12 +880,10 @@ pub fn groups(conn: &Connection, by: GroupBy, filter_src: Option<&str>) -> Resul
         GroupBy::Kind => "kind",
         GroupBy::Owner => "owner",
     };
-    let (cond, params) = where_clause(filter_src)?;
+    let (cond, params) = where_clause(conn.dialect(), filter_src)?;
     let sql = format!("SELECT {column}, statuscode, COUNT(*) FROM weir_jobs{cond} GROUP BY 1, 2");
-    let rows: Vec<(Option<String>, i64, i64)> = conn
-        .prepare_cached(&sql)?
-        .query_map(params_from_iter(params.iter()), |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-        .collect::<crate::store::sql::Result<_>>()?;
+    let rows: Vec<(Option<String>, i64, i64)> =
+        conn.prepare_cached(&sql)?.query_map(params_from_iter(params.iter()), |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<crate::db::Result<_>>()?;
     let mut groups: Vec<JobGroup> = Vec::new();
     for (key, code, n) in rows {
         let at = match groups.iter().position(|g| g.key == key) {
@@ -929,7 +932,7 @@ pub fn show(conn: &Connection, id: &str) -> Result<JobView> {
                 },
             ))
         })?
-        .collect::<crate::store::sql::Result<Vec<(i64, Attempt)>>>()?
+        .collect::<crate::db::Result<Vec<(i64, Attempt)>>>()?
         .into_iter()
         .map(|(claim, h)| {
             last_claim = claim;

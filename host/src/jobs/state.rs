@@ -15,7 +15,7 @@
 //!
 //! It knows nothing of wasm, workers or the pipeline.
 
-use crate::store::sql::{Connection, params};
+use crate::db::{Connection, Dialect, JsonArg, params};
 
 use super::{NewJob, Wait, callbacks};
 use crate::error::Result;
@@ -303,8 +303,8 @@ fn status_sql(t: Transition) -> Option<String> {
 
 /// Runs transition `t` on job `?1`: its status (if one), then `set`, where
 /// the job is in one of `t`'s source statuses and `extra` holds. Whether it applied.
-fn apply(conn: &Connection, t: Transition, set: &[&str], extra: &str, params: &[&dyn crate::store::sql::ToSql]) -> Result<bool> {
-    let assignments: Vec<String> = status_sql(t).into_iter().chain(set.iter().map(|s| s.to_string())).collect();
+fn apply(conn: &Connection, t: Transition, set: &[impl AsRef<str>], extra: &str, params: &[&dyn crate::db::ToSql]) -> Result<bool> {
+    let assignments: Vec<String> = status_sql(t).into_iter().chain(set.iter().map(|s| s.as_ref().to_string())).collect();
     let sql = format!("UPDATE weir_jobs SET {} WHERE id = ?1 AND {}{extra}", assignments.join(", "), t.guard());
     Ok(conn.prepare_cached(&sql)?.execute(params)? > 0)
 }
@@ -375,7 +375,7 @@ pub(crate) fn claim<T>(
     now: i64,
     lease_until: i64,
     limit: usize,
-    mut each: impl FnMut(&crate::store::sql::Row<'_>) -> crate::store::sql::Result<T>,
+    mut each: impl FnMut(&crate::db::Row<'_>) -> crate::db::Result<T>,
 ) -> Result<Vec<T>> {
     let mut claimed = Vec::new();
     if limit == 0 {
@@ -384,7 +384,8 @@ pub(crate) fn claim<T>(
     // Both statements are the same on every claim: built once per database
     // kind (see `claim_sql`).
     static SQL: std::sync::OnceLock<[[String; 2]; 2]> = std::sync::OnceLock::new();
-    let [probes, normal] = &SQL.get_or_init(|| [claim_sql(false), claim_sql(true)])[usize::from(tx.is_postgres())];
+    let built = SQL.get_or_init(|| [claim_sql(Dialect::Sqlite), claim_sql(Dialect::Postgres)]);
+    let [probes, normal] = &built[usize::from(tx.dialect() == Dialect::Postgres)];
     for sql in [probes, normal] {
         let room = limit - claimed.len();
         if room == 0 {
@@ -398,78 +399,29 @@ pub(crate) fn claim<T>(
     Ok(claimed)
 }
 
-/// The claim's two statements (probes, then the others), for PostgreSQL
-/// when `pg` (see [`claim`]). On PostgreSQL the jobs to claim are chosen in a
-/// `WITH` and locked `FOR UPDATE SKIP LOCKED`, then updated by key: an
-/// `id IN (subquery)` with the state in the outer condition let the planner
-/// look the ids up through the ready index (it matches `statecode = 0`),
-/// which is scanned whole for every id: hundreds of ms per claim on a busy
-/// queue. Claims there take no write lock ([`TransactionBehavior::RowLocked`]):
-/// a job locked by another claim is skipped, and so is a held step's health
-/// row while another claim probes it; a probe also holds its step until its
-/// lease ends, so a claim that locks the row just after sees the hold on
-/// PostgreSQL's re-check of the row: a step gets one probe at a time.
-///
-/// [`TransactionBehavior::RowLocked`]: crate::store::sql::TransactionBehavior::RowLocked
-fn claim_sql(pg: bool) -> [String; 2] {
+/// The claim's two statements (probes, then the others) in `dialect` (see
+/// [`Dialect::claim_sql`]): the claim's change and the Ready guard are this
+/// module's; how the rows are picked and locked is the dialect's.
+fn claim_sql(dialect: Dialect) -> [String; 2] {
     let set = format!(
         "{}, attempts = attempts + 1, claims = claims + 1, lease_owner = ?1, lease_until = ?2, started_at = ?3",
         status_sql(Transition::Claim).unwrap_or_default()
     );
-    let guard = Transition::Claim.guard();
-    // Probes first: one job of each half-open step with nothing in flight.
-    let probes = "SELECT (SELECT j.id FROM weir_jobs j INDEXED BY weir_jobs_ready
-                         WHERE j.statecode = 0 AND j.step = h.step AND COALESCE(j.postpone_until, j.created_at) <= ?3
-                         ORDER BY COALESCE(j.postpone_until, j.created_at), j.id LIMIT 1) AS id
-                 FROM weir_step_health h
-                 WHERE h.hold_until IS NOT NULL AND h.hold_until <= ?3
-                   AND NOT EXISTS (SELECT 1 FROM weir_jobs r WHERE r.step = h.step AND r.statecode = 2)
-                 LIMIT ?4";
-    let ready = format!(
-        "SELECT id FROM weir_jobs INDEXED BY weir_jobs_ready
-                 WHERE statecode = 0 AND COALESCE(postpone_until, created_at) <= ?3
-                   AND (step IS NULL OR step NOT IN (SELECT step FROM weir_step_health WHERE hold_until IS NOT NULL))
-                   AND {guard}
-                 ORDER BY COALESCE(postpone_until, created_at), id
-                 LIMIT ?4"
-    );
-    if pg {
-        let returning = CLAIM_RETURNING.split(", ").map(|c| format!("weir_jobs.{c}")).collect::<Vec<_>>().join(", ");
-        let probes = format!(
-            "SELECT j.id, h.step FROM weir_step_health h
-             CROSS JOIN LATERAL (
-                 SELECT j.id FROM weir_jobs j
-                 WHERE j.statecode = 0 AND j.step = h.step AND COALESCE(j.postpone_until, j.created_at) <= ?3 AND {}
-                 ORDER BY COALESCE(j.postpone_until, j.created_at), j.id LIMIT 1 FOR UPDATE SKIP LOCKED) j
-             WHERE h.hold_until IS NOT NULL AND h.hold_until <= ?3
-               AND NOT EXISTS (SELECT 1 FROM weir_jobs r WHERE r.step = h.step AND r.statecode = 2)
-             LIMIT ?4 FOR UPDATE OF h SKIP LOCKED",
-            guard.replace("statuscode", "j.statuscode").replace("statecode", "j.statecode")
-        );
-        return [
-            // The probe's step stays held until the probe's lease ends (its
-            // outcome then decides: `healthy` or a longer hold), so another
-            // claim that locks the health row after this one committed finds
-            // the hold in force on its re-check, and probes nothing.
-            format!(
-                "WITH picked AS ({probes}), probing AS (UPDATE weir_step_health SET hold_until = ?2 WHERE step IN (SELECT step FROM picked))
-                 UPDATE weir_jobs SET {set} FROM picked WHERE weir_jobs.id = picked.id RETURNING {returning}"
-            ),
-            format!(
-                "WITH picked AS ({ready} FOR UPDATE SKIP LOCKED) UPDATE weir_jobs SET {set} FROM picked WHERE weir_jobs.id = picked.id RETURNING {returning}"
-            ),
-        ];
-    }
-    [
-        format!("UPDATE weir_jobs SET {set} WHERE id IN ({probes}) AND {guard} RETURNING {CLAIM_RETURNING}"),
-        format!("UPDATE weir_jobs SET {set} WHERE id IN ({ready}) AND {guard} RETURNING {CLAIM_RETURNING}"),
-    ]
+    dialect.claim_sql(&set, &Transition::Claim.guard(), CLAIM_RETURNING)
 }
 
 /// Extends every lease `worker` holds to `lease_until`; returns how many.
-pub(crate) fn heartbeat(conn: &Connection, worker: &str, lease_until: i64) -> Result<usize> {
-    let sql = format!("UPDATE weir_jobs SET lease_until = ?2 WHERE lease_owner = ?1 AND {}", Transition::Heartbeat.guard());
-    Ok(conn.prepare_cached(&sql)?.execute(params![worker, lease_until])?)
+pub(crate) fn heartbeat(conn: &Connection, worker: &str, lease_until: i64, except: &[String]) -> Result<usize> {
+    let guard = Transition::Heartbeat.guard();
+    if except.is_empty() {
+        let sql = format!("UPDATE weir_jobs SET lease_until = ?2 WHERE lease_owner = ?1 AND {guard}");
+        return Ok(conn.prepare_cached(&sql)?.execute(params![worker, lease_until])?);
+    }
+    let skip = (0..except.len()).map(|i| format!("?{}", i + 3)).collect::<Vec<_>>().join(", ");
+    let sql = format!("UPDATE weir_jobs SET lease_until = ?2 WHERE lease_owner = ?1 AND {guard} AND id NOT IN ({skip})");
+    let mut args: Vec<crate::db::ValueRef<'_>> = vec![worker.into(), lease_until.into()];
+    args.extend(except.iter().map(|id| crate::db::ValueRef::from(id.as_str())));
+    Ok(conn.prepare(&sql)?.execute(crate::db::params_from_iter(args))?)
 }
 
 /// Gives back a job `worker` claimed but never started: Ready, not counted.
@@ -477,7 +429,7 @@ pub(crate) fn release(conn: &Connection, id: &str, worker: &str) -> Result<bool>
     apply(
         conn,
         Transition::Release,
-        &["attempts = MAX(attempts - 1, 0)", "claims = MAX(claims - 1, 0)", RELEASE_LEASE],
+        &["attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END", "claims = CASE WHEN claims > 0 THEN claims - 1 ELSE 0 END", RELEASE_LEASE],
         " AND lease_owner = ?2",
         &[&id, &worker],
     )
@@ -491,14 +443,14 @@ pub(crate) fn expire(conn: &Connection, now: i64) -> Result<usize> {
         "error_code = 'lease_expired', error_message = 'attempt ' || attempts || ' of ' || max_attempts || ' was lost: its worker stopped (lease expired)'";
     let expired =
         format!("statecode = 2 AND lease_until < ?1 AND statuscode IN ({}, {}, {})", InProgress.statuscode(), Pausing.statuscode(), Canceling.statuscode());
-    if conn.is_postgres() {
-        // Lock them first: outcomes there take row locks, not the write lock
-        // this runs under, so a job could otherwise be recorded as succeeded
-        // between the history's insert and the update below, and keep a
-        // "lost" attempt it did not lose. (The set cannot grow: a claim or a
-        // heartbeat only moves a lease later.)
-        let mut lock = conn.prepare_cached(&format!("SELECT id FROM weir_jobs WHERE {expired} FOR UPDATE"))?;
-        lock.query_map([now], |r| r.get::<_, String>(0))?.collect::<crate::store::sql::Result<Vec<_>>>()?;
+    // Lock them first where outcomes take row locks, not the write lock
+    // this runs under (PostgreSQL), so a job could otherwise be recorded as
+    // succeeded between the history's insert and the update below, and keep
+    // a "lost" attempt it did not lose. (The set cannot grow: a claim or a
+    // heartbeat only moves a lease later.)
+    if conn.dialect().row_locks() {
+        let mut lock = conn.prepare_cached(&conn.dialect().locking_read(&format!("SELECT id FROM weir_jobs WHERE {expired}")))?;
+        lock.query_map([now], |r| r.get::<_, String>(0))?.collect::<crate::db::Result<Vec<_>>>()?;
     }
     // The lost attempts, in the jobs' histories.
     let sql = format!(
@@ -515,7 +467,7 @@ pub(crate) fn expire(conn: &Connection, now: i64) -> Result<usize> {
             status_sql(t).unwrap_or_default(),
             t.guard()
         );
-        let ids: Vec<String> = conn.prepare_cached(&sql)?.query_map([now], |r| r.get(0))?.collect::<crate::store::sql::Result<_>>()?;
+        let ids: Vec<String> = conn.prepare_cached(&sql)?.query_map([now], |r| r.get(0))?.collect::<crate::db::Result<_>>()?;
         if completes {
             for id in &ids {
                 finished(conn, id, now)?;
@@ -542,7 +494,7 @@ pub(crate) fn expire(conn: &Connection, now: i64) -> Result<usize> {
         ps = paused.0,
         pc = paused.1,
     );
-    let rows: Vec<(String, i64)> = conn.prepare_cached(&sql)?.query_map([now], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<crate::store::sql::Result<_>>()?;
+    let rows: Vec<(String, i64)> = conn.prepare_cached(&sql)?.query_map([now], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<crate::db::Result<_>>()?;
     for (id, status) in &rows {
         if *status == Canceled.statuscode() {
             finished(conn, id, now)?;
@@ -564,16 +516,16 @@ pub(crate) struct Attempt<'a> {
 impl Attempt<'_> {
     /// Records transition `t` if `worker` still holds the lease: `?1` id,
     /// `?2` worker, `?3` now, `?4` duration, `?5` trace, then `extra` as `?6`...
-    fn end(&self, conn: &Connection, t: Transition, set: &[&str], extra: &[&dyn crate::store::sql::ToSql]) -> Result<bool> {
+    fn end(&self, conn: &Connection, t: Transition, set: &[&str], extra: &[&dyn crate::db::ToSql]) -> Result<bool> {
         self.end_giving_back(conn, t, set, extra, 0)
     }
 
     /// [`Self::end`] for a transition that lowered `attempts` by `given_back`
     /// (an attempt that does not count).
-    fn end_giving_back(&self, conn: &Connection, t: Transition, set: &[&str], extra: &[&dyn crate::store::sql::ToSql], given_back: i64) -> Result<bool> {
+    fn end_giving_back(&self, conn: &Connection, t: Transition, set: &[&str], extra: &[&dyn crate::db::ToSql], given_back: i64) -> Result<bool> {
         let mut all: Vec<&str> = vec!["duration_ms = ?4", "trace = ?5", "worker = ?2", RELEASE_LEASE];
         all.extend_from_slice(set);
-        let mut params: Vec<&dyn crate::store::sql::ToSql> = vec![&self.id, &self.worker, &self.now, &self.duration_ms, &self.trace];
+        let mut params: Vec<&dyn crate::db::ToSql> = vec![&self.id, &self.worker, &self.now, &self.duration_ms, &self.trace];
         params.extend_from_slice(extra);
         let applied = apply(conn, t, &all, " AND lease_owner = ?2", &params)?;
         if applied {
@@ -634,7 +586,7 @@ impl Attempt<'_> {
     /// Its pool shut down before the attempt finished: Ready at once, not counted.
     pub(crate) fn requeue(&self, conn: &Connection) -> Result<bool> {
         let set = [
-            "attempts = MAX(attempts - 1, 0)",
+            "attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END",
             "error_code = 'interrupted'",
             "error_message = 'interrupted: its worker shut down before the attempt finished; it runs again'",
         ];
@@ -653,7 +605,7 @@ impl Attempt<'_> {
     pub(crate) fn finish_pausing(&self, conn: &Connection, counted: bool, wait: Option<&Wait>) -> Result<bool> {
         let uncount: i64 = if counted { 0 } else { 1 };
         let set = [
-            "attempts = MAX(attempts - ?6, 0)",
+            "attempts = CASE WHEN attempts > ?6 THEN attempts - ?6 ELSE 0 END",
             "wait = COALESCE(?7, wait)",
             "postpone_until = COALESCE(?8, postpone_until)",
             "wait_table = COALESCE(?9, wait_table)",
@@ -684,50 +636,25 @@ pub(crate) struct Success<'a> {
 /// decides what each of them becomes. One round trip for the whole group,
 /// where the one-job path takes three or four per job (on PostgreSQL each is
 /// a network round trip). It needs no write lock (see
-/// [`TransactionBehavior::RowLocked`](crate::store::sql::TransactionBehavior::RowLocked)):
+/// [`TransactionBehavior::RowLocked`](crate::db::TransactionBehavior::RowLocked)):
 /// each row's lease and status are re-checked after waiting for any other
 /// writer of it.
 pub(crate) fn complete_many(conn: &Connection, worker: &str, now: i64, done: &[Success<'_>]) -> Result<Vec<(String, Option<String>)>> {
     if done.is_empty() {
         return Ok(Vec::new());
     }
-    static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    let sql = SQL.get_or_init(|| {
-        // The plan must look each job up by key, driven by the group. The
-        // lease and status checks are therefore join conditions on columns
-        // of the materialised group, not conditions on `weir_jobs` alone: as
-        // those, the planner estimated "one row" (a worker id is new to the
-        // table's statistics), scanned the running jobs first and the group
-        // once per job (85 ms for 512 jobs instead of 7). The status is
-        // InProgress, the one status Complete starts from (its code is
-        // unique to its state).
-        let t = Transition::Complete;
-        debug_assert_eq!(t.from(), &[InProgress]);
-        format!(
-            "WITH done AS MATERIALIZED (
-                 SELECT d.id AS done_id, d.ms AS done_ms, d.trace AS done_trace, d.result AS done_result,
-                        CAST(?2 AS TEXT) AS done_worker, CAST({running} AS BIGINT) AS done_status
-                 FROM jsonb_to_recordset(CAST(CAST(?1 AS TEXT) AS jsonb)) AS d(id text, ms bigint, trace text, result text)
-             ), ended AS (
-                 UPDATE weir_jobs SET {status}, duration_ms = done_ms, trace = done_trace, worker = done_worker, {RELEASE_LEASE},
-                     completed_at = ?3, result = done_result, error_code = NULL, error_message = NULL, state = NULL, postpone_until = NULL
-                 FROM done WHERE weir_jobs.id = done_id AND weir_jobs.lease_owner = done_worker AND weir_jobs.statuscode = done_status
-                 RETURNING weir_jobs.id, weir_jobs.step, weir_jobs.callback_url
-             ), healed AS (
-                 DELETE FROM weir_step_health WHERE step IN (SELECT step FROM ended)
-             )
-             SELECT id, step, callback_url IS NOT NULL FROM ended",
-            status = status_sql(t).unwrap_or_default(),
-            running = InProgress.statuscode(),
-        )
-    });
+    // The status is InProgress, the one status Complete starts from (its
+    // code is unique to its state).
+    let t = Transition::Complete;
+    debug_assert_eq!(t.from(), &[InProgress]);
+    let Some(sql) = conn.dialect().set_based_success_sql(&status_sql(t).unwrap_or_default(), RELEASE_LEASE, InProgress.statuscode()) else {
+        return Ok(Vec::new());
+    };
     let rows: Vec<serde_json::Value> =
         done.iter().map(|d| serde_json::json!({"id": d.id, "ms": d.duration_ms, "trace": d.trace, "result": d.result})).collect();
     let rows = serde_json::Value::Array(rows).to_string();
-    let ended: Vec<(String, Option<String>, bool)> = conn
-        .prepare_cached(sql)?
-        .query_map(params![rows, worker, now], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-        .collect::<crate::store::sql::Result<_>>()?;
+    let ended: Vec<(String, Option<String>, bool)> =
+        conn.prepare_cached(&sql)?.query_map(params![rows, worker, now], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<crate::db::Result<_>>()?;
     let mut ids = Vec::with_capacity(ended.len());
     for (id, step, has_callback) in ended {
         if has_callback {
@@ -750,11 +677,13 @@ pub(crate) fn fail_unreadable(conn: &Connection, id: &str, worker: &str, now: i6
 /// Wakes Waiting jobs whose timer is due at `now`: wait-until → `timer`,
 /// wait-for → `timed-out`. Returns how many.
 pub(crate) fn wake_due(conn: &Connection, now: i64) -> Result<usize> {
+    let d = conn.dialect();
+    let reason = format!("CASE WHEN {} IN ('for', 'query') THEN 'timed-out' ELSE 'timer' END", d.json_text("wait", "kind"));
     let sql = format!(
-        "UPDATE weir_jobs SET {}, attempts = 0, postpone_until = NULL, wait_table = NULL, wait_record = NULL,
-             wait = json_set(wait, '$.wake', CASE WHEN json_extract(wait, '$.kind') IN ('for', 'query') THEN 'timed-out' ELSE 'timer' END)
+        "UPDATE weir_jobs SET {}, attempts = 0, postpone_until = NULL, wait_table = NULL, wait_record = NULL, wait = {}
          WHERE postpone_until <= ?1 AND {}",
         status_sql(Transition::Wake).unwrap_or_default(),
+        d.json_set("wait", "wake", JsonArg::Text(&reason)),
         Transition::Wake.guard()
     );
     Ok(conn.prepare_cached(&sql)?.execute([now])?)
@@ -763,19 +692,25 @@ pub(crate) fn wake_due(conn: &Connection, now: i64) -> Result<usize> {
 /// Wakes a Waiting job whose condition was met (when the change commits). A
 /// postponement is kept: it runs no earlier than that.
 pub(crate) fn wake_condition_met(conn: &Connection, id: &str) -> Result<bool> {
-    let set = [
-        "attempts = 0",
-        "postpone_until = CAST(json_extract(wait, '$.not_before_ms') AS BIGINT)",
-        "wait_table = NULL",
-        "wait_record = NULL",
-        "wait = json_set(wait, '$.wake', 'condition-met')",
-    ];
-    apply(conn, Transition::Wake, &set, "", &[&id])
+    apply(conn, Transition::Wake, &woken(conn.dialect(), "'condition-met'"), "", &[&id])
+}
+
+/// What a job woken from its wait with `reason` (an SQL expression) sets:
+/// fresh attempts, no earlier than its postponement, no longer waiting.
+fn woken(d: Dialect, reason: &str) -> [String; 5] {
+    [
+        "attempts = 0".into(),
+        format!("postpone_until = CAST({} AS BIGINT)", d.json_text("wait", "not_before_ms")),
+        "wait_table = NULL".into(),
+        "wait_record = NULL".into(),
+        format!("wait = {}", d.json_set("wait", "wake", JsonArg::Text(reason))),
+    ]
 }
 
 /// A paused waiting job remembers that its condition was met (for its resume).
 pub(crate) fn note_condition_met(conn: &Connection, id: &str) -> Result<bool> {
-    apply(conn, Transition::NoteConditionMet, &["wait = json_set(wait, '$.met', json('true'))"], " AND wait IS NOT NULL", &[&id])
+    let set = [format!("wait = {}", conn.dialect().json_set("wait", "met", JsonArg::Json("'true'")))];
+    apply(conn, Transition::NoteConditionMet, &set, " AND wait IS NOT NULL", &[&id])
 }
 
 /// Ends paused waits whose timer passed before `cutoff` (abandoned): Canceled.
@@ -789,7 +724,7 @@ pub(crate) fn abandon(conn: &Connection, cutoff: i64, now: i64) -> Result<Vec<St
         status_sql(t).unwrap_or_default(),
         t.guard()
     );
-    let ids: Vec<String> = conn.prepare_cached(&sql)?.query_map(params![cutoff, now], |r| r.get(0))?.collect::<crate::store::sql::Result<_>>()?;
+    let ids: Vec<String> = conn.prepare_cached(&sql)?.query_map(params![cutoff, now], |r| r.get(0))?.collect::<crate::db::Result<_>>()?;
     for id in &ids {
         finished(conn, id, now)?;
     }
@@ -800,12 +735,12 @@ pub(crate) fn abandon(conn: &Connection, cutoff: i64, now: i64) -> Result<Vec<St
 
 /// Pauses a job that is not running.
 pub(crate) fn pause(conn: &Connection, id: &str) -> Result<bool> {
-    apply(conn, Transition::Pause, &[], "", &[&id])
+    apply(conn, Transition::Pause, &[] as &[&str], "", &[&id])
 }
 
 /// Asks the worker running a job to pause it.
 pub(crate) fn pause_running(conn: &Connection, id: &str) -> Result<bool> {
-    apply(conn, Transition::PauseRunning, &[], "", &[&id])
+    apply(conn, Transition::PauseRunning, &[] as &[&str], "", &[&id])
 }
 
 /// Resumes a paused job as Ready. With `wake` (its wait was met or timed out
@@ -813,23 +748,14 @@ pub(crate) fn pause_running(conn: &Connection, id: &str) -> Result<bool> {
 /// earlier than a postponement.
 pub(crate) fn resume_ready(conn: &Connection, id: &str, wake: Option<&str>) -> Result<bool> {
     match wake {
-        None => apply(conn, Transition::ResumeReady, &[], "", &[&id]),
-        Some(reason) => {
-            let set = [
-                "attempts = 0",
-                "postpone_until = CAST(json_extract(wait, '$.not_before_ms') AS BIGINT)",
-                "wait_table = NULL",
-                "wait_record = NULL",
-                "wait = json_set(wait, '$.wake', ?2)",
-            ];
-            apply(conn, Transition::ResumeReady, &set, "", &[&id, &reason])
-        }
+        None => apply(conn, Transition::ResumeReady, &[] as &[&str], "", &[&id]),
+        Some(reason) => apply(conn, Transition::ResumeReady, &woken(conn.dialect(), "?2"), "", &[&id, &reason]),
     }
 }
 
 /// Resumes a paused job whose wait still holds: Waiting again.
 pub(crate) fn resume_waiting(conn: &Connection, id: &str) -> Result<bool> {
-    apply(conn, Transition::ResumeWaiting, &[], " AND wait IS NOT NULL", &[&id])
+    apply(conn, Transition::ResumeWaiting, &[] as &[&str], " AND wait IS NOT NULL", &[&id])
 }
 
 /// Cancels a job that is not running: Canceled.
@@ -844,7 +770,7 @@ pub(crate) fn cancel(conn: &Connection, id: &str, now: i64) -> Result<bool> {
 
 /// Asks the worker running a job to cancel it.
 pub(crate) fn cancel_running(conn: &Connection, id: &str) -> Result<bool> {
-    apply(conn, Transition::CancelRunning, &[], "", &[&id])
+    apply(conn, Transition::CancelRunning, &[] as &[&str], "", &[&id])
 }
 
 /// Delays a job: it runs no earlier than `until`, and never earlier than it
@@ -852,10 +778,13 @@ pub(crate) fn cancel_running(conn: &Connection, id: &str) -> Result<bool> {
 /// timer (or timeout) moves to `until` if that is later, and a condition met
 /// before `until` makes it Ready at `until`.
 pub(crate) fn postpone(conn: &Connection, id: &str, until: i64, until_text: &str) -> Result<bool> {
+    let d = conn.dialect();
+    let not_before = format!("COALESCE(CAST({} AS BIGINT), 0)", d.json_text("wait", "not_before_ms"));
+    let later = format!("CASE WHEN {not_before} > ?2 THEN {not_before} ELSE ?2 END");
+    let moved = d.json_set(&d.json_set("wait", "not_before_ms", JsonArg::Integer(&later)), "not_before", JsonArg::Text("?3"));
     let set = [
-        "postpone_until = MAX(COALESCE(postpone_until, created_at), ?2)",
-        "wait = CASE WHEN wait IS NULL THEN NULL
-                ELSE json_set(wait, '$.not_before_ms', MAX(COALESCE(CAST(json_extract(wait, '$.not_before_ms') AS BIGINT), 0), ?2), '$.not_before', ?3) END",
+        "postpone_until = CASE WHEN COALESCE(postpone_until, created_at) > ?2 THEN COALESCE(postpone_until, created_at) ELSE ?2 END".to_string(),
+        format!("wait = CASE WHEN wait IS NULL THEN NULL ELSE {moved} END"),
     ];
     apply(conn, Transition::Postpone, &set, "", &[&id, &until, &until_text])
 }
@@ -891,7 +820,7 @@ mod tests {
     /// would leave it (the only write of state outside the functions above).
     fn job_in(status: Status) -> (tempfile::TempDir, Connection) {
         let dir = tempfile::tempdir().unwrap();
-        let db = crate::store::Db::open(dir.path().join("t.db")).unwrap();
+        let db = crate::store::open(dir.path().join("t.db")).unwrap();
         let conn = db.connect().unwrap();
         let job = NewJob {
             kind: "background",
@@ -931,7 +860,7 @@ mod tests {
         let w = Wait { until: 20, table: None, record: None, condition: None, state: vec![] };
         match t {
             Transition::Claim => claim(conn, "w", 10, 100, 10, |r| r.get::<_, String>(0)).unwrap().len() == 1,
-            Transition::Heartbeat => heartbeat(conn, "w", 100).unwrap() == 1,
+            Transition::Heartbeat => heartbeat(conn, "w", 100, &[]).unwrap() == 1,
             Transition::Release => release(conn, "j", "w").unwrap(),
             Transition::Complete => a.complete(conn, None).unwrap(),
             Transition::FailRetryable => a.fail_retryable(conn, 20, "transient", "m").unwrap(),

@@ -1,6 +1,6 @@
 //! Figures about the job system for operators: the dashboard and `/metrics`.
 
-use crate::store::sql::Connection;
+use crate::db::Connection;
 use serde_json::{Value as Json, json};
 
 use super::{Status, status_name, to_rfc3339};
@@ -103,7 +103,7 @@ pub fn stats(conn: &Connection) -> Result<Stats> {
     let mut durations: Vec<i64> = conn
         .prepare_cached("SELECT duration_ms FROM weir_jobs WHERE statecode = 3 AND completed_at >= ?1 AND duration_ms IS NOT NULL ORDER BY duration_ms")?
         .query_map([hour_ago], |r| r.get(0))?
-        .collect::<crate::store::sql::Result<_>>()?;
+        .collect::<crate::db::Result<_>>()?;
     durations.sort_unstable();
     let pct = |p: f64| (!durations.is_empty()).then(|| durations[((durations.len() - 1) as f64 * p).round() as usize]);
     let (backlog, oldest): (i64, Option<i64>) = conn.query_row(
@@ -133,8 +133,8 @@ pub fn stats(conn: &Connection) -> Result<Stats> {
                 reason: "the failure breaker holds its jobs: one runs as a probe when the hold ends, the rest when it succeeds".into(),
             })
         })?
-        .collect::<crate::store::sql::Result<Vec<_>>>()?;
-    let row_json = |r: &crate::store::sql::Row<'_>| -> crate::store::sql::Result<JobBrief> {
+        .collect::<crate::db::Result<Vec<_>>>()?;
+    let row_json = |r: &crate::db::Row<'_>| -> crate::db::Result<JobBrief> {
         Ok(JobBrief {
             id: r.get(0)?,
             plugin: r.get(1)?,
@@ -150,14 +150,14 @@ pub fn stats(conn: &Connection) -> Result<Stats> {
             "SELECT id, plugin, step, lease_until, error_message, error_code, statuscode FROM weir_jobs WHERE statecode = 2 AND lease_until < ?1 LIMIT 50",
         )?
         .query_map([now], row_json)?
-        .collect::<crate::store::sql::Result<_>>()?;
+        .collect::<crate::db::Result<_>>()?;
     let recent_failures = conn
         .prepare_cached(
             "SELECT id, plugin, step, completed_at, error_message, error_code, statuscode FROM weir_jobs
              WHERE statecode = 3 AND statuscode = 31 ORDER BY completed_at DESC LIMIT 10",
         )?
         .query_map([], row_json)?
-        .collect::<crate::store::sql::Result<_>>()?;
+        .collect::<crate::db::Result<_>>()?;
     let mut per_minute = vec![(0i64, 0i64); 60];
     let mut stmt = conn.prepare_cached(
         "SELECT (completed_at - ?1) / 60000, SUM(CASE WHEN statuscode = 30 THEN 1 ELSE 0 END), SUM(CASE WHEN statuscode = 31 THEN 1 ELSE 0 END) FROM weir_jobs
@@ -180,7 +180,7 @@ pub fn stats(conn: &Connection) -> Result<Stats> {
              WHERE statecode = 3 AND completed_at >= ?1 GROUP BY plugin ORDER BY COUNT(*) DESC, plugin",
         )?
         .query_map([hour_ago], |r| Ok(PluginJobs { plugin: r.get(0)?, succeeded: r.get(1)?, failed: r.get(2)?, mean_ms: r.get(3)? }))?
-        .collect::<crate::store::sql::Result<_>>()?;
+        .collect::<crate::db::Result<_>>()?;
     Ok(Stats {
         by_status,
         failure_rate,

@@ -5,7 +5,7 @@
 
 use std::str::FromStr;
 
-use crate::store::sql::{Connection, OptionalExtension, params};
+use crate::db::{Connection, OptionalExtension, params};
 use chrono::{DateTime, Utc};
 use serde_json::Value as Json;
 
@@ -73,7 +73,7 @@ pub fn fire_schedules(conn: &mut Connection, steps: &[(Step, i64)], now: i64) ->
     for (step, version) in steps {
         let Some(expr) = &step.schedule else { continue };
         let Ok(schedule) = parse_cron(expr) else { continue };
-        let tx = conn.transaction_with_behavior(crate::store::sql::TransactionBehavior::Immediate)?;
+        let tx = conn.transaction_with_behavior(crate::db::TransactionBehavior::Immediate)?;
         let next: Option<i64> = tx.prepare_cached("SELECT next_at FROM weir_schedules WHERE step = ?1")?.query_row([&step.name], |r| r.get(0)).optional()?;
         match next {
             None => {
@@ -97,7 +97,7 @@ pub fn fire_schedules(conn: &mut Connection, steps: &[(Step, i64)], now: i64) ->
 
 /// Forgets the schedule rows of steps that no longer exist or are disabled.
 pub fn prune_schedules(conn: &Connection, live: &[String]) -> Result<()> {
-    let rows: Vec<String> = conn.prepare_cached("SELECT step FROM weir_schedules")?.query_map([], |r| r.get(0))?.collect::<crate::store::sql::Result<_>>()?;
+    let rows: Vec<String> = conn.prepare_cached("SELECT step FROM weir_schedules")?.query_map([], |r| r.get(0))?.collect::<crate::db::Result<_>>()?;
     for step in rows.iter().filter(|s| !live.contains(s)) {
         conn.execute("DELETE FROM weir_schedules WHERE step = ?1", [step])?;
     }
@@ -169,7 +169,7 @@ pub(crate) fn delete_completed(conn: &Connection, id: &str) -> Result<()> {
 
 /// Deletes the completed jobs `cond` (a condition over `weir_jobs`) selects,
 /// with their attempts and callback deliveries; returns how many jobs.
-fn delete_completed_where(conn: &Connection, cond: &str, params: &[&dyn crate::store::sql::ToSql]) -> Result<usize> {
+fn delete_completed_where(conn: &Connection, cond: &str, params: &[&dyn crate::db::ToSql]) -> Result<usize> {
     for table in ["weir_callbacks", "weir_job_attempts"] {
         conn.execute(&format!("DELETE FROM {table} WHERE job_id IN (SELECT id FROM weir_jobs WHERE statecode = 3 AND {cond})"), params)?;
     }

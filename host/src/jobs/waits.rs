@@ -10,7 +10,7 @@
 //!
 //! The pipeline and the worker call it; it knows nothing of either.
 
-use crate::store::sql::{Connection, params};
+use crate::db::{Connection, params};
 
 use super::{Status, state};
 use crate::error::{Error, Result};
@@ -38,17 +38,26 @@ pub fn check_condition(conn: &Connection, table: &str, condition: &str) -> Resul
 pub fn record_changed(conn: &Connection, def: &TableDef, rec: &Record) -> Result<usize> {
     let (waiting_on, paused) = (Status::Waiting.statuscode(), Status::Paused.statuscode());
     let of_record = format!(
-        "SELECT id, statuscode, json_extract(wait, '$.condition') FROM weir_jobs
+        "SELECT id, statuscode, wait FROM weir_jobs
          WHERE wait_table = ?1 AND wait_record = ?2 AND statecode = 1 AND statuscode IN ({waiting_on}, {paused})"
     );
     let of_table = format!(
-        "SELECT id, statuscode, json_extract(wait, '$.condition') FROM weir_jobs
+        "SELECT id, statuscode, wait FROM weir_jobs
          WHERE wait_table = ?1 AND wait_record IS NULL AND statecode = 1 AND statuscode IN ({waiting_on}, {paused})"
     );
-    let row = |r: &crate::store::sql::Row<'_>| Ok((r.get(0)?, r.get(1)?, r.get::<_, Option<String>>(2)?.unwrap_or_default()));
+    // The condition is read from the stored wait here, not by the database:
+    // one job's wait that does not parse (damaged, or holding what the
+    // database's JSON type refuses) then wakes nobody, instead of failing the
+    // write that changed the record.
+    let condition_of = |wait: Option<String>| -> String {
+        wait.and_then(|w| serde_json::from_str::<serde_json::Value>(&w).ok())
+            .and_then(|w| w.get("condition").and_then(|c| c.as_str()).map(str::to_string))
+            .unwrap_or_default()
+    };
+    let row = |r: &crate::db::Row<'_>| Ok((r.get(0)?, r.get(1)?, condition_of(r.get::<_, Option<String>>(2)?)));
     let mut waiting: Vec<(String, i64, String)> =
-        conn.prepare_cached(&of_record)?.query_map(params![def.name, rec.id], row)?.collect::<crate::store::sql::Result<_>>()?;
-    waiting.extend(conn.prepare_cached(&of_table)?.query_map(params![def.name], row)?.collect::<crate::store::sql::Result<Vec<_>>>()?);
+        conn.prepare_cached(&of_record)?.query_map(params![def.name, rec.id], row)?.collect::<crate::db::Result<_>>()?;
+    waiting.extend(conn.prepare_cached(&of_table)?.query_map(params![def.name], row)?.collect::<crate::db::Result<Vec<_>>>()?);
     let mut woken = 0;
     for (job, statuscode, condition) in waiting {
         let holds = filter::parse(&condition).is_ok_and(|expr| filter::eval(&expr, &|f| rec.scalar(def, f)));

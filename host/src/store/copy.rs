@@ -11,8 +11,8 @@
 //! It knows the tables' names, not their columns: rows are copied column by
 //! column as they are stored (both schemas have the same columns).
 
-use super::sql::{Connection, ValueRef, params_from_iter};
 use super::{Db, records};
+use crate::db::{Connection, ValueRef, params_from_iter};
 use crate::error::{Error, Result};
 
 /// weir's own tables, in the order they are copied.
@@ -45,17 +45,17 @@ pub struct Copied {
 /// Copies the SQLite database `from` into the empty PostgreSQL database
 /// `to`; `progress` is told the total rows, then each row copied.
 pub fn sqlite_to_postgres(from: &Db, to: &Db, progress: &dyn Fn(Progress)) -> Result<Copied> {
-    if from.is_postgres() {
+    if from.dialect() != crate::db::Dialect::Sqlite {
         return Err(Error::invalid("copy from an SQLite file (--from weir.db): the source is a PostgreSQL database"));
     }
-    if !to.is_postgres() {
+    if to.dialect() != crate::db::Dialect::Postgres {
         return Err(Error::invalid("copy to a PostgreSQL database (--to postgres://USER@HOST/DB)"));
     }
     let src = from.connect()?;
     let dst = to.connect()?;
     src.execute_batch("BEGIN")?;
     let copied = copy(&src, &dst, progress);
-    super::rollback(&src);
+    crate::db::rollback(&src);
     copied
 }
 
@@ -88,8 +88,8 @@ fn copy(src: &Connection, dst: &Connection, progress: &dyn Fn(Progress)) -> Resu
             copied.tables.push((t.to_string(), n));
             copied.rows += n;
         }
-        for t in IDENTITIES {
-            dst.execute_batch(&format!("SELECT setval(pg_get_serial_sequence('{t}', 'id'), COALESCE((SELECT MAX(id) FROM {t}), 0) + 1, false)"))?;
+        for sql in IDENTITIES.iter().filter_map(|t| dst.dialect().continue_identity_sql(t)) {
+            dst.execute_batch(&sql)?;
         }
         let version: i64 = src.query_row("SELECT version FROM weir_catalog", [], |r| r.get(0))?;
         dst.execute("UPDATE weir_catalog SET version = GREATEST(version, ?1) + 1", [version])?;
@@ -97,11 +97,11 @@ fn copy(src: &Connection, dst: &Connection, progress: &dyn Fn(Progress)) -> Resu
     })();
     match result {
         Ok(copied) => {
-            super::commit(dst)?;
+            crate::db::commit(dst)?;
             Ok(copied)
         }
         Err(e) => {
-            super::rollback(dst);
+            crate::db::rollback(dst);
             Err(e)
         }
     }
@@ -131,7 +131,7 @@ fn copy_table(src: &Connection, dst: &Connection, table: &str, progress: &dyn Fn
     let mut rows = select.query([])?;
     let mut n = 0u64;
     while let Some(row) = rows.next()? {
-        let values: Vec<ValueRef<'_>> = (0..columns.len()).map(|i| row.get_ref(i)).collect::<super::sql::Result<_>>()?;
+        let values: Vec<ValueRef<'_>> = (0..columns.len()).map(|i| row.get_ref(i)).collect::<crate::db::Result<_>>()?;
         insert.execute(params_from_iter(values.iter()))?;
         n += 1;
         progress(Progress::Row);
@@ -142,7 +142,7 @@ fn copy_table(src: &Connection, dst: &Connection, table: &str, progress: &dyn Fn
 /// The columns of an SQLite table, in order.
 fn column_names(src: &Connection, table: &str) -> Result<Vec<String>> {
     let mut stmt = src.prepare(&format!("SELECT name FROM pragma_table_info('{table}') ORDER BY cid"))?;
-    let names = stmt.query_map([], |r| r.get(0))?.collect::<super::sql::Result<Vec<String>>>()?;
+    let names = stmt.query_map([], |r| r.get(0))?.collect::<crate::db::Result<Vec<String>>>()?;
     if names.is_empty() {
         return Err(Error::Internal(format!("the source database has no table {table}")));
     }

@@ -5,7 +5,7 @@
 //! Identifiers are validated names (see [`crate::plugins::check_name`]) and are
 //! always double-quoted; values are always bound parameters.
 
-use crate::store::sql::{Connection, OptionalExtension, params_from_iter};
+use crate::db::{Connection, OptionalExtension, Storage, params_from_iter};
 use serde_json::{Map, Value as Json};
 
 use crate::error::{Error, Result};
@@ -162,17 +162,23 @@ impl Record {
     }
 }
 
-/// Declares a table and creates its storage.
-/// The longest table name PostgreSQL can hold as `data_<name>`.
-const PG_MAX_TABLE_NAME: usize = 58;
+/// Refuses a table name the database cannot hold as `data_<name>`.
+fn check_name_length(conn: &Connection, name: &str) -> Result<()> {
+    let d = conn.dialect();
+    match d.max_identifier_len().map(|n| n - "data_".len()) {
+        Some(max) if name.len() > max => Err(Error::invalid(format!(
+            "table {name}: at most {max} characters on {} (its names are at most {} bytes, and weir prefixes `data_`)",
+            d.name(),
+            max + "data_".len()
+        ))),
+        _ => Ok(()),
+    }
+}
 
+/// Declares a table and creates its storage.
 pub fn create_table(conn: &Connection, name: &str, columns: &[Column]) -> Result<TableDef> {
     crate::plugins::check_name("table", name)?;
-    if conn.is_postgres() && name.len() > PG_MAX_TABLE_NAME {
-        return Err(Error::invalid(format!(
-            "table {name}: at most {PG_MAX_TABLE_NAME} characters on PostgreSQL (its names are at most 63 bytes, and weir prefixes `data_`)"
-        )));
-    }
+    check_name_length(conn, name)?;
     if table_def(conn, name)?.is_some() {
         return Err(Error::Conflict(format!("table {name} already exists")));
     }
@@ -205,21 +211,17 @@ pub fn create_table(conn: &Connection, name: &str, columns: &[Column]) -> Result
 /// The `CREATE TABLE` of a declared table's storage.
 /// Creates the data table of table `name` (its rows' storage, not its catalogue entry).
 pub(crate) fn create_storage(conn: &Connection, name: &str, columns: &[Column]) -> Result<()> {
-    if conn.is_postgres() && name.len() > PG_MAX_TABLE_NAME {
-        return Err(Error::invalid(format!(
-            "table {name}: at most {PG_MAX_TABLE_NAME} characters on PostgreSQL (its names are at most 63 bytes, and weir prefixes `data_`)"
-        )));
-    }
+    check_name_length(conn, name)?;
     conn.execute_batch(&ddl(conn, name, columns))?;
     Ok(())
 }
 
 fn ddl(conn: &Connection, name: &str, columns: &[Column]) -> String {
-    let pg = conn.is_postgres();
-    let (text, int) = if pg { ("TEXT COLLATE \"C\"", "BIGINT") } else { ("TEXT", "INTEGER") };
+    let d = conn.dialect();
+    let (text, int) = (d.column_type(Storage::Text), d.column_type(Storage::Integer));
     let mut ddl = format!("CREATE TABLE \"data_{name}\" (id {text} PRIMARY KEY NOT NULL, created_at {int} NOT NULL, modified_at {int} NOT NULL");
     for c in columns {
-        ddl.push_str(&format!(", \"{}\" {}", c.name, if pg { c.ty.pg_type() } else { c.ty.sql_type() }));
+        ddl.push_str(&format!(", \"{}\" {}", c.name, d.column_type(c.ty.storage())));
     }
     ddl.push(')');
     ddl
@@ -239,13 +241,13 @@ pub(crate) fn exact_decimals(conn: &Connection) -> Result<()> {
         conn.execute_batch(&ddl(conn, &def.name, &def.columns))?;
         let rows: Vec<Record> = {
             let mut stmt = conn.prepare(&format!("SELECT {} FROM {old}", select_list(&def)))?;
-            stmt.query_map([], |r| read_row(&def, r))?.collect::<crate::store::sql::Result<_>>()?
+            stmt.query_map([], |r| read_row(&def, r))?.collect::<crate::db::Result<_>>()?
         };
         let marks: Vec<String> = (1..=def.columns.len() + 3).map(|i| format!("?{i}")).collect();
         let sql = format!("INSERT INTO {} ({}) VALUES ({})", def.sql_table(), select_list(&def), marks.join(", "));
         let mut insert = conn.prepare(&sql)?;
         for r in &rows {
-            let mut args: Vec<crate::store::sql::ValueRef<'_>> = vec![r.id.as_str().into(), r.created_at.into(), r.modified_at.into()];
+            let mut args: Vec<crate::db::ValueRef<'_>> = vec![r.id.as_str().into(), r.created_at.into(), r.modified_at.into()];
             args.extend(r.fields.iter().map(|(_, v)| values::to_sql(v)));
             insert.execute(params_from_iter(args))?;
         }
@@ -270,7 +272,7 @@ pub fn require_table(conn: &Connection, name: &str) -> Result<TableDef> {
 
 pub fn list_tables(conn: &Connection) -> Result<Vec<TableDef>> {
     let mut stmt = conn.prepare_cached("SELECT name FROM weir_tables ORDER BY name")?;
-    let names: Vec<String> = stmt.query_map([], |r| r.get(0))?.collect::<crate::store::sql::Result<_>>()?;
+    let names: Vec<String> = stmt.query_map([], |r| r.get(0))?.collect::<crate::db::Result<_>>()?;
     names.iter().filter_map(|n| table_def(conn, n).transpose()).collect()
 }
 
@@ -299,7 +301,7 @@ pub fn insert(conn: &Connection, def: &TableDef, id: &str, fields: &[(String, Va
         marks.push_str(&format!(", ?{}", i + 3));
     }
     let sql = format!("INSERT INTO {} ({cols}) VALUES ({marks})", def.sql_table());
-    let mut args: Vec<crate::store::sql::ValueRef<'_>> = vec![id.into(), now.into()];
+    let mut args: Vec<crate::db::ValueRef<'_>> = vec![id.into(), now.into()];
     args.extend(fields.iter().map(|(_, v)| values::to_sql(v)));
     conn.prepare_cached(&sql)?.execute(params_from_iter(args)).map_err(|e| match e {
         e if e.is_constraint() => Error::Conflict(format!("{} {id} already exists", def.name)),
@@ -314,7 +316,7 @@ pub fn update(conn: &Connection, def: &TableDef, id: &str, fields: &[(String, Va
         sets.push_str(&format!(", \"{name}\" = ?{}", i + 3));
     }
     let sql = format!("UPDATE {} SET {sets} WHERE id = ?1", def.sql_table());
-    let mut args: Vec<crate::store::sql::ValueRef<'_>> = vec![id.into(), now_ms().into()];
+    let mut args: Vec<crate::db::ValueRef<'_>> = vec![id.into(), now_ms().into()];
     args.extend(fields.iter().map(|(_, v)| values::to_sql(v)));
     if conn.prepare_cached(&sql)?.execute(params_from_iter(args))? == 0 {
         return Err(not_found(def, id));
@@ -342,7 +344,7 @@ fn select_list(def: &TableDef) -> String {
     s
 }
 
-fn read_row(def: &TableDef, r: &crate::store::sql::Row<'_>) -> crate::store::sql::Result<Record> {
+fn read_row(def: &TableDef, r: &crate::db::Row<'_>) -> crate::db::Result<Record> {
     let mut fields = Vec::with_capacity(def.columns.len());
     for (i, c) in def.columns.iter().enumerate() {
         fields.push((c.name.clone(), values::from_sql(&c.ty, r.get_ref(i + 3)?)));
@@ -435,7 +437,7 @@ fn condition(def: &TableDef, filter: Option<(&Expr, &str)>) -> Result<(String, V
 
 /// One page of [`query`]: `top` records after skipping `skip`.
 pub fn query_page(conn: &Connection, def: &TableDef, filter: Option<(&Expr, &str)>, order: &[OrderBy], skip: usize, top: usize) -> Result<Vec<Record>> {
-    let (cond, params) = condition(def, filter)?;
+    let (cond, mut params) = condition(def, filter)?;
     let mut sql = format!("SELECT {} FROM {}{cond}", select_list(def), def.sql_table());
     let mut orders = Vec::new();
     for o in order {
@@ -443,8 +445,11 @@ pub fn query_page(conn: &Connection, def: &TableDef, filter: Option<(&Expr, &str
         orders.push(format!("{col} {}", if o.descending { "DESC" } else { "ASC" }));
     }
     orders.push("id ASC".into());
-    sql.push_str(&format!(" ORDER BY {} LIMIT {} OFFSET {}", orders.join(", "), top.min(i64::MAX as usize), skip.min(i64::MAX as usize)));
+    // The page as parameters: one prepared statement serves every page.
+    sql.push_str(&format!(" ORDER BY {} LIMIT ? OFFSET ?", orders.join(", ")));
+    params.push(filter::SqlParam::Int(i64::try_from(top).unwrap_or(i64::MAX)));
+    params.push(filter::SqlParam::Int(i64::try_from(skip).unwrap_or(i64::MAX)));
     let mut stmt = conn.prepare_cached(&sql)?;
     let rows = stmt.query_map(params_from_iter(params.iter()), |r| read_row(def, r))?;
-    Ok(rows.collect::<crate::store::sql::Result<_>>()?)
+    Ok(rows.collect::<crate::db::Result<_>>()?)
 }

@@ -1,22 +1,27 @@
-//! The SQL seam: one connection type for both of weir's databases.
+//! The connection façade: one connection type for both of weir's databases.
 //!
-//! Owns [`Connection`] (an SQLite connection, or a PostgreSQL one), its
+//! Owns [`Connection`] (an SQLite connection, or a PostgreSQL session), its
 //! statements, rows, parameters and errors. The rest of weir writes SQL in one
 //! dialect (SQLite's, with `?N` placeholders) against this small surface, which
 //! mirrors the part of rusqlite weir uses; on PostgreSQL the placeholders become
 //! `$N`, parameters adapt to the types the server expects, and columns read back
 //! with rusqlite's coercions (a `bool` from an integer, a `u32` from a bigint),
 //! so a query written once reads the same on both. Where the dialects really
-//! differ, callers ask [`Connection::is_postgres`] (through the helpers in
-//! [`crate::store`]).
+//! differ, callers ask the connection's [`Dialect`] what to write.
 //!
-//! It knows nothing of weir's tables: it is the driver layer under `store/`.
+//! A PostgreSQL connection keeps at most [`STATEMENT_CACHE`] prepared
+//! statements (least recently used go, closed on the server), and when its
+//! session is gone (the server restarted) it fails the call as unavailable
+//! and opens a new session on its next call outside a transaction.
+//!
+//! It knows nothing of weir's tables.
 
 use std::borrow::Cow;
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 
 use tokio_postgres as postgres;
+
+use super::dialect::Dialect;
 use tokio_postgres::types::{IsNull, ToSql as PgToSql, Type, to_sql_checked};
 
 /// An error of either database.
@@ -36,6 +41,36 @@ pub enum DbError {
     /// A column could not be read as the type asked for.
     #[error("column {0}: {1}")]
     Type(usize, String),
+    /// The database could not be opened (a file, a URL, its schema).
+    #[error("{0}")]
+    Open(String),
+    /// No connection or lock could be had within the busy wait.
+    #[error("{0}")]
+    Busy(String),
+    /// The database server cannot be reached (down, restarting, the session
+    /// lost): nothing was done; weir reconnects by itself.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// Whether `e` means the session is gone: its socket closed, or the server
+/// shutting down or refusing sessions (SQLSTATE class 57P, 08).
+fn pg_lost(e: &postgres::Error) -> bool {
+    if e.is_closed() {
+        return true;
+    }
+    match e.code() {
+        Some(c) => c.code().starts_with("57P") || c.code().starts_with("08"),
+        // No SQLSTATE: the driver's own failure. Only those of the socket
+        // (its messages, by kind: the driver's kinds are private) mean the
+        // session is gone; a parameter it could not encode does not.
+        None => {
+            let text = e.to_string();
+            ["error communicating with the server", "error connecting to server", "timeout waiting for server", "unexpected message from server"]
+                .iter()
+                .any(|kind| text.starts_with(kind))
+        }
+    }
 }
 
 /// PostgreSQL's own message (with its detail), not the client's "db error".
@@ -55,10 +90,21 @@ impl DbError {
     pub fn is_busy(&self) -> bool {
         use postgres::error::SqlState;
         match self {
+            DbError::Busy(_) => true,
             DbError::Sqlite(e) => matches!(e.sqlite_error_code(), Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)),
             DbError::Pg(e) => e
                 .code()
                 .is_some_and(|c| *c == SqlState::LOCK_NOT_AVAILABLE || *c == SqlState::T_R_SERIALIZATION_FAILURE || *c == SqlState::T_R_DEADLOCK_DETECTED),
+            _ => false,
+        }
+    }
+
+    /// The server could not be reached or went away (a restart, a failover,
+    /// an outage): the call did nothing, and a later one may work.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            DbError::Unavailable(_) => true,
+            DbError::Pg(e) | DbError::Prepare { source: e, .. } => pg_lost(e),
             _ => false,
         }
     }
@@ -253,8 +299,8 @@ fn owned(v: ValueRef<'_>) -> ValueRef<'static> {
 /// Statement parameters of mixed types, as rusqlite's `params!`.
 #[macro_export]
 macro_rules! params {
-    () => { &[] as &[&dyn $crate::store::sql::ToSql] };
-    ($($p:expr),+ $(,)?) => { &[$(&$p as &dyn $crate::store::sql::ToSql),+] as &[&dyn $crate::store::sql::ToSql] };
+    () => { &[] as &[&dyn $crate::db::ToSql] };
+    ($($p:expr),+ $(,)?) => { &[$(&$p as &dyn $crate::db::ToSql),+] as &[&dyn $crate::db::ToSql] };
 }
 pub use crate::params;
 
@@ -480,21 +526,25 @@ impl<T> OptionalExtension<T> for Result<T> {
     }
 }
 
-/// The PostgreSQL advisory lock every write transaction takes but the job
-/// queue's claims and successes (see [`TransactionBehavior::RowLocked`]); an
-/// arbitrary key: "weir" in ASCII.
-pub const WRITE_LOCK: i64 = 0x7765_6972;
+/// How many prepared statements a PostgreSQL connection keeps (least
+/// recently used go first; weir's statements are few, but filters and
+/// listings make new texts).
+pub const STATEMENT_CACHE: usize = 128;
 
-/// A PostgreSQL connection: the client, its prepared statements (by weir's
-/// SQL text) and whether a transaction is open.
+/// A PostgreSQL connection: the session's client, its prepared statements
+/// (by weir's SQL text, at most [`STATEMENT_CACHE`]) and whether a
+/// transaction is open; and where to open a new session when this one is gone.
 ///
-/// The connection's socket is driven by a task on a small runtime of its own
-/// (see `store/pg.rs`); a call here waits for its answer blocking the calling
+/// The session's socket is driven by a task on a small runtime of its own
+/// (see `db/postgres`); a call here waits for its answer blocking the calling
 /// thread, as an SQLite call does, which works on any thread, tokio's too.
 pub struct PgConn {
-    client: postgres::Client,
-    statements: RefCell<HashMap<String, PgStatement>>,
+    client: RefCell<postgres::Client>,
+    source: std::sync::Arc<super::postgres::Source>,
+    statements: RefCell<lru::LruCache<String, PgStatement>>,
     in_transaction: Cell<bool>,
+    /// The busy wait set on it, set again on a new session.
+    busy_ms: Cell<Option<u128>>,
 }
 
 /// A connection to weir's database.
@@ -510,13 +560,33 @@ impl From<rusqlite::Connection> for Connection {
 }
 
 impl Connection {
-    /// A PostgreSQL connection over `client`.
-    pub fn postgres(client: postgres::Client) -> Connection {
-        Connection::Pg(Box::new(PgConn { client, statements: RefCell::default(), in_transaction: Cell::new(false) }))
+    /// A PostgreSQL connection over `client`, reconnecting through `source`.
+    pub(crate) fn postgres(client: postgres::Client, source: std::sync::Arc<super::postgres::Source>) -> Connection {
+        let cache = lru::LruCache::new(std::num::NonZeroUsize::new(STATEMENT_CACHE).unwrap_or(std::num::NonZeroUsize::MIN));
+        Connection::Pg(Box::new(PgConn {
+            client: RefCell::new(client),
+            source,
+            statements: RefCell::new(cache),
+            in_transaction: Cell::new(false),
+            busy_ms: Cell::new(None),
+        }))
     }
 
-    pub fn is_postgres(&self) -> bool {
-        matches!(self, Connection::Pg(_))
+    /// What to write for this connection's database.
+    pub fn dialect(&self) -> Dialect {
+        match self {
+            Connection::Sqlite(_) => Dialect::Sqlite,
+            Connection::Pg(_) => Dialect::Postgres,
+        }
+    }
+
+    /// Whether the connection's session is gone (the server went away): a
+    /// pool drops it rather than hand it out again.
+    pub fn is_broken(&self) -> bool {
+        match self {
+            Connection::Sqlite(_) => false,
+            Connection::Pg(p) => p.client.borrow().is_closed(),
+        }
     }
 
     /// The SQLite connection, for settings only SQLite has.
@@ -533,7 +603,10 @@ impl Connection {
     pub fn set_busy_timeout(&self, wait: std::time::Duration) -> Result<()> {
         match self {
             Connection::Sqlite(c) => Ok(c.busy_timeout(wait)?),
-            Connection::Pg(_) => self.execute_batch(&format!("SET lock_timeout = {}", wait.as_millis().max(1))),
+            Connection::Pg(p) => {
+                p.busy_ms.set(Some(wait.as_millis()));
+                self.execute_batch(&self.dialect().busy_timeout_sql(wait.as_millis()).unwrap_or_default())
+            }
         }
     }
 
@@ -550,14 +623,15 @@ impl Connection {
         match self {
             Connection::Sqlite(c) => Ok(c.execute_batch(sql)?),
             Connection::Pg(p) => {
-                let r = wait(p.client.batch_execute(sql));
+                p.ready()?;
+                let r = wait(p.client.borrow().batch_execute(sql));
                 if r.is_err() && p.begins(sql) {
                     // A transaction whose opening batch failed (its lock not
                     // had in time): end it, so the connection is usable again.
-                    let _ = wait(p.client.batch_execute("ROLLBACK"));
+                    let _ = wait(p.client.borrow().batch_execute("ROLLBACK"));
                 }
                 p.track(sql, r.is_ok());
-                Ok(r?)
+                r.map_err(|e| p.failed(e))
             }
         }
     }
@@ -596,10 +670,10 @@ impl Connection {
     pub fn begin_write(&self) -> Result<()> {
         match self {
             Connection::Sqlite(c) => {
-                c.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
+                c.prepare_cached(&self.dialect().begin_write_sql())?.execute([])?;
                 Ok(())
             }
-            Connection::Pg(_) => self.execute_batch(&format!("BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK})")),
+            Connection::Pg(_) => self.execute_batch(&self.dialect().begin_write_sql()),
         }
     }
 
@@ -608,7 +682,7 @@ impl Connection {
     pub fn transaction_with_behavior(&self, behavior: TransactionBehavior) -> Result<Transaction<'_>> {
         match behavior {
             TransactionBehavior::Immediate => self.begin_write()?,
-            TransactionBehavior::RowLocked if !self.is_postgres() => self.begin_write()?,
+            TransactionBehavior::RowLocked if !self.dialect().row_locks() => self.begin_write()?,
             TransactionBehavior::Deferred | TransactionBehavior::RowLocked => self.execute_batch("BEGIN")?,
         }
         Ok(Transaction { conn: self, done: false })
@@ -622,15 +696,61 @@ impl Connection {
 impl PgConn {
     /// The prepared statement for weir's `sql`, placeholders translated.
     fn statement(&self, sql: &str) -> Result<PgStatement> {
-        if let Some(s) = self.statements.borrow().get(sql) {
+        self.ready()?;
+        if let Some(s) = self.statements.borrow_mut().get(sql) {
             return Ok(s.clone());
         }
         let (text, takes) = translate(sql);
-        let prepared =
-            wait(self.client.prepare(&text)).map_err(|source| DbError::Prepare { sql: sql.split_whitespace().collect::<Vec<_>>().join(" "), source })?;
+        let prepared = wait(self.client.borrow().prepare(&text)).map_err(|source| {
+            if pg_lost(&source) {
+                return self.failed(source);
+            }
+            DbError::Prepare { sql: sql.split_whitespace().collect::<Vec<_>>().join(" "), source }
+        })?;
         let stmt = PgStatement { prepared, takes: takes.into(), control: Self::control(sql) };
-        self.statements.borrow_mut().insert(sql.to_string(), stmt.clone());
+        self.statements.borrow_mut().put(sql.to_string(), stmt.clone());
         Ok(stmt)
+    }
+
+    /// Makes sure the session is there: a session that ended (the server
+    /// went away) is replaced by a new one, its statements forgotten, unless
+    /// a transaction was open on it (lost with it: the caller hears so).
+    fn ready(&self) -> Result<()> {
+        if !self.client.borrow().is_closed() {
+            return Ok(());
+        }
+        if self.in_transaction.replace(false) {
+            return Err(DbError::Unavailable(format!(
+                "the session with the PostgreSQL database {} ended inside a transaction: nothing of it was committed; try again",
+                self.source.shown()
+            )));
+        }
+        let client = self.source.session()?;
+        if let Some(ms) = self.busy_ms.get()
+            && let Some(sql) = Dialect::Postgres.busy_timeout_sql(ms)
+        {
+            wait(client.batch_execute(&sql)).map_err(DbError::Pg)?;
+        }
+        self.statements.borrow_mut().clear();
+        *self.client.borrow_mut() = client;
+        Ok(())
+    }
+
+    /// An error of a call: when it means the session is gone, the outage is
+    /// noted (logged once) and the caller hears the database is unavailable.
+    fn failed(&self, e: postgres::Error) -> DbError {
+        if !pg_lost(&e) {
+            return DbError::Pg(e);
+        }
+        let what = pg_message(&e);
+        self.source.lost(&what);
+        if self.client.borrow().is_closed() {
+            self.in_transaction.set(false);
+        }
+        DbError::Unavailable(format!(
+            "the session with the PostgreSQL database {} was lost ({what}); nothing of this call was done; weir reconnects by itself: try again",
+            self.source.shown()
+        ))
     }
 
     fn first_word(sql: &str) -> String {
@@ -679,7 +799,8 @@ impl PgConn {
             let v = values.get(i).ok_or_else(|| DbError::Type(i, format!("the statement uses parameter {} but was given {}", i + 1, values.len())))?;
             args.push(v as &(dyn PgToSql + Sync));
         }
-        Ok(wait(f(&self.client, &stmt.prepared, &args))?)
+        let client = self.client.borrow();
+        wait(f(&client, &stmt.prepared, &args)).map_err(|e| self.failed(e))
     }
 }
 

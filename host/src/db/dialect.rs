@@ -1,0 +1,340 @@
+//! Every difference between SQLite and PostgreSQL that weir's SQL meets, one
+//! method each, with the callers that depend on it.
+//!
+//! weir writes one text of each statement in SQLite's dialect with `?N`
+//! placeholders ([`super::conn`] rewrites the placeholders and drops SQLite's
+//! index hints for PostgreSQL). Where the two really differ, the caller asks
+//! its connection's [`Dialect`] for the fragment to write: each dialect
+//! writes its own expression, and nothing is emulated on the server (the
+//! SQLite look-alike functions PostgreSQL once carried were dropped by
+//! migration 12). Only `db/` matches on the variants.
+//!
+//! Owns no connection and runs nothing: it only names differences.
+
+use std::borrow::Cow;
+
+/// The database weir's SQL is written for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// An SQLite file: one machine, one writer at a time (the file's lock).
+    Sqlite,
+    /// A PostgreSQL database: several nodes, row locks, one clock.
+    Postgres,
+}
+
+/// How a value of a record's column is stored (the column types of
+/// `crate::values::ColType` map onto these).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Storage {
+    /// Text that compares and sorts bytewise (ids, text, JSON, references).
+    Text,
+    /// A 64-bit integer (integers, booleans, timestamps in ms).
+    Integer,
+    /// An exact decimal of up to 28 significant digits, ordered numerically.
+    Decimal,
+}
+
+/// A value [`Dialect::json_set`] stores in a JSON document, as an SQL
+/// expression of the type named.
+#[derive(Debug, Clone, Copy)]
+pub enum JsonArg<'a> {
+    /// Stored as a JSON string.
+    Text(&'a str),
+    /// Stored as a JSON number.
+    Integer(&'a str),
+    /// An expression whose text is JSON, stored as that JSON value.
+    Json(&'a str),
+}
+
+/// The advisory lock every PostgreSQL write transaction takes but the job
+/// queue's claims and successes (see [`Dialect::row_locks`]); an arbitrary
+/// key: "weir" in ASCII.
+pub const WRITE_LOCK: i64 = 0x7765_6972;
+
+impl Dialect {
+    /// The database's name, for messages and the bench's labels.
+    pub fn name(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "SQLite",
+            Dialect::Postgres => "PostgreSQL",
+        }
+    }
+
+    /// **Write lock.** The statements that open a write transaction and take
+    /// the database's write lock now: SQLite's `BEGIN IMMEDIATE`; on
+    /// PostgreSQL, `BEGIN` and weir's transaction-scoped advisory lock, which
+    /// every writer of every node takes, so writes are serialised as on SQLite
+    /// and every read inside sees the state it writes on.
+    /// Caller: `Connection::begin_write` (operations, catalogue changes,
+    /// operator actions, housekeeping).
+    pub fn begin_write_sql(self) -> Cow<'static, str> {
+        match self {
+            Dialect::Sqlite => "BEGIN IMMEDIATE".into(),
+            Dialect::Postgres => format!("BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK})").into(),
+        }
+    }
+
+    /// **Row locks.** Whether a transaction that changes only rows it locks
+    /// itself (`TransactionBehavior::RowLocked`: the queue's claims and
+    /// successes) can do without the write lock: PostgreSQL's row locks let
+    /// several nodes claim and record at once; SQLite has one lock, taken at
+    /// once. Caller: `Connection::transaction_with_behavior`.
+    pub fn row_locks(self) -> bool {
+        self == Dialect::Postgres
+    }
+
+    /// **Locking reads.** `select` made to lock the rows it reads until the
+    /// transaction ends, where another transaction could change them without
+    /// the write lock (PostgreSQL's row-locked claims and outcomes); as is on
+    /// SQLite, whose write lock already excludes every other writer.
+    /// Callers: `jobs::control::current` (an operator action reads a job's
+    /// status, then acts on it), `jobs::state::expire`.
+    pub fn locking_read(self, select: &str) -> Cow<'_, str> {
+        match self {
+            Dialect::Sqlite => Cow::Borrowed(select),
+            Dialect::Postgres => Cow::Owned(format!("{select} FOR UPDATE")),
+        }
+    }
+
+    /// **Busy wait.** The statement that makes the session wait at most `ms`
+    /// for another's lock (PostgreSQL's `lock_timeout`); `None` where the
+    /// driver sets it (SQLite's busy timeout). Caller: `Connection::set_busy_timeout`.
+    pub fn busy_timeout_sql(self, ms: u128) -> Option<String> {
+        match self {
+            Dialect::Sqlite => None,
+            Dialect::Postgres => Some(format!("SET lock_timeout = {}", ms.max(1))),
+        }
+    }
+
+    /// **Clock.** The query for the database's clock in ms since the epoch,
+    /// where nodes share it (PostgreSQL: every node reads leases and due
+    /// times from one clock); `None` on SQLite (one machine, its clock).
+    /// Caller: `db::database_now`, through `crate::time::now_on` (the
+    /// worker's claims, outcomes and housekeeping).
+    pub fn clock_sql(self) -> Option<&'static str> {
+        match self {
+            Dialect::Sqlite => None,
+            Dialect::Postgres => Some("SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint"),
+        }
+    }
+
+    /// **Change polling.** A query for a counter that changes when another
+    /// connection commits: SQLite's `data_version`; PostgreSQL's write-ahead
+    /// log position (the fallback while the node's listener is down).
+    /// Caller: `db::data_version` (the dispatcher's wake-ups, the catalogue cache).
+    pub fn data_version_sql(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "PRAGMA data_version",
+            Dialect::Postgres => "SELECT (pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::bigint",
+        }
+    }
+
+    /// **Column types.** The type of a record's column of `storage`, and of
+    /// weir's own columns: text sorts bytewise on both (`COLLATE "C"` on
+    /// PostgreSQL, as SQLite's default); decimals are exact (canonical text
+    /// ordered by weir's collation on SQLite, `NUMERIC` on PostgreSQL).
+    /// Caller: `store::records` (a table's storage).
+    pub fn column_type(self, storage: Storage) -> &'static str {
+        match (self, storage) {
+            (Dialect::Sqlite, Storage::Text) => "TEXT",
+            (Dialect::Sqlite, Storage::Integer) => "INTEGER",
+            (Dialect::Sqlite, Storage::Decimal) => "TEXT COLLATE WEIR_DECIMAL",
+            (Dialect::Postgres, Storage::Text) => "TEXT COLLATE \"C\"",
+            (Dialect::Postgres, Storage::Integer) => "BIGINT",
+            (Dialect::Postgres, Storage::Decimal) => "NUMERIC",
+        }
+    }
+
+    /// **Name length.** The longest identifier the database keeps (bytes):
+    /// PostgreSQL cuts names at 63; SQLite has no limit that matters.
+    /// Caller: `store::records::create_table` (`data_<name>` must fit).
+    pub fn max_identifier_len(self) -> Option<usize> {
+        match self {
+            Dialect::Sqlite => None,
+            Dialect::Postgres => Some(63),
+        }
+    }
+
+    /// **JSON read.** The value at `path` (keys separated by dots) of the
+    /// JSON text `doc`, as text (null when absent). Callers: `jobs::waits`
+    /// (a wait's condition), `jobs::state` (timers), `jobs` (filters on a
+    /// job's target).
+    pub fn json_text(self, doc: &str, path: &str) -> String {
+        match self {
+            Dialect::Sqlite => format!("json_extract({doc}, '$.{path}')"),
+            Dialect::Postgres => format!("(CAST({doc} AS jsonb) #>> '{{{}}}')", path.replace('.', ",")),
+        }
+    }
+
+    /// **JSON write.** The JSON text `doc` with key `key` set to `value`.
+    /// Callers: `jobs::state` (a wait's wake reason, a postponed wait's
+    /// not-before time, a paused wait's `met`).
+    pub fn json_set(self, doc: &str, key: &str, value: JsonArg<'_>) -> String {
+        match (self, value) {
+            (Dialect::Sqlite, JsonArg::Text(v) | JsonArg::Integer(v)) => format!("json_set({doc}, '$.{key}', {v})"),
+            (Dialect::Sqlite, JsonArg::Json(v)) => format!("json_set({doc}, '$.{key}', json({v}))"),
+            (Dialect::Postgres, v) => {
+                let v = match v {
+                    JsonArg::Text(v) => format!("to_jsonb(CAST({v} AS TEXT))"),
+                    JsonArg::Integer(v) => format!("to_jsonb(CAST({v} AS BIGINT))"),
+                    JsonArg::Json(v) => format!("CAST(CAST({v} AS TEXT) AS jsonb)"),
+                };
+                format!("CAST(jsonb_set(CAST({doc} AS jsonb), '{{{key}}}', {v}) AS TEXT)")
+            }
+        }
+    }
+
+    /// **A separate recorder connection.** Whether a worker records outcomes
+    /// and heartbeats on a connection of their own: on PostgreSQL they take
+    /// row locks and run beside the dispatcher's claims; on SQLite one
+    /// connection serves both (the file has one writer anyway).
+    /// Caller: `worker` (its recorder).
+    pub fn separate_recorder(self) -> bool {
+        self == Dialect::Postgres
+    }
+
+    /// **Set-based completion.** Whether a group of successes is recorded
+    /// in one statement ([`Dialect::set_based_success_sql`]); where not, one
+    /// by one in one write transaction. Caller: `jobs::complete_batch`.
+    pub fn set_based_completion(self) -> bool {
+        self == Dialect::Postgres
+    }
+
+    /// **Set-based completion.** The statement that records a group of
+    /// successes at once, or `None` where they are recorded one by one in one
+    /// write transaction (SQLite: one writer, each update is cheap).
+    /// PostgreSQL: the group arrives as one JSON parameter (`?1`: objects of
+    /// id, ms, trace, result), is materialised, and each job is updated by key
+    /// if `?2` still holds its lease and it is `running`; `set` is the status
+    /// change, `release` the lease's release; the steps of the jobs it ended
+    /// lose their breakers' failures in the same statement. Returns id, step
+    /// and whether a callback waits. `?3` is now.
+    /// Caller: `jobs::state::complete_many`.
+    pub fn set_based_success_sql(self, set: &str, release: &str, running: i64) -> Option<String> {
+        match self {
+            Dialect::Sqlite => None,
+            // The plan must look each job up by key, driven by the group. The
+            // lease and status checks are therefore join conditions on columns
+            // of the materialised group, not conditions on `weir_jobs` alone: as
+            // those, the planner estimated "one row" (a worker id is new to the
+            // table's statistics), scanned the running jobs first and the group
+            // once per job (85 ms for 512 jobs instead of 7).
+            Dialect::Postgres => Some(format!(
+                "WITH done AS MATERIALIZED (
+                     SELECT d.id AS done_id, d.ms AS done_ms, d.trace AS done_trace, d.result AS done_result,
+                            CAST(?2 AS TEXT) AS done_worker, CAST({running} AS BIGINT) AS done_status
+                     FROM jsonb_to_recordset(CAST(CAST(?1 AS TEXT) AS jsonb)) AS d(id text, ms bigint, trace text, result text)
+                 ), ended AS (
+                     UPDATE weir_jobs SET {set}, duration_ms = done_ms, trace = done_trace, worker = done_worker, {release},
+                         completed_at = ?3, result = done_result, error_code = NULL, error_message = NULL, state = NULL, postpone_until = NULL
+                     FROM done WHERE weir_jobs.id = done_id AND weir_jobs.lease_owner = done_worker AND weir_jobs.statuscode = done_status
+                     RETURNING weir_jobs.id, weir_jobs.step, weir_jobs.callback_url
+                 ), healed AS (
+                     DELETE FROM weir_step_health WHERE step IN (SELECT step FROM ended)
+                 )
+                 SELECT id, step, callback_url IS NOT NULL FROM ended"
+            )),
+        }
+    }
+
+    /// **Claims (`SKIP LOCKED`).** The queue's two claim statements: probes
+    /// of held steps first, then due Ready jobs; `set` is the claim's change,
+    /// `guard` the Ready condition, `returning` the columns read back.
+    /// Parameters: `?1` worker, `?2` lease end, `?3` now, `?4` how many.
+    ///
+    /// SQLite updates `WHERE id IN (…)` under its write lock, reading the
+    /// ready index in due order (`INDEXED BY`). PostgreSQL chooses the jobs in
+    /// a `WITH … FOR UPDATE SKIP LOCKED` and updates them by key (an
+    /// `id IN (subquery)` there scanned the whole ready index per id), with no
+    /// write lock: a job locked by another claim is skipped, and so is a held
+    /// step's health row while another claim probes it; a probe holds its step
+    /// until its lease ends, so a claim that locks the row just after sees the
+    /// hold on PostgreSQL's re-check of the row: a step gets one probe at a time.
+    /// Caller: `jobs::state::claim`.
+    pub fn claim_sql(self, set: &str, guard: &str, returning: &str) -> [String; 2] {
+        match self {
+            Dialect::Sqlite => {
+                let probes = "SELECT (SELECT j.id FROM weir_jobs j INDEXED BY weir_jobs_ready
+                                 WHERE j.statecode = 0 AND j.step = h.step AND COALESCE(j.postpone_until, j.created_at) <= ?3
+                                 ORDER BY COALESCE(j.postpone_until, j.created_at), j.id LIMIT 1) AS id
+                         FROM weir_step_health h
+                         WHERE h.hold_until IS NOT NULL AND h.hold_until <= ?3
+                           AND NOT EXISTS (SELECT 1 FROM weir_jobs r WHERE r.step = h.step AND r.statecode = 2)
+                         LIMIT ?4";
+                let ready = Self::ready_sql(guard);
+                [
+                    format!("UPDATE weir_jobs SET {set} WHERE id IN ({probes}) AND {guard} RETURNING {returning}"),
+                    format!("UPDATE weir_jobs SET {set} WHERE id IN ({ready}) AND {guard} RETURNING {returning}"),
+                ]
+            }
+            Dialect::Postgres => {
+                let returning = returning.split(", ").map(|c| format!("weir_jobs.{c}")).collect::<Vec<_>>().join(", ");
+                let probes = format!(
+                    "SELECT j.id, h.step FROM weir_step_health h
+                     CROSS JOIN LATERAL (
+                         SELECT j.id FROM weir_jobs j
+                         WHERE j.statecode = 0 AND j.step = h.step AND COALESCE(j.postpone_until, j.created_at) <= ?3 AND {}
+                         ORDER BY COALESCE(j.postpone_until, j.created_at), j.id LIMIT 1 FOR UPDATE SKIP LOCKED) j
+                     WHERE h.hold_until IS NOT NULL AND h.hold_until <= ?3
+                       AND NOT EXISTS (SELECT 1 FROM weir_jobs r WHERE r.step = h.step AND r.statecode = 2)
+                     LIMIT ?4 FOR UPDATE OF h SKIP LOCKED",
+                    guard.replace("statuscode", "j.statuscode").replace("statecode", "j.statecode")
+                );
+                let ready = Self::ready_sql(guard);
+                [
+                    // The probe's step stays held until the probe's lease ends (its
+                    // outcome then decides: `healthy` or a longer hold), so another
+                    // claim that locks the health row after this one committed finds
+                    // the hold in force on its re-check, and probes nothing.
+                    format!(
+                        "WITH picked AS ({probes}), probing AS (UPDATE weir_step_health SET hold_until = ?2 WHERE step IN (SELECT step FROM picked))
+                         UPDATE weir_jobs SET {set} FROM picked WHERE weir_jobs.id = picked.id RETURNING {returning}"
+                    ),
+                    format!(
+                        "WITH picked AS ({ready} FOR UPDATE SKIP LOCKED) UPDATE weir_jobs SET {set} FROM picked WHERE weir_jobs.id = picked.id RETURNING {returning}"
+                    ),
+                ]
+            }
+        }
+    }
+
+    /// Due Ready jobs of steps not held, in due order (both dialects).
+    fn ready_sql(guard: &str) -> String {
+        format!(
+            "SELECT id FROM weir_jobs INDEXED BY weir_jobs_ready
+                 WHERE statecode = 0 AND COALESCE(postpone_until, created_at) <= ?3
+                   AND (step IS NULL OR step NOT IN (SELECT step FROM weir_step_health WHERE hold_until IS NOT NULL))
+                   AND {guard}
+                 ORDER BY COALESCE(postpone_until, created_at), id
+                 LIMIT ?4"
+        )
+    }
+
+    /// **Identity columns after a copy.** The statement that makes the
+    /// numbering of `table`'s `id` continue after the rows copied into it
+    /// (PostgreSQL's identity sequences); `None` where the next id follows
+    /// the largest one by itself (SQLite's `INTEGER PRIMARY KEY`).
+    /// Caller: `store::copy` (`weir migrate`).
+    pub fn continue_identity_sql(self, table: &str) -> Option<String> {
+        match self {
+            Dialect::Sqlite => None,
+            Dialect::Postgres => Some(format!("SELECT setval(pg_get_serial_sequence('{table}', 'id'), COALESCE((SELECT MAX(id) FROM {table}), 0) + 1, false)")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_paths_and_values_are_written_per_dialect() {
+        assert_eq!(Dialect::Sqlite.json_text("context", "target.id"), "json_extract(context, '$.target.id')");
+        assert_eq!(Dialect::Postgres.json_text("context", "target.id"), "(CAST(context AS jsonb) #>> '{target,id}')");
+        assert_eq!(Dialect::Sqlite.json_set("wait", "met", JsonArg::Json("'true'")), "json_set(wait, '$.met', json('true'))");
+        assert_eq!(
+            Dialect::Postgres.json_set("wait", "wake", JsonArg::Text("?2")),
+            "CAST(jsonb_set(CAST(wait AS jsonb), '{wake}', to_jsonb(CAST(?2 AS TEXT))) AS TEXT)"
+        );
+    }
+}

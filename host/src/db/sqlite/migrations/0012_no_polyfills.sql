@@ -1,0 +1,2 @@
+-- 12: nothing changes on SQLite. (PostgreSQL drops the SQLite look-alike
+-- functions it carried: each dialect writes its own expressions now.)

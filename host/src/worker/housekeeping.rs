@@ -1,0 +1,99 @@
+//! Housekeeping: what the pool does besides running jobs, on a tick —
+//! timers, operator interrupts, schedules, expired leases, retention — and
+//! callback deliveries, all off the async executor's threads.
+//!
+//! Owns no table: every change goes through [`crate::jobs`].
+
+use super::*;
+/// How often the pool wakes timers, checks interrupts and fires schedules.
+const TICK: Duration = Duration::from_millis(100);
+
+/// Periodic work besides running jobs: timers, operator interrupts,
+/// schedules, callback deliveries and retention.
+#[derive(Default)]
+pub(super) struct Housekeeping {
+    last_tick: Option<Instant>,
+    last_retention: Option<Instant>,
+    delivering: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Housekeeping {
+    /// Returns true when it ran a tick (timers may have made jobs Ready).
+    pub(super) async fn run(&mut self, shared: &Arc<Shared>) -> bool {
+        if self.last_tick.is_some_and(|t| t.elapsed() < TICK) {
+            return false;
+        }
+        self.last_tick = Some(Instant::now());
+        if let Err(e) = off_executor(|| self.tick(shared)) {
+            tracing::warn!("job housekeeping failed: {e}");
+        }
+        // Callbacks are delivered off the executor, one batch at a time.
+        if !self.delivering.swap(true, Ordering::SeqCst) {
+            let (shared, flag) = (shared.clone(), self.delivering.clone());
+            tokio::task::spawn_blocking(move || {
+                deliver_callbacks(&shared);
+                flag.store(false, Ordering::SeqCst);
+            });
+        }
+        true
+    }
+
+    fn tick(&mut self, shared: &Shared) -> Result<()> {
+        let mut conn = shared.db_conn.lock();
+        let now = crate::time::now_on(&conn)?;
+        let expired = jobs::expire_leases(&mut conn, now)?;
+        shared.counters.leases_expired.fetch_add(expired as u64, Ordering::Relaxed);
+        crate::telemetry::leases_expired(expired as u64);
+        jobs::waits::wake_due(&conn, now)?;
+        for id in jobs::control::interrupts(&conn, &shared.worker_id)? {
+            if let Some(flag) = shared.cancels.lock().get(&id) {
+                flag.cancel();
+            }
+        }
+        let scheduled: Vec<(crate::steps::Step, i64)> = crate::steps::list(&conn)?
+            .into_iter()
+            .filter(|s| s.enabled && s.schedule.is_some())
+            .filter_map(|s| match s.plugin_version {
+                Some(pinned) => Some((s, pinned)),
+                None => shared.plugins.head(&conn, &s.plugin).ok().map(|(v, _)| (s, v)),
+            })
+            .collect();
+        let live: Vec<String> = scheduled.iter().map(|(s, _)| s.name.clone()).collect();
+        jobs::timers::prune_schedules(&conn, &live)?;
+        jobs::timers::fire_schedules(&mut conn, &scheduled, now)?;
+        let retention = &shared.opts.retention;
+        if self.last_retention.is_none_or(|t| t.elapsed() >= retention.every) {
+            self.last_retention = Some(Instant::now());
+            let ms = crate::limits::millis;
+            use jobs::timers::{CleanupStatus, cleanup};
+            let mut n = cleanup(&conn, ms(retention.succeeded_after), CleanupStatus::Succeeded, now)?;
+            n += cleanup(&conn, ms(retention.failed_after), CleanupStatus::Failed, now)?;
+            n += cleanup(&conn, ms(retention.failed_after), CleanupStatus::Canceled, now)?;
+            let ended = jobs::timers::end_abandoned(&conn, ms(retention.abandoned_after), now)?;
+            let traces = crate::traces::cleanup(&conn, ms(retention.traces_after), now)?;
+            if n + ended + traces > 0 {
+                tracing::info!("retention: deleted {n} completed jobs and {traces} traces, ended {ended} abandoned waits");
+            }
+        }
+        Ok(())
+    }
+}
+
+fn deliver_callbacks(shared: &Shared) {
+    let due = match jobs::callbacks::due(&shared.db_conn.lock(), 50) {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::warn!("reading due callbacks failed: {e}");
+            return;
+        }
+    };
+    for d in due {
+        let result = jobs::callbacks::post(&d.url, &d.payload, shared.opts.callback_secret.as_deref(), crate::time::now_ms() / 1000);
+        if let Err(e) = &result.outcome {
+            tracing::warn!("callback of job {} failed (attempt {}): {e}", d.job_id, d.attempts + 1);
+        }
+        if let Err(e) = jobs::callbacks::record(&shared.db_conn.lock(), &d, result) {
+            tracing::warn!("recording a callback delivery failed: {e}");
+        }
+    }
+}
