@@ -10,7 +10,6 @@ use crate::error::{Error, Result};
 use crate::jobs::timers::CleanupStatus;
 use crate::limits;
 use crate::steps::{Grant, MessageKind, ModeKind, StageKind, StepRequest};
-use crate::store::records::OrderBy;
 use crate::worker::WorkOptions;
 use crate::{BackgroundRequest, JobAction, Weir};
 
@@ -857,7 +856,7 @@ fn run(cli: Cli) -> Result<()> {
             outbound.apply(&mut opts, cli.secret_key_file.as_deref())?;
             // A spinner on a terminal while --until-idle drains the queue.
             let spinner = spinner(until_idle && !json, "running jobs until the queue is idle".into());
-            let stats = runtime()?.block_on(weir.work(opts, shutdown_signal()));
+            let stats = runtime()?.block_on(weir.work(opts, crate::signals::shutdown_signal()));
             spinner.finish_and_clear();
             let stats = stats?;
             if json {
@@ -1058,28 +1057,6 @@ pub fn runtime() -> Result<tokio::runtime::Runtime> {
         .thread_stack_size(16 << 20)
         .build()
         .map_err(|e| Error::Internal(format!("cannot start the async runtime: {e}")))
-}
-
-/// Resolves on Ctrl-C or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term => {}
-    }
 }
 
 fn jobs(weir: &Weir, cmd: JobsCmd, key_file: Option<&std::path::Path>) -> Result<()> {
@@ -1417,26 +1394,6 @@ fn parse_origin(o: &str) -> Result<String> {
     Ok(u.origin().ascii_serialization())
 }
 
-/// Parses `col`, `col desc`, `a asc, b desc`.
-pub fn parse_orderby(s: &str) -> Result<Vec<OrderBy>> {
-    s.split(',')
-        .filter(|p| !p.trim().is_empty())
-        .map(|part| {
-            let mut words = part.split_whitespace();
-            let field = words.next().unwrap_or_default().to_string();
-            let descending = match words.next() {
-                None | Some("asc") => false,
-                Some("desc") => true,
-                Some(w) => return Err(Error::invalid(format!("bad order {part:?}: {w:?} is not asc or desc"))),
-            };
-            if words.next().is_some() {
-                return Err(Error::invalid(format!("bad order {part:?}: write COL [asc|desc]")));
-            }
-            Ok(OrderBy { field, descending })
-        })
-        .collect()
-}
-
 /// Plug-ins' notes for whoever ran the operation, on stderr (they are in
 /// the JSON on stdout too, as `@notes`).
 fn print_notes(notes: &[String]) {
@@ -1629,7 +1586,7 @@ fn record(weir: &Weir, user: &str, cmd: RecordCmd) -> Result<()> {
             }
         }
         RecordCmd::Query { table, filter, top, orderby, json: _ } => {
-            let order = parse_orderby(orderby.as_deref().unwrap_or(""))?;
+            let order = crate::store::records::parse_orderby(orderby.as_deref().unwrap_or(""))?;
             let rows = weir.query(&table, filter.as_deref(), &order, top)?;
             let json: Vec<serde_json::Value> = rows.iter().map(|r| r.to_json()).collect();
             print_json(&json);

@@ -46,11 +46,13 @@ pub mod examples;
 pub mod filter;
 pub mod jobs;
 pub(crate) mod limits;
+pub mod names;
 pub mod pipeline;
 pub mod plugins;
 pub mod runtime;
 pub mod scaffold;
 pub mod secrets;
+pub mod signals;
 pub mod steps;
 pub mod store;
 pub(crate) mod telemetry;
@@ -141,7 +143,7 @@ impl Weir {
 
     /// Validates and stores a component as the next version of plug-in `name`.
     pub fn add_plugin(&self, name: &str, wasm: &[u8]) -> Result<PluginRow> {
-        self.pool.with_conn(|conn| self.plugins.add(conn, name, wasm))
+        self.pool.with_conn(|conn| self.plugins.add(conn, name, wasm, |world| steps::check_followers(conn, name, world)))
     }
 
     /// Makes the version before plug-in `name`'s current one current again
@@ -153,7 +155,18 @@ impl Weir {
     /// Removes a plug-in (`NAME`) or one version (`NAME@VERSION`); refused
     /// while a step or an unfinished job uses it. Returns the versions removed.
     pub fn remove_plugin(&self, name: &str, version: Option<i64>) -> Result<usize> {
-        self.pool.with_conn(|conn| self.plugins.remove(conn, name, version))
+        self.pool.with_conn(|conn| {
+            self.plugins.remove(conn, name, version, |current| {
+                steps::check_unused(conn, name, version, current)?;
+                let jobs = jobs::unfinished_of_plugin(conn, name, version)?;
+                if jobs > 0 {
+                    return Err(Error::Conflict(format!(
+                        "plug-in {name} is needed by {jobs} job(s) that have not completed; let them finish, or cancel them (`weir jobs list --filter \"plugin eq '{name}' and statecode lt 3\"`)"
+                    )));
+                }
+                Ok(())
+            })
+        })
     }
 
     pub fn list_plugins(&self) -> Result<Vec<PluginRow>> {

@@ -82,6 +82,9 @@ fn show(d: Duration) -> String {
     if d.is_zero() { "0s".into() } else { humantime::format_duration(d).to_string() }
 }
 
+/// Most jobs or traces one listing returns (`$top`, `--top`).
+pub const MAX_PAGE: usize = 5_000;
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -59,14 +59,7 @@ pub fn read_component_file(path: &Path) -> Result<Vec<u8>> {
     Ok(wasm)
 }
 
-/// Checks a name for plug-ins, steps, tables, columns and users.
-pub fn check_name(kind: &str, name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 63
-        && name.starts_with(|c: char| c.is_ascii_lowercase())
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
-    if ok { Ok(()) } else { Err(Error::invalid(format!("bad {kind} name {name:?}: use 1-63 lowercase letters, digits, '-' or '_', starting with a letter"))) }
-}
+pub use crate::names::check_name;
 
 impl Plugins {
     pub fn new(runtime: Arc<Runtime>) -> Plugins {
@@ -77,30 +70,16 @@ impl Plugins {
         &self.runtime
     }
 
-    /// Validates `wasm` and stores it as the next version of `name`.
-    pub fn add(&self, conn: &Connection, name: &str, wasm: &[u8]) -> Result<PluginRow> {
+    /// Validates `wasm` and stores it as the next version of `name`, once
+    /// `check` accepts its world (the caller's: steps that follow the
+    /// plug-in must be able to run the new version).
+    pub fn add(&self, conn: &Connection, name: &str, wasm: &[u8], check: impl FnOnce(World) -> Result<()>) -> Result<PluginRow> {
         check_name("plug-in", name)?;
         if wasm.len() > MAX_COMPONENT_BYTES {
             return Err(Error::invalid(format!("{name}: the component is {} bytes, over the limit of {MAX_COMPONENT_BYTES}", wasm.len())));
         }
         let (world, contract) = self.runtime.inspect_contract(wasm).map_err(|e| Error::invalid(format!("{name}: {e}")))?;
-        // A new version becomes current for every step that follows the
-        // plug-in (is not pinned): it must be able to serve each of them.
-        for step in crate::steps::list(conn)?.iter().filter(|s| s.plugin == name && s.plugin_version.is_none()) {
-            let serves = match step.mode {
-                crate::steps::ModeKind::Sync => world.serves_sync(),
-                crate::steps::ModeKind::Async => world.serves_async(),
-            };
-            if !serves {
-                return Err(Error::invalid(format!(
-                    "{name}: this is a {} component, but step {} runs {name} as a {} step and would fail on every call; \
-                     pin that step to its version (`weir step remove` and add it with --plugin {name}@VERSION) or add a component of the right world",
-                    world.as_str(),
-                    step.name,
-                    step.mode.as_str()
-                )));
-            }
-        }
+        check(world)?;
         let digest = Runtime::digest(wasm);
         let version = store::insert_plugin(conn, name, world.as_str(), contract.as_str(), &digest, wasm)?;
         let row = store::list_plugins(conn)?
@@ -131,30 +110,12 @@ impl Plugins {
         Ok(previous)
     }
 
-    /// Removes plug-in `name`, or one version of it; refused while a step or
-    /// a job that has not completed uses it.
-    pub fn remove(&self, conn: &Connection, name: &str, version: Option<i64>) -> Result<usize> {
+    /// Removes plug-in `name`, or one version of it, once `in_use` (the
+    /// caller's: steps and unfinished jobs that need it) finds nothing
+    /// needing it; it is told the current version.
+    pub fn remove(&self, conn: &Connection, name: &str, version: Option<i64>, in_use: impl FnOnce(Option<i64>) -> Result<()>) -> Result<usize> {
         let current = self.head(conn, name).ok().map(|(v, _)| v);
-        for step in crate::steps::list(conn)?.iter().filter(|s| s.plugin == name) {
-            let uses = match (version, step.plugin_version) {
-                (None, _) => true,
-                (Some(v), Some(pinned)) => v == pinned,
-                (Some(v), None) => Some(v) == current,
-            };
-            if uses {
-                let which = version.map_or(String::new(), |v| format!(" version {v}"));
-                return Err(Error::Conflict(format!(
-                    "plug-in {name}{which} is used by step {}; remove or re-point the step first (`weir step remove {}`)",
-                    step.name, step.name
-                )));
-            }
-        }
-        let jobs = crate::jobs::unfinished_of_plugin(conn, name, version)?;
-        if jobs > 0 {
-            return Err(Error::Conflict(format!(
-                "plug-in {name} is needed by {jobs} job(s) that have not completed; let them finish, or cancel them (`weir jobs list --filter \"plugin eq '{name}' and statecode lt 3\"`)"
-            )));
-        }
+        in_use(current)?;
         let n = store::delete_plugin(conn, name, version)?;
         if let Ok(mut cache) = self.prepared.lock() {
             cache.retain(|(n, v), _| !(n == name && version.is_none_or(|x| x == *v)));

@@ -71,7 +71,7 @@ const PREVIEW2_SHIM: &str = "0.25.0";
 /// Writes project `name` in `parent/name` (which must not exist); `engine`
 /// only for JavaScript.
 pub fn new(parent: &Path, name: &str, lang: Lang, kind: Kind, engine: Option<JsEngine>) -> Result<Project> {
-    crate::plugins::check_name("plug-in", name)?;
+    crate::names::check_name("plug-in", name)?;
     if engine.is_some() && lang != Lang::Js {
         return Err(Error::invalid("--js-engine is for JavaScript projects: add --lang js, or leave --js-engine out"));
     }

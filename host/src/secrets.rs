@@ -77,7 +77,7 @@ pub struct SecretInfo {
 /// Stores (or replaces) secret `name`. Refuses a key other than the one the
 /// stored secrets were sealed with, so one database never holds two keys' secrets.
 pub fn set(conn: &Connection, key: &SecretKey, name: &str, value: &str, now: i64) -> Result<()> {
-    crate::plugins::check_name("secret", name)?;
+    crate::names::check_name("secret", name)?;
     let other: Option<(String, Vec<u8>, Vec<u8>)> =
         conn.query_row("SELECT name, nonce, sealed FROM weir_secrets LIMIT 1", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).optional()?;
     if let Some((other, nonce, sealed)) = other

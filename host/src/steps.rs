@@ -210,13 +210,22 @@ pub struct Step {
     pub secrets: Vec<String>,
 }
 
+/// A step's recent failures, as the failure breaker counts them (read by
+/// `jobs::step_health`, which owns the breaker's table).
+#[derive(Debug, Clone, Default, serde::Serialize, utoipa::ToSchema)]
+pub struct StepHealth {
+    pub consecutive_failures: i64,
+    /// Its jobs are held until then (then one runs as a probe).
+    pub held_until: Option<String>,
+}
+
 /// A step with its health, as `step list --json` and `GET /api/steps` show it.
 #[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct StepView {
     #[serde(flatten)]
     pub step: Step,
     /// Its recent consecutive failures and until when the failure breaker holds it.
-    pub health: crate::jobs::StepHealth,
+    pub health: StepHealth,
 }
 
 fn yes() -> bool {
@@ -512,7 +521,7 @@ fn check(conn: &Connection, plugins: &Plugins, step: &Step, op_budget_ms: u64) -
             filter::check(&expr, when, &|f| def.kind(f)).map_err(|e| Error::invalid(format!("step {name}: --when: {e}")))?;
         }
     } else if let Some(expr) = &step.schedule {
-        crate::jobs::timers::parse_cron(expr).map_err(|e| Error::invalid(format!("step {name}: {e}")))?;
+        crate::time::parse_cron(expr).map_err(|e| Error::invalid(format!("step {name}: {e}")))?;
         if step.message.is_some() || step.table.is_some() || step.stage.is_some() {
             return Err(Error::invalid(format!("step {name}: a scheduled step has no --message, --table or --stage")));
         }
@@ -651,6 +660,47 @@ pub fn set_enabled(conn: &Connection, name: &str, enabled: bool) -> Result<()> {
 pub fn remove(conn: &Connection, name: &str) -> Result<()> {
     if conn.execute("DELETE FROM weir_steps WHERE name = ?1", [name])? == 0 {
         return Err(Error::not_found(format!("no step named {name}")));
+    }
+    Ok(())
+}
+
+/// Refuses a new version of plug-in `name` of `world` when a step that
+/// follows the plug-in (is not pinned to a version) could not run it.
+pub fn check_followers(conn: &Connection, name: &str, world: crate::runtime::World) -> Result<()> {
+    for step in list(conn)?.iter().filter(|s| s.plugin == name && s.plugin_version.is_none()) {
+        let serves = match step.mode {
+            ModeKind::Sync => world.serves_sync(),
+            ModeKind::Async => world.serves_async(),
+        };
+        if !serves {
+            return Err(Error::invalid(format!(
+                "{name}: this is a {} component, but step {} runs {name} as a {} step and would fail on every call; \
+                 pin that step to its version (`weir step remove` and add it with --plugin {name}@VERSION) or add a component of the right world",
+                world.as_str(),
+                step.name,
+                step.mode.as_str()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Refuses to remove plug-in `name` (one version, or all; `current` is its
+/// current version) while a step uses it.
+pub fn check_unused(conn: &Connection, name: &str, version: Option<i64>, current: Option<i64>) -> Result<()> {
+    for step in list(conn)?.iter().filter(|s| s.plugin == name) {
+        let uses = match (version, step.plugin_version) {
+            (None, _) => true,
+            (Some(v), Some(pinned)) => v == pinned,
+            (Some(v), None) => Some(v) == current,
+        };
+        if uses {
+            let which = version.map_or(String::new(), |v| format!(" version {v}"));
+            return Err(Error::Conflict(format!(
+                "plug-in {name}{which} is used by step {}; remove or re-point the step first (`weir step remove {}`)",
+                step.name, step.name
+            )));
+        }
     }
     Ok(())
 }

@@ -39,3 +39,9 @@ pub fn parse_when(s: &str) -> Result<i64, String> {
 pub fn now_on(conn: &crate::db::Connection) -> crate::error::Result<i64> {
     Ok(crate::db::database_now(conn)?.unwrap_or_else(now_ms))
 }
+
+/// Parses a cron expression with seconds (`*/5 * * * * *`).
+pub fn parse_cron(expr: &str) -> Result<cron::Schedule, String> {
+    use std::str::FromStr;
+    cron::Schedule::from_str(expr).map_err(|e| format!("bad --schedule {expr:?}: {e} (six or seven fields: sec min hour day month weekday [year])"))
+}

@@ -153,7 +153,7 @@ pub fn list(conn: &Connection, filter_src: Option<&str>, top: usize) -> Result<V
         params = p;
     }
     sql.push_str(" ORDER BY id DESC LIMIT ?");
-    params.push(filter::SqlParam::Int(top.min(crate::jobs::MAX_PAGE) as i64));
+    params.push(filter::SqlParam::Int(top.min(crate::limits::MAX_PAGE) as i64));
     let rows = conn.prepare_cached(&sql)?.query_map(params_from_iter(params.iter()), read)?.collect::<crate::db::Result<_>>()?;
     Ok(rows)
 }

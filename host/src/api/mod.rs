@@ -525,7 +525,7 @@ async fn query_records(State(app): State<App>, Path(table): Path<String>, Query(
         Some(t) => Some(t.parse::<usize>().map_err(|_| bad(format!("bad $top {t:?}: a whole number")))?),
         None => None,
     };
-    let order = crate::cli::parse_orderby(q.get("$orderby").map(String::as_str).unwrap_or("")).map_err(ApiError::from)?;
+    let order = crate::store::records::parse_orderby(q.get("$orderby").map(String::as_str).unwrap_or("")).map_err(ApiError::from)?;
     let select: Option<Vec<String>> = q.get("$select").map(|s| s.split(',').map(|c| c.trim().to_string()).filter(|c| !c.is_empty()).collect());
     let weir = app.weir.clone();
     let (rows, def) = blocking(move || {
@@ -876,7 +876,7 @@ pub async fn serve(weir: Arc<Weir>, listen: std::net::SocketAddr, config: ApiCon
     let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| Error::Internal(format!("cannot listen on {listen}: {e}")))?;
     let local = listener.local_addr().map_err(|e| Error::Internal(e.to_string()))?;
     crate::telemetry::say(&format!("weir serving on http://{local} (dashboard at /, API at /api, OpenAPI at /api/openapi.json)"));
-    serve_on(listener, weir, config, work, crate::cli::shutdown_signal()).await
+    serve_on(listener, weir, config, work, crate::signals::shutdown_signal()).await
 }
 
 /// Serves the API and runs the worker pool on `listener` until `shutdown`

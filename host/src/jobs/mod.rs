@@ -563,13 +563,7 @@ pub fn unfinished_of_plugin(conn: &Connection, name: &str, version: Option<i64>)
         .query_row(params![name, version], |r| r.get(0))?)
 }
 
-/// A step's recent failures, as the failure breaker counts them.
-#[derive(Debug, Clone, Default, serde::Serialize, utoipa::ToSchema)]
-pub struct StepHealth {
-    pub consecutive_failures: i64,
-    /// Its jobs are held until then (then one runs as a probe).
-    pub held_until: Option<String>,
-}
+pub use crate::steps::StepHealth;
 
 /// The steps that failed recently, by name (a step that is not listed is healthy).
 pub fn step_health(conn: &Connection) -> Result<std::collections::HashMap<String, StepHealth>> {
@@ -792,7 +786,7 @@ fn job_field(d: Dialect, field: &str) -> Option<(String, Kind)> {
 }
 
 /// Most jobs one listing returns (`$top`, `--top`).
-pub const MAX_PAGE: usize = 5_000;
+pub use crate::limits::MAX_PAGE;
 
 /// Jobs matching `filter_src`, newest first: at most `top` (capped at
 /// [`MAX_PAGE`]) after skipping `skip`.

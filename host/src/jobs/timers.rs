@@ -3,8 +3,6 @@
 //! deletion of one completed job, which an operator's delete shares). Waits and their wake-ups
 //! are [`super::waits`]'s.
 
-use std::str::FromStr;
-
 use crate::db::{Connection, OptionalExtension, params};
 use chrono::{DateTime, Utc};
 use serde_json::Value as Json;
@@ -15,8 +13,7 @@ use crate::steps::Step;
 
 /// Parses a cron expression with seconds (`*/5 * * * * *`).
 pub fn parse_cron(expr: &str) -> Result<cron::Schedule> {
-    cron::Schedule::from_str(expr)
-        .map_err(|e| Error::invalid(format!("bad --schedule {expr:?}: {e} (six or seven fields: sec min hour day month weekday [year])")))
+    crate::time::parse_cron(expr).map_err(Error::invalid)
 }
 
 fn next_after(schedule: &cron::Schedule, ms: i64) -> Option<i64> {

@@ -38,7 +38,7 @@ pub fn catalog_version(conn: &Connection) -> Result<i64> {
 
 /// Adds a user (active).
 pub fn add_user(conn: &Connection, name: &str) -> Result<()> {
-    crate::plugins::check_name("user", name)?;
+    crate::names::check_name("user", name)?;
     let n = conn.execute("INSERT INTO weir_users (name, active, created_at) VALUES (?1, 1, ?2) ON CONFLICT (name) DO NOTHING", params![name, now_ms()])?;
     if n == 0 {
         return Err(Error::Conflict(format!("user {name} already exists")));

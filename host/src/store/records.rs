@@ -2,7 +2,7 @@
 //! table `data_<name>` per declared table, with `id`, `created_at`,
 //! `modified_at` and the declared columns.
 //!
-//! Identifiers are validated names (see [`crate::plugins::check_name`]) and are
+//! Identifiers are validated names (see [`crate::names::check_name`]) and are
 //! always double-quoted; values are always bound parameters.
 
 use crate::db::{Connection, OptionalExtension, Storage, params_from_iter};
@@ -177,7 +177,7 @@ fn check_name_length(conn: &Connection, name: &str) -> Result<()> {
 
 /// Declares a table and creates its storage.
 pub fn create_table(conn: &Connection, name: &str, columns: &[Column]) -> Result<TableDef> {
-    crate::plugins::check_name("table", name)?;
+    crate::names::check_name("table", name)?;
     check_name_length(conn, name)?;
     if table_def(conn, name)?.is_some() {
         return Err(Error::Conflict(format!("table {name} already exists")));
@@ -186,7 +186,7 @@ pub fn create_table(conn: &Connection, name: &str, columns: &[Column]) -> Result
         return Err(Error::invalid(format!("table {name}: at most {MAX_COLUMNS} columns")));
     }
     for (i, c) in columns.iter().enumerate() {
-        crate::plugins::check_name("column", &c.name)?;
+        crate::names::check_name("column", &c.name)?;
         if SYSTEM_COLUMNS.contains(&c.name.as_str()) {
             return Err(Error::invalid(format!("table {name}: column {} is a system column", c.name)));
         }
@@ -452,4 +452,24 @@ pub fn query_page(conn: &Connection, def: &TableDef, filter: Option<(&Expr, &str
     let mut stmt = conn.prepare_cached(&sql)?;
     let rows = stmt.query_map(params_from_iter(params.iter()), |r| read_row(def, r))?;
     Ok(rows.collect::<crate::db::Result<_>>()?)
+}
+
+/// Parses `col`, `col desc`, `a asc, b desc`.
+pub fn parse_orderby(s: &str) -> Result<Vec<OrderBy>> {
+    s.split(',')
+        .filter(|p| !p.trim().is_empty())
+        .map(|part| {
+            let mut words = part.split_whitespace();
+            let field = words.next().unwrap_or_default().to_string();
+            let descending = match words.next() {
+                None | Some("asc") => false,
+                Some("desc") => true,
+                Some(w) => return Err(Error::invalid(format!("bad order {part:?}: {w:?} is not asc or desc"))),
+            };
+            if words.next().is_some() {
+                return Err(Error::invalid(format!("bad order {part:?}: write COL [asc|desc]")));
+            }
+            Ok(OrderBy { field, descending })
+        })
+        .collect()
 }
