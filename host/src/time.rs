@@ -1,11 +1,36 @@
-//! Time helpers: weir stores instants as milliseconds since the Unix epoch (UTC)
+//! Time: weir stores instants as milliseconds since the Unix epoch (UTC)
 //! and shows them as RFC 3339.
+//!
+//! The clock seam: every instant weir reads (schedules, retention, waits,
+//! leases, backoff, records' times) comes from [`now_ms`] or, where nodes
+//! share the database's clock, [`now_on`]. `WEIR_CLOCK_SHIFT` (a duration,
+//! `90s`, `-5m`) moves this process's clock by that much: the tests move time
+//! forward with it instead of sleeping. Nothing else reads the system clock.
 
 use chrono::{DateTime, SecondsFormat, Utc};
 
-/// Now, in milliseconds since the Unix epoch.
+/// How far `WEIR_CLOCK_SHIFT` moves this process's clock, in ms (read once).
+fn shift_ms() -> i64 {
+    static SHIFT: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    *SHIFT.get_or_init(|| {
+        let Ok(text) = std::env::var("WEIR_CLOCK_SHIFT") else { return 0 };
+        let (sign, rest) = match text.trim().strip_prefix('-') {
+            Some(rest) => (-1, rest),
+            None => (1, text.trim().trim_start_matches('+')),
+        };
+        match humantime::parse_duration(rest) {
+            Ok(d) => sign * i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 2),
+            Err(e) => {
+                tracing::warn!("WEIR_CLOCK_SHIFT={text:?} is not a duration ({e}); the clock is not moved");
+                0
+            }
+        }
+    })
+}
+
+/// Now, in milliseconds since the Unix epoch (moved by `WEIR_CLOCK_SHIFT`).
 pub fn now_ms() -> i64 {
-    Utc::now().timestamp_millis()
+    Utc::now().timestamp_millis().saturating_add(shift_ms())
 }
 
 /// RFC 3339 with milliseconds, UTC (`2026-11-22T14:00:00.000Z`).
@@ -37,7 +62,10 @@ pub fn parse_when(s: &str) -> Result<i64, String> {
 /// Now by the clock the nodes of `conn`'s database share (the database's,
 /// on PostgreSQL; this machine's on SQLite), in milliseconds since the epoch.
 pub fn now_on(conn: &crate::db::Connection) -> crate::error::Result<i64> {
-    Ok(crate::db::database_now(conn)?.unwrap_or_else(now_ms))
+    Ok(match crate::db::database_now(conn)? {
+        Some(db) => db.saturating_add(shift_ms()),
+        None => now_ms(),
+    })
 }
 
 /// Parses a cron expression with seconds (`*/5 * * * * *`).

@@ -97,7 +97,7 @@ impl Env {
         let bin = std::env::var_os("WEIR_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_weir").into());
         let mut c = Command::new(bin);
         c.arg("--db").arg(db);
-        for var in ["WEIR_DB", "WEIR_TOKEN", "WEIR_SECRET_KEY", "WEIR_SECRET_KEY_FILE", "WEIR_CALLBACK_SECRET"] {
+        for var in ["WEIR_DB", "WEIR_TOKEN", "WEIR_SECRET_KEY", "WEIR_SECRET_KEY_FILE", "WEIR_CALLBACK_SECRET", "WEIR_CLOCK_SHIFT"] {
             c.env_remove(var);
         }
         // Each test its own compile cache, beside its database (the tests of the
@@ -107,7 +107,17 @@ impl Env {
     }
 
     pub fn run(&self, args: &[&str]) -> Run {
-        let out: Output = self.command().args(args).output().expect("weir runs");
+        self.run_with(self.command().args(args))
+    }
+
+    /// `weir ARGS` with its clock moved `shift` ahead (`WEIR_CLOCK_SHIFT`,
+    /// the clock seam): time passes for it without the test sleeping.
+    pub fn run_later(&self, shift: &str, args: &[&str]) -> Run {
+        self.run_with(self.command().env("WEIR_CLOCK_SHIFT", shift).args(args))
+    }
+
+    fn run_with(&self, command: &mut Command) -> Run {
+        let out: Output = command.output().expect("weir runs");
         Run {
             code: out.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),

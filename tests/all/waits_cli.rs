@@ -142,18 +142,18 @@ fn a_once_a_second_schedule_runs_repeatedly_and_once_after_downtime() {
     let bad = env.run(&["step", "add", "bad", "--plugin", "notify", "--schedule", "every minute"]).fails();
     assert!(bad.stderr.contains("bad --schedule"), "{}", bad.stderr);
     let count = || env.run(&["jobs", "list", "--json", "--filter", "kind eq 'schedule' and status eq 'Succeeded'"]).ok().json().as_array().unwrap().len();
-    let run_for = |d: Duration| {
-        let mut w = env.command().arg("work").stdout(std::process::Stdio::null()).spawn().unwrap();
+    let run_for = |d: Duration, shift: &str| {
+        let mut w = env.command().env("WEIR_CLOCK_SHIFT", shift).arg("work").stdout(std::process::Stdio::null()).spawn().unwrap();
         std::thread::sleep(d);
         // SIGTERM: a graceful stop.
         std::process::Command::new("kill").arg(w.id().to_string()).status().unwrap();
         assert!(w.wait().unwrap().success());
     };
-    run_for(Duration::from_millis(4500));
+    run_for(Duration::from_millis(4500), "0s");
     let first = count();
     assert!(first >= 3, "ran {first} times in 4.5 s");
-    std::thread::sleep(Duration::from_secs(3)); // downtime: three ticks missed
-    run_for(Duration::from_millis(600));
+    // Downtime: three ticks missed (the next worker's clock is 3 s ahead).
+    run_for(Duration::from_millis(600), "3s");
     let caught_up = count() - first;
     assert!((1..=2).contains(&caught_up), "after downtime it ran {caught_up} times, not once per missed tick");
 }
@@ -294,8 +294,8 @@ fn the_worker_cleans_up_by_itself_and_ends_abandoned_waits() {
     let bad = env.run(&["work", "--until-idle", "--keep-failed", "soon"]);
     assert_eq!(bad.code, 2, "a bad duration is a usage error: {}", bad.stderr);
     assert!(bad.stderr.contains("--keep-failed") && bad.stderr.contains("try 30d"), "{}", bad.stderr);
-    std::thread::sleep(std::time::Duration::from_millis(3600));
-    env.run(&["work", "--until-idle", "--keep-succeeded", "0s", "--keep-failed", "1d", "--end-abandoned-after", "0s"]).ok();
+    // 3.6 s later (the clock seam moves the worker's clock; nobody sleeps).
+    env.run_later("3600ms", &["work", "--until-idle", "--keep-succeeded", "0s", "--keep-failed", "1d", "--end-abandoned-after", "0s"]).ok();
     assert_eq!(count("status eq 'Succeeded'"), 0, "successes deleted");
     assert_eq!(count("status eq 'Failed'"), 1, "failures kept longer");
     let ended = job_for(&env, &id);
