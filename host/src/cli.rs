@@ -863,10 +863,12 @@ fn run(cli: Cli) -> Result<()> {
                 print_json(&stats);
             } else {
                 outln!(
-                    "ran {} attempts: {} succeeded, {} failed or will retry; {} expired leases taken over",
+                    "ran {} attempts: {} succeeded, {} failed or will retry, {} discarded (lease lost), {} not recorded (left to run again); {} expired leases taken over",
                     stats.attempts,
                     stats.succeeded,
                     stats.retried_or_failed,
+                    stats.lost_leases,
+                    stats.unrecorded,
                     stats.leases_expired
                 );
             }

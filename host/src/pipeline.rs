@@ -30,7 +30,8 @@
 //! in one transaction with the job's new state ([`Pipeline::commit_attempt`]).
 //!
 //! Owns the orchestration of operations only: connections and transaction
-//! statements come from [`crate::store`] (its [`Pool`]), what operations read
+//! statements come from [`crate::db`] (its [`Pool`]), records' SQL from
+//! [`crate::store`], what operations read
 //! of the catalogue from [`crate::catalog`], job rows from [`crate::jobs`],
 //! wasm from [`crate::runtime`]. Reads that are not operations (get, query)
 //! are the store's and [`crate::Weir`]'s. It never touches jobs after

@@ -58,3 +58,57 @@ fn a_workflow_cannot_wait_on_a_table_it_may_not_read() {
         assert_eq!((job["status"].as_str(), job["result"]["wake"].as_str()), (Some("Succeeded"), Some("condition-met")), "{job}");
     }
 }
+
+/// Item 2 (medium): an outcome the store would not take (a full disk, here a
+/// trigger refusing every completion) left its job InProgress for as long as
+/// the worker lived: the heartbeat kept renewing the lease the log said would
+/// expire. Now the recorder tries again for about a lease, then gives the
+/// outcome up: the heartbeat stops renewing that lease, it expires (a lost
+/// attempt), the job runs again, and once the store takes outcomes again it
+/// ends. The worker's summary counts the unrecorded outcome apart, never as
+/// a success.
+#[test]
+fn an_outcome_that_cannot_be_recorded_lets_its_lease_expire_and_is_not_counted() {
+    let env = Env::new();
+    env.add_example("notify");
+    let id = env.run(&["background", "submit", "notify", "--input", "{}", "--json"]).ok().json()["id"].as_str().unwrap().to_string();
+    let conn = env.sql();
+    conn.execute_batch(if env.is_postgres() {
+        "CREATE FUNCTION refuse_outcomes() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN
+           IF NEW.statecode = 3 THEN RAISE EXCEPTION 'simulated: database or disk is full'; END IF;
+           RETURN NEW;
+         END $$;
+         CREATE TRIGGER refuse_outcomes BEFORE UPDATE OF statecode ON weir_jobs FOR EACH ROW EXECUTE FUNCTION refuse_outcomes();"
+    } else {
+        "CREATE TRIGGER refuse_outcomes BEFORE UPDATE OF statecode ON weir_jobs WHEN NEW.statecode = 3
+         BEGIN SELECT RAISE(ABORT, 'simulated: database or disk is full'); END;"
+    })
+    .unwrap();
+    let mut work = env
+        .command()
+        .args(["work", "--workers", "1", "--lease-ms", "1000", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // The first attempt's lease runs out: its attempt is kept as lost.
+    let lost =
+        || -> i64 { conn.query_row("SELECT COUNT(*) FROM weir_job_attempts WHERE job_id = ?1 AND outcome = 'lost'", [id.as_str()], |r| r.get(0)).unwrap() };
+    crate::common::wait_for("the unrecorded attempt's lease to expire", || lost() >= 1);
+    conn.execute_batch(if env.is_postgres() { "DROP TRIGGER refuse_outcomes ON weir_jobs" } else { "DROP TRIGGER refuse_outcomes" }).unwrap();
+    crate::common::wait_for("the job to end once outcomes are taken", || env.run(&["jobs", "show", &id, "--json"]).ok().json()["status"] == "Succeeded");
+    std::process::Command::new("kill").arg(work.id().to_string()).status().unwrap();
+    let out = work.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let stats: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(stats["succeeded"], 1, "only the recorded success counts: {stats}");
+    assert!(stats["unrecorded"].as_u64().unwrap() >= 1, "the given-up outcome is counted apart: {stats}");
+    assert_eq!(
+        stats["attempts"].as_u64().unwrap(),
+        stats["succeeded"].as_u64().unwrap()
+            + stats["retried_or_failed"].as_u64().unwrap()
+            + stats["unrecorded"].as_u64().unwrap()
+            + stats["lost_leases"].as_u64().unwrap(),
+        "every attempt is counted once: {stats}"
+    );
+}

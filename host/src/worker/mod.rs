@@ -353,6 +353,8 @@ pub async fn run(
                         }
                         let got = batch.len();
                         for job in batch {
+                            // Claimed again (its earlier outcome was given up): its new lease is renewed.
+                            shared.unrecorded.lock().remove(&job.id);
                             shared.held.fetch_add(1, Ordering::SeqCst);
                             let (shared, slot) = (shared.clone(), slots.clone().acquire_owned());
                             tokio::spawn(async move {

@@ -9,8 +9,8 @@
 use super::*;
 /// The recorder thread: records outcomes in groups until the pool stops.
 ///
-/// An outcome that could not be recorded because the store was unreachable
-/// or busy (a database restart, a full disk) is tried again, with backoff,
+/// An outcome that could not be recorded (the store unreachable or busy, a
+/// database restart, a full disk) is tried again, with backoff,
 /// for up to a lease (the heartbeat keeps its lease meanwhile, so no other
 /// worker runs the job). After that it is given up: the heartbeat stops
 /// renewing its lease, which expires, and the job runs again elsewhere.
@@ -86,8 +86,8 @@ pub(super) fn record_outcomes(shared: &Shared, rx: std::sync::mpsc::Receiver<Don
 
 /// Records a group of outcomes: those without writes together
 /// ([`jobs::complete_batch`]), each attempt with writes in its own
-/// transaction with them. Returns those that could not be recorded because
-/// the store was unreachable or busy (to try again), with why.
+/// transaction with them. Returns those that could not be recorded (the
+/// store unreachable, busy, full...), with why, to try again.
 fn record_group(shared: &Shared, batch: Vec<Done>) -> Vec<(Done, Error)> {
     // The database's clock (on PostgreSQL): retries fall due by it.
     let now = crate::time::now_on(&shared.recorder_conn().lock()).unwrap_or_else(|_| crate::time::now_ms());
@@ -104,7 +104,7 @@ fn record_group(shared: &Shared, batch: Vec<Done>) -> Vec<(Done, Error)> {
     let mut failed = Vec::new();
     for (d, result) in results {
         let c = &d.completion;
-        if let Err(e @ (Error::Unavailable(_) | Error::Busy(_))) = result {
+        if let Err(e) = result {
             failed.push((d, e));
             continue;
         }
@@ -127,12 +127,7 @@ fn record_group(shared: &Shared, batch: Vec<Done>) -> Vec<(Done, Error)> {
                 shared.counters.lost_leases.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!("job {}: the lease was lost before the attempt finished; its outcome was discarded", c.id);
             }
-            Err(e) => {
-                // Not a passing failure: the lease is left to expire.
-                tracing::error!("job {}: recording the outcome failed: {e}; its lease is no longer renewed: it expires and the job runs again", c.id);
-                shared.unrecorded.lock().insert(c.id.clone());
-                shared.counters.unrecorded.fetch_add(1, Ordering::Relaxed);
-            }
+            Err(_) => unreachable!("failures are kept to try again"),
         }
     }
     failed
