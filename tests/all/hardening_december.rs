@@ -84,7 +84,7 @@ fn an_outcome_that_cannot_be_recorded_lets_its_lease_expire_and_is_not_counted()
          BEGIN SELECT RAISE(ABORT, 'simulated: database or disk is full'); END;"
     })
     .unwrap();
-    let mut work = env
+    let work = env
         .command()
         .args(["work", "--workers", "1", "--lease-ms", "1000", "--json"])
         .stdout(std::process::Stdio::piped())
