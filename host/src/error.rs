@@ -55,6 +55,7 @@ impl From<crate::db::DbError> for Error {
             DbError::Busy(m) => return Error::Busy(m),
             DbError::Open(m) => return Error::Internal(m),
             DbError::Unavailable(m) => return Error::Unavailable(m),
+            e @ DbError::Nul(_) => return Error::Invalid(e.to_string()),
             e if e.is_unavailable() => {
                 return Error::Unavailable(format!("the database cannot be reached ({e}); nothing was done; weir reconnects by itself: try again"));
             }

@@ -160,6 +160,9 @@ fn lex(input: &str) -> Result<Vec<(Tok, usize)>, (usize, String)> {
                         }
                     }
                 }
+                if s.contains('\0') {
+                    return Err((cpos, "a string may not hold the NUL character (U+0000): weir stores no text with it, so nothing could match".into()));
+                }
                 toks.push((Tok::Lit(Literal::Str(s)), cpos));
             }
             b'-' | b'0'..=b'9' => {
@@ -500,6 +503,12 @@ fn sql_of(expr: &Expr, input: &str, resolve: &dyn Fn(&str) -> Option<(String, Ki
                 Scalar::Bool(b) => compare(&column, *op, SqlParam::Int(b as i64), params),
                 Scalar::Int(n) => compare(&column, *op, SqlParam::Int(n), params),
                 Scalar::Num(n) if n.fract() == 0.0 && n.abs() < 9e15 => compare(&column, *op, SqlParam::Int(n as i64), params),
+                // A fraction against an integer column: compared as a real on
+                // both databases (PostgreSQL will not bind 1.5 to a bigint).
+                Scalar::Num(n) if kind == Kind::Number => {
+                    params.push(SqlParam::Real(n));
+                    format!("({column} {} CAST(? AS DOUBLE PRECISION) AND {column} IS NOT NULL)", op.sql())
+                }
                 Scalar::Num(n) => compare(&column, *op, SqlParam::Real(n), params),
                 // Canonical text; the column's collation compares it exactly.
                 Scalar::Dec(d) => compare(&column, *op, SqlParam::Text(crate::decimal::canonical(&d)), params),

@@ -124,6 +124,14 @@ impl Weir {
         self.pool.with_conn(|conn| records::get_named(conn, table, id))
     }
 
+    /// [`Weir::query`] after skipping `skip` records.
+    pub fn query_page(&self, table: &str, filter: Option<&str>, order: &[records::OrderBy], skip: usize, top: Option<usize>) -> Result<Vec<records::Record>> {
+        self.pool.with_conn(|conn| {
+            let def = records::require_table(conn, table)?;
+            records::query_text_page(conn, &def, filter, order, skip, top.unwrap_or(records::MAX_TOP))
+        })
+    }
+
     /// Records of `table` matching `filter` (the filter language), in
     /// `order`, at most `top` (and never more than [`records::MAX_TOP`]).
     pub fn query(&self, table: &str, filter: Option<&str>, order: &[records::OrderBy], top: Option<usize>) -> Result<Vec<records::Record>> {

@@ -89,8 +89,21 @@ impl TryFrom<String> for ColType {
     }
 }
 
+/// Refuses text holding the NUL character (U+0000): PostgreSQL cannot store
+/// it, so neither database takes it (one rule for both, and `weir migrate`
+/// never meets it).
+pub fn refuse_nul(what: &str, text: &str) -> Result<(), String> {
+    match text.find('\0') {
+        Some(at) => Err(format!("{what} holds the NUL character (U+0000) at byte {at}: weir does not store it; remove it")),
+        None => Ok(()),
+    }
+}
+
 /// Converts a JSON value for a column of type `ty` (column `col`), or says why not.
 pub fn from_json(col: &str, ty: &ColType, v: &Json) -> Result<Value, String> {
+    if let Json::String(s) = v {
+        refuse_nul(&format!("column {col}'s value"), s)?;
+    }
     let wrong = |want: &str| format!("column {col} is {ty}: expected {want}, got {}", short(v));
     Ok(match (ty, v) {
         (_, Json::Null) => Value::Null,
@@ -141,6 +154,11 @@ pub fn json_of_cell(ty: &ColType, cell: &str) -> Json {
 
 /// Checks (and normalises) a value a plug-in produced for column `col`.
 pub fn conform(col: &str, ty: &ColType, v: Value) -> Result<Value, String> {
+    match &v {
+        Value::Text(t) => refuse_nul(&format!("column {col}'s value"), t)?,
+        Value::Reference(r) => refuse_nul(&format!("column {col}'s reference"), &r.id)?,
+        _ => {}
+    }
     Ok(match (ty, v) {
         (_, Value::Null) => Value::Null,
         (ColType::Text, Value::Text(s)) => Value::Text(s),

@@ -112,3 +112,132 @@ fn an_outcome_that_cannot_be_recorded_lets_its_lease_expire_and_is_not_counted()
         "every attempt is counted once: {stats}"
     );
 }
+
+/// Item 4 (medium): any site could frame the dashboard and steer a click
+/// onto its buttons (a job was canceled so). Every answer now says it may not
+/// be framed (`X-Frame-Options: DENY`, CSP `frame-ancestors 'none'`), the
+/// page may run only its own scripts (the served chart library and its
+/// inline script, by hash), and a frame load from another site is refused.
+/// A plain link from another site still opens the page.
+#[test]
+fn the_dashboard_cannot_be_framed_by_another_site() {
+    use sha2::Digest;
+    let env = Env::new();
+    let s = crate::common::Server::start_open(&env, &[]);
+    let addr = s.addr().to_string();
+    let host = addr.as_bytes();
+    let (status, head, page) = crate::common::raw_http(&addr, "GET", "/", &[("Host", host)], b"");
+    assert_eq!(status, 200);
+    let head = head.to_ascii_lowercase();
+    assert!(head.contains("x-frame-options: deny"), "{head}");
+    let csp = head.lines().find(|l| l.starts_with("content-security-policy:")).unwrap_or_else(|| panic!("no CSP: {head}")).to_string();
+    assert!(csp.contains("frame-ancestors 'none'") && csp.contains("default-src 'none'"), "{csp}");
+    // The page's one inline script is allowed by its hash, and nothing else inline.
+    let script = page.rsplit_once("<script>").and_then(|(_, rest)| rest.split_once("</script>")).unwrap().0;
+    let hash = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, sha2::Sha256::digest(script.as_bytes())).to_ascii_lowercase();
+    assert!(csp.contains(&format!("script-src 'self' 'sha256-{hash}'")), "{csp}");
+    let script_src = csp.split(';').find(|d| d.trim().starts_with("script-src")).unwrap();
+    assert!(!script_src.contains("unsafe"), "no inline script but the page's own: {script_src}");
+    // JSON answers carry the frame refusal too.
+    let (_, api_head, _) = crate::common::raw_http(&addr, "GET", "/api/health", &[("Host", host)], b"");
+    assert!(api_head.to_ascii_lowercase().contains("x-frame-options: deny"), "{api_head}");
+    // Another site's page framing the dashboard (a navigation into an iframe).
+    for dest in [&b"iframe"[..], b"frame", b"embed", b"object"] {
+        let headers = [("Host", host), ("Sec-Fetch-Site", &b"cross-site"[..]), ("Sec-Fetch-Mode", b"navigate"), ("Sec-Fetch-Dest", dest)];
+        let (status, _, body) = crate::common::raw_http(&addr, "GET", "/", &headers, b"");
+        assert_eq!(status, 403, "framed as {}: {body}", String::from_utf8_lossy(dest));
+        assert!(body.contains("into a frame"), "{body}");
+    }
+    // A link from another site (a top-level navigation) opens the page.
+    let headers = [("Host", host), ("Sec-Fetch-Site", &b"cross-site"[..]), ("Sec-Fetch-Mode", b"navigate"), ("Sec-Fetch-Dest", b"document")];
+    assert_eq!(crate::common::raw_http(&addr, "GET", "/", &headers, b"").0, 200);
+}
+
+/// Item 5 (medium): on PostgreSQL a waiting workflow whose stored wait held
+/// an escaped U+0000 broke every write to its table (each write cast every
+/// stored wait to jsonb). NUL is refused in filter literals, so no job can
+/// wait on it; and the wake-up check reads each stored wait itself, so one
+/// job's damaged wait can never fail a write (both databases).
+#[test]
+fn one_job_s_stored_wait_cannot_break_writes_to_its_table() {
+    let env = Env::new();
+    env.run(&["table", "create", "approval", "--column", "expense:text"]).ok();
+    env.add_example("contract-probe");
+    let submit = |filter: &str| {
+        let input = json!({"wait": {"table": "approval", "filter": filter, "timeout_ms": 600_000}}).to_string();
+        env.run(&["background", "submit", "contract-probe", "--input", &input, "--grant", "approval:read", "--json"]).ok().json()["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let nul = submit("expense eq 'E\u{0}1'");
+    let waiting = submit("expense eq 'E2'");
+    env.run(&["work", "--until-idle"]).ok();
+    let show = |id: &str| env.run(&["jobs", "show", id, "--json"]).ok().json();
+    let refused = show(&nul);
+    assert_eq!((refused["status"].as_str(), refused["error_code"].as_str()), (Some("Failed"), Some("invalid_wait")), "{refused}");
+    assert!(refused["error"].as_str().unwrap().contains("NUL character"), "{refused}");
+    assert_eq!(show(&waiting)["status"], "Waiting");
+    // Damage the waiting job's stored wait the way the attack did.
+    let conn = env.sql();
+    conn.execute("UPDATE weir_jobs SET wait = ?1 WHERE id = ?2", [r#"{"kind": "query", "condition": "expense eq 'E\u0000'"}"#, waiting.as_str()]).unwrap();
+    // Writes to the table still work, and a good wait still wakes.
+    env.run(&["record", "create", "approval", r#"{"expense": "E3"}"#]).ok();
+    let other = submit("expense eq 'E3'");
+    env.run(&["work", "--until-idle"]).ok();
+    assert_eq!(show(&other)["result"]["wake"], "condition-met");
+    env.run(&["record", "create", "approval", r#"{"expense": "E2"}"#]).ok();
+    assert_eq!(show(&waiting)["status"], "Waiting", "a wait that cannot be read wakes nobody");
+}
+
+/// Items 10 and 11 (low): NUL in a text value, an id, a `$filter` literal or
+/// a job filter, and a fraction compared with an integer column, were raw
+/// 500s on PostgreSQL; bad `$skip`s were ignored or accepted, 10,000 sort
+/// keys were a 500, and invalid UTF-8 in `$filter` was read lossily. Each is
+/// a 400 (or 404 for an id) naming what is wrong, the same on both
+/// databases, and nothing is stored.
+#[test]
+fn bad_values_and_query_parameters_are_4xx_on_both_databases() {
+    let env = Env::new();
+    env.run(&["table", "create", "thing", "--column", "name:text", "--column", "n:integer"]).ok();
+    for n in 1..=3 {
+        env.run(&["record", "create", "thing", &json!({"name": format!("t{n}"), "n": n}).to_string()]).ok();
+    }
+    let s = crate::common::Server::start(&env, &[]);
+    let created = s.post("/api/data/thing", &json!({"name": "bad\u{0}name"}));
+    assert_eq!(created.status, 400, "{}", created.text);
+    assert!(created.text.contains("name") && created.text.contains("NUL"), "{}", created.text);
+    let cli = env.run(&["record", "create", "thing", "{\"name\": \"x\\u0000y\"}"]).fails();
+    assert!(cli.stderr.contains("NUL"), "{}", cli.stderr);
+    assert_eq!(env.run(&["record", "query", "thing"]).ok().json().as_array().unwrap().len(), 3, "nothing stored");
+    let get = s.get("/api/data/thing/ab%00cd");
+    assert!(get.status == 404 || get.status == 400, "{} {}", get.status, get.text);
+    for path in ["/api/data/thing?$filter=name%20eq%20'a%00b'", "/api/jobs?$filter=plugin%20eq%20'a%00b'", "/api/traces?$filter=plugin%20eq%20'a%00b'"] {
+        let r = s.get(path);
+        assert_eq!(r.status, 400, "{path}: {}", r.text);
+        assert!(r.text.contains("NUL"), "{path}: {}", r.text);
+    }
+    // A fraction against an integer column compares as a number.
+    let r = s.get("/api/data/thing?$filter=n%20gt%201.5");
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["value"].as_array().unwrap().len(), 2, "{}", r.text);
+    // $skip: honoured, and checked.
+    let page = s.get("/api/data/thing?$orderby=n&$skip=1&$top=1");
+    assert_eq!(page.body["value"][0]["n"], 2, "{}", page.text);
+    for bad in ["1e18", "-1", "abc", "99999999999999999999"] {
+        for base in ["/api/data/thing", "/api/jobs"] {
+            let r = s.get(&format!("{base}?$skip={bad}"));
+            assert_eq!(r.status, 400, "{base} $skip={bad}: {}", r.text);
+            assert!(r.text.contains("$skip"), "{}", r.text);
+        }
+    }
+    let r = s.get(&format!("/api/jobs?$skip={}", u64::MAX / 2 + 1));
+    assert_eq!(r.status, 400, "{}", r.text);
+    let many = vec!["n"; 10_000].join(",");
+    let r = s.get(&format!("/api/data/thing?$orderby={many}"));
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert!(r.text.contains("sort keys"), "{}", r.text);
+    let r = s.get("/api/data/thing?$filter=name%20eq%20'%FF%FE'");
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert!(r.text.contains("$filter") && r.text.contains("UTF-8"), "{}", r.text);
+}

@@ -31,7 +31,7 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
@@ -224,7 +224,42 @@ pub fn router(weir: Arc<Weir>, config: ApiConfig) -> Router {
         .layer(middleware::from_fn_with_state(app.clone(), auth))
         .layer(middleware::from_fn_with_state(app.clone(), guard))
         .layer(middleware::from_fn_with_state(app.clone(), json_errors))
+        .layer(middleware::from_fn(security_headers))
         .with_state(app)
+}
+
+/// The dashboard's inline script, as its Content-Security-Policy allows it
+/// (`'sha256-…'` of the text between its `<script>` tags).
+fn dashboard_script_hash() -> &'static str {
+    static HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HASH.get_or_init(|| {
+        use sha2::Digest;
+        let page = include_str!("../../assets/dashboard.html");
+        let script = page.rsplit_once("<script>").and_then(|(_, rest)| rest.split_once("</script>")).map_or("", |(s, _)| s);
+        let digest = sha2::Sha256::digest(script.as_bytes());
+        format!("'sha256-{}'", base64::Engine::encode(&base64::engine::general_purpose::STANDARD, digest))
+    })
+}
+
+/// Every answer says it may not be framed (clickjacking: a bait page cannot
+/// put the dashboard in an `<iframe>` and steer a click onto its buttons),
+/// and the dashboard may run only its own scripts: the chart library it
+/// serves and its one inline script, by hash.
+async fn security_headers(req: Request, next: Next) -> Response {
+    let mut resp = next.run(req).await;
+    let h = resp.headers_mut();
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    let csp = format!(
+        "default-src 'none'; script-src 'self' {}; style-src 'self' 'unsafe-inline'; connect-src 'self'; img-src 'self' data:; \
+         frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+        dashboard_script_hash()
+    );
+    if let Ok(v) = HeaderValue::from_str(&csp) {
+        h.insert(header::CONTENT_SECURITY_POLICY, v);
+    }
+    resp
 }
 
 /// Gives the errors axum produces by itself (413 over the body limit, 404 no
@@ -316,9 +351,13 @@ fn check_request(config: &ApiConfig, req: &Request) -> ApiResult<()> {
         // Browsers omit Origin on some requests (no-cors GETs); Fetch Metadata
         // still says where they come from. A top-level navigation (a link) only
         // shows the page to the user, so it may come from anywhere.
+        // But not into a frame: a page of another site that frames the
+        // dashboard could steer the user's clicks onto its buttons.
         let navigation = headers.get("sec-fetch-mode").is_some_and(|m| m == "navigate") && req.method() == Method::GET;
-        if matches!(site, "cross-site" | "same-site") && !navigation {
-            return Err(cross_site(format!("the request is {site} (Sec-Fetch-Site)")));
+        let framed = headers.get("sec-fetch-dest").is_some_and(|d| matches!(d.as_bytes(), b"iframe" | b"frame" | b"embed" | b"object" | b"fencedframe"));
+        if matches!(site, "cross-site" | "same-site") && (!navigation || framed) {
+            let how = if framed { " into a frame" } else { "" };
+            return Err(cross_site(format!("the request is {site} (Sec-Fetch-Site){how}")));
         }
     }
     if matches!(*req.method(), Method::POST | Method::PUT | Method::PATCH) {
@@ -517,19 +556,17 @@ async fn create_batch(State(app): State<App>, Path(table): Path<String>, headers
     Ok(Json(json!({"value": results})))
 }
 
-#[utoipa::path(get, path = "/api/data/{table}", params(("table" = String, Path), ("$filter" = Option<String>, Query), ("$select" = Option<String>, Query), ("$top" = Option<usize>, Query), ("$orderby" = Option<String>, Query)),
+#[utoipa::path(get, path = "/api/data/{table}", params(("table" = String, Path), ("$filter" = Option<String>, Query), ("$select" = Option<String>, Query), ("$top" = Option<usize>, Query), ("$skip" = Option<usize>, Query), ("$orderby" = Option<String>, Query)),
     responses((status = 200, description = "The matching records", body = RecordList), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn query_records(State(app): State<App>, Path(table): Path<String>, Query(q): Query<HashMap<String, String>>) -> ApiResult<Json<Json_>> {
+async fn query_records(State(app): State<App>, Path(table): Path<String>, StrictQuery(q): StrictQuery) -> ApiResult<Json<Json_>> {
     let filter = q.get("$filter").cloned();
-    let top = match q.get("$top") {
-        Some(t) => Some(t.parse::<usize>().map_err(|_| bad(format!("bad $top {t:?}: a whole number")))?),
-        None => None,
-    };
+    let top = number_param(&q, "$top")?;
+    let skip = number_param(&q, "$skip")?.unwrap_or(0);
     let order = crate::store::records::parse_orderby(q.get("$orderby").map(String::as_str).unwrap_or("")).map_err(ApiError::from)?;
     let select: Option<Vec<String>> = q.get("$select").map(|s| s.split(',').map(|c| c.trim().to_string()).filter(|c| !c.is_empty()).collect());
     let weir = app.weir.clone();
     let (rows, def) = blocking(move || {
-        let rows = weir.query(&table, filter.as_deref(), &order, top)?;
+        let rows = weir.query_page(&table, filter.as_deref(), &order, skip, top)?;
         let def = weir.pool().with_conn(|c| crate::store::records::require_table(c, &table))?;
         Ok((rows, def))
     })
@@ -575,15 +612,43 @@ async fn delete_record(State(app): State<App>, Path((table, id)): Path<(String, 
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// A whole-number query parameter.
+/// A whole-number query parameter (at most 2^63 - 1, what the database
+/// takes).
 fn number_param(q: &HashMap<String, String>, key: &str) -> ApiResult<Option<usize>> {
-    q.get(key).map(|t| t.parse::<usize>().map_err(|_| bad(format!("bad {key} {t:?}: a whole number")))).transpose()
+    q.get(key)
+        .map(|t| match t.parse::<u64>() {
+            Ok(n) if n <= i64::MAX as u64 => Ok(usize::try_from(n).unwrap_or(usize::MAX)),
+            Ok(_) => Err(bad(format!("bad {key} {t:?}: at most {}", i64::MAX))),
+            Err(_) => Err(bad(format!("bad {key} {t:?}: a whole number, 0 or more"))),
+        })
+        .transpose()
+}
+
+/// The query string's parameters, decoded strictly: a parameter whose
+/// decoded bytes are not UTF-8 is refused (400 naming it) rather than read
+/// with replacement characters (a filter would then mean something else).
+struct StrictQuery(HashMap<String, String>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for StrictQuery {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> Result<Self, ApiError> {
+        let decode = |text: &str| percent_encoding::percent_decode(text.replace('+', " ").as_bytes()).decode_utf8().map(|c| c.into_owned());
+        let mut map = HashMap::new();
+        for pair in parts.uri.query().unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            let key = decode(k).map_err(|_| bad(format!("the query parameter name {k:?} is not UTF-8 once decoded")))?;
+            let value = decode(v).map_err(|_| bad(format!("the query parameter {key} is not UTF-8 once decoded ({v:?})")))?;
+            map.insert(key, value);
+        }
+        Ok(StrictQuery(map))
+    }
 }
 
 #[utoipa::path(get, path = "/api/jobs", params(("$filter" = Option<String>, Query, description = "weir's filter language over job fields, e.g. status eq 'Failed' and plugin eq 'notify'"),
         ("$top" = Option<usize>, Query, description = "page size, default 100, at most 5000"), ("$skip" = Option<usize>, Query)),
     responses((status = 200, description = "A page of jobs, newest first", body = JobPage), (status = 400, body = ErrorBody)))]
-async fn list_jobs(State(app): State<App>, Query(q): Query<HashMap<String, String>>) -> ApiResult<Json<JobPage>> {
+async fn list_jobs(State(app): State<App>, StrictQuery(q): StrictQuery) -> ApiResult<Json<JobPage>> {
     let filter = q.get("$filter").cloned();
     let top = number_param(&q, "$top")?.unwrap_or(100).min(crate::jobs::MAX_PAGE);
     let skip = number_param(&q, "$skip")?.unwrap_or(0);
@@ -599,7 +664,7 @@ async fn list_jobs(State(app): State<App>, Query(q): Query<HashMap<String, Strin
 
 #[utoipa::path(get, path = "/api/jobs/groups", params(("by" = GroupBy, Query, description = "step, plugin, kind or owner"), ("$filter" = Option<String>, Query, description = "only the jobs this filter selects")),
     responses((status = 200, description = "The groups, largest first, each by status", body = JobGroups), (status = 400, body = ErrorBody)))]
-async fn job_groups(State(app): State<App>, Query(q): Query<HashMap<String, String>>) -> ApiResult<Json<JobGroups>> {
+async fn job_groups(State(app): State<App>, StrictQuery(q): StrictQuery) -> ApiResult<Json<JobGroups>> {
     let by = q
         .get("by")
         .and_then(|b| serde_json::from_value::<GroupBy>(Json_::String(b.clone())).ok())
@@ -695,7 +760,7 @@ async fn list_plugins(State(app): State<App>) -> ApiResult<Json<PluginList>> {
 
 #[utoipa::path(post, path = "/api/plugins", params(("name" = String, Query)), request_body(content = Wasm, content_type = "application/wasm"),
     responses((status = 201, description = "The stored version", body = PluginRow), (status = 400, description = "Not a component, or no weir world", body = ErrorBody)))]
-async fn upload_plugin(State(app): State<App>, Query(q): Query<HashMap<String, String>>, body: Bytes) -> ApiResult<(StatusCode, Json<PluginRow>)> {
+async fn upload_plugin(State(app): State<App>, StrictQuery(q): StrictQuery, body: Bytes) -> ApiResult<(StatusCode, Json<PluginRow>)> {
     let name = q.get("name").cloned().ok_or_else(|| bad("give the plug-in's name: POST /api/plugins?name=NAME with the component as the body"))?;
     let weir = app.weir.clone();
     Ok((StatusCode::CREATED, Json(blocking(move || weir.add_plugin(&name, &body)).await?)))
@@ -791,7 +856,7 @@ async fn create_table(State(app): State<App>, body: Bytes) -> ApiResult<(StatusC
 
 #[utoipa::path(delete, path = "/api/plugins/{name}", params(("name" = String, Path), ("version" = Option<i64>, Query, description = "one version; all when absent")),
     responses((status = 200, body = PluginRemoved), (status = 404, body = ErrorBody), (status = 409, description = "a step or an unfinished job uses it", body = ErrorBody)))]
-async fn remove_plugin(State(app): State<App>, Path(name): Path<String>, Query(q): Query<HashMap<String, String>>) -> ApiResult<Json<PluginRemoved>> {
+async fn remove_plugin(State(app): State<App>, Path(name): Path<String>, StrictQuery(q): StrictQuery) -> ApiResult<Json<PluginRemoved>> {
     let version = q.get("version").map(|v| v.parse::<i64>().map_err(|_| bad(format!("bad version {v:?}: a whole number")))).transpose()?;
     let weir = app.weir.clone();
     let n = name.clone();
@@ -810,7 +875,7 @@ async fn rollback_plugin(State(app): State<App>, Path(name): Path<String>) -> Ap
 
 #[utoipa::path(get, path = "/api/traces", params(("$filter" = Option<String>, Query, description = "e.g. plugin eq 'credit-check' and outcome ne 'ok'"), ("$top" = Option<usize>, Query)),
     responses((status = 200, description = "Traces, newest first", body = TraceList), (status = 400, body = ErrorBody)))]
-async fn list_traces(State(app): State<App>, Query(q): Query<HashMap<String, String>>) -> ApiResult<Json<TraceList>> {
+async fn list_traces(State(app): State<App>, StrictQuery(q): StrictQuery) -> ApiResult<Json<TraceList>> {
     let filter = q.get("$filter").cloned();
     let top = number_param(&q, "$top")?.unwrap_or(100);
     let weir = app.weir.clone();

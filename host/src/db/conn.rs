@@ -47,6 +47,10 @@ pub enum DbError {
     /// No connection or lock could be had within the busy wait.
     #[error("{0}")]
     Busy(String),
+    /// A text parameter holds the NUL character, which PostgreSQL cannot
+    /// store: refused on both databases before it is sent (parameter index).
+    #[error("a value given (parameter {0}) holds the NUL character (U+0000), which weir does not store or look up; remove it")]
+    Nul(usize),
     /// The database server cannot be reached (down, restarting, the session
     /// lost): nothing was done; weir reconnects by itself.
     #[error("{0}")]
@@ -964,10 +968,19 @@ pub enum Statement<'c> {
     Pg(&'c PgConn, PgStatement),
 }
 
+/// Refuses text parameters holding NUL (see [`DbError::Nul`]).
+fn refuse_nul(values: &[ValueRef<'_>]) -> Result<()> {
+    match values.iter().position(|v| matches!(v, ValueRef::Text(t) if t.contains('\0'))) {
+        Some(i) => Err(DbError::Nul(i + 1)),
+        None => Ok(()),
+    }
+}
+
 impl Statement<'_> {
     /// Runs the statement; returns the number of rows changed.
     pub fn execute<P: Params>(&mut self, params: P) -> Result<usize> {
         let values = params.values();
+        refuse_nul(&values)?;
         match self {
             Statement::Sqlite(s) => Ok(s.execute(rusqlite::params_from_iter(values.iter()))?),
             Statement::Pg(p, stmt) => {
@@ -981,6 +994,7 @@ impl Statement<'_> {
     /// The first row, mapped by `f` ([`DbError::NoRows`] if there is none).
     pub fn query_row<T, P: Params, F: FnOnce(&Row<'_>) -> Result<T>>(&mut self, params: P, f: F) -> Result<T> {
         let values = params.values();
+        refuse_nul(&values)?;
         match self {
             Statement::Sqlite(s) => {
                 let mut rows = s.query(rusqlite::params_from_iter(values.iter()))?;
@@ -1007,6 +1021,7 @@ impl Statement<'_> {
     /// The rows, read one by one with [`Rows::next`].
     pub fn query<P: Params>(&mut self, params: P) -> Result<Rows<'_>> {
         let values = params.values();
+        refuse_nul(&values)?;
         match self {
             Statement::Sqlite(s) => Ok(Rows::Sqlite(s.query(rusqlite::params_from_iter(values.iter()))?)),
             Statement::Pg(p, stmt) => {

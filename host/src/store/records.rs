@@ -289,6 +289,9 @@ pub fn check_refs(conn: &Connection, def: &TableDef, fields: &[(String, Value)])
 }
 
 pub fn exists(conn: &Connection, table: &str, id: &str) -> Result<bool> {
+    if id.contains('\0') {
+        return Ok(false);
+    }
     Ok(conn.prepare_cached(&format!("SELECT 1 FROM \"data_{table}\" WHERE id = ?1"))?.query_row([id], |_| Ok(())).optional()?.is_some())
 }
 
@@ -311,6 +314,9 @@ pub fn insert(conn: &Connection, def: &TableDef, id: &str, fields: &[(String, Va
 }
 
 pub fn update(conn: &Connection, def: &TableDef, id: &str, fields: &[(String, Value)]) -> Result<Record> {
+    if id.contains('\0') {
+        return Err(not_found(def, &id.replace('\0', "\\0")));
+    }
     let mut sets = String::from("modified_at = ?2");
     for (i, (name, _)) in fields.iter().enumerate() {
         sets.push_str(&format!(", \"{name}\" = ?{}", i + 3));
@@ -325,6 +331,9 @@ pub fn update(conn: &Connection, def: &TableDef, id: &str, fields: &[(String, Va
 }
 
 pub fn delete(conn: &Connection, def: &TableDef, id: &str) -> Result<()> {
+    if id.contains('\0') {
+        return Err(not_found(def, &id.replace('\0', "\\0")));
+    }
     let n = conn.prepare_cached(&format!("DELETE FROM {} WHERE id = ?1", def.sql_table()))?.execute([id])?;
     if n == 0 {
         return Err(not_found(def, id));
@@ -353,6 +362,10 @@ fn read_row(def: &TableDef, r: &crate::db::Row<'_>) -> crate::db::Result<Record>
 }
 
 pub fn get(conn: &Connection, def: &TableDef, id: &str) -> Result<Option<Record>> {
+    if id.contains('\0') {
+        // No id holds NUL (ids are checked when made): none to find.
+        return Ok(None);
+    }
     let sql = format!("SELECT {} FROM {} WHERE id = ?1", select_list(def), def.sql_table());
     Ok(conn.prepare_cached(&sql)?.query_row([id], |r| read_row(def, r)).optional()?)
 }
@@ -371,11 +384,16 @@ pub const MAX_TOP: usize = 5_000;
 /// Records of `def` matching `filter` (the filter language's text), in
 /// `order`, at most `top` (capped at [`MAX_TOP`]).
 pub fn query_text(conn: &Connection, def: &TableDef, filter: Option<&str>, order: &[OrderBy], top: usize) -> Result<Vec<Record>> {
+    query_text_page(conn, def, filter, order, 0, top)
+}
+
+/// [`query_text`] after skipping `skip` records.
+pub fn query_text_page(conn: &Connection, def: &TableDef, filter: Option<&str>, order: &[OrderBy], skip: usize, top: usize) -> Result<Vec<Record>> {
     let expr = match filter.map(str::trim).filter(|f| !f.is_empty()) {
         Some(f) => Some((filter::parse(f).map_err(|e| Error::invalid(e.to_string()))?, f)),
         None => None,
     };
-    query(conn, def, expr.as_ref().map(|(e, s)| (e, *s)), order, top.min(MAX_TOP))
+    query_page(conn, def, expr.as_ref().map(|(e, s)| (e, *s)), order, skip, top.min(MAX_TOP))
 }
 
 /// A plug-in's `records.query`: filter, order, column list, skip, top (at most
@@ -454,8 +472,15 @@ pub fn query_page(conn: &Connection, def: &TableDef, filter: Option<(&Expr, &str
     Ok(rows.collect::<crate::db::Result<_>>()?)
 }
 
-/// Parses `col`, `col desc`, `a asc, b desc`.
+/// Most sort keys one query takes.
+pub const MAX_ORDER_KEYS: usize = 16;
+
+/// Parses `col`, `col desc`, `a asc, b desc` (at most [`MAX_ORDER_KEYS`] keys).
 pub fn parse_orderby(s: &str) -> Result<Vec<OrderBy>> {
+    let keys = s.split(',').filter(|p| !p.trim().is_empty()).count();
+    if keys > MAX_ORDER_KEYS {
+        return Err(Error::invalid(format!("bad order: {keys} sort keys, at most {MAX_ORDER_KEYS}")));
+    }
     s.split(',')
         .filter(|p| !p.trim().is_empty())
         .map(|part| {

@@ -282,7 +282,11 @@ fn wait_on(pool: &Pool, job: &Claimed, table: String, record: Option<String>, co
         let what = if record.is_some() { "wait-for" } else { "wait-for-query" };
         return Outcome::Failed { code: "denied".into(), message: format!("{plugin}: cannot {what} on table {table}: {why}"), permanent: true };
     }
-    match off_executor(|| pool.with_conn(|conn| jobs::waits::check_condition(conn, &table, &condition))) {
+    let checked = match &record {
+        Some(id) if id.contains('\0') => Err(Error::invalid("the record id holds the NUL character (U+0000): no record has such an id")),
+        _ => off_executor(|| pool.with_conn(|conn| jobs::waits::check_condition(conn, &table, &condition))),
+    };
+    match checked {
         Ok(()) => Outcome::Wait(Wait {
             until: crate::time::now_ms().saturating_add(timeout_ms.min(i64::MAX as u64) as i64),
             table: Some(table),

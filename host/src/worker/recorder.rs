@@ -88,7 +88,10 @@ pub(super) fn record_outcomes(shared: &Shared, rx: std::sync::mpsc::Receiver<Don
 /// ([`jobs::complete_batch`]), each attempt with writes in its own
 /// transaction with them. Returns those that could not be recorded (the
 /// store unreachable, busy, full...), with why, to try again.
-fn record_group(shared: &Shared, batch: Vec<Done>) -> Vec<(Done, Error)> {
+fn record_group(shared: &Shared, mut batch: Vec<Done>) -> Vec<(Done, Error)> {
+    for d in &mut batch {
+        storable(&mut d.completion.outcome);
+    }
     // The database's clock (on PostgreSQL): retries fall due by it.
     let now = crate::time::now_on(&shared.recorder_conn().lock()).unwrap_or_else(|_| crate::time::now_ms());
     let (plain, writing): (Vec<Done>, Vec<Done>) = batch.into_iter().partition(|d| d.writes.is_none());
@@ -177,5 +180,24 @@ fn commit_with_writes(shared: &Shared, c: &jobs::Completion, writes: Writes, now
             let failed = jobs::Completion { outcome: Outcome::Failed { code, message, permanent }, ..c.clone() };
             jobs::complete(&mut shared.recorder_conn().lock(), &failed, worker, now)
         }
+    }
+}
+
+/// An outcome's text as the store takes it: a NUL character (which weir's
+/// own messages may quote from a guest's input, and which PostgreSQL cannot
+/// store) becomes U+FFFD, so an outcome is never refused for its wording.
+fn storable(outcome: &mut Outcome) {
+    let fix = |s: &mut String| {
+        if s.contains('\0') {
+            *s = s.replace('\0', "\u{fffd}");
+        }
+    };
+    match outcome {
+        Outcome::Failed { message, code, .. } => {
+            fix(message);
+            fix(code);
+        }
+        Outcome::Succeeded { result: Some(r) } => fix(r),
+        _ => {}
     }
 }
