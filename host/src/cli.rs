@@ -1287,6 +1287,11 @@ fn table(weir: &Weir, cmd: TableCmd) -> Result<()> {
     Ok(())
 }
 
+/// The largest file `weir record import` reads (1 GiB).
+const MAX_IMPORT_BYTES: u64 = 1 << 30;
+/// The longest line (or CSV row) of an import: a record's JSON.
+const MAX_IMPORT_LINE: usize = 1 << 20;
+
 fn parse_json(what: &str, s: &str) -> Result<serde_json::Value> {
     serde_json::from_str(s).map_err(|e| Error::invalid(format!("{what} is not valid JSON: {e}")))
 }
@@ -1473,8 +1478,7 @@ fn record(weir: &Weir, user: &str, cmd: RecordCmd) -> Result<()> {
         }
         RecordCmd::Get { table, id, json: _ } => print_json(&weir.get(&table, &id)?.to_json()),
         RecordCmd::Import { table, file, format, json } => {
-            use std::io::BufRead;
-            let input = std::fs::File::open(&file).map_err(|e| Error::invalid(format!("cannot read {}: {e}", file.display())))?;
+            let input = crate::files::open_regular(&file, MAX_IMPORT_BYTES, "an import (JSON lines or CSV)")?;
             let bar = spinner(!json, format!("importing into {table}"));
             let started = std::time::Instant::now();
             let (mut created, mut refused) = (0u64, Vec::new());
@@ -1492,7 +1496,14 @@ fn record(weir: &Weir, user: &str, cmd: RecordCmd) -> Result<()> {
                 Box::new(reader.into_records().enumerate().map(move |(i, row)| {
                     // Line 1 is the header.
                     let line = row.as_ref().ok().and_then(|r| r.position()).map_or(i + 2, |p| p.line() as usize);
-                    let row = row.map_err(|e| Error::invalid(format!("bad CSV row: {e}"))).map(|r| {
+                    let row = row.map_err(|e| Error::invalid(format!("bad CSV row: {e}"))).and_then(|r| {
+                        let bytes = r.as_byte_record().as_slice().len();
+                        if bytes > MAX_IMPORT_LINE {
+                            return Err(Error::invalid(format!("the row is {bytes} bytes, over the limit of {MAX_IMPORT_LINE}")));
+                        }
+                        Ok(r)
+                    });
+                    let row = row.map(|r| {
                         let obj: serde_json::Map<String, serde_json::Value> = headers
                             .iter()
                             .zip(r.iter())
@@ -1509,10 +1520,10 @@ fn record(weir: &Weir, user: &str, cmd: RecordCmd) -> Result<()> {
                     (line, row)
                 }))
             } else {
-                Box::new(std::io::BufReader::new(input).lines().enumerate().filter_map(|(i, line)| match line {
+                Box::new(crate::files::Lines::new(std::io::BufReader::new(input), MAX_IMPORT_LINE).filter_map(|(n, line)| match line {
                     Ok(l) if l.trim().is_empty() => None,
-                    Ok(l) => Some((i + 1, parse_json(&format!("line {}", i + 1), &l))),
-                    Err(e) => Some((i + 1, Err(Error::invalid(format!("cannot read the line: {e}"))))),
+                    Ok(l) => Some((n, parse_json(&format!("line {n}"), &l))),
+                    Err(e) => Some((n, Err(e))),
                 }))
             };
             // Each record is its own operation; a few hundred at a time share a commit.

@@ -43,6 +43,7 @@ pub mod decimal;
 pub(crate) mod demo;
 pub(crate) mod error;
 pub mod examples;
+pub mod files;
 pub mod filter;
 pub mod jobs;
 pub(crate) mod limits;

@@ -3,7 +3,6 @@
 //! (compiled, linked) versions for the pipeline and the job workers.
 
 use std::collections::HashMap;
-use std::io::Read;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -28,35 +27,7 @@ pub struct Plugins {
 /// [`MAX_COMPONENT_BYTES`], and at most one byte past the limit is ever read
 /// (the file may grow after the check).
 pub fn read_component_file(path: &Path) -> Result<Vec<u8>> {
-    let shown = path.display();
-    let not_regular =
-        || Error::invalid(format!("cannot read {shown}: not a regular file; a component must be a .wasm file of at most {MAX_COMPONENT_BYTES} bytes"));
-    let too_big =
-        |size: String| Error::invalid(format!("cannot read {shown}: the file is {size}, over the limit of {MAX_COMPONENT_BYTES} bytes for a component"));
-    // `metadata` follows symlinks and does not open the file, so a FIFO is
-    // refused here instead of blocking the open below.
-    let meta = std::fs::metadata(path).map_err(|e| Error::invalid(format!("cannot read {shown}: {e}")))?;
-    if !meta.is_file() {
-        return Err(not_regular());
-    }
-    if meta.len() > MAX_COMPONENT_BYTES as u64 {
-        return Err(too_big(format!("{} bytes", meta.len())));
-    }
-    let file = std::fs::File::open(path).map_err(|e| Error::invalid(format!("cannot read {shown}: {e}")))?;
-    // The path may have been replaced between the check and the open: check
-    // what was opened too. (A FIFO swapped in just then would still block the
-    // open; only someone who controls the path can race it.)
-    let opened = file.metadata().map_err(|e| Error::invalid(format!("cannot read {shown}: {e}")))?;
-    if !opened.is_file() {
-        return Err(not_regular());
-    }
-    let mut wasm = Vec::with_capacity(opened.len().min(MAX_COMPONENT_BYTES as u64) as usize);
-    file.take(MAX_COMPONENT_BYTES as u64 + 1).read_to_end(&mut wasm).map_err(|e| Error::invalid(format!("cannot read {shown}: {e}")))?;
-    if wasm.len() > MAX_COMPONENT_BYTES {
-        // It grew after the check.
-        return Err(too_big(format!("more than {MAX_COMPONENT_BYTES} bytes")));
-    }
-    Ok(wasm)
+    crate::files::read_regular(path, MAX_COMPONENT_BYTES as u64, "a component (.wasm)")
 }
 
 pub use crate::names::check_name;

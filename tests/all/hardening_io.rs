@@ -294,3 +294,40 @@ fn a_read_only_database_can_be_read() {
     let records = env.run(&["record", "query", "thing"]).ok().json();
     assert_eq!(records.as_array().map(Vec::len), Some(1), "{records}");
 }
+
+/// Hardening round 2, item 6: `record import` read without bounds
+/// (`/dev/zero` grew to 24 GB, a directory read forever, a FIFO blocked).
+/// It now takes what `plugin add` takes: a regular file, under a size cap,
+/// read as a stream of lines of bounded length; each refusal is exit 1 with
+/// the file named, and nothing is stored.
+#[cfg(unix)]
+#[test]
+fn record_import_reads_only_regular_files_within_bounds() {
+    let env = Env::new();
+    env.run(&["table", "create", "thing", "--column", "name:text"]).ok();
+    let import = |file: &Path| {
+        let mut c = env.command();
+        c.args(["record", "import", "thing", path(file)]);
+        run_guarded(c)
+    };
+    let fifo = env.dir.path().join("pipe.jsonl");
+    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let huge = env.dir.path().join("huge.jsonl");
+    std::fs::File::create(&huge).and_then(|f| f.set_len(4 << 30)).expect("a sparse file");
+    for (file, says) in
+        [(Path::new("/dev/zero"), "not a regular file"), (env.dir.path(), "not a regular file"), (&fifo, "not a regular file"), (&huge, "over the limit")]
+    {
+        let out = import(file).fails();
+        assert!(out.stderr.contains(path(file)) && out.stderr.contains(says), "{}: {}", file.display(), out.stderr);
+    }
+    // One endless line (2 MiB without a newline) after a good one: the good
+    // one is imported, the long one refused without reading it whole.
+    let long = env.dir.path().join("long.jsonl");
+    let mut text = b"{\"name\": \"ok\"}\n".to_vec();
+    text.extend(std::iter::repeat_n(b'x', 2 << 20));
+    std::fs::write(&long, text).unwrap();
+    let out = import(&long).fails();
+    assert!(out.stdout.contains("line 2") && out.stdout.contains("longer than"), "{}", out.stdout);
+    let stored = env.run(&["record", "query", "thing"]).ok().json();
+    assert_eq!(stored.as_array().unwrap().len(), 1, "{stored}");
+}

@@ -155,7 +155,9 @@ fn canonical(ip: IpAddr) -> IpAddr {
 /// own network (loopback, private, carrier-grade NAT, link-local, which holds
 /// the cloud metadata service at 169.254.169.254, unique-local IPv6, which holds
 /// AWS's fd00:ec2::254), unspecified, broadcast, multicast and reserved ranges,
-/// and IPv6 forms that embed such an IPv4 address (mapped, NAT64, 6to4).
+/// IPv6 forms that embed such an IPv4 address (mapped, NAT64, 6to4), and
+/// IPv6 ranges that reach IPv4 or nowhere by other means (SIIT's translated
+/// addresses, Teredo, discard-only).
 pub fn forbidden_address(ip: IpAddr) -> bool {
     match canonical(ip) {
         IpAddr::V4(v4) => forbidden_v4(v4),
@@ -171,6 +173,9 @@ pub fn forbidden_address(ip: IpAddr) -> bool {
                 || (s[0] == 0x64 && s[1] == 0xff9b && forbidden_v4(embedded(s[6], s[7]))) // NAT64 64:ff9b::/96
                 || (s[0] == 0x2002 && forbidden_v4(embedded(s[1], s[2]))) // 6to4
                 || (s[0] == 0x2001 && s[1] == 0x0db8) // documentation
+                || (s[0] == 0x2001 && s[1] == 0) // Teredo 2001::/32 (tunnels to an embedded IPv4 peer)
+                || (s[0..5] == [0, 0, 0, 0, 0xffff] && s[5] == 0) // SIIT IPv4-translated ::ffff:0:0:0/96
+                || (s[0..4] == [0x100, 0, 0, 0]) // discard-only 100::/64
                 || (s[0..6] == [0, 0, 0, 0, 0, 0]) // IPv4-compatible ::a.b.c.d (deprecated)
         }
     }
@@ -547,10 +552,17 @@ mod tests {
             "64:ff9b::a9fe:a9fe",
             "2002:0a00:0001::",
             "ff02::1",
+            // Found in December: SIIT, Teredo, discard-only.
+            "::ffff:0:7f00:1",
+            "::ffff:0:808:808",
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2",
+            "2001::1",
+            "100::1",
+            "100::ffff:ffff:ffff:ffff",
         ] {
             assert!(forbidden_address(ip.parse().unwrap()), "{ip} should be refused");
         }
-        for ip in ["93.184.216.34", "1.1.1.1", "2606:4700:4700::1111", "::ffff:8.8.8.8"] {
+        for ip in ["93.184.216.34", "1.1.1.1", "2606:4700:4700::1111", "::ffff:8.8.8.8", "2001:4860:4860::8888", "100:0:0:1::1"] {
             assert!(!forbidden_address(ip.parse().unwrap()), "{ip} is public");
         }
         assert!(HttpGrant::parse("127.0.0.1:9").unwrap().names("::ffff:127.0.0.1".parse().unwrap()));
