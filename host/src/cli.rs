@@ -108,6 +108,12 @@ pub enum Command {
         /// only requests to localhost or a loopback address are answered.
         #[arg(long, env = "WEIR_TOKEN", hide_env_values = true)]
         token: Option<String>,
+        /// Reads the bearer token from FILE (mode 600), creating it with a new
+        /// random token on first start: the safe way to run on a machine
+        /// other people use (without a token, every local account may call
+        /// the API). A command-line token is visible to them in `ps`.
+        #[arg(long, value_name = "FILE", conflicts_with = "token")]
+        token_file: Option<std::path::PathBuf>,
         /// An origin (`http://host:port`) whose pages may call the API besides
         /// the server's own; repeatable. Other origins get 403.
         #[arg(long = "allow-origin", value_name = "ORIGIN")]
@@ -443,9 +449,14 @@ pub struct OutboundArgs {
     #[arg(long, default_value_t = 16, value_parser = ranged::<u32>(limits::HTTP_REQUESTS))]
     http_max_requests: u32,
     /// Signs every background callback with it: a `Weir-Signature:
-    /// t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">` header (also WEIR_CALLBACK_SECRET).
+    /// t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">` header (also
+    /// WEIR_CALLBACK_SECRET). On the command line it is visible to other
+    /// users in `ps`: prefer WEIR_CALLBACK_SECRET or --callback-secret-file.
     #[arg(long, env = "WEIR_CALLBACK_SECRET", hide_env_values = true, value_name = "SECRET")]
     callback_secret: Option<String>,
+    /// Reads the callback signing secret from FILE (mode 600).
+    #[arg(long, value_name = "FILE", conflicts_with = "callback_secret")]
+    callback_secret_file: Option<std::path::PathBuf>,
 }
 
 impl OutboundArgs {
@@ -457,7 +468,18 @@ impl OutboundArgs {
             max_response_bytes: self.http_max_response_bytes,
             max_requests: self.http_max_requests,
         };
-        opts.callback_secret = self.callback_secret.filter(|s| !s.is_empty());
+        opts.callback_secret = match (self.callback_secret, self.callback_secret_file) {
+            // An empty secret would send unsigned callbacks while the operator
+            // thinks they are signed.
+            (Some(s), _) if s.is_empty() => {
+                return Err(Error::invalid(
+                    "--callback-secret (or WEIR_CALLBACK_SECRET) is empty: callbacks would go unsigned; give a secret, or leave it unset",
+                ));
+            }
+            (Some(s), _) => Some(s),
+            (None, Some(file)) => Some(crate::files::read_secret_file(&file, "the callback secret", false)?.0),
+            (None, None) => None,
+        };
         opts.secret_key = crate::secrets::SecretKey::from_env(key_file)?;
         Ok(())
     }
@@ -879,6 +901,7 @@ fn run(cli: Cli) -> Result<()> {
             listen,
             workers,
             token,
+            token_file,
             allow_origins,
             max_body_bytes,
             body_timeout_ms,
@@ -897,7 +920,16 @@ fn run(cli: Cli) -> Result<()> {
                 work.workers = w;
             }
             outbound.apply(&mut work, cli.secret_key_file.as_deref())?;
-            let token = token.filter(|t| !t.is_empty());
+            let token = match token_file {
+                Some(file) => {
+                    let (token, made) = crate::files::read_secret_file(&file, "the API token", true)?;
+                    if made {
+                        errln(format_args!("wrote a new API token to {} (mode 600): send it as `Authorization: Bearer <token>`", file.display()));
+                    }
+                    Some(token)
+                }
+                None => token.filter(|t| !t.is_empty()),
+            };
             let callback_hosts = crate::jobs::callbacks::CallbackHosts::parse(callback_hosts.as_deref().unwrap_or(""));
             let config = crate::api::ApiConfig {
                 token,

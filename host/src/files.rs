@@ -113,6 +113,42 @@ impl<R: BufRead> Iterator for Lines<R> {
     }
 }
 
+/// Reads a secret kept in `path` (a token, a signing key): a regular file
+/// only its owner may read (mode 600 or stricter), the secret its trimmed
+/// text. With `create`, a missing file is made (mode 600, never replacing
+/// one) holding a new random secret, and `Ok((secret, true))` says so.
+pub fn read_secret_file(path: &Path, what: &str, create: bool) -> Result<(String, bool)> {
+    use std::io::Write;
+    let shown = path.display();
+    if create && !path.exists() {
+        let secret = hex::encode(rand::random::<[u8; 32]>());
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut file = options.open(path).map_err(|e| Error::invalid(format!("cannot create {what} file {shown}: {e}")))?;
+        file.write_all(format!("{secret}\n").as_bytes()).map_err(|e| Error::invalid(format!("cannot write {what} file {shown}: {e}")))?;
+        return Ok((secret, true));
+    }
+    let bytes = read_regular(path, 4096, what)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path).map_err(|e| Error::invalid(format!("cannot read {shown}: {e}")))?.permissions().mode();
+        if mode & 0o077 != 0 {
+            return Err(Error::invalid(format!(
+                "{what} file {shown} may be read by other users (mode {:o}); make it readable by its owner only: chmod 600 {shown}",
+                mode & 0o777
+            )));
+        }
+    }
+    let secret = String::from_utf8(bytes).map_err(|_| Error::invalid(format!("{what} file {shown} is not text")))?.trim().to_string();
+    if secret.is_empty() {
+        return Err(Error::invalid(format!("{what} file {shown} is empty")));
+    }
+    Ok((secret, false))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -241,3 +241,103 @@ fn bad_values_and_query_parameters_are_4xx_on_both_databases() {
     assert_eq!(r.status, 400, "{}", r.text);
     assert!(r.text.contains("$filter") && r.text.contains("UTF-8"), "{}", r.text);
 }
+
+/// Item 9 (low): callbacks went one at a time (three silent receivers held
+/// another job's callback back 30.5 s); URLs the parser forgives (a tab,
+/// CR/LF, `\@`, a trailing-dot host) and scheme/port mismatches were
+/// accepted and retried ten times; an empty callback secret sent unsigned
+/// callbacks silently. Deliveries now go in parallel (bounded), such URLs
+/// are refused at submission, an empty secret is refused, and the secret
+/// can be read from a file.
+#[test]
+fn callbacks_go_in_parallel_and_bad_urls_or_secrets_are_refused_up_front() {
+    let env = Env::new();
+    env.add_example("notify");
+    // Three receivers that accept and never answer.
+    let silent: Vec<std::net::TcpListener> = (0..3).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+    let mut held = Vec::new();
+    for l in &silent {
+        let url = format!("http://{}/never", l.local_addr().unwrap());
+        env.run(&["background", "submit", "notify", "--input", "{}", "--callback", &url]).ok();
+    }
+    let good = crate::common::Receiver::start(|_, _| crate::common::Answer::status("204 No Content"));
+    env.run(&["background", "submit", "notify", "--input", "{}", "--callback", &good.url("/done")]).ok();
+    let started = std::time::Instant::now();
+    let mut work = env.command().args(["work", "--workers", "4"]).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    // Keep the silent connections open while the good one is awaited.
+    let acceptors: Vec<_> = silent.into_iter().map(|l| std::thread::spawn(move || l.accept().map(|(s, _)| s))).collect();
+    crate::common::wait_for("the good receiver's callback", || !good.seen().is_empty());
+    let took = started.elapsed();
+    for a in acceptors {
+        if let Ok(Ok(s)) = a.join() {
+            held.push(s);
+        }
+    }
+    let _ = work.kill();
+    let _ = work.wait();
+    assert!(took < std::time::Duration::from_secs(8), "the good callback waited {took:?} behind silent receivers (each times out after 10 s)");
+    assert_eq!(held.len(), 3, "the silent receivers were called too");
+
+    // URLs refused at submission, nothing stored.
+    let before = env.run(&["jobs", "list", "--json"]).ok().json().as_array().unwrap().len();
+    for bad in
+        ["http://exa\tmple.com/x", "http://example.com/x\r\nX: 1", "http://example.com\\@evil.example/", "http://127.0.0.1./done", "https://example.com:80/x"]
+    {
+        let out = env.run(&["background", "submit", "notify", "--input", "{}", "--callback", bad]);
+        assert_ne!(out.code, 0, "{bad:?} was accepted");
+        assert!(out.stderr.contains("bad callback URL"), "{bad:?}: {}", out.stderr);
+    }
+    assert_eq!(env.run(&["jobs", "list", "--json"]).ok().json().as_array().unwrap().len(), before, "nothing stored");
+
+    // An empty secret is refused; a secret file must be private.
+    let out = env.command().args(["work", "--until-idle", "--callback-secret", ""]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("callbacks would go unsigned"), "{}", String::from_utf8_lossy(&out.stderr));
+    let file = env.write("callback.secret", b"whsec-from-file\n");
+    let open = env.command().args(["work", "--until-idle", "--callback-secret-file", file.to_str().unwrap()]).output().unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if std::fs::metadata(&file).unwrap().permissions().mode() & 0o077 != 0 {
+            assert_eq!(open.status.code(), Some(1), "a secret file others may read is refused");
+            assert!(String::from_utf8_lossy(&open.stderr).contains("chmod 600"), "{}", String::from_utf8_lossy(&open.stderr));
+        }
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let ok = env.command().args(["work", "--until-idle", "--callback-secret-file", file.to_str().unwrap()]).output().unwrap();
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+}
+
+/// Item 15: a token-less `serve` on loopback gives every local account the
+/// operator's power. `--token-file` makes the safe choice easy: the first
+/// start creates the file (mode 600) with a random token, later starts read
+/// it, requests without it get 401, and a file others may read is refused.
+#[cfg(unix)]
+#[test]
+fn serve_with_a_token_file_makes_its_own_token_and_keeps_it_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new();
+    let file = env.dir.path().join("api.token");
+    let start = || {
+        let mut c = env.command();
+        c.args(["serve", "--listen", "127.0.0.1:0", "--workers", "1", "--token-file", file.to_str().unwrap()]).stdout(std::process::Stdio::piped());
+        crate::common::Server::spawn(&mut c)
+    };
+    let s = start();
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "created readable by its owner only");
+    let token = std::fs::read_to_string(&file).unwrap().trim().to_string();
+    assert!(token.len() >= 32, "a long random token: {token:?}");
+    assert_eq!(s.call("GET", "/api/tables", None, None).status, 401, "no token, no access");
+    assert_eq!(s.call("GET", "/api/tables", None, Some(&token)).status, 200);
+    drop(s);
+    // A second start reads the same token.
+    let again = start();
+    assert_eq!(again.call("GET", "/api/tables", None, Some(&token)).status, 200);
+    drop(again);
+    // A token file others may read is refused.
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = env.command().args(["serve", "--listen", "127.0.0.1:0", "--token-file", file.to_str().unwrap()]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("chmod 600"), "{}", String::from_utf8_lossy(&out.stderr));
+}

@@ -51,6 +51,11 @@ impl CallbackHosts {
 /// Checks a callback URL before a job is accepted: http(s), a host, no
 /// credentials, and a host `allowed` names. The error says what to change.
 pub fn check_url(url: &str, allowed: &CallbackHosts) -> std::result::Result<(), String> {
+    // URL parsing forgives what it should not be asked to: it drops tabs and
+    // line breaks, reads `\` as `/`. A URL that needs forgiving is refused.
+    if let Some(c) = url.chars().find(|c| c.is_control() || c.is_whitespace() || *c == '\\') {
+        return Err(format!("bad callback URL {url:?}: it holds {c:?}; write the URL plainly (percent-encode what must be in it)"));
+    }
     let parsed = url::Url::parse(url).map_err(|e| format!("bad callback URL {url:?}: {e}"))?;
     if !matches!(parsed.scheme(), "http" | "https") {
         return Err(format!("bad callback URL {url:?}: use http:// or https://"));
@@ -61,8 +66,21 @@ pub fn check_url(url: &str, allowed: &CallbackHosts) -> std::result::Result<(), 
     let Some(host) = parsed.host_str() else {
         return Err(format!("bad callback URL {url:?}: it names no host"));
     };
+    // The host as written (the parser drops a trailing dot from an IP address).
+    let written = url.split_once("://").map_or("", |(_, rest)| rest);
+    let authority = written.split(['/', '?', '#']).next().unwrap_or("");
+    let written_host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let written_host = if written_host.starts_with('[') { written_host } else { written_host.rsplit_once(':').map_or(written_host, |(h, _)| h) };
+    if host.ends_with('.') || written_host.ends_with('.') {
+        return Err(format!("bad callback URL {url:?}: the host {written_host} ends with a dot; write it without"));
+    }
     let host = host.to_ascii_lowercase();
     let port = parsed.port_or_known_default().unwrap_or(80);
+    match (parsed.scheme(), parsed.port()) {
+        ("https", Some(80)) => return Err(format!("bad callback URL {url:?}: https to port 80, a plain-HTTP port; use http://, or the receiver's TLS port")),
+        ("http", Some(443)) => return Err(format!("bad callback URL {url:?}: http to port 443, a TLS port; use https://")),
+        _ => {}
+    }
     if !allowed.allows(&host, port) {
         return Err(format!("callback host {host}:{port} is not allowed: this service sends callbacks only to {} (--callback-hosts)", allowed.0.join(", ")));
     }
@@ -237,6 +255,20 @@ mod tests {
         let refused = check_url("http://127.0.0.1:9001/done", &only).unwrap_err();
         assert!(refused.contains("127.0.0.1:9001 is not allowed") && refused.contains("hooks.example.com, 127.0.0.1:9000"), "{refused}");
         assert!(check_url("http://169.254.169.254/latest/meta-data", &only).unwrap_err().contains("not allowed"));
+        // Found in December: URLs the parser would forgive, and mismatched ports.
+        for bad in [
+            "http://exa\tmple.com/x",
+            "http://example.com/x\r\nX-Injected: 1",
+            "http://example.com\\@evil.example/",
+            "http://127.0.0.1./done",
+            "http://example.com./done",
+            "https://example.com:80/done",
+            "http://example.com:443/done",
+            " http://example.com/",
+        ] {
+            assert!(check_url(bad, &any).is_err(), "{bad:?} should be refused");
+        }
+        assert!(check_url("https://example.com:8443/done", &any).is_ok());
     }
 
     /// A receiver answering one request with `status_line`; returns its URL.

@@ -79,6 +79,10 @@ impl Housekeeping {
     }
 }
 
+/// Callbacks delivered at once, at most: a few slow or silent receivers
+/// (each may take its 10 s timeout) do not hold up the others'.
+const PARALLEL_CALLBACKS: usize = 8;
+
 fn deliver_callbacks(shared: &Shared) {
     let due = match jobs::callbacks::due(&shared.db_conn.lock(), 50) {
         Ok(d) => d,
@@ -87,13 +91,21 @@ fn deliver_callbacks(shared: &Shared) {
             return;
         }
     };
-    for d in due {
-        let result = jobs::callbacks::post(&d.url, &d.payload, shared.opts.callback_secret.as_deref(), crate::time::now_ms() / 1000);
-        if let Err(e) = &result.outcome {
-            tracing::warn!("callback of job {} failed (attempt {}): {e}", d.job_id, d.attempts + 1);
+    let queue = Mutex::new(due.into_iter());
+    std::thread::scope(|scope| {
+        for _ in 0..PARALLEL_CALLBACKS {
+            scope.spawn(|| {
+                loop {
+                    let Some(d) = queue.lock().next() else { break };
+                    let result = jobs::callbacks::post(&d.url, &d.payload, shared.opts.callback_secret.as_deref(), crate::time::now_ms() / 1000);
+                    if let Err(e) = &result.outcome {
+                        tracing::warn!("callback of job {} failed (attempt {}): {e}", d.job_id, d.attempts + 1);
+                    }
+                    if let Err(e) = jobs::callbacks::record(&shared.db_conn.lock(), &d, result) {
+                        tracing::warn!("recording a callback delivery failed: {e}");
+                    }
+                }
+            });
         }
-        if let Err(e) = jobs::callbacks::record(&shared.db_conn.lock(), &d, result) {
-            tracing::warn!("recording a callback delivery failed: {e}");
-        }
-    }
+    });
 }
