@@ -341,3 +341,47 @@ fn serve_with_a_token_file_makes_its_own_token_and_keeps_it_private() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("chmod 600"), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// Item 3 (medium): a sync call spinning to its budget froze the whole API,
+/// health and keep-alive connections included, for the length of the call:
+/// database work of the worker pool blocked the async runtime's threads.
+/// Now, while creates spin to their 2 s budget one after another, health
+/// checks and reads answer in well under a second each.
+#[test]
+fn a_spinning_sync_call_does_not_freeze_reads_or_health() {
+    let env = Env::new();
+    env.run(&["table", "create", "slow", "--column", "n:integer"]).ok();
+    env.run(&["table", "create", "fast", "--column", "n:integer"]).ok();
+    env.run(&["record", "create", "fast", r#"{"n": 1}"#]).ok();
+    env.add_example("spin-forever");
+    let step = "spin --plugin spin-forever --message create --table slow --stage pre-operation --fuel 100000000000";
+    env.run(&[&["step", "add"][..], &step.split(' ').collect::<Vec<_>>()].concat()).ok();
+    // Background jobs too, so the pool's dispatcher and housekeeping work while the store is held.
+    env.add_example("notify");
+    for _ in 0..20 {
+        env.run(&["background", "submit", "notify", "--input", "{}"]).ok();
+    }
+    let s = std::sync::Arc::new(crate::common::Server::start(&env, &[]));
+    let spinners: Vec<_> = (0..3)
+        .map(|_| {
+            let s = s.clone();
+            std::thread::spawn(move || s.post("/api/data/slow", &json!({"n": 1})).status)
+        })
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let mut worst = std::time::Duration::ZERO;
+    let started = std::time::Instant::now();
+    while started.elapsed() < std::time::Duration::from_secs(4) {
+        for path in ["/api/health", "/api/data/fast", "/api/jobs?$top=5"] {
+            let asked = std::time::Instant::now();
+            let r = s.get(path);
+            assert_eq!(r.status, 200, "{path}: {}", r.text);
+            worst = worst.max(asked.elapsed());
+        }
+    }
+    for h in spinners {
+        let status = h.join().unwrap();
+        assert!(status == 422 || status == 503, "a spinning create ends timed out (or busy): {status}");
+    }
+    assert!(worst < std::time::Duration::from_millis(800), "a read or health check took {worst:?} while sync calls spun");
+}
