@@ -385,3 +385,45 @@ fn a_spinning_sync_call_does_not_freeze_reads_or_health() {
     }
     assert!(worst < std::time::Duration::from_millis(800), "a read or health check took {worst:?} while sync calls spun");
 }
+
+/// Item 7 (low): a workflow could put a granted secret's value into its
+/// wait condition (stored and shown in clear: job, attempts, API, and, for
+/// a bad filter, weir's own error, the trace and the callback), and a
+/// multi-line secret (a PEM) logged line by line was only partly redacted.
+/// A wait that holds a secret the call read is refused (its error names the
+/// secret, not the value), and every identifying line of a multi-line secret
+/// is redacted on its own.
+#[test]
+fn a_secret_cannot_be_stored_through_a_wait_or_logged_line_by_line() {
+    use std::io::Write;
+    const KEY: &str = "5f1c0de5a11ce0ff1ce5eed5b0a710ad5f1c0de5a11ce0ff1ce5eed5b0a710ad";
+    let pem = "-----BEGIN TEST KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\nBKcwggSjAgEAAoIBAQC7VJTUt9Us8cKj\n-----END TEST KEY-----";
+    let env = Env::new();
+    env.run(&["table", "create", "thing", "--column", "name:text"]).ok();
+    env.add_example("escape-artist");
+    let mut set = env.command().args(["secret", "set", "pem"]).env("WEIR_SECRET_KEY", KEY).stdin(std::process::Stdio::piped()).spawn().unwrap();
+    set.stdin.take().unwrap().write_all(format!("{pem}\n").as_bytes()).unwrap();
+    assert!(set.wait().unwrap().success());
+    let submit = |mode: &str| {
+        let input = json!({"leak": mode, "secret": "pem", "table": "thing"}).to_string();
+        let args = ["background", "submit", "escape-artist", "--input", &input, "--secret", "pem", "--grant", "thing:read", "--max-attempts", "1", "--json"];
+        env.run(&args).ok().json()["id"].as_str().unwrap().to_string()
+    };
+    let (good, bad) = (submit("wait"), submit("bad-wait"));
+    let out = env.command().args(["work", "--until-idle"]).env("WEIR_SECRET_KEY", KEY).output().unwrap();
+    assert!(out.status.success());
+    for id in [&good, &bad] {
+        let job = env.run(&["jobs", "show", id, "--json"]).ok().json();
+        let text = job.to_string();
+        assert_eq!(job["status"], "Failed", "{job}");
+        let error = job["error"].as_str().unwrap();
+        assert!(error.contains("holds the value of a secret it read") && error.contains("[secret pem, line 1]"), "{job}");
+        assert!(job["wait"].is_null(), "nothing waits: {job}");
+        for line in pem.lines().filter(|l| l.len() >= 8) {
+            assert!(!text.contains(line), "line {line:?} of the secret shows in {text}");
+        }
+        // Each line it logged shows which line of which secret it was.
+        assert!(text.contains("line: [secret pem, line 2]") && text.contains("line: [secret pem, line 3]"), "{text}");
+    }
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("MIIEvQIBADAN"), "weir's log shows no line of it");
+}

@@ -496,6 +496,10 @@ impl wit::weir::plugin::records::Host for HostState {
     }
 }
 
+/// The shortest line of a multi-line secret redacted on its own (shorter
+/// ones, such as a PEM's last line of padding, say too little and are common).
+const MIN_REDACTED_LINE: usize = 8;
+
 /// Secrets, from the caller's [`RecordHost`]; the value is remembered so that
 /// nothing the call leaves behind shows it.
 impl wit::weir::plugin::secrets::Host for HostState {
@@ -513,9 +517,24 @@ impl wit::weir::plugin::secrets::Host for HostState {
 }
 
 impl HostState {
-    /// `text` with every secret value this call read replaced by `[secret NAME]`.
+    /// `text` with every secret value this call read replaced by `[secret
+    /// NAME]`; of a value of several lines (a PEM key), each line long
+    /// enough to identify it is replaced too, wherever it appears alone (a
+    /// guest that logs the value line by line).
     fn redact(&self, text: String) -> String {
-        self.revealed.iter().fold(text, |t, (name, value)| if t.contains(value.as_str()) { t.replace(value.as_str(), &format!("[secret {name}]")) } else { t })
+        self.revealed.iter().fold(text, |mut t, (name, value)| {
+            if t.contains(value.as_str()) {
+                t = t.replace(value.as_str(), &format!("[secret {name}]"));
+            }
+            if value.contains('\n') {
+                for (i, line) in value.lines().map(str::trim).enumerate().filter(|(_, l)| l.len() >= MIN_REDACTED_LINE) {
+                    if t.contains(line) {
+                        t = t.replace(line, &format!("[secret {name}, line {}]", i + 1));
+                    }
+                }
+            }
+            t
+        })
     }
 
     fn fields_within_limit(&self, fields: &[Field]) -> Result<(), RecordError> {
@@ -1058,7 +1077,20 @@ impl Runtime {
                 if let Step::Done(Some(text)) = &mut step {
                     *text = redact(std::mem::take(text));
                 }
-                self.within_limit(step_bytes(&step)).map(|()| step)
+                // A wait's table, record and condition are stored and shown
+                // (and quoted in errors): a wait naming a secret it read is refused.
+                let named = match &step {
+                    Step::WaitFor(w) => [w.table.as_str(), w.id.as_str(), w.condition.as_str()].into_iter().find(|t| redact(t.to_string()) != *t),
+                    Step::WaitForQuery(w) => [w.table.as_str(), w.filter.as_str()].into_iter().find(|t| redact(t.to_string()) != *t),
+                    _ => None,
+                };
+                match named {
+                    Some(text) => Err(CallError::Permanent(format!(
+                        "its wait holds the value of a secret it read ({}): a wait's condition is stored and shown, so weir refuses it",
+                        clip(redact(text.to_string()))
+                    ))),
+                    None => self.within_limit(step_bytes(&step)).map(|()| step),
+                }
             }
             Ok(Err(wit::WorkflowError::Transient(m))) => Err(CallError::Transient(clip(redact(m)))),
             Ok(Err(wit::WorkflowError::Permanent(m))) => Err(CallError::Permanent(clip(redact(m)))),

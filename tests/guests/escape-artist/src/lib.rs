@@ -172,8 +172,36 @@ impl exports::weir::plugin::handler::Guest for Artist {
     }
 }
 
+/// With `"leak": "wait"` (or `"bad-wait"`) in its input, a workflow reads the
+/// secret it is granted, logs it line by line, and waits on a condition that
+/// holds it (`"bad-wait"`: over a column that does not exist, so weir's own
+/// error would quote it).
+fn leak_through_a_wait(ctx: &Context) -> Option<Result<Step, WorkflowError>> {
+    let input = weir_guest::json(&ctx.input);
+    let mode = input["leak"].as_str()?;
+    let name = input["secret"].as_str().unwrap_or("hook");
+    let value = match weir_guest::secrets::get(name) {
+        Ok(v) => v,
+        Err(e) => return Some(Err(WorkflowError::Permanent(format!("no secret: {e:?}")))),
+    };
+    for line in value.lines() {
+        weir_guest::info(&format!("line: {line}"));
+    }
+    let first = value.lines().next().unwrap_or_default().replace('\'', "''");
+    let column = if mode == "bad-wait" { "nope" } else { "name" };
+    Some(Ok(Step::WaitForQuery(exports::weir::plugin::runner::WaitForQuery {
+        table: input["table"].as_str().unwrap_or("thing").into(),
+        filter: format!("{column} eq '{first}'"),
+        timeout_ms: 600_000,
+        state: vec![],
+    })))
+}
+
 impl exports::weir::plugin::runner::Guest for Artist {
     fn run(ctx: Context, _state: Option<Vec<u8>>) -> Result<Step, WorkflowError> {
+        if let Some(step) = leak_through_a_wait(&ctx) {
+            return step;
+        }
         match try_to_escape(&ctx) {
             Ok(all_blocked) => Err(WorkflowError::Permanent(all_blocked)),
             Err(escaped) => Err(WorkflowError::Transient(escaped)),
