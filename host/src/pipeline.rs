@@ -105,6 +105,9 @@ const WRITER_QUEUE: usize = 4096;
 
 /// How long a group takes in new members before it commits.
 const GROUP_WINDOW: Duration = Duration::from_millis(20);
+/// A group that held the store longer than this is followed by a pause
+/// before the next group of the same run (see [`Pipeline::run_group`]).
+const SLOW_GROUP: Duration = Duration::from_millis(100);
 
 /// How one operation of a group went.
 struct Member {
@@ -397,7 +400,17 @@ impl Pipeline {
         let mut answers = Vec::with_capacity(requests.len());
         let mut rest = requests.into_iter().peekable();
         while rest.peek().is_some() {
+            let started = Instant::now();
             answers.extend(self.run_one_group(&mut rest));
+            // Groups of slow operations (steps spinning towards their budget)
+            // leave the store unlocked for a while before the next: other
+            // processes wait for SQLite's lock by polling (up to every 100 ms),
+            // and would otherwise always find it taken again. (This
+            // process's writers take turns by the write turn's fair unlock.)
+            let held = started.elapsed();
+            if held > SLOW_GROUP && rest.peek().is_some() {
+                std::thread::sleep((held / 4).min(Duration::from_millis(100)));
+            }
         }
         answers
     }

@@ -427,3 +427,46 @@ fn a_secret_cannot_be_stored_through_a_wait_or_logged_line_by_line() {
     }
     assert!(!String::from_utf8_lossy(&out.stderr).contains("MIIEvQIBADAN"), "weir's log shows no line of it");
 }
+
+/// Item 13 (low): one `POST …/batch` whose step spun to a 200 ms budget held
+/// other writers back for minutes. A batch runs in groups and gives the
+/// write turn to the writer that waited longest between them, so creates on
+/// another table go through while it runs, each within the busy bound.
+#[test]
+fn a_slow_batch_takes_turns_with_other_writers() {
+    let env = Env::new();
+    env.run(&["table", "create", "slow", "--column", "n:integer"]).ok();
+    env.run(&["table", "create", "fast", "--column", "n:integer"]).ok();
+    env.add_example("spin-forever");
+    let step = "spin --plugin spin-forever --message create --table slow --stage pre-operation --fuel 100000000000 --timeout-ms 200";
+    env.run(&[&["step", "add"][..], &step.split(' ').collect::<Vec<_>>()].concat()).ok();
+    let s = std::sync::Arc::new(crate::common::Server::start(&env, &[]));
+    let batch: Vec<serde_json::Value> = (0..25).map(|n| json!({"n": n})).collect();
+    let started = std::time::Instant::now();
+    let slow = {
+        let s = s.clone();
+        std::thread::spawn(move || s.post("/api/data/slow/batch", &serde_json::Value::Array(batch)))
+    };
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let mut during = Vec::new();
+    let mut cli = Vec::new();
+    while !slow.is_finished() {
+        let asked = std::time::Instant::now();
+        let r = s.post("/api/data/fast", &json!({"n": 1}));
+        during.push((r.status, asked.elapsed()));
+        // And a writer of another process, which meets the batch at SQLite's lock.
+        let asked = std::time::Instant::now();
+        let out = env.run(&["record", "create", "fast", r#"{"n": 2}"#]);
+        cli.push((out.code, asked.elapsed(), out.stderr));
+    }
+    let batch = slow.join().unwrap();
+    assert_eq!(batch.status, 200, "{}", batch.text);
+    let spun = started.elapsed();
+    assert!(spun > std::time::Duration::from_secs(4), "the batch took its time ({spun:?}): the test saw it running");
+    let stored = during.iter().filter(|(s, _)| *s == 201).count();
+    assert!(during.iter().all(|(s, _)| *s == 201), "every create during the batch was stored, none refused as busy: {during:?}");
+    assert!(stored >= 4, "creates went through while the batch ran: {stored} in {spun:?}");
+    assert!(cli.iter().all(|(code, _, _)| *code == 0), "every CLI create during the batch was stored: {cli:?}");
+    let worst = during.iter().map(|(_, t)| *t).chain(cli.iter().map(|(_, t, _)| *t)).max().unwrap();
+    assert!(worst < std::time::Duration::from_secs(3), "a create waited {worst:?}, beyond the busy bound");
+}

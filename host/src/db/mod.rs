@@ -199,9 +199,20 @@ impl Drop for Pooled {
     }
 }
 
-/// The turn to write of one operation: held from before `BEGIN IMMEDIATE`
-/// until after its `COMMIT` or `ROLLBACK`; dropping it lets the next one write.
-pub type WriteTurn = parking_lot::ArcMutexGuard<parking_lot::RawMutex, ()>;
+/// The turn to write of one operation (or group): held from before `BEGIN
+/// IMMEDIATE` until after its `COMMIT` or `ROLLBACK`. Dropping it hands the
+/// turn to the writer that has waited longest (a fair unlock): a caller that
+/// writes group after group (a batch, an import) takes turns with the
+/// others instead of taking the lock straight back.
+pub struct WriteTurn(Option<parking_lot::ArcMutexGuard<parking_lot::RawMutex, ()>>);
+
+impl Drop for WriteTurn {
+    fn drop(&mut self) {
+        if let Some(guard) = self.0.take() {
+            parking_lot::ArcMutexGuard::unlock_fair(guard);
+        }
+    }
+}
 
 impl Pool {
     pub fn new(db: Db, busy_wait: Duration) -> Pool {
@@ -213,7 +224,7 @@ impl Pool {
     /// [`DbError::Busy`], as for SQLite's lock). Other processes still meet at
     /// SQLite's lock.
     pub fn write_turn(&self) -> Result<WriteTurn> {
-        self.turn.try_lock_arc_for(self.busy_wait).ok_or_else(|| {
+        self.turn.try_lock_arc_for(self.busy_wait).map(|g| WriteTurn(Some(g))).ok_or_else(|| {
             DbError::Busy(format!(
                 "another operation of this process kept the store for over {} ms; nothing was written: try again",
                 self.busy_wait.as_millis()
