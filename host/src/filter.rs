@@ -83,12 +83,17 @@ enum Tok {
 pub const MAX_LEN: usize = 4096;
 /// Deepest accepted nesting of parentheses and `not`.
 const MAX_DEPTH: usize = 64;
+/// Most comparisons one expression may make: each is evaluated for every
+/// row a query reads (a job's target is read out of its JSON context), so
+/// hundreds of them made one listing cost seconds.
+pub const MAX_COMPARISONS: usize = 32;
 
 struct Parser<'a> {
     input: &'a str,
     toks: Vec<(Tok, usize)>,
     at: usize,
     depth: usize,
+    comparisons: usize,
 }
 
 /// Parses an expression.
@@ -101,7 +106,7 @@ pub fn parse(input: &str) -> Result<Expr, FilterError> {
     if toks.is_empty() {
         return Err(err(0, "the expression is empty".into()));
     }
-    let mut p = Parser { input, toks, at: 0, depth: 0 };
+    let mut p = Parser { input, toks, at: 0, depth: 0, comparisons: 0 };
     let e = p.or()?;
     if let Some((t, pos)) = p.toks.get(p.at) {
         return Err(p.err(*pos, format!("expected `and`, `or` or the end, found {}", describe(t))));
@@ -299,6 +304,10 @@ impl Parser<'_> {
                 };
                 if value == Literal::Null && !matches!(op, Op::Eq | Op::Ne) {
                     return Err(self.err(pos, "null can only be compared with eq or ne".into()));
+                }
+                self.comparisons += 1;
+                if self.comparisons > MAX_COMPARISONS {
+                    return Err(self.err(pos, format!("more than {MAX_COMPARISONS} comparisons: narrow the expression (each is evaluated for every row)")));
                 }
                 Ok(Expr::Cmp { field, op, value, pos })
             }
@@ -565,6 +574,10 @@ mod tests {
         assert!(parse("x eq 1; DROP TABLE t").unwrap_err().message.contains("unexpected character `;`"));
         let deep = format!("{}a eq 1{}", "(".repeat(100), ")".repeat(100));
         assert!(parse(&deep).unwrap_err().message.contains("nested deeper"));
+        let terms = |n: usize| (0..n).map(|i| format!("a eq {i}")).collect::<Vec<_>>().join(" or ");
+        assert!(parse(&terms(MAX_COMPARISONS)).is_ok());
+        let many = parse(&terms(MAX_COMPARISONS + 1)).unwrap_err();
+        assert!(many.message.contains("more than 32 comparisons"), "{many}");
     }
 
     #[test]

@@ -470,3 +470,35 @@ fn a_slow_batch_takes_turns_with_other_writers() {
     let worst = during.iter().map(|(_, t)| *t).chain(cli.iter().map(|(_, t, _)| *t)).max().unwrap();
     assert!(worst < std::time::Duration::from_secs(3), "a create waited {worst:?}, beyond the busy bound");
 }
+
+/// Item 14 (low): a job filter of hundreds of `regarding` comparisons took
+/// seconds per request (each reads every job's JSON context), and a wait with
+/// an endless timeout was kept and shown as `4611686018427387903`. A filter
+/// makes at most 32 comparisons (400 naming the limit), and a wait past the
+/// end of year 9999 is refused.
+#[test]
+fn filters_are_bounded_in_comparisons_and_waits_end_before_the_year_10000() {
+    let env = Env::new();
+    env.run(&["table", "create", "approval", "--column", "expense:text"]).ok();
+    let many = (0..33).map(|i| format!("regarding eq 'r{i}'")).collect::<Vec<_>>().join(" or ");
+    let out = env.run(&["jobs", "list", "--filter", &many]);
+    assert_ne!(out.code, 0);
+    assert!(out.stderr.contains("more than 32 comparisons"), "{}", out.stderr);
+    let fine = (0..32).map(|i| format!("regarding eq 'r{i}'")).collect::<Vec<_>>().join(" or ");
+    env.run(&["jobs", "list", "--filter", &fine]).ok();
+    let s = crate::common::Server::start(&env, &[]);
+    let r = s.get(&format!("/api/jobs?$filter={}", crate::common::q(&many)));
+    assert_eq!(r.status, 400, "{}", r.text);
+    // A wait that would end after 9999-12-31.
+    env.add_example("contract-probe");
+    let input = json!({"wait": {"table": "approval", "filter": "expense eq 'E1'", "timeout_ms": u64::MAX}}).to_string();
+    let id = env.run(&["background", "submit", "contract-probe", "--input", &input, "--grant", "approval:read", "--json"]).ok().json()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    env.run(&["work", "--until-idle"]).ok();
+    let job = env.run(&["jobs", "show", &id, "--json"]).ok().json();
+    assert_eq!((job["status"].as_str(), job["error_code"].as_str()), (Some("Failed"), Some("invalid_wait")), "{job}");
+    assert!(job["error"].as_str().unwrap().contains("after the end of year 9999"), "{job}");
+    assert!(!job.to_string().contains("4611686018427387903"), "{job}");
+}

@@ -250,6 +250,7 @@ async fn execute(
     let code = result.as_ref().map_or_else(|e| e.code(), |_| "ok");
     let outcome = match result {
         Ok(Step::Done(result)) => Outcome::Succeeded { result },
+        Ok(Step::WaitUntil(w)) if w.at > crate::time::MAX_MS => past_9999(&job.plugin, w.at),
         Ok(Step::WaitUntil(w)) => Outcome::Wait(Wait { until: w.at, table: None, record: None, condition: None, state: w.state }),
         Ok(Step::WaitForQuery(w)) => wait_on(pool, job, w.table, None, w.filter, w.timeout_ms, w.state),
         Ok(Step::WaitFor(w)) => wait_on(pool, job, w.table, Some(w.id), w.condition, w.timeout_ms, w.state),
@@ -261,6 +262,16 @@ async fn execute(
     };
     let changes = std::mem::take(&mut *pending.lock());
     (outcome, code, stats, changes)
+}
+
+/// A wait (or its timeout) past the end of year 9999, the last time weir
+/// can write: refused, permanently.
+fn past_9999(plugin: &str, at: i64) -> Outcome {
+    Outcome::Failed {
+        code: "invalid_wait".into(),
+        message: format!("{plugin}: cannot wait that long: the wait would end at {at} ms since 1970, after the end of year 9999 (the latest time weir keeps)"),
+        permanent: true,
+    }
 }
 
 /// How an attempt of `job` is named in its errors: the job and its step (or plug-in).
@@ -282,18 +293,16 @@ fn wait_on(pool: &Pool, job: &Claimed, table: String, record: Option<String>, co
         let what = if record.is_some() { "wait-for" } else { "wait-for-query" };
         return Outcome::Failed { code: "denied".into(), message: format!("{plugin}: cannot {what} on table {table}: {why}"), permanent: true };
     }
+    let until = crate::time::now_ms().saturating_add(i64::try_from(timeout_ms).unwrap_or(i64::MAX));
+    if until > crate::time::MAX_MS {
+        return past_9999(plugin, until);
+    }
     let checked = match &record {
         Some(id) if id.contains('\0') => Err(Error::invalid("the record id holds the NUL character (U+0000): no record has such an id")),
         _ => off_executor(|| pool.with_conn(|conn| jobs::waits::check_condition(conn, &table, &condition))),
     };
     match checked {
-        Ok(()) => Outcome::Wait(Wait {
-            until: crate::time::now_ms().saturating_add(timeout_ms.min(i64::MAX as u64) as i64),
-            table: Some(table),
-            record,
-            condition: Some(condition),
-            state,
-        }),
+        Ok(()) => Outcome::Wait(Wait { until, table: Some(table), record, condition: Some(condition), state }),
         Err(e) => Outcome::Failed { code: "invalid_wait".into(), message: format!("{plugin}: cannot wait for that: {e}"), permanent: true },
     }
 }
