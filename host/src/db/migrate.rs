@@ -23,7 +23,7 @@ use super::conn::{Connection, DbError, Result, TransactionBehavior};
 use super::dialect::Dialect;
 
 /// The schema version this weir writes and reads.
-pub const SCHEMA_VERSION: usize = 12;
+pub const SCHEMA_VERSION: usize = 13;
 
 /// A migration's number and its SQL.
 struct Migration {
@@ -50,11 +50,13 @@ const SQLITE: &[Migration] = migrations!("sqlite":
     10 => "0010_contract_exact_decimals.sql",
     11 => "0011_callbacks_by_job.sql",
     12 => "0012_no_polyfills.sql",
+    13 => "0013_wait_keys.sql",
 );
 
 const POSTGRES: &[Migration] = migrations!("postgres":
     11 => "0011_schema.sql",
     12 => "0012_no_polyfills.sql",
+    13 => "0013_wait_keys.sql",
 );
 
 /// The number PostgreSQL databases made before the one count recorded for

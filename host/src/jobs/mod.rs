@@ -314,6 +314,10 @@ pub struct Wait {
     pub table: Option<String>,
     pub record: Option<String>,
     pub condition: Option<String>,
+    /// For wait-for-query: the equality every matching record meets (column,
+    /// value as text), if the filter has one: a write looks the wait up by it.
+    #[serde(skip)]
+    pub key: Option<(String, String)>,
     #[serde(skip)]
     pub state: Vec<u8>,
 }

@@ -284,6 +284,8 @@ impl Transition {
 }
 
 const RELEASE_LEASE: &str = "lease_owner = NULL, lease_until = NULL";
+/// A wait that ended keeps no key (see `jobs::waits`).
+const NO_KEY: &str = "wait_key_column = NULL, wait_key_value = NULL";
 
 /// The `statecode = .., statuscode = ..` a transition sets, where it is one
 /// status for all its sources (None where it keeps the status or depends on it).
@@ -579,8 +581,19 @@ impl Attempt<'_> {
 
     /// The workflow asked to wait: Waiting, holding no worker, its timer at `wait.until`.
     pub(crate) fn wait(&self, conn: &Connection, wait: &Wait) -> Result<bool> {
-        let set = ["wait = ?6", "postpone_until = ?7", "wait_table = ?8", "wait_record = ?9", "state = ?10", "error_code = NULL", "error_message = NULL"];
-        self.end(conn, Transition::Wait, &set, &[&wait.doc().to_string(), &wait.until, &wait.table, &wait.record, &wait.state])
+        let set = [
+            "wait = ?6",
+            "postpone_until = ?7",
+            "wait_table = ?8",
+            "wait_record = ?9",
+            "state = ?10",
+            "wait_key_column = ?11",
+            "wait_key_value = ?12",
+            "error_code = NULL",
+            "error_message = NULL",
+        ];
+        let (column, value) = (wait.key.as_ref().map(|k| &k.0), wait.key.as_ref().map(|k| &k.1));
+        self.end(conn, Transition::Wait, &set, &[&wait.doc().to_string(), &wait.until, &wait.table, &wait.record, &wait.state, &column, &value])
     }
 
     /// Its pool shut down before the attempt finished: Ready at once, not counted.
@@ -611,11 +624,15 @@ impl Attempt<'_> {
             "wait_table = COALESCE(?9, wait_table)",
             "wait_record = COALESCE(?10, wait_record)",
             "state = COALESCE(?11, state)",
+            // A new wait brings its own key (or none).
+            "wait_key_column = CASE WHEN ?7 IS NULL THEN wait_key_column ELSE ?12 END",
+            "wait_key_value = CASE WHEN ?7 IS NULL THEN wait_key_value ELSE ?13 END",
         ];
         let doc = wait.map(|w| w.doc().to_string());
         let (until, table, record, state) =
             (wait.map(|w| w.until), wait.and_then(|w| w.table.clone()), wait.and_then(|w| w.record.clone()), wait.map(|w| w.state.clone()));
-        self.end_giving_back(conn, Transition::FinishPausing, &set, &[&uncount, &doc, &until, &table, &record, &state], uncount)
+        let (column, value) = (wait.and_then(|w| w.key.as_ref().map(|k| k.0.clone())), wait.and_then(|w| w.key.as_ref().map(|k| k.1.clone())));
+        self.end_giving_back(conn, Transition::FinishPausing, &set, &[&uncount, &doc, &until, &table, &record, &state, &column, &value], uncount)
     }
 }
 
@@ -680,7 +697,7 @@ pub(crate) fn wake_due(conn: &Connection, now: i64) -> Result<usize> {
     let d = conn.dialect();
     let reason = format!("CASE WHEN {} IN ('for', 'query') THEN 'timed-out' ELSE 'timer' END", d.json_text("wait", "kind"));
     let sql = format!(
-        "UPDATE weir_jobs SET {}, attempts = 0, postpone_until = NULL, wait_table = NULL, wait_record = NULL, wait = {}
+        "UPDATE weir_jobs SET {}, attempts = 0, postpone_until = NULL, wait_table = NULL, wait_record = NULL, {NO_KEY}, wait = {}
          WHERE postpone_until <= ?1 AND {}",
         status_sql(Transition::Wake).unwrap_or_default(),
         d.json_set("wait", "wake", JsonArg::Text(&reason)),
@@ -697,11 +714,12 @@ pub(crate) fn wake_condition_met(conn: &Connection, id: &str) -> Result<bool> {
 
 /// What a job woken from its wait with `reason` (an SQL expression) sets:
 /// fresh attempts, no earlier than its postponement, no longer waiting.
-fn woken(d: Dialect, reason: &str) -> [String; 5] {
+fn woken(d: Dialect, reason: &str) -> [String; 6] {
     [
         "attempts = 0".into(),
         format!("postpone_until = CAST({} AS BIGINT)", d.json_text("wait", "not_before_ms")),
         "wait_table = NULL".into(),
+        NO_KEY.into(),
         "wait_record = NULL".into(),
         format!("wait = {}", d.json_set("wait", "wake", JsonArg::Text(reason))),
     ]
@@ -718,7 +736,7 @@ pub(crate) fn note_condition_met(conn: &Connection, id: &str) -> Result<bool> {
 pub(crate) fn abandon(conn: &Connection, cutoff: i64, now: i64) -> Result<Vec<String>> {
     let t = Transition::Abandon;
     let sql = format!(
-        "UPDATE weir_jobs SET {}, completed_at = ?2, wait_table = NULL, wait_record = NULL,
+        "UPDATE weir_jobs SET {}, completed_at = ?2, wait_table = NULL, wait_record = NULL, {NO_KEY},
              error_code = 'abandoned', error_message = 'the wait was abandoned: still paused long after its timeout'
          WHERE wait IS NOT NULL AND postpone_until <= ?1 AND {} RETURNING id",
         status_sql(t).unwrap_or_default(),
@@ -760,7 +778,7 @@ pub(crate) fn resume_waiting(conn: &Connection, id: &str) -> Result<bool> {
 
 /// Cancels a job that is not running: Canceled.
 pub(crate) fn cancel(conn: &Connection, id: &str, now: i64) -> Result<bool> {
-    let set = ["completed_at = ?2", "wait_table = NULL", "wait_record = NULL", "error_code = 'canceled'", "error_message = 'canceled by an operator'"];
+    let set = ["completed_at = ?2", "wait_table = NULL", "wait_record = NULL", NO_KEY, "error_code = 'canceled'", "error_message = 'canceled by an operator'"];
     let applied = apply(conn, Transition::Cancel, &set, "", &[&id, &now])?;
     if applied {
         finished(conn, id, now)?;
@@ -857,7 +875,7 @@ mod tests {
     /// Makes transition `t` on job `j` at time 10 (after its lease and timer).
     fn make(conn: &Connection, t: Transition) -> bool {
         let a = Attempt { id: "j", worker: "w", now: 10, duration_ms: 1, trace: "[]" };
-        let w = Wait { until: 20, table: None, record: None, condition: None, state: vec![] };
+        let w = Wait { until: 20, table: None, record: None, condition: None, key: None, state: vec![] };
         match t {
             Transition::Claim => claim(conn, "w", 10, 100, 10, |r| r.get::<_, String>(0)).unwrap().len() == 1,
             Transition::Heartbeat => heartbeat(conn, "w", 100, &[]).unwrap() == 1,

@@ -24,27 +24,82 @@ pub fn wake_due(conn: &Connection, now: i64) -> Result<usize> {
 }
 
 /// Checks a wait-for before a job is suspended on it: the table exists and the
-/// condition is an expression over its columns.
-pub fn check_condition(conn: &Connection, table: &str, condition: &str) -> Result<()> {
+/// condition is an expression over its columns. Returns the condition's key
+/// ([`key_of`]), which a wait-for-query is kept under.
+pub fn check_condition(conn: &Connection, table: &str, condition: &str) -> Result<Option<(String, String)>> {
     let def = records::require_table(conn, table)?;
     let expr = filter::parse(condition).map_err(|e| Error::invalid(e.to_string()))?;
-    filter::check(&expr, condition, &|f| def.kind(f)).map_err(|e| Error::invalid(e.to_string()))
+    filter::check(&expr, condition, &|f| def.kind(f)).map_err(|e| Error::invalid(e.to_string()))?;
+    Ok(key_of(&expr, &def))
+}
+
+/// The equality every record matching `expr` meets, if it has one: the
+/// first `column eq value` among its top-level `and`s, on a text, reference,
+/// integer or boolean column (or `id`), as the column and the value's text.
+/// A write then reads only the waits keyed by its record's values (and
+/// those without a key), however many wait on the table.
+pub fn key_of(expr: &filter::Expr, def: &TableDef) -> Option<(String, String)> {
+    use crate::values::ColType;
+    use filter::{Expr, Literal, Op};
+    match expr {
+        Expr::And(a, b) => key_of(a, def).or_else(|| key_of(b, def)),
+        Expr::Cmp { field, op: Op::Eq, value, .. } => {
+            let ty = if field == "id" { ColType::Text } else { def.column(field)?.ty.clone() };
+            let text = match (ty, value) {
+                (ColType::Text | ColType::Ref(_), Literal::Str(s)) => s.clone(),
+                (ColType::Integer, Literal::Int(n)) => n.to_string(),
+                (ColType::Boolean, Literal::Bool(b)) => b.to_string(),
+                _ => return None,
+            };
+            Some((field.clone(), text))
+        }
+        _ => None,
+    }
+}
+
+/// The text a key of column `field` has for `rec` (as [`key_of`] writes it).
+fn key_value(rec: &Record, field: &str) -> Option<String> {
+    use crate::values::Value;
+    if field == "id" {
+        return Some(rec.id.clone());
+    }
+    match rec.get(field)? {
+        Value::Text(s) => Some(s.clone()),
+        Value::Reference(r) => Some(r.id.clone()),
+        Value::Integer(n) => Some(n.to_string()),
+        Value::Boolean(b) => Some(b.to_string()),
+        _ => None,
+    }
 }
 
 /// Record `rec` of `def` was created or updated (in the writer's
 /// transaction): jobs waiting for it whose condition now holds, and jobs
 /// waiting for a record of its table that it matches, wake up; paused ones
 /// remember it for their resume. Returns how many.
+///
+/// Waits for a record of the table are read by key: those keyed by one of
+/// the record's values, and those without a key. A write's cost grows with
+/// the waits it can meet, not with every wait on its table.
 pub fn record_changed(conn: &Connection, def: &TableDef, rec: &Record) -> Result<usize> {
     let (waiting_on, paused) = (Status::Waiting.statuscode(), Status::Paused.statuscode());
-    let of_record = format!(
-        "SELECT id, statuscode, wait FROM weir_jobs
-         WHERE wait_table = ?1 AND wait_record = ?2 AND statecode = 1 AND statuscode IN ({waiting_on}, {paused})"
-    );
-    let of_table = format!(
-        "SELECT id, statuscode, wait FROM weir_jobs
-         WHERE wait_table = ?1 AND wait_record IS NULL AND statecode = 1 AND statuscode IN ({waiting_on}, {paused})"
-    );
+    let waiting = format!("statecode = 1 AND statuscode IN ({waiting_on}, {paused})");
+    let of_record = format!("SELECT id, statuscode, wait FROM weir_jobs WHERE wait_table = ?1 AND wait_record = ?2 AND {waiting}");
+    // Unkeyed waits, and those keyed by each of the record's values.
+    let mut of_table =
+        format!("SELECT id, statuscode, wait FROM weir_jobs WHERE wait_table = ?1 AND wait_record IS NULL AND wait_key_column IS NULL AND {waiting}");
+    let mut keys: Vec<crate::db::ValueRef<'_>> = vec![def.name.as_str().into()];
+    let columns = std::iter::once("id").chain(def.columns.iter().map(|c| c.name.as_str()));
+    for column in columns {
+        if let Some(value) = key_value(rec, column) {
+            of_table.push_str(&format!(
+                " UNION ALL SELECT id, statuscode, wait FROM weir_jobs WHERE wait_table = ?1 AND wait_record IS NULL AND wait_key_column = ?{} AND wait_key_value = ?{} AND {waiting}",
+                keys.len() + 1,
+                keys.len() + 2
+            ));
+            keys.push(crate::db::ValueRef::Text(std::borrow::Cow::Owned(column.to_string())));
+            keys.push(crate::db::ValueRef::Text(std::borrow::Cow::Owned(value)));
+        }
+    }
     // The condition is read from the stored wait here, not by the database:
     // one job's wait that does not parse (damaged, or holding what the
     // database's JSON type refuses) then wakes nobody, instead of failing the
@@ -57,7 +112,7 @@ pub fn record_changed(conn: &Connection, def: &TableDef, rec: &Record) -> Result
     let row = |r: &crate::db::Row<'_>| Ok((r.get(0)?, r.get(1)?, condition_of(r.get::<_, Option<String>>(2)?)));
     let mut waiting: Vec<(String, i64, String)> =
         conn.prepare_cached(&of_record)?.query_map(params![def.name, rec.id], row)?.collect::<crate::db::Result<_>>()?;
-    waiting.extend(conn.prepare_cached(&of_table)?.query_map(params![def.name], row)?.collect::<crate::db::Result<Vec<_>>>()?);
+    waiting.extend(conn.prepare_cached(&of_table)?.query_map(crate::db::params_from_iter(keys), row)?.collect::<crate::db::Result<Vec<_>>>()?);
     let mut woken = 0;
     for (job, statuscode, condition) in waiting {
         let holds = filter::parse(&condition).is_ok_and(|expr| filter::eval(&expr, &|f| rec.scalar(def, f)));

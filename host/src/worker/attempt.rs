@@ -251,7 +251,7 @@ async fn execute(
     let outcome = match result {
         Ok(Step::Done(result)) => Outcome::Succeeded { result },
         Ok(Step::WaitUntil(w)) if w.at > crate::time::MAX_MS => past_9999(&job.plugin, w.at),
-        Ok(Step::WaitUntil(w)) => Outcome::Wait(Wait { until: w.at, table: None, record: None, condition: None, state: w.state }),
+        Ok(Step::WaitUntil(w)) => Outcome::Wait(Wait { until: w.at, table: None, record: None, condition: None, key: None, state: w.state }),
         Ok(Step::WaitForQuery(w)) => wait_on(pool, job, w.table, None, w.filter, w.timeout_ms, w.state),
         Ok(Step::WaitFor(w)) => wait_on(pool, job, w.table, Some(w.id), w.condition, w.timeout_ms, w.state),
         Err(CallError::Canceled) => Outcome::Interrupted,
@@ -302,7 +302,11 @@ fn wait_on(pool: &Pool, job: &Claimed, table: String, record: Option<String>, co
         _ => off_executor(|| pool.with_conn(|conn| jobs::waits::check_condition(conn, &table, &condition))),
     };
     match checked {
-        Ok(()) => Outcome::Wait(Wait { until, table: Some(table), record, condition: Some(condition), state }),
+        // A wait for one record is found by the record; one for any record by its key.
+        Ok(key) => {
+            let key = if record.is_some() { None } else { key };
+            Outcome::Wait(Wait { until, table: Some(table), record, condition: Some(condition), key, state })
+        }
         Err(e) => Outcome::Failed { code: "invalid_wait".into(), message: format!("{plugin}: cannot wait for that: {e}"), permanent: true },
     }
 }
