@@ -40,6 +40,46 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// Opens the database for a long-running node (`work`, `serve`): while the
+/// database cannot be reached or written for a passing reason (a full disk,
+/// an I/O error, a PostgreSQL server that is down), it waits and tries again
+/// (said once, then every minute) instead of exiting; anything else (a bad
+/// path, a newer schema) ends it at once.
+fn open_waiting(open: &dyn Fn() -> Result<Weir>) -> Result<Weir> {
+    let started = std::time::Instant::now();
+    let mut wait = std::time::Duration::from_millis(250);
+    let mut said = None::<std::time::Instant>;
+    loop {
+        match open() {
+            Ok(weir) => {
+                if said.is_some() {
+                    tracing::warn!("the database opened after {:.1} s of waiting", started.elapsed().as_secs_f64());
+                }
+                return Ok(weir);
+            }
+            Err(e) if passing(&e) => {
+                if said.is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(60)) {
+                    errln(format_args!("cannot open the database yet ({e}); waiting and trying again (a full disk? a database server that is down?)"));
+                    said = Some(std::time::Instant::now());
+                }
+                std::thread::sleep(wait);
+                wait = (wait * 2).min(std::time::Duration::from_secs(5));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Whether opening failed for a reason that may pass by itself.
+fn passing(e: &Error) -> bool {
+    use rusqlite::ErrorCode::{DatabaseBusy, DatabaseLocked, DiskFull, SystemIoFailure};
+    match e {
+        Error::Unavailable(_) | Error::Busy(_) => true,
+        Error::Db(crate::db::DbError::Sqlite(e)) => matches!(e.sqlite_error_code(), Some(DiskFull | SystemIoFailure | DatabaseBusy | DatabaseLocked)),
+        _ => false,
+    }
+}
+
 /// Opens the database with the command line's settings.
 fn open_weir(db: &std::path::Path, op_budget_ms: u64, cache_dir: Option<PathBuf>) -> Result<Weir> {
     let settings = crate::pipeline::Settings { op_budget: std::time::Duration::from_millis(op_budget_ms), ..Default::default() };
@@ -869,7 +909,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Bench { json, only, components } => crate::bench::run(json, only.as_deref(), &components, &cli.db),
         Command::Work { workers, lease_ms, until_idle, shutdown_grace_ms, retention, outbound, json } => {
             let retention = retention.retention();
-            let weir = open()?;
+            let weir = open_waiting(&open)?;
             let shutdown_grace = std::time::Duration::from_millis(shutdown_grace_ms);
             let mut opts = WorkOptions { lease_ms, until_idle, shutdown_grace, retention, ..WorkOptions::default() };
             if let Some(w) = workers {
@@ -913,7 +953,7 @@ fn run(cli: Cli) -> Result<()> {
         } => {
             let retention = retention.retention();
             let allow_origins = allow_origins.iter().map(|o| parse_origin(o)).collect::<Result<Vec<_>>>()?;
-            let weir = std::sync::Arc::new(open()?);
+            let weir = std::sync::Arc::new(open_waiting(&open)?);
             let shutdown_grace = std::time::Duration::from_millis(shutdown_grace_ms);
             let mut work = WorkOptions { lease_ms, shutdown_grace, retention, ..WorkOptions::default() };
             if let Some(w) = workers {
