@@ -255,6 +255,8 @@ fn a_database_from_before_exact_decimals_is_upgraded_keeping_every_value() {
              INSERT INTO data_deal VALUES ('d1', 1, 2, 'float', 0.030000000000000006), ('d2', 3, 4, 'round', 12.5), ('d3', 5, 6, 'none', NULL);
              DROP INDEX weir_jobs_wait_query;
              DROP INDEX weir_callbacks_job;
+             ALTER TABLE weir_jobs DROP COLUMN wait_key_column;
+             ALTER TABLE weir_jobs DROP COLUMN wait_key_value;
              ALTER TABLE weir_plugins DROP COLUMN contract;
              PRAGMA user_version = 9;",
         )
