@@ -611,3 +611,33 @@ fn work_started_on_a_full_disk_waits_for_space() {
     assert!(stderr.contains("cannot open the database yet") && stderr.contains("waiting and trying again"), "{stderr}");
     assert_eq!(stderr.matches("cannot open the database yet").count(), 1, "said once: {stderr}");
 }
+
+/// Item 12, the waits no index can find: a filter without an equality is
+/// evaluated by every write to its table, so a table holds at most
+/// `MAX_UNKEYED_WAITS` of them; one more is refused (saying to add an
+/// equality), while keyed waits are not limited.
+#[test]
+fn waits_without_an_equality_are_bounded_per_table() {
+    let env = Env::new();
+    env.run(&["table", "create", "approval", "--column", "expense:text", "--column", "level:integer"]).ok();
+    env.add_example("contract-probe");
+    let weir = weir::Weir::open(env.db()).unwrap();
+    let submit = |filter: &str| {
+        let mut b = weir::Background::new("contract-probe", json!({"wait": {"table": "approval", "filter": filter, "timeout_ms": 600_000}}), "system");
+        b.grants = vec![weir::steps::Grant::parse("approval:read").unwrap()];
+        weir.submit_background(&b).unwrap()
+    };
+    let max = weir::jobs::waits::MAX_UNKEYED_WAITS as usize;
+    for i in 0..max {
+        submit(&format!("level gt {i}"));
+    }
+    env.run(&["work", "--until-idle"]).ok();
+    let one_more = submit("level lt 0");
+    let keyed = submit("expense eq 'E1'");
+    env.run(&["work", "--until-idle"]).ok();
+    let show = |id: &str| env.run(&["jobs", "show", id, "--json"]).ok().json();
+    let refused = show(&one_more);
+    assert_eq!((refused["status"].as_str(), refused["error_code"].as_str()), (Some("Failed"), Some("invalid_wait")), "{refused}");
+    assert!(refused["error"].as_str().unwrap().contains("add `COLUMN eq VALUE`"), "{refused}");
+    assert_eq!(show(&keyed)["status"], "Waiting", "keyed waits are not limited");
+}

@@ -33,6 +33,42 @@ pub fn check_condition(conn: &Connection, table: &str, condition: &str) -> Resul
     Ok(key_of(&expr, &def))
 }
 
+/// Most waits for a record of one table that have no key (no equality the
+/// index can find them by): every write to the table evaluates each of
+/// them, so their number bounds what a write may cost.
+pub const MAX_UNKEYED_WAITS: i64 = 500;
+
+/// [`check_condition`] for a wait-for-query: also refuses one without a key
+/// when its table already has [`MAX_UNKEYED_WAITS`] such waits.
+pub fn check_query_wait(conn: &Connection, table: &str, condition: &str) -> Result<Option<(String, String)>> {
+    let key = check_condition(conn, table, condition)?;
+    if key.is_none() {
+        let unkeyed: i64 = conn
+            .prepare_cached("SELECT COUNT(*) FROM weir_jobs WHERE wait_table = ?1 AND wait_record IS NULL AND wait_key_column IS NULL AND statecode = 1")?
+            .query_row([table], |r| r.get(0))?;
+        if unkeyed >= MAX_UNKEYED_WAITS {
+            return Err(Error::invalid(format!(
+                "table {table} already has {unkeyed} waits whose filter has no equality (at most {MAX_UNKEYED_WAITS}: every write to the table evaluates each); \
+                 add `COLUMN eq VALUE` to the filter, so the wait is found by it"
+            )));
+        }
+    }
+    Ok(key)
+}
+
+/// Parsed conditions of waits, by their text: a write evaluates the waits it
+/// may meet, and parses each condition once, not once per write.
+fn parsed(condition: &str) -> Option<std::sync::Arc<filter::Expr>> {
+    static CACHE: std::sync::OnceLock<parking_lot::Mutex<lru::LruCache<String, std::sync::Arc<filter::Expr>>>> = std::sync::OnceLock::new();
+    let cache = CACHE.get_or_init(|| parking_lot::Mutex::new(lru::LruCache::new(std::num::NonZeroUsize::new(4096).unwrap_or(std::num::NonZeroUsize::MIN))));
+    if let Some(expr) = cache.lock().get(condition) {
+        return Some(expr.clone());
+    }
+    let expr = std::sync::Arc::new(filter::parse(condition).ok()?);
+    cache.lock().put(condition.to_string(), expr.clone());
+    Some(expr)
+}
+
 /// The equality every record matching `expr` meets, if it has one: the
 /// first `column eq value` among its top-level `and`s, on a text, reference,
 /// integer or boolean column (or `id`), as the column and the value's text.
@@ -115,7 +151,7 @@ pub fn record_changed(conn: &Connection, def: &TableDef, rec: &Record) -> Result
     waiting.extend(conn.prepare_cached(&of_table)?.query_map(crate::db::params_from_iter(keys), row)?.collect::<crate::db::Result<Vec<_>>>()?);
     let mut woken = 0;
     for (job, statuscode, condition) in waiting {
-        let holds = filter::parse(&condition).is_ok_and(|expr| filter::eval(&expr, &|f| rec.scalar(def, f)));
+        let holds = parsed(&condition).is_some_and(|expr| filter::eval(&expr, &|f| rec.scalar(def, f)));
         if !holds {
             continue;
         }

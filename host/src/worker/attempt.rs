@@ -299,7 +299,8 @@ fn wait_on(pool: &Pool, job: &Claimed, table: String, record: Option<String>, co
     }
     let checked = match &record {
         Some(id) if id.contains('\0') => Err(Error::invalid("the record id holds the NUL character (U+0000): no record has such an id")),
-        _ => off_executor(|| pool.with_conn(|conn| jobs::waits::check_condition(conn, &table, &condition))),
+        Some(_) => off_executor(|| pool.with_conn(|conn| jobs::waits::check_condition(conn, &table, &condition))),
+        None => off_executor(|| pool.with_conn(|conn| jobs::waits::check_query_wait(conn, &table, &condition))),
     };
     match checked {
         // A wait for one record is found by the record; one for any record by its key.
