@@ -512,14 +512,8 @@ fn filters_are_bounded_in_comparisons_and_waits_end_before_the_year_10000() {
 #[test]
 fn a_write_reads_only_the_waits_its_record_can_meet() {
     let env = Env::new();
-    env.run(&["table", "create", "approval", "--column", "expense:text", "--column", "level:integer"]).ok();
-    env.add_example("contract-probe");
-    let weir = weir::Weir::open(env.db()).unwrap();
-    let submit = |filter: &str| {
-        let mut b = weir::Background::new("contract-probe", json!({"wait": {"table": "approval", "filter": filter, "timeout_ms": 600_000}}), "system");
-        b.grants = vec![weir::steps::Grant::parse("approval:read").unwrap()];
-        weir.submit_background(&b).unwrap()
-    };
+    let weir = approvals(&env);
+    let submit = |filter: &str| submit_wait(&weir, filter);
     let keyed: Vec<String> = (0..200).map(|i| submit(&format!("expense eq 'E{i}' and level ge 1"))).collect();
     let by_level = submit("level eq 7");
     let unkeyed = submit("level lt 0");
@@ -619,14 +613,8 @@ fn work_started_on_a_full_disk_waits_for_space() {
 #[test]
 fn waits_without_an_equality_are_bounded_per_table() {
     let env = Env::new();
-    env.run(&["table", "create", "approval", "--column", "expense:text", "--column", "level:integer"]).ok();
-    env.add_example("contract-probe");
-    let weir = weir::Weir::open(env.db()).unwrap();
-    let submit = |filter: &str| {
-        let mut b = weir::Background::new("contract-probe", json!({"wait": {"table": "approval", "filter": filter, "timeout_ms": 600_000}}), "system");
-        b.grants = vec![weir::steps::Grant::parse("approval:read").unwrap()];
-        weir.submit_background(&b).unwrap()
-    };
+    let weir = approvals(&env);
+    let submit = |filter: &str| submit_wait(&weir, filter);
     let max = weir::jobs::waits::MAX_UNKEYED_WAITS as usize;
     for i in 0..max {
         submit(&format!("level gt {i}"));
@@ -640,4 +628,18 @@ fn waits_without_an_equality_are_bounded_per_table() {
     assert_eq!((refused["status"].as_str(), refused["error_code"].as_str()), (Some("Failed"), Some("invalid_wait")), "{refused}");
     assert!(refused["error"].as_str().unwrap().contains("add `COLUMN eq VALUE`"), "{refused}");
     assert_eq!(show(&keyed)["status"], "Waiting", "keyed waits are not limited");
+}
+
+/// A table `approval` (expense, level) and contract-probe, opened in process.
+fn approvals(env: &Env) -> weir::Weir {
+    env.run(&["table", "create", "approval", "--column", "expense:text", "--column", "level:integer"]).ok();
+    env.add_example("contract-probe");
+    weir::Weir::open(env.db()).unwrap()
+}
+
+/// Submits a contract-probe job that waits for an approval matching `filter`.
+fn submit_wait(weir: &weir::Weir, filter: &str) -> String {
+    let mut b = weir::Background::new("contract-probe", json!({"wait": {"table": "approval", "filter": filter, "timeout_ms": 600_000}}), "system");
+    b.grants = vec![weir::steps::Grant::parse("approval:read").unwrap()];
+    weir.submit_background(&b).unwrap()
 }
