@@ -529,3 +529,29 @@ impl Drop for Cluster {
         let _ = Command::new("bash").arg(Self::script()).arg("stop").arg(self.dir.path()).output();
     }
 }
+
+/// Makes every change of a job into `statecode` fail, as a full disk would
+/// (a trigger named `name`, on either database); [`allow_statecode`] ends it.
+pub fn refuse_statecode(env: &Env, conn: &weir::db::Connection, name: &str, statecode: i64) {
+    let sql = if env.is_postgres() {
+        format!(
+            "CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN
+               IF NEW.statecode = {statecode} THEN RAISE EXCEPTION 'simulated: database or disk is full'; END IF;
+               RETURN NEW;
+             END $$;
+             CREATE TRIGGER {name} BEFORE UPDATE OF statecode ON weir_jobs FOR EACH ROW EXECUTE FUNCTION {name}();"
+        )
+    } else {
+        format!(
+            "CREATE TRIGGER {name} BEFORE UPDATE OF statecode ON weir_jobs WHEN NEW.statecode = {statecode}
+             BEGIN SELECT RAISE(ABORT, 'simulated: database or disk is full'); END;"
+        )
+    };
+    conn.execute_batch(&sql).unwrap();
+}
+
+/// Ends [`refuse_statecode`]'s refusal `name`.
+pub fn allow_statecode(env: &Env, conn: &weir::db::Connection, name: &str) {
+    let sql = if env.is_postgres() { format!("DROP TRIGGER {name} ON weir_jobs") } else { format!("DROP TRIGGER {name}") };
+    conn.execute_batch(&sql).unwrap();
+}

@@ -73,17 +73,7 @@ fn an_outcome_that_cannot_be_recorded_lets_its_lease_expire_and_is_not_counted()
     env.add_example("notify");
     let id = env.run(&["background", "submit", "notify", "--input", "{}", "--json"]).ok().json()["id"].as_str().unwrap().to_string();
     let conn = env.sql();
-    conn.execute_batch(if env.is_postgres() {
-        "CREATE FUNCTION refuse_outcomes() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN
-           IF NEW.statecode = 3 THEN RAISE EXCEPTION 'simulated: database or disk is full'; END IF;
-           RETURN NEW;
-         END $$;
-         CREATE TRIGGER refuse_outcomes BEFORE UPDATE OF statecode ON weir_jobs FOR EACH ROW EXECUTE FUNCTION refuse_outcomes();"
-    } else {
-        "CREATE TRIGGER refuse_outcomes BEFORE UPDATE OF statecode ON weir_jobs WHEN NEW.statecode = 3
-         BEGIN SELECT RAISE(ABORT, 'simulated: database or disk is full'); END;"
-    })
-    .unwrap();
+    crate::common::refuse_statecode(&env, &conn, "refuse_outcomes", 3);
     let work = env
         .command()
         .args(["work", "--workers", "1", "--lease-ms", "1000", "--json"])
@@ -95,7 +85,7 @@ fn an_outcome_that_cannot_be_recorded_lets_its_lease_expire_and_is_not_counted()
     let lost =
         || -> i64 { conn.query_row("SELECT COUNT(*) FROM weir_job_attempts WHERE job_id = ?1 AND outcome = 'lost'", [id.as_str()], |r| r.get(0)).unwrap() };
     crate::common::wait_for("the unrecorded attempt's lease to expire", || lost() >= 1);
-    conn.execute_batch(if env.is_postgres() { "DROP TRIGGER refuse_outcomes ON weir_jobs" } else { "DROP TRIGGER refuse_outcomes" }).unwrap();
+    crate::common::allow_statecode(&env, &conn, "refuse_outcomes");
     crate::common::wait_for("the job to end once outcomes are taken", || env.run(&["jobs", "show", &id, "--json"]).ok().json()["status"] == "Succeeded");
     std::process::Command::new("kill").arg(work.id().to_string()).status().unwrap();
     let out = work.wait_with_output().unwrap();

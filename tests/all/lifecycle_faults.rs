@@ -105,17 +105,7 @@ fn failing_claims_back_off_and_are_logged_once() {
     env.add_example("notify");
     let id = env.run(&["background", "submit", "notify", "--input", "{}", "--json"]).ok().json()["id"].as_str().unwrap().to_string();
     let conn = env.sql();
-    conn.execute_batch(if env.is_postgres() {
-        "CREATE FUNCTION refuse_claims() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN
-           IF NEW.statecode = 2 THEN RAISE EXCEPTION 'simulated: database or disk is full'; END IF;
-           RETURN NEW;
-         END $$;
-         CREATE TRIGGER refuse_claims BEFORE UPDATE OF statecode ON weir_jobs FOR EACH ROW EXECUTE FUNCTION refuse_claims();"
-    } else {
-        "CREATE TRIGGER refuse_claims BEFORE UPDATE OF statecode ON weir_jobs WHEN NEW.statecode = 2
-         BEGIN SELECT RAISE(ABORT, 'simulated: database or disk is full'); END;"
-    })
-    .unwrap();
+    crate::common::refuse_statecode(&env, &conn, "refuse_claims", 2);
     let mut work = env
         .command()
         .args(["work", "--workers", "1"])
@@ -132,7 +122,7 @@ fn failing_claims_back_off_and_are_logged_once() {
         log
     });
     std::thread::sleep(std::time::Duration::from_secs(3));
-    conn.execute_batch(if env.is_postgres() { "DROP TRIGGER refuse_claims ON weir_jobs" } else { "DROP TRIGGER refuse_claims" }).unwrap();
+    crate::common::allow_statecode(&env, &conn, "refuse_claims");
     crate::common::wait_for("the job to run once claims work", || env.run(&["jobs", "show", &id, "--json"]).ok().json()["status"] == "Succeeded");
     let _ = work.kill();
     let _ = work.wait();
