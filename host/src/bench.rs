@@ -550,6 +550,8 @@ fn job(plugin: &str, version: i64) -> NewJob {
         fuel: None,
         postpone_until: None,
         callback_url: None,
+        queue: crate::jobs::claims::DEFAULT_QUEUE.into(),
+        priority: crate::jobs::claims::DEFAULT_PRIORITY,
     }
 }
 

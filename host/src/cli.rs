@@ -114,6 +114,9 @@ pub enum Command {
         /// Exit once nothing runs and nothing is due within the next 3 seconds.
         #[arg(long)]
         until_idle: bool,
+        /// The queues this node runs jobs of, comma-separated (default: every queue).
+        #[arg(long, value_name = "A,B")]
+        queues: Option<String>,
         /// On SIGTERM/Ctrl-C, how long running jobs may take to finish before
         /// they are interrupted and go back to Ready (0 to 3600000 ms).
         #[arg(long, default_value_t = 30_000, value_parser = ranged::<u64>(limits::SHUTDOWN_GRACE_MS))]
@@ -144,6 +147,9 @@ pub enum Command {
         /// Jobs running at once (default: 8 per CPU; 1 to 1024).
         #[arg(long, value_parser = ranged::<usize>(limits::WORKERS))]
         workers: Option<usize>,
+        /// The queues this node runs jobs of, comma-separated (default: every queue).
+        #[arg(long, value_name = "A,B")]
+        queues: Option<String>,
         /// Bearer token required on the API (also WEIR_TOKEN). Without one,
         /// only requests to localhost or a loopback address are answered.
         #[arg(long, env = "WEIR_TOKEN", hide_env_values = true)]
@@ -181,6 +187,14 @@ pub enum Command {
         /// `host:port` (also WEIR_CALLBACK_HOSTS); unset: any host.
         #[arg(long, env = "WEIR_CALLBACK_HOSTS")]
         callback_hosts: Option<String>,
+    },
+    /// Queues: what waits, what runs, limits, and the nodes serving each.
+    #[command(subcommand)]
+    Queue(QueueCmd),
+    /// Every node running workers: host, version, queues, busy/total, last seen.
+    Nodes {
+        #[arg(long)]
+        json: bool,
     },
     /// Secrets for plug-ins (API tokens, passwords), sealed at rest; granted per step with --secret.
     #[command(subcommand)]
@@ -302,7 +316,11 @@ pub enum JobsCmd {
     Resume(JobTarget),
     /// Runs a Failed job again.
     Retry(JobTarget),
-    /// Delays a job: --until RFC 3339 time or +DURATION (e.g. +10m).
+    /// Makes a Ready or postponed job due at once (a waiting job keeps
+    /// waiting for its condition; only an operator's postponement ends).
+    RunNow(JobTarget),
+    /// Sets when a job runs: --until RFC 3339 time or +DURATION (e.g. +10m),
+    /// earlier or later than before (a wait keeps its condition).
     Postpone {
         id: String,
         #[arg(long, value_name = "TIME")]
@@ -382,6 +400,23 @@ pub enum JobsCmd {
 }
 
 #[derive(Subcommand, Debug)]
+pub enum QueueCmd {
+    /// Lists the queues: ready (due), running, suspended, limit, oldest due, nodes.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Sets a queue's concurrency limit over every node (0 removes it).
+    Set {
+        name: String,
+        #[arg(long, value_name = "N")]
+        max_running: i64,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 pub enum BackgroundCmd {
     /// Submits a background operation; prints the job id and its status location.
     Submit {
@@ -408,6 +443,12 @@ pub enum BackgroundCmd {
         /// Time budget of each attempt in ms (1 to 86400000).
         #[arg(long, value_parser = ranged::<u64>(limits::TIMEOUT_MS))]
         timeout_ms: Option<u64>,
+        /// The queue it runs in (default `default`).
+        #[arg(long, value_name = "NAME")]
+        queue: Option<String>,
+        /// Its priority: 0 to 9 (9 runs first) or low, normal, high (default normal, 5).
+        #[arg(long, value_name = "P", value_parser = priority)]
+        priority: Option<i64>,
         #[arg(long)]
         json: bool,
     },
@@ -654,6 +695,8 @@ pub struct StepAdd {
     /// A secret the step may read (async steps only); repeatable.
     #[arg(long = "secret", value_name = "NAME")]
     secrets: Vec<String>,
+    #[command(flatten)]
+    share: StepShare,
     #[arg(long)]
     json: bool,
 }
@@ -686,6 +729,12 @@ impl StepAdd {
             trace: self.trace.unwrap_or_default(),
             allow_http: self.allow_http,
             secrets: self.secrets,
+            queue: self.share.queue,
+            priority: self.share.priority,
+            max_running: self.share.max_running,
+            rate: self.share.rate,
+            hold_after: self.share.hold_after,
+            max_hold_ms: self.share.max_hold.map(|d| d.as_millis() as i64),
             ..StepRequest::new(self.name, self.plugin)
         })
     }
@@ -710,6 +759,8 @@ pub enum StepCmd {
     Remove(Target),
     /// Changes a step in place (its trigger and plug-in stay).
     Update(StepUpdateArgs),
+    /// Ends a hold of the step's failure breaker now: its jobs run again.
+    Release(Target),
 }
 
 /// A step's limits, for `step add` and `step update`.
@@ -728,6 +779,40 @@ pub struct StepLimits {
     /// First retry delay in ms, doubling after (0 to 86400000).
     #[arg(long, value_parser = ranged::<u64>(limits::BACKOFF_MS))]
     backoff_ms: Option<u64>,
+}
+
+/// A step's queue, priority, limits and breaker, for `step add` and `step update`.
+#[derive(clap::Args, Debug)]
+pub struct StepShare {
+    /// The queue its jobs run in (async steps; default `default`).
+    #[arg(long, value_name = "NAME")]
+    queue: Option<String>,
+    /// Its jobs' priority: 0 to 9 (9 runs first) or low, normal, high (default normal, 5).
+    #[arg(long, value_name = "P", value_parser = priority)]
+    priority: Option<i64>,
+    /// At most N of its jobs run at once, over every node (update: 0 removes the limit).
+    #[arg(long, value_name = "N")]
+    max_running: Option<i64>,
+    /// At most this many of its jobs start per second, minute or hour: N/s, N/m, N/h
+    /// (a token bucket shared by every node; update: off removes it).
+    #[arg(long, value_name = "N/s")]
+    rate: Option<String>,
+    /// Failed attempts in a row before the breaker holds its jobs (0: never; default 5).
+    #[arg(long, value_name = "N")]
+    hold_after: Option<i64>,
+    /// The breaker's longest hold, e.g. 10m (1s to 7d; default 10m).
+    #[arg(long, value_name = "DURATION", value_parser = max_hold)]
+    max_hold: Option<std::time::Duration>,
+}
+
+/// A priority: 0-9 or low, normal, high.
+fn priority(s: &str) -> std::result::Result<i64, String> {
+    crate::jobs::claims::parse_priority(s).map_err(|e| e.to_string())
+}
+
+/// The breaker's longest hold: 1s to 7d.
+fn max_hold(s: &str) -> std::result::Result<std::time::Duration, String> {
+    limits::duration(s, &(std::time::Duration::from_secs(1)..=std::time::Duration::from_secs(7 * 86_400)))
 }
 
 /// The options of `weir step update`: only those given change.
@@ -764,6 +849,8 @@ pub struct StepUpdateArgs {
     /// Removes every --secret.
     #[arg(long, conflicts_with = "secrets")]
     no_secrets: bool,
+    #[command(flatten)]
+    share: StepShare,
     #[arg(long)]
     json: bool,
 }
@@ -907,11 +994,12 @@ fn run(cli: Cli) -> Result<()> {
         Command::Demo => crate::demo::run(&cli.db),
         Command::Migrate { to, from, json } => migrate(from.as_deref().unwrap_or(&cli.db), &to, json),
         Command::Bench { json, only, components } => crate::bench::run(json, only.as_deref(), &components, &cli.db),
-        Command::Work { workers, lease_ms, until_idle, shutdown_grace_ms, retention, outbound, json } => {
+        Command::Work { workers, lease_ms, until_idle, queues, shutdown_grace_ms, retention, outbound, json } => {
             let retention = retention.retention();
             let weir = open_waiting(&open)?;
             let shutdown_grace = std::time::Duration::from_millis(shutdown_grace_ms);
-            let mut opts = WorkOptions { lease_ms, until_idle, shutdown_grace, retention, ..WorkOptions::default() };
+            let queues = crate::jobs::claims::Served::parse(queues.as_deref().unwrap_or(""))?;
+            let mut opts = WorkOptions { lease_ms, until_idle, shutdown_grace, retention, queues, ..WorkOptions::default() };
             if let Some(w) = workers {
                 opts.workers = w;
             }
@@ -940,6 +1028,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Serve {
             listen,
             workers,
+            queues,
             token,
             token_file,
             allow_origins,
@@ -955,7 +1044,8 @@ fn run(cli: Cli) -> Result<()> {
             let allow_origins = allow_origins.iter().map(|o| parse_origin(o)).collect::<Result<Vec<_>>>()?;
             let weir = std::sync::Arc::new(open_waiting(&open)?);
             let shutdown_grace = std::time::Duration::from_millis(shutdown_grace_ms);
-            let mut work = WorkOptions { lease_ms, shutdown_grace, retention, ..WorkOptions::default() };
+            let queues = crate::jobs::claims::Served::parse(queues.as_deref().unwrap_or(""))?;
+            let mut work = WorkOptions { lease_ms, shutdown_grace, retention, queues, ..WorkOptions::default() };
             if let Some(w) = workers {
                 work.workers = w;
             }
@@ -980,6 +1070,63 @@ fn run(cli: Cli) -> Result<()> {
                 body_idle_timeout: std::time::Duration::from_millis(body_timeout_ms),
             };
             runtime()?.block_on(crate::api::serve(weir, listen, config, work))
+        }
+        Command::Queue(QueueCmd::List { json }) => {
+            let queues = open()?.queues()?;
+            if json {
+                print_json(&queues);
+            } else {
+                outln!("{:<20} {:>8} {:>8} {:>8} {:>9} {:>6}  {:<26} NODES", "QUEUE", "READY", "DUE", "RUNNING", "SUSPENDED", "LIMIT", "OLDEST DUE");
+                for q in queues {
+                    let limit = q.max_running.map_or("-".to_string(), |m| m.to_string());
+                    let nodes = if q.nodes.is_empty() { "none (start `weir work --queues`)".to_string() } else { q.nodes.len().to_string() };
+                    outln!(
+                        "{:<20} {:>8} {:>8} {:>8} {:>9} {:>6}  {:<26} {}",
+                        q.name,
+                        q.ready,
+                        q.due,
+                        q.running,
+                        q.suspended,
+                        limit,
+                        q.oldest_due.as_deref().unwrap_or("-"),
+                        nodes
+                    );
+                }
+            }
+            Ok(())
+        }
+        Command::Queue(QueueCmd::Set { name, max_running, json }) => {
+            let limit = Some(max_running).filter(|&m| m != 0);
+            open()?.set_queue_limit(&name, limit)?;
+            say(json, serde_json::json!({"queue": name, "max_running": limit}), || match limit {
+                Some(m) => format!("queue {name}: at most {m} jobs run at once over every node"),
+                None => format!("queue {name}: no limit"),
+            });
+            Ok(())
+        }
+        Command::Nodes { json } => {
+            let nodes = open()?.nodes()?;
+            if json {
+                print_json(&nodes);
+            } else if nodes.is_empty() {
+                outln!("no nodes (start one with `weir work` or `weir serve`)");
+            } else {
+                outln!("{:<52} {:<16} {:<8} {:<16} {:>9}  {:<26} LIVE", "NODE", "HOST", "VERSION", "QUEUES", "BUSY", "LAST SEEN");
+                for n in nodes {
+                    let queues = n.queues.as_ref().map_or("all".to_string(), |q| q.join(","));
+                    outln!(
+                        "{:<52} {:<16} {:<8} {:<16} {:>9}  {:<26} {}",
+                        n.id,
+                        n.host,
+                        n.version,
+                        queues,
+                        format!("{}/{}", n.busy, n.workers),
+                        n.last_seen,
+                        if n.live { "yes" } else { "no" }
+                    );
+                }
+            }
+            Ok(())
         }
         Command::Secret(cmd) => {
             let weir = open()?;
@@ -1018,7 +1165,7 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Background(BackgroundCmd::Submit { plugin, input, grants, allow_http, secrets, callback, at, max_attempts, timeout_ms, json }) => {
+        Command::Background(BackgroundCmd::Submit { plugin, input, grants, allow_http, secrets, callback, at, max_attempts, timeout_ms, queue, priority, json }) => {
             let weir = open()?;
             let req = BackgroundRequest {
                 plugin,
@@ -1030,6 +1177,8 @@ fn run(cli: Cli) -> Result<()> {
                 at,
                 max_attempts,
                 timeout_ms,
+                queue,
+                priority,
             };
             // The operator's own CLI may call back to any host.
             let id = weir.submit_background(&req.into_background(&cli.user, Default::default())?)?;
@@ -1179,6 +1328,7 @@ fn jobs(weir: &Weir, cmd: JobsCmd, key_file: Option<&std::path::Path>) -> Result
         JobsCmd::Pause(t) => action(weir, t, JobAction::Pause)?,
         JobsCmd::Resume(t) => action(weir, t, JobAction::Resume)?,
         JobsCmd::Retry(t) => action(weir, t, JobAction::Retry)?,
+        JobsCmd::RunNow(t) => action(weir, t, JobAction::RunNow)?,
         JobsCmd::Postpone { id, until, json } => {
             let until = crate::time::parse_when(&until).map_err(Error::Invalid)?;
             action(weir, JobTarget { id, json }, JobAction::Postpone(until))?
@@ -1434,6 +1584,12 @@ fn step(weir: &Weir, cmd: StepCmd) -> Result<()> {
             weir.set_step_enabled(&name, false)?;
             say(json, serde_json::json!({"step": name, "enabled": false}), || format!("disabled step {name}"));
         }
+        StepCmd::Release(Target { name, json }) => {
+            let held = weir.release_step(&name)?;
+            say(json, serde_json::json!({"step": name, "released": held}), || {
+                if held { format!("released step {name}: its jobs run again") } else { format!("step {name} was not held; nothing to release") }
+            });
+        }
         StepCmd::Remove(Target { name, json }) => {
             weir.remove_step(&name)?;
             say(json, serde_json::json!({"step": name, "removed": true}), || format!("removed step {name}"));
@@ -1452,6 +1608,12 @@ fn step(weir: &Weir, cmd: StepCmd) -> Result<()> {
                 trace: a.trace,
                 allow_http: replace(a.allow_http, a.no_http),
                 secrets: replace(a.secrets, a.no_secrets),
+                queue: a.share.queue,
+                priority: a.share.priority,
+                max_running: a.share.max_running,
+                rate: a.share.rate,
+                hold_after: a.share.hold_after,
+                max_hold_ms: a.share.max_hold.map(|d| d.as_millis() as i64),
             };
             let step = weir.update_step(&a.name, &change)?;
             if a.json {

@@ -48,6 +48,7 @@ pub mod filter;
 pub mod jobs;
 pub(crate) mod limits;
 pub mod names;
+pub mod nodes;
 pub mod pipeline;
 pub mod plugins;
 pub mod runtime;
@@ -246,6 +247,39 @@ impl Weir {
         self.pool.with_conn(|conn| steps::set_enabled(conn, name, enabled))
     }
 
+    /// Ends a hold of step `name`'s failure breaker now; whether one was in force.
+    pub fn release_step(&self, name: &str) -> Result<bool> {
+        self.pool.with_conn(|conn| steps::release(conn, name))
+    }
+
+    /// Every queue with its jobs, limit and the live nodes serving it.
+    pub fn queues(&self) -> Result<Vec<jobs::claims::QueueView>> {
+        self.pool.with_conn(|conn| {
+            let now = time::now_on(conn)?;
+            jobs::claims::queues(conn, now)
+        })
+    }
+
+    /// Sets (`Some`) or removes (`None`) queue `name`'s concurrency limit over every node.
+    pub fn set_queue_limit(&self, name: &str, max_running: Option<i64>) -> Result<()> {
+        jobs::claims::check_queue(name)?;
+        if let Some(n) = max_running {
+            limits::check("max_running", u64::try_from(n).unwrap_or(0), &limits::MAX_RUNNING).map_err(Error::Invalid)?;
+        }
+        self.pool.with_conn(|conn| {
+            let limits = jobs::claims::Limits { max_running, rate_milli: None };
+            jobs::claims::set_limits(conn, jobs::claims::Scope::Queue, name, limits, time::now_ms())
+        })
+    }
+
+    /// Every node seen in the last day.
+    pub fn nodes(&self) -> Result<Vec<nodes::NodeView>> {
+        self.pool.with_conn(|conn| {
+            let now = time::now_on(conn)?;
+            nodes::list(conn, now)
+        })
+    }
+
     pub fn remove_step(&self, name: &str) -> Result<()> {
         self.pool.with_conn(|conn| steps::remove(conn, name))
     }
@@ -283,6 +317,7 @@ impl Weir {
             JobAction::Resume => jobs::control::resume(&mut conn, id, time::now_ms()),
             JobAction::Retry => jobs::control::retry(&mut conn, id),
             JobAction::Postpone(until) => jobs::control::postpone(&mut conn, id, until),
+            JobAction::RunNow => jobs::control::run_now(&mut conn, id),
         };
         self.pool.checkin(conn);
         result
@@ -386,6 +421,12 @@ impl Weir {
             if let Some(url) = &req.callback_url {
                 jobs::callbacks::check_url(url, &req.callback_hosts).map_err(Error::Invalid)?;
             }
+            if let Some(q) = &req.queue {
+                jobs::claims::check_queue(q)?;
+            }
+            if let Some(p) = req.priority {
+                jobs::claims::check_priority(p)?;
+            }
             let job = jobs::NewJob {
                 kind: "background",
                 step: None,
@@ -404,6 +445,8 @@ impl Weir {
                 fuel: None,
                 postpone_until: req.at,
                 callback_url: req.callback_url.clone(),
+                queue: req.queue.clone().unwrap_or_else(|| jobs::claims::DEFAULT_QUEUE.into()),
+                priority: req.priority.unwrap_or(jobs::claims::DEFAULT_PRIORITY),
             };
             jobs::enqueue(conn, &job)
         })
@@ -460,6 +503,8 @@ impl Weir {
                 fuel: None,
                 postpone_until: None,
                 callback_url,
+                queue: jobs::claims::DEFAULT_QUEUE.into(),
+                priority: jobs::claims::DEFAULT_PRIORITY,
             };
             jobs::enqueue(conn, &job)
         })
@@ -500,6 +545,8 @@ pub enum JobAction {
     Retry,
     /// Until this time (ms since the epoch).
     Postpone(i64),
+    /// Due at once (a waiting job keeps waiting).
+    RunNow,
 }
 
 /// Most jobs one bulk action changes; more matching jobs take another run.
@@ -516,6 +563,10 @@ pub enum BulkVerb {
     Retry,
     Delete,
     Postpone,
+    /// `run-now`.
+    #[serde(rename = "run-now")]
+    #[value(name = "run-now")]
+    RunNow,
 }
 
 impl BulkVerb {
@@ -538,6 +589,7 @@ impl BulkVerb {
             BulkVerb::Retry => BulkAction::Job(JobAction::Retry),
             BulkVerb::Delete => BulkAction::Delete,
             BulkVerb::Postpone => BulkAction::Job(JobAction::Postpone(until)),
+            BulkVerb::RunNow => BulkAction::Job(JobAction::RunNow),
         }
     }
 }
@@ -599,6 +651,10 @@ pub struct Background {
     pub owner: String,
     pub max_attempts: Option<u32>,
     pub timeout_ms: Option<u64>,
+    /// The queue it runs in (default `default`).
+    pub queue: Option<String>,
+    /// 0–9, 9 first (default 5).
+    pub priority: Option<i64>,
     /// Hosts the callback may go to (the service's `--callback-hosts`; any
     /// when empty, as for the operator's own CLI).
     pub callback_hosts: jobs::callbacks::CallbackHosts,
@@ -620,6 +676,8 @@ impl Background {
             owner: owner.into(),
             max_attempts: None,
             timeout_ms: None,
+            queue: None,
+            priority: None,
             callback_hosts: Default::default(),
         }
     }
@@ -651,6 +709,10 @@ pub struct BackgroundRequest {
     pub at: Option<String>,
     pub max_attempts: Option<u32>,
     pub timeout_ms: Option<u64>,
+    /// The queue it runs in (default `default`).
+    pub queue: Option<String>,
+    /// 0–9, 9 runs first (default 5).
+    pub priority: Option<i64>,
 }
 
 impl BackgroundRequest {
@@ -667,6 +729,8 @@ impl BackgroundRequest {
             at,
             max_attempts: self.max_attempts,
             timeout_ms: self.timeout_ms,
+            queue: self.queue,
+            priority: self.priority,
             callback_hosts,
             ..Background::new(self.plugin, self.input, owner)
         })

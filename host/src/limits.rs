@@ -38,6 +38,12 @@ pub const OP_BUDGET_MS: RangeInclusive<u64> = 100..=120_000;
 pub const TIMEOUT_MS: RangeInclusive<u64> = 1..=DAY_MS;
 /// Attempts of one job.
 pub const MAX_ATTEMPTS: RangeInclusive<u64> = 1..=1_000;
+/// A step's or a queue's jobs running at once (`--max-running`).
+pub const MAX_RUNNING: RangeInclusive<u64> = 1..=100_000;
+/// Failures in a row before the breaker holds a step (0: never).
+pub const HOLD_AFTER: RangeInclusive<u64> = 0..=100_000;
+/// The breaker's longest hold: a second to a week.
+pub const MAX_HOLD_MS: RangeInclusive<u64> = 1_000..=7 * DAY_MS;
 /// The first retry's delay (later ones double, capped).
 pub const BACKOFF_MS: RangeInclusive<u64> = 0..=DAY_MS;
 /// Ages in retention and cleanup: up to a hundred years (of 365.25 days, as

@@ -885,6 +885,8 @@ impl Run<'_> {
                 fuel: step.fuel,
                 postpone_until: None,
                 callback_url: None,
+                queue: step.queue_name().to_string(),
+                priority: step.job_priority(),
             };
             jobs::enqueue(&conn, &job)?;
         }

@@ -208,6 +208,24 @@ pub struct Step {
     /// Secrets it may read, by name (`--secret`; async steps only).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secrets: Vec<String>,
+    /// The queue its jobs run in (async steps; default `default`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<String>,
+    /// Its jobs' priority, 0–9, 9 first (async steps; default 5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<i64>,
+    /// At most this many of its jobs run at once over every node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_running: Option<i64>,
+    /// At most this many of its jobs start per second, minute or hour (`20/s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<String>,
+    /// Failures in a row before the breaker holds it (0: never; default 5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold_after: Option<i64>,
+    /// The breaker's longest hold, in ms (default 10 minutes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_hold_ms: Option<i64>,
 }
 
 /// A step's recent failures, as the failure breaker counts them (read by
@@ -283,6 +301,24 @@ pub struct StepRequest {
     /// Secret names (async steps only).
     #[serde(default)]
     pub secrets: Vec<String>,
+    /// The queue its jobs run in (async steps; default `default`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<String>,
+    /// Its jobs' priority, 0–9, 9 first (async steps; default 5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<i64>,
+    /// At most this many of its jobs run at once over every node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_running: Option<i64>,
+    /// At most this many of its jobs start per second, minute or hour (`20/s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<String>,
+    /// Failures in a row before the breaker holds it (0: never; default 5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold_after: Option<i64>,
+    /// The breaker's longest hold, in ms (default 10 minutes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_hold_ms: Option<i64>,
 }
 
 impl StepRequest {
@@ -311,6 +347,12 @@ impl StepRequest {
             trace: Default::default(),
             allow_http: vec![],
             secrets: vec![],
+            queue: None,
+            priority: None,
+            max_running: None,
+            rate: None,
+            hold_after: None,
+            max_hold_ms: None,
         }
     }
 
@@ -350,6 +392,12 @@ impl StepRequest {
             trace: self.trace,
             allow_http: self.allow_http.iter().map(|h| normalise_host(h)).collect(),
             secrets: self.secrets,
+            queue: self.queue,
+            priority: self.priority,
+            max_running: self.max_running,
+            rate: self.rate,
+            hold_after: self.hold_after,
+            max_hold_ms: self.max_hold_ms,
         }
     }
 }
@@ -391,7 +439,26 @@ pub fn add(conn: &Connection, plugins: &Plugins, step: &Step, op_budget_ms: u64)
     if n == 0 {
         return Err(Error::Conflict(format!("a step named {name} already exists; change it with `weir step update {name}` or remove it first")));
     }
-    Ok(())
+    write_limits(conn, step)
+}
+
+/// Keeps the claim's copy of a step's limits (`jobs::claims`) as the step says.
+fn write_limits(conn: &Connection, step: &Step) -> Result<()> {
+    let rate_milli = step.rate.as_deref().map(crate::jobs::claims::parse_rate).transpose()?;
+    let limits = crate::jobs::claims::Limits { max_running: step.max_running, rate_milli };
+    crate::jobs::claims::set_limits(conn, crate::jobs::claims::Scope::Step, &step.name, limits, now_ms())
+}
+
+impl Step {
+    /// The queue its jobs run in.
+    pub fn queue_name(&self) -> &str {
+        self.queue.as_deref().unwrap_or(crate::jobs::claims::DEFAULT_QUEUE)
+    }
+
+    /// Its jobs' priority.
+    pub fn job_priority(&self) -> i64 {
+        self.priority.unwrap_or(crate::jobs::claims::DEFAULT_PRIORITY)
+    }
 }
 
 /// What `weir step update` and `PATCH /api/steps/{name}` may change of a
@@ -416,6 +483,14 @@ pub struct StepUpdate {
     pub allow_http: Option<Vec<String>>,
     /// Replaces the secrets (an empty list removes them all).
     pub secrets: Option<Vec<String>>,
+    pub queue: Option<String>,
+    pub priority: Option<i64>,
+    /// 0 removes the limit.
+    pub max_running: Option<i64>,
+    /// `off` removes the rate.
+    pub rate: Option<String>,
+    pub hold_after: Option<i64>,
+    pub max_hold_ms: Option<i64>,
 }
 
 /// Changes step `name` in place (checked like a new one); returns it.
@@ -454,9 +529,22 @@ pub fn update(conn: &Connection, plugins: &Plugins, name: &str, change: &StepUpd
     if let Some(secrets) = &change.secrets {
         step.secrets = secrets.clone();
     }
+    if let Some(queue) = &change.queue {
+        step.queue = Some(queue.clone());
+    }
+    step.priority = change.priority.or(step.priority);
+    if let Some(max) = change.max_running {
+        step.max_running = Some(max).filter(|&m| m != 0);
+    }
+    if let Some(rate) = &change.rate {
+        step.rate = Some(rate.clone()).filter(|r| r.trim() != "off");
+    }
+    step.hold_after = change.hold_after.or(step.hold_after);
+    step.max_hold_ms = change.max_hold_ms.or(step.max_hold_ms);
     check(conn, plugins, &step, op_budget_ms)?;
     let spec = serde_json::to_string(&step).map_err(|e| Error::Internal(format!("step {name}: cannot write its spec: {e}")))?;
     conn.execute("UPDATE weir_steps SET spec = ?2 WHERE name = ?1", params![name, spec])?;
+    write_limits(conn, &step)?;
     Ok(step)
 }
 
@@ -542,6 +630,7 @@ fn check(conn: &Connection, plugins: &Plugins, step: &Step, op_budget_ms: u64) -
             limits::check(what, v, range).map_err(|e| Error::invalid(format!("step {name}: {e}")))?;
         }
     }
+    check_share(step)?;
     if let (ModeKind::Sync, Some(ms)) = (step.mode, step.timeout_ms)
         && ms > op_budget_ms
     {
@@ -549,6 +638,41 @@ fn check(conn: &Connection, plugins: &Plugins, step: &Step, op_budget_ms: u64) -
             "step {name}: --timeout-ms {ms} is longer than the operation's budget of {op_budget_ms} ms that a sync step runs in; \
              lower it, raise the budget (`weir serve`/`work --op-budget-ms`), or make it an async step"
         )));
+    }
+    Ok(())
+}
+
+/// The rules of a step's queue, priority, limits and breaker settings.
+fn check_share(step: &Step) -> Result<()> {
+    use crate::jobs::claims;
+    let name = &step.name;
+    let given = step.queue.is_some() || step.priority.is_some() || step.max_running.is_some() || step.rate.is_some() || step.hold_after.is_some() || step.max_hold_ms.is_some();
+    if given && step.mode != ModeKind::Async {
+        return Err(Error::invalid(format!(
+            "step {name}: --queue, --priority, --max-running, --rate, --hold-after and --max-hold apply to async steps (jobs); a sync step runs inside its operation"
+        )));
+    }
+    let within = |e: Error| Error::invalid(format!("step {name}: {e}"));
+    if let Some(q) = &step.queue {
+        claims::check_queue(q).map_err(within)?;
+    }
+    if let Some(p) = step.priority {
+        claims::check_priority(p).map_err(within)?;
+    }
+    if let Some(rate) = &step.rate {
+        claims::parse_rate(rate).map_err(within)?;
+    }
+    use crate::limits;
+    let ranges = [
+        ("--max-running", step.max_running, &limits::MAX_RUNNING),
+        ("--hold-after", step.hold_after, &limits::HOLD_AFTER),
+        ("--max-hold (ms)", step.max_hold_ms, &limits::MAX_HOLD_MS),
+    ];
+    for (what, value, range) in ranges {
+        if let Some(v) = value {
+            let v = u64::try_from(v).map_err(|_| Error::invalid(format!("step {name}: {what} cannot be negative")))?;
+            limits::check(what, v, range).map_err(|e| Error::invalid(format!("step {name}: {e}")))?;
+        }
     }
     Ok(())
 }
@@ -650,18 +774,31 @@ pub fn for_operation(conn: &Connection, table: &str, message: MessageKind) -> Re
     Ok(steps)
 }
 
+/// Enables or disables a step; either ends a hold of its failure breaker
+/// (an operator who turns a step off and on again means it to run).
 pub fn set_enabled(conn: &Connection, name: &str, enabled: bool) -> Result<()> {
     if conn.execute("UPDATE weir_steps SET enabled = ?2 WHERE name = ?1", params![name, enabled])? == 0 {
         return Err(Error::not_found(format!("no step named {name}")));
     }
+    crate::jobs::breaker::release(conn, name)?;
     Ok(())
+}
+
+/// Ends a hold of step `name`'s failure breaker now (`weir step release`);
+/// whether one was in force.
+pub fn release(conn: &Connection, name: &str) -> Result<bool> {
+    let exists: bool = conn.query_row("SELECT EXISTS (SELECT 1 FROM weir_steps WHERE name = ?1)", [name], |r| r.get(0))?;
+    if !exists {
+        return Err(Error::not_found(format!("no step named {name}")));
+    }
+    crate::jobs::breaker::release(conn, name)
 }
 
 pub fn remove(conn: &Connection, name: &str) -> Result<()> {
     if conn.execute("DELETE FROM weir_steps WHERE name = ?1", [name])? == 0 {
         return Err(Error::not_found(format!("no step named {name}")));
     }
-    Ok(())
+    crate::jobs::claims::set_limits(conn, crate::jobs::claims::Scope::Step, name, Default::default(), now_ms())
 }
 
 /// Refuses a new version of plug-in `name` of `world` when a step that

@@ -164,7 +164,7 @@ fn user(headers: &HeaderMap) -> String {
         list_schedules, get_job, delete_job, job_action,
         submit_background, list_plugins, upload_plugin, list_steps, add_step, list_tables, create_table, stats,
         list_users, add_user, user_action, reassign_jobs, update_step, remove_step, step_action, list_traces, get_trace,
-        remove_plugin, rollback_plugin
+        remove_plugin, rollback_plugin, list_queues, set_queue, list_nodes
     ),
     modifiers(&BearerAuth)
 )]
@@ -205,6 +205,9 @@ pub fn router(weir: Arc<Weir>, config: ApiConfig) -> Router {
         .route("/api/jobs/groups", get(job_groups))
         .route("/api/jobs/bulk", post(bulk_jobs))
         .route("/api/schedules", get(list_schedules))
+        .route("/api/queues", get(list_queues))
+        .route("/api/queues/{name}", axum::routing::put(set_queue))
+        .route("/api/nodes", get(list_nodes))
         .route("/api/jobs/{id}", get(get_job).delete(delete_job))
         .route("/api/jobs/{id}/{action}", post(job_action))
         .route("/api/background", post(submit_background))
@@ -708,14 +711,14 @@ async fn delete_job(State(app): State<App>, Path(id): Path<String>) -> ApiResult
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[utoipa::path(post, path = "/api/jobs/{id}/{action}", params(("id" = String, Path), ("action" = String, Path, description = "cancel, pause, resume, retry or postpone (body {\"until\": TIME})")),
+#[utoipa::path(post, path = "/api/jobs/{id}/{action}", params(("id" = String, Path), ("action" = String, Path, description = "cancel, pause, resume, retry, run-now or postpone (body {\"until\": TIME}, earlier or later than before)")),
     request_body(content = Option<PostponeRequest>, description = "postpone only"),
     responses((status = 200, description = "The job after the action", body = JobView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, description = "Illegal transition", body = ErrorBody)))]
 async fn job_action(State(app): State<App>, Path((id, action)): Path<(String, String)>, body: Bytes) -> ApiResult<Json<JobView>> {
     let no_such = || {
         ApiError(
             StatusCode::NOT_FOUND,
-            json!({"error": format!("no job action {action:?}: use cancel, pause, resume, retry or postpone (DELETE /api/jobs/{{id}} deletes)")}),
+            json!({"error": format!("no job action {action:?}: use cancel, pause, resume, retry, run-now or postpone (DELETE /api/jobs/{{id}} deletes)")}),
         )
     };
     let verb = <crate::BulkVerb as clap::ValueEnum>::from_str(&action, false).map_err(|_| no_such())?;
@@ -797,18 +800,47 @@ async fn remove_step(State(app): State<App>, Path(name): Path<String>) -> ApiRes
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[utoipa::path(post, path = "/api/steps/{name}/{action}", params(("name" = String, Path), ("action" = String, Path, description = "enable or disable")),
+#[utoipa::path(post, path = "/api/steps/{name}/{action}", params(("name" = String, Path), ("action" = String, Path, description = "enable, disable, or release (end a hold of its failure breaker now)")),
     responses((status = 200, body = StepEnabled), (status = 404, body = ErrorBody)))]
 async fn step_action(State(app): State<App>, Path((name, action)): Path<(String, String)>) -> ApiResult<Json<StepEnabled>> {
-    let enabled = match action.as_str() {
-        "enable" => true,
-        "disable" => false,
-        other => return Err(ApiError(StatusCode::NOT_FOUND, json!({"error": format!("no step action {other:?}: use enable or disable")}))),
-    };
     let weir = app.weir.clone();
     let n = name.clone();
-    blocking(move || weir.set_step_enabled(&n, enabled)).await?;
-    Ok(Json(StepEnabled { step: name, enabled }))
+    match action.as_str() {
+        "enable" | "disable" => {
+            let enabled = action == "enable";
+            blocking(move || weir.set_step_enabled(&n, enabled)).await?;
+            Ok(Json(StepEnabled { step: name, enabled: Some(enabled), released: None }))
+        }
+        "release" => {
+            let released = blocking(move || weir.release_step(&n)).await?;
+            Ok(Json(StepEnabled { step: name, enabled: None, released: Some(released) }))
+        }
+        other => Err(ApiError(StatusCode::NOT_FOUND, json!({"error": format!("no step action {other:?}: use enable, disable or release")}))),
+    }
+}
+
+#[utoipa::path(get, path = "/api/queues",
+    responses((status = 200, description = "Every queue: ready, due, running and suspended jobs, its limit, its oldest due job, the live nodes serving it", body = QueueList)))]
+async fn list_queues(State(app): State<App>) -> ApiResult<Json<QueueList>> {
+    let weir = app.weir.clone();
+    Ok(Json(QueueList { value: blocking(move || weir.queues()).await? }))
+}
+
+#[utoipa::path(put, path = "/api/queues/{name}", params(("name" = String, Path)), request_body(content = QueueSettings),
+    responses((status = 200, body = QueueSettings), (status = 400, body = ErrorBody)))]
+async fn set_queue(State(app): State<App>, Path(name): Path<String>, body: Bytes) -> ApiResult<Json<QueueSettings>> {
+    let settings: QueueSettings =
+        serde_json::from_slice(&body).map_err(|e| bad(format!("a queue's settings are {{\"max_running\": N or null}}: {e}")))?;
+    let weir = app.weir.clone();
+    let max = settings.max_running;
+    blocking(move || weir.set_queue_limit(&name, max)).await?;
+    Ok(Json(settings))
+}
+
+#[utoipa::path(get, path = "/api/nodes", responses((status = 200, description = "Every node seen in the last day", body = NodeList)))]
+async fn list_nodes(State(app): State<App>) -> ApiResult<Json<NodeList>> {
+    let weir = app.weir.clone();
+    Ok(Json(NodeList { value: blocking(move || weir.nodes()).await? }))
 }
 
 #[utoipa::path(post, path = "/api/steps", request_body(content = StepRequest, description = "A step: {\"name\", \"plugin\"} and either {\"schedule\": CRON} or {\"message\", \"table\", \"stage\"}; any other field of a step as `weir step list --json` shows them, with the CLI's defaults (a schedule implies mode async, otherwise sync; rank 1)"),

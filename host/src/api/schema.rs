@@ -200,10 +200,33 @@ pub struct StepList {
     pub unreadable: Vec<Unreadable>,
 }
 
+/// A step after an action: enable and disable say `enabled`; release says
+/// whether a hold was in force.
 #[derive(Serialize, ToSchema)]
 pub struct StepEnabled {
     pub step: String,
-    pub enabled: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub released: Option<bool>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct QueueList {
+    pub value: Vec<crate::jobs::claims::QueueView>,
+}
+
+/// A queue's settings (`PUT /api/queues/{name}`).
+#[derive(Serialize, serde::Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QueueSettings {
+    /// At most this many of its jobs run at once over every node; null: no limit.
+    pub max_running: Option<i64>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct NodeList {
+    pub value: Vec<crate::nodes::NodeView>,
 }
 
 #[derive(Serialize, ToSchema)]

@@ -237,77 +237,41 @@ impl Dialect {
         }
     }
 
-    /// **Claims (`SKIP LOCKED`).** The queue's two claim statements: probes
-    /// of held steps first, then due Ready jobs; `set` is the claim's change,
-    /// `guard` the Ready condition, `returning` the columns read back.
-    /// Parameters: `?1` worker, `?2` lease end, `?3` now, `?4` how many.
-    ///
-    /// SQLite updates `WHERE id IN (…)` under its write lock, reading the
-    /// ready index in due order (`INDEXED BY`). PostgreSQL chooses the jobs in
-    /// a `WITH … FOR UPDATE SKIP LOCKED` and updates them by key (an
-    /// `id IN (subquery)` there scanned the whole ready index per id), with no
-    /// write lock: a job locked by another claim is skipped, and so is a held
-    /// step's health row while another claim probes it; a probe holds its step
-    /// until its lease ends, so a claim that locks the row just after sees the
-    /// hold on PostgreSQL's re-check of the row: a step gets one probe at a time.
-    /// Caller: `jobs::state::claim`.
-    pub fn claim_sql(self, set: &str, guard: &str, returning: &str) -> [String; 2] {
+    /// **Skipping locked rows.** `select` made to lock the rows it reads and
+    /// pass over rows another transaction holds, so nodes claiming at once
+    /// take different jobs (PostgreSQL); as is on SQLite, where one claim runs
+    /// at a time. Caller: `jobs::claims` (a claim's candidates and probes, and
+    /// the limits it counts against).
+    pub fn skip_locked(self, select: &str) -> Cow<'_, str> {
         match self {
-            Dialect::Sqlite => {
-                let probes = "SELECT (SELECT j.id FROM weir_jobs j INDEXED BY weir_jobs_ready
-                                 WHERE j.statecode = 0 AND j.step = h.step AND COALESCE(j.postpone_until, j.created_at) <= ?3
-                                 ORDER BY COALESCE(j.postpone_until, j.created_at), j.id LIMIT 1) AS id
-                         FROM weir_step_health h
-                         WHERE h.hold_until IS NOT NULL AND h.hold_until <= ?3
-                           AND NOT EXISTS (SELECT 1 FROM weir_jobs r WHERE r.step = h.step AND r.statecode = 2)
-                         LIMIT ?4";
-                let ready = Self::ready_sql(guard);
-                [
-                    format!("UPDATE weir_jobs SET {set} WHERE id IN ({probes}) AND {guard} RETURNING {returning}"),
-                    format!("UPDATE weir_jobs SET {set} WHERE id IN ({ready}) AND {guard} RETURNING {returning}"),
-                ]
-            }
-            Dialect::Postgres => {
-                let returning = returning.split(", ").map(|c| format!("weir_jobs.{c}")).collect::<Vec<_>>().join(", ");
-                let probes = format!(
-                    "SELECT j.id, h.step FROM weir_step_health h
-                     CROSS JOIN LATERAL (
-                         SELECT j.id FROM weir_jobs j
-                         WHERE j.statecode = 0 AND j.step = h.step AND COALESCE(j.postpone_until, j.created_at) <= ?3 AND {}
-                         ORDER BY COALESCE(j.postpone_until, j.created_at), j.id LIMIT 1 FOR UPDATE SKIP LOCKED) j
-                     WHERE h.hold_until IS NOT NULL AND h.hold_until <= ?3
-                       AND NOT EXISTS (SELECT 1 FROM weir_jobs r WHERE r.step = h.step AND r.statecode = 2)
-                     LIMIT ?4 FOR UPDATE OF h SKIP LOCKED",
-                    guard.replace("statuscode", "j.statuscode").replace("statecode", "j.statecode")
-                );
-                let ready = Self::ready_sql(guard);
-                [
-                    // The probe's step stays held until the probe's lease ends (its
-                    // outcome then decides: `healthy` or a longer hold), so another
-                    // claim that locks the health row after this one committed finds
-                    // the hold in force on its re-check, and probes nothing.
-                    format!(
-                        "WITH picked AS ({probes}), probing AS (UPDATE weir_step_health SET hold_until = ?2 WHERE step IN (SELECT step FROM picked))
-                         UPDATE weir_jobs SET {set} FROM picked WHERE weir_jobs.id = picked.id RETURNING {returning}"
-                    ),
-                    format!(
-                        "WITH picked AS ({ready} FOR UPDATE SKIP LOCKED) UPDATE weir_jobs SET {set} FROM picked WHERE weir_jobs.id = picked.id RETURNING {returning}"
-                    ),
-                ]
-            }
+            Dialect::Sqlite => Cow::Borrowed(select),
+            Dialect::Postgres => Cow::Owned(format!("{select} FOR UPDATE SKIP LOCKED")),
         }
     }
 
-    /// Due Ready jobs of steps not held, in due order (both dialects).
-    fn ready_sql(guard: &str) -> String {
-        format!(
-            "SELECT id FROM weir_jobs INDEXED BY weir_jobs_ready
-                 WHERE statecode = 0 AND COALESCE(postpone_until, created_at) <= ?3
-                   AND (step IS NULL OR step NOT IN (SELECT step FROM weir_step_health WHERE hold_until IS NOT NULL))
-                   AND {guard}
-                 ORDER BY COALESCE(postpone_until, created_at), id
-                 LIMIT ?4"
-        )
+    /// **A list as one parameter.** A subquery giving the text values of the
+    /// JSON array in parameter `param` (`?N`): one prepared statement serves
+    /// a list of any length. Callers: `jobs::claims` (the queues a node
+    /// serves, the jobs a claim takes).
+    pub fn text_list(self, param: &str) -> String {
+        match self {
+            Dialect::Sqlite => format!("SELECT value FROM json_each({param})"),
+            Dialect::Postgres => format!("SELECT jsonb_array_elements_text(CAST({param} AS jsonb))"),
+        }
+    }
+
+    /// **A job's lane in SQL.** The JSON array `[queue, owner, step]` of the
+    /// row's queue and step and the owner `owner` (an SQL expression), as
+    /// `jobs::claims::lane` writes it in Rust (the same text on SQLite; on
+    /// PostgreSQL the same values, which is what a lane needs). Caller:
+    /// `jobs::state::reassign` (a job's owner changes its lane).
+    pub fn lane_sql(self, owner: &str) -> String {
+        match self {
+            Dialect::Sqlite => format!("json_array(queue, {owner}, step)"),
+            Dialect::Postgres => {
+                format!("'[' || to_json(queue)::text || ',' || to_json(CAST({owner} AS TEXT))::text || ',' || COALESCE(to_json(step)::text, 'null') || ']'")
+            }
+        }
     }
 
     /// **Identity columns after a copy.** The statement that makes the

@@ -23,7 +23,7 @@ use super::conn::{Connection, DbError, Result, TransactionBehavior};
 use super::dialect::Dialect;
 
 /// The schema version this weir writes and reads.
-pub const SCHEMA_VERSION: usize = 13;
+pub const SCHEMA_VERSION: usize = 14;
 
 /// A migration's number and its SQL.
 struct Migration {
@@ -51,12 +51,14 @@ const SQLITE: &[Migration] = migrations!("sqlite":
     11 => "0011_callbacks_by_job.sql",
     12 => "0012_no_polyfills.sql",
     13 => "0013_wait_keys.sql",
+    14 => "0014_queues_limits.sql",
 );
 
 const POSTGRES: &[Migration] = migrations!("postgres":
     11 => "0011_schema.sql",
     12 => "0012_no_polyfills.sql",
     13 => "0013_wait_keys.sql",
+    14 => "0014_queues_limits.sql",
 );
 
 /// The number PostgreSQL databases made before the one count recorded for

@@ -98,8 +98,9 @@ pub fn resume(conn: &mut Connection, id: &str, now: i64) -> Result<JobView> {
     })
 }
 
-/// Delays a job: it runs no earlier than `until`, and never earlier (or, for a
-/// wait, never times out earlier) than it would have.
+/// Sets when a job runs: no earlier than `until`, earlier or later than a
+/// previous postponement; a wait keeps its condition and never times out
+/// earlier than its plug-in asked.
 pub fn postpone(conn: &mut Connection, id: &str, until: i64) -> Result<JobView> {
     in_tx(conn, id, "postpone", |tx| {
         let (status, _, _) = current(tx, id)?;
@@ -107,6 +108,18 @@ pub fn postpone(conn: &mut Connection, id: &str, until: i64) -> Result<JobView> 
             return Err(illegal("postpone", id, status, "only jobs that are not running or completed can be postponed"));
         }
         state::postpone(tx, id, until, &to_rfc3339(until))
+    })
+}
+
+/// Makes a Ready (or postponed) job due at once; a waiting job keeps
+/// waiting for its condition, without an operator's postponement.
+pub fn run_now(conn: &mut Connection, id: &str) -> Result<JobView> {
+    in_tx(conn, id, "run-now", |tx| {
+        let (status, _, _) = current(tx, id)?;
+        if !state::Transition::RunNow.from().contains(&status) {
+            return Err(illegal("run-now", id, status, "only a Ready or Waiting job can be made due now (resume a paused one first)"));
+        }
+        state::run_now(tx, id)
     })
 }
 
@@ -134,6 +147,7 @@ pub fn applies_to(action: crate::JobAction) -> &'static [Status] {
         crate::JobAction::Resume => &[Paused],
         crate::JobAction::Retry => &[Failed],
         crate::JobAction::Postpone(_) => state::Transition::Postpone.from(),
+        crate::JobAction::RunNow => state::Transition::RunNow.from(),
     }
 }
 
@@ -146,7 +160,7 @@ pub fn verb_applies_to(verb: crate::BulkVerb) -> &'static [Status] {
 /// What an operator may do to a job in `status` (what the dashboard offers).
 pub fn allowed(status: Status) -> Vec<crate::BulkVerb> {
     use crate::BulkVerb::*;
-    [Pause, Resume, Postpone, Cancel, Retry, Delete].into_iter().filter(|v| verb_applies_to(*v).contains(&status)).collect()
+    [Pause, Resume, RunNow, Postpone, Cancel, Retry, Delete].into_iter().filter(|v| verb_applies_to(*v).contains(&status)).collect()
 }
 
 /// Deletes a completed job with its attempts and callback deliveries (what

@@ -1,5 +1,5 @@
 //! System jobs: the durable queue of background work (Dataverse's
-//! asyncoperation). Owns the `weir_jobs` and `weir_step_health` tables.
+//! asyncoperation). Owns the `weir_jobs` table.
 //!
 //! * [`state`]: the state machine. Every change of a job's state is one named
 //!   transition there, guarded by the statuses it may start from; this module
@@ -15,9 +15,10 @@
 //!   jitter, Waiting, or Failed. [`complete_batch`] records a worker's group
 //!   of outcomes together (on PostgreSQL its successes in one statement and
 //!   under row locks only, see `state::complete_many`).
-//! * Per step, consecutive failed attempts trip a breaker: the step's jobs are
-//!   held for a doubling interval (capped); when it passes one job runs as a
-//!   probe (half-open) and the rest follow only when it succeeds.
+//! * Which due jobs a claim takes — queues, priorities, fair share between
+//!   owners, concurrency limits and rates — is [`claims`]'; per step,
+//!   consecutive failed attempts trip the [`breaker`], which holds the step's
+//!   jobs until a probe succeeds.
 //! * Workflows may wait ([`waits`]): the job is Suspended/Waiting and holds no
 //!   worker until its timer fires or a committed change makes its condition hold.
 //! * Operators cancel, pause, resume, postpone, retry and delete jobs
@@ -41,7 +42,9 @@ use crate::steps::Grant;
 use crate::time::{now_ms, to_rfc3339};
 use crate::values::EntityDoc;
 
+pub mod breaker;
 pub mod callbacks;
+pub mod claims;
 pub mod control;
 pub mod state;
 pub mod stats;
@@ -53,12 +56,6 @@ pub use state::{Status, state_name, status_name};
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
 /// Longest retry delay.
 pub const MAX_BACKOFF_MS: u64 = 3_600_000;
-/// Consecutive failed attempts of one step before its jobs are held.
-pub const BREAKER_THRESHOLD: i64 = 5;
-/// First hold of a tripped step; doubles per further failure.
-pub const BREAKER_BASE_MS: i64 = 2_000;
-/// Longest hold.
-pub const BREAKER_CAP_MS: i64 = 600_000;
 pub const DEFAULT_BACKOFF_MS: u64 = 1000;
 pub const DEFAULT_TIMEOUT_MS: u64 = 60_000;
 
@@ -135,6 +132,10 @@ pub struct NewJob {
     pub fuel: Option<u64>,
     pub postpone_until: Option<i64>,
     pub callback_url: Option<String>,
+    /// The queue it runs in (see [`claims`]).
+    pub queue: String,
+    /// 0–9, 9 first (see [`claims`]).
+    pub priority: i64,
 }
 
 /// Inserts a Ready job; returns its id (UUID v7). Runs in the caller's transaction.
@@ -208,14 +209,20 @@ fn claim_row(r: &crate::db::Row<'_>) -> crate::db::Result<ClaimRow> {
 /// transaction), with a lease of `lease_ms`. A job whose stored context or
 /// grants cannot be read fails alone (`unreadable`) and is not returned: one
 /// bad row never stops the queue.
-pub fn claim_ready(conn: &mut Connection, worker: &str, now: i64, lease_ms: u64, limit: usize) -> Result<Vec<Claimed>> {
+pub fn claim_ready(conn: &mut Connection, worker: &str, served: &claims::Served, now: i64, lease_ms: u64, limit: usize) -> Result<Vec<Claimed>> {
     // Every commit wakes the dispatchers; most find nothing to claim.
-    if !state::any_ready(conn, now)? {
+    if limit == 0 || !state::any_ready(conn, served, now)? {
         return Ok(Vec::new());
     }
     let tx = conn.transaction_with_behavior(crate::db::TransactionBehavior::RowLocked)?;
     let lease_until = now.saturating_add(i64::try_from(lease_ms).unwrap_or(i64::MAX));
-    let rows: Vec<ClaimRow> = state::claim(&tx, worker, now, lease_until, limit, claim_row)?;
+    let plan = claims::plan(&tx, served, now, limit)?;
+    let mut rows: Vec<ClaimRow> = state::claim_ids(&tx, worker, &plan.ids, now, lease_until, claim_row)?;
+    // In the plan's order: fair share and priority decide which runs first.
+    let order: std::collections::HashMap<&str, usize> = plan.ids.iter().enumerate().map(|(i, id)| (id.as_str(), i)).collect();
+    rows.sort_by_key(|r| order.get(r.0.as_str()).copied().unwrap_or(usize::MAX));
+    let ids: Vec<String> = rows.iter().map(|r| r.0.clone()).collect();
+    plan.settle(&tx, &ids, now)?;
     let mut claimed = Vec::with_capacity(rows.len());
     // Owners are few; look each up once per claim.
     let mut owners: std::collections::HashMap<String, bool> = std::collections::HashMap::new();
@@ -326,13 +333,13 @@ impl Wait {
     pub(crate) fn doc(&self) -> Json {
         match (&self.table, &self.record, &self.condition) {
             (Some(t), Some(r), Some(c)) => serde_json::json!({
-                "kind": "for", "table": t, "id": r, "condition": c, "timeout_at": to_rfc3339(self.until),
+                "kind": "for", "table": t, "id": r, "condition": c, "timeout_at": to_rfc3339(self.until), "timer_ms": self.until,
             }),
             // Any record of the table matching `condition` (wait-for-query).
             (Some(t), None, Some(c)) => serde_json::json!({
-                "kind": "query", "table": t, "condition": c, "timeout_at": to_rfc3339(self.until),
+                "kind": "query", "table": t, "condition": c, "timeout_at": to_rfc3339(self.until), "timer_ms": self.until,
             }),
-            _ => serde_json::json!({"kind": "until", "at": to_rfc3339(self.until)}),
+            _ => serde_json::json!({"kind": "until", "at": to_rfc3339(self.until), "timer_ms": self.until}),
         }
     }
 }
@@ -502,12 +509,12 @@ fn complete_in_group(tx: &Connection, c: &Completion, worker: &str, now: i64, he
     let applied = match &c.outcome {
         Outcome::Succeeded { result } => {
             let applied = a.complete(tx, result.as_deref())?;
-            healthy(tx, step.as_deref())?;
+            breaker::healthy(tx, step.as_deref())?;
             applied
         }
         Outcome::Wait(w) => {
             let applied = a.wait(tx, w)?;
-            healthy(tx, step.as_deref())?;
+            breaker::healthy(tx, step.as_deref())?;
             applied
         }
         // Interrupted without an operator's request: its pool shut down and
@@ -524,7 +531,7 @@ fn complete_in_group(tx: &Connection, c: &Completion, worker: &str, now: i64, he
             if let Some(step) = &step
                 && !healed_after(step)
             {
-                trip_breaker(tx, step, now)?;
+                breaker::failed(tx, step, &c.id, now)?;
             }
             applied
         }
@@ -532,32 +539,6 @@ fn complete_in_group(tx: &Connection, c: &Completion, worker: &str, now: i64, he
     Ok(applied)
 }
 
-/// A step's job went well: reset its breaker.
-fn healthy(conn: &Connection, step: Option<&str>) -> Result<()> {
-    if let Some(step) = step {
-        conn.prepare_cached("DELETE FROM weir_step_health WHERE step = ?1")?.execute([step])?;
-    }
-    Ok(())
-}
-
-/// Counts a failed attempt of `step`; past the threshold, holds its jobs.
-fn trip_breaker(conn: &Connection, step: &str, now: i64) -> Result<()> {
-    let failures: i64 = conn
-        .prepare_cached(
-            "INSERT INTO weir_step_health (step, consecutive_failures, hold_until) VALUES (?1, 1, NULL)
-             ON CONFLICT (step) DO UPDATE SET consecutive_failures = weir_step_health.consecutive_failures + 1
-             RETURNING consecutive_failures",
-        )?
-        .query_row([step], |r| r.get(0))?;
-    if failures >= BREAKER_THRESHOLD {
-        let doublings = (failures - BREAKER_THRESHOLD).min(20) as u32;
-        let hold = (BREAKER_BASE_MS << doublings).min(BREAKER_CAP_MS);
-        // Held until then; then one job runs as a probe (see `state::claim`),
-        // and the others only once it succeeds (`healthy` removes the row).
-        conn.prepare_cached("UPDATE weir_step_health SET hold_until = ?2 WHERE step = ?1")?.execute(params![step, now + hold])?;
-    }
-    Ok(())
-}
 
 /// How many jobs that have not completed run plug-in `name` (at `version`,
 /// or any version).
@@ -584,29 +565,30 @@ pub fn step_health(conn: &Connection) -> Result<std::collections::HashMap<String
 /// postponement or their step's hold, Locked ones by their lease's end,
 /// Waiting ones by their timer, and pending callback deliveries. None when
 /// nothing can become due.
-pub fn next_due(conn: &Connection, now: i64) -> Result<Option<i64>> {
-    Ok(conn
-        .prepare_cached(
-            "SELECT MIN(due) FROM (
-                 SELECT * FROM (
-                     SELECT COALESCE(postpone_until, created_at) AS due FROM weir_jobs INDEXED BY weir_jobs_ready
-                     WHERE statecode = 0
-                       AND (step IS NULL OR step NOT IN (SELECT step FROM weir_step_health WHERE hold_until IS NOT NULL))
-                     ORDER BY 1 LIMIT 1) AS ready
-                 UNION ALL
-                 -- A held step's probe: when its hold ends, if nothing of it runs.
-                 SELECT CASE WHEN MIN(h.hold_until) IS NULL THEN NULL WHEN MIN(h.hold_until) > ?1 THEN MIN(h.hold_until) ELSE ?1 END FROM weir_step_health h
-                 WHERE h.hold_until IS NOT NULL
-                   AND EXISTS (SELECT 1 FROM weir_jobs j WHERE j.step = h.step AND j.statecode = 0)
-                   AND NOT EXISTS (SELECT 1 FROM weir_jobs r WHERE r.step = h.step AND r.statecode = 2)
-                 UNION ALL
-                 SELECT MIN(lease_until) FROM weir_jobs WHERE statecode = 2
-                 UNION ALL
-                 SELECT MIN(postpone_until) FROM weir_jobs WHERE statecode = 1 AND statuscode = 10
-                 UNION ALL
-                 SELECT MIN(next_at) FROM weir_callbacks WHERE delivered_at IS NULL) AS due_times",
-        )?
-        .query_row([now], |r| r.get(0))?)
+pub fn next_due(conn: &Connection, served: &claims::Served, now: i64) -> Result<Option<i64>> {
+    let sql = format!(
+        "SELECT MIN(due) FROM (
+             SELECT * FROM (
+                 SELECT COALESCE(postpone_until, created_at) AS due FROM weir_jobs INDEXED BY weir_jobs_ready
+                 WHERE statecode = 0 AND {served}
+                   AND (step IS NULL OR step NOT IN (SELECT step FROM weir_step_health WHERE hold_until IS NOT NULL))
+                 ORDER BY 1 LIMIT 1) AS ready
+             UNION ALL
+             -- A held step's probe: when its hold ends, if its probe is not running.
+             SELECT CASE WHEN MIN(h.hold_until) IS NULL THEN NULL WHEN MIN(h.hold_until) > ?1 THEN MIN(h.hold_until) ELSE ?1 END FROM weir_step_health h
+             WHERE h.hold_until IS NOT NULL
+               AND EXISTS (SELECT 1 FROM weir_jobs j WHERE j.step = h.step AND j.statecode = 0 AND {served_j})
+               AND (h.probe_job IS NULL OR NOT EXISTS (SELECT 1 FROM weir_jobs r WHERE r.id = h.probe_job AND r.statecode = 2))
+             UNION ALL
+             SELECT MIN(lease_until) FROM weir_jobs WHERE statecode = 2
+             UNION ALL
+             SELECT MIN(postpone_until) FROM weir_jobs WHERE statecode = 1 AND statuscode = 10
+             UNION ALL
+             SELECT MIN(next_at) FROM weir_callbacks WHERE delivered_at IS NULL) AS due_times",
+        served = claims::Served::sql(conn, "?2"),
+        served_j = claims::Served::sql(conn, "?2").replace("queue IN", "j.queue IN"),
+    );
+    Ok(conn.prepare_cached(&sql)?.query_row(params![now, served.param()], |r| r.get(0))?)
 }
 
 /// A job as operators see it (`weir jobs show --json`, `GET /api/jobs/{id}`).
@@ -658,6 +640,13 @@ pub struct JobView {
     pub target: Option<Target>,
     /// A Ready job its step's failure breaker holds: why and until when.
     pub held: Option<Hold>,
+    /// The queue it runs in.
+    pub queue: String,
+    /// 0–9, 9 runs first.
+    pub priority: i64,
+    /// A due Ready job that does not run yet: why (a slot of its step or
+    /// queue, a rate, the breaker, no node serving its queue).
+    pub waiting_for: Option<String>,
     /// Its input (a background operation's; a step's job has null) (`jobs
     /// show` and `GET /api/jobs/{id}`; not in listings).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -714,7 +703,8 @@ const VIEW_COLUMNS: &str = "id, kind, step, plugin, plugin_version, statecode, s
     error_code, error_message, trace, owner, correlation_id, created_at, started_at, completed_at, duration_ms,
     postpone_until, wait, result, callback_url, context,
     (SELECT h.hold_until FROM weir_step_health h WHERE h.step = weir_jobs.step AND h.hold_until IS NOT NULL AND weir_jobs.statecode = 0),
-    (SELECT h.consecutive_failures FROM weir_step_health h WHERE h.step = weir_jobs.step AND weir_jobs.statecode = 0)";
+    (SELECT h.consecutive_failures FROM weir_step_health h WHERE h.step = weir_jobs.step AND weir_jobs.statecode = 0),
+    queue, priority";
 
 fn read_view(r: &crate::db::Row<'_>) -> crate::db::Result<JobView> {
     read_view_with(r, false)
@@ -767,7 +757,33 @@ fn read_view_with(r: &crate::db::Row<'_>, with_input: bool) -> crate::db::Result
         history: None,
         callback: None,
         total_duration_ms: None,
+        queue: r.get(25)?,
+        priority: r.get(26)?,
+        waiting_for: None,
     })
+}
+
+/// Says why each due Ready job of `views` does not run yet (see
+/// [`JobView::waiting_for`]).
+fn explain(conn: &Connection, views: &mut [JobView]) -> Result<()> {
+    let now = crate::time::now_on(conn)?;
+    let ready: Vec<&mut JobView> = views
+        .iter_mut()
+        .filter(|v| v.statecode == Status::WaitingForResources.statecode())
+        .filter(|v| v.postpone_until.as_deref().and_then(crate::time::parse_rfc3339).is_none_or(|t| t <= now))
+        .collect();
+    if ready.is_empty() {
+        return Ok(());
+    }
+    let throttles = claims::Throttles::load(conn)?;
+    let nodes = crate::nodes::live(conn, now)?;
+    for v in ready {
+        v.waiting_for = throttles.reason(&v.queue, v.step.as_deref(), now).or_else(|| {
+            (!nodes.iter().any(|n| n.serves(&v.queue)))
+                .then(|| format!("no live node serves queue {} (start `weir work --queues {}` or `weir serve`)", v.queue, v.queue))
+        });
+    }
+    Ok(())
 }
 
 /// The job fields the filter language can use, as trusted SQL expressions.
@@ -780,7 +796,8 @@ fn job_field(d: Dialect, field: &str) -> Option<(String, Kind)> {
         // (`regarding`, Dataverse's regardingobjectid, is the same).
         "target" | "regarding" => (d.json_text("context", "target.id"), Kind::Text),
         "target_table" | "regarding_table" => (d.json_text("context", "target.table"), Kind::Text),
-        "statecode" | "statuscode" | "attempts" | "max_attempts" | "duration_ms" | "plugin_version" => (field.to_string(), Kind::Number),
+        "queue" => (field.to_string(), Kind::Text),
+        "statecode" | "statuscode" | "attempts" | "max_attempts" | "duration_ms" | "plugin_version" | "priority" => (field.to_string(), Kind::Number),
         "created_at" | "started_at" | "completed_at" | "postpone_until" => (field.to_string(), Kind::Time),
         "state" => (state::state_name_sql(), Kind::Text),
         "status" => (state::status_name_sql(), Kind::Text),
@@ -802,7 +819,10 @@ pub fn list(conn: &Connection, filter_src: Option<&str>, top: usize, skip: usize
     let sql = format!("SELECT {VIEW_COLUMNS} FROM weir_jobs{cond} ORDER BY id DESC LIMIT ? OFFSET ?");
     let mut stmt = conn.prepare_cached(&sql)?;
     let rows = stmt.query_map(params_from_iter(params.iter()), read_view)?;
-    Ok(rows.collect::<crate::db::Result<_>>()?)
+    let mut views: Vec<JobView> = rows.collect::<crate::db::Result<_>>()?;
+    drop(stmt);
+    explain(conn, &mut views)?;
+    Ok(views)
 }
 
 /// ` WHERE <condition>` of a job filter and its parameters (nothing for no filter).
@@ -905,6 +925,7 @@ pub fn show(conn: &Connection, id: &str) -> Result<JobView> {
         .query_row([id], |r| read_view_with(r, true))
         .optional()?
         .ok_or_else(|| Error::not_found(format!("no job with id {id}")))?;
+    explain(conn, std::slice::from_mut(&mut view))?;
     let parse = |s: Option<String>| s.and_then(|s| serde_json::from_str::<Json>(&s).ok());
     let mut last_claim = 0;
     let history: Vec<Attempt> = conn

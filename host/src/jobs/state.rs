@@ -185,6 +185,8 @@ pub enum Transition {
     CancelRunning,
     /// An operator delays a job: it runs (or times out) no earlier than a time.
     Postpone,
+    /// An operator makes a job due at once (a waiting job keeps waiting).
+    RunNow,
     /// An operator runs a Failed job again, with fresh attempts.
     Retry,
     /// Retention ends a paused wait whose timeout passed long ago.
@@ -192,7 +194,7 @@ pub enum Transition {
 }
 
 impl Transition {
-    pub const ALL: [Transition; 24] = [
+    pub const ALL: [Transition; 25] = [
         Transition::Claim,
         Transition::Heartbeat,
         Transition::Release,
@@ -215,6 +217,7 @@ impl Transition {
         Transition::Cancel,
         Transition::CancelRunning,
         Transition::Postpone,
+        Transition::RunNow,
         Transition::Retry,
         Transition::Abandon,
     ];
@@ -241,6 +244,7 @@ impl Transition {
             Transition::Cancel => &[WaitingForResources, Waiting, Paused],
             Transition::CancelRunning => &[InProgress, Pausing],
             Transition::Postpone => &[WaitingForResources, Waiting, Paused],
+            Transition::RunNow => &[WaitingForResources, Waiting],
             Transition::Retry => &[Failed],
             Transition::Abandon => &[Paused],
         }
@@ -250,7 +254,7 @@ impl Transition {
     pub const fn to(self, from: Status) -> Status {
         match self {
             Transition::Claim => InProgress,
-            Transition::Heartbeat | Transition::NoteConditionMet | Transition::Postpone => from,
+            Transition::Heartbeat | Transition::NoteConditionMet | Transition::Postpone | Transition::RunNow => from,
             Transition::Release | Transition::FailRetryable | Transition::Requeue | Transition::Expire => WaitingForResources,
             Transition::Complete => Succeeded,
             Transition::FailPermanent | Transition::ExpireLast => Failed,
@@ -290,7 +294,7 @@ const NO_KEY: &str = "wait_key_column = NULL, wait_key_value = NULL";
 /// The `statecode = .., statuscode = ..` a transition sets, where it is one
 /// status for all its sources (None where it keeps the status or depends on it).
 fn status_sql(t: Transition) -> Option<String> {
-    if matches!(t, Transition::Heartbeat | Transition::NoteConditionMet | Transition::Postpone) {
+    if matches!(t, Transition::Heartbeat | Transition::NoteConditionMet | Transition::Postpone | Transition::RunNow) {
         return None;
     }
     let mut targets = t.from().iter().map(|&s| t.to(s));
@@ -325,8 +329,8 @@ pub(crate) fn insert(conn: &Connection, id: &str, job: &NewJob, context: &str, g
     conn.prepare_cached(
         "INSERT INTO weir_jobs (id, kind, step, plugin, plugin_version, owner, correlation_id,
              statecode, statuscode, attempts, max_attempts, backoff_ms, timeout_ms, fuel,
-             context, grants, created_at, postpone_until, callback_url)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 0, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
+             context, grants, created_at, postpone_until, callback_url, queue, priority, lane)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 0, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)",
     )?
     .execute(params![
         id,
@@ -347,6 +351,9 @@ pub(crate) fn insert(conn: &Connection, id: &str, job: &NewJob, context: &str, g
         now,
         job.postpone_until,
         job.callback_url,
+        job.queue,
+        job.priority,
+        super::claims::lane(&job.queue, &job.owner, job.step.as_deref()),
     ])?;
     Ok(())
 }
@@ -357,59 +364,43 @@ pub(crate) fn insert(conn: &Connection, id: &str, job: &NewJob, context: &str, g
 pub(crate) const CLAIM_RETURNING: &str =
     "id, kind, step, plugin, plugin_version, owner, attempts, max_attempts, timeout_ms, fuel, context, grants, state, wait";
 
-/// Whether any job is Ready and due at `now` (a read: no write lock), so a
-/// claim that would find nothing does not take the store's write lock.
-pub(crate) fn any_ready(conn: &Connection, now: i64) -> Result<bool> {
-    Ok(conn
-        .prepare_cached(
-            "SELECT EXISTS (SELECT 1 FROM weir_jobs INDEXED BY weir_jobs_ready WHERE statecode = 0 AND COALESCE(postpone_until, created_at) <= ?1)",
-        )?
-        .query_row([now], |r| r.get(0))?)
+/// Whether any job of the queues `served` is Ready and due at `now` (a
+/// read: no write lock), so a claim that would find nothing does not take
+/// the store's write lock.
+pub(crate) fn any_ready(conn: &Connection, served: &super::claims::Served, now: i64) -> Result<bool> {
+    let sql = format!(
+        "SELECT EXISTS (SELECT 1 FROM weir_jobs INDEXED BY weir_jobs_ready WHERE statecode = 0 AND COALESCE(postpone_until, created_at) <= ?1 AND {})",
+        super::claims::Served::sql(conn, "?2")
+    );
+    Ok(conn.prepare_cached(&sql)?.query_row(params![now, served.param()], |r| r.get(0))?)
 }
 
-/// Claims up to `limit` due Ready jobs for `worker` in due order, skipping the
-/// jobs of steps the failure breaker holds; a step whose hold has passed gets
-/// one job through as a probe (half-open) when none of its jobs is running.
-/// `each` reads the returned rows ([`CLAIM_RETURNING`]).
-pub(crate) fn claim<T>(
+/// Claims the Ready jobs `ids` for `worker` (those still Ready: another
+/// node may have taken one meanwhile), with a lease until `lease_until`.
+/// [`super::claims::plan`] decides which; `each` reads the returned rows
+/// ([`CLAIM_RETURNING`]).
+pub(crate) fn claim_ids<T>(
     tx: &Connection,
     worker: &str,
+    ids: &[String],
     now: i64,
     lease_until: i64,
-    limit: usize,
-    mut each: impl FnMut(&crate::db::Row<'_>) -> crate::db::Result<T>,
+    each: impl FnMut(&crate::db::Row<'_>) -> crate::db::Result<T>,
 ) -> Result<Vec<T>> {
-    let mut claimed = Vec::new();
-    if limit == 0 {
-        return Ok(claimed);
+    if ids.is_empty() {
+        return Ok(Vec::new());
     }
-    // Both statements are the same on every claim: built once per database
-    // kind (see `claim_sql`).
-    static SQL: std::sync::OnceLock<[[String; 2]; 2]> = std::sync::OnceLock::new();
-    let built = SQL.get_or_init(|| [claim_sql(Dialect::Sqlite), claim_sql(Dialect::Postgres)]);
-    let [probes, normal] = &built[usize::from(tx.dialect() == Dialect::Postgres)];
-    for sql in [probes, normal] {
-        let room = limit - claimed.len();
-        if room == 0 {
-            break;
-        }
-        let mut stmt = tx.prepare_cached(sql)?;
-        for row in stmt.query_map(params![worker, lease_until, now, room as i64], &mut each)? {
-            claimed.push(row?);
-        }
-    }
-    Ok(claimed)
-}
-
-/// The claim's two statements (probes, then the others) in `dialect` (see
-/// [`Dialect::claim_sql`]): the claim's change and the Ready guard are this
-/// module's; how the rows are picked and locked is the dialect's.
-fn claim_sql(dialect: Dialect) -> [String; 2] {
-    let set = format!(
-        "{}, attempts = attempts + 1, claims = claims + 1, lease_owner = ?1, lease_until = ?2, started_at = ?3",
-        status_sql(Transition::Claim).unwrap_or_default()
+    let sql = format!(
+        "UPDATE weir_jobs SET {}, attempts = attempts + 1, claims = claims + 1, lease_owner = ?1, lease_until = ?2, started_at = ?3
+         WHERE id IN ({}) AND {} RETURNING {CLAIM_RETURNING}",
+        status_sql(Transition::Claim).unwrap_or_default(),
+        tx.dialect().text_list("?4"),
+        Transition::Claim.guard()
     );
-    dialect.claim_sql(&set, &Transition::Claim.guard(), CLAIM_RETURNING)
+    let list = serde_json::json!(ids).to_string();
+    let mut stmt = tx.prepare_cached(&sql)?;
+    let rows = stmt.query_map(params![worker, lease_until, now, list], each)?;
+    Ok(rows.collect::<crate::db::Result<_>>()?)
 }
 
 /// Extends every lease `worker` holds to `lease_until`; returns how many.
@@ -791,27 +782,46 @@ pub(crate) fn cancel_running(conn: &Connection, id: &str) -> Result<bool> {
     apply(conn, Transition::CancelRunning, &[] as &[&str], "", &[&id])
 }
 
-/// Delays a job: it runs no earlier than `until`, and never earlier than it
-/// would have (a later due time, backoff or timer is kept). A waiting job's
-/// timer (or timeout) moves to `until` if that is later, and a condition met
-/// before `until` makes it Ready at `until`.
+/// Sets when a job runs: no earlier than `until`, earlier or later than
+/// before (an operator's word wins over a backoff or an earlier
+/// postponement). A waiting job keeps its condition: its timer (or timeout)
+/// moves to `until` if that is later than the one its plug-in asked for, and
+/// a condition met before `until` makes it Ready at `until`.
 pub(crate) fn postpone(conn: &Connection, id: &str, until: i64, until_text: &str) -> Result<bool> {
     let d = conn.dialect();
-    let not_before = format!("COALESCE(CAST({} AS BIGINT), 0)", d.json_text("wait", "not_before_ms"));
-    let later = format!("CASE WHEN {not_before} > ?2 THEN {not_before} ELSE ?2 END");
-    let moved = d.json_set(&d.json_set("wait", "not_before_ms", JsonArg::Integer(&later)), "not_before", JsonArg::Text("?3"));
+    let timer = format!("COALESCE(CAST({} AS BIGINT), postpone_until)", d.json_text("wait", "timer_ms"));
+    let moved = d.json_set(&d.json_set("wait", "not_before_ms", JsonArg::Integer("?2")), "not_before", JsonArg::Text("?3"));
     let set = [
-        "postpone_until = CASE WHEN COALESCE(postpone_until, created_at) > ?2 THEN COALESCE(postpone_until, created_at) ELSE ?2 END".to_string(),
-        format!("wait = CASE WHEN wait IS NULL THEN NULL ELSE {moved} END"),
+        format!("postpone_until = CASE WHEN wait IS NULL OR statecode = 0 THEN ?2 WHEN {timer} > ?2 THEN {timer} ELSE ?2 END"),
+        format!("wait = CASE WHEN wait IS NULL OR statecode = 0 THEN wait ELSE {moved} END"),
     ];
     apply(conn, Transition::Postpone, &set, "", &[&id, &until, &until_text])
+}
+
+/// Makes a Ready job due at once (its backoff or postponement ends); a
+/// waiting job loses only an operator's postponement and keeps waiting for
+/// its condition, on the timer its plug-in asked for.
+pub(crate) fn run_now(conn: &Connection, id: &str) -> Result<bool> {
+    let d = conn.dialect();
+    let timer = format!("COALESCE(CAST({} AS BIGINT), postpone_until)", d.json_text("wait", "timer_ms"));
+    let cleared = d.json_set(&d.json_set("wait", "not_before_ms", JsonArg::Json("'null'")), "not_before", JsonArg::Json("'null'"));
+    let set = [
+        format!("postpone_until = CASE WHEN wait IS NULL OR statecode = 0 THEN NULL ELSE {timer} END"),
+        format!("wait = CASE WHEN wait IS NULL OR statecode = 0 THEN wait ELSE {cleared} END"),
+    ];
+    apply(conn, Transition::RunNow, &set, "", &[&id])
 }
 
 /// Gives the jobs of `from` that have not run to their end — Ready,
 /// Waiting or Paused — to `to`. Returns how many. (Not a change of state:
 /// running and completed jobs keep their owner.)
 pub(crate) fn reassign(conn: &Connection, from: &str, to: &str) -> Result<usize> {
-    let sql = format!("UPDATE weir_jobs SET owner = ?2 WHERE owner = ?1 AND statecode IN ({}, {})", WaitingForResources.statecode(), Waiting.statecode());
+    let sql = format!(
+        "UPDATE weir_jobs SET owner = ?2, lane = {} WHERE owner = ?1 AND statecode IN ({}, {})",
+        conn.dialect().lane_sql("?2"),
+        WaitingForResources.statecode(),
+        Waiting.statecode()
+    );
     Ok(conn.prepare_cached(&sql)?.execute(params![from, to])?)
 }
 
@@ -854,6 +864,8 @@ mod tests {
             fuel: None,
             postpone_until: None,
             callback_url: None,
+            queue: "default".into(),
+            priority: 5,
         };
         insert(&conn, "j", &job, "{}", "[]", 0).unwrap();
         let (state, code) = status.codes();
@@ -877,7 +889,7 @@ mod tests {
         let a = Attempt { id: "j", worker: "w", now: 10, duration_ms: 1, trace: "[]" };
         let w = Wait { until: 20, table: None, record: None, condition: None, key: None, state: vec![] };
         match t {
-            Transition::Claim => claim(conn, "w", 10, 100, 10, |r| r.get::<_, String>(0)).unwrap().len() == 1,
+            Transition::Claim => claim_ids(conn, "w", &["j".to_string()], 10, 100, |r| r.get::<_, String>(0)).unwrap().len() == 1,
             Transition::Heartbeat => heartbeat(conn, "w", 100, &[]).unwrap() == 1,
             Transition::Release => release(conn, "j", "w").unwrap(),
             Transition::Complete => a.complete(conn, None).unwrap(),
@@ -904,6 +916,7 @@ mod tests {
             Transition::Cancel => cancel(conn, "j", 10).unwrap(),
             Transition::CancelRunning => cancel_running(conn, "j").unwrap(),
             Transition::Postpone => postpone(conn, "j", 30, "t").unwrap(),
+            Transition::RunNow => run_now(conn, "j").unwrap(),
             Transition::Retry => retry(conn, "j").unwrap(),
             Transition::Abandon => !abandon(conn, 10, 10).unwrap().is_empty(),
         }
@@ -929,7 +942,7 @@ mod tests {
                 checked += 1;
             }
         }
-        assert_eq!(checked, 24 * 9);
+        assert_eq!(checked, 25 * 9);
     }
 
     #[test]
@@ -951,17 +964,29 @@ mod tests {
     }
 
     #[test]
-    fn postpone_never_makes_a_job_run_or_time_out_earlier() {
+    fn postpone_moves_both_ways_and_a_wait_keeps_its_own_timer() {
         let (_dir, conn) = job_in(Waiting);
-        conn.execute("UPDATE weir_jobs SET postpone_until = 1000 WHERE id = 'j'", []).unwrap();
+        conn.execute("UPDATE weir_jobs SET postpone_until = 1000, wait = '{\"kind\":\"until\",\"timer_ms\":1000}' WHERE id = 'j'", []).unwrap();
+        let due = |conn: &Connection| conn.query_row("SELECT postpone_until FROM weir_jobs WHERE id = 'j'", [], |r| r.get::<_, Option<i64>>(0)).unwrap();
         assert!(postpone(&conn, "j", 500, "t").unwrap());
-        let due: i64 = conn.query_row("SELECT postpone_until FROM weir_jobs WHERE id = 'j'", [], |r| r.get(0)).unwrap();
-        assert_eq!(due, 1000, "an earlier postponement keeps the later timer");
+        assert_eq!(due(&conn), Some(1000), "a wait's own timer is kept");
+        assert!(postpone(&conn, "j", 3000, "t").unwrap());
+        assert_eq!(due(&conn), Some(3000));
+        assert!(postpone(&conn, "j", 1500, "t").unwrap());
+        assert_eq!(due(&conn), Some(1500), "earlier than the last postponement");
+        assert!(run_now(&conn, "j").unwrap());
+        assert_eq!((status_of(&conn), due(&conn)), (Waiting, Some(1000)), "run-now ends the postponement, the wait stays");
         assert_eq!(wake_due(&conn, 600).unwrap(), 0);
-        // A condition met before the postponement: Ready, but not due before it.
+        // A condition met before a postponement: Ready, but not due before it.
         assert!(postpone(&conn, "j", 2000, "t").unwrap());
         assert!(wake_condition_met(&conn, "j").unwrap());
-        let due: i64 = conn.query_row("SELECT postpone_until FROM weir_jobs WHERE id = 'j'", [], |r| r.get(0)).unwrap();
-        assert_eq!((status_of(&conn), due), (WaitingForResources, 2000));
+        assert_eq!((status_of(&conn), due(&conn)), (WaitingForResources, Some(2000)));
+        // A Ready job moves either way, and run-now makes it due at once.
+        assert!(postpone(&conn, "j", 9000, "t").unwrap());
+        assert!(postpone(&conn, "j", 100, "t").unwrap());
+        assert_eq!(due(&conn), Some(100));
+        assert!(postpone(&conn, "j", 9000, "t").unwrap());
+        assert!(run_now(&conn, "j").unwrap());
+        assert_eq!(due(&conn), None);
     }
 }

@@ -122,6 +122,8 @@ fn scheduled_job(step: &Step, version: i64) -> NewJob {
         fuel: step.fuel,
         postpone_until: None,
         callback_url: None,
+        queue: step.queue_name().to_string(),
+        priority: step.job_priority(),
     }
 }
 

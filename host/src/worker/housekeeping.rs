@@ -1,12 +1,15 @@
 //! Housekeeping: what the pool does besides running jobs, on a tick —
-//! timers, operator interrupts, schedules, expired leases, retention — and
-//! callback deliveries, all off the async executor's threads.
+//! timers, operator interrupts, schedules, expired leases, retention, the
+//! node's sign of life — and callback deliveries, all off the async
+//! executor's threads.
 //!
 //! Owns no table: every change goes through [`crate::jobs`].
 
 use super::*;
 /// How often the pool wakes timers, checks interrupts and fires schedules.
 const TICK: Duration = Duration::from_millis(100);
+/// How often the pool says it is alive (`crate::nodes`).
+const BEAT: Duration = Duration::from_secs(5);
 
 /// Periodic work besides running jobs: timers, operator interrupts,
 /// schedules, callback deliveries and retention.
@@ -14,6 +17,7 @@ const TICK: Duration = Duration::from_millis(100);
 pub(super) struct Housekeeping {
     last_tick: Option<Instant>,
     last_retention: Option<Instant>,
+    last_beat: Option<Instant>,
     delivering: Arc<std::sync::atomic::AtomicBool>,
 }
 
@@ -61,6 +65,15 @@ impl Housekeeping {
         let live: Vec<String> = scheduled.iter().map(|(s, _)| s.name.clone()).collect();
         jobs::timers::prune_schedules(&conn, &live)?;
         jobs::timers::fire_schedules(&mut conn, &scheduled, now)?;
+        if self.last_beat.is_none_or(|t| t.elapsed() >= BEAT) {
+            let first = self.last_beat.is_none();
+            self.last_beat = Some(Instant::now());
+            if first {
+                crate::nodes::register(&conn, &shared.worker_id, &shared.opts.queues, shared.opts.workers, now)?;
+            } else {
+                crate::nodes::beat(&conn, &shared.worker_id, shared.held.load(Ordering::Relaxed), now)?;
+            }
+        }
         let retention = &shared.opts.retention;
         if self.last_retention.is_none_or(|t| t.elapsed() >= retention.every) {
             self.last_retention = Some(Instant::now());

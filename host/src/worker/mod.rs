@@ -68,6 +68,8 @@ pub struct WorkOptions {
     pub secret_key: Option<crate::secrets::SecretKey>,
     /// Signs every callback (`Weir-Signature`) when set.
     pub callback_secret: Option<String>,
+    /// The queues it claims from (`--queues`; default every queue).
+    pub queues: jobs::claims::Served,
 }
 
 /// The recurring cleanup the pool runs by itself: keep
@@ -129,6 +131,7 @@ impl Default for WorkOptions {
             egress: Default::default(),
             secret_key: None,
             callback_secret: None,
+            queues: jobs::claims::Served::all(),
         }
     }
 }
@@ -229,6 +232,9 @@ const MAX_GROUP_COMMIT: usize = 512;
 const PREFETCH_HORIZON_US: u64 = 50_000;
 /// ...and never more than this many.
 const MAX_PREFETCH: usize = 1024;
+/// When due jobs are kept back (a limit, a rate, a probe running), how soon
+/// the dispatcher looks again if nothing wakes it first.
+const BLOCKED_RECHECK_MS: i64 = 25;
 
 impl Shared {
     /// The connection outcomes and heartbeats are written on.
@@ -343,7 +349,7 @@ pub async fn run(
             if due {
                 let claimed = off_executor(|| {
                     let mut conn = shared.db_conn.lock();
-                    crate::time::now_on(&conn).and_then(|now| jobs::claim_ready(&mut conn, &shared.worker_id, now, opts.lease_ms, room))
+                    crate::time::now_on(&conn).and_then(|now| jobs::claim_ready(&mut conn, &shared.worker_id, &opts.queues, now, opts.lease_ms, room))
                 });
                 match claimed {
                     Ok(batch) => {
@@ -373,7 +379,14 @@ pub async fn run(
                         if got == 0 {
                             check = false;
                             seen_version = version;
-                            next_due = off_executor(|| jobs::next_due(&shared.db_conn.lock(), crate::time::now_ms())).unwrap_or(None);
+                            let now = crate::time::now_ms();
+                            next_due = off_executor(|| jobs::next_due(&shared.db_conn.lock(), &opts.queues, now)).unwrap_or(None);
+                            // Due jobs that a limit, a rate or a probe running
+                            // keeps back: look again soon (a job's end wakes
+                            // the dispatcher sooner), not on every loop.
+                            if next_due.is_some_and(|d| d <= now) {
+                                next_due = Some(now + BLOCKED_RECHECK_MS);
+                            }
                         }
                     }
                     Err(e) => {
@@ -398,7 +411,7 @@ pub async fn run(
         }
         if opts.until_idle && shared.held.load(Ordering::SeqCst) == 0 {
             // On a read error, keep going: the loop retries after `poll`.
-            let next = match off_executor(|| jobs::next_due(&shared.db_conn.lock(), crate::time::now_ms())) {
+            let next = match off_executor(|| jobs::next_due(&shared.db_conn.lock(), &opts.queues, crate::time::now_ms())) {
                 Ok(next) => next,
                 Err(e) => {
                     tracing::warn!("reading when the next job is due failed: {e}");
@@ -438,6 +451,9 @@ pub async fn run(
     }
     heartbeat.abort();
     tokio::task::spawn_blocking(move || recorder.join()).await.ok();
+    if let Err(e) = off_executor(|| crate::nodes::sign_off(&shared.db_conn.lock(), &shared.worker_id)) {
+        tracing::debug!("signing the node off failed: {e}");
+    }
     let c = &shared.counters;
     Ok(WorkStats {
         attempts: c.attempts.load(Ordering::Relaxed),
