@@ -1165,7 +1165,20 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Background(BackgroundCmd::Submit { plugin, input, grants, allow_http, secrets, callback, at, max_attempts, timeout_ms, queue, priority, json }) => {
+        Command::Background(BackgroundCmd::Submit {
+            plugin,
+            input,
+            grants,
+            allow_http,
+            secrets,
+            callback,
+            at,
+            max_attempts,
+            timeout_ms,
+            queue,
+            priority,
+            json,
+        }) => {
             let weir = open()?;
             let req = BackgroundRequest {
                 plugin,

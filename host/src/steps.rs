@@ -646,7 +646,12 @@ fn check(conn: &Connection, plugins: &Plugins, step: &Step, op_budget_ms: u64) -
 fn check_share(step: &Step) -> Result<()> {
     use crate::jobs::claims;
     let name = &step.name;
-    let given = step.queue.is_some() || step.priority.is_some() || step.max_running.is_some() || step.rate.is_some() || step.hold_after.is_some() || step.max_hold_ms.is_some();
+    let given = step.queue.is_some()
+        || step.priority.is_some()
+        || step.max_running.is_some()
+        || step.rate.is_some()
+        || step.hold_after.is_some()
+        || step.max_hold_ms.is_some();
     if given && step.mode != ModeKind::Async {
         return Err(Error::invalid(format!(
             "step {name}: --queue, --priority, --max-running, --rate, --hold-after and --max-hold apply to async steps (jobs); a sync step runs inside its operation"

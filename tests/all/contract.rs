@@ -253,6 +253,15 @@ fn a_database_from_before_exact_decimals_is_upgraded_keeping_every_value() {
             "DROP TABLE data_deal;
              CREATE TABLE data_deal (id TEXT PRIMARY KEY NOT NULL, created_at INTEGER NOT NULL, modified_at INTEGER NOT NULL, name TEXT, amount REAL);
              INSERT INTO data_deal VALUES ('d1', 1, 2, 'float', 0.030000000000000006), ('d2', 3, 4, 'round', 12.5), ('d3', 5, 6, 'none', NULL);
+             DROP INDEX weir_jobs_lanes;
+             DROP INDEX weir_jobs_running;
+             ALTER TABLE weir_jobs DROP COLUMN queue;
+             ALTER TABLE weir_jobs DROP COLUMN priority;
+             ALTER TABLE weir_jobs DROP COLUMN lane;
+             ALTER TABLE weir_step_health DROP COLUMN holds;
+             ALTER TABLE weir_step_health DROP COLUMN probe_job;
+             DROP TABLE weir_limits;
+             DROP TABLE weir_nodes;
              DROP INDEX weir_jobs_wait_query;
              DROP INDEX weir_callbacks_job;
              ALTER TABLE weir_jobs DROP COLUMN wait_key_column;

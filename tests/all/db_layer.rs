@@ -162,6 +162,12 @@ fn a_postgres_database_from_before_the_one_count_is_upgraded() {
         // Back to how the last release left it: version 1, the look-alike functions there.
         conn.execute_batch(
             "UPDATE weir_schema SET version = 1;
+             DROP INDEX weir_jobs_lanes;
+             DROP INDEX weir_jobs_running;
+             ALTER TABLE weir_jobs DROP COLUMN queue, DROP COLUMN priority, DROP COLUMN lane;
+             ALTER TABLE weir_step_health DROP COLUMN holds, DROP COLUMN probe_job;
+             DROP TABLE weir_limits;
+             DROP TABLE weir_nodes;
              DROP INDEX weir_jobs_wait_query;
              ALTER TABLE weir_jobs DROP COLUMN wait_key_column, DROP COLUMN wait_key_value;
              CREATE INDEX weir_jobs_wait_query ON weir_jobs (wait_table) WHERE wait_record IS NULL AND wait_table IS NOT NULL;

@@ -380,6 +380,8 @@ fn listings_are_capped_and_paged() {
             owner: "system".into(),
             max_attempts: None,
             timeout_ms: None,
+            queue: None,
+            priority: None,
             callback_hosts: Default::default(),
         };
         for _ in 0..5_001 {

@@ -12,6 +12,9 @@ use weir::Weir;
 use weir::jobs::{self, Completion, JobContext, NewJob, Outcome};
 use weir::values::EntityDoc;
 
+/// Claims from every queue.
+static ALL: std::sync::LazyLock<jobs::claims::Served> = std::sync::LazyLock::new(jobs::claims::Served::all);
+
 pub(crate) fn new_job(step: &str) -> NewJob {
     NewJob {
         kind: "step",
@@ -44,6 +47,8 @@ pub(crate) fn new_job(step: &str) -> NewJob {
         fuel: None,
         postpone_until: None,
         callback_url: None,
+        queue: "default".into(),
+        priority: 5,
     }
 }
 
@@ -69,14 +74,14 @@ fn only_the_lease_holder_completes_and_expired_leases_are_taken_over() {
     let mut conn = weir.db().connect().unwrap();
     let id = jobs::enqueue(&conn, &new_job("s")).unwrap();
     let t = later();
-    let got = jobs::claim_ready(&mut conn, "A", t, 100, 10).unwrap();
+    let got = jobs::claim_ready(&mut conn, "A", &ALL, t, 100, 10).unwrap();
     assert_eq!((got.len(), got[0].attempts), (1, 1));
     // Nobody else can claim it while the lease runs...
-    assert!(jobs::claim_ready(&mut conn, "B", t + 50, 60_000, 10).unwrap().is_empty());
+    assert!(jobs::claim_ready(&mut conn, "B", &ALL, t + 50, 60_000, 10).unwrap().is_empty());
     assert_eq!(jobs::expire_leases(&mut conn, t + 50).unwrap(), 0);
     // ...and after it, the job is taken over with the lost attempt counted.
     assert_eq!(jobs::expire_leases(&mut conn, t + 101).unwrap(), 1, "A's lease expired");
-    let got = jobs::claim_ready(&mut conn, "B", t + 101, 60_000, 10).unwrap();
+    let got = jobs::claim_ready(&mut conn, "B", &ALL, t + 101, 60_000, 10).unwrap();
     assert_eq!((got.len(), got[0].attempts), (1, 2), "B took the job over; the lost attempt counts");
     let ok = done(&id, Outcome::Succeeded { result: None });
     assert!(!jobs::complete(&mut conn, &ok, "A", t + 102).unwrap(), "A no longer holds the lease");
@@ -86,7 +91,7 @@ fn only_the_lease_holder_completes_and_expired_leases_are_taken_over() {
     assert_eq!((view.status, view.attempts), ("Succeeded", 2));
     // A heartbeat keeps a lease alive.
     let id2 = jobs::enqueue(&conn, &new_job("s")).unwrap();
-    jobs::claim_ready(&mut conn, "C", t, 50, 10).unwrap();
+    jobs::claim_ready(&mut conn, "C", &ALL, t, 50, 10).unwrap();
     for step in 1..=5 {
         assert_eq!(jobs::heartbeat(&conn, "C", t + step * 40, 50, &[]).unwrap(), 1);
         assert_eq!(jobs::expire_leases(&mut conn, t + step * 40 + 45).unwrap(), 0);
@@ -102,14 +107,14 @@ fn out_of_attempts_fails_and_retries_back_off() {
     let fail = done(&id, Outcome::Failed { code: "transient".into(), message: "busy".into(), permanent: false });
     let mut t = later();
     for attempt in 1..=3 {
-        let got = jobs::claim_ready(&mut conn, "W", t, 60_000, 1).unwrap();
+        let got = jobs::claim_ready(&mut conn, "W", &ALL, t, 60_000, 1).unwrap();
         assert_eq!(got[0].attempts, attempt);
         assert!(jobs::complete(&mut conn, &fail, "W", t).unwrap());
         let v = jobs::show(&conn, &id).unwrap();
         if attempt < 3 {
             assert_eq!(v.status, "WaitingForResources");
             // Not due before its backoff (at least half of 10 ms << (attempt - 1)), due after it.
-            assert!(jobs::claim_ready(&mut conn, "W", t, 60_000, 1).unwrap().is_empty(), "a retry waits for its backoff");
+            assert!(jobs::claim_ready(&mut conn, "W", &ALL, t, 60_000, 1).unwrap().is_empty(), "a retry waits for its backoff");
             t += 10 << attempt;
         } else {
             assert_eq!(v.status, "Failed");
@@ -133,7 +138,7 @@ fn an_unreadable_job_row_fails_alone() {
     let bad = jobs::enqueue(&conn, &new_job("s")).unwrap();
     let good: Vec<String> = (0..3).map(|_| jobs::enqueue(&conn, &new_job("s")).unwrap()).collect();
     conn.execute("UPDATE weir_jobs SET context = '{not json' WHERE id = ?1", [&bad]).unwrap();
-    let got = jobs::claim_ready(&mut conn, "W", later(), 60_000, 10).unwrap();
+    let got = jobs::claim_ready(&mut conn, "W", &ALL, later(), 60_000, 10).unwrap();
     let ids: Vec<&str> = got.iter().map(|j| j.id.as_str()).collect();
     assert_eq!(ids, good.iter().map(String::as_str).collect::<Vec<_>>());
     let v = jobs::show(&conn, &bad).unwrap();
@@ -146,42 +151,42 @@ fn a_failing_step_is_held_then_probed_by_one_job_before_the_rest_run() {
     let (_d, weir) = open();
     let mut conn = weir.db().connect().unwrap();
     let t = later();
-    for _ in 0..jobs::BREAKER_THRESHOLD {
+    for _ in 0..jobs::breaker::DEFAULT_HOLD_AFTER {
         let id = jobs::enqueue(&conn, &new_job("bad")).unwrap();
         let permanent = done(&id, Outcome::Failed { code: "permanent".into(), message: "no".into(), permanent: true });
-        assert_eq!(jobs::claim_ready(&mut conn, "W", t, 60_000, 10).unwrap().len(), 1);
+        assert_eq!(jobs::claim_ready(&mut conn, "W", &ALL, t, 60_000, 10).unwrap().len(), 1);
         jobs::complete(&mut conn, &permanent, "W", t).unwrap();
     }
     // The step is held: its jobs are not claimed, shown as held; other steps run.
     let held: Vec<String> = (0..4).map(|_| jobs::enqueue(&conn, &new_job("bad")).unwrap()).collect();
     let other = jobs::enqueue(&conn, &new_job("good")).unwrap();
-    let got = jobs::claim_ready(&mut conn, "W", t, 60_000, 10).unwrap();
+    let got = jobs::claim_ready(&mut conn, "W", &ALL, t, 60_000, 10).unwrap();
     assert_eq!(got.iter().map(|j| j.id.as_str()).collect::<Vec<_>>(), vec![other.as_str()], "only the healthy step's job runs");
     let view = jobs::show(&conn, &held[0]).unwrap();
     let hold = view.held.expect("a held job says so");
     assert!(hold.reason.contains("failed 5 times in a row"), "{hold:?}");
     let until = weir::time::parse_rfc3339(&hold.until).unwrap();
-    assert_eq!(until, t + jobs::BREAKER_BASE_MS, "held for the first hold");
+    assert_eq!(until, t + jobs::breaker::BASE_HOLD_MS, "held for the first hold");
     assert!(jobs::show(&conn, &other).unwrap().held.is_none());
     // Nothing of the step before the hold ends; the next due time is its end.
-    assert!(jobs::claim_ready(&mut conn, "W", until - 1, 60_000, 10).unwrap().is_empty());
-    assert_eq!(jobs::next_due(&conn, until - 1).unwrap(), Some(until));
+    assert!(jobs::claim_ready(&mut conn, "W", &ALL, until - 1, 60_000, 10).unwrap().is_empty());
+    assert_eq!(jobs::next_due(&conn, &ALL, until - 1).unwrap(), Some(until));
     // When it ends, one job runs as a probe, not all of them at once.
-    let probe = jobs::claim_ready(&mut conn, "W", until, 60_000, 10).unwrap();
+    let probe = jobs::claim_ready(&mut conn, "W", &ALL, until, 60_000, 10).unwrap();
     assert_eq!(probe.iter().map(|j| j.id.as_str()).collect::<Vec<_>>(), vec![held[0].as_str()]);
-    assert!(jobs::claim_ready(&mut conn, "W", until + 1, 60_000, 10).unwrap().is_empty(), "the rest wait for the probe");
+    assert!(jobs::claim_ready(&mut conn, "W", &ALL, until + 1, 60_000, 10).unwrap().is_empty(), "the rest wait for the probe");
     // The probe fails: held again, longer.
     let fail = done(&held[0], Outcome::Failed { code: "permanent".into(), message: "no".into(), permanent: true });
     jobs::complete(&mut conn, &fail, "W", until + 2).unwrap();
     let again = weir::time::parse_rfc3339(&jobs::show(&conn, &held[1]).unwrap().held.unwrap().until).unwrap();
-    assert_eq!(again, until + 2 + 2 * jobs::BREAKER_BASE_MS, "the hold doubles");
-    assert!(jobs::claim_ready(&mut conn, "W", again - 1, 60_000, 10).unwrap().is_empty());
+    assert_eq!(again, until + 2 + 2 * jobs::breaker::BASE_HOLD_MS, "the hold doubles");
+    assert!(jobs::claim_ready(&mut conn, "W", &ALL, again - 1, 60_000, 10).unwrap().is_empty());
     // The next probe succeeds: the step recovers and the rest run.
-    let probe = jobs::claim_ready(&mut conn, "W", again, 60_000, 10).unwrap();
+    let probe = jobs::claim_ready(&mut conn, "W", &ALL, again, 60_000, 10).unwrap();
     assert_eq!(probe.len(), 1);
     jobs::complete(&mut conn, &done(&probe[0].id, Outcome::Succeeded { result: None }), "W", again + 1).unwrap();
     assert!(jobs::show(&conn, &held[2]).unwrap().held.is_none());
-    let rest = jobs::claim_ready(&mut conn, "W", again + 1, 60_000, 10).unwrap();
+    let rest = jobs::claim_ready(&mut conn, "W", &ALL, again + 1, 60_000, 10).unwrap();
     assert_eq!(rest.len(), 2, "the remaining held jobs run once the probe succeeded");
 }
 
@@ -198,7 +203,7 @@ fn a_group_of_outcomes_ends_each_job_as_alone() {
     // Step "flaky" has failures counted against it.
     for _ in 0..2 {
         let id = jobs::enqueue(&conn, &new_job("flaky")).unwrap();
-        jobs::claim_ready(&mut conn, "W", t, 60_000, 10).unwrap();
+        jobs::claim_ready(&mut conn, "W", &ALL, t, 60_000, 10).unwrap();
         jobs::complete(&mut conn, &done(&id, Outcome::Failed { code: "x".into(), message: "no".into(), permanent: true }), "W", t).unwrap();
     }
     assert_eq!(jobs::step_health(&conn).unwrap()["flaky"].consecutive_failures, 2);
@@ -209,7 +214,7 @@ fn a_group_of_outcomes_ends_each_job_as_alone() {
     let lost = jobs::enqueue(&conn, &new_job("s")).unwrap();
     let failing = jobs::enqueue(&conn, &new_job("s")).unwrap();
     let plain: Vec<String> = (0..3).map(|_| jobs::enqueue(&conn, &new_job("s")).unwrap()).collect();
-    assert_eq!(jobs::claim_ready(&mut conn, "W", t, 100, 10).unwrap().len(), 7);
+    assert_eq!(jobs::claim_ready(&mut conn, "W", &ALL, t, 100, 10).unwrap().len(), 7);
     weir::jobs::control::cancel(&mut conn, &canceled, t).unwrap();
     // Another worker took "lost" over (W's lease ran out meanwhile).
     conn.execute("UPDATE weir_jobs SET lease_owner = 'V' WHERE id = ?1", [&lost]).unwrap();
@@ -248,7 +253,7 @@ fn a_group_s_failures_before_a_success_of_their_step_do_not_hold_it() {
     let mut conn = weir.db().connect().unwrap();
     let t = later();
     let ids: Vec<String> = (0..7).map(|_| jobs::enqueue(&conn, &new_job("flaky")).unwrap()).collect();
-    assert_eq!(jobs::claim_ready(&mut conn, "W", t, 60_000, 10).unwrap().len(), 7);
+    assert_eq!(jobs::claim_ready(&mut conn, "W", &ALL, t, 60_000, 10).unwrap().len(), 7);
     let fail = |id: &String| done(id, Outcome::Failed { code: "transient".into(), message: "later".into(), permanent: false });
     let mut batch: Vec<Completion> = ids[..5].iter().map(fail).collect();
     batch.push(done(&ids[5], Outcome::Succeeded { result: None }));

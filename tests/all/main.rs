@@ -12,6 +12,7 @@ mod contract;
 mod crash;
 mod db_layer;
 mod egress;
+mod fair_share;
 mod hardening;
 mod hardening_december;
 mod hardening_io;

@@ -240,16 +240,21 @@ fn a_delayed_job_waits_for_its_time_and_can_be_postponed() {
     let shown = env.run(&["jobs", "show", &job, "--json"]).ok().json();
     assert_eq!(shown["status"], "WaitingForResources");
     assert!(shown["postpone_until"].is_string());
-    // Postpone means "not before": an earlier time leaves it where it was, a
-    // later one moves it.
-    let same = env.run(&["jobs", "postpone", &job, "--until", "+0s", "--json"]).ok().json();
-    assert_eq!(same["postpone_until"], shown["postpone_until"]);
+    // Postpone moves a job either way: later, then earlier than that (still
+    // in the future, so it keeps waiting).
     let later = env.run(&["jobs", "postpone", &job, "--until", "+2h", "--json"]).ok().json();
     assert!(later["postpone_until"].as_str() > shown["postpone_until"].as_str(), "{later}");
+    let earlier = env.run(&["jobs", "postpone", &job, "--until", "+30m", "--json"]).ok().json();
+    assert!(earlier["postpone_until"].as_str() < shown["postpone_until"].as_str(), "{earlier}");
     work(&env);
     assert_eq!(env.run(&["jobs", "show", &job, "--json"]).ok().json()["status"], "WaitingForResources");
     let bad = env.run(&["jobs", "postpone", &job, "--until", "tomorrow"]).fails();
     assert!(bad.stderr.contains("bad time"), "{}", bad.stderr);
+    // Run-now makes it due at once: the next pool runs it.
+    let due = env.run(&["jobs", "run-now", &job, "--json"]).ok().json();
+    assert!(due["postpone_until"].is_null(), "{due}");
+    work(&env);
+    assert_eq!(env.run(&["jobs", "show", &job, "--json"]).ok().json()["status"], "Succeeded");
 }
 
 #[test]

@@ -829,8 +829,7 @@ async fn list_queues(State(app): State<App>) -> ApiResult<Json<QueueList>> {
 #[utoipa::path(put, path = "/api/queues/{name}", params(("name" = String, Path)), request_body(content = QueueSettings),
     responses((status = 200, body = QueueSettings), (status = 400, body = ErrorBody)))]
 async fn set_queue(State(app): State<App>, Path(name): Path<String>, body: Bytes) -> ApiResult<Json<QueueSettings>> {
-    let settings: QueueSettings =
-        serde_json::from_slice(&body).map_err(|e| bad(format!("a queue's settings are {{\"max_running\": N or null}}: {e}")))?;
+    let settings: QueueSettings = serde_json::from_slice(&body).map_err(|e| bad(format!("a queue's settings are {{\"max_running\": N or null}}: {e}")))?;
     let weir = app.weir.clone();
     let max = settings.max_running;
     blocking(move || weir.set_queue_limit(&name, max)).await?;

@@ -64,11 +64,7 @@ pub fn parse_priority(s: &str) -> Result<i64> {
 
 /// Refuses a priority outside 0–9.
 pub fn check_priority(p: i64) -> Result<i64> {
-    if (0..=MAX_PRIORITY).contains(&p) {
-        Ok(p)
-    } else {
-        Err(Error::invalid(format!("bad priority {p}: a priority is 0 to 9 (9 runs first)")))
-    }
+    if (0..=MAX_PRIORITY).contains(&p) { Ok(p) } else { Err(Error::invalid(format!("bad priority {p}: a priority is 0 to 9 (9 runs first)"))) }
 }
 
 /// Refuses a queue name that is not a name.
@@ -466,8 +462,7 @@ pub(crate) fn plan(tx: &Connection, served: &Served, now: i64, limit: usize) -> 
     let mut probes: Vec<(String, String)> = Vec::new();
     let mut taken: HashMap<String, i64> = HashMap::new();
     // Probes of held steps whose hold has passed, where none runs.
-    let due_probes: Vec<String> =
-        throttles.held.iter().filter(|(_, (until, _, _))| *until <= now).map(|(step, _)| step.clone()).collect();
+    let due_probes: Vec<String> = throttles.held.iter().filter(|(_, (until, _, _))| *until <= now).map(|(step, _)| step.clone()).collect();
     for step in due_probes {
         if ids.len() >= limit {
             break;
@@ -514,7 +509,9 @@ pub(crate) fn plan(tx: &Connection, served: &Served, now: i64, limit: usize) -> 
         ))
         .into_owned();
     let parts: Vec<String> = (0..lanes.len())
-        .map(|i| format!("SELECT {i} AS lane, id, jrank FROM ({}) AS c{i}", one.replace("?L", &format!("?{}", 2 + 2 * i)).replace("?Q", &format!("?{}", 3 + 2 * i))))
+        .map(|i| {
+            format!("SELECT {i} AS lane, id, jrank FROM ({}) AS c{i}", one.replace("?L", &format!("?{}", 2 + 2 * i)).replace("?Q", &format!("?{}", 3 + 2 * i)))
+        })
         .collect();
     let sql = parts.join(" UNION ALL ");
     let mut args: Vec<crate::db::ValueRef<'_>> = vec![now.into()];
@@ -585,8 +582,12 @@ impl Plan {
                 continue;
             }
             let left = l.tokens_at(now) - n * 1000;
-            tx.prepare_cached("UPDATE weir_limits SET tokens_milli = ?3, refilled_at = ?4 WHERE scope = ?1 AND name = ?2")?
-                .execute(params!["step", step, left.max(0), now])?;
+            tx.prepare_cached("UPDATE weir_limits SET tokens_milli = ?3, refilled_at = ?4 WHERE scope = ?1 AND name = ?2")?.execute(params![
+                "step",
+                step,
+                left.max(0),
+                now
+            ])?;
         }
         Ok(())
     }
@@ -617,7 +618,8 @@ pub struct QueueView {
 /// Every queue that has unfinished jobs, a limit, or a step, by name.
 pub fn queues(conn: &Connection, now: i64) -> Result<Vec<QueueView>> {
     let mut views: std::collections::BTreeMap<String, QueueView> = Default::default();
-    let blank = |name: &str| QueueView { name: name.to_string(), ready: 0, due: 0, running: 0, suspended: 0, max_running: None, oldest_due: None, nodes: vec![] };
+    let blank =
+        |name: &str| QueueView { name: name.to_string(), ready: 0, due: 0, running: 0, suspended: 0, max_running: None, oldest_due: None, nodes: vec![] };
     let rows: Vec<(String, i64, i64, i64, i64, Option<i64>)> = conn
         .prepare_cached(
             "SELECT queue,

@@ -539,7 +539,6 @@ fn complete_in_group(tx: &Connection, c: &Completion, worker: &str, now: i64, he
     Ok(applied)
 }
 
-
 /// How many jobs that have not completed run plug-in `name` (at `version`,
 /// or any version).
 pub fn unfinished_of_plugin(conn: &Connection, name: &str, version: Option<i64>) -> Result<i64> {
