@@ -452,6 +452,13 @@ pub fn run(json_out: bool, only: Option<&str>, components: &[LangComponent], db:
             unit: "/s",
             runs: (0..3).map(|_| drain(&weir, "noop", 50_000, workers)).collect::<Result<_>>()?,
         });
+        say("async jobs: 50,000 no-op jobs of 4 owners in 2 queues, priorities mixed, a limit on one step");
+        figures.push(Figure {
+            key: "async_jobs_per_s_fair",
+            label: "drain 50,000 no-op jobs: 4 owners, 2 queues, 3 priorities, a limit",
+            unit: "/s",
+            runs: (0..3).map(|_| drain_fair(&weir, 50_000, workers)).collect::<Result<_>>()?,
+        });
         say("async jobs: 50,000 no-op jobs, two worker processes");
         figures.push(Figure {
             key: "async_jobs_per_s_2_nodes",
@@ -582,6 +589,41 @@ fn drain_with(weir: &Weir, plugin: &str, n: usize, workers: usize, bad: &[&str],
     let started_ms = crate::time::now_ms();
     crate::cli::runtime()?.block_on(weir.work(opts, std::future::pending()))?;
     drained_rate(&conn, &run_id, plugin, n, started_ms)
+}
+
+/// Like [`drain`] for no-op jobs that fair share sorts out: 4 owners each
+/// submitting a batch (as an import would), in 2 queues, at priorities 9, 5,
+/// 5 and 0, one owner's batch of a step limited to 1,000 running at once
+/// (counted on every claim; a limit that binds would measure itself, not the
+/// claim). Claims rotate among the owners and order each by priority.
+fn drain_fair(weir: &Weir, n: usize, workers: usize) -> Result<f64> {
+    const LIMITED: &str = "bench-limited";
+    let run_id = uuid::Uuid::now_v7().to_string();
+    let version = plugin_version(weir, "noop")?;
+    let conn = weir.db().connect()?;
+    let limits = jobs::claims::Limits { max_running: Some(1_000), rate_milli: None };
+    jobs::claims::set_limits(&conn, jobs::claims::Scope::Step, LIMITED, limits, crate::time::now_ms())?;
+    let tx = conn.transaction()?;
+    for (o, priority) in [9, 5, 5, 0].into_iter().enumerate() {
+        let owner = format!("bench-owner-{}", o + 1);
+        if crate::store::user_active(&tx, &owner)?.is_none() {
+            crate::store::add_user(&tx, &owner)?;
+        }
+        let mut j = job("noop", version);
+        j.context.correlation_id = run_id.clone();
+        j.owner = owner;
+        j.queue = if o % 2 == 0 { jobs::claims::DEFAULT_QUEUE.into() } else { "bench-bulk".into() };
+        j.priority = priority;
+        j.step = (o == 2).then(|| LIMITED.into());
+        for _ in 0..n / 4 {
+            jobs::enqueue(&tx, &j)?;
+        }
+    }
+    tx.commit()?;
+    let opts = WorkOptions { workers, until_idle: true, idle_horizon: Duration::ZERO, ..WorkOptions::default() };
+    let started_ms = crate::time::now_ms();
+    crate::cli::runtime()?.block_on(weir.work(opts, std::future::pending()))?;
+    drained_rate(&conn, &run_id, "noop", n / 4 * 4, started_ms)
 }
 
 /// Enqueues, in one transaction, `n` jobs of `plugin` with `grants` as one

@@ -249,14 +249,35 @@ impl Dialect {
         }
     }
 
-    /// **A list as one parameter.** A subquery giving the text values of the
-    /// JSON array in parameter `param` (`?N`): one prepared statement serves
-    /// a list of any length. Callers: `jobs::claims` (the queues a node
-    /// serves, the jobs a claim takes).
-    pub fn text_list(self, param: &str) -> String {
+    /// **A list as one parameter.** The condition "`expr` is one of the
+    /// text values of the JSON array in parameter `param` (`?N`)": one
+    /// prepared statement serves a list of any length. On PostgreSQL the list
+    /// becomes an array first, so an index on `expr` is used for each value
+    /// (a join with the set-returning function would be planned for a list of
+    /// unknown length, often as a scan of the whole table). Callers:
+    /// `jobs::claims` (the queues a node serves, the limits a claim counts
+    /// against), `jobs::state::claim_ids` (the jobs a claim takes).
+    pub fn in_text_list(self, expr: &str, param: &str) -> String {
         match self {
-            Dialect::Sqlite => format!("SELECT value FROM json_each({param})"),
-            Dialect::Postgres => format!("SELECT jsonb_array_elements_text(CAST({param} AS jsonb))"),
+            Dialect::Sqlite => format!("{expr} IN (SELECT value FROM json_each({param}))"),
+            Dialect::Postgres => format!("{expr} = ANY(ARRAY(SELECT jsonb_array_elements_text(CAST({param} AS jsonb))))"),
+        }
+    }
+
+    /// **A claim in one statement.** The `UPDATE` of the jobs whose ids
+    /// `picked` (a `SELECT id ...`) gives, with `set`, where `guard` still
+    /// holds, returning `returning` (whose `id` is the job's). SQLite takes
+    /// them with `id IN (picked)`; PostgreSQL joins them as a `WITH` (so the
+    /// picked rows' locks, `FOR UPDATE SKIP LOCKED` in `picked`, are taken
+    /// before the update, and each is found by its key). Caller:
+    /// `jobs::state::claim_lanes`.
+    pub fn claim_sql(self, set: &str, picked: &str, guard: &str, returning: &str) -> String {
+        match self {
+            Dialect::Sqlite => format!("UPDATE weir_jobs SET {set} WHERE id IN ({picked}) AND {guard} RETURNING {returning}"),
+            Dialect::Postgres => {
+                let returning = returning.strip_prefix("id,").map_or_else(|| returning.to_string(), |rest| format!("weir_jobs.id,{rest}"));
+                format!("WITH picked AS ({picked}) UPDATE weir_jobs SET {set} FROM picked WHERE weir_jobs.id = picked.id AND {guard} RETURNING {returning}")
+            }
         }
     }
 

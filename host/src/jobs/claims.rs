@@ -148,9 +148,9 @@ impl Served {
         self.0.as_ref().map(|qs| serde_json::json!(qs).to_string())
     }
 
-    /// The SQL condition "the row's queue is served" with the list in `param`.
-    pub(crate) fn sql(conn: &Connection, param: &str) -> String {
-        format!("(CAST({param} AS TEXT) IS NULL OR queue IN ({}))", conn.dialect().text_list(param))
+    /// The SQL condition "queue `column` is served" with the list in `param`.
+    pub(crate) fn sql(conn: &Connection, column: &str, param: &str) -> String {
+        format!("(CAST({param} AS TEXT) IS NULL OR {})", conn.dialect().in_text_list(column, param))
     }
 }
 
@@ -254,14 +254,7 @@ pub(crate) struct Throttles {
 }
 
 fn read_limits(conn: &Connection, sql: &str) -> Result<HashMap<(Scope, String), LimitRow>> {
-    let rows = conn
-        .prepare_cached(sql)?
-        .query_map([], |r| {
-            let scope = if r.get::<_, String>(0)? == "queue" { Scope::Queue } else { Scope::Step };
-            Ok(((scope, r.get(1)?), LimitRow { max_running: r.get(2)?, rate_milli: r.get(3)?, tokens_milli: r.get(4)?, refilled_at: r.get(5)? }))
-        })?
-        .collect::<crate::db::Result<_>>()?;
-    Ok(rows)
+    Ok(conn.prepare_cached(sql)?.query_map([], limit_row)?.collect::<crate::db::Result<_>>()?)
 }
 
 const LIMIT_COLUMNS: &str = "SELECT scope, name, max_running, rate_milli, tokens_milli, refilled_at FROM weir_limits";
@@ -345,14 +338,6 @@ impl Throttles {
 
 // ------------------------------------------------------------ claiming
 
-/// A candidate job: its id, lane and rank.
-#[derive(Debug, Clone)]
-struct Candidate {
-    id: String,
-    rank: i64,
-    lane: usize,
-}
-
 /// A lane parsed: queue, owner, step.
 #[derive(Debug, Clone)]
 struct Lane {
@@ -379,52 +364,72 @@ fn lanes(conn: &Connection) -> Result<Vec<Lane>> {
     Ok(texts.into_iter().filter_map(parse_lane).collect())
 }
 
-/// Rotates which lanes a claim looks at when there are more than it reads.
+/// Rotates which share a claim serves first (and which lanes it looks at
+/// when there are more than it reads), so leftovers even out over claims.
 static ROTATION: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
-/// What a claim decided: the jobs to take, in the order to run them, and the
-/// probes among them (step, job).
+/// What a claim decided: the probes to take (step, job), and how many due
+/// jobs to take of each lane, best ranked first.
 pub(crate) struct Plan {
-    pub ids: Vec<String>,
     pub probes: Vec<(String, String)>,
-    /// Rated steps and how many jobs of each the plan takes.
-    taken: HashMap<String, i64>,
+    /// Lane (index into `lanes`) and how many of its jobs to take.
+    pub quotas: Vec<(usize, i64)>,
+    lanes: Vec<Lane>,
+    room: Room,
+    turn: usize,
     throttles: Throttles,
 }
 
-/// Decides which due Ready jobs a claim of `limit` takes at `now` for a node
-/// serving `served` (see the module's rules). Runs in the claim's
-/// transaction; on PostgreSQL the candidates and the limits they count
-/// against stay locked until it ends.
+/// The room a claim has per limited step and queue.
+struct Room(HashMap<(Scope, String), i64>);
+
+impl Room {
+    fn keys(l: &Lane) -> impl Iterator<Item = (Scope, String)> + '_ {
+        [(Scope::Queue, l.queue.clone())].into_iter().chain(l.step.clone().map(|s| (Scope::Step, s)))
+    }
+
+    fn fits(&self, l: &Lane) -> bool {
+        Self::keys(l).all(|k| self.0.get(&k).is_none_or(|&r| r > 0))
+    }
+
+    fn take(&mut self, l: &Lane) {
+        for k in Self::keys(l) {
+            if let Some(r) = self.0.get_mut(&k) {
+                *r -= 1;
+            }
+        }
+    }
+}
+
+/// Decides what a claim of `limit` jobs takes at `now` for a node serving
+/// `served` (see the module's rules): probes of held steps whose hold has
+/// passed, then each owner's share of the rest, split among the share's
+/// lanes, within the room limits and rates leave. Runs in the claim's
+/// transaction; on PostgreSQL the limits it counts against stay locked until
+/// the claim ends, and a limit another node is claiming against is left out.
 pub(crate) fn plan(tx: &Connection, served: &Served, now: i64, limit: usize) -> Result<Plan> {
     let d = tx.dialect();
     let mut throttles = Throttles::load(tx)?;
     let mut lanes: Vec<Lane> = lanes(tx)?.into_iter().filter(|l| served.serves(&l.queue)).collect();
-    // The limits these lanes count against, locked (PostgreSQL) and read
-    // again: another node's claim of them has committed, or they are
-    // skipped this time (another node is claiming them now).
     let wanted: Vec<(Scope, String)> = {
         let mut w: Vec<(Scope, String)> = Vec::new();
-        for l in &lanes {
-            for key in [(Scope::Queue, l.queue.clone())].into_iter().chain(l.step.clone().map(|s| (Scope::Step, s))) {
-                if throttles.limits.contains_key(&key) && !w.contains(&key) {
-                    w.push(key);
-                }
+        for k in lanes.iter().flat_map(Room::keys) {
+            if throttles.limits.contains_key(&k) && !w.contains(&k) {
+                w.push(k);
             }
         }
         w
     };
     let mut blocked: Vec<(Scope, String)> = Vec::new();
     if !wanted.is_empty() && d.row_locks() {
+        // Locked and read again: another node's claim against them has
+        // committed (its jobs count), or it is claiming now and they wait.
         let keys: Vec<String> = wanted.iter().map(|(s, n)| format!("{}:{n}", s.as_str())).collect();
-        let sql = d.skip_locked(&format!("{LIMIT_COLUMNS} WHERE (scope || ':' || name) IN ({}) ORDER BY scope, name", d.text_list("?1"))).into_owned();
-        let fresh: HashMap<(Scope, String), LimitRow> = {
+        let sql = d.skip_locked(&format!("{LIMIT_COLUMNS} WHERE {} ORDER BY scope, name", d.in_text_list("(scope || ':' || name)", "?1"))).into_owned();
+        let fresh = {
             let mut stmt = tx.prepare_cached(&sql)?;
-            let rows = stmt.query_map([serde_json::json!(keys).to_string()], |r| {
-                let scope = if r.get::<_, String>(0)? == "queue" { Scope::Queue } else { Scope::Step };
-                Ok(((scope, r.get(1)?), LimitRow { max_running: r.get(2)?, rate_milli: r.get(3)?, tokens_milli: r.get(4)?, refilled_at: r.get(5)? }))
-            })?;
-            rows.collect::<crate::db::Result<_>>()?
+            let rows = stmt.query_map([serde_json::json!(keys).to_string()], limit_row)?;
+            rows.collect::<crate::db::Result<HashMap<_, _>>>()?
         };
         for key in &wanted {
             match fresh.get(key) {
@@ -438,149 +443,158 @@ pub(crate) fn plan(tx: &Connection, served: &Served, now: i64, limit: usize) -> 
             throttles.count_running(tx)?;
         }
     }
-    // Room per limited step and queue.
-    let mut room: HashMap<(Scope, String), i64> = HashMap::new();
-    for key in &wanted {
-        let r = if blocked.contains(key) { 0 } else { throttles.room(key.0, &key.1, now).unwrap_or(i64::MAX) };
-        room.insert(key.clone(), r);
-    }
-    let fits = |room: &HashMap<(Scope, String), i64>, l: &Lane| {
-        room.get(&(Scope::Queue, l.queue.clone())).is_none_or(|&r| r > 0)
-            && l.step.as_ref().is_none_or(|s| room.get(&(Scope::Step, s.clone())).is_none_or(|&r| r > 0))
-    };
-    let take = |room: &mut HashMap<(Scope, String), i64>, l: &Lane| {
-        if let Some(r) = room.get_mut(&(Scope::Queue, l.queue.clone())) {
-            *r -= 1;
-        }
-        if let Some(s) = &l.step
-            && let Some(r) = room.get_mut(&(Scope::Step, s.clone()))
-        {
-            *r -= 1;
-        }
-    };
-    let mut ids: Vec<String> = Vec::new();
+    let mut room = Room(wanted.iter().map(|k| (k.clone(), if blocked.contains(k) { 0 } else { throttles.room(k.0, &k.1, now).unwrap_or(i64::MAX) })).collect());
     let mut probes: Vec<(String, String)> = Vec::new();
-    let mut taken: HashMap<String, i64> = HashMap::new();
-    // Probes of held steps whose hold has passed, where none runs.
     let due_probes: Vec<String> = throttles.held.iter().filter(|(_, (until, _, _))| *until <= now).map(|(step, _)| step.clone()).collect();
     for step in due_probes {
-        if ids.len() >= limit {
+        if probes.len() >= limit {
             break;
         }
-        let Some(lane) = lanes.iter().find(|l| l.step.as_deref() == Some(step.as_str()) && fits(&room, l)).cloned() else { continue };
+        let Some(lane) = lanes.iter().find(|l| l.step.as_deref() == Some(step.as_str()) && room.fits(l)).cloned() else { continue };
         if let Some(id) = super::breaker::pick_probe(tx, &step, served, now)? {
-            take(&mut room, &lane);
-            *taken.entry(step.clone()).or_default() += 1;
-            ids.push(id.clone());
+            room.take(&lane);
             probes.push((step, id));
         }
     }
-    // The lanes that may give jobs now.
-    lanes.retain(|l| l.step.as_ref().is_none_or(|s| !throttles.held.contains_key(s)) && fits(&room, l));
+    lanes.retain(|l| l.step.as_ref().is_none_or(|s| !throttles.held.contains_key(s)) && room.fits(l));
+    let turn = ROTATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     if lanes.len() > MAX_LANES {
-        let start = ROTATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % lanes.len();
-        lanes.rotate_left(start);
+        let n = lanes.len();
+        lanes.rotate_left(turn % n);
         lanes.truncate(MAX_LANES);
     }
-    let room_left = limit.saturating_sub(ids.len());
-    if lanes.is_empty() || room_left == 0 {
-        return Ok(Plan { ids, probes, taken, throttles });
-    }
-    // Each owner's share of the batch, read twice over per lane (so a short
-    // share elsewhere does not leave the batch short), within its limits.
-    let mut shares: Vec<(String, String)> = lanes.iter().map(|l| (l.queue.clone(), l.owner.clone())).collect();
-    shares.sort();
-    shares.dedup();
-    let per_share = room_left.div_ceil(shares.len());
-    let per_lane = |l: &Lane| -> i64 {
-        let mut q = (per_share * 2).min(room_left) as i64;
-        for key in [(Scope::Queue, l.queue.clone())].into_iter().chain(l.step.clone().map(|s| (Scope::Step, s))) {
-            if let Some(&r) = room.get(&key) {
-                q = q.min(r);
-            }
-        }
-        q.max(1)
-    };
-    let one = d
-        .skip_locked(&format!(
-            "SELECT id, {RANK_SQL} AS jrank FROM weir_jobs
-             WHERE statecode = 0 AND lane = ?L AND COALESCE(postpone_until, created_at) <= ?1
-             ORDER BY {RANK_SQL} LIMIT ?Q"
-        ))
-        .into_owned();
-    let parts: Vec<String> = (0..lanes.len())
-        .map(|i| {
-            format!("SELECT {i} AS lane, id, jrank FROM ({}) AS c{i}", one.replace("?L", &format!("?{}", 2 + 2 * i)).replace("?Q", &format!("?{}", 3 + 2 * i)))
-        })
-        .collect();
-    let sql = parts.join(" UNION ALL ");
-    let mut args: Vec<crate::db::ValueRef<'_>> = vec![now.into()];
-    for l in &lanes {
-        args.push(l.text.as_str().into());
-        args.push(per_lane(l).into());
-    }
-    let candidates: Vec<Candidate> = tx
-        .prepare_cached(&sql)?
-        .query_map(crate::db::params_from_iter(args), |r| Ok(Candidate { lane: r.get::<_, i64>(0)? as usize, id: r.get(1)?, rank: r.get(2)? }))?
-        .collect::<crate::db::Result<_>>()?;
-    for c in round_robin(&lanes, candidates) {
-        if ids.len() >= limit {
-            break;
-        }
-        let lane = &lanes[c.lane];
-        if !fits(&room, lane) {
-            continue;
-        }
-        take(&mut room, lane);
-        if let Some(step) = &lane.step
-            && throttles.limits.get(&(Scope::Step, step.clone())).is_some_and(|l| l.rate_milli.is_some())
-        {
-            *taken.entry(step.clone()).or_default() += 1;
-        }
-        ids.push(c.id);
-    }
-    Ok(Plan { ids, probes, taken, throttles })
+    let mut plan = Plan { probes, quotas: Vec::new(), lanes, room, turn, throttles };
+    let all: Vec<usize> = (0..plan.lanes.len()).collect();
+    plan.quotas = plan.distribute(&all, limit.saturating_sub(plan.probes.len()));
+    Ok(plan)
 }
 
-/// The candidates in claim order: one of each owner's share per round, each
-/// round in rank order; within a share, by rank.
-fn round_robin(lanes: &[Lane], candidates: Vec<Candidate>) -> Vec<Candidate> {
-    let mut by_share: HashMap<(&str, &str), Vec<Candidate>> = HashMap::new();
-    for c in candidates {
-        let l = &lanes[c.lane];
-        by_share.entry((l.queue.as_str(), l.owner.as_str())).or_default().push(c);
+fn limit_row(r: &crate::db::Row<'_>) -> crate::db::Result<((Scope, String), LimitRow)> {
+    let scope = if r.get::<_, String>(0)? == "queue" { Scope::Queue } else { Scope::Step };
+    Ok(((scope, r.get(1)?), LimitRow { max_running: r.get(2)?, rate_milli: r.get(3)?, tokens_milli: r.get(4)?, refilled_at: r.get(5)? }))
+}
+
+/// Items in claim order: one of each share per round, each round in rank
+/// order; within a share, by rank. `share_of` names an item's share.
+fn round_robin<T, K: Eq + std::hash::Hash>(items: Vec<(T, K, i64)>) -> Vec<T> {
+    let mut by_share: HashMap<K, Vec<(T, i64)>> = HashMap::new();
+    for (item, key, rank) in items {
+        by_share.entry(key).or_default().push((item, rank));
     }
-    let mut queues: Vec<std::collections::VecDeque<Candidate>> = by_share
+    let mut queues: Vec<std::collections::VecDeque<(T, i64)>> = by_share
         .into_values()
         .map(|mut v| {
-            v.sort_by(|a, b| a.rank.cmp(&b.rank).then_with(|| a.id.cmp(&b.id)));
+            v.sort_by_key(|(_, rank)| *rank);
             v.into()
         })
         .collect();
     let mut out = Vec::new();
     loop {
-        let mut round: Vec<Candidate> = queues.iter_mut().filter_map(|q| q.pop_front()).collect();
+        let mut round: Vec<(T, i64)> = queues.iter_mut().filter_map(|q| q.pop_front()).collect();
         if round.is_empty() {
             return out;
         }
-        round.sort_by(|a, b| a.rank.cmp(&b.rank).then_with(|| a.id.cmp(&b.id)));
-        out.extend(round);
+        round.sort_by_key(|(_, rank)| *rank);
+        out.extend(round.into_iter().map(|(item, _)| item));
     }
 }
 
 impl Plan {
-    /// After the claim: marks the probes and takes the rated steps' tokens.
-    pub(crate) fn settle(&self, tx: &Connection, claimed: &[String], now: i64) -> Result<()> {
+    /// The lanes' texts and quotas, as [`super::state::claim_lanes`] takes them.
+    pub(crate) fn quotas(&self) -> Vec<(&str, i64)> {
+        self.quotas.iter().map(|&(i, q)| (self.lanes[i].text.as_str(), q)).collect()
+    }
+
+    /// Gives `left` slots among lanes `among`: one at a time to each share
+    /// (queue, owner) in turn, within a share to its lanes in turn, while
+    /// the limits leave room.
+    fn distribute(&mut self, among: &[usize], mut left: usize) -> Vec<(usize, i64)> {
+        let mut shares: Vec<((&str, &str), Vec<usize>)> = Vec::new();
+        for &i in among {
+            let key = (self.lanes[i].queue.as_str(), self.lanes[i].owner.as_str());
+            match shares.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, v)) => v.push(i),
+                None => shares.push((key, vec![i])),
+            }
+        }
+        if !shares.is_empty() {
+            let n = shares.len();
+            shares.rotate_left(self.turn % n);
+        }
+        let mut quota: HashMap<usize, i64> = HashMap::new();
+        let mut cursor = vec![0usize; shares.len()];
+        while left > 0 {
+            let mut gave = false;
+            for (s, (_, idx)) in shares.iter().enumerate() {
+                if left == 0 {
+                    break;
+                }
+                for k in 0..idx.len() {
+                    let i = idx[(cursor[s] + k) % idx.len()];
+                    if self.room.fits(&self.lanes[i]) {
+                        self.room.take(&self.lanes[i]);
+                        *quota.entry(i).or_default() += 1;
+                        cursor[s] = (cursor[s] + k + 1) % idx.len();
+                        left -= 1;
+                        gave = true;
+                        break;
+                    }
+                }
+            }
+            if !gave {
+                break;
+            }
+        }
+        let mut quotas: Vec<(usize, i64)> = quota.into_iter().collect();
+        quotas.sort_unstable();
+        quotas
+    }
+
+    /// After a round of claims that took `got` jobs of each lane (by text):
+    /// the room of the lanes that gave less than their quota goes back, and
+    /// `left` more slots go to the lanes that gave all theirs (they may have
+    /// more). The next round's quotas; none when no lane can give more.
+    pub(crate) fn refill(&mut self, got: &HashMap<String, i64>, left: usize) -> Vec<(usize, i64)> {
+        let mut full = Vec::new();
+        for &(i, q) in &self.quotas.clone() {
+            let n = got.get(&self.lanes[i].text).copied().unwrap_or(0);
+            if n >= q {
+                full.push(i);
+            } else {
+                for k in Room::keys(&self.lanes[i]) {
+                    if let Some(r) = self.room.0.get_mut(&k) {
+                        *r += q - n;
+                    }
+                }
+            }
+        }
+        self.quotas = if left == 0 || full.is_empty() { Vec::new() } else { self.distribute(&full, left) };
+        self.quotas.clone()
+    }
+
+    /// The jobs claimed of the lanes (with lane and rank) in the order to run
+    /// them (see [`round_robin`]).
+    pub(crate) fn order<T>(&self, rows: Vec<(T, String, i64)>) -> Vec<T> {
+        let shares: HashMap<&str, (&str, &str)> = self.lanes.iter().map(|l| (l.text.as_str(), (l.queue.as_str(), l.owner.as_str()))).collect();
+        round_robin(rows.into_iter().map(|(item, lane, rank)| (item, shares.get(lane.as_str()).copied().unwrap_or(("", "")), rank)).collect())
+    }
+
+    /// After the claim: marks the probes claimed, and takes the tokens of
+    /// the rated steps of the jobs claimed (`steps`, one per job).
+    pub(crate) fn settle(&self, tx: &Connection, claimed: &[&str], steps: &[Option<&str>], now: i64) -> Result<()> {
         for (step, id) in &self.probes {
-            if claimed.contains(id) {
+            if claimed.contains(&id.as_str()) {
                 super::breaker::probing(tx, step, id)?;
             }
         }
-        for (step, n) in &self.taken {
-            let Some(l) = self.throttles.limits.get(&(Scope::Step, step.clone())) else { continue };
-            if l.rate_milli.is_none() {
-                continue;
+        let mut taken: HashMap<&str, i64> = HashMap::new();
+        for step in steps.iter().flatten() {
+            if self.throttles.limits.get(&(Scope::Step, step.to_string())).is_some_and(|l| l.rate_milli.is_some()) {
+                *taken.entry(step).or_default() += 1;
             }
+        }
+        for (step, n) in taken {
+            let Some(l) = self.throttles.limits.get(&(Scope::Step, step.to_string())) else { continue };
             let left = l.tokens_at(now) - n * 1000;
             tx.prepare_cached("UPDATE weir_limits SET tokens_milli = ?3, refilled_at = ?4 WHERE scope = ?1 AND name = ?2")?.execute(params![
                 "step",
@@ -662,17 +676,11 @@ pub fn queues(conn: &Connection, now: i64) -> Result<Vec<QueueView>> {
 mod tests {
     use super::*;
 
-    fn lane_of(queue: &str, owner: &str) -> Lane {
-        Lane { text: lane(queue, owner, None), queue: queue.into(), owner: owner.into(), step: None }
-    }
-
     #[test]
     fn claims_rotate_among_owners_and_keep_rank_within_one() {
-        let lanes = vec![lane_of("default", "a"), lane_of("default", "b")];
-        let mut candidates: Vec<Candidate> = (0..5).map(|i| Candidate { id: format!("a{i}"), rank: i, lane: 0 }).collect();
-        candidates.extend((0..2).map(|i| Candidate { id: format!("b{i}"), rank: 100 + i, lane: 1 }));
-        let order: Vec<String> = round_robin(&lanes, candidates).into_iter().map(|c| c.id).collect();
-        assert_eq!(order, ["a0", "b0", "a1", "b1", "a2", "a3", "a4"]);
+        let mut items: Vec<(String, &str, i64)> = (0..5).map(|i| (format!("a{i}"), "a", i)).collect();
+        items.extend((0..2).map(|i| (format!("b{i}"), "b", 100 + i)));
+        assert_eq!(round_robin(items), ["a0", "b0", "a1", "b1", "a2", "a3", "a4"]);
     }
 
     #[test]

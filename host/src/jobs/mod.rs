@@ -216,13 +216,28 @@ pub fn claim_ready(conn: &mut Connection, worker: &str, served: &claims::Served,
     }
     let tx = conn.transaction_with_behavior(crate::db::TransactionBehavior::RowLocked)?;
     let lease_until = now.saturating_add(i64::try_from(lease_ms).unwrap_or(i64::MAX));
-    let plan = claims::plan(&tx, served, now, limit)?;
-    let mut rows: Vec<ClaimRow> = state::claim_ids(&tx, worker, &plan.ids, now, lease_until, claim_row)?;
-    // In the plan's order: fair share and priority decide which runs first.
-    let order: std::collections::HashMap<&str, usize> = plan.ids.iter().enumerate().map(|(i, id)| (id.as_str(), i)).collect();
-    rows.sort_by_key(|r| order.get(r.0.as_str()).copied().unwrap_or(usize::MAX));
-    let ids: Vec<String> = rows.iter().map(|r| r.0.clone()).collect();
-    plan.settle(&tx, &ids, now)?;
+    let mut plan = claims::plan(&tx, served, now, limit)?;
+    let probes: Vec<String> = plan.probes.iter().map(|(_, id)| id.clone()).collect();
+    let mut rows: Vec<ClaimRow> = state::claim_ids(&tx, worker, &probes, now, lease_until, claim_row)?;
+    // A lane may have fewer due jobs than its quota: its room goes to the
+    // lanes that gave all theirs (a few rounds at most).
+    let mut laned: Vec<(ClaimRow, String, i64)> = Vec::new();
+    for _ in 0..3 {
+        let round = state::claim_lanes(&tx, worker, &plan.quotas(), now, lease_until, claim_row)?;
+        let mut got: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
+        for (_, lane, _) in &round {
+            *got.entry(lane.clone()).or_default() += 1;
+        }
+        laned.extend(round);
+        if plan.refill(&got, limit.saturating_sub(rows.len() + laned.len())).is_empty() {
+            break;
+        }
+    }
+    // In the order to run them: fair share and priority decide which first.
+    rows.extend(plan.order(laned));
+    let ids: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
+    let steps: Vec<Option<&str>> = rows.iter().map(|r| r.2.as_deref()).collect();
+    plan.settle(&tx, &ids, &steps, now)?;
     let mut claimed = Vec::with_capacity(rows.len());
     // Owners are few; look each up once per claim.
     let mut owners: std::collections::HashMap<String, bool> = std::collections::HashMap::new();
@@ -584,8 +599,8 @@ pub fn next_due(conn: &Connection, served: &claims::Served, now: i64) -> Result<
              SELECT MIN(postpone_until) FROM weir_jobs WHERE statecode = 1 AND statuscode = 10
              UNION ALL
              SELECT MIN(next_at) FROM weir_callbacks WHERE delivered_at IS NULL) AS due_times",
-        served = claims::Served::sql(conn, "?2"),
-        served_j = claims::Served::sql(conn, "?2").replace("queue IN", "j.queue IN"),
+        served = claims::Served::sql(conn, "queue", "?2"),
+        served_j = claims::Served::sql(conn, "j.queue", "?2"),
     );
     Ok(conn.prepare_cached(&sql)?.query_row(params![now, served.param()], |r| r.get(0))?)
 }

@@ -370,15 +370,23 @@ pub(crate) const CLAIM_RETURNING: &str =
 pub(crate) fn any_ready(conn: &Connection, served: &super::claims::Served, now: i64) -> Result<bool> {
     let sql = format!(
         "SELECT EXISTS (SELECT 1 FROM weir_jobs INDEXED BY weir_jobs_ready WHERE statecode = 0 AND COALESCE(postpone_until, created_at) <= ?1 AND {})",
-        super::claims::Served::sql(conn, "?2")
+        super::claims::Served::sql(conn, "queue", "?2")
     );
     Ok(conn.prepare_cached(&sql)?.query_row(params![now, served.param()], |r| r.get(0))?)
 }
 
+/// What a claim sets: InProgress, one more attempt, `worker`'s lease (`?1`)
+/// until `?2`, started at `?3`.
+fn claim_set() -> String {
+    format!(
+        "{}, attempts = attempts + 1, claims = claims + 1, lease_owner = ?1, lease_until = ?2, started_at = ?3",
+        status_sql(Transition::Claim).unwrap_or_default()
+    )
+}
+
 /// Claims the Ready jobs `ids` for `worker` (those still Ready: another
 /// node may have taken one meanwhile), with a lease until `lease_until`.
-/// [`super::claims::plan`] decides which; `each` reads the returned rows
-/// ([`CLAIM_RETURNING`]).
+/// `each` reads the returned rows ([`CLAIM_RETURNING`]).
 pub(crate) fn claim_ids<T>(
     tx: &Connection,
     worker: &str,
@@ -391,15 +399,55 @@ pub(crate) fn claim_ids<T>(
         return Ok(Vec::new());
     }
     let sql = format!(
-        "UPDATE weir_jobs SET {}, attempts = attempts + 1, claims = claims + 1, lease_owner = ?1, lease_until = ?2, started_at = ?3
-         WHERE id IN ({}) AND {} RETURNING {CLAIM_RETURNING}",
-        status_sql(Transition::Claim).unwrap_or_default(),
-        tx.dialect().text_list("?4"),
+        "UPDATE weir_jobs SET {} WHERE {} AND {} RETURNING {CLAIM_RETURNING}",
+        claim_set(),
+        tx.dialect().in_text_list("id", "?4"),
         Transition::Claim.guard()
     );
     let list = serde_json::json!(ids).to_string();
     let mut stmt = tx.prepare_cached(&sql)?;
     let rows = stmt.query_map(params![worker, lease_until, now, list], each)?;
+    Ok(rows.collect::<crate::db::Result<_>>()?)
+}
+
+/// Claims for `worker`, in one statement, up to `quota` due Ready jobs of
+/// each lane of `quotas` (the best ranked first, see
+/// [`super::claims::RANK_SQL`]), with a lease until `lease_until`. Returns
+/// each row as `each` reads it ([`CLAIM_RETURNING`]), with its lane and rank.
+pub(crate) fn claim_lanes<T>(
+    tx: &Connection,
+    worker: &str,
+    quotas: &[(&str, i64)],
+    now: i64,
+    lease_until: i64,
+    mut each: impl FnMut(&crate::db::Row<'_>) -> crate::db::Result<T>,
+) -> Result<Vec<(T, String, i64)>> {
+    if quotas.is_empty() {
+        return Ok(Vec::new());
+    }
+    let d = tx.dialect();
+    let rank = super::claims::RANK_SQL;
+    let picked: Vec<String> = (0..quotas.len())
+        .map(|i| {
+            let one = format!(
+                "SELECT id FROM weir_jobs WHERE statecode = 0 AND lane = ?{} AND COALESCE(postpone_until, created_at) <= ?3 ORDER BY {rank} LIMIT ?{}",
+                4 + 2 * i,
+                5 + 2 * i
+            );
+            let one = d.skip_locked(&one);
+            format!("SELECT id FROM ({one}) AS c{i}")
+        })
+        .collect();
+    let returning = format!("{CLAIM_RETURNING}, lane, {rank}");
+    let sql = d.claim_sql(&claim_set(), &picked.join(" UNION ALL "), &Transition::Claim.guard(), &returning);
+    let mut args: Vec<crate::db::ValueRef<'_>> = vec![worker.into(), lease_until.into(), now.into()];
+    for (lane, quota) in quotas {
+        args.push((*lane).into());
+        args.push((*quota).into());
+    }
+    let width = CLAIM_RETURNING.split(", ").count();
+    let mut stmt = tx.prepare_cached(&sql)?;
+    let rows = stmt.query_map(crate::db::params_from_iter(args), |r| Ok((each(r)?, r.get(width)?, r.get(width + 1)?)))?;
     Ok(rows.collect::<crate::db::Result<_>>()?)
 }
 
