@@ -163,7 +163,6 @@ fn a_postgres_database_from_before_the_one_count_is_upgraded() {
         conn.execute_batch(
             "UPDATE weir_schema SET version = 1;
              DROP INDEX weir_jobs_lanes;
-             DROP INDEX weir_jobs_running;
              ALTER TABLE weir_jobs DROP COLUMN queue, DROP COLUMN priority, DROP COLUMN lane;
              ALTER TABLE weir_step_health DROP COLUMN holds, DROP COLUMN probe_job;
              DROP TABLE weir_limits;

@@ -264,21 +264,20 @@ impl Dialect {
         }
     }
 
-    /// **A claim in one statement.** The `UPDATE` of the jobs whose ids
-    /// `picked` (a `SELECT id ...`) gives, with `set`, where `guard` still
-    /// holds, returning `returning` (whose `id` is the job's). SQLite takes
-    /// them with `id IN (picked)`; PostgreSQL joins them as a `WITH` (so the
-    /// picked rows' locks, `FOR UPDATE SKIP LOCKED` in `picked`, are taken
-    /// before the update, and each is found by its key). Caller:
-    /// `jobs::state::claim_lanes`.
-    pub fn claim_sql(self, set: &str, picked: &str, guard: &str, returning: &str) -> String {
-        match self {
-            Dialect::Sqlite => format!("UPDATE weir_jobs SET {set} WHERE id IN ({picked}) AND {guard} RETURNING {returning}"),
-            Dialect::Postgres => {
-                let returning = returning.strip_prefix("id,").map_or_else(|| returning.to_string(), |rest| format!("weir_jobs.id,{rest}"));
-                format!("WITH picked AS ({picked}) UPDATE weir_jobs SET {set} FROM picked WHERE weir_jobs.id = picked.id AND {guard} RETURNING {returning}")
-            }
-        }
+    /// **A claim in one statement.** The `UPDATE` with `set` of the jobs
+    /// whose ids `picked` gives (a `SELECT id ...` that checks their status
+    /// and, on PostgreSQL, locks them `FOR UPDATE SKIP LOCKED`), returning
+    /// `returning`. The update itself names nothing but the ids: on
+    /// PostgreSQL they become an array first, so each job is found by its key
+    /// (with a condition on the status too, the planner may take a partial
+    /// index of Ready jobs that its statistics think empty, and read all of
+    /// it for each claim). Caller: `jobs::state::claim_lanes`.
+    pub fn claim_sql(self, set: &str, picked: &str, returning: &str) -> String {
+        let ids = match self {
+            Dialect::Sqlite => format!("id IN ({picked})"),
+            Dialect::Postgres => format!("id = ANY(ARRAY({picked}))"),
+        };
+        format!("UPDATE weir_jobs SET {set} WHERE {ids} RETURNING {returning}")
     }
 
     /// **A job's lane in SQL.** The JSON array `[queue, owner, step]` of the

@@ -95,10 +95,12 @@ pub(crate) fn pick_probe(tx: &Connection, step: &str, served: &super::claims::Se
         .skip_locked(&format!(
             "SELECT id FROM weir_jobs WHERE statecode = 0 AND step = ?1 AND COALESCE(postpone_until, created_at) <= ?2 AND {}
              ORDER BY CASE WHEN attempts > 0 THEN 0 ELSE 1 END, COALESCE(postpone_until, created_at), id LIMIT 1",
-            super::claims::Served::sql(tx, "queue", "?3")
+            served.sql(tx, "queue", "?3")
         ))
         .into_owned();
-    Ok(tx.prepare_cached(&sql)?.query_row(params![step, now, served.param()], |r| r.get(0)).optional()?)
+    let (mut list, mut args) = (None, vec![crate::db::ValueRef::from(step), now.into()]);
+    served.push_param(&mut list, &mut args);
+    Ok(tx.prepare_cached(&sql)?.query_row(crate::db::params_from_iter(args), |r| r.get(0)).optional()?)
 }
 
 /// Job `id` was claimed as the probe of `step`.

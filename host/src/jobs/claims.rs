@@ -148,9 +148,23 @@ impl Served {
         self.0.as_ref().map(|qs| serde_json::json!(qs).to_string())
     }
 
-    /// The SQL condition "queue `column` is served" with the list in `param`.
-    pub(crate) fn sql(conn: &Connection, column: &str, param: &str) -> String {
-        format!("(CAST({param} AS TEXT) IS NULL OR {})", conn.dialect().in_text_list(column, param))
+    /// The SQL condition "queue `column` is served", the list in parameter
+    /// `param` ([`Served::push_param`] passes it); for every queue, no
+    /// condition and no parameter (so the statement is the one a node
+    /// serving every queue always ran, and plans as well).
+    pub(crate) fn sql(&self, conn: &Connection, column: &str, param: &str) -> String {
+        match &self.0 {
+            None => "1 = 1".into(),
+            Some(_) => conn.dialect().in_text_list(column, param),
+        }
+    }
+
+    /// Adds the parameter of [`Served::sql`], if it has one.
+    pub(crate) fn push_param<'a>(&self, list: &'a mut Option<String>, args: &mut Vec<crate::db::ValueRef<'a>>) {
+        *list = self.param();
+        if let Some(l) = list.as_deref() {
+            args.push(l.into());
+        }
     }
 }
 
@@ -401,16 +415,30 @@ impl Room {
     }
 }
 
+/// What a claim reads before it takes the store's write lock (SQLite) or
+/// any lock (PostgreSQL): the limits and holds, and the lanes with Ready jobs
+/// of the queues the node serves. A lane or a hold that appears meanwhile
+/// counts from the next claim; limits are read again under the lock.
+pub(crate) struct Survey {
+    throttles: Throttles,
+    lanes: Vec<Lane>,
+}
+
+/// Reads a [`Survey`] for a node serving `served`.
+pub(crate) fn survey(conn: &Connection, served: &Served) -> Result<Survey> {
+    Ok(Survey { throttles: Throttles::load(conn)?, lanes: lanes(conn)?.into_iter().filter(|l| served.serves(&l.queue)).collect() })
+}
+
 /// Decides what a claim of `limit` jobs takes at `now` for a node serving
-/// `served` (see the module's rules): probes of held steps whose hold has
-/// passed, then each owner's share of the rest, split among the share's
-/// lanes, within the room limits and rates leave. Runs in the claim's
-/// transaction; on PostgreSQL the limits it counts against stay locked until
-/// the claim ends, and a limit another node is claiming against is left out.
-pub(crate) fn plan(tx: &Connection, served: &Served, now: i64, limit: usize) -> Result<Plan> {
+/// `served` (see the module's rules), from what `survey` read: probes of
+/// held steps whose hold has passed, then each owner's share of the rest,
+/// split among the share's lanes, within the room limits and rates leave.
+/// Runs in the claim's transaction: the limits it counts against are read
+/// again there (on PostgreSQL locked until the claim ends; a limit another
+/// node is claiming against is left out this time).
+pub(crate) fn plan(tx: &Connection, survey: Survey, served: &Served, now: i64, limit: usize) -> Result<Plan> {
     let d = tx.dialect();
-    let mut throttles = Throttles::load(tx)?;
-    let mut lanes: Vec<Lane> = lanes(tx)?.into_iter().filter(|l| served.serves(&l.queue)).collect();
+    let Survey { mut throttles, mut lanes } = survey;
     let wanted: Vec<(Scope, String)> = {
         let mut w: Vec<(Scope, String)> = Vec::new();
         for k in lanes.iter().flat_map(Room::keys) {
@@ -421,7 +449,11 @@ pub(crate) fn plan(tx: &Connection, served: &Served, now: i64, limit: usize) -> 
         w
     };
     let mut blocked: Vec<(Scope, String)> = Vec::new();
-    if !wanted.is_empty() && d.row_locks() {
+    if !wanted.is_empty() && !d.row_locks() {
+        // Under the file's write lock: exact as read now.
+        throttles.limits = read_limits(tx, &format!("{LIMIT_COLUMNS} ORDER BY scope, name"))?;
+        throttles.count_running(tx)?;
+    } else if !wanted.is_empty() {
         // Locked and read again: another node's claim against them has
         // committed (its jobs count), or it is claiming now and they wait.
         let keys: Vec<String> = wanted.iter().map(|(s, n)| format!("{}:{n}", s.as_str())).collect();

@@ -214,9 +214,10 @@ pub fn claim_ready(conn: &mut Connection, worker: &str, served: &claims::Served,
     if limit == 0 || !state::any_ready(conn, served, now)? {
         return Ok(Vec::new());
     }
+    let survey = claims::survey(conn, served)?;
     let tx = conn.transaction_with_behavior(crate::db::TransactionBehavior::RowLocked)?;
     let lease_until = now.saturating_add(i64::try_from(lease_ms).unwrap_or(i64::MAX));
-    let mut plan = claims::plan(&tx, served, now, limit)?;
+    let mut plan = claims::plan(&tx, survey, served, now, limit)?;
     let probes: Vec<String> = plan.probes.iter().map(|(_, id)| id.clone()).collect();
     let mut rows: Vec<ClaimRow> = state::claim_ids(&tx, worker, &probes, now, lease_until, claim_row)?;
     // A lane may have fewer due jobs than its quota: its room goes to the
@@ -599,10 +600,12 @@ pub fn next_due(conn: &Connection, served: &claims::Served, now: i64) -> Result<
              SELECT MIN(postpone_until) FROM weir_jobs WHERE statecode = 1 AND statuscode = 10
              UNION ALL
              SELECT MIN(next_at) FROM weir_callbacks WHERE delivered_at IS NULL) AS due_times",
-        served = claims::Served::sql(conn, "queue", "?2"),
-        served_j = claims::Served::sql(conn, "j.queue", "?2"),
+        served = served.sql(conn, "queue", "?2"),
+        served_j = served.sql(conn, "j.queue", "?2"),
     );
-    Ok(conn.prepare_cached(&sql)?.query_row(params![now, served.param()], |r| r.get(0))?)
+    let (mut list, mut args) = (None, vec![crate::db::ValueRef::from(now)]);
+    served.push_param(&mut list, &mut args);
+    Ok(conn.prepare_cached(&sql)?.query_row(params_from_iter(args), |r| r.get(0))?)
 }
 
 /// A job as operators see it (`weir jobs show --json`, `GET /api/jobs/{id}`).

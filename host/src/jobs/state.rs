@@ -370,9 +370,11 @@ pub(crate) const CLAIM_RETURNING: &str =
 pub(crate) fn any_ready(conn: &Connection, served: &super::claims::Served, now: i64) -> Result<bool> {
     let sql = format!(
         "SELECT EXISTS (SELECT 1 FROM weir_jobs INDEXED BY weir_jobs_ready WHERE statecode = 0 AND COALESCE(postpone_until, created_at) <= ?1 AND {})",
-        super::claims::Served::sql(conn, "queue", "?2")
+        served.sql(conn, "queue", "?2")
     );
-    Ok(conn.prepare_cached(&sql)?.query_row(params![now, served.param()], |r| r.get(0))?)
+    let (mut list, mut args) = (None, vec![crate::db::ValueRef::from(now)]);
+    served.push_param(&mut list, &mut args);
+    Ok(conn.prepare_cached(&sql)?.query_row(crate::db::params_from_iter(args), |r| r.get(0))?)
 }
 
 /// What a claim sets: InProgress, one more attempt, `worker`'s lease (`?1`)
@@ -427,10 +429,13 @@ pub(crate) fn claim_lanes<T>(
     }
     let d = tx.dialect();
     let rank = super::claims::RANK_SQL;
+    let guard = Transition::Claim.guard();
     let picked: Vec<String> = (0..quotas.len())
         .map(|i| {
+            // The Ready guard is here: the rows are locked as they are
+            // picked, so they are still Ready when the update changes them.
             let one = format!(
-                "SELECT id FROM weir_jobs WHERE statecode = 0 AND lane = ?{} AND COALESCE(postpone_until, created_at) <= ?3 ORDER BY {rank} LIMIT ?{}",
+                "SELECT id FROM weir_jobs WHERE {guard} AND lane = ?{} AND COALESCE(postpone_until, created_at) <= ?3 ORDER BY {rank} LIMIT ?{}",
                 4 + 2 * i,
                 5 + 2 * i
             );
@@ -439,7 +444,7 @@ pub(crate) fn claim_lanes<T>(
         })
         .collect();
     let returning = format!("{CLAIM_RETURNING}, lane, {rank}");
-    let sql = d.claim_sql(&claim_set(), &picked.join(" UNION ALL "), &Transition::Claim.guard(), &returning);
+    let sql = d.claim_sql(&claim_set(), &picked.join(" UNION ALL "), &returning);
     let mut args: Vec<crate::db::ValueRef<'_>> = vec![worker.into(), lease_until.into(), now.into()];
     for (lane, quota) in quotas {
         args.push((*lane).into());

@@ -7,7 +7,6 @@ ALTER TABLE weir_jobs ADD COLUMN priority INTEGER NOT NULL DEFAULT 5;
 ALTER TABLE weir_jobs ADD COLUMN lane TEXT NOT NULL DEFAULT '';
 UPDATE weir_jobs SET lane = json_array(queue, owner, step);
 CREATE INDEX weir_jobs_lanes ON weir_jobs (lane, (COALESCE(postpone_until, created_at) - priority * 60000)) WHERE statecode = 0;
-CREATE INDEX weir_jobs_running ON weir_jobs (queue, step) WHERE statecode = 2;
 -- The breaker: how many holds in a row (the next one doubles), and the job
 -- a passed hold lets through as its probe.
 ALTER TABLE weir_step_health ADD COLUMN holds INTEGER NOT NULL DEFAULT 0;
