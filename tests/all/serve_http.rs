@@ -152,9 +152,24 @@ fn the_api_end_to_end() {
         "weir_jobs{status=\"Succeeded\"}",
         "weir_queue_depth",
         "weir_oldest_due_job_age_seconds",
+        "weir_queue_ready{queue=\"default\"}",
+        "weir_queue_running{queue=\"default\"}",
+        "weir_queue_nodes{queue=\"default\"} 1",
     ] {
-        assert!(m.contains(series), "/metrics has {series}");
+        assert!(m.contains(series), "/metrics has {series}: {m}");
     }
+    // The queues and the nodes serving them, as the API shows them.
+    let queues = s.get("/api/queues").body;
+    let default = queues["value"].as_array().unwrap().iter().find(|q| q["name"] == "default").cloned().unwrap();
+    assert_eq!(default["nodes"].as_array().unwrap().len(), 1, "{queues}");
+    assert_eq!(s.call("PATCH", "/api/queues/default", Some(br#"{"max_running": 4}"#), Some(TOKEN)).status, 200);
+    let limited = s.get("/api/queues").body;
+    assert_eq!(limited["value"].as_array().unwrap().iter().find(|q| q["name"] == "default").unwrap()["max_running"], 4);
+    assert_eq!(s.call("PATCH", "/api/queues/default", Some(br#"{"max_running": 0}"#), Some(TOKEN)).status, 400, "a limit is 1 or more; null removes it");
+    assert_eq!(s.call("PATCH", "/api/queues/default", Some(br#"{"max_running": null}"#), Some(TOKEN)).status, 200);
+    let nodes = s.get("/api/nodes").body;
+    assert_eq!(nodes["value"].as_array().unwrap().len(), 1, "{nodes}");
+    assert_eq!(nodes["value"][0]["live"], true);
     assert!(m.contains(r#"weir_operations_total{message="create",outcome="rejected"} 1"#), "{m}");
     assert_eq!(s.get("/api/tables").body["value"].as_array().unwrap().len(), 2);
     assert_eq!(s.get("/api/plugins").body["value"].as_array().unwrap().len(), 4);
@@ -312,6 +327,8 @@ fn the_dashboard_shows_the_api_s_numbers_and_its_actions_work() {
     wait_for("the failing job", || s.get(&format!("/api/jobs?$filter={}", q("status eq 'Failed'"))).body["value"].as_array().unwrap().len() == 1);
     let api = s.get("/api/stats").body;
     assert_eq!(s.post("/api/steps", &json!({"name": "new-year", "plugin": "notify", "schedule": "0 0 0 1 1 * 2099"})).status, 201);
+    // A step the failure breaker holds: the page releases it with its button.
+    env.sql().execute("INSERT INTO weir_step_health (step, consecutive_failures, hold_until) VALUES ('new-year', 7, 9999999999999)", []).unwrap();
 
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/artifacts");
     std::fs::create_dir_all(&dir).unwrap();
@@ -379,6 +396,10 @@ fn the_dashboard_shows_the_api_s_numbers_and_its_actions_work() {
         assert!(row["error"].as_str().unwrap().contains(attempt["error"].as_str().unwrap()), "{row} vs {attempt}");
     }
     assert_eq!(shown["actions"], json!(["retry", "delete"]), "a failed job offers retry and delete");
+    assert!(page["queues"].as_array().unwrap().contains(&json!("default")), "the queues panel: {}", page["queues"]);
+    assert!(page["released"].as_str().unwrap().contains("step new-year released"), "{}", page["released"]);
+    let held: i64 = env.sql().query_row("SELECT COUNT(*) FROM weir_step_health", [], |r| r.get(0)).unwrap();
+    assert_eq!(held, 0, "the release button ended the hold");
     assert!(dir.join("job.png").exists() && dir.join("dashboard.png").exists(), "the screenshots are kept as artifacts");
 }
 

@@ -93,6 +93,15 @@ try {
   const bulkMessage = await page.textContent("#message");
   await page.waitForFunction(() => document.querySelector("#page-info")?.textContent === "no jobs match", null, { timeout });
 
+  // The queues panel, and a held step released with its button.
+  await page.goto(url);
+  await page.waitForSelector("#queues tr[data-queue]", { timeout });
+  const queues = await page.locator("#queues tr[data-queue]").evaluateAll(rows => rows.map(r => r.dataset.queue));
+  await page.waitForSelector('#held tr[data-step="new-year"] button.release', { timeout });
+  await page.click('#held tr[data-step="new-year"] button.release');
+  await page.waitForSelector('#held tr[data-step="new-year"]', { state: "detached", timeout });
+  const released = await page.locator("#message").textContent();
+
   // 6. The failed job's page, opened from its link as an operator would share it.
   await page.goto(new URL(`/jobs/${failedJob}`, url).href);
   await page.waitForSelector("body[data-loaded=true]", { timeout });
@@ -113,7 +122,7 @@ try {
     markupInert: await page.evaluate(() => window.__xss === undefined && document.querySelectorAll("main img").length === 0),
   };
   await page.screenshot({ path: `${shots}/job.png`, fullPage: true });
-  console.log(JSON.stringify({ shown, errors, filtered, sharedUrl, group, question, bulkMessage, job }));
+  console.log(JSON.stringify({ shown, errors, filtered, sharedUrl, group, question, bulkMessage, job, queues, released }));
 } catch (e) {
   await explain(e);
   process.exitCode = 1;

@@ -206,7 +206,7 @@ pub fn router(weir: Arc<Weir>, config: ApiConfig) -> Router {
         .route("/api/jobs/bulk", post(bulk_jobs))
         .route("/api/schedules", get(list_schedules))
         .route("/api/queues", get(list_queues))
-        .route("/api/queues/{name}", axum::routing::put(set_queue))
+        .route("/api/queues/{name}", axum::routing::patch(set_queue))
         .route("/api/nodes", get(list_nodes))
         .route("/api/jobs/{id}", get(get_job).delete(delete_job))
         .route("/api/jobs/{id}/{action}", post(job_action))
@@ -826,7 +826,7 @@ async fn list_queues(State(app): State<App>) -> ApiResult<Json<QueueList>> {
     Ok(Json(QueueList { value: blocking(move || weir.queues()).await? }))
 }
 
-#[utoipa::path(put, path = "/api/queues/{name}", params(("name" = String, Path)), request_body(content = QueueSettings),
+#[utoipa::path(patch, path = "/api/queues/{name}", params(("name" = String, Path)), request_body(content = QueueSettings),
     responses((status = 200, body = QueueSettings), (status = 400, body = ErrorBody)))]
 async fn set_queue(State(app): State<App>, Path(name): Path<String>, body: Bytes) -> ApiResult<Json<QueueSettings>> {
     let settings: QueueSettings = serde_json::from_slice(&body).map_err(|e| bad(format!("a queue's settings are {{\"max_running\": N or null}}: {e}")))?;

@@ -216,7 +216,7 @@ pub struct QueueList {
     pub value: Vec<crate::jobs::claims::QueueView>,
 }
 
-/// A queue's settings (`PUT /api/queues/{name}`).
+/// A queue's settings (`PATCH /api/queues/{name}`).
 #[derive(Serialize, serde::Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct QueueSettings {

@@ -211,5 +211,21 @@ pub fn prometheus(conn: &Connection) -> Result<String> {
         s.oldest_due_age_s.unwrap_or(0.0)
     ));
     out.push_str(&format!("# HELP weir_stuck_jobs InProgress jobs past their lease.\n# TYPE weir_stuck_jobs gauge\nweir_stuck_jobs {}\n", s.stuck.len()));
+    let queues = super::claims::queues(conn, crate::time::now_on(conn)?)?;
+    let series: [(&str, &str, fn(&super::claims::QueueView) -> Option<f64>); 5] = [
+        ("weir_queue_ready", "Ready jobs per queue (due or not).", |q| Some(q.ready as f64)),
+        ("weir_queue_due", "Ready jobs due now per queue.", |q| Some(q.due as f64)),
+        ("weir_queue_running", "Locked (claimed or running) jobs per queue, on every node.", |q| Some(q.running as f64)),
+        ("weir_queue_max_running", "A queue's concurrency limit over every node (only queues with one).", |q| q.max_running.map(|m| m as f64)),
+        ("weir_queue_nodes", "Live nodes serving a queue.", |q| Some(q.nodes.len() as f64)),
+    ];
+    for (name, help, value) in series {
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n"));
+        for q in &queues {
+            if let Some(v) = value(q) {
+                out.push_str(&format!("{name}{{queue=\"{}\"}} {v}\n", q.name));
+            }
+        }
+    }
     Ok(out)
 }
