@@ -289,7 +289,8 @@ pub enum JobsCmd {
     /// Lists jobs, newest first; e.g. --filter "statecode eq 3 and statuscode eq 31" for failures.
     /// Fields: id, kind, step, plugin, owner, state, status, statecode, statuscode, attempts,
     /// max_attempts, error, error_code, target (the record's id; also `regarding`), target_table,
-    /// created_at, started_at, completed_at, postpone_until, duration_ms, correlation_id.
+    /// created_at, started_at, completed_at, postpone_until, duration_ms, correlation_id,
+    /// queue, priority.
     List {
         #[arg(long, value_name = "EXPR")]
         filter: Option<String>,

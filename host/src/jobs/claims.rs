@@ -84,7 +84,7 @@ pub fn parse_rate(s: &str) -> Result<i64> {
         _ => return Err(bad()),
     };
     let milli = (n * 1000.0 / secs).round();
-    if !n.is_finite() || n <= 0.0 || milli < 1.0 || milli > 1e12 {
+    if !n.is_finite() || n <= 0.0 || !(1.0..=1e12).contains(&milli) {
         return Err(bad());
     }
     Ok(milli as i64)

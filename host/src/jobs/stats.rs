@@ -212,7 +212,8 @@ pub fn prometheus(conn: &Connection) -> Result<String> {
     ));
     out.push_str(&format!("# HELP weir_stuck_jobs InProgress jobs past their lease.\n# TYPE weir_stuck_jobs gauge\nweir_stuck_jobs {}\n", s.stuck.len()));
     let queues = super::claims::queues(conn, crate::time::now_on(conn)?)?;
-    let series: [(&str, &str, fn(&super::claims::QueueView) -> Option<f64>); 5] = [
+    type Series = (&'static str, &'static str, fn(&super::claims::QueueView) -> Option<f64>);
+    let series: [Series; 5] = [
         ("weir_queue_ready", "Ready jobs per queue (due or not).", |q| Some(q.ready as f64)),
         ("weir_queue_due", "Ready jobs due now per queue.", |q| Some(q.due as f64)),
         ("weir_queue_running", "Locked (claimed or running) jobs per queue, on every node.", |q| Some(q.running as f64)),
