@@ -1322,18 +1322,30 @@ fn jobs(weir: &Weir, cmd: JobsCmd, key_file: Option<&std::path::Path>) -> Result
             if json {
                 print_json(&jobs);
             } else {
-                outln!("{:<36}  {:<16} {:<14} {:<10} {:<19} {:>8}  {}", "ID", "STEP", "PLUGIN", "STATE", "STATUS", "ATTEMPTS", "ERROR");
+                outln!(
+                    "{:<36}  {:<16} {:<14} {:<12} {:<10} {:<19} {:>8}  {}",
+                    "ID",
+                    "STEP",
+                    "PLUGIN",
+                    "QUEUE·PRIO",
+                    "STATE",
+                    "STATUS",
+                    "ATTEMPTS",
+                    "ERROR OR WHY IT WAITS"
+                );
                 for j in jobs {
+                    let note = j.error.as_deref().or(j.waiting_for.as_deref()).unwrap_or("");
                     outln!(
-                        "{:<36}  {:<16} {:<14} {:<10} {:<19} {:>4}/{:<3}  {}",
+                        "{:<36}  {:<16} {:<14} {:<12} {:<10} {:<19} {:>4}/{:<3}  {}",
                         j.id,
                         j.step.as_deref().unwrap_or("-"),
                         j.plugin,
+                        format!("{}·{}", j.queue, j.priority),
                         j.state,
                         if j.held.is_some() { "Held (breaker)" } else { j.status },
                         j.attempts,
                         j.max_attempts,
-                        j.error.as_deref().unwrap_or("").chars().take(80).collect::<String>()
+                        note.chars().take(80).collect::<String>()
                     );
                 }
             }
@@ -1414,6 +1426,10 @@ fn jobs(weir: &Weir, cmd: JobsCmd, key_file: Option<&std::path::Path>) -> Result
                 outln!("  step:        {}", j.step.as_deref().unwrap_or("-"));
                 outln!("  state:       {} / {} ({} / {})", j.state, j.status, j.statecode, j.statuscode);
                 outln!("  attempts:    {} of {}", j.attempts, j.max_attempts);
+                outln!("  queue:       {} (priority {})", j.queue, j.priority);
+                if let Some(why) = &j.waiting_for {
+                    outln!("  not running: {why}");
+                }
                 outln!("  owner:       {}  correlation {}", j.owner, j.correlation_id);
                 outln!("  created:     {}", j.created_at);
                 outln!("  started:     {}", j.started_at.as_deref().unwrap_or("-"));
