@@ -77,7 +77,26 @@ fn a_worker_stopped_past_its_lease_writes_nothing_after_another_completed() {
     let pid = a.id().to_string();
     wait_for("worker A to start the attempt", || the_job(&env)["status"] == "InProgress");
     let signal = |sig: &str| assert!(std::process::Command::new("kill").args([sig, &pid]).status().unwrap().success());
-    signal("-STOP");
+    // Stopped between transactions: A stopped while it holds the store's
+    // write lock (a housekeeping tick's, a few ms in each 100) would keep B
+    // from writing until A runs again. If the lock is not free, let A go on a
+    // moment and stop it again.
+    let write_lock_free = || {
+        let conn = env.sql();
+        conn.set_busy_timeout(Duration::from_millis(200)).unwrap();
+        conn.transaction_with_behavior(weir::db::TransactionBehavior::Immediate).is_ok()
+    };
+    let mut tries = 0;
+    loop {
+        signal("-STOP");
+        if write_lock_free() {
+            break;
+        }
+        tries += 1;
+        assert!(tries < 50, "worker A always held the write lock when stopped");
+        signal("-CONT");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     // B takes over once A's lease (1 s) has run out, and completes the job.
     let b = env.run(&["work", "--until-idle", "--lease-ms", "1000", "--json"]).ok().json();
     assert_eq!((b["attempts"].as_u64(), b["succeeded"].as_u64(), b["leases_expired"].as_u64()), (Some(1), Some(1), Some(1)), "{b}");
