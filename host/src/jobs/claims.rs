@@ -1,8 +1,9 @@
 //! Who runs next: queues, priorities, fair share between owners, concurrency
 //! limits, rates, and the failure breaker's probes. Owns the `weir_limits`
 //! table (limits and token buckets) and decides which Ready jobs a claim
-//! takes; [`super::state::claim_ids`] makes the change of state, and the
-//! breaker's counting lives in [`super::breaker`].
+//! takes ([`survey`], then [`plan`]); [`super::state::claim_lanes`] and
+//! [`super::state::claim_ids`] make the change of state, and the breaker's
+//! counting lives in [`super::breaker`].
 //!
 //! The rules, as operators can rely on them:
 //!
@@ -16,10 +17,12 @@
 //!   priority is delayed, never starved: once it has waited a minute per
 //!   level of difference, it goes before newer work of higher priority.
 //! * **Fair share, round-robin.** The jobs of one owner in one queue are an
-//!   owner's share; a claim takes one job of each share in turn (the share
-//!   with the best-ranked job first in each round), so an owner's backlog of
-//!   any size delays another owner's job by at most one claim batch. Shares
-//!   have equal weight.
+//!   owner's share. A claim gives each share an equal part of its batch
+//!   (one slot to each in turn; within a share, to its steps' lanes in
+//!   turn), a share with fewer due jobs leaving its part to the others, and
+//!   the batch runs one job of each share per round, each round in rank
+//!   order. So an owner's backlog of any size delays another owner's job by
+//!   at most one claim batch. Shares have equal weight.
 //! * **Concurrency limits** (`--max-running` of a step or a queue) count the
 //!   jobs Locked (claimed or running) on every node. On PostgreSQL a claim
 //!   counts them under a row lock of the limit's row, so two nodes cannot
