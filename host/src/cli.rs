@@ -329,6 +329,15 @@ pub enum JobsCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Changes the priority of a job that has not started (Ready, Waiting or
+    /// Paused): 0 to 9 (9 runs first), low, normal or high.
+    Priority {
+        id: String,
+        #[arg(value_name = "PRIORITY")]
+        priority: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Gives a user's Ready, Waiting and Paused jobs to another user (e.g.
     /// before deactivating them); prints the count.
     Reassign {
@@ -366,6 +375,9 @@ pub enum JobsCmd {
         /// For postpone: RFC 3339 time or +DURATION.
         #[arg(long, value_name = "TIME")]
         until: Option<String>,
+        /// For priority: 0 to 9 (9 runs first), low, normal or high.
+        #[arg(long, value_name = "PRIORITY")]
+        priority: Option<String>,
         #[arg(long)]
         dry_run: bool,
         /// Only jobs no newer than this id (a dry run's `newest`): none that arrived since.
@@ -1359,6 +1371,10 @@ fn jobs(weir: &Weir, cmd: JobsCmd, key_file: Option<&std::path::Path>) -> Result
             let until = crate::time::parse_when(&until).map_err(Error::Invalid)?;
             action(weir, JobTarget { id, json }, JobAction::Postpone(until))?
         }
+        JobsCmd::Priority { id, priority, json } => {
+            let p = crate::jobs::claims::parse_priority(&priority)?;
+            action(weir, JobTarget { id, json }, JobAction::Reprioritize(p))?
+        }
         JobsCmd::Reassign { from, to, json } => {
             let n = weir.reassign_jobs(&from, &to)?;
             say(json, serde_json::json!({"from": from, "to": to, "reassigned": n}), || format!("gave {n} jobs of {from} to {to}"));
@@ -1367,8 +1383,8 @@ fn jobs(weir: &Weir, cmd: JobsCmd, key_file: Option<&std::path::Path>) -> Result
             weir.delete_job(&t.id)?;
             say(t.json, serde_json::json!({"deleted": t.id}), || format!("deleted job {}", t.id));
         }
-        JobsCmd::Bulk { action, filter, until, dry_run, through, json } => {
-            let bulk = action.action(until.as_deref())?;
+        JobsCmd::Bulk { action, filter, until, priority, dry_run, through, json } => {
+            let bulk = action.action(until.as_deref(), priority.as_deref())?;
             let r = weir.bulk_jobs(&filter, bulk, dry_run, through.as_deref())?;
             if json {
                 print_json(&r);

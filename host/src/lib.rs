@@ -318,6 +318,7 @@ impl Weir {
             JobAction::Retry => jobs::control::retry(&mut conn, id),
             JobAction::Postpone(until) => jobs::control::postpone(&mut conn, id, until),
             JobAction::RunNow => jobs::control::run_now(&mut conn, id),
+            JobAction::Reprioritize(p) => jobs::control::reprioritize(&mut conn, id, p),
         };
         self.pool.checkin(conn);
         result
@@ -547,6 +548,8 @@ pub enum JobAction {
     Postpone(i64),
     /// Due at once (a waiting job keeps waiting).
     RunNow,
+    /// This priority (0–9) for a job that has not started.
+    Reprioritize(i64),
 }
 
 /// Most jobs one bulk action changes; more matching jobs take another run.
@@ -567,17 +570,24 @@ pub enum BulkVerb {
     #[serde(rename = "run-now")]
     #[value(name = "run-now")]
     RunNow,
+    /// Sets the priority (0–9, low, normal, high) of jobs that have not started.
+    Priority,
 }
 
 impl BulkVerb {
-    /// The action; `until` (RFC 3339 or `+DURATION`) is postpone's, required there.
-    pub fn action(self, until: Option<&str>) -> Result<BulkAction> {
+    /// The action; `until` (RFC 3339 or `+DURATION`) is postpone's and
+    /// `priority` (0–9, low, normal, high) priority's, each required there.
+    pub fn action(self, until: Option<&str>, priority: Option<&str>) -> Result<BulkAction> {
         let until = match (self, until) {
-            (BulkVerb::Postpone, None) => return Err(Error::invalid("a bulk postpone needs until: a time (RFC 3339) or +DURATION")),
+            (BulkVerb::Postpone, None) => return Err(Error::invalid("postpone needs until: a time (RFC 3339) or +DURATION")),
             (BulkVerb::Postpone, Some(until)) => time::parse_when(until).map_err(Error::Invalid)?,
             _ => 0,
         };
-        Ok(self.action_at(until))
+        Ok(match (self, priority) {
+            (BulkVerb::Priority, None) => return Err(Error::invalid("priority needs the new priority: 0 to 9 (9 runs first), low, normal or high")),
+            (BulkVerb::Priority, Some(p)) => BulkAction::Job(JobAction::Reprioritize(jobs::claims::parse_priority(p)?)),
+            _ => self.action_at(until),
+        })
     }
 
     /// The action, postponing (if it is postpone) until `until` (ms since the epoch).
@@ -590,6 +600,7 @@ impl BulkVerb {
             BulkVerb::Delete => BulkAction::Delete,
             BulkVerb::Postpone => BulkAction::Job(JobAction::Postpone(until)),
             BulkVerb::RunNow => BulkAction::Job(JobAction::RunNow),
+            BulkVerb::Priority => BulkAction::Job(JobAction::Reprioritize(jobs::claims::DEFAULT_PRIORITY)),
         }
     }
 }

@@ -307,6 +307,10 @@ fn postpone_moves_a_job_both_ways_and_a_waiting_job_keeps_its_condition() {
     assert_eq!(v.postpone_until.as_deref().and_then(weir::time::parse_rfc3339), Some(earlier), "earlier than the last postponement");
     let v = weir.control_job(&id, weir::JobAction::RunNow).unwrap();
     assert!(v.postpone_until.is_none());
+    // Its priority is overridable while it has not started, one job or a
+    // filter's worth; a running job keeps the priority it was claimed with.
+    assert_eq!(env.run(&["jobs", "priority", &id, "high", "--json"]).ok().json()["priority"], 9);
+    assert!(env.run(&["jobs", "priority", &id, "10"]).fails().stderr.contains("0 to 9"));
     // A job waiting for a record keeps its wait through postpone and run-now.
     let mut conn = env.sql();
     let now = weir::time::now_ms();
@@ -321,10 +325,19 @@ fn postpone_moves_a_job_both_ways_and_a_waiting_job_keeps_its_condition() {
         state: vec![],
     };
     let c = jobs::Completion { id: id.clone(), outcome: jobs::Outcome::Wait(wait), trace: vec![], duration_ms: 1 };
+    let running = weir.control_job(&id, weir::JobAction::Reprioritize(1)).unwrap_err().to_string();
+    assert!(running.contains("has not started"), "{running}");
     assert!(jobs::complete(&mut conn, &c, "W", now).unwrap());
     let v = weir.control_job(&id, weir::JobAction::Postpone(now + 3_600_000)).unwrap();
     assert_eq!((v.status, v.wait.as_ref().unwrap()["condition"].as_str()), ("Waiting", Some("name eq 'x'")));
     let v = weir.control_job(&id, weir::JobAction::RunNow).unwrap();
     assert_eq!((v.status, v.wait.as_ref().unwrap()["kind"].as_str()), ("Waiting", Some("for")));
     assert_eq!(v.postpone_until.as_deref().and_then(weir::time::parse_rfc3339), Some(now + 7 * 86_400_000), "its own timeout, not the postponement");
+    let others = enqueue(&env, [job("noop", None, "system", "imports", 5), job("noop", None, "system", "imports", 5)]);
+    let bulk = env.run(&["jobs", "bulk", "priority", "--filter", "queue eq 'imports'", "--priority", "low", "--json"]).ok().json();
+    assert_eq!(bulk["applied"], 2, "{bulk}");
+    for other in &others {
+        assert_eq!(weir.show_job(other).unwrap().priority, 0);
+    }
+    assert!(env.run(&["jobs", "bulk", "priority", "--filter", "queue eq 'imports'"]).fails().stderr.contains("priority needs"));
 }

@@ -124,10 +124,18 @@ fn the_api_end_to_end() {
     let waiting = s.get(&loc).body;
     assert_eq!(waiting["status"], "WaitingForResources");
     // Each job says what an operator may do to it now (the dashboard's buttons).
-    assert_eq!(waiting["actions"], json!(["pause", "run-now", "postpone", "cancel"]));
+    assert_eq!(waiting["actions"], json!(["pause", "run-now", "postpone", "priority", "cancel"]));
     let id = bg.body["id"].as_str().unwrap();
+    // A job's priority changes while it has not started: a number or a word.
+    assert_eq!(waiting["priority"], 5);
+    assert_eq!(s.post(&format!("/api/jobs/{id}/priority"), &json!({"priority": "high"})).body["priority"], 9);
+    assert_eq!(s.post(&format!("/api/jobs/{id}/priority"), &json!({"priority": 2})).body["priority"], 2);
+    let bad_priority = s.post(&format!("/api/jobs/{id}/priority"), &json!({"priority": 12}));
+    assert_eq!(bad_priority.status, 400, "{}", bad_priority.text);
+    assert!(bad_priority.text.contains("0 to 9"), "{}", bad_priority.text);
+    assert_eq!(s.post(&format!("/api/jobs/{id}/priority"), &json!({})).status, 400, "the priority is required");
     let paused = s.post(&format!("/api/jobs/{id}/pause"), &json!({})).body;
-    assert_eq!((&paused["status"], &paused["actions"]), (&json!("Paused"), &json!(["resume", "postpone", "cancel"])));
+    assert_eq!((&paused["status"], &paused["actions"]), (&json!("Paused"), &json!(["resume", "postpone", "priority", "cancel"])));
     let illegal = s.post(&format!("/api/jobs/{id}/retry"), &json!({}));
     assert_eq!(illegal.status, 409, "{}", illegal.text);
     assert_eq!(s.post(&format!("/api/jobs/{id}/resume"), &json!({})).body["status"], "WaitingForResources");
@@ -398,6 +406,8 @@ fn the_dashboard_shows_the_api_s_numbers_and_its_actions_work() {
     assert_eq!(shown["actions"], json!(["retry", "delete"]), "a failed job offers retry and delete");
     assert!(page["queues"].as_array().unwrap().contains(&json!("default")), "the queues panel: {}", page["queues"]);
     assert!(page["released"].as_str().unwrap().contains("step new-year released"), "{}", page["released"]);
+    assert_eq!(page["priorityAnswer"], 2, "the row's priority action sent the chosen level");
+    assert!(page["priorityCell"].as_str().unwrap().ends_with("· 2"), "{}", page["priorityCell"]);
     let held: i64 = env.sql().query_row("SELECT COUNT(*) FROM weir_step_health", [], |r| r.get(0)).unwrap();
     assert_eq!(held, 0, "the release button ended the hold");
     assert!(dir.join("job.png").exists() && dir.join("dashboard.png").exists(), "the screenshots are kept as artifacts");

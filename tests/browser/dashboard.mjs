@@ -66,6 +66,17 @@ try {
     [`${row(pauseJob)} .job-status`], { timeout });
   await page.screenshot({ path: `${shots}/dashboard.png`, fullPage: true });
 
+  // 2b. Give the paused job priority 2 with its row's priority action.
+  await page.selectOption("#priority-level", "2");
+  const [reprioritized] = await Promise.all([
+    page.waitForResponse(r => r.url().endsWith(`/api/jobs/${pauseJob}/priority`), { timeout }),
+    page.click(`${row(pauseJob)} button[data-action="priority"]`),
+  ]);
+  const priorityAnswer = await reprioritized.json();
+  await page.waitForFunction(([sel]) => /· 2$/.test(document.querySelector(sel)?.textContent || ""),
+    [`${row(pauseJob)} td:nth-child(4)`], { timeout });
+  const priorityCell = await page.textContent(`${row(pauseJob)} td:nth-child(4)`);
+
   // 3. Filter: only the failed job is listed, and the pager says so.
   await page.fill("#filter", "status eq 'Failed'");
   await page.click("#apply");
@@ -122,7 +133,7 @@ try {
     markupInert: await page.evaluate(() => window.__xss === undefined && document.querySelectorAll("main img").length === 0),
   };
   await page.screenshot({ path: `${shots}/job.png`, fullPage: true });
-  console.log(JSON.stringify({ shown, errors, filtered, sharedUrl, group, question, bulkMessage, job, queues, released }));
+  console.log(JSON.stringify({ shown, errors, filtered, sharedUrl, group, question, bulkMessage, job, queues, released, priorityAnswer: priorityAnswer.priority, priorityCell }));
 } catch (e) {
   await explain(e);
   process.exitCode = 1;

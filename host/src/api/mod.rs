@@ -683,10 +683,10 @@ async fn job_groups(State(app): State<App>, StrictQuery(q): StrictQuery) -> ApiR
 async fn bulk_jobs(State(app): State<App>, body: Bytes) -> ApiResult<Json<BulkOutcome>> {
     let req: BulkRequest = serde_json::from_slice(&body).map_err(|e| {
         bad(format!(
-            "bad bulk action: {e}; send {{\"action\": \"cancel|pause|resume|retry|delete|postpone\", \"filter\": EXPR, \"until\": TIME (postpone), \"dry_run\": BOOL, \"through\": ID}}"
+            "bad bulk action: {e}; send {{\"action\": \"cancel|pause|resume|retry|delete|postpone|run-now|priority\", \"filter\": EXPR, \"until\": TIME (postpone), \"priority\": 0-9 (priority), \"dry_run\": BOOL, \"through\": ID}}"
         ))
     })?;
-    let action = req.action.action(req.until.as_deref())?;
+    let action = req.action.action(req.until.as_deref(), req.priority.as_deref())?;
     let weir = app.weir.clone();
     Ok(Json(blocking(move || weir.bulk_jobs(&req.filter, action, req.dry_run, req.through.as_deref())).await?))
 }
@@ -711,27 +711,25 @@ async fn delete_job(State(app): State<App>, Path(id): Path<String>) -> ApiResult
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[utoipa::path(post, path = "/api/jobs/{id}/{action}", params(("id" = String, Path), ("action" = String, Path, description = "cancel, pause, resume, retry, run-now or postpone (body {\"until\": TIME}, earlier or later than before)")),
-    request_body(content = Option<PostponeRequest>, description = "postpone only"),
+#[utoipa::path(post, path = "/api/jobs/{id}/{action}", params(("id" = String, Path), ("action" = String, Path, description = "cancel, pause, resume, retry, run-now, postpone (body {\"until\": TIME}, earlier or later than before) or priority (body {\"priority\": 0-9|low|normal|high})")),
+    request_body(content = Option<JobActionRequest>, description = "postpone: until; priority: priority; the other actions: none"),
     responses((status = 200, description = "The job after the action", body = JobView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, description = "Illegal transition", body = ErrorBody)))]
 async fn job_action(State(app): State<App>, Path((id, action)): Path<(String, String)>, body: Bytes) -> ApiResult<Json<JobView>> {
     let no_such = || {
         ApiError(
             StatusCode::NOT_FOUND,
-            json!({"error": format!("no job action {action:?}: use cancel, pause, resume, retry, run-now or postpone (DELETE /api/jobs/{{id}} deletes)")}),
+            json!({"error": format!("no job action {action:?}: use cancel, pause, resume, retry, run-now, postpone or priority (DELETE /api/jobs/{{id}} deletes)")}),
         )
     };
     let verb = <crate::BulkVerb as clap::ValueEnum>::from_str(&action, false).map_err(|_| no_such())?;
-    let until = match verb {
-        crate::BulkVerb::Postpone => Some(
-            serde_json::from_slice::<PostponeRequest>(&body)
-                .map_err(|e| bad(format!("postpone needs {{\"until\": TIME}} (RFC 3339 or +DURATION): {e}")))?
-                .until,
-        ),
-        _ => None,
+    // Only postpone and priority read a body; the others take any.
+    let req = match verb {
+        crate::BulkVerb::Postpone | crate::BulkVerb::Priority => serde_json::from_slice::<JobActionRequest>(&body)
+            .map_err(|e| bad(format!("{action} needs {{\"until\": TIME}} (postpone) or {{\"priority\": 0-9|low|normal|high}} (priority): {e}")))?,
+        _ => JobActionRequest::default(),
     };
     // Delete has its own route (DELETE /api/jobs/{id}).
-    let crate::BulkAction::Job(action) = verb.action(until.as_deref()).map_err(ApiError::from)? else { return Err(no_such()) };
+    let crate::BulkAction::Job(action) = verb.action(req.until.as_deref(), req.priority.as_deref()).map_err(ApiError::from)? else { return Err(no_such()) };
     let weir = app.weir.clone();
     Ok(Json(blocking(move || weir.control_job(&id, action)).await?))
 }

@@ -134,12 +134,27 @@ pub struct JobGroups {
     pub value: Vec<JobGroup>,
 }
 
-/// `POST /api/jobs/{id}/postpone`.
-#[derive(Deserialize, ToSchema)]
+/// The body of `POST /api/jobs/{id}/{action}`: postpone's `until`,
+/// priority's `priority`; the other actions need none.
+#[derive(Deserialize, ToSchema, Default)]
 #[serde(deny_unknown_fields)]
-pub struct PostponeRequest {
-    /// RFC 3339, or `+DURATION` from now (`+2h`).
-    pub until: String,
+pub struct JobActionRequest {
+    /// For postpone: RFC 3339, or `+DURATION` from now (`+2h`).
+    pub until: Option<String>,
+    /// For priority: 0 to 9 (9 runs first), or `low`, `normal`, `high`.
+    #[schema(value_type = Option<Value>)]
+    #[serde(default, deserialize_with = "priority_text")]
+    pub priority: Option<String>,
+}
+
+/// A priority as sent: a number or a word, kept as text for
+/// [`crate::jobs::claims::parse_priority`].
+fn priority_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(match Option::<Json>::deserialize(d)? {
+        None | Some(Json::Null) => None,
+        Some(Json::String(s)) => Some(s),
+        Some(other) => Some(other.to_string()),
+    })
 }
 
 /// `POST /api/jobs/bulk`: one action on every job a filter selects.
@@ -151,6 +166,10 @@ pub struct BulkRequest {
     pub filter: String,
     /// For postpone: RFC 3339 or `+DURATION`.
     pub until: Option<String>,
+    /// For priority: 0 to 9 (9 runs first), `low`, `normal` or `high`.
+    #[schema(value_type = Option<Value>)]
+    #[serde(default, deserialize_with = "priority_text")]
+    pub priority: Option<String>,
     /// Count the jobs it would act on, change nothing (the answer's `newest`
     /// goes back as `through`).
     #[serde(default)]

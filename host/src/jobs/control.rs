@@ -123,6 +123,19 @@ pub fn run_now(conn: &mut Connection, id: &str) -> Result<JobView> {
     })
 }
 
+/// Changes the priority (0–9) of a job that has not started: Ready,
+/// Waiting or Paused. A running or completed job keeps the one it ran with.
+pub fn reprioritize(conn: &mut Connection, id: &str, priority: i64) -> Result<JobView> {
+    let priority = crate::jobs::claims::check_priority(priority)?;
+    in_tx(conn, id, "change the priority of", |tx| {
+        let (status, _, _) = current(tx, id)?;
+        if !state::Transition::Reprioritize.from().contains(&status) {
+            return Err(illegal("change the priority of", id, status, "only a job that has not started (Ready, Waiting or Paused) can change priority"));
+        }
+        state::reprioritize(tx, id, priority)
+    })
+}
+
 /// Runs a Failed job again, with a fresh set of attempts.
 pub fn retry(conn: &mut Connection, id: &str) -> Result<JobView> {
     in_tx(conn, id, "retry", |tx| {
@@ -148,6 +161,7 @@ pub fn applies_to(action: crate::JobAction) -> &'static [Status] {
         crate::JobAction::Retry => &[Failed],
         crate::JobAction::Postpone(_) => state::Transition::Postpone.from(),
         crate::JobAction::RunNow => state::Transition::RunNow.from(),
+        crate::JobAction::Reprioritize(_) => state::Transition::Reprioritize.from(),
     }
 }
 
@@ -160,7 +174,7 @@ pub fn verb_applies_to(verb: crate::BulkVerb) -> &'static [Status] {
 /// What an operator may do to a job in `status` (what the dashboard offers).
 pub fn allowed(status: Status) -> Vec<crate::BulkVerb> {
     use crate::BulkVerb::*;
-    [Pause, Resume, RunNow, Postpone, Cancel, Retry, Delete].into_iter().filter(|v| verb_applies_to(*v).contains(&status)).collect()
+    [Pause, Resume, RunNow, Postpone, Priority, Cancel, Retry, Delete].into_iter().filter(|v| verb_applies_to(*v).contains(&status)).collect()
 }
 
 /// Deletes a completed job with its attempts and callback deliveries (what

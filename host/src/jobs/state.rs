@@ -187,6 +187,8 @@ pub enum Transition {
     Postpone,
     /// An operator makes a job due at once (a waiting job keeps waiting).
     RunNow,
+    /// An operator changes the priority of a job that has not started.
+    Reprioritize,
     /// An operator runs a Failed job again, with fresh attempts.
     Retry,
     /// Retention ends a paused wait whose timeout passed long ago.
@@ -194,7 +196,7 @@ pub enum Transition {
 }
 
 impl Transition {
-    pub const ALL: [Transition; 25] = [
+    pub const ALL: [Transition; 26] = [
         Transition::Claim,
         Transition::Heartbeat,
         Transition::Release,
@@ -218,6 +220,7 @@ impl Transition {
         Transition::CancelRunning,
         Transition::Postpone,
         Transition::RunNow,
+        Transition::Reprioritize,
         Transition::Retry,
         Transition::Abandon,
     ];
@@ -245,6 +248,7 @@ impl Transition {
             Transition::CancelRunning => &[InProgress, Pausing],
             Transition::Postpone => &[WaitingForResources, Waiting, Paused],
             Transition::RunNow => &[WaitingForResources, Waiting],
+            Transition::Reprioritize => &[WaitingForResources, Waiting, Paused],
             Transition::Retry => &[Failed],
             Transition::Abandon => &[Paused],
         }
@@ -254,7 +258,7 @@ impl Transition {
     pub const fn to(self, from: Status) -> Status {
         match self {
             Transition::Claim => InProgress,
-            Transition::Heartbeat | Transition::NoteConditionMet | Transition::Postpone | Transition::RunNow => from,
+            Transition::Heartbeat | Transition::NoteConditionMet | Transition::Postpone | Transition::RunNow | Transition::Reprioritize => from,
             Transition::Release | Transition::FailRetryable | Transition::Requeue | Transition::Expire => WaitingForResources,
             Transition::Complete => Succeeded,
             Transition::FailPermanent | Transition::ExpireLast => Failed,
@@ -294,7 +298,7 @@ const NO_KEY: &str = "wait_key_column = NULL, wait_key_value = NULL";
 /// The `statecode = .., statuscode = ..` a transition sets, where it is one
 /// status for all its sources (None where it keeps the status or depends on it).
 fn status_sql(t: Transition) -> Option<String> {
-    if matches!(t, Transition::Heartbeat | Transition::NoteConditionMet | Transition::Postpone | Transition::RunNow) {
+    if matches!(t, Transition::Heartbeat | Transition::NoteConditionMet | Transition::Postpone | Transition::RunNow | Transition::Reprioritize) {
         return None;
     }
     let mut targets = t.from().iter().map(|&s| t.to(s));
@@ -865,6 +869,12 @@ pub(crate) fn run_now(conn: &Connection, id: &str) -> Result<bool> {
     apply(conn, Transition::RunNow, &set, "", &[&id])
 }
 
+/// Sets the priority of a job that has not started (0–9, checked by the
+/// caller): its rank in the claim order changes with it.
+pub(crate) fn reprioritize(conn: &Connection, id: &str, priority: i64) -> Result<bool> {
+    apply(conn, Transition::Reprioritize, &["priority = ?2"], "", &[&id, &priority])
+}
+
 /// Gives the jobs of `from` that have not run to their end — Ready,
 /// Waiting or Paused — to `to`. Returns how many. (Not a change of state:
 /// running and completed jobs keep their owner.)
@@ -970,6 +980,7 @@ mod tests {
             Transition::CancelRunning => cancel_running(conn, "j").unwrap(),
             Transition::Postpone => postpone(conn, "j", 30, "t").unwrap(),
             Transition::RunNow => run_now(conn, "j").unwrap(),
+            Transition::Reprioritize => reprioritize(conn, "j", 9).unwrap(),
             Transition::Retry => retry(conn, "j").unwrap(),
             Transition::Abandon => !abandon(conn, 10, 10).unwrap().is_empty(),
         }
@@ -995,7 +1006,7 @@ mod tests {
                 checked += 1;
             }
         }
-        assert_eq!(checked, 25 * 9);
+        assert_eq!(checked, Transition::ALL.len() * 9);
     }
 
     #[test]
