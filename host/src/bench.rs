@@ -528,6 +528,7 @@ pub fn run(json_out: bool, only: Option<&str>, components: &[LangComponent], db:
 fn job(plugin: &str, version: i64) -> NewJob {
     NewJob {
         kind: "bench",
+        asked_by: None,
         step: None,
         plugin: plugin.into(),
         plugin_version: version,

@@ -199,6 +199,26 @@ pub enum Command {
     /// Secrets for plug-ins (API tokens, passwords), sealed at rest; granted per step with --secret.
     #[command(subcommand)]
     Secret(SecretCmd),
+    /// API tokens of users, each with a role (admin, author, operator, reader).
+    #[command(subcommand)]
+    Token(TokenCmd),
+    /// Grants a user or a role privileges on a table's records
+    /// (`weir grant alice create,read,write on account`; `all` for the four),
+    /// or the privilege to act as another user (`weir grant svc impersonate`).
+    /// A name that is a role (admin, author, operator, reader) means the role;
+    /// write `user:NAME` for a user of that name.
+    Grant(GrantArgs),
+    /// Takes back privileges given with `weir grant` (same form).
+    Revoke(GrantArgs),
+    /// Lists every privilege granted to users and roles.
+    Grants {
+        #[arg(long)]
+        json: bool,
+    },
+    /// The audit log: who changed plug-ins, steps, tables, users, tokens,
+    /// grants, secrets, schedules and queues, and every job action.
+    #[command(subcommand)]
+    Audit(AuditCmd),
     /// Copies an SQLite database (tables, records, plug-ins, steps, users,
     /// secrets, jobs with their states and attempts) into an empty PostgreSQL
     /// database, to run several nodes on it.
@@ -484,6 +504,71 @@ pub enum TraceCmd {
     /// Shows one trace with its lines.
     Show {
         id: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `WHO PRIVILEGES [on TABLE]`, as `grant` and `revoke` take them.
+#[derive(clap::Args, Debug)]
+pub struct GrantArgs {
+    #[arg(value_name = "USER|ROLE")]
+    who: String,
+    #[arg(value_name = "PRIVILEGES")]
+    privileges: String,
+    /// `on TABLE`.
+    #[arg(value_name = "on TABLE", num_args = 0..=2)]
+    on: Vec<String>,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TokenCmd {
+    /// Makes a token for a user and prints it once (weir keeps only its
+    /// SHA-256): the user calls the API with `Authorization: Bearer TOKEN`.
+    Create {
+        #[arg(long, value_name = "NAME")]
+        user: String,
+        #[arg(long, value_enum)]
+        role: crate::access::Role,
+        /// It stops working after this long (e.g. 90d, 12h).
+        #[arg(long, value_name = "DURATION", value_parser = age)]
+        expires: Option<std::time::Duration>,
+        /// A label to tell it apart in `token list`.
+        #[arg(long, value_name = "LABEL")]
+        name: Option<String>,
+        /// Its own request rate limit (e.g. 50/s), instead of the server's.
+        #[arg(long, value_name = "N/s")]
+        rate: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Lists tokens (never their secrets).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revokes a token by its id (`token list`): the next request with it gets 401.
+    Revoke(Target),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AuditCmd {
+    /// Entries newest first.
+    List {
+        /// Only entries whose actor, user, action, target or detail contains this text.
+        #[arg(long, value_name = "TEXT")]
+        filter: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        top: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Deletes entries older than a duration (retention); prints the count.
+    Cleanup {
+        #[arg(long, default_value = "365d", value_name = "DURATION", value_parser = age)]
+        older_than: std::time::Duration,
         #[arg(long)]
         json: bool,
     },
@@ -992,7 +1077,77 @@ fn init_tracing() {
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(crate::telemetry::LogWriter).with_ansi(std::io::stderr().is_terminal()).try_init();
 }
 
+/// The name the audit log gives a command that changes what it records
+/// (plug-ins, steps, tables, users, tokens, grants, secrets, queues, job
+/// actions); None for reads and record operations.
+fn audited(cmd: &Command) -> Option<&'static str> {
+    Some(match cmd {
+        Command::Plugin(PluginCmd::Add { .. }) => "plugin add",
+        Command::Plugin(PluginCmd::Rollback(_)) => "plugin rollback",
+        Command::Plugin(PluginCmd::Remove(_)) => "plugin remove",
+        Command::Table(TableCmd::Create { .. }) => "table create",
+        Command::Step(StepCmd::Add(_)) => "step add",
+        Command::Step(StepCmd::Update(_)) => "step update",
+        Command::Step(StepCmd::Remove(_)) => "step remove",
+        Command::Step(StepCmd::Enable(_)) => "step enable",
+        Command::Step(StepCmd::Disable(_)) => "step disable",
+        Command::Step(StepCmd::Release(_)) => "step release",
+        Command::User(UserCmd::Add(_)) => "user add",
+        Command::User(UserCmd::Deactivate(_)) => "user deactivate",
+        Command::User(UserCmd::Activate(_)) => "user activate",
+        Command::Token(TokenCmd::Create { .. }) => "token create",
+        Command::Token(TokenCmd::Revoke(_)) => "token revoke",
+        Command::Grant(_) => "grant",
+        Command::Revoke(_) => "revoke",
+        Command::Secret(SecretCmd::Set { .. }) => "secret set",
+        Command::Secret(SecretCmd::Remove(_)) => "secret remove",
+        Command::Queue(QueueCmd::Set { .. }) => "queue set",
+        Command::Background(BackgroundCmd::Submit { .. }) => "background submit",
+        Command::Audit(AuditCmd::Cleanup { .. }) => "audit cleanup",
+        Command::Jobs(j) => match j {
+            JobsCmd::Cancel(_) => "jobs cancel",
+            JobsCmd::Pause(_) => "jobs pause",
+            JobsCmd::Resume(_) => "jobs resume",
+            JobsCmd::Retry(_) => "jobs retry",
+            JobsCmd::RunNow(_) => "jobs run-now",
+            JobsCmd::Postpone { .. } => "jobs postpone",
+            JobsCmd::Priority { .. } => "jobs priority",
+            JobsCmd::Reassign { .. } => "jobs reassign",
+            JobsCmd::Delete(_) => "jobs delete",
+            JobsCmd::Bulk { dry_run: false, .. } => "jobs bulk",
+            JobsCmd::Cleanup { .. } => "jobs cleanup",
+            _ => return None,
+        },
+        _ => return None,
+    })
+}
+
 fn run(cli: Cli) -> Result<()> {
+    let action = audited(&cli.command);
+    let (db, op_budget_ms, cache_dir, as_user) = (cli.db.clone(), cli.op_budget_ms, cli.cache_dir.clone(), cli.user.clone());
+    let result = run_command(cli);
+    // What the CLI changed, in the audit log: its arguments name what (a
+    // secret's value is never one: it comes from stdin).
+    if let Some(action) = action {
+        let entry = crate::access::AuditEntry {
+            id: 0,
+            at: String::new(),
+            actor: cli_actor(),
+            as_user,
+            via: "cli".into(),
+            action: action.into(),
+            target: std::env::args().skip(1).collect::<Vec<_>>().join(" "),
+            outcome: if result.is_ok() { 0 } else { 1 },
+            detail: result.as_ref().err().map(|e| serde_json::json!({"error": e.to_string()})),
+        };
+        if let Err(e) = open_weir(&db, op_budget_ms, cache_dir).and_then(|w| w.audit(&entry)) {
+            errln(format_args!("warning: could not write the audit log: {e}"));
+        }
+    }
+    result
+}
+
+fn run_command(cli: Cli) -> Result<()> {
     let (db, op_budget_ms, cache_dir) = (cli.db.clone(), cli.op_budget_ms, cli.cache_dir.clone());
     let open = move || open_weir(&db, op_budget_ms, cache_dir.clone());
     match cli.command {
@@ -1117,6 +1272,49 @@ fn run(cli: Cli) -> Result<()> {
             });
             Ok(())
         }
+        Command::Token(cmd) => token_cmd(&open()?, cmd),
+        Command::Grant(GrantArgs { who, privileges, on, json }) => {
+            let (who, grant) = grant_args(&who, &privileges, &on)?;
+            open()?.grant(&who, &grant, &cli_actor())?;
+            say(json, serde_json::json!({"granted": privileges, "to": format!("{who:?}")}), || format!("granted {privileges}{}", on_text(&on)));
+            Ok(())
+        }
+        Command::Revoke(GrantArgs { who, privileges, on, json }) => {
+            let (subject, grant) = grant_args(&who, &privileges, &on)?;
+            let n = open()?.revoke(&subject, &grant)?;
+            say(json, serde_json::json!({"revoked": n}), || format!("revoked {n} privilege(s) of {who}"));
+            Ok(())
+        }
+        Command::Grants { json } => {
+            let grants = open()?.grants()?;
+            if json {
+                print_json(&grants);
+            } else {
+                outln!("{:<24} {:<12} {:<24} {:<26} BY", "USER/ROLE", "PRIVILEGE", "TABLE", "GRANTED");
+                for g in grants {
+                    outln!("{:<24} {:<12} {:<24} {:<26} {}", g.subject, g.privilege, g.table.as_deref().unwrap_or("-"), g.granted_at, g.granted_by);
+                }
+            }
+            Ok(())
+        }
+        Command::Audit(AuditCmd::List { filter, top, json }) => {
+            let entries = open()?.audit_log(filter.as_deref(), top)?;
+            if json {
+                print_json(&entries);
+            } else {
+                outln!("{:<26} {:<20} {:<20} {:<4} {:<36} {:<6} TARGET", "AT", "WHO", "AS", "VIA", "ACTION", "OUTCOME");
+                for e in entries {
+                    outln!("{:<26} {:<20} {:<20} {:<4} {:<36} {:<6} {}", e.at, e.actor, e.as_user, e.via, e.action, e.outcome, e.target);
+                }
+            }
+            Ok(())
+        }
+        Command::Audit(AuditCmd::Cleanup { older_than, json }) => {
+            let before = crate::time::now_ms() - i64::try_from(older_than.as_millis()).unwrap_or(i64::MAX);
+            let n = open()?.audit_cleanup(before)?;
+            say(json, serde_json::json!({"deleted": n}), || format!("deleted {n} audit entries"));
+            Ok(())
+        }
         Command::Nodes { json } => {
             let nodes = open()?.nodes()?;
             if json {
@@ -1207,7 +1405,7 @@ fn run(cli: Cli) -> Result<()> {
                 priority,
             };
             // The operator's own CLI may call back to any host.
-            let id = weir.submit_background(&req.into_background(&cli.user, Default::default())?)?;
+            let id = weir.submit_background(&req.into_background(&cli.user, Some(&cli_actor()), Default::default())?)?;
             let location = format!("/api/jobs/{id}");
             if json {
                 print_json(&serde_json::json!({"id": id, "location": location}));
@@ -1300,6 +1498,81 @@ fn run(cli: Cli) -> Result<()> {
 
 /// The tokio runtime for commands that run jobs or serve: multi-threaded, with
 /// roomy stacks for nested plug-in calls.
+/// Who runs this command, for the audit log and jobs' `asked_by`: the
+/// account at the terminal (the CLI works on the database as its owner).
+fn cli_actor() -> String {
+    let account = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".into());
+    format!("cli:{account}")
+}
+
+fn on_text(on: &[String]) -> String {
+    if on.is_empty() { String::new() } else { format!(" {}", on.join(" ")) }
+}
+
+/// `WHO PRIVILEGES [on TABLE]`.
+fn grant_args(who: &str, privileges: &str, on: &[String]) -> Result<(crate::access::Subject, crate::access::Grant)> {
+    let table = match on {
+        [] => None,
+        [word, table] if word == "on" => Some(table.as_str()),
+        _ => return Err(Error::invalid(format!("write `{privileges} on TABLE` (got {:?})", on.join(" ")))),
+    };
+    Ok((crate::access::Subject::parse(who)?, crate::access::Grant::parse(privileges, table)?))
+}
+
+fn token_cmd(weir: &Weir, cmd: TokenCmd) -> Result<()> {
+    match cmd {
+        TokenCmd::Create { user, role, expires, name, rate, json } => {
+            let req = crate::access::TokenRequest {
+                user,
+                role,
+                label: name,
+                expires_at: expires.map(|d| crate::time::now_ms() + i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 2)),
+                rate_milli: rate.as_deref().map(crate::jobs::claims::parse_rate).transpose()?,
+            };
+            let t = weir.create_token(&req, &cli_actor())?;
+            if json {
+                print_json(&t);
+            } else {
+                outln!("{}", t.token);
+                errln(format_args!("token {} for {} ({}): shown once, weir keeps only its hash", t.row.id, t.row.user, t.row.role.name()));
+            }
+        }
+        TokenCmd::List { json } => {
+            let tokens = weir.list_tokens()?;
+            if json {
+                print_json(&tokens);
+            } else {
+                outln!("{:<18} {:<20} {:<9} {:<16} {:<26} {:<26} USABLE", "ID", "USER", "ROLE", "LABEL", "CREATED", "EXPIRES");
+                for t in tokens {
+                    outln!(
+                        "{:<18} {:<20} {:<9} {:<16} {:<26} {:<26} {}",
+                        t.id,
+                        t.user,
+                        t.role.name(),
+                        t.label.as_deref().unwrap_or("-"),
+                        t.created_at,
+                        t.expires_at.as_deref().unwrap_or("never"),
+                        if t.usable {
+                            "yes"
+                        } else if t.revoked_at.is_some() {
+                            "revoked"
+                        } else {
+                            "no"
+                        }
+                    );
+                }
+            }
+        }
+        TokenCmd::Revoke(Target { name, json }) => {
+            let revoked = weir.revoke_token(&name)?;
+            say(json, serde_json::json!({"token": name, "revoked": revoked}), || {
+                if revoked { format!("revoked token {name}") } else { format!("token {name} was already revoked") }
+            });
+        }
+    }
+    Ok(())
+}
+
 pub fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -22,9 +22,13 @@ pub enum Error {
     /// A component could not be loaded.
     #[error("{0}")]
     Load(#[from] LoadError),
-    /// The caller may not do this (a deactivated user); HTTP 403.
+    /// The caller may not do this (a deactivated user, a role or privilege
+    /// they lack); HTTP 403.
     #[error("{0}")]
     Forbidden(String),
+    /// The credential is missing, unknown, revoked or expired; HTTP 401.
+    #[error("{0}")]
+    Unauthorized(String),
     /// An illegal state change (e.g. resuming a job that is not paused).
     #[error("{0}")]
     Conflict(String),

@@ -34,6 +34,7 @@ macro_rules! outln {
 
 // Public: what the binary (`cli`) and the integration tests use. The rest is
 // reached through [`Weir`] and the CLI.
+pub mod access;
 pub(crate) mod api;
 pub(crate) mod bench;
 pub mod catalog;
@@ -294,6 +295,52 @@ impl Weir {
         worker::replay(self.pool.clone(), self.plugins.clone(), id, wasm, opts, http).await
     }
 
+    /// Appends an entry to the audit log.
+    pub fn audit(&self, entry: &access::AuditEntry) -> Result<()> {
+        self.pool.with_conn(|conn| access::record(conn, entry))
+    }
+
+    /// The audit log, newest first: at most `top` entries, optionally those
+    /// whose actor, user, action or target contains `text`.
+    pub fn audit_log(&self, text: Option<&str>, top: usize) -> Result<Vec<access::AuditEntry>> {
+        self.pool.with_conn(|conn| access::list(conn, text, top))
+    }
+
+    /// Deletes audit entries older than `before` (ms since the epoch).
+    pub fn audit_cleanup(&self, before: i64) -> Result<usize> {
+        self.pool.with_conn(|conn| access::cleanup(conn, before))
+    }
+
+    /// Makes a token for a user (the answer holds its secret, once).
+    pub fn create_token(&self, req: &access::TokenRequest, by: &str) -> Result<access::NewToken> {
+        self.pool.with_conn(|conn| access::create_token(conn, req, by))
+    }
+
+    /// Every token, without secrets.
+    pub fn list_tokens(&self) -> Result<Vec<access::TokenRow>> {
+        self.pool.with_conn(access::list_tokens)
+    }
+
+    /// Revokes a token by id: it stops working at once.
+    pub fn revoke_token(&self, id: &str) -> Result<bool> {
+        self.pool.with_conn(|conn| access::revoke_token(conn, id))
+    }
+
+    /// Grants privileges to a user or a role.
+    pub fn grant(&self, who: &access::Subject, grant: &access::Grant, by: &str) -> Result<()> {
+        self.pool.with_conn(|conn| access::grant(conn, who, grant, by))
+    }
+
+    /// Takes privileges back; returns how many were removed.
+    pub fn revoke(&self, who: &access::Subject, grant: &access::Grant) -> Result<usize> {
+        self.pool.with_conn(|conn| access::revoke(conn, who, grant))
+    }
+
+    /// Every privilege granted.
+    pub fn grants(&self) -> Result<Vec<access::PrivilegeRow>> {
+        self.pool.with_conn(access::list_grants)
+    }
+
     /// Jobs matching a filter expression over job fields, newest first.
     pub fn list_jobs(&self, filter: Option<&str>, top: usize) -> Result<Vec<jobs::JobView>> {
         self.list_jobs_page(filter, top, 0)
@@ -430,6 +477,7 @@ impl Weir {
             }
             let job = jobs::NewJob {
                 kind: "background",
+                asked_by: req.asked_by.clone(),
                 step: None,
                 plugin: req.plugin.clone(),
                 plugin_version: version,
@@ -492,6 +540,7 @@ impl Weir {
             }
             let job = jobs::NewJob {
                 kind: worker::BULK_DELETE,
+                asked_by: None,
                 step: None,
                 plugin: worker::BULK_DELETE.into(),
                 plugin_version: 0,
@@ -660,6 +709,8 @@ pub struct Background {
     /// Run no earlier than this (ms since the epoch): a one-shot delayed job.
     pub at: Option<i64>,
     pub owner: String,
+    /// Who asked, where that is not `owner` (acting as them).
+    pub asked_by: Option<String>,
     pub max_attempts: Option<u32>,
     pub timeout_ms: Option<u64>,
     /// The queue it runs in (default `default`).
@@ -685,6 +736,7 @@ impl Background {
             callback_url: None,
             at: None,
             owner: owner.into(),
+            asked_by: None,
             max_attempts: None,
             timeout_ms: None,
             queue: None,
@@ -730,7 +782,7 @@ impl BackgroundRequest {
     /// The operation, run as `owner`, its callback allowed to `callback_hosts`
     /// (any when empty). Refuses a bad `at`; [`Weir::submit_background`]
     /// checks the rest.
-    pub fn into_background(self, owner: &str, callback_hosts: jobs::callbacks::CallbackHosts) -> Result<Background> {
+    pub fn into_background(self, owner: &str, asked_by: Option<&str>, callback_hosts: jobs::callbacks::CallbackHosts) -> Result<Background> {
         let at = self.at.as_deref().map(time::parse_when).transpose().map_err(Error::Invalid)?;
         Ok(Background {
             grants: self.grants,
@@ -743,6 +795,7 @@ impl BackgroundRequest {
             queue: self.queue,
             priority: self.priority,
             callback_hosts,
+            asked_by: asked_by.filter(|a| *a != owner).map(String::from),
             ..Background::new(self.plugin, self.input, owner)
         })
     }

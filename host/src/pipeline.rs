@@ -856,6 +856,7 @@ impl Run<'_> {
             };
             let job = NewJob {
                 kind: "step",
+                asked_by: None,
                 step: Some(step.name.clone()),
                 plugin: step.plugin.clone(),
                 plugin_version: version,

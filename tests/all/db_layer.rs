@@ -162,6 +162,11 @@ fn a_postgres_database_from_before_the_one_count_is_upgraded() {
         // Back to how the last release left it: version 1, the look-alike functions there.
         conn.execute_batch(
             "UPDATE weir_schema SET version = 1;
+             DROP TABLE weir_tokens;
+             DROP TABLE weir_privileges;
+             DROP TABLE weir_audit;
+             DROP FUNCTION weir_audit_append_only();
+             ALTER TABLE weir_jobs DROP COLUMN asked_by;
              DROP INDEX weir_jobs_lanes;
              ALTER TABLE weir_jobs DROP COLUMN queue, DROP COLUMN priority, DROP COLUMN lane;
              ALTER TABLE weir_step_health DROP COLUMN holds, DROP COLUMN probe_job;

@@ -17,6 +17,7 @@ use weir::jobs::{self, JobContext, NewJob};
 fn job(plugin: &str, step: Option<&str>, owner: &str, queue: &str, priority: i64) -> NewJob {
     NewJob {
         kind: if step.is_some() { "step" } else { "background" },
+        asked_by: None,
         step: step.map(String::from),
         plugin: plugin.into(),
         plugin_version: 1,

@@ -378,6 +378,7 @@ fn listings_are_capped_and_paged() {
             callback_url: None,
             at: Some(weir::time::MAX_MS),
             owner: "system".into(),
+            asked_by: None,
             max_attempts: None,
             timeout_ms: None,
             queue: None,

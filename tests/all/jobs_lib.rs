@@ -18,6 +18,7 @@ static ALL: std::sync::LazyLock<jobs::claims::Served> = std::sync::LazyLock::new
 pub(crate) fn new_job(step: &str) -> NewJob {
     NewJob {
         kind: "step",
+        asked_by: None,
         step: Some(step.into()),
         plugin: "notify".into(),
         plugin_version: 1,

@@ -5,6 +5,7 @@
 #[allow(dead_code)]
 mod common;
 
+mod access;
 mod bad_input;
 mod bulk;
 mod containment;

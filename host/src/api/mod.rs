@@ -24,6 +24,8 @@
 //! Handlers are thin: they parse, call the library on a blocking thread (the
 //! pipeline runs SQLite and wasm synchronously) and shape the answer.
 
+mod policy;
+
 use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -31,7 +33,9 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::extract::{DefaultBodyLimit, Extension, Path, Request, State};
+
+use crate::access::Caller;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
@@ -120,6 +124,7 @@ impl From<Error> for ApiError {
             Error::Invalid(_) | Error::Load(_) => ApiError(StatusCode::BAD_REQUEST, json!({"error": msg})),
             Error::NotFound(_) => ApiError(StatusCode::NOT_FOUND, json!({"error": msg})),
             Error::Forbidden(_) => ApiError(StatusCode::FORBIDDEN, json!({"error": msg})),
+            Error::Unauthorized(_) => ApiError(StatusCode::UNAUTHORIZED, json!({"error": msg})),
             Error::Conflict(_) => ApiError(StatusCode::CONFLICT, json!({"error": msg})),
             Error::Plugin { plugin, step, code, trace, .. } => {
                 ApiError(StatusCode::UNPROCESSABLE_ENTITY, json!({"error": msg, "plugin": plugin, "step": step, "code": code, "trace": trace}))
@@ -164,7 +169,8 @@ fn user(headers: &HeaderMap) -> String {
         list_schedules, get_job, delete_job, job_action,
         submit_background, list_plugins, upload_plugin, list_steps, add_step, list_tables, create_table, stats,
         list_users, add_user, user_action, reassign_jobs, update_step, remove_step, step_action, list_traces, get_trace,
-        remove_plugin, rollback_plugin, list_queues, set_queue, list_nodes
+        remove_plugin, rollback_plugin, list_queues, set_queue, list_nodes, list_tokens, create_token, revoke_token, list_grants,
+        change_grants, list_audit
     ),
     modifiers(&BearerAuth)
 )]
@@ -216,6 +222,10 @@ pub fn router(weir: Arc<Weir>, config: ApiConfig) -> Router {
         .route("/api/steps/{name}/{action}", post(step_action))
         .route("/api/tables", get(list_tables).post(create_table))
         .route("/api/users", get(list_users).post(add_user))
+        .route("/api/tokens", get(list_tokens).post(create_token))
+        .route("/api/tokens/{id}/revoke", post(revoke_token))
+        .route("/api/grants", get(list_grants).post(change_grants))
+        .route("/api/audit", get(list_audit))
         .route("/api/users/{name}/{action}", post(user_action))
         .route("/api/jobs/reassign", post(reassign_jobs))
         .route("/api/plugins/{name}", axum::routing::delete(remove_plugin))
@@ -454,20 +464,106 @@ fn payload_too_large(config: &ApiConfig, path: &str) -> ApiError {
     ApiError(StatusCode::PAYLOAD_TOO_LARGE, json!({"error": too_large(config, path)}))
 }
 
-/// Bearer-token check, in constant time.
+/// Who is calling, and may they: resolves the bearer token to a
+/// [`Caller`] (the server's own token or none on loopback: an admin; a
+/// user's token: that user with its role), applies `X-Weir-User` (another
+/// user only with impersonate), asks [`policy::check`] before the handler
+/// runs, and writes every change that is not a record's to the audit log
+/// with its outcome. The handlers read the acting user from `X-Weir-User`,
+/// which this rewrites to the caller's, and the caller from the request's
+/// extensions.
 async fn auth(State(app): State<App>, req: Request, next: Next) -> Response {
-    let open = matches!(req.uri().path(), "/api/health" | "/" | "/assets/chart.js") || req.uri().path().starts_with("/jobs/");
-    if let (Some(token), false) = (&app.config.token, open) {
-        let given = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
-        let ok = given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes()));
-        if !ok {
-            let mut r =
-                ApiError(StatusCode::UNAUTHORIZED, json!({"error": "missing or wrong bearer token: send Authorization: Bearer <token>"})).into_response();
-            r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    let path = req.uri().path().to_string();
+    if policy::is_open(&path) {
+        return next.run(req).await;
+    }
+    let headers = req.headers().clone();
+    let caller = match resolve_caller(&app, &headers).await {
+        Ok(c) => c,
+        Err(e) => {
+            let mut r = e.into_response();
+            if r.status() == StatusCode::UNAUTHORIZED {
+                r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
             return r;
         }
+    };
+    let template = req.extensions().get::<axum::extract::MatchedPath>().map(|m| m.as_str().to_string());
+    let method = req.method().clone();
+    let audited = !matches!(method, Method::GET | Method::HEAD) && !path.starts_with("/api/data/");
+    // `guard` has read the body already: this takes it without copying.
+    let (mut parts, body) = req.into_parts();
+    let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap_or_default();
+    let decision = match &template {
+        Some(t) => {
+            let table = path
+                .strip_prefix("/api/data/")
+                .and_then(|r| r.split('/').next())
+                .map(|t| percent_encoding::percent_decode_str(t).decode_utf8_lossy().into_owned());
+            policy::check(&caller, &method, t, table.as_deref())
+        }
+        // No such route: answered 404 (or 405) by the router.
+        None => Ok(()),
+    };
+    let resp = match decision {
+        Err(e) => ApiError::from(e).into_response(),
+        Ok(()) => {
+            if let Ok(v) = HeaderValue::from_str(&caller.acting_as) {
+                parts.headers.insert("x-weir-user", v);
+            }
+            parts.extensions.insert(caller.clone());
+            next.run(Request::from_parts(parts.clone(), axum::body::Body::from(bytes.clone()))).await
+        }
+    };
+    if audited {
+        let entry = crate::access::AuditEntry {
+            id: 0,
+            at: String::new(),
+            actor: caller.user.clone(),
+            as_user: caller.acting_as.clone(),
+            via: "api".into(),
+            action: format!("{method} {}", template.as_deref().unwrap_or(&path)),
+            target: parts.uri.to_string(),
+            outcome: i64::from(resp.status().as_u16()),
+            detail: audit_detail(&parts.headers, &bytes),
+        };
+        let weir = app.weir.clone();
+        if let Err(e) = blocking(move || weir.audit(&entry)).await {
+            tracing::error!("could not write the audit log: {}", e.1);
+        }
     }
-    next.run(req).await
+    resp
+}
+
+/// What the audit keeps of a request's body: JSON up to 16 KiB as sent, a
+/// component's size (never its bytes).
+fn audit_detail(headers: &HeaderMap, bytes: &Bytes) -> Option<Json_> {
+    if bytes.is_empty() {
+        return None;
+    }
+    let json = headers.get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if json && bytes.len() <= 16 * 1024 { serde_json::from_slice(bytes).ok() } else { Some(json!({"bytes": bytes.len()})) }
+}
+
+/// The caller a request's credentials name (see [`auth`]).
+async fn resolve_caller(app: &App, headers: &HeaderMap) -> ApiResult<crate::access::Caller> {
+    use crate::access::Caller;
+    let given = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).map(str::to_string);
+    let base = match (given, &app.config.token) {
+        (None, None) => Caller::admin("system"),
+        (None, Some(_)) => {
+            return Err(ApiError(StatusCode::UNAUTHORIZED, json!({"error": "missing bearer token: send Authorization: Bearer <token>"})));
+        }
+        (Some(g), Some(t)) if constant_time_eq(g.as_bytes(), t.as_bytes()) => Caller::admin("system"),
+        (Some(g), _) => {
+            let weir = app.weir.clone();
+            blocking(move || weir.pool().with_conn(|conn| Caller::from_token(conn, &g))).await?
+        }
+    };
+    match headers.get("x-weir-user").and_then(|v| v.to_str().ok()) {
+        Some(other) if other != base.user => Ok(base.act_as(other)?),
+        _ => Ok(base),
+    }
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -736,13 +832,15 @@ async fn job_action(State(app): State<App>, Path((id, action)): Path<(String, St
 
 #[utoipa::path(post, path = "/api/background", request_body(content = BackgroundRequest),
     responses((status = 202, description = "Accepted; Location is the job", body = Accepted), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn submit_background(State(app): State<App>, headers: HeaderMap, body: Bytes) -> ApiResult<(StatusCode, HeaderMap, Json<Accepted>)> {
+async fn submit_background(State(app): State<App>, Extension(caller): Extension<Caller>, body: Bytes) -> ApiResult<(StatusCode, HeaderMap, Json<Accepted>)> {
     let b: BackgroundRequest = serde_json::from_slice(&body).map_err(|e| {
         bad(format!(
             "bad background operation: {e}; send {{\"plugin\": NAME, \"input\": JSON, \"grants\": [\"TABLE:read|write\"], \"callback\": URL, \"at\": TIME, \"max_attempts\": N, \"timeout_ms\": N}}"
         ))
     })?;
-    let req = b.into_background(&user(&headers), app.config.callback_hosts.clone())?;
+    // A caller cannot grant a plug-in more than they hold.
+    caller.require_grants(&b.grants)?;
+    let req = b.into_background(&caller.acting_as, Some(&caller.user), app.config.callback_hosts.clone())?;
     let weir = app.weir.clone();
     let id = blocking(move || weir.submit_background(&req)).await?;
     let location = format!("/api/jobs/{id}");
@@ -781,18 +879,23 @@ async fn list_steps(State(app): State<App>) -> ApiResult<Json<StepList>> {
 #[utoipa::path(patch, path = "/api/steps/{name}", params(("name" = String, Path)),
     request_body(content = StepUpdate, description = "Any of rank, config, when (\"\" removes it), filter, fuel, timeout_ms, max_attempts, backoff_ms, grants (replaces them)"),
     responses((status = 200, description = "The step as changed", body = Step), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn update_step(State(app): State<App>, Path(name): Path<String>, body: Bytes) -> ApiResult<Json<Step>> {
+async fn update_step(State(app): State<App>, Extension(caller): Extension<Caller>, Path(name): Path<String>, body: Bytes) -> ApiResult<Json<Step>> {
     let change: crate::steps::StepUpdate = serde_json::from_slice(&body).map_err(|e| {
         bad(format!(
             "bad step change: {e}; send any of rank, config, when, filter, fuel, timeout_ms, max_attempts, backoff_ms, grants (the trigger and plug-in cannot change: remove and add the step)"
         ))
     })?;
+    may_manage_step(&app, &caller, &name).await?;
+    if let Some(grants) = &change.grants {
+        caller.require_grants(grants)?;
+    }
     let weir = app.weir.clone();
     Ok(Json(blocking(move || weir.update_step(&name, &change)).await?))
 }
 
 #[utoipa::path(delete, path = "/api/steps/{name}", params(("name" = String, Path)), responses((status = 204, description = "Removed"), (status = 404, body = ErrorBody)))]
-async fn remove_step(State(app): State<App>, Path(name): Path<String>) -> ApiResult<StatusCode> {
+async fn remove_step(State(app): State<App>, Extension(caller): Extension<Caller>, Path(name): Path<String>) -> ApiResult<StatusCode> {
+    may_manage_step(&app, &caller, &name).await?;
     let weir = app.weir.clone();
     blocking(move || weir.remove_step(&name)).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -842,14 +945,33 @@ async fn list_nodes(State(app): State<App>) -> ApiResult<Json<NodeList>> {
 
 #[utoipa::path(post, path = "/api/steps", request_body(content = StepRequest, description = "A step: {\"name\", \"plugin\"} and either {\"schedule\": CRON} or {\"message\", \"table\", \"stage\"}; any other field of a step as `weir step list --json` shows them, with the CLI's defaults (a schedule implies mode async, otherwise sync; rank 1)"),
     responses((status = 201, description = "The stored step", body = Step), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-async fn add_step(State(app): State<App>, body: Bytes) -> ApiResult<(StatusCode, Json<Step>)> {
+async fn add_step(State(app): State<App>, Extension(caller): Extension<Caller>, body: Bytes) -> ApiResult<(StatusCode, Json<Step>)> {
     let req: StepRequest = serde_json::from_slice(&body).map_err(|e| {
         bad(format!(
             "bad step: {e}; send {{\"name\": NAME, \"plugin\": PLUGIN}} with either \"schedule\" or \"message\", \"table\" and \"stage\", and any other field as `weir step list --json` shows them"
         ))
     })?;
+    // An author registers steps on the tables they hold privileges on, and
+    // grants a plug-in no more than they hold.
+    if let Some(table) = &req.table {
+        caller.require_some_on(table)?;
+    }
+    caller.require_grants(&req.grants)?;
     let weir = app.weir.clone();
     Ok((StatusCode::CREATED, Json(blocking(move || weir.register_step(req)).await?)))
+}
+
+/// Refuses an author a step on a table they hold no privilege on.
+async fn may_manage_step(app: &App, caller: &Caller, name: &str) -> ApiResult<()> {
+    if caller.role == crate::access::Role::Admin {
+        return Ok(());
+    }
+    let weir = app.weir.clone();
+    let listing = blocking(move || weir.list_steps()).await?;
+    if let Some(table) = listing.steps.iter().find(|s| s.name == name).and_then(|s| s.table.as_deref()) {
+        caller.require_some_on(table)?;
+    }
+    Ok(())
 }
 
 #[utoipa::path(get, path = "/api/tables", responses((status = 200, body = TableList)))]
@@ -915,6 +1037,84 @@ async fn list_traces(State(app): State<App>, StrictQuery(q): StrictQuery) -> Api
 async fn get_trace(State(app): State<App>, Path(id): Path<String>) -> ApiResult<Json<TraceView>> {
     let weir = app.weir.clone();
     Ok(Json(blocking(move || weir.show_trace(&id)).await?))
+}
+
+#[utoipa::path(get, path = "/api/tokens", responses((status = 200, description = "Every token, never its secret", body = TokenList)))]
+async fn list_tokens(State(app): State<App>) -> ApiResult<Json<TokenList>> {
+    let weir = app.weir.clone();
+    Ok(Json(TokenList { value: blocking(move || weir.list_tokens()).await? }))
+}
+
+#[utoipa::path(post, path = "/api/tokens", request_body(content = TokenRequest),
+    responses((status = 201, description = "The token: its secret is in `token`, shown once", body = crate::access::NewToken), (status = 400, body = ErrorBody)))]
+async fn create_token(State(app): State<App>, Extension(caller): Extension<Caller>, body: Bytes) -> ApiResult<(StatusCode, Json<crate::access::NewToken>)> {
+    let b: TokenRequest = serde_json::from_slice(&body)
+        .map_err(|e| bad(format!("bad token request: {e}; send {{\"user\": NAME, \"role\": \"admin|author|operator|reader\", \"expires\": \"90d\", \"name\": LABEL, \"rate\": \"50/s\"}}")))?;
+    let expires_at = match &b.expires {
+        Some(d) => {
+            Some(crate::time::now_ms() + i64::try_from(crate::limits::duration(d, &crate::limits::AGE).map_err(bad)?.as_millis()).unwrap_or(i64::MAX / 2))
+        }
+        None => None,
+    };
+    let req = crate::access::TokenRequest {
+        user: b.user,
+        role: b.role,
+        label: b.name,
+        expires_at,
+        rate_milli: b.rate.as_deref().map(crate::jobs::claims::parse_rate).transpose()?,
+    };
+    let weir = app.weir.clone();
+    Ok((StatusCode::CREATED, Json(blocking(move || weir.create_token(&req, &caller.user)).await?)))
+}
+
+#[utoipa::path(post, path = "/api/tokens/{id}/revoke", params(("id" = String, Path)),
+    responses((status = 200, description = "Revoked (false: it was already)", body = Value), (status = 404, body = ErrorBody)))]
+async fn revoke_token(State(app): State<App>, Path(id): Path<String>) -> ApiResult<Json<Json_>> {
+    let weir = app.weir.clone();
+    let revoked = blocking({
+        let id = id.clone();
+        move || weir.revoke_token(&id)
+    })
+    .await?;
+    Ok(Json(json!({"token": id, "revoked": revoked})))
+}
+
+#[utoipa::path(get, path = "/api/grants", responses((status = 200, description = "Every privilege granted to users and roles", body = GrantList)))]
+async fn list_grants(State(app): State<App>) -> ApiResult<Json<GrantList>> {
+    let weir = app.weir.clone();
+    Ok(Json(GrantList { value: blocking(move || weir.grants()).await? }))
+}
+
+#[utoipa::path(post, path = "/api/grants", request_body(content = GrantRequest),
+    responses((status = 200, description = "Every privilege granted, after the change", body = GrantList), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn change_grants(State(app): State<App>, Extension(caller): Extension<Caller>, body: Bytes) -> ApiResult<Json<GrantList>> {
+    let b: GrantRequest = serde_json::from_slice(&body).map_err(|e| {
+        bad(format!(
+            "bad grant: {e}; send {{\"who\": USER|ROLE, \"privileges\": \"create,read,write,delete\"|\"impersonate\", \"table\": TABLE, \"revoke\": BOOL}}"
+        ))
+    })?;
+    let who = crate::access::Subject::parse(&b.who)?;
+    let grant = crate::access::Grant::parse(&b.privileges, b.table.as_deref())?;
+    let weir = app.weir.clone();
+    let value = blocking(move || {
+        if b.revoke {
+            weir.revoke(&who, &grant)?;
+        } else {
+            weir.grant(&who, &grant, &caller.user)?;
+        }
+        weir.grants()
+    })
+    .await?;
+    Ok(Json(GrantList { value }))
+}
+
+#[utoipa::path(get, path = "/api/audit", params(("filter" = Option<String>, Query, description = "Only entries whose actor, user, action, target or detail contains this text"), ("$top" = Option<usize>, Query)),
+    responses((status = 200, description = "The audit log, newest first", body = AuditList)))]
+async fn list_audit(State(app): State<App>, StrictQuery(q): StrictQuery) -> ApiResult<Json<AuditList>> {
+    let top = number_param(&q, "$top")?.unwrap_or(100).min(crate::jobs::MAX_PAGE);
+    let filter = q.get("filter").cloned();
+    let weir = app.weir.clone();
+    Ok(Json(AuditList { value: blocking(move || weir.audit_log(filter.as_deref(), top)).await? }))
 }
 
 #[utoipa::path(get, path = "/api/users", responses((status = 200, body = UserList)))]

@@ -282,6 +282,49 @@ pub struct TableRequest {
 }
 
 #[derive(Serialize, ToSchema)]
+pub struct TokenList {
+    pub value: Vec<crate::access::TokenRow>,
+}
+
+/// `POST /api/tokens`: a token for a user, with a role.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TokenRequest {
+    pub user: String,
+    pub role: crate::access::Role,
+    /// A label to tell it apart.
+    pub name: Option<String>,
+    /// How long it works: a duration (`90d`, `12h`).
+    pub expires: Option<String>,
+    /// Its own request rate (`50/s`).
+    pub rate: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct GrantList {
+    pub value: Vec<crate::access::PrivilegeRow>,
+}
+
+/// `POST /api/grants` (and `revoke: true` to take back): privileges for a
+/// user or a role.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GrantRequest {
+    /// A user, a role, `user:NAME` or `role:NAME`.
+    pub who: String,
+    /// `create,read,write,delete` (or `all`) with `table`, or `impersonate`.
+    pub privileges: String,
+    pub table: Option<String>,
+    #[serde(default)]
+    pub revoke: bool,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AuditList {
+    pub value: Vec<crate::access::AuditEntry>,
+}
+
+#[derive(Serialize, ToSchema)]
 pub struct UserList {
     pub value: Vec<UserRow>,
 }

@@ -23,7 +23,7 @@ use super::conn::{Connection, DbError, Result, TransactionBehavior};
 use super::dialect::Dialect;
 
 /// The schema version this weir writes and reads.
-pub const SCHEMA_VERSION: usize = 14;
+pub const SCHEMA_VERSION: usize = 15;
 
 /// A migration's number and its SQL.
 struct Migration {
@@ -52,6 +52,7 @@ const SQLITE: &[Migration] = migrations!("sqlite":
     12 => "0012_no_polyfills.sql",
     13 => "0013_wait_keys.sql",
     14 => "0014_queues_limits.sql",
+    15 => "0015_access.sql",
 );
 
 const POSTGRES: &[Migration] = migrations!("postgres":
@@ -59,6 +60,7 @@ const POSTGRES: &[Migration] = migrations!("postgres":
     12 => "0012_no_polyfills.sql",
     13 => "0013_wait_keys.sql",
     14 => "0014_queues_limits.sql",
+    15 => "0015_access.sql",
 );
 
 /// The number PostgreSQL databases made before the one count recorded for

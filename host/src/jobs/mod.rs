@@ -136,6 +136,9 @@ pub struct NewJob {
     pub queue: String,
     /// 0–9, 9 first (see [`claims`]).
     pub priority: i64,
+    /// Who asked for it, where that is not its owner (a caller acting as
+    /// the owner with the impersonate privilege).
+    pub asked_by: Option<String>,
 }
 
 /// Inserts a Ready job; returns its id (UUID v7). Runs in the caller's transaction.
@@ -634,6 +637,9 @@ pub struct JobView {
     /// The last attempt's trace lines.
     pub trace: Json,
     pub owner: String,
+    /// Who asked for it when that was not its owner (acting as the owner).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub asked_by: Option<String>,
     pub correlation_id: String,
     pub created_at: String,
     pub started_at: Option<String>,
@@ -721,7 +727,7 @@ const VIEW_COLUMNS: &str = "id, kind, step, plugin, plugin_version, statecode, s
     postpone_until, wait, result, callback_url, context,
     (SELECT h.hold_until FROM weir_step_health h WHERE h.step = weir_jobs.step AND h.hold_until IS NOT NULL AND weir_jobs.statecode = 0),
     (SELECT h.consecutive_failures FROM weir_step_health h WHERE h.step = weir_jobs.step AND weir_jobs.statecode = 0),
-    queue, priority";
+    queue, priority, asked_by";
 
 fn read_view(r: &crate::db::Row<'_>) -> crate::db::Result<JobView> {
     read_view_with(r, false)
@@ -776,6 +782,7 @@ fn read_view_with(r: &crate::db::Row<'_>, with_input: bool) -> crate::db::Result
         total_duration_ms: None,
         queue: r.get(25)?,
         priority: r.get(26)?,
+        asked_by: r.get(27)?,
         waiting_for: None,
     })
 }

@@ -104,6 +104,7 @@ pub fn prune_schedules(conn: &Connection, live: &[String]) -> Result<()> {
 fn scheduled_job(step: &Step, version: i64) -> NewJob {
     NewJob {
         kind: "schedule",
+        asked_by: None,
         step: Some(step.name.clone()),
         plugin: step.plugin.clone(),
         plugin_version: version,
