@@ -382,12 +382,16 @@ impl Caller {
         Caller { user: user.into(), role: Role::Admin, acting_as: user.into(), token: None, rate_milli: None, held: BTreeSet::new() }
     }
 
-    /// A caller with this role and these privileges, as a JWT's claims give them.
-    pub fn with_role(conn: &Connection, user: &str, role: Role) -> Result<Caller> {
+    /// A user the identity provider signed in (a JWT), with the role its
+    /// claims give. A user weir has not seen is added on first sign-in; a
+    /// deactivated one is refused.
+    pub fn signed_in(conn: &Connection, user: &str, role: Role) -> Result<Caller> {
         match crate::store::user_active(conn, user)? {
             Some(true) => {}
             Some(false) => return Err(unusable(&format!("user {user} is deactivated"))),
-            None => return Err(unusable(&format!("no user named {user} in weir"))),
+            None => {
+                conn.execute("INSERT INTO weir_users (name, active, created_at) VALUES (?1, 1, ?2) ON CONFLICT (name) DO NOTHING", params![user, now_ms()])?;
+            }
         }
         let held = held(conn, user, role)?;
         Ok(Caller { user: user.into(), role, acting_as: user.into(), token: None, rate_milli: None, held })
@@ -419,6 +423,40 @@ impl Caller {
         let role = Role::parse(&role)?;
         let held = held(conn, &user, role)?;
         Ok(Caller { user: user.clone(), role, acting_as: user, token: Some(id), rate_milli, held })
+    }
+
+    /// The bucket its requests are counted in: its token's, or its user's.
+    pub fn rate_key(&self) -> String {
+        match &self.token {
+            Some(id) => format!("token:{id}"),
+            None => format!("user:{}", self.user),
+        }
+    }
+
+    /// What its role may do, by name (the dashboard hides the rest).
+    pub fn may(&self) -> Vec<&'static str> {
+        use Capability::*;
+        [
+            (Read, "read"),
+            (ReadTraces, "read-traces"),
+            (ActOnJobs, "act-on-jobs"),
+            (ManagePlugins, "manage-plugins"),
+            (ManageSteps, "manage-steps"),
+            (SteerSteps, "steer-steps"),
+            (SteerQueues, "steer-queues"),
+            (Submit, "submit"),
+            (ManageTables, "manage-tables"),
+            (Administer, "administer"),
+        ]
+        .into_iter()
+        .filter(|(c, _)| self.role.allows(*c))
+        .map(|(_, n)| n)
+        .collect()
+    }
+
+    /// The privileges it holds on tables (an admin holds all without them).
+    pub fn tables(&self) -> Vec<Held> {
+        self.held.iter().filter(|(p, _)| p != IMPERSONATE).map(|(p, t)| Held { privilege: p.clone(), table: t.clone() }).collect()
     }
 
     /// Acts as `other` (`X-Weir-User`): refused without impersonate.
@@ -490,6 +528,13 @@ impl Caller {
             )))
         }
     }
+}
+
+/// A privilege held on a table, as `GET /api/me` shows it.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct Held {
+    pub privilege: String,
+    pub table: String,
 }
 
 /// The privileges a user holds, directly or through the role.

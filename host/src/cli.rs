@@ -187,6 +187,8 @@ pub enum Command {
         /// `host:port` (also WEIR_CALLBACK_HOSTS); unset: any host.
         #[arg(long, env = "WEIR_CALLBACK_HOSTS")]
         callback_hosts: Option<String>,
+        #[command(flatten)]
+        sign_in: SignInArgs,
     },
     /// Queues: what waits, what runs, limits, and the nodes serving each.
     #[command(subcommand)]
@@ -509,6 +511,63 @@ pub enum TraceCmd {
     },
 }
 
+/// How callers sign in to `serve` besides weir's own tokens, and how often
+/// each may call.
+#[derive(clap::Args, Debug)]
+pub struct SignInArgs {
+    /// Accept JWTs this identity provider issued (`iss`); needs
+    /// --jwt-audience and --jwks-file.
+    #[arg(long, value_name = "URL", requires_all = ["jwt_audience", "jwks_file"])]
+    jwt_issuer: Option<String>,
+    /// The audience (`aud`) a JWT must be for.
+    #[arg(long, value_name = "AUD", requires = "jwt_issuer")]
+    jwt_audience: Option<String>,
+    /// The provider's public keys, a JWK set (read again when a token names
+    /// a key it lacks: rotation needs no restart).
+    #[arg(long, value_name = "FILE", requires = "jwt_issuer")]
+    jwks_file: Option<PathBuf>,
+    /// The claim naming the weir user.
+    #[arg(long, value_name = "CLAIM", default_value = "sub")]
+    jwt_user_claim: String,
+    /// A claim listing role names (admin, author, operator, reader): the
+    /// highest is the caller's.
+    #[arg(long, value_name = "CLAIM")]
+    jwt_role_claim: Option<String>,
+    /// The role of a JWT whose claims name none.
+    #[arg(long, value_enum, default_value = "reader")]
+    jwt_default_role: crate::access::Role,
+    /// Requests each token or user may send (e.g. 100/s); over it: 429
+    /// with Retry-After. A token's own --rate wins. The health check is exempt.
+    #[arg(long, value_name = "N/s")]
+    rate_limit: Option<String>,
+    /// Requests a caller may send at once above the rate (default: one
+    /// second's worth).
+    #[arg(long, value_name = "M", requires = "rate_limit")]
+    burst: Option<u32>,
+}
+
+impl SignInArgs {
+    fn jwt(&self) -> Result<Option<std::sync::Arc<crate::sso::Jwt>>> {
+        let (Some(issuer), Some(audience), Some(jwks_file)) = (&self.jwt_issuer, &self.jwt_audience, &self.jwks_file) else { return Ok(None) };
+        let settings = crate::sso::JwtSettings {
+            issuer: issuer.clone(),
+            audience: audience.clone(),
+            jwks_file: jwks_file.clone(),
+            user_claim: self.jwt_user_claim.clone(),
+            role_claim: self.jwt_role_claim.clone(),
+            default_role: self.jwt_default_role,
+        };
+        Ok(Some(std::sync::Arc::new(crate::sso::Jwt::new(settings)?)))
+    }
+
+    fn rate(&self) -> Result<Option<crate::api::RateSettings>> {
+        let Some(rate) = &self.rate_limit else { return Ok(None) };
+        let rate_milli = crate::jobs::claims::parse_rate(rate)?;
+        let burst = self.burst.unwrap_or_else(|| u32::try_from(rate_milli / 1000).unwrap_or(u32::MAX).max(1));
+        Ok(Some(crate::api::RateSettings { rate_milli, burst }))
+    }
+}
+
 /// `WHO PRIVILEGES [on TABLE]`, as `grant` and `revoke` take them.
 #[derive(clap::Args, Debug)]
 pub struct GrantArgs {
@@ -605,6 +664,9 @@ pub struct RetentionArgs {
     /// Delete plug-in traces kept longer ago than this.
     #[arg(long, default_value = "1d", value_name = "DURATION", value_parser = age)]
     keep_traces: std::time::Duration,
+    /// Delete audit entries older than this.
+    #[arg(long, default_value = "365d", value_name = "DURATION", value_parser = age)]
+    keep_audit: std::time::Duration,
     /// How often the cleanup runs, also once at start (1s to 30 days).
     #[arg(long, default_value = "1h", value_name = "DURATION", value_parser = |s: &str| limits::duration(s, &limits::RETENTION_EVERY))]
     retention_every: std::time::Duration,
@@ -688,6 +750,7 @@ impl RetentionArgs {
             failed_after: self.keep_failed,
             abandoned_after: self.end_abandoned_after,
             traces_after: self.keep_traces,
+            audit_after: self.keep_audit,
             every: self.retention_every,
         }
     }
@@ -1207,6 +1270,7 @@ fn run_command(cli: Cli) -> Result<()> {
             retention,
             outbound,
             callback_hosts,
+            sign_in,
         } => {
             let retention = retention.retention();
             let allow_origins = allow_origins.iter().map(|o| parse_origin(o)).collect::<Result<Vec<_>>>()?;
@@ -1236,6 +1300,8 @@ fn run_command(cli: Cli) -> Result<()> {
                 allow_origins,
                 listen_port: None,
                 body_idle_timeout: std::time::Duration::from_millis(body_timeout_ms),
+                jwt: sign_in.jwt()?,
+                rate_limit: sign_in.rate()?,
             };
             runtime()?.block_on(crate::api::serve(weir, listen, config, work))
         }

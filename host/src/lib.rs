@@ -56,6 +56,7 @@ pub mod runtime;
 pub mod scaffold;
 pub mod secrets;
 pub mod signals;
+pub mod sso;
 pub mod steps;
 pub mod store;
 pub(crate) mod telemetry;

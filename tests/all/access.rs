@@ -276,3 +276,120 @@ fn changes_are_audited_with_who_and_the_log_cannot_be_changed() {
     let update = env.sql().execute("UPDATE weir_audit SET actor = 'mallory'", []);
     assert!(update.is_err(), "the audit log is append-only");
 }
+
+/// An identity provider of the test's own: a P-256 key, its JWKS, and
+/// tokens it signs.
+struct Provider {
+    key: jsonwebtoken::EncodingKey,
+    jwk: Value,
+}
+
+impl Provider {
+    fn new(kid: &str) -> Provider {
+        use p256::pkcs8::EncodePrivateKey;
+        let secret = loop {
+            let bytes: [u8; 32] = rand::random();
+            if let Ok(k) = p256::SecretKey::from_slice(&bytes) {
+                break k;
+            }
+        };
+        let der = secret.to_pkcs8_der().unwrap();
+        let point = p256::elliptic_curve::sec1::ToEncodedPoint::to_encoded_point(&secret.public_key(), false);
+        let b64 = |b: &[u8]| base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, b);
+        let jwk = json!({"kty": "EC", "crv": "P-256", "kid": kid, "use": "sig", "alg": "ES256", "x": b64(point.x().unwrap()), "y": b64(point.y().unwrap())});
+        Provider { key: jsonwebtoken::EncodingKey::from_ec_der(der.as_bytes()), jwk }
+    }
+
+    fn sign(&self, claims: &Value) -> String {
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+        header.kid = self.jwk["kid"].as_str().map(String::from);
+        jsonwebtoken::encode(&header, claims, &self.key).unwrap()
+    }
+}
+
+#[test]
+fn a_jwt_from_the_identity_provider_signs_in_and_every_bad_one_is_refused() {
+    let env = Env::new();
+    let idp = Provider::new("k1");
+    let jwks = env.write("jwks.json", json!({"keys": [idp.jwk]}).to_string().as_bytes());
+    let s =
+        Server::start(&env, &["--jwt-issuer", "https://idp.example.com", "--jwt-audience", "weir", "--jwks-file", path(&jwks), "--jwt-role-claim", "roles"]);
+    let now = weir::time::now_ms() / 1000;
+    let claims = |f: &dyn Fn(&mut Value)| {
+        let mut c = json!({"sub": "carol", "iss": "https://idp.example.com", "aud": "weir", "exp": now + 600, "nbf": now - 10, "roles": ["staff", "operator"]});
+        f(&mut c);
+        c
+    };
+    let good = idp.sign(&claims(&|_| {}));
+    let me = s.call("GET", "/api/me", None, Some(&good));
+    assert_eq!(me.status, 200, "{}", me.text);
+    assert_eq!((me.body["user"].as_str(), me.body["role"].as_str(), me.body["via"].as_str()), (Some("carol"), Some("operator"), Some("jwt")), "{}", me.text);
+    assert!(me.body["may"].as_array().unwrap().contains(&json!("act-on-jobs")));
+    assert_eq!(s.call("POST", "/api/tables", Some(br#"{"name": "t", "columns": []}"#), Some(&good)).status, 403, "an operator's JWT is an operator");
+    let refused = |token: &str, why: &str| {
+        let r = s.call("GET", "/api/jobs", None, Some(token));
+        assert_eq!(r.status, 401, "{why}: {}", r.text);
+        assert!(r.text.contains(why), "wanted {why:?}: {}", r.text);
+    };
+    refused(&idp.sign(&claims(&|c| c["exp"] = json!(now - 3600))), "expired");
+    refused(&idp.sign(&claims(&|c| c["nbf"] = json!(now + 3600))), "not valid yet");
+    refused(&idp.sign(&claims(&|c| c["iss"] = json!("https://evil.example.com"))), "issuer");
+    refused(&idp.sign(&claims(&|c| c["aud"] = json!("another-app"))), "audience");
+    // Signed by another key under the same kid.
+    refused(&Provider::new("k1").sign(&claims(&|_| {})), "signature");
+    // alg none, and HMAC keyed with the public key (algorithm confusion).
+    let b64 = |s: &str| base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, s.as_bytes());
+    let none = format!("{}.{}.", b64(r#"{"alg":"none","typ":"JWT","kid":"k1"}"#), b64(&claims(&|_| {}).to_string()));
+    refused(&none, "refused");
+    let mut hs = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+    hs.kid = Some("k1".into());
+    let confused =
+        jsonwebtoken::encode(&hs, &claims(&|_| {}), &jsonwebtoken::EncodingKey::from_secret(idp.jwk["x"].as_str().unwrap().as_bytes()).unwrap()).unwrap();
+    refused(&confused, "does not fit");
+    // The user is weir's from the first sign-in on: deactivated, refused.
+    env.run(&["user", "deactivate", "carol"]).ok();
+    refused(&good, "deactivated");
+}
+
+#[test]
+fn a_flood_from_one_token_gets_429s_while_another_keeps_its_pace() {
+    let env = Env::new();
+    let flood = token(&env, "flood", "reader", &[]);
+    let calm = token(&env, "calm", "reader", &[]);
+    let slow = token(&env, "slow", "reader", &["--rate", "2/s"]);
+    let s = Server::start(&env, &["--rate-limit", "20/s", "--burst", "20"]);
+    // The flood, with one call of the other token after every ten of it.
+    let (mut limited, mut retry_after, mut slowest) = (0, None, std::time::Duration::ZERO);
+    let start = std::time::Instant::now();
+    for i in 0..200 {
+        let (status, _, after) = get_with_headers(&s, "/api/jobs?$top=1", &flood);
+        if status == 429 {
+            limited += 1;
+            retry_after = retry_after.or(after);
+        }
+        if i % 10 == 9 {
+            let t = std::time::Instant::now();
+            assert_eq!(get_with_headers(&s, "/api/jobs?$top=1", &calm).0, 200, "the other token is never refused");
+            slowest = slowest.max(t.elapsed());
+        }
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    // At most the burst and what refilled meanwhile got through.
+    let allowed_at_most = 20.0 + 20.0 * elapsed + 1.0;
+    assert!((200 - limited) as f64 <= allowed_at_most, "{} let through in {elapsed:.2} s", 200 - limited);
+    assert!(limited > 0);
+    assert_eq!(retry_after.as_deref(), Some("1"), "429 says when to come back");
+    eprintln!("rate limit: 200 calls of one token in {elapsed:.2} s at 20/s: {limited} refused; the other token's slowest call meanwhile took {slowest:?}");
+    // A token's own rate wins over the server's; the health check is never limited.
+    let own: Vec<u16> = (0..5).map(|_| get_with_headers(&s, "/api/jobs?$top=1", &slow).0).collect();
+    assert_eq!(own.iter().filter(|s| **s == 429).count(), 3, "2/s lets two through: {own:?}");
+    assert!((0..50).all(|_| s.call("GET", "/api/health", None, None).status == 200));
+}
+
+/// A GET with a token: status, body and Retry-After.
+fn get_with_headers(s: &Server, path: &str, token: &str) -> (u16, String, Option<String>) {
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let mut r = agent.get(&format!("{}{path}", s.base)).header("authorization", &format!("Bearer {token}")).call().unwrap();
+    let after = r.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(String::from);
+    (r.status().as_u16(), r.body_mut().read_to_string().unwrap_or_default(), after)
+}

@@ -338,12 +338,14 @@ fn the_dashboard_shows_the_api_s_numbers_and_its_actions_work() {
     // A step the failure breaker holds: the page releases it with its button.
     env.sql().execute("INSERT INTO weir_step_health (step, consecutive_failures, hold_until) VALUES ('new-year', 7, 9999999999999)", []).unwrap();
 
+    env.run(&["user", "add", "rita"]).ok();
+    let reader = env.run(&["token", "create", "--user", "rita", "--role", "reader", "--json"]).ok().json()["token"].as_str().unwrap().to_string();
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/artifacts");
     std::fs::create_dir_all(&dir).unwrap();
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/browser/dashboard.mjs");
     let out = std::process::Command::new("node")
         .arg(&script)
-        .args([&format!("{}/", s.base), TOKEN, &later, &failed, dir.to_str().unwrap()])
+        .args([&format!("{}/", s.base), TOKEN, &later, &failed, dir.to_str().unwrap(), &reader])
         .output()
         .expect("node runs (the browser test needs Node.js, tests/browser's npm packages and Debian's chromium; .ci/run installs them)");
     assert!(out.status.success(), "browser test failed:\n{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
@@ -407,6 +409,13 @@ fn the_dashboard_shows_the_api_s_numbers_and_its_actions_work() {
     assert!(page["queues"].as_array().unwrap().contains(&json!("default")), "the queues panel: {}", page["queues"]);
     assert!(page["released"].as_str().unwrap().contains("step new-year released"), "{}", page["released"]);
     assert_eq!(page["priorityAnswer"], 2, "the row's priority action sent the chosen level");
+    assert_eq!(page["whoami"], "system (admin)", "the server's token signs in as an admin");
+    assert_eq!(
+        page["reader"],
+        json!({"whoami": "rita (reader)", "actionButtons": 0, "bulkHidden": 1, "auditHidden": 1}),
+        "a reader sees who they are and no action they may not take"
+    );
+    assert!(page["audited"].as_array().unwrap().iter().any(|r| r.as_str().unwrap().contains("/pause")), "the audit panel lists the pause: {}", page["audited"]);
     assert!(page["priorityCell"].as_str().unwrap().ends_with("· 2"), "{}", page["priorityCell"]);
     let held: i64 = env.sql().query_row("SELECT COUNT(*) FROM weir_step_health", [], |r| r.get(0)).unwrap();
     assert_eq!(held, 0, "the release button ended the hold");

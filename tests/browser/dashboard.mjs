@@ -3,13 +3,13 @@
 // groups it, deletes jobs in bulk (with the confirmation), then opens a failed
 // job's page. Keeps a screenshot of the overview and of the job page.
 //
-// usage: node dashboard.mjs URL TOKEN PAUSE_JOB FAILED_JOB SCREENSHOT_DIR
+// usage: node dashboard.mjs URL TOKEN PAUSE_JOB FAILED_JOB SCREENSHOT_DIR READER_TOKEN
 // prints one JSON object on stdout: what the page showed at each step. On a
 // failure it prints what the page said (its message line, the network errors)
 // before exiting non-zero, so a failed run explains itself.
 import { chromium } from "playwright-core";
 
-const [url, token, pauseJob, failedJob, shots] = process.argv.slice(2);
+const [url, token, pauseJob, failedJob, shots, readerToken] = process.argv.slice(2);
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
   args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
@@ -104,8 +104,12 @@ try {
   const bulkMessage = await page.textContent("#message");
   await page.waitForFunction(() => document.querySelector("#page-info")?.textContent === "no jobs match", null, { timeout });
 
-  // The queues panel, and a held step released with its button.
+  // The queues panel, and a held step released with its button; who is
+  // signed in, and the audit log an admin sees (the pause above is in it).
   await page.goto(url);
+  await page.waitForSelector('#audit tr[data-audit]', { timeout });
+  const whoami = await page.textContent("#whoami");
+  const audited = await page.locator("#audit tr[data-audit]").allTextContents();
   await page.waitForSelector("#queues tr[data-queue]", { timeout });
   const queues = await page.locator("#queues tr[data-queue]").evaluateAll(rows => rows.map(r => r.dataset.queue));
   await page.waitForSelector('#held tr[data-step="new-year"] button.release', { timeout });
@@ -133,7 +137,20 @@ try {
     markupInert: await page.evaluate(() => window.__xss === undefined && document.querySelectorAll("main img").length === 0),
   };
   await page.screenshot({ path: `${shots}/job.png`, fullPage: true });
-  console.log(JSON.stringify({ shown, errors, filtered, sharedUrl, group, question, bulkMessage, job, queues, released, priorityAnswer: priorityAnswer.priority, priorityCell }));
+
+  // 7. Signed in as a reader: who it is, and no buttons its role cannot use.
+  await page.goto(url);
+  await page.fill("#token", readerToken);
+  await page.dispatchEvent("#token", "change");
+  await page.waitForFunction(() => /reader/.test(document.querySelector("#whoami")?.textContent || ""), null, { timeout });
+  await page.waitForSelector(`${row(pauseJob)}`, { timeout });
+  const reader = {
+    whoami: await read("whoami"),
+    actionButtons: await page.locator("#jobs button.action").count(),
+    bulkHidden: await page.locator("#bulk-toolbar.hidden").count(),
+    auditHidden: await page.locator("#audit-panel.hidden").count(),
+  };
+  console.log(JSON.stringify({ shown, errors, filtered, sharedUrl, group, question, bulkMessage, job, queues, released, priorityAnswer: priorityAnswer.priority, priorityCell, whoami, audited, reader }));
 } catch (e) {
   await explain(e);
   process.exitCode = 1;

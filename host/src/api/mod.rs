@@ -24,7 +24,10 @@
 //! Handlers are thin: they parse, call the library on a blocking thread (the
 //! pipeline runs SQLite and wasm synchronously) and shape the answer.
 
+mod limiter;
 mod policy;
+
+pub use limiter::RateSettings;
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -75,6 +78,11 @@ pub struct ApiConfig {
     /// How long a request body may stop arriving before the request is
     /// answered 408 and the connection closed.
     pub body_idle_timeout: Duration,
+    /// The identity provider whose JWTs sign callers in (`--jwt-*`).
+    pub jwt: Option<Arc<crate::sso::Jwt>>,
+    /// Requests per second per caller (`--rate-limit`, `--burst`); tokens
+    /// with a rate of their own use theirs.
+    pub rate_limit: Option<RateSettings>,
 }
 
 impl Default for ApiConfig {
@@ -86,6 +94,8 @@ impl Default for ApiConfig {
             allow_origins: Vec::new(),
             listen_port: None,
             body_idle_timeout: Duration::from_secs(10),
+            jwt: None,
+            rate_limit: None,
         }
     }
 }
@@ -94,6 +104,7 @@ impl Default for ApiConfig {
 struct App {
     weir: Arc<Weir>,
     config: Arc<ApiConfig>,
+    limiter: Arc<limiter::Limiter>,
 }
 
 /// An API error: a status and a JSON body.
@@ -169,7 +180,7 @@ fn user(headers: &HeaderMap) -> String {
         list_schedules, get_job, delete_job, job_action,
         submit_background, list_plugins, upload_plugin, list_steps, add_step, list_tables, create_table, stats,
         list_users, add_user, user_action, reassign_jobs, update_step, remove_step, step_action, list_traces, get_trace,
-        remove_plugin, rollback_plugin, list_queues, set_queue, list_nodes, list_tokens, create_token, revoke_token, list_grants,
+        remove_plugin, rollback_plugin, list_queues, set_queue, list_nodes, me, list_tokens, create_token, revoke_token, list_grants,
         change_grants, list_audit
     ),
     modifiers(&BearerAuth)
@@ -194,7 +205,8 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 
 /// Builds the router.
 pub fn router(weir: Arc<Weir>, config: ApiConfig) -> Router {
-    let app = App { weir, config: Arc::new(config.clone()) };
+    let limiter = Arc::new(limiter::Limiter::new(config.rate_limit));
+    let app = App { weir, config: Arc::new(config.clone()), limiter };
     let plugins = Router::new().route("/api/plugins", get(list_plugins).post(upload_plugin)).layer(DefaultBodyLimit::max(crate::plugins::MAX_COMPONENT_BYTES));
     Router::new()
         .route("/", get(dashboard))
@@ -222,6 +234,7 @@ pub fn router(weir: Arc<Weir>, config: ApiConfig) -> Router {
         .route("/api/steps/{name}/{action}", post(step_action))
         .route("/api/tables", get(list_tables).post(create_table))
         .route("/api/users", get(list_users).post(add_user))
+        .route("/api/me", get(me))
         .route("/api/tokens", get(list_tokens).post(create_token))
         .route("/api/tokens/{id}/revoke", post(revoke_token))
         .route("/api/grants", get(list_grants).post(change_grants))
@@ -488,6 +501,16 @@ async fn auth(State(app): State<App>, req: Request, next: Next) -> Response {
             return r;
         }
     };
+    if let Err(wait) = app.limiter.check(&caller.rate_key(), caller.rate_milli) {
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        let mut r = ApiError(
+            StatusCode::TOO_MANY_REQUESTS,
+            json!({"error": format!("{} sent more requests than its rate limit allows; retry after {secs} s", caller.user)}),
+        )
+        .into_response();
+        r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+        return r;
+    }
     let template = req.extensions().get::<axum::extract::MatchedPath>().map(|m| m.as_str().to_string());
     let method = req.method().clone();
     let audited = !matches!(method, Method::GET | Method::HEAD) && !path.starts_with("/api/data/");
@@ -555,6 +578,19 @@ async fn resolve_caller(app: &App, headers: &HeaderMap) -> ApiResult<crate::acce
             return Err(ApiError(StatusCode::UNAUTHORIZED, json!({"error": "missing bearer token: send Authorization: Bearer <token>"})));
         }
         (Some(g), Some(t)) if constant_time_eq(g.as_bytes(), t.as_bytes()) => Caller::admin("system"),
+        (Some(g), _) if crate::sso::Jwt::looks_like(&g) => {
+            let Some(jwt) = app.config.jwt.clone() else {
+                return Err(ApiError::from(Error::Unauthorized(
+                    "a JWT was sent, but this server takes none (serve --jwt-issuer, --jwt-audience, --jwks-file)".into(),
+                )));
+            };
+            let weir = app.weir.clone();
+            blocking(move || {
+                let claimed = jwt.verify(&g)?;
+                weir.pool().with_conn(|conn| Caller::signed_in(conn, &claimed.user, claimed.role))
+            })
+            .await?
+        }
         (Some(g), _) => {
             let weir = app.weir.clone();
             blocking(move || weir.pool().with_conn(|conn| Caller::from_token(conn, &g))).await?
@@ -903,7 +939,15 @@ async fn remove_step(State(app): State<App>, Extension(caller): Extension<Caller
 
 #[utoipa::path(post, path = "/api/steps/{name}/{action}", params(("name" = String, Path), ("action" = String, Path, description = "enable, disable, or release (end a hold of its failure breaker now)")),
     responses((status = 200, body = StepEnabled), (status = 404, body = ErrorBody)))]
-async fn step_action(State(app): State<App>, Path((name, action)): Path<(String, String)>) -> ApiResult<Json<StepEnabled>> {
+async fn step_action(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+    Path((name, action)): Path<(String, String)>,
+) -> ApiResult<Json<StepEnabled>> {
+    // An author steers only the steps on their tables; an operator any.
+    if caller.role == crate::access::Role::Author {
+        may_manage_step(&app, &caller, &name).await?;
+    }
     let weir = app.weir.clone();
     let n = name.clone();
     match action.as_str() {
@@ -1039,6 +1083,19 @@ async fn get_trace(State(app): State<App>, Path(id): Path<String>) -> ApiResult<
     Ok(Json(blocking(move || weir.show_trace(&id)).await?))
 }
 
+#[utoipa::path(get, path = "/api/me", responses((status = 200, description = "Who the caller is, their role and what it allows", body = Me)))]
+async fn me(State(app): State<App>, Extension(caller): Extension<Caller>, headers: HeaderMap) -> Json<Me> {
+    let via = match (&caller.token, headers.get(header::AUTHORIZATION)) {
+        (Some(_), _) => "token",
+        (None, None) => "loopback",
+        (None, Some(v)) if v.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")).is_some_and(crate::sso::Jwt::looks_like) && app.config.jwt.is_some() => {
+            "jwt"
+        }
+        (None, Some(_)) => "server-token",
+    };
+    Json(Me { user: caller.user.clone(), role: caller.role, acting_as: caller.acting_as.clone(), may: caller.may(), tables: caller.tables(), via })
+}
+
 #[utoipa::path(get, path = "/api/tokens", responses((status = 200, description = "Every token, never its secret", body = TokenList)))]
 async fn list_tokens(State(app): State<App>) -> ApiResult<Json<TokenList>> {
     let weir = app.weir.clone();
@@ -1068,15 +1125,15 @@ async fn create_token(State(app): State<App>, Extension(caller): Extension<Calle
 }
 
 #[utoipa::path(post, path = "/api/tokens/{id}/revoke", params(("id" = String, Path)),
-    responses((status = 200, description = "Revoked (false: it was already)", body = Value), (status = 404, body = ErrorBody)))]
-async fn revoke_token(State(app): State<App>, Path(id): Path<String>) -> ApiResult<Json<Json_>> {
+    responses((status = 200, description = "Revoked (false: it was already)", body = TokenRevoked), (status = 404, body = ErrorBody)))]
+async fn revoke_token(State(app): State<App>, Path(id): Path<String>) -> ApiResult<Json<TokenRevoked>> {
     let weir = app.weir.clone();
     let revoked = blocking({
         let id = id.clone();
         move || weir.revoke_token(&id)
     })
     .await?;
-    Ok(Json(json!({"token": id, "revoked": revoked})))
+    Ok(Json(TokenRevoked { token: id, revoked }))
 }
 
 #[utoipa::path(get, path = "/api/grants", responses((status = 200, description = "Every privilege granted to users and roles", body = GrantList)))]

@@ -281,6 +281,22 @@ pub struct TableRequest {
     pub columns: Vec<Column>,
 }
 
+/// `GET /api/me`: who the caller is and what they may do.
+#[derive(Serialize, ToSchema)]
+pub struct Me {
+    pub user: String,
+    pub role: crate::access::Role,
+    /// The user the request acts as (`X-Weir-User`).
+    pub acting_as: String,
+    /// What the role allows: read, read-traces, act-on-jobs, manage-plugins,
+    /// manage-steps, steer-steps, steer-queues, submit, manage-tables, administer.
+    pub may: Vec<&'static str>,
+    /// Privileges held on tables (an admin holds all without them).
+    pub tables: Vec<crate::access::Held>,
+    /// How the caller signed in: `server-token`, `token`, `jwt` or `loopback`.
+    pub via: &'static str,
+}
+
 #[derive(Serialize, ToSchema)]
 pub struct TokenList {
     pub value: Vec<crate::access::TokenRow>,
@@ -298,6 +314,14 @@ pub struct TokenRequest {
     pub expires: Option<String>,
     /// Its own request rate (`50/s`).
     pub rate: Option<String>,
+}
+
+/// A token after `revoke`.
+#[derive(Serialize, ToSchema)]
+pub struct TokenRevoked {
+    pub token: String,
+    /// False when it was revoked already.
+    pub revoked: bool,
 }
 
 #[derive(Serialize, ToSchema)]

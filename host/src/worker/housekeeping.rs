@@ -84,8 +84,9 @@ impl Housekeeping {
             n += cleanup(&conn, ms(retention.failed_after), CleanupStatus::Canceled, now)?;
             let ended = jobs::timers::end_abandoned(&conn, ms(retention.abandoned_after), now)?;
             let traces = crate::traces::cleanup(&conn, ms(retention.traces_after), now)?;
-            if n + ended + traces > 0 {
-                tracing::info!("retention: deleted {n} completed jobs and {traces} traces, ended {ended} abandoned waits");
+            let audit = crate::access::cleanup(&conn, now - ms(retention.audit_after))?;
+            if n + ended + traces + audit > 0 {
+                tracing::info!("retention: deleted {n} completed jobs, {traces} traces and {audit} audit entries, ended {ended} abandoned waits");
             }
         }
         Ok(())

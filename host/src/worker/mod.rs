@@ -84,6 +84,8 @@ pub struct Retention {
     pub abandoned_after: Duration,
     /// Plug-in traces kept longer ago than this are deleted.
     pub traces_after: Duration,
+    /// Audit entries older than this are deleted.
+    pub audit_after: Duration,
 }
 
 impl Default for Retention {
@@ -95,6 +97,7 @@ impl Default for Retention {
             failed_after: Duration::from_secs(30 * DAY),
             abandoned_after: Duration::from_secs(30 * DAY),
             traces_after: Duration::from_secs(DAY),
+            audit_after: Duration::from_secs(365 * DAY),
         }
     }
 }
@@ -112,6 +115,7 @@ impl WorkOptions {
             .and_then(|_| limits::check_duration("the retention of failed jobs", r.failed_after, &limits::AGE))
             .and_then(|_| limits::check_duration("the age of abandoned waits", r.abandoned_after, &limits::AGE))
             .and_then(|_| limits::check_duration("the retention of traces", r.traces_after, &limits::AGE))
+            .and_then(|_| limits::check_duration("the retention of the audit log", r.audit_after, &limits::AGE))
             .and_then(|_| limits::check_duration("the retention interval", r.every, &limits::RETENTION_EVERY))
             .map(|_| ())
             .map_err(Error::Invalid)
