@@ -425,6 +425,11 @@ impl Caller {
         Ok(Caller { user: user.clone(), role, acting_as: user, token: Some(id), rate_milli, held })
     }
 
+    /// Whom its operations run as, and who asked (see [`crate::pipeline::Who`]).
+    pub fn who(&self) -> crate::pipeline::Who<'_> {
+        crate::pipeline::Who::on_behalf(&self.acting_as, &self.user)
+    }
+
     /// The bucket its requests are counted in: its token's, or its user's.
     pub fn rate_key(&self) -> String {
         match &self.token {

@@ -128,6 +128,8 @@ struct Op {
     /// The write transaction's connection, shared by the operations of one group.
     conn: Arc<Mutex<db::Pooled>>,
     user: String,
+    /// Who asked, when not `user` (see [`Who`]).
+    asked_by: Option<String>,
     correlation_id: String,
     deadline: Instant,
     budget_ms: u64,
@@ -163,14 +165,42 @@ fn deleting(id: String) -> MakeInput {
 }
 
 impl Request {
-    fn new(user: &str, table: &str, input: MakeInput) -> Request {
-        Request { user: user.to_string(), table: table.to_string(), input, taken: Arc::default() }
+    fn new(who: Who<'_>, table: &str, input: MakeInput) -> Request {
+        Request { user: who.user.to_string(), asked_by: who.asked_by.map(String::from), table: table.to_string(), input, taken: Arc::default() }
+    }
+}
+
+/// Whom an operation runs as, and who asked for it when that is someone
+/// else (a caller acting as the user): the jobs it enqueues record both.
+#[derive(Debug, Clone, Copy)]
+pub struct Who<'a> {
+    pub user: &'a str,
+    pub asked_by: Option<&'a str>,
+}
+
+impl<'a> Who<'a> {
+    /// As `user`, asked by `asked_by` (kept only when it is someone else).
+    pub fn on_behalf(user: &'a str, asked_by: &'a str) -> Who<'a> {
+        Who { user, asked_by: (asked_by != user).then_some(asked_by) }
+    }
+}
+
+impl<'a> From<&'a str> for Who<'a> {
+    fn from(user: &'a str) -> Who<'a> {
+        Who { user, asked_by: None }
+    }
+}
+
+impl<'a> From<&'a String> for Who<'a> {
+    fn from(user: &'a String) -> Who<'a> {
+        Who { user, asked_by: None }
     }
 }
 
 /// A top-level operation waiting for its group.
 pub(crate) struct Request {
     user: String,
+    asked_by: Option<String>,
     table: String,
     input: MakeInput,
     /// Set by whichever comes first: the group that runs it, or its caller
@@ -244,11 +274,12 @@ impl Pipeline {
     }
 
     /// One operation of `group` as `user` (checked active), its budget from now.
-    fn member(&self, group: &Group, user: &str) -> Result<Arc<Op>> {
-        self.catalog.require_active_user(&group.conn.lock(), user)?;
+    fn member(&self, group: &Group, who: Who<'_>) -> Result<Arc<Op>> {
+        self.catalog.require_active_user(&group.conn.lock(), who.user)?;
         Ok(Arc::new(Op {
             conn: group.conn.clone(),
-            user: user.to_string(),
+            user: who.user.to_string(),
+            asked_by: who.asked_by.map(String::from),
             correlation_id: uuid::Uuid::now_v7().to_string(),
             deadline: Instant::now() + self.settings.op_budget,
             budget_ms: self.settings.op_budget.as_millis() as u64,
@@ -282,47 +313,48 @@ impl Pipeline {
     }
 
     /// Creates a record from a JSON object of column values.
-    pub fn create(self: &Arc<Self>, user: &str, table: &str, json: &Json) -> Result<Record> {
+    pub fn create<'w>(self: &Arc<Self>, user: impl Into<Who<'w>>, table: &str, json: &Json) -> Result<Record> {
         self.top(user, table, creating(json.clone())).and_then(the_record)
     }
 
     /// Changes the given columns of a record.
-    pub fn update(self: &Arc<Self>, user: &str, table: &str, id: &str, json: &Json) -> Result<Record> {
+    pub fn update<'w>(self: &Arc<Self>, user: impl Into<Who<'w>>, table: &str, id: &str, json: &Json) -> Result<Record> {
         self.top(user, table, updating(id.to_string(), json.clone())).and_then(the_record)
     }
 
-    pub fn delete(self: &Arc<Self>, user: &str, table: &str, id: &str) -> Result<()> {
+    pub fn delete<'w>(self: &Arc<Self>, user: impl Into<Who<'w>>, table: &str, id: &str) -> Result<()> {
         self.top(user, table, deleting(id.to_string())).map(|_| ())
     }
 
     /// Creates many records as separate operations (each its own savepoint:
     /// a refusal rolls back only itself) sharing commits: one answer per
     /// record, in order. For batches and imports.
-    pub fn create_many(self: &Arc<Self>, user: &str, table: &str, records: Vec<Json>) -> Vec<Result<Record>> {
-        let requests = records.into_iter().map(|json| Request::new(user, table, creating(json))).collect();
+    pub fn create_many<'w>(self: &Arc<Self>, user: impl Into<Who<'w>>, table: &str, records: Vec<Json>) -> Vec<Result<Record>> {
+        let who = user.into();
+        let requests = records.into_iter().map(|json| Request::new(who, table, creating(json))).collect();
         self.run_group(requests).into_iter().map(|r| r.and_then(the_record)).collect()
     }
 
     /// [`Pipeline::create`] for concurrent callers (the HTTP API): the
     /// operation joins the group writer's next group and shares its commit.
-    pub async fn create_grouped(self: &Arc<Self>, user: &str, table: &str, json: Json) -> Result<Record> {
+    pub async fn create_grouped<'w>(self: &Arc<Self>, user: impl Into<Who<'w>>, table: &str, json: Json) -> Result<Record> {
         self.grouped(user, table, creating(json)).await.and_then(the_record)
     }
 
     /// [`Pipeline::update`] through the group writer.
-    pub async fn update_grouped(self: &Arc<Self>, user: &str, table: &str, id: String, json: Json) -> Result<Record> {
+    pub async fn update_grouped<'w>(self: &Arc<Self>, user: impl Into<Who<'w>>, table: &str, id: String, json: Json) -> Result<Record> {
         self.grouped(user, table, updating(id, json)).await.and_then(the_record)
     }
 
     /// [`Pipeline::delete`] through the group writer.
-    pub async fn delete_grouped(self: &Arc<Self>, user: &str, table: &str, id: String) -> Result<()> {
+    pub async fn delete_grouped<'w>(self: &Arc<Self>, user: impl Into<Who<'w>>, table: &str, id: String) -> Result<()> {
         self.grouped(user, table, deleting(id)).await.map(|_| ())
     }
 
     /// Queues a top-level operation for the group writer (started on first
     /// use) and waits for its group to commit.
-    async fn grouped(self: &Arc<Self>, user: &str, table: &str, input: MakeInput) -> Result<Option<Record>> {
-        let request = Request::new(user, table, input);
+    async fn grouped<'w>(self: &Arc<Self>, user: impl Into<Who<'w>>, table: &str, input: MakeInput) -> Result<Option<Record>> {
+        let request = Request::new(user.into(), table, input);
         let taken = request.taken.clone();
         let (reply, mut answer) = tokio::sync::oneshot::channel();
         let queue = self.writer.get_or_init(|| {
@@ -368,7 +400,7 @@ impl Pipeline {
         finish: impl FnOnce(&Connection) -> Result<bool>,
     ) -> Result<bool> {
         let group = self.open_group()?;
-        let result = self.member(&group, user).and_then(|op| {
+        let result = self.member(&group, user.into()).and_then(|op| {
             for (table, change) in changes {
                 let def = self.catalog.table(&op.conn.lock(), &table)?;
                 let input = match change {
@@ -386,8 +418,10 @@ impl Pipeline {
     }
 
     /// A top-level operation (depth 1): a group of one, on the caller's thread.
-    fn top(self: &Arc<Self>, user: &str, table: &str, input: MakeInput) -> Result<Option<Record>> {
-        self.run_group(vec![Request::new(user, table, input)]).pop().unwrap_or_else(|| Err(Error::Internal("the operation's group returned no answer".into())))
+    fn top<'w>(self: &Arc<Self>, user: impl Into<Who<'w>>, table: &str, input: MakeInput) -> Result<Option<Record>> {
+        self.run_group(vec![Request::new(user.into(), table, input)])
+            .pop()
+            .unwrap_or_else(|| Err(Error::Internal("the operation's group returned no answer".into())))
     }
 
     /// Runs top-level operations in one write transaction, in order, each in
@@ -490,7 +524,7 @@ impl Pipeline {
             return member;
         }
         let mut failed_traces = Vec::new();
-        let result = self.member(group, &request.user).and_then(|op| {
+        let result = self.member(group, Who { user: &request.user, asked_by: request.asked_by.as_deref() }).and_then(|op| {
             let def = self.catalog.table(&op.conn.lock(), &request.table)?;
             let input = (request.input)(&def)?;
             member.message = Some(input.message().as_str());
@@ -856,7 +890,7 @@ impl Run<'_> {
             };
             let job = NewJob {
                 kind: "step",
-                asked_by: None,
+                asked_by: self.op.asked_by.clone(),
                 step: Some(step.name.clone()),
                 plugin: step.plugin.clone(),
                 plugin_version: version,

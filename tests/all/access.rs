@@ -241,6 +241,21 @@ fn acting_as_another_user_needs_impersonate_and_the_job_names_both() {
     assert_eq!(status, 202, "{body}");
     let job = s.get(body["location"].as_str().unwrap()).body;
     assert_eq!((job["owner"].as_str(), job["asked_by"].as_str()), (Some("bob"), Some("svc")), "{job}");
+    // A record written as bob: the step job it fires names both too.
+    env.run(&["table", "create", "note", "--column", "name:text"]).ok();
+    env.run(&["step", "add", "on-note", "--plugin", "noop", "--message", "create", "--table", "note", "--stage", "post-operation", "--mode", "async"]).ok();
+    env.run(&["grant", "svc", "create", "on", "note"]).ok();
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let made = agent
+        .post(&format!("{}/api/data/note", s.base))
+        .header("authorization", &format!("Bearer {svc}"))
+        .header("content-type", "application/json")
+        .header("x-weir-user", "bob")
+        .send(br#"{"name": "n1"}"#.as_slice())
+        .unwrap();
+    assert_eq!(made.status().as_u16(), 201);
+    let fired = s.get(&format!("/api/jobs?$filter={}", q("step eq 'on-note'"))).body;
+    assert_eq!((fired["value"][0]["owner"].as_str(), fired["value"][0]["asked_by"].as_str()), (Some("bob"), Some("svc")), "{fired}");
     env.run(&["revoke", "svc", "impersonate"]).ok();
     assert_eq!(call_as("bob").0, 403, "revoked at once");
 }

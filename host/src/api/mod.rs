@@ -166,12 +166,6 @@ fn parse_body(body: &Bytes) -> ApiResult<Json_> {
     serde_json::from_slice(body).map_err(|e| bad(format!("the body is not valid JSON: {e}")))
 }
 
-/// The user a request acts as (`X-Weir-User`, default `system`). [`guard`]
-/// has refused a header that is not visible ASCII, so none is lost here.
-fn user(headers: &HeaderMap) -> String {
-    headers.get("x-weir-user").and_then(|v| v.to_str().ok()).unwrap_or("system").to_string()
-}
-
 #[derive(OpenApi)]
 #[openapi(
     info(title = "weir", description = "A WebAssembly plug-in host: records, an event pipeline and a durable job queue."),
@@ -482,9 +476,8 @@ fn payload_too_large(config: &ApiConfig, path: &str) -> ApiError {
 /// user's token: that user with its role), applies `X-Weir-User` (another
 /// user only with impersonate), asks [`policy::check`] before the handler
 /// runs, and writes every change that is not a record's to the audit log
-/// with its outcome. The handlers read the acting user from `X-Weir-User`,
-/// which this rewrites to the caller's, and the caller from the request's
-/// extensions.
+/// with its outcome. The handlers read the caller (and whom it acts as)
+/// from the request's extensions.
 async fn auth(State(app): State<App>, req: Request, next: Next) -> Response {
     let path = req.uri().path().to_string();
     if policy::is_open(&path) {
@@ -531,9 +524,6 @@ async fn auth(State(app): State<App>, req: Request, next: Next) -> Response {
     let resp = match decision {
         Err(e) => ApiError::from(e).into_response(),
         Ok(()) => {
-            if let Ok(v) = HeaderValue::from_str(&caller.acting_as) {
-                parts.headers.insert("x-weir-user", v);
-            }
             parts.extensions.insert(caller.clone());
             next.run(Request::from_parts(parts.clone(), axum::body::Body::from(bytes.clone()))).await
         }
@@ -645,11 +635,16 @@ async fn stats(State(app): State<App>) -> ApiResult<Json<StatsView>> {
 #[utoipa::path(post, path = "/api/data/{table}", params(("table" = String, Path)), request_body(content = RecordFields, description = "Column values"),
     responses((status = 201, description = "The stored record, with its id", body = Record), (status = 400, body = ErrorBody), (status = 403, description = "The acting user is deactivated", body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 413, body = ErrorBody), (status = 422, description = "A plug-in rejected or failed the operation", body = ErrorBody), (status = 503, description = "The store was busy; retry", body = ErrorBody)))]
-async fn create_record(State(app): State<App>, Path(table): Path<String>, headers: HeaderMap, body: Bytes) -> ApiResult<(StatusCode, HeaderMap, Json<Json_>)> {
+async fn create_record(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+    Path(table): Path<String>,
+    body: Bytes,
+) -> ApiResult<(StatusCode, HeaderMap, Json<Json_>)> {
     let json = parse_body(&body)?;
-    let (weir, user) = (app.weir.clone(), user(&headers));
+    let weir = app.weir.clone();
     // Concurrent writes share commits through the group writer.
-    let rec = weir.pipeline().create_grouped(&user, &table, json).await?;
+    let rec = weir.pipeline().create_grouped(caller.who(), &table, json).await?;
     let mut h = HeaderMap::new();
     if let Ok(v) = HeaderValue::from_str(&format!("/api/data/{table}/{}", rec.id)) {
         h.insert(header::LOCATION, v);
@@ -662,20 +657,20 @@ const MAX_BATCH: usize = 1000;
 
 #[utoipa::path(post, path = "/api/data/{table}/batch", params(("table" = String, Path)), request_body(content = Vec<RecordFields>, description = "Records to create, at most 1000"),
     responses((status = 200, description = "One result per element, in order", body = BatchResults), (status = 400, body = ErrorBody), (status = 413, body = ErrorBody)))]
-async fn create_batch(State(app): State<App>, Path(table): Path<String>, headers: HeaderMap, body: Bytes) -> ApiResult<Json<Json_>> {
+async fn create_batch(State(app): State<App>, Extension(caller): Extension<Caller>, Path(table): Path<String>, body: Bytes) -> ApiResult<Json<Json_>> {
     let Json_::Array(items) = parse_body(&body)? else {
         return Err(bad("a batch is a JSON array of records"));
     };
     if items.len() > MAX_BATCH {
         return Err(bad(format!("a batch holds at most {MAX_BATCH} records, this one {}; send it in parts", items.len())));
     }
-    let (weir, user) = (app.weir.clone(), user(&headers));
+    let weir = app.weir.clone();
     // Each element is its own operation (its steps run; a refusal rolls back
     // only it), answered in order; they share commits.
     let results = blocking(move || {
         Ok(weir
             .pipeline()
-            .create_many(&user, &table, items)
+            .create_many(caller.who(), &table, items)
             .into_iter()
             .map(|created| match created {
                 Ok(rec) => json!({"status": 201, "record": rec.to_json()}),
@@ -734,16 +729,19 @@ async fn get_record(State(app): State<App>, Path((table, id)): Path<(String, Str
 
 #[utoipa::path(patch, path = "/api/data/{table}/{id}", params(("table" = String, Path), ("id" = String, Path)), request_body(content = RecordFields, description = "The columns to change"),
     responses((status = 200, description = "The record as committed", body = Record), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
-async fn update_record(State(app): State<App>, Path((table, id)): Path<(String, String)>, headers: HeaderMap, body: Bytes) -> ApiResult<Json<Json_>> {
+async fn update_record(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+    Path((table, id)): Path<(String, String)>,
+    body: Bytes,
+) -> ApiResult<Json<Json_>> {
     let json = parse_body(&body)?;
-    let (weir, user) = (app.weir.clone(), user(&headers));
-    Ok(Json(weir.pipeline().update_grouped(&user, &table, id, json).await?.to_json()))
+    Ok(Json(app.weir.pipeline().update_grouped(caller.who(), &table, id, json).await?.to_json()))
 }
 
 #[utoipa::path(delete, path = "/api/data/{table}/{id}", params(("table" = String, Path), ("id" = String, Path)), responses((status = 204, description = "Deleted"), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
-async fn delete_record(State(app): State<App>, Path((table, id)): Path<(String, String)>, headers: HeaderMap) -> ApiResult<StatusCode> {
-    let (weir, user) = (app.weir.clone(), user(&headers));
-    weir.pipeline().delete_grouped(&user, &table, id).await?;
+async fn delete_record(State(app): State<App>, Extension(caller): Extension<Caller>, Path((table, id)): Path<(String, String)>) -> ApiResult<StatusCode> {
+    app.weir.pipeline().delete_grouped(caller.who(), &table, id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
