@@ -162,6 +162,67 @@ fn http_creates(weir: &std::sync::Arc<Weir>) -> Result<HttpFigures> {
     Ok(f)
 }
 
+/// What signing in costs per request, each figure per run.
+struct AuthFigures {
+    /// `GET /api/me` per second on one connection: with the server's token
+    /// (no lookup), a user's token (its hash and privileges read), and the
+    /// user's token on a server that also counts rates (a limit never hit).
+    server_token: Vec<f64>,
+    user_token: Vec<f64>,
+    limited: Vec<f64>,
+}
+
+/// Two `weir serve` APIs on loopback over the bench's weir, one without and
+/// one with `--rate-limit`, each asked `GET /api/me` on one keep-alive
+/// connection: the cost of a token lookup and of the rate limiter.
+fn http_auth(weir: &std::sync::Arc<Weir>) -> Result<AuthFigures> {
+    let internal = |e: &dyn std::fmt::Display| Error::Internal(e.to_string());
+    let _ = weir.add_user("bench-user");
+    let token = weir
+        .create_token(
+            &crate::access::TokenRequest { user: "bench-user".into(), role: crate::access::Role::Reader, label: None, expires_at: None, rate_milli: None },
+            "bench",
+        )?
+        .token;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| internal(&e))?;
+    let mut servers = Vec::new();
+    for rate_limit in [None, Some(crate::api::RateSettings { rate_milli: 1_000_000_000, burst: 1_000_000 })] {
+        let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).map_err(|e| internal(&e))?;
+        let addr = listener.local_addr().map_err(|e| internal(&e))?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let config = crate::api::ApiConfig { token: Some("bench-admin".into()), rate_limit, ..crate::api::ApiConfig::default() };
+        let work = WorkOptions { workers: 1, ..WorkOptions::default() };
+        let handle = rt.spawn(crate::api::serve_on(listener, weir.clone(), config, work, async move {
+            let _ = stopped.await;
+        }));
+        servers.push((format!("http://{addr}/api/me"), stop, handle));
+    }
+    let drive = |url: &str, bearer: &str| -> Result<f64> {
+        let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+        let (started, mut n) = (Instant::now(), 0u64);
+        while started.elapsed() < RUN_TIME {
+            let mut r = agent.get(url).header("authorization", &format!("Bearer {bearer}")).call().map_err(|e| Error::Internal(format!("{url}: {e}")))?;
+            if r.status() != 200 {
+                return Err(Error::Internal(format!("{url} answered {}", r.status())));
+            }
+            r.body_mut().read_to_vec().map_err(|e| Error::Internal(format!("{url}: {e}")))?;
+            n += 1;
+        }
+        Ok(n as f64 / started.elapsed().as_secs_f64())
+    };
+    let mut f = AuthFigures { server_token: Vec::new(), user_token: Vec::new(), limited: Vec::new() };
+    for _ in 0..RUNS {
+        f.server_token.push(drive(&servers[0].0, "bench-admin")?);
+        f.user_token.push(drive(&servers[0].0, &token)?);
+        f.limited.push(drive(&servers[1].0, &token)?);
+    }
+    for (_, stop, handle) in servers {
+        let _ = stop.send(());
+        rt.block_on(handle).map_err(|e| internal(&e))??;
+    }
+    Ok(f)
+}
+
 fn bench_context() -> Context {
     Context::standalone("bench", Mode::Sync)
 }
@@ -400,6 +461,39 @@ pub fn run(json_out: bool, only: Option<&str>, components: &[LangComponent], db:
         figures.push(Figure { key: "http_create_p99_ms", label: "HTTP create latency p99 at 32 connections", unit: "ms", runs: f.p99 });
         figures.push(Figure { key: "http_health_per_s_1", label: "floor: GET /api/health, 1 keep-alive connection", unit: "/s", runs: f.health_one });
         figures.push(Figure { key: "http_health_per_s_32", label: "floor: GET /api/health, 32 keep-alive connections", unit: "/s", runs: f.health_many });
+    }
+
+    if want("auth") {
+        say("signing in: the server's token, a user's token, and the rate limiter");
+        let f = http_auth(&weir)?;
+        let us_between = |slow: &[f64], fast: &[f64]| slow.iter().zip(fast).map(|(s, f)| 1e6 / s - 1e6 / f).collect::<Vec<_>>();
+        let lookup = us_between(&f.user_token, &f.server_token);
+        let limiter = us_between(&f.limited, &f.user_token);
+        figures.push(Figure {
+            key: "http_me_server_token_per_s_1",
+            label: "GET /api/me with the server's token, 1 connection",
+            unit: "/s",
+            runs: f.server_token,
+        });
+        figures.push(Figure { key: "http_me_user_token_per_s_1", label: "GET /api/me with a user's token, 1 connection", unit: "/s", runs: f.user_token });
+        figures.push(Figure { key: "http_me_rate_limited_per_s_1", label: "the same with --rate-limit on (never hit)", unit: "/s", runs: f.limited });
+        figures.push(Figure { key: "auth_token_lookup_us", label: "a user token's lookup per request", unit: "µs", runs: lookup });
+        figures.push(Figure { key: "rate_limit_overhead_us", label: "the rate limiter per request, over HTTP (within noise)", unit: "µs", runs: limiter });
+        // The limiter alone: one caller's bucket checked in a loop, as each
+        // request does (a lookup of its bucket, then one GCRA step).
+        let limiter = crate::api::limiter::Limiter::new(Some(crate::api::RateSettings { rate_milli: 1_000_000_000_000, burst: 1_000_000 }));
+        let mut runs = Vec::new();
+        for _ in 0..RUNS {
+            let (started, mut n) = (Instant::now(), 0u64);
+            while started.elapsed() < RUN_TIME {
+                for _ in 0..1000 {
+                    let _ = std::hint::black_box(limiter.check(std::hint::black_box("token:tok-0123456789ab"), None));
+                }
+                n += 1000;
+            }
+            runs.push(started.elapsed().as_secs_f64() * 1e9 / n as f64);
+        }
+        figures.push(Figure { key: "rate_limit_check_ns", label: "the rate limiter's check alone", unit: "ns", runs });
     }
 
     if want("load") {

@@ -408,3 +408,18 @@ fn get_with_headers(s: &Server, path: &str, token: &str) -> (u16, String, Option
     let after = r.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(String::from);
     (r.status().as_u16(), r.body_mut().read_to_string().unwrap_or_default(), after)
 }
+
+/// `weir bench --only auth` measures what signing in costs (the figures the
+/// notes report come from a release build; this only keeps the section working).
+#[test]
+fn the_bench_measures_a_token_lookup_and_the_rate_limiter() {
+    let env = Env::new();
+    let out = env.run(&["bench", "--only", "auth", "--json"]).ok().json();
+    for key in ["http_me_server_token_per_s_1", "http_me_user_token_per_s_1", "http_me_rate_limited_per_s_1"] {
+        assert!(out[key].as_f64().is_some_and(|v| v > 0.0), "{key}: {out}");
+    }
+    assert!(out["rate_limit_check_ns"].as_f64().is_some_and(|v| v > 0.0), "{out}");
+    for key in ["auth_token_lookup_us", "rate_limit_overhead_us"] {
+        assert!(out[key].as_f64().is_some(), "{key}: {out}");
+    }
+}

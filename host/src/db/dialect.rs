@@ -184,6 +184,15 @@ impl Dialect {
         }
     }
 
+    /// **Short reads on the caller's thread.** Whether a short indexed read
+    /// (a bearer token's lookup on every API request) may run on an async
+    /// thread: an SQLite read takes a few µs in-process, less than handing
+    /// it to a blocking thread (~60 µs measured); PostgreSQL's is a network
+    /// round trip, so it goes to a blocking thread. Caller: `api` (signing in).
+    pub fn short_reads_inline(self) -> bool {
+        self == Dialect::Sqlite
+    }
+
     /// **A separate recorder connection.** Whether a worker records outcomes
     /// and heartbeats on a connection of their own: on PostgreSQL they take
     /// row locks and run beside the dispatcher's claims; on SQLite one

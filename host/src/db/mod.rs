@@ -245,6 +245,18 @@ impl Pool {
     /// pool's size are open; otherwise waits for one to be given back, at
     /// most the busy wait.
     pub fn checkout(&self) -> Result<Pooled> {
+        self.take(true)?.ok_or_else(|| DbError::Busy("no connection of the pool was free".into()))
+    }
+
+    /// A connection if one is free or may be opened now, without waiting
+    /// (None: all are in use).
+    pub fn try_checkout(&self) -> Result<Option<Pooled>> {
+        self.take(false)
+    }
+
+    /// [`Pool::checkout`], waiting (up to the busy wait) when `wait` and
+    /// every connection is in use.
+    fn take(&self, wait: bool) -> Result<Option<Pooled>> {
         let deadline = Instant::now() + self.busy_wait;
         let mut s = self.slots.state.lock();
         loop {
@@ -253,7 +265,7 @@ impl Pool {
                     s.open = s.open.saturating_sub(1);
                     continue;
                 }
-                return Ok(Pooled { conn: Some(conn), slots: self.slots.clone() });
+                return Ok(Some(Pooled { conn: Some(conn), slots: self.slots.clone() }));
             }
             if s.open < self.slots.max {
                 s.open += 1;
@@ -263,7 +275,7 @@ impl Pool {
                     Ok(conn)
                 });
                 return match made {
-                    Ok(conn) => Ok(Pooled { conn: Some(conn), slots: self.slots.clone() }),
+                    Ok(conn) => Ok(Some(Pooled { conn: Some(conn), slots: self.slots.clone() })),
                     Err(e) => {
                         let mut s = self.slots.state.lock();
                         s.open = s.open.saturating_sub(1);
@@ -272,6 +284,9 @@ impl Pool {
                         Err(e)
                     }
                 };
+            }
+            if !wait {
+                return Ok(None);
             }
             if self.slots.freed.wait_until(&mut s, deadline).timed_out() {
                 return Err(DbError::Busy(format!(
