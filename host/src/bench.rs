@@ -623,6 +623,7 @@ fn job(plugin: &str, version: i64) -> NewJob {
     NewJob {
         kind: "bench",
         asked_by: None,
+        unique_key: None,
         step: None,
         plugin: plugin.into(),
         plugin_version: version,

@@ -484,6 +484,10 @@ pub enum BackgroundCmd {
         /// Its priority: 0 to 9 (9 runs first) or low, normal, high (default normal, 5).
         #[arg(long, value_name = "P", value_parser = priority)]
         priority: Option<i64>,
+        /// Submitting again with this key (within 24 h) and the same
+        /// options answers the first job; other options with it are refused.
+        #[arg(long, value_name = "KEY")]
+        idempotency_key: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -533,6 +537,10 @@ pub struct SignInArgs {
     /// highest is the caller's.
     #[arg(long, value_name = "CLAIM")]
     jwt_role_claim: Option<String>,
+    /// How long an Idempotency-Key of `POST /api/background` answers with
+    /// its first job.
+    #[arg(long, default_value = "24h", value_name = "DURATION", value_parser = age)]
+    idempotency_window: std::time::Duration,
     /// The role of a JWT whose claims name none.
     #[arg(long, value_enum, default_value = "reader")]
     jwt_default_role: crate::access::Role,
@@ -896,6 +904,7 @@ impl StepAdd {
             rate: self.share.rate,
             hold_after: self.share.hold_after,
             max_hold_ms: self.share.max_hold.map(|d| d.as_millis() as i64),
+            unique_for_ms: self.share.unique_for.map(|d| d.as_millis() as i64),
             ..StepRequest::new(self.name, self.plugin)
         })
     }
@@ -964,6 +973,11 @@ pub struct StepShare {
     /// The breaker's longest hold, e.g. 10m (1s to 7d; default 10m).
     #[arg(long, value_name = "DURATION", value_parser = max_hold)]
     max_hold: Option<std::time::Duration>,
+    /// One job at a time per record: an operation queues no job while one
+    /// of this step for the same record, queued less than DURATION ago, is
+    /// Ready or running (e.g. 10m; update: 0s removes it).
+    #[arg(long, value_name = "DURATION", value_parser = age)]
+    unique_for: Option<std::time::Duration>,
 }
 
 /// A priority: 0-9 or low, normal, high.
@@ -1302,6 +1316,7 @@ fn run_command(cli: Cli) -> Result<()> {
                 body_idle_timeout: std::time::Duration::from_millis(body_timeout_ms),
                 jwt: sign_in.jwt()?,
                 rate_limit: sign_in.rate()?,
+                idempotency_window_ms: crate::limits::millis(sign_in.idempotency_window),
             };
             runtime()?.block_on(crate::api::serve(weir, listen, config, work))
         }
@@ -1454,6 +1469,7 @@ fn run_command(cli: Cli) -> Result<()> {
             timeout_ms,
             queue,
             priority,
+            idempotency_key,
             json,
         }) => {
             let weir = open()?;
@@ -1470,13 +1486,27 @@ fn run_command(cli: Cli) -> Result<()> {
                 queue,
                 priority,
             };
+            let key = idempotency_key.map(|key| crate::jobs::idempotency::Idempotency {
+                caller: cli.user.clone(),
+                key,
+                fingerprint: req.fingerprint(),
+                window_ms: crate::jobs::idempotency::DEFAULT_WINDOW_MS,
+            });
             // The operator's own CLI may call back to any host.
-            let id = weir.submit_background(&req.into_background(&cli.user, Some(&cli_actor()), Default::default())?)?;
+            let background = req.into_background(&cli.user, Some(&cli_actor()), Default::default())?;
+            let submitted = match key {
+                Some(k) => weir.submit_background_once(&background, &k)?,
+                None => crate::Submitted { id: weir.submit_background(&background)?, replayed: false },
+            };
+            let (id, replayed) = (submitted.id, submitted.replayed);
             let location = format!("/api/jobs/{id}");
             if json {
-                print_json(&serde_json::json!({"id": id, "location": location}));
+                print_json(&serde_json::json!({"id": id, "location": location, "replayed": replayed}));
             } else {
                 outln!("{id}");
+                if replayed {
+                    outln!("(the job an earlier submission with this idempotency key made)");
+                }
                 outln!("status: weir jobs show {id}  (HTTP: GET {location})");
             }
             Ok(())
@@ -1999,6 +2029,7 @@ fn step(weir: &Weir, cmd: StepCmd) -> Result<()> {
                 rate: a.share.rate,
                 hold_after: a.share.hold_after,
                 max_hold_ms: a.share.max_hold.map(|d| d.as_millis() as i64),
+                unique_for_ms: a.share.unique_for.map(|d| d.as_millis() as i64),
             };
             let step = weir.update_step(&a.name, &change)?;
             if a.json {

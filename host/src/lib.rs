@@ -451,55 +451,81 @@ impl Weir {
     /// Submits a background operation: a job of workflow
     /// `plugin` with `input`, run as `owner`. Returns the job id.
     pub fn submit_background(&self, req: &Background) -> Result<String> {
-        self.pool.with_conn(|conn| {
-            store::require_active_user(conn, &req.owner)?;
-            let (version, world) = self.plugins.head(conn, &req.plugin)?;
-            if !world.serves_async() {
-                return Err(Error::invalid(format!("plug-in {} is a {} component; background operations need a workflow", req.plugin, world.as_str())));
+        self.pool.with_conn(|conn| Self::enqueue_background(&self.plugins, conn, req))
+    }
+
+    /// [`Weir::submit_background`] under an idempotency key: the key's first
+    /// use makes the job; while the key holds, the same request answers that
+    /// job again (`replayed`), and another request with the key is refused
+    /// (Conflict). One transaction, so two submissions with one key make one job.
+    pub fn submit_background_once(&self, req: &Background, key: &jobs::idempotency::Idempotency) -> Result<Submitted> {
+        let conn = self.pool.checkout()?;
+        let tx = conn.transaction_with_behavior(db::TransactionBehavior::Immediate)?;
+        let now = time::now_ms();
+        if let Some((fingerprint, id)) = jobs::idempotency::find(&tx, &key.caller, &key.key, now)? {
+            if fingerprint != key.fingerprint {
+                return Err(Error::Conflict(format!(
+                    "Idempotency-Key {:?} was used for another request (job {id}); send a new key for a new request",
+                    key.key
+                )));
             }
-            for g in &req.grants {
-                records::require_table(conn, &g.table)?;
-            }
-            steps::check_outside(&format!("background operation of {}", req.plugin), true, &req.allow_http, &req.secrets)?;
-            if let Some(n) = req.max_attempts {
-                limits::check("max_attempts", n.into(), &limits::MAX_ATTEMPTS).map_err(Error::Invalid)?;
-            }
-            if let Some(ms) = req.timeout_ms {
-                limits::check("timeout_ms", ms, &limits::TIMEOUT_MS).map_err(Error::Invalid)?;
-            }
-            if let Some(url) = &req.callback_url {
-                jobs::callbacks::check_url(url, &req.callback_hosts).map_err(Error::Invalid)?;
-            }
-            if let Some(q) = &req.queue {
-                jobs::claims::check_queue(q)?;
-            }
-            if let Some(p) = req.priority {
-                jobs::claims::check_priority(p)?;
-            }
-            let job = jobs::NewJob {
-                kind: "background",
-                asked_by: req.asked_by.clone(),
-                step: None,
-                plugin: req.plugin.clone(),
-                plugin_version: version,
-                owner: req.owner.clone(),
-                context: jobs::JobContext {
-                    allow_http: req.allow_http.clone(),
-                    secrets: req.secrets.clone(),
-                    ..jobs::JobContext::background(&req.owner, req.input.clone())
-                },
-                grants: req.grants.clone(),
-                max_attempts: req.max_attempts.unwrap_or(jobs::DEFAULT_MAX_ATTEMPTS),
-                backoff_ms: jobs::DEFAULT_BACKOFF_MS,
-                timeout_ms: req.timeout_ms.unwrap_or(jobs::DEFAULT_TIMEOUT_MS),
-                fuel: None,
-                postpone_until: req.at,
-                callback_url: req.callback_url.clone(),
-                queue: req.queue.clone().unwrap_or_else(|| jobs::claims::DEFAULT_QUEUE.into()),
-                priority: req.priority.unwrap_or(jobs::claims::DEFAULT_PRIORITY),
-            };
-            jobs::enqueue(conn, &job)
-        })
+            return Ok(Submitted { id, replayed: true });
+        }
+        let id = Self::enqueue_background(&self.plugins, &tx, req)?;
+        jobs::idempotency::remember(&tx, key, &id, now)?;
+        tx.commit()?;
+        Ok(Submitted { id, replayed: false })
+    }
+
+    fn enqueue_background(plugins: &Plugins, conn: &db::Connection, req: &Background) -> Result<String> {
+        store::require_active_user(conn, &req.owner)?;
+        let (version, world) = plugins.head(conn, &req.plugin)?;
+        if !world.serves_async() {
+            return Err(Error::invalid(format!("plug-in {} is a {} component; background operations need a workflow", req.plugin, world.as_str())));
+        }
+        for g in &req.grants {
+            records::require_table(conn, &g.table)?;
+        }
+        steps::check_outside(&format!("background operation of {}", req.plugin), true, &req.allow_http, &req.secrets)?;
+        if let Some(n) = req.max_attempts {
+            limits::check("max_attempts", n.into(), &limits::MAX_ATTEMPTS).map_err(Error::Invalid)?;
+        }
+        if let Some(ms) = req.timeout_ms {
+            limits::check("timeout_ms", ms, &limits::TIMEOUT_MS).map_err(Error::Invalid)?;
+        }
+        if let Some(url) = &req.callback_url {
+            jobs::callbacks::check_url(url, &req.callback_hosts).map_err(Error::Invalid)?;
+        }
+        if let Some(q) = &req.queue {
+            jobs::claims::check_queue(q)?;
+        }
+        if let Some(p) = req.priority {
+            jobs::claims::check_priority(p)?;
+        }
+        let job = jobs::NewJob {
+            kind: "background",
+            asked_by: req.asked_by.clone(),
+            unique_key: None,
+            step: None,
+            plugin: req.plugin.clone(),
+            plugin_version: version,
+            owner: req.owner.clone(),
+            context: jobs::JobContext {
+                allow_http: req.allow_http.clone(),
+                secrets: req.secrets.clone(),
+                ..jobs::JobContext::background(&req.owner, req.input.clone())
+            },
+            grants: req.grants.clone(),
+            max_attempts: req.max_attempts.unwrap_or(jobs::DEFAULT_MAX_ATTEMPTS),
+            backoff_ms: jobs::DEFAULT_BACKOFF_MS,
+            timeout_ms: req.timeout_ms.unwrap_or(jobs::DEFAULT_TIMEOUT_MS),
+            fuel: None,
+            postpone_until: req.at,
+            callback_url: req.callback_url.clone(),
+            queue: req.queue.clone().unwrap_or_else(|| jobs::claims::DEFAULT_QUEUE.into()),
+            priority: req.priority.unwrap_or(jobs::claims::DEFAULT_PRIORITY),
+        };
+        jobs::enqueue(conn, &job)
     }
 
     /// Stores (or replaces) secret `name`, sealed with `key`.
@@ -542,6 +568,7 @@ impl Weir {
             let job = jobs::NewJob {
                 kind: worker::BULK_DELETE,
                 asked_by: None,
+                unique_key: None,
                 step: None,
                 plugin: worker::BULK_DELETE.into(),
                 plugin_version: 0,
@@ -747,11 +774,19 @@ impl Background {
     }
 }
 
+/// A background submission's job, and whether an idempotency key answered
+/// an earlier one.
+#[derive(Debug, Clone)]
+pub struct Submitted {
+    pub id: String,
+    pub replayed: bool,
+}
+
 /// A background operation as it is asked for: the body of
 /// `POST /api/background`, the flags of `weir background submit`. Unknown
 /// fields are refused; [`BackgroundRequest::into_background`] adds who asks
 /// and where callbacks may go, and parses the rest, in one place.
-#[derive(Debug, Clone, PartialEq, serde::Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BackgroundRequest {
     pub plugin: String,
@@ -783,6 +818,24 @@ impl BackgroundRequest {
     /// The operation, run as `owner`, its callback allowed to `callback_hosts`
     /// (any when empty). Refuses a bad `at`; [`Weir::submit_background`]
     /// checks the rest.
+    /// What makes two requests the same for an idempotency key: the SHA-256
+    /// of its fields as JSON with keys sorted (spacing and key order aside).
+    pub fn fingerprint(&self) -> String {
+        fn sorted(v: serde_json::Value) -> serde_json::Value {
+            match v {
+                serde_json::Value::Object(m) => {
+                    let mut pairs: Vec<_> = m.into_iter().map(|(k, v)| (k, sorted(v))).collect();
+                    pairs.sort_by(|a, b| a.0.cmp(&b.0));
+                    serde_json::Value::Object(pairs.into_iter().collect())
+                }
+                serde_json::Value::Array(a) => serde_json::Value::Array(a.into_iter().map(sorted).collect()),
+                other => other,
+            }
+        }
+        let canonical = sorted(serde_json::to_value(self).unwrap_or_default()).to_string();
+        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(canonical.as_bytes()))
+    }
+
     pub fn into_background(self, owner: &str, asked_by: Option<&str>, callback_hosts: jobs::callbacks::CallbackHosts) -> Result<Background> {
         let at = self.at.as_deref().map(time::parse_when).transpose().map_err(Error::Invalid)?;
         Ok(Background {

@@ -44,6 +44,8 @@ pub const MAX_RUNNING: RangeInclusive<u64> = 1..=100_000;
 pub const HOLD_AFTER: RangeInclusive<u64> = 0..=100_000;
 /// The breaker's longest hold: a second to a week.
 pub const MAX_HOLD_MS: RangeInclusive<u64> = 1_000..=7 * DAY_MS;
+/// `--unique-for` of a step, in ms: 1 ms to 30 days.
+pub const UNIQUE_FOR_MS: RangeInclusive<u64> = 1..=30 * DAY_MS;
 /// The first retry's delay (later ones double, capped).
 pub const BACKOFF_MS: RangeInclusive<u64> = 0..=DAY_MS;
 /// Ages in retention and cleanup: up to a hundred years (of 365.25 days, as

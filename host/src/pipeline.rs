@@ -884,6 +884,14 @@ impl Run<'_> {
             }
             let ctx = self.context(step, StageKind::PostOperation, written, Mode::Async);
             let conn = self.op.conn.lock();
+            // One job at a time per record: none while one queued within
+            // the step's --unique-for is Ready or running.
+            let unique_key = step.unique_for_ms.map(|_| format!("{}:{}", step.name, ctx.target.id));
+            if let (Some(key), Some(ms)) = (&unique_key, step.unique_for_ms)
+                && crate::jobs::duplicate_of(&conn, key, crate::time::now_ms() - ms)?.is_some()
+            {
+                continue;
+            }
             let version = match step.plugin_version {
                 Some(pinned) => pinned,
                 None => self.pipeline.catalog.plugin_head(&conn, &step.plugin)?,
@@ -891,6 +899,7 @@ impl Run<'_> {
             let job = NewJob {
                 kind: "step",
                 asked_by: self.op.asked_by.clone(),
+                unique_key,
                 step: Some(step.name.clone()),
                 plugin: step.plugin.clone(),
                 plugin_version: version,

@@ -226,6 +226,11 @@ pub struct Step {
     /// The breaker's longest hold, in ms (default 10 minutes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_hold_ms: Option<i64>,
+    /// One job at a time per record: an operation that would queue a job
+    /// while one of this step for the same record, queued less than this
+    /// many ms ago, is Ready or running queues none (`--unique-for`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unique_for_ms: Option<i64>,
 }
 
 /// A step's recent failures, as the failure breaker counts them (read by
@@ -319,6 +324,11 @@ pub struct StepRequest {
     /// The breaker's longest hold, in ms (default 10 minutes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_hold_ms: Option<i64>,
+    /// One job at a time per record: an operation that would queue a job
+    /// while one of this step for the same record, queued less than this
+    /// many ms ago, is Ready or running queues none (`--unique-for`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unique_for_ms: Option<i64>,
 }
 
 impl StepRequest {
@@ -353,6 +363,7 @@ impl StepRequest {
             rate: None,
             hold_after: None,
             max_hold_ms: None,
+            unique_for_ms: None,
         }
     }
 
@@ -398,6 +409,7 @@ impl StepRequest {
             rate: self.rate,
             hold_after: self.hold_after,
             max_hold_ms: self.max_hold_ms,
+            unique_for_ms: self.unique_for_ms,
         }
     }
 }
@@ -491,6 +503,8 @@ pub struct StepUpdate {
     pub rate: Option<String>,
     pub hold_after: Option<i64>,
     pub max_hold_ms: Option<i64>,
+    /// 0 removes it.
+    pub unique_for_ms: Option<i64>,
 }
 
 /// Changes step `name` in place (checked like a new one); returns it.
@@ -541,6 +555,9 @@ pub fn update(conn: &Connection, plugins: &Plugins, name: &str, change: &StepUpd
     }
     step.hold_after = change.hold_after.or(step.hold_after);
     step.max_hold_ms = change.max_hold_ms.or(step.max_hold_ms);
+    if let Some(ms) = change.unique_for_ms {
+        step.unique_for_ms = Some(ms).filter(|&m| m != 0);
+    }
     check(conn, plugins, &step, op_budget_ms)?;
     let spec = serde_json::to_string(&step).map_err(|e| Error::Internal(format!("step {name}: cannot write its spec: {e}")))?;
     conn.execute("UPDATE weir_steps SET spec = ?2 WHERE name = ?1", params![name, spec])?;
@@ -651,10 +668,11 @@ fn check_share(step: &Step) -> Result<()> {
         || step.max_running.is_some()
         || step.rate.is_some()
         || step.hold_after.is_some()
-        || step.max_hold_ms.is_some();
+        || step.max_hold_ms.is_some()
+        || step.unique_for_ms.is_some();
     if given && step.mode != ModeKind::Async {
         return Err(Error::invalid(format!(
-            "step {name}: --queue, --priority, --max-running, --rate, --hold-after and --max-hold apply to async steps (jobs); a sync step runs inside its operation"
+            "step {name}: --queue, --priority, --max-running, --rate, --hold-after, --max-hold and --unique-for apply to async steps (jobs); a sync step runs inside its operation"
         )));
     }
     let within = |e: Error| Error::invalid(format!("step {name}: {e}"));
@@ -672,6 +690,7 @@ fn check_share(step: &Step) -> Result<()> {
         ("--max-running", step.max_running, &limits::MAX_RUNNING),
         ("--hold-after", step.hold_after, &limits::HOLD_AFTER),
         ("--max-hold (ms)", step.max_hold_ms, &limits::MAX_HOLD_MS),
+        ("--unique-for (ms)", step.unique_for_ms, &limits::UNIQUE_FOR_MS),
     ];
     for (what, value, range) in ranges {
         if let Some(v) = value {

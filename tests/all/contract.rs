@@ -253,6 +253,9 @@ fn a_database_from_before_exact_decimals_is_upgraded_keeping_every_value() {
             "DROP TABLE data_deal;
              CREATE TABLE data_deal (id TEXT PRIMARY KEY NOT NULL, created_at INTEGER NOT NULL, modified_at INTEGER NOT NULL, name TEXT, amount REAL);
              INSERT INTO data_deal VALUES ('d1', 1, 2, 'float', 0.030000000000000006), ('d2', 3, 4, 'round', 12.5), ('d3', 5, 6, 'none', NULL);
+             DROP TABLE weir_idempotency;
+             DROP INDEX weir_jobs_unique;
+             ALTER TABLE weir_jobs DROP COLUMN unique_key;
              DROP TABLE weir_tokens;
              DROP TABLE weir_privileges;
              DROP TABLE weir_audit;

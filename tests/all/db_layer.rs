@@ -162,6 +162,9 @@ fn a_postgres_database_from_before_the_one_count_is_upgraded() {
         // Back to how the last release left it: version 1, the look-alike functions there.
         conn.execute_batch(
             "UPDATE weir_schema SET version = 1;
+             DROP TABLE weir_idempotency;
+             DROP INDEX weir_jobs_unique;
+             ALTER TABLE weir_jobs DROP COLUMN unique_key;
              DROP TABLE weir_tokens;
              DROP TABLE weir_privileges;
              DROP TABLE weir_audit;

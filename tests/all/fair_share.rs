@@ -18,6 +18,7 @@ fn job(plugin: &str, step: Option<&str>, owner: &str, queue: &str, priority: i64
     NewJob {
         kind: if step.is_some() { "step" } else { "background" },
         asked_by: None,
+        unique_key: None,
         step: step.map(String::from),
         plugin: plugin.into(),
         plugin_version: 1,

@@ -19,6 +19,7 @@ pub(crate) fn new_job(step: &str) -> NewJob {
     NewJob {
         kind: "step",
         asked_by: None,
+        unique_key: None,
         step: Some(step.into()),
         plugin: "notify".into(),
         plugin_version: 1,

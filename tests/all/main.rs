@@ -17,6 +17,7 @@ mod fair_share;
 mod hardening;
 mod hardening_december;
 mod hardening_io;
+mod idempotency;
 mod jobs_cli;
 mod jobs_lib;
 mod kit;

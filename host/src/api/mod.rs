@@ -83,6 +83,8 @@ pub struct ApiConfig {
     /// Requests per second per caller (`--rate-limit`, `--burst`); tokens
     /// with a rate of their own use theirs.
     pub rate_limit: Option<RateSettings>,
+    /// How long an `Idempotency-Key` answers with its first job, in ms.
+    pub idempotency_window_ms: i64,
 }
 
 impl Default for ApiConfig {
@@ -96,6 +98,7 @@ impl Default for ApiConfig {
             body_idle_timeout: Duration::from_secs(10),
             jwt: None,
             rate_limit: None,
+            idempotency_window_ms: crate::jobs::idempotency::DEFAULT_WINDOW_MS,
         }
     }
 }
@@ -871,8 +874,15 @@ async fn job_action(State(app): State<App>, Path((id, action)): Path<(String, St
 }
 
 #[utoipa::path(post, path = "/api/background", request_body(content = BackgroundRequest),
-    responses((status = 202, description = "Accepted; Location is the job", body = Accepted), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn submit_background(State(app): State<App>, Extension(caller): Extension<Caller>, body: Bytes) -> ApiResult<(StatusCode, HeaderMap, Json<Accepted>)> {
+    params(("Idempotency-Key" = Option<String>, Header, description = "The same key and body within the window (serve --idempotency-window, 24 h) answer the first job (200); another body with the key is refused (409)")),
+    responses((status = 202, description = "Accepted; Location is the job", body = Accepted), (status = 200, description = "An earlier request with this Idempotency-Key made the job", body = Accepted),
+        (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, description = "The Idempotency-Key was used for another request", body = ErrorBody)))]
+async fn submit_background(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<(StatusCode, HeaderMap, Json<Accepted>)> {
     let b: BackgroundRequest = serde_json::from_slice(&body).map_err(|e| {
         bad(format!(
             "bad background operation: {e}; send {{\"plugin\": NAME, \"input\": JSON, \"grants\": [\"TABLE:read|write\"], \"callback\": URL, \"at\": TIME, \"max_attempts\": N, \"timeout_ms\": N}}"
@@ -880,15 +890,38 @@ async fn submit_background(State(app): State<App>, Extension(caller): Extension<
     })?;
     // A caller cannot grant a plug-in more than they hold.
     caller.require_grants(&b.grants)?;
+    let key = match headers.get("idempotency-key") {
+        None => None,
+        Some(v) => {
+            let k =
+                v.to_str().ok().filter(|k| !k.is_empty() && k.len() <= 255).ok_or_else(|| bad("Idempotency-Key must be 1 to 255 visible ASCII characters"))?;
+            Some(crate::jobs::idempotency::Idempotency {
+                caller: caller.user.clone(),
+                key: k.to_string(),
+                fingerprint: b.fingerprint(),
+                window_ms: app.config.idempotency_window_ms,
+            })
+        }
+    };
     let req = b.into_background(&caller.acting_as, Some(&caller.user), app.config.callback_hosts.clone())?;
     let weir = app.weir.clone();
-    let id = blocking(move || weir.submit_background(&req)).await?;
-    let location = format!("/api/jobs/{id}");
+    let submitted = blocking(move || match key {
+        Some(k) => weir.submit_background_once(&req, &k),
+        None => weir.submit_background(&req).map(|id| crate::Submitted { id, replayed: false }),
+    })
+    .await?;
+    let location = format!("/api/jobs/{}", submitted.id);
     let mut h = HeaderMap::new();
     if let Ok(v) = HeaderValue::from_str(&location) {
         h.insert(header::LOCATION, v);
     }
-    Ok((StatusCode::ACCEPTED, h, Json(Accepted { id, location })))
+    let status = if submitted.replayed {
+        h.insert("idempotent-replayed", HeaderValue::from_static("true"));
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
+    Ok((status, h, Json(Accepted { id: submitted.id, location })))
 }
 
 #[utoipa::path(get, path = "/api/plugins", responses((status = 200, description = "Plug-in versions", body = PluginList)))]

@@ -23,7 +23,7 @@ use super::conn::{Connection, DbError, Result, TransactionBehavior};
 use super::dialect::Dialect;
 
 /// The schema version this weir writes and reads.
-pub const SCHEMA_VERSION: usize = 15;
+pub const SCHEMA_VERSION: usize = 16;
 
 /// A migration's number and its SQL.
 struct Migration {
@@ -53,6 +53,7 @@ const SQLITE: &[Migration] = migrations!("sqlite":
     13 => "0013_wait_keys.sql",
     14 => "0014_queues_limits.sql",
     15 => "0015_access.sql",
+    16 => "0016_idempotency.sql",
 );
 
 const POSTGRES: &[Migration] = migrations!("postgres":
@@ -61,6 +62,7 @@ const POSTGRES: &[Migration] = migrations!("postgres":
     13 => "0013_wait_keys.sql",
     14 => "0014_queues_limits.sql",
     15 => "0015_access.sql",
+    16 => "0016_idempotency.sql",
 );
 
 /// The number PostgreSQL databases made before the one count recorded for

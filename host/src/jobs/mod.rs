@@ -46,6 +46,7 @@ pub mod breaker;
 pub mod callbacks;
 pub mod claims;
 pub mod control;
+pub mod idempotency;
 pub mod state;
 pub mod stats;
 pub mod timers;
@@ -139,6 +140,20 @@ pub struct NewJob {
     /// Who asked for it, where that is not its owner (a caller acting as
     /// the owner with the impersonate privilege).
     pub asked_by: Option<String>,
+    /// Its step and record, where the step runs one job at a time per
+    /// record (`--unique-for`; see [`duplicate_of`]).
+    pub unique_key: Option<String>,
+}
+
+/// A Ready or running job with this unique key queued at or after `since`
+/// (ms), if any: the job a new one would duplicate.
+pub fn duplicate_of(conn: &Connection, key: &str, since: i64) -> Result<Option<String>> {
+    let sql = format!(
+        "SELECT id FROM weir_jobs WHERE unique_key = ?1 AND statecode IN ({}, {}) AND created_at >= ?2 LIMIT 1",
+        Status::WaitingForResources.statecode(),
+        Status::InProgress.statecode()
+    );
+    Ok(conn.prepare_cached(&sql)?.query_row(params![key, since], |r| r.get(0)).optional()?)
 }
 
 /// Inserts a Ready job; returns its id (UUID v7). Runs in the caller's transaction.

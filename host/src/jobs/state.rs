@@ -333,8 +333,8 @@ pub(crate) fn insert(conn: &Connection, id: &str, job: &NewJob, context: &str, g
     conn.prepare_cached(
         "INSERT INTO weir_jobs (id, kind, step, plugin, plugin_version, owner, correlation_id,
              statecode, statuscode, attempts, max_attempts, backoff_ms, timeout_ms, fuel,
-             context, grants, created_at, postpone_until, callback_url, queue, priority, lane, asked_by)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 0, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)",
+             context, grants, created_at, postpone_until, callback_url, queue, priority, lane, asked_by, unique_key)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 0, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23)",
     )?
     .execute(params![
         id,
@@ -359,6 +359,7 @@ pub(crate) fn insert(conn: &Connection, id: &str, job: &NewJob, context: &str, g
         job.priority,
         super::claims::lane(&job.queue, &job.owner, job.step.as_deref()),
         job.asked_by,
+        job.unique_key,
     ])?;
     Ok(())
 }
@@ -917,6 +918,7 @@ mod tests {
         let job = NewJob {
             kind: "background",
             asked_by: None,
+            unique_key: None,
             step: None,
             plugin: "p".into(),
             plugin_version: 1,

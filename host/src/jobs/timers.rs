@@ -105,6 +105,7 @@ fn scheduled_job(step: &Step, version: i64) -> NewJob {
     NewJob {
         kind: "schedule",
         asked_by: None,
+        unique_key: None,
         step: Some(step.name.clone()),
         plugin: step.plugin.clone(),
         plugin_version: version,

@@ -85,6 +85,7 @@ impl Housekeeping {
             let ended = jobs::timers::end_abandoned(&conn, ms(retention.abandoned_after), now)?;
             let traces = crate::traces::cleanup(&conn, ms(retention.traces_after), now)?;
             let audit = crate::access::cleanup(&conn, now - ms(retention.audit_after))?;
+            jobs::idempotency::cleanup(&conn, now)?;
             if n + ended + traces + audit > 0 {
                 tracing::info!("retention: deleted {n} completed jobs, {traces} traces and {audit} audit entries, ended {ended} abandoned waits");
             }
