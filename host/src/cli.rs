@@ -13,6 +13,13 @@ use crate::steps::{Grant, MessageKind, ModeKind, StageKind, StepRequest};
 use crate::worker::WorkOptions;
 use crate::{BackgroundRequest, JobAction, Weir};
 
+/// How log lines look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
 #[derive(Parser, Debug)]
 #[command(name = "weir", version, about = "A WebAssembly plug-in host: records, an event pipeline and a durable job queue")]
 pub struct Cli {
@@ -22,6 +29,10 @@ pub struct Cli {
     /// The user operations run as.
     #[arg(long = "as", global = true, default_value = "system")]
     pub user: String,
+    /// How log lines on stderr look: text, or json (one object per line,
+    /// for a log collector). Also WEIR_LOG_FORMAT; WEIR_LOG sets the level.
+    #[arg(long, global = true, env = "WEIR_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
     /// The time budget of one operation, its sync plug-ins included, in ms
     /// (100 to 120000, Dataverse's 2 minutes; also WEIR_OP_BUDGET_MS). A sync
     /// step's --timeout-ms may not exceed it.
@@ -1122,7 +1133,7 @@ pub fn main() -> i32 {
             return if e.use_stderr() { 2 } else { 0 };
         }
     };
-    init_tracing();
+    init_tracing(cli.log_format);
     // Operations run nested sync plug-ins, each with its own wasm stack on top of
     // the host's: give the command a roomy stack.
     let worker = std::thread::Builder::new().name("weir".into()).stack_size(64 << 20).spawn(move || run(cli));
@@ -1146,12 +1157,16 @@ pub fn main() -> i32 {
     }
 }
 
-fn init_tracing() {
+fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("WEIR_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     use std::io::IsTerminal;
     // Log lines never fail the process (see `telemetry::LogWriter`), and carry
     // colour codes only on a terminal.
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(crate::telemetry::LogWriter).with_ansi(std::io::stderr().is_terminal()).try_init();
+    let fmt = tracing_subscriber::fmt().with_env_filter(filter).with_writer(crate::telemetry::LogWriter);
+    let _ = match format {
+        LogFormat::Text => fmt.with_ansi(std::io::stderr().is_terminal()).try_init(),
+        LogFormat::Json => fmt.json().with_current_span(false).try_init(),
+    };
 }
 
 /// The name the audit log gives a command that changes what it records
@@ -1414,8 +1429,12 @@ fn run_command(cli: Cli) -> Result<()> {
                         queues,
                         format!("{}/{}", n.busy, n.workers),
                         n.last_seen,
-                        if n.live { "yes" } else { "no" }
+                        if n.live { "yes" } else { "GONE" }
                     );
+                    // What a gone node held runs again when each lease ends.
+                    for j in n.jobs.iter().filter(|_| !n.live) {
+                        outln!("    held {} ({}), lease ends {}", j.id, j.step.as_deref().unwrap_or(&j.plugin), j.lease_until.as_deref().unwrap_or("-"));
+                    }
                 }
             }
             Ok(())
@@ -1818,6 +1837,10 @@ fn jobs(weir: &Weir, cmd: JobsCmd, key_file: Option<&std::path::Path>) -> Result
                 outln!("  owner:       {}  correlation {}", j.owner, j.correlation_id);
                 outln!("  created:     {}", j.created_at);
                 outln!("  started:     {}", j.started_at.as_deref().unwrap_or("-"));
+                if let Some(worker) = &j.worker {
+                    let elapsed = j.elapsed_ms.map_or("-".to_string(), |ms| format!("{:.1} s", ms as f64 / 1000.0));
+                    outln!("  running on:  {worker} for {elapsed}, lease until {}", j.lease_until.as_deref().unwrap_or("-"));
+                }
                 outln!("  completed:   {}", j.completed_at.as_deref().unwrap_or("-"));
                 if let Some(p) = &j.postpone_until {
                     outln!("  postponed:   until {p}");

@@ -8,8 +8,10 @@ use crate::db::{Connection, params};
 use crate::error::Result;
 use crate::jobs::claims::Served;
 
-/// A node not seen for this long is not counted as serving anything.
-pub const LIVE_MS: i64 = 30_000;
+/// A node not seen for this long is gone: it missed two heartbeats (one
+/// every 5 s, on its housekeeping tick) and a margin. It no longer counts as
+/// serving a queue; the jobs it held run again when their leases end.
+pub const LIVE_MS: i64 = 12_000;
 /// A node not seen for this long is forgotten.
 const FORGET_MS: i64 = 24 * 3600 * 1000;
 
@@ -29,8 +31,22 @@ pub struct NodeView {
     pub busy: i64,
     pub started_at: String,
     pub last_seen: String,
-    /// Seen within the last 30 seconds.
+    /// Seen within the last 12 seconds (two heartbeats and a margin); a
+    /// node that is not is gone.
     pub live: bool,
+    /// The jobs it holds the lease of (at most 100): a gone node's run
+    /// again on another node when their leases end.
+    pub jobs: Vec<HeldJob>,
+}
+
+/// A job a node holds, as the nodes view shows it.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct HeldJob {
+    pub id: String,
+    pub step: Option<String>,
+    pub plugin: String,
+    /// When its lease ends (another node may take it over then).
+    pub lease_until: Option<String>,
 }
 
 impl NodeView {
@@ -82,7 +98,23 @@ pub fn list(conn: &Connection, now: i64) -> Result<Vec<NodeView>> {
                 started_at: crate::time::to_rfc3339(r.get(7)?),
                 last_seen: crate::time::to_rfc3339(last_seen),
                 live: now - last_seen <= LIVE_MS,
+                jobs: Vec::new(),
             })
+        })?
+        .collect::<crate::db::Result<Vec<NodeView>>>()?;
+    let mut rows = rows;
+    for node in &mut rows {
+        node.jobs = held_jobs(conn, &node.id)?;
+    }
+    Ok(rows)
+}
+
+/// The jobs node `id` holds the lease of.
+fn held_jobs(conn: &Connection, id: &str) -> Result<Vec<HeldJob>> {
+    let rows = conn
+        .prepare_cached("SELECT id, step, plugin, lease_until FROM weir_jobs WHERE lease_owner = ?1 AND statecode = 2 ORDER BY lease_until LIMIT 100")?
+        .query_map([id], |r| {
+            Ok(HeldJob { id: r.get(0)?, step: r.get(1)?, plugin: r.get(2)?, lease_until: r.get::<_, Option<i64>>(3)?.map(crate::time::to_rfc3339) })
         })?
         .collect::<crate::db::Result<_>>()?;
     Ok(rows)

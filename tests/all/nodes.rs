@@ -262,3 +262,80 @@ fn operators_act_in_bulk_while_two_nodes_drain_the_queue() {
     );
     assert!(ended.iter().filter(|(s, ..)| s == "Canceled").all(|e| e.4.as_deref() == Some("canceled")));
 }
+
+/// Two nodes: `weir nodes` lists both; a running job shows its node, lease
+/// and elapsed time; after a kill -9 its node is shown gone within two
+/// heartbeats (and a margin) with the job it held and its lease end, and
+/// the other node takes the job over.
+#[test]
+fn a_killed_node_is_shown_gone_with_its_job_until_another_takes_it_over() {
+    let env = Env::new();
+    env.add_example("slow");
+    env.run(&["table", "create", "t", "--column", "name:text"]).ok();
+    let step = ["step", "add", "long", "--plugin", "slow", "--message", "create", "--table", "t", "--stage", "post-operation", "--mode", "async"];
+    env.run(&[&step[..], &["--config", r#"{"ms": 60000}"#, "--timeout-ms", "120000"]].concat()).ok();
+    env.run(&["record", "create", "t", r#"{"name": "x"}"#]).ok();
+    let node = |env: &Env| env.command().args(["work", "--workers", "1", "--lease-ms", "20000"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let nodes = |env: &Env| env.run(&["nodes", "--json"]).ok().json();
+    let job = || env.run(&["jobs", "list", "--filter", "step eq 'long'", "--json"]).ok().json()[0].clone();
+    let mut a = node(&env);
+    crate::common::wait_for("node A to run the job", || job()["status"] == "InProgress");
+    let a_id = nodes(&env).as_array().unwrap().iter().find(|n| n["pid"] == a.id()).unwrap()["id"].as_str().unwrap().to_string();
+    let id = job()["id"].as_str().unwrap().to_string();
+    std::thread::sleep(Duration::from_millis(300));
+    let running = env.run(&["jobs", "show", &id, "--json"]).ok().json();
+    assert_eq!(running["worker"].as_str(), Some(a_id.as_str()), "{running}");
+    assert!(running["elapsed_ms"].as_i64().is_some_and(|ms| ms >= 200), "{running}");
+    assert!(running["lease_until"].is_string(), "{running}");
+    assert!(env.run(&["jobs", "show", &id]).ok().stdout.contains(&format!("running on:  {a_id}")));
+    let mut b = node(&env);
+    crate::common::wait_for("both nodes listed", || nodes(&env).as_array().unwrap().iter().filter(|n| n["live"] == true).count() == 2);
+    let listed = nodes(&env);
+    let shown_a = listed.as_array().unwrap().iter().find(|n| n["id"] == a_id.as_str()).unwrap().clone();
+    assert_eq!(shown_a["jobs"][0]["id"].as_str(), Some(id.as_str()), "{listed}");
+    // kill -9 A.
+    a.kill().unwrap();
+    a.wait().unwrap();
+    let killed = Instant::now();
+    crate::common::wait_for("A shown gone", || nodes(&env).as_array().unwrap().iter().any(|n| n["id"] == a_id.as_str() && n["live"] == false));
+    let gone_after = killed.elapsed();
+    assert!(gone_after < Duration::from_secs(15), "gone {gone_after:?} after the kill: two 5 s heartbeats and a margin");
+    // Gone, still holding its job until the lease (20 s) ends.
+    let gone = nodes(&env).as_array().unwrap().iter().find(|n| n["id"] == a_id.as_str()).unwrap().clone();
+    assert_eq!(gone["jobs"][0]["id"].as_str(), Some(id.as_str()), "{gone}");
+    assert!(gone["jobs"][0]["lease_until"].is_string(), "{gone}");
+    let text = env.run(&["nodes"]).ok().stdout;
+    assert!(text.contains("GONE") && text.contains(&format!("held {id}")), "{text}");
+    // Its job, with its lease end, until B takes it over.
+    crate::common::wait_for("B to take the job over", || {
+        let j = env.run(&["jobs", "show", &id, "--json"]).ok().json();
+        j["status"] == "InProgress" && j["worker"].as_str().is_some_and(|w| w != a_id)
+    });
+    eprintln!("nodes: A shown gone {gone_after:?} after its kill -9; B took its job over");
+    let _ = b.kill();
+    let _ = b.wait();
+}
+
+/// `--log-format json`: every line on stderr is one JSON object a log
+/// collector takes (level, message, target), without colour codes.
+#[test]
+fn logs_can_be_json_lines() {
+    let env = Env::new();
+    let mut cmd = env.command();
+    cmd.args(["--log-format", "json", "serve", "--listen", "127.0.0.1:0", "--workers", "1"])
+        .env("WEIR_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut s = Server::spawn(&mut cmd);
+    let mut stderr = s.child.stderr.take().unwrap();
+    // Up and answering (its signal handlers set), then asked to stop.
+    assert_eq!(s.call("GET", "/api/health", None, None).status, 200);
+    std::thread::sleep(Duration::from_millis(300));
+    std::process::Command::new("kill").args(["-TERM", &s.child.id().to_string()]).status().unwrap();
+    s.child.wait().unwrap();
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut text).unwrap();
+    let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"))).collect();
+    assert!(lines.iter().any(|l| l["level"] == "INFO" && l["fields"]["message"].as_str().is_some_and(|m| m.contains("shutting down"))), "{text}");
+    assert!(!text.contains('\u{1b}'), "no colour codes: {text}");
+}

@@ -655,6 +655,16 @@ pub struct JobView {
     /// Who asked for it when that was not its owner (acting as the owner).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub asked_by: Option<String>,
+    /// While it runs: the worker pool (node) holding it (`weir nodes`)...
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub worker: Option<String>,
+    /// ...until when its lease holds (renewed while it runs; another node
+    /// takes it over after)...
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lease_until: Option<String>,
+    /// ...and how long this attempt has run, in ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub elapsed_ms: Option<i64>,
     pub correlation_id: String,
     pub created_at: String,
     pub started_at: Option<String>,
@@ -742,7 +752,7 @@ const VIEW_COLUMNS: &str = "id, kind, step, plugin, plugin_version, statecode, s
     postpone_until, wait, result, callback_url, context,
     (SELECT h.hold_until FROM weir_step_health h WHERE h.step = weir_jobs.step AND h.hold_until IS NOT NULL AND weir_jobs.statecode = 0),
     (SELECT h.consecutive_failures FROM weir_step_health h WHERE h.step = weir_jobs.step AND weir_jobs.statecode = 0),
-    queue, priority, asked_by";
+    queue, priority, asked_by, lease_owner, lease_until";
 
 fn read_view(r: &crate::db::Row<'_>) -> crate::db::Result<JobView> {
     read_view_with(r, false)
@@ -798,14 +808,21 @@ fn read_view_with(r: &crate::db::Row<'_>, with_input: bool) -> crate::db::Result
         queue: r.get(25)?,
         priority: r.get(26)?,
         asked_by: r.get(27)?,
+        worker: if statecode == Status::InProgress.statecode() { r.get(28)? } else { None },
+        lease_until: if statecode == Status::InProgress.statecode() { r.get::<_, Option<i64>>(29)?.map(to_rfc3339) } else { None },
+        elapsed_ms: None,
         waiting_for: None,
     })
 }
 
 /// Says why each due Ready job of `views` does not run yet (see
-/// [`JobView::waiting_for`]).
+/// [`JobView::waiting_for`]), and how long each running one has run.
 fn explain(conn: &Connection, views: &mut [JobView]) -> Result<()> {
     let now = crate::time::now_on(conn)?;
+    // A running job: how long its attempt has run so far.
+    for v in views.iter_mut().filter(|v| v.worker.is_some()) {
+        v.elapsed_ms = v.started_at.as_deref().and_then(crate::time::parse_rfc3339).map(|t| (now - t).max(0));
+    }
     let ready: Vec<&mut JobView> = views
         .iter_mut()
         .filter(|v| v.statecode == Status::WaitingForResources.statecode())
