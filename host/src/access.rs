@@ -583,17 +583,28 @@ pub fn record(conn: &Connection, e: &AuditEntry) -> Result<()> {
     Ok(())
 }
 
-/// Entries newest first, at most `top`, optionally only those whose actor,
-/// user acted as, action, target or detail contains `text`.
-pub fn list(conn: &Connection, text: Option<&str>, top: usize) -> Result<Vec<AuditEntry>> {
-    let like = text.map(|t| format!("%{}%", t.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")));
+/// The audit fields the filter language can use.
+fn audit_field(name: &str) -> Option<(String, crate::filter::Kind)> {
+    use crate::filter::Kind;
+    Some(match name {
+        "actor" | "as_user" | "via" | "action" | "target" => (name.to_string(), Kind::Text),
+        "id" | "outcome" => (name.to_string(), Kind::Number),
+        "at" => ("at".to_string(), Kind::Time),
+        _ => return None,
+    })
+}
+
+/// Entries matching `filter_src` (the filter language over actor, as_user,
+/// via, action, target, outcome, id and at: `actor eq 'alice' and outcome ge
+/// 400`), newest first, at most `top`.
+pub fn list(conn: &Connection, filter_src: Option<&str>, top: usize) -> Result<Vec<AuditEntry>> {
+    use crate::filter;
+    let (cond, mut args) = filter::where_clause(filter_src, &audit_field)?;
+    let sql = format!("SELECT id, at, actor, as_user, via, action, target, outcome, detail FROM weir_audit{cond} ORDER BY id DESC LIMIT ?");
+    args.push(filter::SqlParam::Int(top.min(crate::limits::MAX_PAGE) as i64));
     let rows = conn
-        .prepare_cached(
-            "SELECT id, at, actor, as_user, via, action, target, outcome, detail FROM weir_audit
-             WHERE CAST(?1 AS TEXT) IS NULL OR actor LIKE ?1 ESCAPE '\\' OR as_user LIKE ?1 ESCAPE '\\' OR action LIKE ?1 ESCAPE '\\' OR target LIKE ?1 ESCAPE '\\' OR detail LIKE ?1 ESCAPE '\\'
-             ORDER BY id DESC LIMIT ?2",
-        )?
-        .query_map(params![like, top as i64], |r| {
+        .prepare_cached(&sql)?
+        .query_map(crate::db::params_from_iter(args.iter()), |r| {
             let detail: Option<String> = r.get(8)?;
             Ok(AuditEntry {
                 id: r.get(0)?,

@@ -635,8 +635,9 @@ pub enum TokenCmd {
 pub enum AuditCmd {
     /// Entries newest first.
     List {
-        /// Only entries whose actor, user, action, target or detail contains this text.
-        #[arg(long, value_name = "TEXT")]
+        /// Only entries this filter selects, over actor, as_user, via, action,
+        /// target, outcome, id and at (e.g. `actor eq 'alice' and outcome ge 400`).
+        #[arg(long, value_name = "EXPR")]
         filter: Option<String>,
         #[arg(long, default_value_t = 100)]
         top: usize,

@@ -487,6 +487,16 @@ impl crate::db::ToSql for SqlParam {
     }
 }
 
+/// ` WHERE <condition>` and its parameters for an optional filter `src`
+/// over the fields `resolve` knows (empty when there is none): what a
+/// listing with `--filter` / `$filter` appends to its SELECT.
+pub fn where_clause(src: Option<&str>, resolve: &dyn Fn(&str) -> Option<(String, Kind)>) -> crate::error::Result<(String, Vec<SqlParam>)> {
+    let Some(src) = src.map(str::trim).filter(|s| !s.is_empty()) else { return Ok((String::new(), Vec::new())) };
+    let invalid = |e: FilterError| crate::error::Error::invalid(e.to_string());
+    let (cond, params) = to_sql(&parse(src).map_err(invalid)?, src, resolve).map_err(invalid)?;
+    Ok((format!(" WHERE {cond}"), params))
+}
+
 /// Compiles to a SQL condition with `?` placeholders. `resolve` maps a field to a
 /// trusted SQL column expression and its kind; unknown fields are an error.
 /// Comparisons are two-valued as in [`eval`]: `f op ?` becomes

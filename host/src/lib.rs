@@ -302,9 +302,9 @@ impl Weir {
     }
 
     /// The audit log, newest first: at most `top` entries, optionally those
-    /// whose actor, user, action or target contains `text`.
-    pub fn audit_log(&self, text: Option<&str>, top: usize) -> Result<Vec<access::AuditEntry>> {
-        self.pool.with_conn(|conn| access::list(conn, text, top))
+    /// a filter expression selects (see [`access::list`]).
+    pub fn audit_log(&self, filter: Option<&str>, top: usize) -> Result<Vec<access::AuditEntry>> {
+        self.pool.with_conn(|conn| access::list(conn, filter, top))
     }
 
     /// Deletes audit entries older than `before` (ms since the epoch).

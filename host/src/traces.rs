@@ -143,16 +143,8 @@ fn field(name: &str) -> Option<(String, Kind)> {
 /// table, record, correlation_id, job, outcome, error, duration_us, fuel,
 /// at), newest first, at most `top` (capped at 5,000).
 pub fn list(conn: &Connection, filter_src: Option<&str>, top: usize) -> Result<Vec<TraceView>> {
-    let mut sql = format!("SELECT {COLUMNS} FROM weir_traces");
-    let mut params = Vec::new();
-    if let Some(src) = filter_src.map(str::trim).filter(|s| !s.is_empty()) {
-        let expr = filter::parse(src).map_err(|e| Error::invalid(e.to_string()))?;
-        let (cond, p) = filter::to_sql(&expr, src, &field).map_err(|e| Error::invalid(e.to_string()))?;
-        sql.push_str(" WHERE ");
-        sql.push_str(&cond);
-        params = p;
-    }
-    sql.push_str(" ORDER BY id DESC LIMIT ?");
+    let (cond, mut params) = filter::where_clause(filter_src, &field)?;
+    let sql = format!("SELECT {COLUMNS} FROM weir_traces{cond} ORDER BY id DESC LIMIT ?");
     params.push(filter::SqlParam::Int(top.min(crate::limits::MAX_PAGE) as i64));
     let rows = conn.prepare_cached(&sql)?.query_map(params_from_iter(params.iter()), read)?.collect::<crate::db::Result<_>>()?;
     Ok(rows)

@@ -4,9 +4,11 @@
 //! handlers (`/api/openapi.json`).
 //!
 //! Every error is JSON `{"error": ..., ...}` naming the plug-in, step or record:
-//! 400 bad input, 401 no or wrong token, 403 a cross-site request, 404 unknown
+//! 400 bad input, 401 no, wrong, revoked or expired credential, 403 a
+//! cross-site request or a right the caller lacks, 404 unknown
 //! table/record/job, 408 a body that stopped arriving, 409 an illegal job
-//! transition or a duplicate, 413 a body over the limit, 415 a write that is
+//! transition, a duplicate or a reused Idempotency-Key, 413 a body over the
+//! limit, 429 over the caller's rate (with `Retry-After`), 415 a write that is
 //! not JSON (or wasm on upload), 421 a `Host` that is not this server's
 //! loopback name, 422 a plug-in rejected or failed the operation, 503 the
 //! store was busy for longer than an operation may take (with `Retry-After`),
@@ -19,7 +21,9 @@
 //! `--allow-origin` lists it, and writes must say `application/json` (a page's
 //! "simple" cross-site requests cannot). It also reads the body with a limit
 //! and an idle timeout, so a client that promises more than it sends is
-//! answered and disconnected instead of holding a connection.
+//! answered and disconnected instead of holding a connection. Then [`auth`]
+//! resolves the caller (`crate::access`), counts its rate (`limiter`), asks
+//! `policy` whether the route is theirs, and audits every change.
 //!
 //! Handlers are thin: they parse, call the library on a blocking thread (the
 //! pipeline runs SQLite and wasm synchronously) and shape the answer.
@@ -1202,11 +1206,11 @@ async fn change_grants(State(app): State<App>, Extension(caller): Extension<Call
     Ok(Json(GrantList { value }))
 }
 
-#[utoipa::path(get, path = "/api/audit", params(("filter" = Option<String>, Query, description = "Only entries whose actor, user, action, target or detail contains this text"), ("$top" = Option<usize>, Query)),
+#[utoipa::path(get, path = "/api/audit", params(("$filter" = Option<String>, Query, description = "The filter language over actor, as_user, via, action, target, outcome, id and at"), ("$top" = Option<usize>, Query)),
     responses((status = 200, description = "The audit log, newest first", body = AuditList)))]
 async fn list_audit(State(app): State<App>, StrictQuery(q): StrictQuery) -> ApiResult<Json<AuditList>> {
     let top = number_param(&q, "$top")?.unwrap_or(100).min(crate::jobs::MAX_PAGE);
-    let filter = q.get("filter").cloned();
+    let filter = q.get("$filter").cloned();
     let weir = app.weir.clone();
     Ok(Json(AuditList { value: blocking(move || weir.audit_log(filter.as_deref(), top)).await? }))
 }
