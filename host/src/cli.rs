@@ -349,7 +349,15 @@ pub enum JobsCmd {
     /// Resumes a paused job where it belongs (Ready or Waiting).
     Resume(JobTarget),
     /// Runs a Failed job again.
-    Retry(JobTarget),
+    Retry {
+        id: String,
+        /// Run it on this version of its plug-in instead of the one it ran:
+        /// a number, or `current` (a fix shipped since it failed).
+        #[arg(long, value_name = "N|current")]
+        version: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Makes a Ready or postponed job due at once (a waiting job keeps
     /// waiting for its condition; only an operator's postponement ends).
     RunNow(JobTarget),
@@ -1201,7 +1209,7 @@ fn audited(cmd: &Command) -> Option<&'static str> {
             JobsCmd::Cancel(_) => "jobs cancel",
             JobsCmd::Pause(_) => "jobs pause",
             JobsCmd::Resume(_) => "jobs resume",
-            JobsCmd::Retry(_) => "jobs retry",
+            JobsCmd::Retry { .. } => "jobs retry",
             JobsCmd::RunNow(_) => "jobs run-now",
             JobsCmd::Postpone { .. } => "jobs postpone",
             JobsCmd::Priority { .. } => "jobs priority",
@@ -1754,7 +1762,13 @@ fn jobs(weir: &Weir, cmd: JobsCmd, key_file: Option<&std::path::Path>) -> Result
         JobsCmd::Cancel(t) => action(weir, t, JobAction::Cancel)?,
         JobsCmd::Pause(t) => action(weir, t, JobAction::Pause)?,
         JobsCmd::Resume(t) => action(weir, t, JobAction::Resume)?,
-        JobsCmd::Retry(t) => action(weir, t, JobAction::Retry)?,
+        JobsCmd::Retry { id, version, json } => {
+            let a = match version {
+                Some(v) => JobAction::RetryOn(crate::jobs::control::VersionPick::parse(&v)?),
+                None => JobAction::Retry,
+            };
+            action(weir, JobTarget { id, json }, a)?
+        }
         JobsCmd::RunNow(t) => action(weir, t, JobAction::RunNow)?,
         JobsCmd::Postpone { id, until, json } => {
             let until = crate::time::parse_when(&until).map_err(Error::Invalid)?;

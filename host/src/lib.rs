@@ -363,7 +363,8 @@ impl Weir {
             JobAction::Cancel => jobs::control::cancel(&mut conn, id, time::now_ms()),
             JobAction::Pause => jobs::control::pause(&mut conn, id),
             JobAction::Resume => jobs::control::resume(&mut conn, id, time::now_ms()),
-            JobAction::Retry => jobs::control::retry(&mut conn, id),
+            JobAction::Retry => jobs::control::retry(&mut conn, id, None),
+            JobAction::RetryOn(pick) => jobs::control::retry(&mut conn, id, Some(pick)),
             JobAction::Postpone(until) => jobs::control::postpone(&mut conn, id, until),
             JobAction::RunNow => jobs::control::run_now(&mut conn, id),
             JobAction::Reprioritize(p) => jobs::control::reprioritize(&mut conn, id, p),
@@ -627,6 +628,8 @@ pub enum JobAction {
     RunNow,
     /// This priority (0–9) for a job that has not started.
     Reprioritize(i64),
+    /// Retry on another version of the plug-in (a fix shipped since).
+    RetryOn(jobs::control::VersionPick),
 }
 
 /// Most jobs one bulk action changes; more matching jobs take another run.
@@ -649,6 +652,10 @@ pub enum BulkVerb {
     RunNow,
     /// Sets the priority (0–9, low, normal, high) of jobs that have not started.
     Priority,
+    /// `retry-current`: runs a Failed job again on its plug-in's current version.
+    #[serde(rename = "retry-current")]
+    #[value(name = "retry-current")]
+    RetryCurrent,
 }
 
 impl BulkVerb {
@@ -674,6 +681,7 @@ impl BulkVerb {
             BulkVerb::Pause => BulkAction::Job(JobAction::Pause),
             BulkVerb::Resume => BulkAction::Job(JobAction::Resume),
             BulkVerb::Retry => BulkAction::Job(JobAction::Retry),
+            BulkVerb::RetryCurrent => BulkAction::Job(JobAction::RetryOn(jobs::control::VersionPick::Current)),
             BulkVerb::Delete => BulkAction::Delete,
             BulkVerb::Postpone => BulkAction::Job(JobAction::Postpone(until)),
             BulkVerb::RunNow => BulkAction::Job(JobAction::RunNow),

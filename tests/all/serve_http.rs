@@ -405,7 +405,7 @@ fn the_dashboard_shows_the_api_s_numbers_and_its_actions_work() {
         assert_eq!(row["outcome"], attempt["outcome"]);
         assert!(row["error"].as_str().unwrap().contains(attempt["error"].as_str().unwrap()), "{row} vs {attempt}");
     }
-    assert_eq!(shown["actions"], json!(["retry", "delete"]), "a failed job offers retry and delete");
+    assert_eq!(shown["actions"], json!(["retry", "retry-current", "delete"]), "a failed job offers retry (on its version or the current one) and delete");
     assert!(page["queues"].as_array().unwrap().contains(&json!("default")), "the queues panel: {}", page["queues"]);
     assert!(page["released"].as_str().unwrap().contains("step new-year released"), "{}", page["released"]);
     assert_eq!(page["priorityAnswer"], 2, "the row's priority action sent the chosen level");

@@ -74,3 +74,48 @@ fn pin_roll_back_remove_and_refuse_an_incompatible_version() {
     env.run(&["plugin", "add", "ping", path(&notify)]).ok();
     assert_eq!(current(&env, "ping"), Some(3), "a removed name's versions are not reused");
 }
+
+/// A job that failed on a broken version runs again on the fix: `jobs retry
+/// --version current|N` (and `retry-current` in bulk and over HTTP), refused
+/// for a version whose world cannot run a job or that does not exist.
+#[test]
+fn a_failed_job_is_retried_on_the_fixed_version() {
+    let env = Env::new();
+    let broken = env.example_file("always-fails");
+    let fixed = env.example_file("noop");
+    let sync = env.example_file("credit-check");
+    env.run(&["plugin", "add", "fixme", path(&broken)]).ok();
+    let submit =
+        || env.run(&["background", "submit", "fixme", "--input", "{}", "--max-attempts", "1", "--json"]).ok().json()["id"].as_str().unwrap().to_string();
+    let (one, two, three) = (submit(), submit(), submit());
+    env.run(&["work", "--until-idle"]).ok();
+    let show = |id: &str| env.run(&["jobs", "show", id, "--json"]).ok().json();
+    assert_eq!(show(&one)["status"], "Failed");
+    // The fix ships as version 2; a plain retry runs version 1 again.
+    env.run(&["plugin", "add", "fixme", path(&fixed)]).ok();
+    env.run(&["jobs", "retry", &one]).ok();
+    env.run(&["work", "--until-idle"]).ok();
+    assert_eq!((show(&one)["status"].as_str(), show(&one)["plugin_version"].as_i64()), (Some("Failed"), Some(1)));
+    // On the current version it succeeds.
+    let retried = env.run(&["jobs", "retry", &one, "--version", "current", "--json"]).ok().json();
+    assert_eq!(retried["plugin_version"], 2);
+    env.run(&["work", "--until-idle"]).ok();
+    assert_eq!(show(&one)["status"], "Succeeded");
+    // A version whose world cannot run a job, or none at all: refused, nothing changes.
+    env.run(&["plugin", "add", "fixme", path(&sync), "--json"]).ok();
+    let wrong = env.run(&["jobs", "retry", &two, "--version", "3"]).fails();
+    assert!(wrong.stderr.contains("a job runs a workflow"), "{}", wrong.stderr);
+    let missing = env.run(&["jobs", "retry", &two, "--version", "9"]).fails();
+    assert!(missing.stderr.contains("fixme has no version 9"), "{}", missing.stderr);
+    assert_eq!(show(&two)["status"], "Failed");
+    // Bulk: on the current version, which is now the sync one: refused per job.
+    env.run(&["plugin", "rollback", "fixme"]).ok();
+    let bulk = env.run(&["jobs", "bulk", "retry-current", "--filter", &format!("id eq '{two}'"), "--json"]).ok().json();
+    assert_eq!(bulk["applied"], 1, "{bulk}");
+    assert_eq!(show(&two)["plugin_version"], 2);
+    // Over HTTP: retry with a version in the body.
+    let s = Server::start(&env, &[]);
+    let r = s.post(&format!("/api/jobs/{three}/retry"), &json!({"version": 2}));
+    assert_eq!((r.status, r.body["plugin_version"].as_i64()), (200, Some(2)), "{}", r.text);
+    crate::common::wait_for("the retried jobs to succeed", || show(&two)["status"] == "Succeeded" && show(&three)["status"] == "Succeeded");
+}

@@ -854,8 +854,8 @@ async fn delete_job(State(app): State<App>, Path(id): Path<String>) -> ApiResult
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[utoipa::path(post, path = "/api/jobs/{id}/{action}", params(("id" = String, Path), ("action" = String, Path, description = "cancel, pause, resume, retry, run-now, postpone (body {\"until\": TIME}, earlier or later than before) or priority (body {\"priority\": 0-9|low|normal|high})")),
-    request_body(content = Option<JobActionRequest>, description = "postpone: until; priority: priority; the other actions: none"),
+#[utoipa::path(post, path = "/api/jobs/{id}/{action}", params(("id" = String, Path), ("action" = String, Path, description = "cancel, pause, resume, retry (body {\"version\": N|\"current\"} to run another version), retry-current, run-now, postpone (body {\"until\": TIME}, earlier or later than before) or priority (body {\"priority\": 0-9|low|normal|high})")),
+    request_body(content = Option<JobActionRequest>, description = "postpone: until; priority: priority; retry: version (optional); the other actions: none"),
     responses((status = 200, description = "The job after the action", body = JobView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, description = "Illegal transition", body = ErrorBody)))]
 async fn job_action(State(app): State<App>, Path((id, action)): Path<(String, String)>, body: Bytes) -> ApiResult<Json<JobView>> {
     let no_such = || {
@@ -865,14 +865,22 @@ async fn job_action(State(app): State<App>, Path((id, action)): Path<(String, St
         )
     };
     let verb = <crate::BulkVerb as clap::ValueEnum>::from_str(&action, false).map_err(|_| no_such())?;
-    // Only postpone and priority read a body; the others take any.
-    let req = match verb {
-        crate::BulkVerb::Postpone | crate::BulkVerb::Priority => serde_json::from_slice::<JobActionRequest>(&body)
-            .map_err(|e| bad(format!("{action} needs {{\"until\": TIME}} (postpone) or {{\"priority\": 0-9|low|normal|high}} (priority): {e}")))?,
-        _ => JobActionRequest::default(),
+    // Only postpone, priority and retry (its version) read a body; the others take any.
+    let reads_body = matches!(verb, crate::BulkVerb::Postpone | crate::BulkVerb::Priority) || (verb == crate::BulkVerb::Retry && !body.is_empty());
+    let req = if reads_body {
+        serde_json::from_slice::<JobActionRequest>(&body).map_err(|e| {
+            bad(format!(
+                "{action} needs {{\"until\": TIME}} (postpone), {{\"priority\": 0-9|low|normal|high}} (priority); retry takes {{\"version\": N|\"current\"}}: {e}"
+            ))
+        })?
+    } else {
+        JobActionRequest::default()
     };
     // Delete has its own route (DELETE /api/jobs/{id}).
-    let crate::BulkAction::Job(action) = verb.action(req.until.as_deref(), req.priority.as_deref()).map_err(ApiError::from)? else { return Err(no_such()) };
+    let crate::BulkAction::Job(mut action) = verb.action(req.until.as_deref(), req.priority.as_deref()).map_err(ApiError::from)? else { return Err(no_such()) };
+    if let (crate::JobAction::Retry, Some(v)) = (action, &req.version) {
+        action = crate::JobAction::RetryOn(crate::jobs::control::VersionPick::parse(v)?);
+    }
     let weir = app.weir.clone();
     Ok(Json(blocking(move || weir.control_job(&id, action)).await?))
 }

@@ -145,9 +145,13 @@ pub struct JobActionRequest {
     #[schema(value_type = Option<Value>)]
     #[serde(default, deserialize_with = "priority_text")]
     pub priority: Option<String>,
+    /// For retry: the plug-in version to run, a number or `current`.
+    #[schema(value_type = Option<Value>)]
+    #[serde(default, deserialize_with = "priority_text")]
+    pub version: Option<String>,
 }
 
-/// A priority as sent: a number or a word, kept as text for
+/// A priority (or a version) as sent: a number or a word, kept as text for
 /// [`crate::jobs::claims::parse_priority`].
 fn priority_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     Ok(match Option::<Json>::deserialize(d)? {

@@ -136,15 +136,71 @@ pub fn reprioritize(conn: &mut Connection, id: &str, priority: i64) -> Result<Jo
     })
 }
 
-/// Runs a Failed job again, with a fresh set of attempts.
-pub fn retry(conn: &mut Connection, id: &str) -> Result<JobView> {
+/// Runs a Failed job again, with a fresh set of attempts: on the version
+/// of its plug-in it ran (None), or on another (a fix shipped since).
+pub fn retry(conn: &mut Connection, id: &str, on: Option<VersionPick>) -> Result<JobView> {
     in_tx(conn, id, "retry", |tx| {
         let (status, _, _) = current(tx, id)?;
         if status != Status::Failed {
             return Err(illegal("retry", id, status, "only a Failed job can be retried"));
         }
-        state::retry(tx, id)
+        let version = match on {
+            None => None,
+            Some(pick) => Some(version_for(tx, id, pick)?),
+        };
+        state::retry(tx, id, version)
     })
+}
+
+/// Which version of its plug-in a retried job runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VersionPick {
+    /// The current version (the newest not rolled back).
+    Current,
+    Version(i64),
+}
+
+impl VersionPick {
+    /// `current` or a version number.
+    pub fn parse(s: &str) -> Result<VersionPick> {
+        match s.trim() {
+            "current" => Ok(VersionPick::Current),
+            n => n
+                .parse::<i64>()
+                .ok()
+                .filter(|v| *v > 0)
+                .map(VersionPick::Version)
+                .ok_or_else(|| Error::invalid(format!("bad version {s:?}: give a version number or `current`"))),
+        }
+    }
+}
+
+/// The version `pick` names for job `id`'s plug-in, refused when it does not
+/// exist or its world cannot run the job (a job needs a workflow or hybrid).
+fn version_for(conn: &Connection, id: &str, pick: VersionPick) -> Result<i64> {
+    let plugin: String = conn.prepare_cached("SELECT plugin FROM weir_jobs WHERE id = ?1")?.query_row([id], |r| r.get(0))?;
+    let versions = crate::store::list_plugins(conn)?;
+    let row = versions
+        .iter()
+        .filter(|p| p.name == plugin)
+        .find(|p| match pick {
+            VersionPick::Current => p.current,
+            VersionPick::Version(v) => p.version == v,
+        })
+        .ok_or_else(|| {
+            let which = match pick {
+                VersionPick::Current => "current version".to_string(),
+                VersionPick::Version(v) => format!("version {v}"),
+            };
+            Error::not_found(format!("plug-in {plugin} has no {which} (`weir plugin list` shows its versions)"))
+        })?;
+    if !matches!(row.world.as_str(), "workflow" | "hybrid") {
+        return Err(Error::Conflict(format!(
+            "cannot retry job {id} on {plugin} version {}: it is a {} component, and a job runs a workflow",
+            row.version, row.world
+        )));
+    }
+    Ok(row.version)
 }
 
 /// The statuses `delete` applies to.
@@ -158,7 +214,7 @@ pub fn applies_to(action: crate::JobAction) -> &'static [Status] {
         crate::JobAction::Cancel => &[WaitingForResources, Waiting, Paused, InProgress, Pausing],
         crate::JobAction::Pause => &[WaitingForResources, Waiting, InProgress],
         crate::JobAction::Resume => &[Paused],
-        crate::JobAction::Retry => &[Failed],
+        crate::JobAction::Retry | crate::JobAction::RetryOn(_) => &[Failed],
         crate::JobAction::Postpone(_) => state::Transition::Postpone.from(),
         crate::JobAction::RunNow => state::Transition::RunNow.from(),
         crate::JobAction::Reprioritize(_) => state::Transition::Reprioritize.from(),
@@ -174,7 +230,7 @@ pub fn verb_applies_to(verb: crate::BulkVerb) -> &'static [Status] {
 /// What an operator may do to a job in `status` (what the dashboard offers).
 pub fn allowed(status: Status) -> Vec<crate::BulkVerb> {
     use crate::BulkVerb::*;
-    [Pause, Resume, RunNow, Postpone, Priority, Cancel, Retry, Delete].into_iter().filter(|v| verb_applies_to(*v).contains(&status)).collect()
+    [Pause, Resume, RunNow, Postpone, Priority, Cancel, Retry, RetryCurrent, Delete].into_iter().filter(|v| verb_applies_to(*v).contains(&status)).collect()
 }
 
 /// Deletes a completed job with its attempts and callback deliveries (what

@@ -892,7 +892,7 @@ pub(crate) fn reassign(conn: &Connection, from: &str, to: &str) -> Result<usize>
 
 /// Runs a Failed job again with a fresh set of attempts; its last attempt,
 /// recorded only in its row so far, goes to the history first.
-pub(crate) fn retry(conn: &Connection, id: &str) -> Result<bool> {
+pub(crate) fn retry(conn: &Connection, id: &str, version: Option<i64>) -> Result<bool> {
     conn.prepare_cached(&format!(
         "INSERT INTO weir_job_attempts (job_id, number, worker, started_at, ended_at, duration_ms, outcome, error_code, error_message, trace, claim)
          SELECT id, attempts, worker, started_at, completed_at, duration_ms, 'failed', error_code, error_message, trace, claims
@@ -901,8 +901,15 @@ pub(crate) fn retry(conn: &Connection, id: &str) -> Result<bool> {
         Transition::Retry.guard()
     ))?
     .execute([id])?;
-    let set = ["attempts = 0", "completed_at = NULL", "postpone_until = NULL", "error_code = NULL", "error_message = NULL"];
-    apply(conn, Transition::Retry, &set, "", &[&id])
+    let set = [
+        "attempts = 0",
+        "completed_at = NULL",
+        "postpone_until = NULL",
+        "error_code = NULL",
+        "error_message = NULL",
+        "plugin_version = COALESCE(?2, plugin_version)",
+    ];
+    apply(conn, Transition::Retry, &set, "", &[&id, &version])
 }
 
 #[cfg(test)]
@@ -985,7 +992,7 @@ mod tests {
             Transition::Postpone => postpone(conn, "j", 30, "t").unwrap(),
             Transition::RunNow => run_now(conn, "j").unwrap(),
             Transition::Reprioritize => reprioritize(conn, "j", 9).unwrap(),
-            Transition::Retry => retry(conn, "j").unwrap(),
+            Transition::Retry => retry(conn, "j", None).unwrap(),
             Transition::Abandon => !abandon(conn, 10, 10).unwrap().is_empty(),
         }
     }
