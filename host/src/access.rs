@@ -308,19 +308,25 @@ pub fn create_token(conn: &Connection, req: &TokenRequest, by: &str) -> Result<N
         "INSERT INTO weir_tokens (id, user_name, role, label, hash, created_at, created_by, expires_at, rate_milli) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         params![id, req.user, req.role.name(), req.label, hash(&secret), now, by, req.expires_at, req.rate_milli],
     )?;
-    let row = list_tokens(conn)?.into_iter().find(|t| t.id == id).ok_or_else(|| Error::Internal(format!("token {id} was not stored")))?;
+    let row = read_tokens(conn, Some(&id))?.pop().ok_or_else(|| Error::Internal(format!("token {id} was not stored")))?;
     Ok(NewToken { row, token: secret })
 }
 
 /// Every token (without secrets), newest first.
 pub fn list_tokens(conn: &Connection) -> Result<Vec<TokenRow>> {
+    read_tokens(conn, None)
+}
+
+/// The tokens, or only token `id`.
+fn read_tokens(conn: &Connection, id: Option<&str>) -> Result<Vec<TokenRow>> {
     let now = now_ms();
     let rows = conn
         .prepare_cached(
             "SELECT t.id, t.user_name, t.role, t.label, t.created_at, t.created_by, t.expires_at, t.revoked_at, t.rate_milli, COALESCE(u.active, 0)
-             FROM weir_tokens t LEFT JOIN weir_users u ON u.name = t.user_name ORDER BY t.created_at DESC, t.id",
+             FROM weir_tokens t LEFT JOIN weir_users u ON u.name = t.user_name
+             WHERE CAST(?1 AS TEXT) IS NULL OR t.id = ?1 ORDER BY t.created_at DESC, t.id",
         )?
-        .query_map([], |r| {
+        .query_map([id], |r| {
             let role: String = r.get(2)?;
             let (expires, revoked): (Option<i64>, Option<i64>) = (r.get(6)?, r.get(7)?);
             let rate: Option<i64> = r.get(8)?;

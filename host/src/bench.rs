@@ -97,16 +97,41 @@ struct HttpFigures {
 
 /// `weir serve`'s API on a loopback port of its own, over the bench's weir,
 /// driven by keep-alive clients.
+/// A `weir serve` API on a loopback port of its own, over the bench's weir,
+/// with one worker, until [`BenchServer::stop`].
+struct BenchServer {
+    addr: std::net::SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    handle: tokio::task::JoinHandle<Result<()>>,
+}
+
+impl BenchServer {
+    fn start(rt: &tokio::runtime::Runtime, weir: &std::sync::Arc<Weir>, config: crate::api::ApiConfig) -> Result<BenchServer> {
+        let internal = |e: std::io::Error| Error::Internal(e.to_string());
+        let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).map_err(internal)?;
+        let addr = listener.local_addr().map_err(internal)?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let work = WorkOptions { workers: 1, ..WorkOptions::default() };
+        let handle = rt.spawn(crate::api::serve_on(listener, weir.clone(), config, work, async move {
+            let _ = stopped.await;
+        }));
+        Ok(BenchServer { addr, stop, handle })
+    }
+
+    fn stop(self, rt: &tokio::runtime::Runtime) -> Result<()> {
+        let _ = self.stop.send(());
+        rt.block_on(self.handle).map_err(|e| Error::Internal(e.to_string()))?
+    }
+}
+
+fn bench_runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| Error::Internal(e.to_string()))
+}
+
 fn http_creates(weir: &std::sync::Arc<Weir>) -> Result<HttpFigures> {
-    let weir = weir.clone();
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| Error::Internal(e.to_string()))?;
-    let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).map_err(|e| Error::Internal(e.to_string()))?;
-    let addr = listener.local_addr().map_err(|e| Error::Internal(e.to_string()))?;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let work = WorkOptions { workers: 1, ..WorkOptions::default() };
-    let server = rt.spawn(crate::api::serve_on(listener, weir, crate::api::ApiConfig::default(), work, async move {
-        let _ = stopped.await;
-    }));
+    let rt = bench_runtime()?;
+    let server = BenchServer::start(&rt, weir, crate::api::ApiConfig::default())?;
+    let addr = server.addr;
     let url = format!("http://{addr}/api/data/httpbench");
     let health = format!("http://{addr}/api/health");
     let body = r#"{"name": "bench", "amount": 1.5}"#;
@@ -157,8 +182,7 @@ fn http_creates(weir: &std::sync::Arc<Weir>) -> Result<HttpFigures> {
         f.health_one.push(drive(1, false)?.0);
         f.health_many.push(drive(32, false)?.0);
     }
-    let _ = stop.send(());
-    rt.block_on(server).map_err(|e| Error::Internal(e.to_string()))??;
+    server.stop(&rt)?;
     Ok(f)
 }
 
@@ -176,7 +200,6 @@ struct AuthFigures {
 /// one with `--rate-limit`, each asked `GET /api/me` on one keep-alive
 /// connection: the cost of a token lookup and of the rate limiter.
 fn http_auth(weir: &std::sync::Arc<Weir>) -> Result<AuthFigures> {
-    let internal = |e: &dyn std::fmt::Display| Error::Internal(e.to_string());
     let _ = weir.add_user("bench-user");
     let token = weir
         .create_token(
@@ -184,18 +207,12 @@ fn http_auth(weir: &std::sync::Arc<Weir>) -> Result<AuthFigures> {
             "bench",
         )?
         .token;
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| internal(&e))?;
+    let rt = bench_runtime()?;
     let mut servers = Vec::new();
     for rate_limit in [None, Some(crate::api::RateSettings { rate_milli: 1_000_000_000, burst: 1_000_000 })] {
-        let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).map_err(|e| internal(&e))?;
-        let addr = listener.local_addr().map_err(|e| internal(&e))?;
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let config = crate::api::ApiConfig { token: Some("bench-admin".into()), rate_limit, ..crate::api::ApiConfig::default() };
-        let work = WorkOptions { workers: 1, ..WorkOptions::default() };
-        let handle = rt.spawn(crate::api::serve_on(listener, weir.clone(), config, work, async move {
-            let _ = stopped.await;
-        }));
-        servers.push((format!("http://{addr}/api/me"), stop, handle));
+        let server = BenchServer::start(&rt, weir, config)?;
+        servers.push((format!("http://{}/api/me", server.addr), server));
     }
     let drive = |url: &str, bearer: &str| -> Result<f64> {
         let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
@@ -216,9 +233,8 @@ fn http_auth(weir: &std::sync::Arc<Weir>) -> Result<AuthFigures> {
         f.user_token.push(drive(&servers[0].0, &token)?);
         f.limited.push(drive(&servers[1].0, &token)?);
     }
-    for (_, stop, handle) in servers {
-        let _ = stop.send(());
-        rt.block_on(handle).map_err(|e| internal(&e))??;
+    for (_, server) in servers {
+        server.stop(&rt)?;
     }
     Ok(f)
 }

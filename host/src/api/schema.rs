@@ -143,17 +143,17 @@ pub struct JobActionRequest {
     pub until: Option<String>,
     /// For priority: 0 to 9 (9 runs first), or `low`, `normal`, `high`.
     #[schema(value_type = Option<Value>)]
-    #[serde(default, deserialize_with = "priority_text")]
+    #[serde(default, deserialize_with = "number_or_word")]
     pub priority: Option<String>,
     /// For retry: the plug-in version to run, a number or `current`.
     #[schema(value_type = Option<Value>)]
-    #[serde(default, deserialize_with = "priority_text")]
+    #[serde(default, deserialize_with = "number_or_word")]
     pub version: Option<String>,
 }
 
-/// A priority (or a version) as sent: a number or a word, kept as text for
-/// [`crate::jobs::claims::parse_priority`].
-fn priority_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+/// A priority or a version as sent: a number or a word, kept as text for
+/// its parser ([`crate::jobs::claims::parse_priority`], `VersionPick::parse`).
+fn number_or_word<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     Ok(match Option::<Json>::deserialize(d)? {
         None | Some(Json::Null) => None,
         Some(Json::String(s)) => Some(s),
@@ -172,7 +172,7 @@ pub struct BulkRequest {
     pub until: Option<String>,
     /// For priority: 0 to 9 (9 runs first), `low`, `normal` or `high`.
     #[schema(value_type = Option<Value>)]
-    #[serde(default, deserialize_with = "priority_text")]
+    #[serde(default, deserialize_with = "number_or_word")]
     pub priority: Option<String>,
     /// Count the jobs it would act on, change nothing (the answer's `newest`
     /// goes back as `through`).
