@@ -37,10 +37,11 @@ macro_rules! bindings {{
             world: $world,
             runtime_path: "weir_guest::wit_bindgen::rt",
             with: {{
-                "weir:plugin/types@0.2.0": weir_guest::types,
-                "weir:plugin/records@0.2.0": weir_guest::records,
-                "weir:plugin/log@0.2.0": weir_guest::log,
-                "weir:plugin/secrets@0.2.0": weir_guest::secrets,
+                "weir:plugin/types@0.3.0": weir_guest::types,
+                "weir:plugin/records@0.3.0": weir_guest::records,
+                "weir:plugin/log@0.3.0": weir_guest::log,
+                "weir:plugin/secrets@0.3.0": weir_guest::secrets,
+                "weir:plugin/jobs@0.3.0": weir_guest::jobs,
             }},
         }});
     }};

@@ -658,6 +658,7 @@ fn job(plugin: &str, version: i64) -> NewJob {
             input: Json::Null,
             trace: Default::default(),
             allow_http: vec![],
+            may_start: vec![],
             secrets: vec![],
             operation_id: String::new(),
             shared_variables: Default::default(),

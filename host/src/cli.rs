@@ -323,7 +323,7 @@ pub enum JobsCmd {
     /// Fields: id, kind, step, plugin, owner, state, status, statecode, statuscode, attempts,
     /// max_attempts, error, error_code, target (the record's id; also `regarding`), target_table,
     /// created_at, started_at, completed_at, postpone_until, duration_ms, correlation_id,
-    /// queue, priority.
+    /// queue, priority, parent (the job that started it).
     List {
         #[arg(long, value_name = "EXPR")]
         filter: Option<String>,
@@ -343,9 +343,9 @@ pub enum JobsCmd {
         json: bool,
     },
     /// Cancels a job that has not completed (a running one is interrupted).
-    Cancel(JobTarget),
+    Cancel(TreeTarget),
     /// Pauses a job; a paused job never runs until resumed.
-    Pause(JobTarget),
+    Pause(TreeTarget),
     /// Resumes a paused job where it belongs (Ready or Waiting).
     Resume(JobTarget),
     /// Runs a Failed job again.
@@ -485,6 +485,9 @@ pub enum BackgroundCmd {
         /// A secret it may read; repeatable.
         #[arg(long = "secret", value_name = "NAME")]
         secrets: Vec<String>,
+        /// A plug-in it may start as a child job (`jobs.start`); repeatable.
+        #[arg(long = "may-start", value_name = "PLUGIN")]
+        may_start: Vec<String>,
         /// POSTed the job's id, status and result when it completes.
         #[arg(long, value_name = "URL")]
         callback: Option<String>,
@@ -808,6 +811,18 @@ pub struct JobTarget {
     json: bool,
 }
 
+/// A job to cancel or pause, and whether the jobs it started go with it.
+#[derive(clap::Args, Debug)]
+pub struct TreeTarget {
+    #[arg(value_name = "ID")]
+    id: String,
+    /// Also every unfinished job it started (`jobs.start`), and theirs.
+    #[arg(long)]
+    cascade: bool,
+    #[arg(long)]
+    json: bool,
+}
+
 /// What a command acts on (a user or step name), and whether to
 /// answer in JSON for scripts.
 #[derive(Args, Debug)]
@@ -884,6 +899,10 @@ pub struct StepAdd {
     /// A secret the step may read (async steps only); repeatable.
     #[arg(long = "secret", value_name = "NAME")]
     secrets: Vec<String>,
+    /// A plug-in the step's jobs may start as child jobs (`jobs.start`;
+    /// async steps only); repeatable.
+    #[arg(long = "may-start", value_name = "PLUGIN")]
+    may_start: Vec<String>,
     #[command(flatten)]
     share: StepShare,
     #[arg(long)]
@@ -918,6 +937,7 @@ impl StepAdd {
             trace: self.trace.unwrap_or_default(),
             allow_http: self.allow_http,
             secrets: self.secrets,
+            may_start: self.may_start,
             queue: self.share.queue,
             priority: self.share.priority,
             max_running: self.share.max_running,
@@ -1044,6 +1064,12 @@ pub struct StepUpdateArgs {
     /// Removes every --secret.
     #[arg(long, conflicts_with = "secrets")]
     no_secrets: bool,
+    /// A plug-in its jobs may start, repeatable; replaces the step's.
+    #[arg(long = "may-start", value_name = "PLUGIN")]
+    may_start: Vec<String>,
+    /// Removes every --may-start.
+    #[arg(long, conflicts_with = "may_start")]
+    no_may_start: bool,
     #[command(flatten)]
     share: StepShare,
     #[arg(long)]
@@ -1491,6 +1517,7 @@ fn run_command(cli: Cli) -> Result<()> {
             grants,
             allow_http,
             secrets,
+            may_start,
             callback,
             at,
             max_attempts,
@@ -1507,6 +1534,7 @@ fn run_command(cli: Cli) -> Result<()> {
                 grants: grants.iter().map(|g| Grant::parse(g)).collect::<Result<Vec<_>>>()?,
                 allow_http,
                 secrets,
+                may_start,
                 callback,
                 at,
                 max_attempts,
@@ -1759,8 +1787,8 @@ fn jobs(weir: &Weir, cmd: JobsCmd, key_file: Option<&std::path::Path>) -> Result
                 }
             }
         }
-        JobsCmd::Cancel(t) => action(weir, t, JobAction::Cancel)?,
-        JobsCmd::Pause(t) => action(weir, t, JobAction::Pause)?,
+        JobsCmd::Cancel(t) => tree_action(weir, t, JobAction::Cancel)?,
+        JobsCmd::Pause(t) => tree_action(weir, t, JobAction::Pause)?,
         JobsCmd::Resume(t) => action(weir, t, JobAction::Resume)?,
         JobsCmd::Retry { id, version, json } => {
             let a = match version {
@@ -1850,6 +1878,9 @@ fn jobs(weir: &Weir, cmd: JobsCmd, key_file: Option<&std::path::Path>) -> Result
                     outln!("  not running: {why}");
                 }
                 outln!("  owner:       {}  correlation {}", j.owner, j.correlation_id);
+                if let Some(parent) = &j.parent {
+                    outln!("  started by:  job {parent} (key {})  `weir jobs show {parent}`", j.child_key.as_deref().unwrap_or("-"));
+                }
                 outln!("  created:     {}", j.created_at);
                 outln!("  started:     {}", j.started_at.as_deref().unwrap_or("-"));
                 if let Some(worker) = &j.worker {
@@ -1868,6 +1899,12 @@ fn jobs(weir: &Weir, cmd: JobsCmd, key_file: Option<&std::path::Path>) -> Result
                     match w["kind"].as_str() {
                         Some("for") => outln!("  waiting for: {} {} to match {} (times out {at})", w["table"], w["id"], w["condition"]),
                         Some("query") => outln!("  waiting for: a {} record matching {} (times out {at})", w["table"], w["condition"]),
+                        Some("jobs") => outln!(
+                            "  waiting for: {} of {} jobs it started (times out {at})",
+                            if w["all"].as_bool().unwrap_or(true) { "all" } else { "any" },
+                            w["jobs"].as_array().map_or(0, Vec::len)
+                        ),
+                        Some("checkpoint") => outln!("  resumes:     from its checkpoint"),
                         _ => outln!("  waiting:     until {at}"),
                     }
                     if let Some(nb) = w["not_before"].as_str() {
@@ -1879,6 +1916,16 @@ fn jobs(weir: &Weir, cmd: JobsCmd, key_file: Option<&std::path::Path>) -> Result
                 }
                 if let Some(r) = &j.result {
                     outln!("  result:      {r}");
+                }
+                if let Some(children) = j.children.as_ref().filter(|c| !c.is_empty()) {
+                    let unfinished = children.iter().filter(|c| !matches!(c.status, "Succeeded" | "Failed" | "Canceled")).count();
+                    outln!("  children:    {} ({unfinished} unfinished; `weir jobs list --filter \"parent eq '{}'\"`)", children.len(), j.id);
+                    for c in children.iter().take(20) {
+                        outln!("    {} {:<10} {} ({})", c.id, c.status, c.key, c.plugin);
+                    }
+                    if children.len() > 20 {
+                        outln!("    ... {} more", children.len() - 20);
+                    }
                 }
                 if let Some(lines) = j.trace.as_array().filter(|l| !l.is_empty()) {
                     outln!("  trace:");
@@ -1919,6 +1966,36 @@ fn action(weir: &Weir, job: JobTarget, action: JobAction) -> Result<()> {
         print_json(&j);
     } else {
         outln!("job {} is now {}/{}", j.id, j.state, j.status);
+    }
+    Ok(())
+}
+
+/// Cancels or pauses a job, with its unfinished children when asked.
+fn tree_action(weir: &Weir, t: TreeTarget, action: JobAction) -> Result<()> {
+    if !t.cascade {
+        return self::action(weir, JobTarget { id: t.id, json: t.json }, action);
+    }
+    let (j, children) = weir.control_tree(&t.id, action)?;
+    if t.json {
+        let children: Vec<serde_json::Value> = children
+            .iter()
+            .map(|(id, r)| match r {
+                Ok(status) => serde_json::json!({"id": id, "status": status}),
+                Err(e) => serde_json::json!({"id": id, "error": e}),
+            })
+            .collect();
+        print_json(&serde_json::json!({"job": j, "children": children}));
+        return Ok(());
+    }
+    outln!("job {} is now {}/{}", j.id, j.state, j.status);
+    for (id, r) in &children {
+        match r {
+            Ok(status) => outln!("  started job {id} is now {status}"),
+            Err(e) => outln!("  started job {id} left as it was: {e}"),
+        }
+    }
+    if children.is_empty() {
+        outln!("  (it had no unfinished jobs of its own)");
     }
     Ok(())
 }
@@ -2061,6 +2138,7 @@ fn step(weir: &Weir, cmd: StepCmd) -> Result<()> {
                 trace: a.trace,
                 allow_http: replace(a.allow_http, a.no_http),
                 secrets: replace(a.secrets, a.no_secrets),
+                may_start: replace(a.may_start, a.no_may_start),
                 queue: a.share.queue,
                 priority: a.share.priority,
                 max_running: a.share.max_running,

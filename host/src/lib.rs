@@ -373,6 +373,23 @@ impl Weir {
         result
     }
 
+    /// Cancels or pauses a job and then every unfinished job it started
+    /// (their children too), each as its own transition: the job after the
+    /// action, and each descendant's id with its new status or why it was
+    /// left. Other actions do not cascade (refused).
+    pub fn control_tree(&self, id: &str, action: JobAction) -> Result<(jobs::JobView, jobs::control::Cascaded)> {
+        let pause = match action {
+            JobAction::Cancel => false,
+            JobAction::Pause => true,
+            _ => return Err(Error::invalid("only cancel and pause cascade to a job's children")),
+        };
+        let view = self.control_job(id, action)?;
+        let mut conn = self.pool.checkout()?;
+        let result = jobs::control::cascade(&mut conn, id, pause, time::now_ms());
+        self.pool.checkin(conn);
+        Ok((view, result?))
+    }
+
     /// Deletes a completed job, its attempts and callback deliveries.
     pub fn delete_job(&self, id: &str) -> Result<()> {
         let mut conn = self.pool.checkout()?;
@@ -488,6 +505,7 @@ impl Weir {
             records::require_table(conn, &g.table)?;
         }
         steps::check_outside(&format!("background operation of {}", req.plugin), true, &req.allow_http, &req.secrets)?;
+        steps::check_may_start(&format!("background operation of {}", req.plugin), true, &req.may_start)?;
         if let Some(n) = req.max_attempts {
             limits::check("max_attempts", n.into(), &limits::MAX_ATTEMPTS).map_err(Error::Invalid)?;
         }
@@ -514,6 +532,7 @@ impl Weir {
             context: jobs::JobContext {
                 allow_http: req.allow_http.clone(),
                 secrets: req.secrets.clone(),
+                may_start: req.may_start.clone(),
                 ..jobs::JobContext::background(&req.owner, req.input.clone())
             },
             grants: req.grants.clone(),
@@ -741,6 +760,8 @@ pub struct Background {
     pub allow_http: Vec<String>,
     /// Secrets it may read, by name.
     pub secrets: Vec<String>,
+    /// Plug-ins it may start as child jobs.
+    pub may_start: Vec<String>,
     pub callback_url: Option<String>,
     /// Run no earlier than this (ms since the epoch): a one-shot delayed job.
     pub at: Option<i64>,
@@ -769,6 +790,7 @@ impl Background {
             grants: vec![],
             allow_http: vec![],
             secrets: vec![],
+            may_start: vec![],
             callback_url: None,
             at: None,
             owner: owner.into(),
@@ -810,6 +832,9 @@ pub struct BackgroundRequest {
     /// Secrets it may read, by name.
     #[serde(default)]
     pub secrets: Vec<String>,
+    /// Plug-ins it may start as child jobs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub may_start: Vec<String>,
     /// POSTed the job's id, status and result when it completes.
     pub callback: Option<String>,
     /// Run no earlier than this: RFC 3339 or `+DURATION`.
@@ -850,6 +875,7 @@ impl BackgroundRequest {
             grants: self.grants,
             allow_http: self.allow_http.iter().map(|h| steps::normalise_host(h)).collect(),
             secrets: self.secrets,
+            may_start: self.may_start,
             callback_url: self.callback,
             at,
             max_attempts: self.max_attempts,

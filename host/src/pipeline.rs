@@ -718,6 +718,9 @@ impl Run<'_> {
             // Filled in by `call` once the version is known (0 for a job's context).
             plugin_version: 0,
             shared_variables: self.vars.iter().map(|(name, value)| Variable { name: name.clone(), value: value.clone() }).collect(),
+            job_id: String::new(),
+            parent_job: None,
+            jobs: vec![],
         }
     }
 
@@ -919,6 +922,7 @@ impl Run<'_> {
                     trace: step.trace,
                     allow_http: step.allow_http.clone(),
                     secrets: step.secrets.clone(),
+                    may_start: step.may_start.clone(),
                     operation_id: self.operation_id.clone(),
                     shared_variables: self.vars.clone(),
                 },

@@ -110,7 +110,7 @@ pub fn new(parent: &Path, name: &str, lang: Lang, kind: Kind, engine: Option<JsE
             let project = Project { file: format!("target/wasm32-wasip2/release/{snake}.wasm"), build: "cargo build --release --target wasm32-wasip2".into() };
             (
                 project,
-                "Rust with the weir-guest SDK (vendored in `weir-guest/`, with the WIT contract `weir:plugin@0.2.0` in `weir-guest/wit/`)",
+                "Rust with the weir-guest SDK (vendored in `weir-guest/`, with the WIT contract `weir:plugin@0.3.0` in `weir-guest/wit/`)",
                 "the Rust toolchain; once: `rustup target add wasm32-wasip2`",
             )
         }
@@ -125,7 +125,7 @@ pub fn new(parent: &Path, name: &str, lang: Lang, kind: Kind, engine: Option<JsE
             );
             (
                 Project { file, build },
-                "Python, built with componentize-py (the WIT contract `weir:plugin@0.2.0` is in `wit/`)",
+                "Python, built with componentize-py (the WIT contract `weir:plugin@0.3.0` is in `wit/`)",
                 "Python 3.10 or later; the build installs componentize-py from PyPI into `.venv/`",
             )
         }
@@ -140,14 +140,14 @@ pub fn new(parent: &Path, name: &str, lang: Lang, kind: Kind, engine: Option<JsE
                         r#""@bytecodealliance/componentize-js": "{COMPONENTIZE_JS}",
     "@bytecodealliance/preview2-shim": "{PREVIEW2_SHIM}""#
                     ),
-                    "JavaScript, built with componentize-js (StarlingMonkey, with the web APIs; `weir plugin new NAME --lang js --js-engine quickjs` makes calls about five times cheaper without them; the WIT contract `weir:plugin@0.2.0` is in `wit/`)",
+                    "JavaScript, built with componentize-js (StarlingMonkey, with the web APIs; `weir plugin new NAME --lang js --js-engine quickjs` makes calls about five times cheaper without them; the WIT contract `weir:plugin@0.3.0` is in `wit/`)",
                     "Node.js 18 or later; the build installs componentize-js from npm",
                 ),
                 // `--sync`: the component model's synchronous ABI, which weir's worlds use.
                 JsEngine::Quickjs => (
                     format!("componentize-qjs --wit wit --world {world} --js app.js --sync -o {file}"),
                     format!(r#""componentize-qjs": "{COMPONENTIZE_QJS}""#),
-                    "JavaScript, built with componentize-qjs (QuickJS: the language without the web APIs, so `log.write` rather than `console` and no `fetch`; an absent `option` is `null` and 64-bit integers are numbers, exact to 2^53; the WIT contract `weir:plugin@0.2.0` is in `wit/`)",
+                    "JavaScript, built with componentize-qjs (QuickJS: the language without the web APIs, so `log.write` rather than `console` and no `fetch`; an absent `option` is `null` and 64-bit integers are numbers, exact to 2^53; the WIT contract `weir:plugin@0.3.0` is in `wit/`)",
                     "Node.js 18 or later; the build installs componentize-qjs from npm",
                 ),
             };
@@ -289,7 +289,7 @@ fn js_plugin(name: &str) -> String {
         r#"// {name}: a sync weir plug-in (world `plugin`). It runs inside the
 // operation's transaction: rejecting rolls the operation back.
 
-import {{ write }} from 'weir:plugin/log@0.2.0';
+import {{ write }} from 'weir:plugin/log@0.3.0';
 
 export const handler = {{
   execute(ctx) {{
@@ -312,7 +312,7 @@ fn js_workflow(name: &str) -> String {
         r#"// {name}: an async weir workflow (world `workflow`). It runs later, as a
 // system job, and may wait; a transient error is retried with backoff.
 
-import {{ write }} from 'weir:plugin/log@0.2.0';
+import {{ write }} from 'weir:plugin/log@0.3.0';
 
 export const runner = {{
   run(ctx, state) {{

@@ -167,6 +167,18 @@ pub fn check_outside(who: &str, is_async: bool, allow_http: &[String], secrets: 
     Ok(())
 }
 
+/// Checks `--may-start` grants: async work only, each a plug-in name (the
+/// plug-in itself is looked up when a job starts it: it may be added later).
+pub fn check_may_start(who: &str, is_async: bool, may_start: &[String]) -> Result<()> {
+    if !is_async && !may_start.is_empty() {
+        return Err(Error::invalid(format!("{who}: only async steps may start jobs (--may-start); make it an async step (--mode async)")));
+    }
+    for p in may_start {
+        check_name("plug-in", p).map_err(|e| Error::invalid(format!("{who}: --may-start: {e}")))?;
+    }
+    Ok(())
+}
+
 /// A registered step.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Step {
@@ -208,6 +220,9 @@ pub struct Step {
     /// Secrets it may read, by name (`--secret`; async steps only).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secrets: Vec<String>,
+    /// Plug-ins its jobs may start as child jobs (`--may-start`; async steps only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub may_start: Vec<String>,
     /// The queue its jobs run in (async steps; default `default`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue: Option<String>,
@@ -306,6 +321,9 @@ pub struct StepRequest {
     /// Secret names (async steps only).
     #[serde(default)]
     pub secrets: Vec<String>,
+    /// Plug-ins its jobs may start as child jobs (async steps only).
+    #[serde(default)]
+    pub may_start: Vec<String>,
     /// The queue its jobs run in (async steps; default `default`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue: Option<String>,
@@ -357,6 +375,7 @@ impl StepRequest {
             trace: Default::default(),
             allow_http: vec![],
             secrets: vec![],
+            may_start: vec![],
             queue: None,
             priority: None,
             max_running: None,
@@ -403,6 +422,7 @@ impl StepRequest {
             trace: self.trace,
             allow_http: self.allow_http.iter().map(|h| normalise_host(h)).collect(),
             secrets: self.secrets,
+            may_start: self.may_start,
             queue: self.queue,
             priority: self.priority,
             max_running: self.max_running,
@@ -495,6 +515,8 @@ pub struct StepUpdate {
     pub allow_http: Option<Vec<String>>,
     /// Replaces the secrets (an empty list removes them all).
     pub secrets: Option<Vec<String>>,
+    /// Replaces the plug-ins it may start (an empty list removes them all).
+    pub may_start: Option<Vec<String>>,
     pub queue: Option<String>,
     pub priority: Option<i64>,
     /// 0 removes the limit.
@@ -542,6 +564,9 @@ pub fn update(conn: &Connection, plugins: &Plugins, name: &str, change: &StepUpd
     }
     if let Some(secrets) = &change.secrets {
         step.secrets = secrets.clone();
+    }
+    if let Some(may_start) = &change.may_start {
+        step.may_start = may_start.clone();
     }
     if let Some(queue) = &change.queue {
         step.queue = Some(queue.clone());
@@ -635,6 +660,7 @@ fn check(conn: &Connection, plugins: &Plugins, step: &Step, op_budget_ms: u64) -
         records::require_table(conn, &g.table).map_err(|e| Error::invalid(format!("step {name}: --grant: {e}")))?;
     }
     check_outside(&format!("step {name}"), step.mode == ModeKind::Async, &step.allow_http, &step.secrets)?;
+    check_may_start(&format!("step {name}"), step.mode == ModeKind::Async, &step.may_start)?;
     use crate::limits;
     let ranges = [
         ("--fuel", step.fuel, &limits::FUEL),

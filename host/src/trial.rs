@@ -155,6 +155,10 @@ pub fn run(req: TrialRequest) -> Result<TrialReport> {
             Ok(Step::WaitForQuery(w)) => {
                 report.step = Some(json!({"wait_for_query": {"table": w.table, "filter": w.filter, "timeout_ms": w.timeout_ms}, "state_bytes": w.state.len()}))
             }
+            Ok(Step::WaitForJobs(w)) => {
+                report.step = Some(json!({"wait_for_jobs": {"jobs": w.jobs, "all": w.all, "timeout_ms": w.timeout_ms}, "state_bytes": w.state.len()}))
+            }
+            Ok(Step::Checkpoint(state)) => report.step = Some(json!({"checkpoint": {"state_bytes": state.len()}})),
             Err(e) => fail(&mut report, e),
         }
         report.trace = stats.trace;
@@ -270,7 +274,8 @@ fn context(weir: &Weir, c: &Json, mode: Mode) -> Result<Context> {
             Some("timer") => Some(WakeReason::Timer),
             Some("condition-met") => Some(WakeReason::ConditionMet),
             Some("timed-out") => Some(WakeReason::TimedOut),
-            Some(other) => return Err(Error::invalid(format!("context: wake is timer, condition-met or timed-out, not {other:?}"))),
+            Some("checkpoint") => Some(WakeReason::Checkpoint),
+            Some(other) => return Err(Error::invalid(format!("context: wake is timer, condition-met, timed-out or checkpoint, not {other:?}"))),
         },
         operation_id: text("operation_id", "test-operation"),
         step: text("step", "test"),
@@ -280,6 +285,38 @@ fn context(weir: &Weir, c: &Json, mode: Mode) -> Result<Context> {
             .as_object()
             .map(|m| m.iter().map(|(name, v)| Variable { name: name.clone(), value: v.to_string() }).collect())
             .unwrap_or_default(),
+        job_id: if mode == Mode::Async { text("job_id", "test-job") } else { String::new() },
+        parent_job: c["parent_job"].as_str().map(String::from),
+        jobs: match &c["jobs"] {
+            Json::Null => vec![],
+            Json::Array(reports) => reports.iter().map(job_report).collect::<Result<_>>()?,
+            other => return Err(Error::invalid(format!("context: jobs is a list of job reports, not {other}"))),
+        },
+    })
+}
+
+/// A job report of a test context: `{"id", "plugin", "key", "status":
+/// pending|succeeded|failed|canceled, "result", "error"}`.
+fn job_report(r: &Json) -> Result<crate::runtime::wit::JobReport> {
+    use crate::runtime::wit::JobStatus;
+    let text = |key: &str| r[key].as_str().unwrap_or_default().to_string();
+    Ok(crate::runtime::wit::JobReport {
+        id: text("id"),
+        plugin: text("plugin"),
+        key: text("key"),
+        status: match r["status"].as_str().unwrap_or("succeeded") {
+            "pending" => JobStatus::Pending,
+            "succeeded" => JobStatus::Succeeded,
+            "failed" => JobStatus::Failed,
+            "canceled" => JobStatus::Canceled,
+            other => return Err(Error::invalid(format!("context: a job report's status is pending, succeeded, failed or canceled, not {other:?}"))),
+        },
+        result: match &r["result"] {
+            Json::Null => None,
+            Json::String(s) => Some(s.clone()),
+            other => Some(other.to_string()),
+        },
+        error: r["error"].as_str().map(String::from),
     })
 }
 

@@ -1,4 +1,4 @@
-//! The plug-in contract, `weir:plugin@0.2.0`, through real guests: exact
+//! The plug-in contract, `weir:plugin@0.3.0`, through real guests: exact
 //! decimals from the CLI and HTTP through a plug-in and back, notes, shared
 //! variables, identity, typed references, rich queries and waits on a query;
 //! and components built against 0.1 before it (kept as fixtures in
@@ -90,7 +90,7 @@ fn a_0_1_component_built_before_0_2_still_runs_with_0_1_semantics() {
     env.add_example("contract-probe");
     let plugins = env.run(&["plugin", "list", "--json"]).ok().json();
     let contract = |name: &str| plugins.as_array().unwrap().iter().find(|p| p["name"] == name).unwrap()["contract"].clone();
-    assert_eq!((contract("credit-check"), contract("approval"), contract("contract-probe")), (json!("0.1"), json!("0.1"), json!("0.2")));
+    assert_eq!((contract("credit-check"), contract("approval"), contract("contract-probe")), (json!("0.1"), json!("0.1"), json!("0.3")));
     assert!(env.run(&["plugin", "list"]).ok().stdout.contains("CONTRACT"));
 
     // Sync: reads through `records` (a reference as a bare id), decimals as floats.
@@ -253,6 +253,10 @@ fn a_database_from_before_exact_decimals_is_upgraded_keeping_every_value() {
             "DROP TABLE data_deal;
              CREATE TABLE data_deal (id TEXT PRIMARY KEY NOT NULL, created_at INTEGER NOT NULL, modified_at INTEGER NOT NULL, name TEXT, amount REAL);
              INSERT INTO data_deal VALUES ('d1', 1, 2, 'float', 0.030000000000000006), ('d2', 3, 4, 'round', 12.5), ('d3', 5, 6, 'none', NULL);
+             DROP INDEX weir_jobs_children;
+             ALTER TABLE weir_jobs DROP COLUMN parent_id;
+             ALTER TABLE weir_jobs DROP COLUMN child_key;
+             ALTER TABLE weir_jobs DROP COLUMN earlier_failures;
              DROP TABLE weir_idempotency;
              DROP INDEX weir_jobs_unique;
              ALTER TABLE weir_jobs DROP COLUMN unique_key;

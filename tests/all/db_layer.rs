@@ -162,6 +162,10 @@ fn a_postgres_database_from_before_the_one_count_is_upgraded() {
         // Back to how the last release left it: version 1, the look-alike functions there.
         conn.execute_batch(
             "UPDATE weir_schema SET version = 1;
+             DROP INDEX weir_jobs_children;
+             ALTER TABLE weir_jobs DROP COLUMN parent_id;
+             ALTER TABLE weir_jobs DROP COLUMN child_key;
+             ALTER TABLE weir_jobs DROP COLUMN earlier_failures;
              DROP TABLE weir_idempotency;
              DROP INDEX weir_jobs_unique;
              ALTER TABLE weir_jobs DROP COLUMN unique_key;

@@ -215,6 +215,12 @@ fn the_policy_refuses_private_names_redirects_oversized_and_slow_answers_and_cap
     let count = |path: &str| server.seen().iter().filter(|r| r.path == path).count();
     assert_eq!(count("/hook"), 2, "the capped job's first two requests, and no redirect or private name reached /hook");
     assert_eq!((count("/redirect"), count("/big"), count("/slow"), count("/fail"), count("/forbidden")), (1, 1, 1, 2, 1), "a 5xx is retried, a 4xx is not");
+    // Each request carries the job's stable key: a retried attempt sends the same one.
+    let keys: Vec<String> = server.seen().iter().filter(|r| r.path == "/fail").map(|r| r.header("idempotency-key").unwrap_or_default().to_string()).collect();
+    assert_eq!(keys, vec![format!("{failing}-1"), format!("{failing}-1")], "the retry sent the first attempt's key");
+    let capped_keys: Vec<String> =
+        server.seen().iter().filter(|r| r.path == "/hook").map(|r| r.header("idempotency-key").unwrap_or_default().to_string()).collect();
+    assert_eq!(capped_keys, vec![format!("{capped}-1"), format!("{capped}-2")]);
 }
 
 #[test]

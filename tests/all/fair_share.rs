@@ -325,6 +325,7 @@ fn postpone_moves_a_job_both_ways_and_a_waiting_job_keeps_its_condition() {
         condition: Some("name eq 'x'".into()),
         key: None,
         state: vec![],
+        ..Default::default()
     };
     let c = jobs::Completion { id: id.clone(), outcome: jobs::Outcome::Wait(wait), trace: vec![], duration_ms: 1 };
     let running = weir.control_job(&id, weir::JobAction::Reprioritize(1)).unwrap_err().to_string();

@@ -375,6 +375,7 @@ fn listings_are_capped_and_paged() {
             grants: vec![],
             allow_http: vec![],
             secrets: vec![],
+            may_start: vec![],
             callback_url: None,
             at: Some(weir::time::MAX_MS),
             owner: "system".into(),

@@ -39,6 +39,7 @@ pub(crate) fn new_job(step: &str) -> NewJob {
             trace: Default::default(),
             allow_http: vec![],
             secrets: vec![],
+            may_start: vec![],
             operation_id: String::new(),
             shared_variables: Default::default(),
         },

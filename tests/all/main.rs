@@ -26,6 +26,7 @@ mod lifecycle;
 mod lifecycle_faults;
 mod nodes;
 mod operator_details;
+mod orchestration;
 mod pipeline_cli;
 mod pipeline_lib;
 mod plugins_cli;

@@ -4,15 +4,15 @@
 // Rejects an opportunity whose `amount` exceeds the `creditlimit` of its
 // customer account (the `customer` column, a `ref:account`), read through
 // `records.get`. Register it with `--grant account:read`. Amounts compare
-// exactly: decimals are strings in weir:plugin@0.2.0, compared here as BigInt
+// exactly: decimals are strings in weir:plugin@0.3.0, compared here as BigInt
 // (digits, scale) pairs, never as floats. Within the limit but above 90 % of
 // it, the operation succeeds with a note for the caller; the limit it checked
 // is left in the shared variable `credit_limit`.
 //
 // The same behaviour and messages as the Rust example guest-examples/credit-check.
 
-import { get as getRecord } from 'weir:plugin/records@0.2.0';
-import { write } from 'weir:plugin/log@0.2.0';
+import { get as getRecord } from 'weir:plugin/records@0.3.0';
+import { write } from 'weir:plugin/log@0.3.0';
 
 // An exact decimal: `digits / 10^scale`, from weir's decimal text.
 function parseDecimal(text) {

@@ -8,6 +8,12 @@
 //! (`"secret": "NAME"`, granted with `--secret NAME`). `"count": N` sends it N
 //! times (to show the per-attempt request cap).
 //!
+//! Each request carries `Idempotency-Key: <job id>-<n>` (n counts the
+//! requests of one run from 1): the job's id is the same on every attempt of
+//! it, so a receiver that keeps the keys it has seen acts once even when a
+//! retried attempt sends again (the first attempt's answer was lost, or its
+//! worker died after sending).
+//!
 //! A 2xx answer succeeds; a 5xx answer, a timeout or a connection failure is
 //! transient (the job is retried); a 4xx, a redirect (never followed) or a
 //! refusal by weir's egress policy is permanent.
@@ -42,8 +48,9 @@ impl Guest for Notify {
         let body = record_json(&ctx.target).to_string();
         let count = config["count"].as_u64().unwrap_or(1).max(1);
         let mut status = 0;
-        for _ in 0..count {
-            let (code, reply) = post(url, token.as_deref(), body.as_bytes())?;
+        for n in 1..=count {
+            let key = format!("{}-{n}", ctx.job_id);
+            let (code, reply) = post(url, token.as_deref(), &key, body.as_bytes())?;
             status = code;
             weir_guest::info(&format!("notify: POST {url} answered {code} ({} bytes)", reply.len()));
             match code {
@@ -80,7 +87,7 @@ fn record_json(e: &Entity) -> Json {
 }
 
 /// POSTs `body` as JSON; returns the status and the response body.
-fn post(url: &str, token: Option<&str>, body: &[u8]) -> Result<(u16, Vec<u8>), WorkflowError> {
+fn post(url: &str, token: Option<&str>, key: &str, body: &[u8]) -> Result<(u16, Vec<u8>), WorkflowError> {
     let bad = |why: &str| WorkflowError::Permanent(format!("bad url {url:?} in the config: {why}"));
     let (scheme, rest) = if let Some(r) = url.strip_prefix("http://") {
         (Scheme::Http, r)
@@ -97,6 +104,7 @@ fn post(url: &str, token: Option<&str>, body: &[u8]) -> Result<(u16, Vec<u8>), W
     let set = |name: &str, value: &[u8]| headers.append(name, value).map_err(|e| bad(&format!("header {name}: {e:?}")));
     set("content-type", b"application/json")?;
     set("content-length", body.len().to_string().as_bytes())?;
+    set("idempotency-key", key.as_bytes())?;
     if let Some(t) = token {
         set("authorization", format!("Bearer {t}").as_bytes())?;
     }

@@ -3,7 +3,7 @@
 Rejects an opportunity whose `amount` exceeds the `creditlimit` of its customer
 account (the `customer` column, a `ref:account`), read through `records.get`.
 Register it with `--grant account:read`. Amounts compare exactly (decimals
-are strings in weir:plugin@0.2.0; Python's `decimal.Decimal` parses them).
+are strings in weir:plugin@0.3.0; Python's `decimal.Decimal` parses them).
 Within the limit but above 90 % of it, the operation succeeds with a note for
 the caller; the limit it checked is left in the shared variable `credit_limit`.
 

@@ -1,8 +1,8 @@
 //! The SDK for weir plug-ins written in Rust.
 //!
-//! It carries weir's WIT contract (`weir:plugin@0.2.0`, in `wit/`) and
+//! It carries weir's WIT contract (`weir:plugin@0.3.0`, in `wit/`) and
 //! generates the bindings of its imports (`types`, `records`, `log`,
-//! `secrets`) once. A plug-in implements a trait and exports it with one
+//! `secrets`, `jobs`) once. A plug-in implements a trait and exports it with one
 //! macro:
 //!
 //! ```ignore
@@ -38,7 +38,7 @@ pub use wit_bindgen;
 
 include!(concat!(env!("OUT_DIR"), "/bindings_macro.rs"));
 
-pub use weir::plugin::{log, records, secrets, types};
+pub use weir::plugin::{jobs, log, records, secrets, types};
 pub use types::{Context, Entity, Field, Reference, Value};
 
 /// Exact decimals (28 significant digits), for `decimal` columns.
@@ -287,6 +287,13 @@ pub enum Step {
     WaitFor { table: String, id: String, condition: String, timeout_ms: u64, state: Vec<u8> },
     /// Run again when a record of `table` matches `filter`, or after `timeout_ms`.
     WaitForQuery { table: String, filter: String, timeout_ms: u64, state: Vec<u8> },
+    /// Run again when the jobs this one started (ids from [`start`]) have all
+    /// finished (`all`), or any one of them, or after `timeout_ms`; their
+    /// reports are in the context's `jobs`.
+    WaitForJobs { jobs: Vec<String>, all: bool, timeout_ms: u64, state: Vec<u8> },
+    /// Save `state` and run on at once (a checkpoint): a later failure or
+    /// crash resumes from here.
+    Checkpoint(Vec<u8>),
 }
 
 impl Step {
@@ -297,6 +304,30 @@ impl Step {
     /// Saved state for a wait, from `T` (serde); read it back with [`state`].
     pub fn save(state: &impl serde::Serialize) -> Vec<u8> {
         serde_json::to_vec(state).unwrap_or_default()
+    }
+}
+
+/// Starts a job of `plugin` with `input` (serde) as this job's child, keyed
+/// `key` (starting the same key again answers the same job): its id. The
+/// step needs `--may-start PLUGIN`. The job is created when this run ends with
+/// a success, a wait or a checkpoint; a run that fails starts none.
+pub fn start(plugin: &str, key: &str, input: &impl serde::Serialize) -> Result<String, jobs::JobError> {
+    let input = serde_json::to_string(input).map_err(|e| jobs::JobError::Invalid(e.to_string()))?;
+    jobs::start(&jobs::StartOptions { plugin: plugin.into(), input, key: key.into(), queue: None, priority: None })
+}
+
+impl types::JobReport {
+    /// Whether it finished with success.
+    pub fn succeeded(&self) -> bool {
+        self.status == types::JobStatus::Succeeded
+    }
+    /// Whether it failed or was canceled.
+    pub fn failed(&self) -> bool {
+        matches!(self.status, types::JobStatus::Failed | types::JobStatus::Canceled)
+    }
+    /// Its result (JSON) as `T`, if it succeeded with one that reads as `T`.
+    pub fn result<T: serde::de::DeserializeOwned>(&self) -> Option<T> {
+        self.result.as_deref().and_then(|r| serde_json::from_str(r).ok())
     }
 }
 
@@ -370,6 +401,10 @@ macro_rules! __runner {
                     Ok(weir_guest::Step::WaitForQuery { table, filter, timeout_ms, state }) => {
                         Ok(r::Step::WaitForQuery(r::WaitForQuery { table, filter, timeout_ms, state }))
                     }
+                    Ok(weir_guest::Step::WaitForJobs { jobs, all, timeout_ms, state }) => {
+                        Ok(r::Step::WaitForJobs(r::WaitForJobs { jobs, all, timeout_ms, state }))
+                    }
+                    Ok(weir_guest::Step::Checkpoint(state)) => Ok(r::Step::Checkpoint(state)),
                     Err(weir_guest::WorkflowError::Transient(m)) => Err(r::WorkflowError::Transient(m)),
                     Err(weir_guest::WorkflowError::Permanent(m)) => Err(r::WorkflowError::Permanent(m)),
                 }

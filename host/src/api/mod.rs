@@ -854,7 +854,7 @@ async fn delete_job(State(app): State<App>, Path(id): Path<String>) -> ApiResult
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[utoipa::path(post, path = "/api/jobs/{id}/{action}", params(("id" = String, Path), ("action" = String, Path, description = "cancel, pause, resume, retry (body {\"version\": N|\"current\"} to run another version), retry-current, run-now, postpone (body {\"until\": TIME}, earlier or later than before) or priority (body {\"priority\": 0-9|low|normal|high})")),
+#[utoipa::path(post, path = "/api/jobs/{id}/{action}", params(("id" = String, Path), ("action" = String, Path, description = "cancel and pause (body {\"cascade\": true}: its unfinished children too), resume, retry (body {\"version\": N|\"current\"} to run another version), retry-current, run-now, postpone (body {\"until\": TIME}, earlier or later than before) or priority (body {\"priority\": 0-9|low|normal|high})")),
     request_body(content = Option<JobActionRequest>, description = "postpone: until; priority: priority; retry: version (optional); the other actions: none"),
     responses((status = 200, description = "The job after the action", body = JobView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, description = "Illegal transition", body = ErrorBody)))]
 async fn job_action(State(app): State<App>, Path((id, action)): Path<(String, String)>, body: Bytes) -> ApiResult<Json<JobView>> {
@@ -866,11 +866,12 @@ async fn job_action(State(app): State<App>, Path((id, action)): Path<(String, St
     };
     let verb = <crate::BulkVerb as clap::ValueEnum>::from_str(&action, false).map_err(|_| no_such())?;
     // Only postpone, priority and retry (its version) read a body; the others take any.
-    let reads_body = matches!(verb, crate::BulkVerb::Postpone | crate::BulkVerb::Priority) || (verb == crate::BulkVerb::Retry && !body.is_empty());
+    let reads_body = matches!(verb, crate::BulkVerb::Postpone | crate::BulkVerb::Priority)
+        || (matches!(verb, crate::BulkVerb::Retry | crate::BulkVerb::Cancel | crate::BulkVerb::Pause) && !body.is_empty());
     let req = if reads_body {
         serde_json::from_slice::<JobActionRequest>(&body).map_err(|e| {
             bad(format!(
-                "{action} needs {{\"until\": TIME}} (postpone), {{\"priority\": 0-9|low|normal|high}} (priority); retry takes {{\"version\": N|\"current\"}}: {e}"
+                "{action} needs {{\"until\": TIME}} (postpone), {{\"priority\": 0-9|low|normal|high}} (priority); retry takes {{\"version\": N|\"current\"}}, cancel and pause {{\"cascade\": true}}: {e}"
             ))
         })?
     } else {
@@ -882,6 +883,10 @@ async fn job_action(State(app): State<App>, Path((id, action)): Path<(String, St
         action = crate::JobAction::RetryOn(crate::jobs::control::VersionPick::parse(v)?);
     }
     let weir = app.weir.clone();
+    if req.cascade {
+        // The job after the action lists its children with their new statuses.
+        return Ok(Json(blocking(move || weir.control_tree(&id, action).and_then(|_| weir.show_job(&id))).await?));
+    }
     Ok(Json(blocking(move || weir.control_job(&id, action)).await?))
 }
 

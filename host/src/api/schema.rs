@@ -149,6 +149,9 @@ pub struct JobActionRequest {
     #[schema(value_type = Option<Value>)]
     #[serde(default, deserialize_with = "number_or_word")]
     pub version: Option<String>,
+    /// For cancel and pause: also every unfinished job it started, and theirs.
+    #[serde(default)]
+    pub cascade: bool,
 }
 
 /// A priority or a version as sent: a number or a word, kept as text for

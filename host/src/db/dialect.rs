@@ -237,11 +237,11 @@ impl Dialect {
                      UPDATE weir_jobs SET {set}, duration_ms = done_ms, trace = done_trace, worker = done_worker, {release},
                          completed_at = ?3, result = done_result, error_code = NULL, error_message = NULL, state = NULL, postpone_until = NULL
                      FROM done WHERE weir_jobs.id = done_id AND weir_jobs.lease_owner = done_worker AND weir_jobs.statuscode = done_status
-                     RETURNING weir_jobs.id, weir_jobs.step, weir_jobs.callback_url
+                     RETURNING weir_jobs.id, weir_jobs.step, weir_jobs.callback_url, weir_jobs.parent_id
                  ), healed AS (
                      DELETE FROM weir_step_health WHERE step IN (SELECT step FROM ended)
                  )
-                 SELECT id, step, callback_url IS NOT NULL FROM ended"
+                 SELECT id, step, callback_url IS NOT NULL OR parent_id IS NOT NULL FROM ended"
             )),
         }
     }

@@ -23,7 +23,7 @@ use super::conn::{Connection, DbError, Result, TransactionBehavior};
 use super::dialect::Dialect;
 
 /// The schema version this weir writes and reads.
-pub const SCHEMA_VERSION: usize = 16;
+pub const SCHEMA_VERSION: usize = 17;
 
 /// A migration's number and its SQL.
 struct Migration {
@@ -54,6 +54,7 @@ const SQLITE: &[Migration] = migrations!("sqlite":
     14 => "0014_queues_limits.sql",
     15 => "0015_access.sql",
     16 => "0016_idempotency.sql",
+    17 => "0017_children.sql",
 );
 
 const POSTGRES: &[Migration] = migrations!("postgres":
@@ -63,6 +64,7 @@ const POSTGRES: &[Migration] = migrations!("postgres":
     14 => "0014_queues_limits.sql",
     15 => "0015_access.sql",
     16 => "0016_idempotency.sql",
+    17 => "0017_children.sql",
 );
 
 /// The number PostgreSQL databases made before the one count recorded for

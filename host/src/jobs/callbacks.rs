@@ -87,18 +87,21 @@ pub fn check_url(url: &str, allowed: &CallbackHosts) -> std::result::Result<(), 
     Ok(())
 }
 
-/// A finished job's callback URL, codes, result and error.
-type FinalRow = (Option<String>, i64, i64, Option<String>, Option<String>, Option<String>);
+/// A finished job's callback URL, codes, result, error and parent.
+type FinalRow = (Option<String>, i64, i64, Option<String>, Option<String>, Option<String>, Option<String>);
 
-/// Queues the callback of job `id`, if it has a URL.
-pub fn queue(conn: &Connection, id: &str, now: i64) -> Result<()> {
+/// Queues the callback of job `id`, if it has a URL. Returns its parent
+/// job, if a workflow started it (read in the same look-up, for
+/// [`super::children::child_finished`]).
+pub fn queue(conn: &Connection, id: &str, now: i64) -> Result<Option<String>> {
     let row: Option<FinalRow> = conn
-        .prepare_cached("SELECT callback_url, statecode, statuscode, result, error_code, error_message FROM weir_jobs WHERE id = ?1")?
-        .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))
+        .prepare_cached("SELECT callback_url, statecode, statuscode, result, error_code, error_message, parent_id FROM weir_jobs WHERE id = ?1")?
+        .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?)))
         .optional()?;
-    let Some((Some(url), statecode, statuscode, result, error_code, error)) = row else {
-        return Ok(());
+    let Some((url, statecode, statuscode, result, error_code, error, parent)) = row else {
+        return Ok(None);
     };
+    let Some(url) = url else { return Ok(parent) };
     let payload = json!({
         "id": id,
         "status": status_name(statuscode),
@@ -116,7 +119,7 @@ pub fn queue(conn: &Connection, id: &str, now: i64) -> Result<()> {
         payload.to_string(),
         now
     ])?;
-    Ok(())
+    Ok(parent)
 }
 
 /// A delivery to make.

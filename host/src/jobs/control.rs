@@ -47,6 +47,26 @@ fn in_tx(conn: &mut Connection, id: &str, action: &str, f: impl FnOnce(&Connecti
     show(conn, id)
 }
 
+/// What a cascade did: each descendant's id, with its new status or why it
+/// was left as it was.
+pub type Cascaded = Vec<(String, std::result::Result<&'static str, String>)>;
+
+/// Applies `action` (cancel or pause) to every unfinished descendant of job
+/// `id` (the jobs it started, theirs...), each in its own transaction, after
+/// the job itself: each descendant's id with its new status, or why it was
+/// left as it was (already finished meanwhile, or not pausable).
+pub fn cascade(conn: &mut Connection, id: &str, pause_not_cancel: bool, now: i64) -> Result<Cascaded> {
+    let descendants = super::children::unfinished_descendants(conn, id)?;
+    Ok(descendants
+        .into_iter()
+        .map(|child| {
+            let done = if pause_not_cancel { pause(conn, &child) } else { cancel(conn, &child, now) };
+            let done = done.map(|v| v.status).map_err(|e| e.to_string());
+            (child, done)
+        })
+        .collect())
+}
+
 /// Cancels a job that has not completed. A running one passes through Canceling.
 pub fn cancel(conn: &mut Connection, id: &str, now: i64) -> Result<JobView> {
     in_tx(conn, id, "cancel", |tx| {

@@ -21,6 +21,8 @@
 //!   jobs until a probe succeeds.
 //! * Workflows may wait ([`waits`]): the job is Suspended/Waiting and holds no
 //!   worker until its timer fires or a committed change makes its condition hold.
+//!   They may start jobs of their own and wait for them ([`children`]), and
+//!   save checkpoints (Ready again at once, with their state).
 //! * Operators cancel, pause, resume, postpone, retry and delete jobs
 //!   ([`control`]); listings, counts, groups and the selection of a bulk
 //!   action ([`list`], [`count`], [`groups`], [`matching_ids`]) are here.
@@ -44,6 +46,7 @@ use crate::values::EntityDoc;
 
 pub mod breaker;
 pub mod callbacks;
+pub mod children;
 pub mod claims;
 pub mod control;
 pub mod idempotency;
@@ -83,6 +86,9 @@ pub struct JobContext {
     /// Secrets it may read, by name (`--secret`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secrets: Vec<String>,
+    /// Plug-ins it may start as child jobs (`--may-start`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub may_start: Vec<String>,
     /// The operation that queued it (empty for background operations and
     /// schedules, whose operation is the job itself).
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -111,6 +117,7 @@ impl JobContext {
             trace: Default::default(),
             allow_http: vec![],
             secrets: vec![],
+            may_start: vec![],
             operation_id: String::new(),
             shared_variables: Default::default(),
         }
@@ -184,6 +191,20 @@ pub struct Claimed {
     pub grants: Vec<Grant>,
     pub state: Option<Vec<u8>>,
     pub wake: Option<String>,
+    /// The job that started it, if a workflow did.
+    pub parent_id: Option<String>,
+    /// Its failed or lost runs before it last woke or saved a checkpoint:
+    /// the context's attempt is this + `attempts`.
+    pub earlier_failures: u32,
+    /// The jobs its last wait was for (`wait-for-jobs`), in that order.
+    pub awaited: Vec<String>,
+}
+
+impl Claimed {
+    /// The attempt of the job this run is (waits and checkpoints do not count).
+    pub fn job_attempt(&self) -> u32 {
+        self.earlier_failures.saturating_add(self.attempts).max(1)
+    }
 }
 
 fn json_err(e: serde_json::Error) -> Error {
@@ -201,7 +222,8 @@ pub fn expire_leases(conn: &mut Connection, now: i64) -> Result<usize> {
 }
 
 /// A claimed row as read, before its JSON is parsed.
-type ClaimRow = (String, String, Option<String>, String, i64, String, u32, u32, i64, Option<i64>, String, String, Option<Vec<u8>>, Option<String>);
+type ClaimRow =
+    (String, String, Option<String>, String, i64, String, u32, u32, i64, Option<i64>, String, String, Option<Vec<u8>>, Option<String>, Option<String>, u32);
 
 /// Reads a row of [`state::CLAIM_RETURNING`].
 fn claim_row(r: &crate::db::Row<'_>) -> crate::db::Result<ClaimRow> {
@@ -220,6 +242,8 @@ fn claim_row(r: &crate::db::Row<'_>) -> crate::db::Result<ClaimRow> {
         r.get(11)?,
         r.get(12)?,
         r.get(13)?,
+        r.get(14)?,
+        r.get(15)?,
     ))
 }
 
@@ -284,12 +308,19 @@ pub fn claim_ready(conn: &mut Connection, worker: &str, served: &claims::Served,
 
 /// A job row as its attempt sees it; an error says why its stored context or grants cannot be read.
 fn to_claimed(row: ClaimRow, owner_active: bool) -> std::result::Result<Claimed, String> {
-    let (id, kind, step, plugin, plugin_version, owner, attempts, max_attempts, timeout_ms, fuel, context, grants, saved, wait) = row;
+    let (id, kind, step, plugin, plugin_version, owner, attempts, max_attempts, timeout_ms, fuel, context, grants, saved, wait, parent_id, earlier_failures) =
+        row;
     let parsed = serde_json::from_str::<JobContext>(&context).and_then(|c| Ok((c, serde_json::from_str::<Vec<Grant>>(&grants)?)));
     let (context, grants) = parsed.map_err(|e| {
         format!("the job's stored context or grants cannot be read ({e}); it cannot run. Cancel or clean it up; if a step made it, check the step (`weir step list`)")
     })?;
-    let wake = wait.as_deref().and_then(|w| serde_json::from_str::<Json>(w).ok()).and_then(|w| w["wake"].as_str().map(String::from));
+    let wait = wait.as_deref().and_then(|w| serde_json::from_str::<Json>(w).ok());
+    let wake = wait.as_ref().and_then(|w| w["wake"].as_str().map(String::from));
+    let awaited = wait
+        .as_ref()
+        .filter(|w| w["kind"] == "jobs")
+        .and_then(|w| w["jobs"].as_array().map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect()))
+        .unwrap_or_default();
     Ok(Claimed {
         id,
         kind,
@@ -306,6 +337,9 @@ fn to_claimed(row: ClaimRow, owner_active: bool) -> std::result::Result<Claimed,
         grants,
         state: saved,
         wake,
+        parent_id,
+        earlier_failures,
+        awaited,
     })
 }
 
@@ -340,13 +374,15 @@ pub enum Outcome {
     },
     /// The workflow asked to wait; it is suspended and holds no worker.
     Wait(Wait),
+    /// The workflow saved a checkpoint: it runs on at once from this state.
+    Checkpoint(Vec<u8>),
     /// The guest was interrupted: an operator canceled or paused the job, or
     /// its pool shut down and the grace period ran out.
     Interrupted,
 }
 
 /// A wait a workflow asked for.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Wait {
     /// When the timer fires: the wait-until time, or the wait-for timeout.
     pub until: i64,
@@ -361,10 +397,21 @@ pub struct Wait {
     pub key: Option<(String, String)>,
     #[serde(skip)]
     pub state: Vec<u8>,
+    /// For wait-for-jobs: the jobs (this one's children) and whether all of
+    /// them must finish (else any one).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub jobs: Vec<String>,
+    #[serde(default)]
+    pub all: bool,
 }
 
 impl Wait {
     pub(crate) fn doc(&self) -> Json {
+        if !self.jobs.is_empty() {
+            return serde_json::json!({
+                "kind": "jobs", "jobs": self.jobs, "all": self.all, "timeout_at": to_rfc3339(self.until), "timer_ms": self.until,
+            });
+        }
         match (&self.table, &self.record, &self.condition) {
             (Some(t), Some(r), Some(c)) => serde_json::json!({
                 "kind": "for", "table": t, "id": r, "condition": c, "timeout_at": to_rfc3339(self.until), "timer_ms": self.until,
@@ -535,8 +582,13 @@ fn complete_in_group(tx: &Connection, c: &Completion, worker: &str, now: i64, he
                 Outcome::Wait(w) => Some(w),
                 _ => None,
             };
-            let counted = !matches!(c.outcome, Outcome::Wait(_) | Outcome::Interrupted);
-            return a.finish_pausing(tx, counted, wait);
+            // A checkpoint is kept as a wait that is due at once.
+            let checkpoint = match &c.outcome {
+                Outcome::Checkpoint(state) => Some(Wait { until: now, state: state.clone(), ..Wait::default() }),
+                _ => None,
+            };
+            let counted = !matches!(c.outcome, Outcome::Wait(_) | Outcome::Checkpoint(_) | Outcome::Interrupted);
+            return a.finish_pausing(tx, counted, wait.or(checkpoint.as_ref()));
         }
         _ => {}
     }
@@ -548,6 +600,15 @@ fn complete_in_group(tx: &Connection, c: &Completion, worker: &str, now: i64, he
         }
         Outcome::Wait(w) => {
             let applied = a.wait(tx, w)?;
+            breaker::healthy(tx, step.as_deref())?;
+            // Jobs waited for that have finished already wake it at once.
+            if applied && !w.jobs.is_empty() {
+                children::wake_if_met(tx, &c.id)?;
+            }
+            applied
+        }
+        Outcome::Checkpoint(state) => {
+            let applied = a.checkpoint(tx, state, attempts)?;
             breaker::healthy(tx, step.as_deref())?;
             applied
         }
@@ -695,6 +756,15 @@ pub struct JobView {
     /// A due Ready job that does not run yet: why (a slot of its step or
     /// queue, a rate, the breaker, no node serving its queue).
     pub waiting_for: Option<String>,
+    /// The job that started it (`jobs.start`), and the key it was started with.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub child_key: Option<String>,
+    /// The jobs it started, oldest first (`jobs show` and `GET
+    /// /api/jobs/{id}`; not in listings).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub children: Option<Vec<Child>>,
     /// Its input (a background operation's; a step's job has null) (`jobs
     /// show` and `GET /api/jobs/{id}`; not in listings).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -717,6 +787,16 @@ pub struct JobView {
 pub struct Target {
     pub table: String,
     pub id: String,
+}
+
+/// A job another one started, as its parent's page lists it.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct Child {
+    pub id: String,
+    pub plugin: String,
+    pub key: String,
+    #[schema(value_type = String)]
+    pub status: &'static str,
 }
 
 /// Why the failure breaker holds a Ready job, and until when.
@@ -752,7 +832,7 @@ const VIEW_COLUMNS: &str = "id, kind, step, plugin, plugin_version, statecode, s
     postpone_until, wait, result, callback_url, context,
     (SELECT h.hold_until FROM weir_step_health h WHERE h.step = weir_jobs.step AND h.hold_until IS NOT NULL AND weir_jobs.statecode = 0),
     (SELECT h.consecutive_failures FROM weir_step_health h WHERE h.step = weir_jobs.step AND weir_jobs.statecode = 0),
-    queue, priority, asked_by, lease_owner, lease_until";
+    queue, priority, asked_by, lease_owner, lease_until, parent_id, child_key";
 
 fn read_view(r: &crate::db::Row<'_>) -> crate::db::Result<JobView> {
     read_view_with(r, false)
@@ -812,6 +892,9 @@ fn read_view_with(r: &crate::db::Row<'_>, with_input: bool) -> crate::db::Result
         lease_until: if statecode == Status::InProgress.statecode() { r.get::<_, Option<i64>>(29)?.map(to_rfc3339) } else { None },
         elapsed_ms: None,
         waiting_for: None,
+        parent: r.get(30)?,
+        child_key: r.get(31)?,
+        children: None,
     })
 }
 
@@ -853,6 +936,8 @@ fn job_field(d: Dialect, field: &str) -> Option<(String, Kind)> {
         "target" | "regarding" => (d.json_text("context", "target.id"), Kind::Text),
         "target_table" | "regarding_table" => (d.json_text("context", "target.table"), Kind::Text),
         "queue" => (field.to_string(), Kind::Text),
+        // The job that started it (`jobs.start`).
+        "parent" => ("parent_id".into(), Kind::Text),
         "statecode" | "statuscode" | "attempts" | "max_attempts" | "duration_ms" | "plugin_version" | "priority" => (field.to_string(), Kind::Number),
         "created_at" | "started_at" | "completed_at" | "postpone_until" => (field.to_string(), Kind::Time),
         "state" => (state::state_name_sql(), Kind::Text),
@@ -982,6 +1067,8 @@ pub fn show(conn: &Connection, id: &str) -> Result<JobView> {
         .optional()?
         .ok_or_else(|| Error::not_found(format!("no job with id {id}")))?;
     explain(conn, std::slice::from_mut(&mut view))?;
+    let children = children::list(conn, id)?;
+    view.children = Some(children.into_iter().map(|(id, plugin, key, code)| Child { id, plugin, key, status: status_name(code) }).collect());
     let parse = |s: Option<String>| s.and_then(|s| serde_json::from_str::<Json>(&s).ok());
     let mut last_claim = 0;
     let history: Vec<Attempt> = conn

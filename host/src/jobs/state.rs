@@ -153,8 +153,11 @@ pub enum Transition {
     FailRetryable,
     /// The attempt failed for good (or was the last): Failed.
     FailPermanent,
-    /// The workflow asked to wait (a timer or a condition).
+    /// The workflow asked to wait (a timer, a condition or jobs).
     Wait,
+    /// The workflow saved a checkpoint: Ready at once, its state kept, its
+    /// failed attempts so far folded into the job's count.
+    Checkpoint,
     /// The attempt was interrupted by its pool's shutdown: Ready, not counted.
     Requeue,
     /// An attempt ended on a job an operator asked to cancel.
@@ -196,7 +199,7 @@ pub enum Transition {
 }
 
 impl Transition {
-    pub const ALL: [Transition; 26] = [
+    pub const ALL: [Transition; 27] = [
         Transition::Claim,
         Transition::Heartbeat,
         Transition::Release,
@@ -204,6 +207,7 @@ impl Transition {
         Transition::FailRetryable,
         Transition::FailPermanent,
         Transition::Wait,
+        Transition::Checkpoint,
         Transition::Requeue,
         Transition::FinishCanceling,
         Transition::FinishPausing,
@@ -235,6 +239,7 @@ impl Transition {
             | Transition::FailRetryable
             | Transition::FailPermanent
             | Transition::Wait
+            | Transition::Checkpoint
             | Transition::Requeue
             | Transition::PauseRunning => &[InProgress],
             Transition::FinishCanceling => &[Canceling],
@@ -259,7 +264,7 @@ impl Transition {
         match self {
             Transition::Claim => InProgress,
             Transition::Heartbeat | Transition::NoteConditionMet | Transition::Postpone | Transition::RunNow | Transition::Reprioritize => from,
-            Transition::Release | Transition::FailRetryable | Transition::Requeue | Transition::Expire => WaitingForResources,
+            Transition::Release | Transition::FailRetryable | Transition::Requeue | Transition::Expire | Transition::Checkpoint => WaitingForResources,
             Transition::Complete => Succeeded,
             Transition::FailPermanent | Transition::ExpireLast => Failed,
             Transition::Wait | Transition::ResumeWaiting => Waiting,
@@ -292,6 +297,10 @@ impl Transition {
 }
 
 const RELEASE_LEASE: &str = "lease_owner = NULL, lease_until = NULL";
+/// A job that made progress (woke, or saved a checkpoint) starts counting
+/// `attempts` again; the failed runs of the segment that ended (all but the
+/// last) join `earlier_failures`, so the context's attempt counts the job's.
+const FOLD_ATTEMPTS: &str = "earlier_failures = earlier_failures + CASE WHEN attempts > 1 THEN attempts - 1 ELSE 0 END, attempts = 0";
 /// A wait that ended keeps no key (see `jobs::waits`).
 const NO_KEY: &str = "wait_key_column = NULL, wait_key_value = NULL";
 
@@ -320,9 +329,13 @@ fn apply(conn: &Connection, t: Transition, set: &[impl AsRef<str>], extra: &str,
 }
 
 /// After a transition that reached a final status: queue the job's callback,
-/// if it has one, in the same transaction.
+/// if it has one, and tell its parent, if a workflow started it, in the same
+/// transaction.
 fn finished(conn: &Connection, id: &str, now: i64) -> Result<()> {
-    callbacks::queue(conn, id, now)
+    if let Some(parent) = callbacks::queue(conn, id, now)? {
+        super::children::child_finished(conn, &parent)?;
+    }
+    Ok(())
 }
 
 // ------------------------------------------------------------- creation
@@ -368,7 +381,7 @@ pub(crate) fn insert(conn: &Connection, id: &str, job: &NewJob, context: &str, g
 
 /// The columns a claim returns, in order (see [`claim`]).
 pub(crate) const CLAIM_RETURNING: &str =
-    "id, kind, step, plugin, plugin_version, owner, attempts, max_attempts, timeout_ms, fuel, context, grants, state, wait";
+    "id, kind, step, plugin, plugin_version, owner, attempts, max_attempts, timeout_ms, fuel, context, grants, state, wait, parent_id, earlier_failures";
 
 /// Whether any job of the queues `served` is Ready and due at `now` (a
 /// read: no write lock), so a claim that would find nothing does not take
@@ -600,6 +613,7 @@ impl Attempt<'_> {
         let outcome = match t {
             Transition::FailRetryable => "failed, retried",
             Transition::Wait => "wait",
+            Transition::Checkpoint => "checkpoint",
             Transition::Requeue => "interrupted",
             Transition::FinishPausing => "paused",
             _ => "ended",
@@ -644,6 +658,22 @@ impl Attempt<'_> {
         ];
         let (column, value) = (wait.key.as_ref().map(|k| &k.0), wait.key.as_ref().map(|k| &k.1));
         self.end(conn, Transition::Wait, &set, &[&wait.doc().to_string(), &wait.until, &wait.table, &wait.record, &wait.state, &column, &value])
+    }
+
+    /// The workflow saved a checkpoint: Ready at once with `state`, to run on
+    /// with `wake = checkpoint`. The failed runs of the segment it ends
+    /// (`attempts` − 1 of them) join the job's earlier ones and `attempts`
+    /// starts again, as after a wake.
+    pub(crate) fn checkpoint(&self, conn: &Connection, state: &[u8], attempts: u32) -> Result<bool> {
+        let set = [
+            "state = ?6",
+            "wait = '{\"kind\": \"checkpoint\", \"wake\": \"checkpoint\"}'",
+            "postpone_until = ?3",
+            FOLD_ATTEMPTS,
+            "error_code = NULL",
+            "error_message = NULL",
+        ];
+        self.end_giving_back(conn, Transition::Checkpoint, &set, &[&state], i64::from(attempts))
     }
 
     /// Its pool shut down before the attempt finished: Ready at once, not counted.
@@ -723,8 +753,8 @@ pub(crate) fn complete_many(conn: &Connection, worker: &str, now: i64, done: &[S
     let ended: Vec<(String, Option<String>, bool)> =
         conn.prepare_cached(&sql)?.query_map(params![rows, worker, now], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<crate::db::Result<_>>()?;
     let mut ids = Vec::with_capacity(ended.len());
-    for (id, step, has_callback) in ended {
-        if has_callback {
+    for (id, step, to_tell) in ended {
+        if to_tell {
             finished(conn, &id, now)?;
         }
         ids.push((id, step));
@@ -745,9 +775,9 @@ pub(crate) fn fail_unreadable(conn: &Connection, id: &str, worker: &str, now: i6
 /// wait-for → `timed-out`. Returns how many.
 pub(crate) fn wake_due(conn: &Connection, now: i64) -> Result<usize> {
     let d = conn.dialect();
-    let reason = format!("CASE WHEN {} IN ('for', 'query') THEN 'timed-out' ELSE 'timer' END", d.json_text("wait", "kind"));
+    let reason = format!("CASE WHEN {} IN ('for', 'query', 'jobs') THEN 'timed-out' ELSE 'timer' END", d.json_text("wait", "kind"));
     let sql = format!(
-        "UPDATE weir_jobs SET {}, attempts = 0, postpone_until = NULL, wait_table = NULL, wait_record = NULL, {NO_KEY}, wait = {}
+        "UPDATE weir_jobs SET {}, {FOLD_ATTEMPTS}, postpone_until = NULL, wait_table = NULL, wait_record = NULL, {NO_KEY}, wait = {}
          WHERE postpone_until <= ?1 AND {}",
         status_sql(Transition::Wake).unwrap_or_default(),
         d.json_set("wait", "wake", JsonArg::Text(&reason)),
@@ -766,7 +796,7 @@ pub(crate) fn wake_condition_met(conn: &Connection, id: &str) -> Result<bool> {
 /// fresh attempts, no earlier than its postponement, no longer waiting.
 fn woken(d: Dialect, reason: &str) -> [String; 6] {
     [
-        "attempts = 0".into(),
+        FOLD_ATTEMPTS.into(),
         format!("postpone_until = CAST({} AS BIGINT)", d.json_text("wait", "not_before_ms")),
         "wait_table = NULL".into(),
         NO_KEY.into(),
@@ -961,7 +991,7 @@ mod tests {
     /// Makes transition `t` on job `j` at time 10 (after its lease and timer).
     fn make(conn: &Connection, t: Transition) -> bool {
         let a = Attempt { id: "j", worker: "w", now: 10, duration_ms: 1, trace: "[]" };
-        let w = Wait { until: 20, table: None, record: None, condition: None, key: None, state: vec![] };
+        let w = Wait { until: 20, table: None, record: None, condition: None, key: None, state: vec![], ..Wait::default() };
         match t {
             Transition::Claim => claim_ids(conn, "w", &["j".to_string()], 10, 100, |r| r.get::<_, String>(0)).unwrap().len() == 1,
             Transition::Heartbeat => heartbeat(conn, "w", 100, &[]).unwrap() == 1,
@@ -970,6 +1000,7 @@ mod tests {
             Transition::FailRetryable => a.fail_retryable(conn, 20, "transient", "m").unwrap(),
             Transition::FailPermanent => a.fail_permanent(conn, "permanent", "m").unwrap(),
             Transition::Wait => a.wait(conn, &w).unwrap(),
+            Transition::Checkpoint => a.checkpoint(conn, b"s", 1).unwrap(),
             Transition::Requeue => a.requeue(conn).unwrap(),
             Transition::FinishCanceling => a.finish_canceling(conn).unwrap(),
             Transition::FinishPausing => a.finish_pausing(conn, false, None).unwrap(),

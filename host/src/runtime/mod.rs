@@ -56,14 +56,15 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 pub mod egress;
 pub mod v01;
+pub mod v02;
 
 pub use egress::{Egress, EgressLimits, HttpEvent, HttpGrant};
 
-/// Bindings of the current contract (`weir:plugin@0.2.0`), sync flavour: the
+/// Bindings of the current contract (`weir:plugin@0.3.0`), sync flavour: the
 /// shared types, the host's imports and both exports with blocking calls (used
 /// for sync plug-ins and for type-checking components). Its types are the
-/// host's own: the pipeline, the store and jobs speak them; [`v01`] converts
-/// for components built against 0.1.
+/// host's own: the pipeline, the store and jobs speak them; [`v02`] and
+/// [`v01`] convert for components built against 0.2 and 0.1.
 pub mod wit {
     wasmtime::component::bindgen!({
         path: "../wit",
@@ -74,11 +75,12 @@ pub mod wit {
     });
 
     pub use self::exports::weir::plugin::handler::{Outcome, PluginError};
-    pub use self::exports::weir::plugin::runner::{Step, WaitFor, WaitForQuery, WaitUntil, WorkflowError};
+    pub use self::exports::weir::plugin::runner::{Step, WaitFor, WaitForJobs, WaitForQuery, WaitUntil, WorkflowError};
+    pub use self::weir::plugin::jobs::{JobError, StartOptions};
     pub use self::weir::plugin::log::Level;
     pub use self::weir::plugin::records::{OrderBy, Page, QueryOptions, RecordError};
     pub use self::weir::plugin::secrets::SecretError;
-    pub use self::weir::plugin::types::{Context, Entity, Field, Message, Mode, Reference, Stage, Value, Variable, WakeReason};
+    pub use self::weir::plugin::types::{Context, Entity, Field, JobReport, JobStatus, Message, Mode, Reference, Stage, Value, Variable, WakeReason};
 }
 
 /// Bindings of the `workflow` world with async calls (system jobs).
@@ -93,11 +95,12 @@ mod wit_async {
             "weir:plugin/records": super::wit::weir::plugin::records,
             "weir:plugin/log": super::wit::weir::plugin::log,
             "weir:plugin/secrets": super::wit::weir::plugin::secrets,
+            "weir:plugin/jobs": super::wit::weir::plugin::jobs,
         },
     });
 }
 
-use wit::{Context, Entity, Field, Outcome, Page, PluginError, QueryOptions, RecordError, SecretError, Step};
+use wit::{Context, Entity, Field, JobError, Outcome, Page, PluginError, QueryOptions, RecordError, SecretError, StartOptions, Step};
 
 impl Context {
     /// A context for a call outside any operation (the demo's sandbox runs, the
@@ -123,6 +126,9 @@ impl Context {
             plugin: table.into(),
             plugin_version: 1,
             shared_variables: vec![],
+            job_id: String::new(),
+            parent_job: None,
+            jobs: vec![],
         }
     }
 }
@@ -142,9 +148,12 @@ pub enum Contract {
     /// `weir:plugin@0.1.0`, frozen: run through the [`v01`] adapter.
     #[serde(rename = "0.1")]
     V01,
-    /// `weir:plugin@0.2.0`, the current one.
+    /// `weir:plugin@0.2.0`, frozen: run through the [`v02`] adapter.
     #[serde(rename = "0.2")]
     V02,
+    /// `weir:plugin@0.3.0`, the current one.
+    #[serde(rename = "0.3")]
+    V03,
 }
 
 impl Contract {
@@ -152,6 +161,7 @@ impl Contract {
         match self {
             Contract::V01 => "0.1",
             Contract::V02 => "0.2",
+            Contract::V03 => "0.3",
         }
     }
 }
@@ -208,8 +218,8 @@ pub enum LoadError {
     #[error("invalid component: {0}")]
     Invalid(String),
     #[error(
-        "the component implements none of weir's worlds (weir:plugin/handler@0.2.0 for \
-         sync plug-ins, weir:plugin/runner@0.2.0 for workflows; their 0.1.0 versions still load): {0}"
+        "the component implements none of weir's worlds (weir:plugin/handler@0.3.0 for \
+         sync plug-ins, weir:plugin/runner@0.3.0 for workflows; their 0.2.0 and 0.1.0 versions still load): {0}"
     )]
     NoWorld(String),
     #[error("the component needs imports weir does not provide: {0}")]
@@ -296,6 +306,10 @@ pub trait RecordHost: Send {
     /// The value of a secret the step is granted (none by default).
     fn secret(&mut self, name: &str) -> Result<String, SecretError> {
         Err(SecretError::Denied(format!("no grant for secret {name}")))
+    }
+    /// Starts a child job (none by default: only jobs' workflows may).
+    fn start_job(&mut self, options: &StartOptions) -> Result<String, JobError> {
+        Err(JobError::Denied(format!("cannot start {}: only async workflows may start jobs", options.plugin)))
     }
 }
 
@@ -455,6 +469,19 @@ impl HostState {
 
 impl wit::weir::plugin::types::Host for HostState {}
 
+/// Child jobs, started through the caller's [`RecordHost`] (which checks the
+/// grant and keeps the job until the attempt's outcome).
+impl wit::weir::plugin::jobs::Host for HostState {
+    fn start(&mut self, options: StartOptions) -> wasmtime::Result<Result<String, JobError>> {
+        self.count_host_call()?;
+        let bytes = options.plugin.len() + options.input.len() + options.key.len() + options.queue.as_ref().map_or(0, String::len);
+        if bytes > self.max_result_bytes {
+            return Ok(Err(JobError::Invalid(format!("the job's input is {bytes} bytes, over the limit of {}", self.max_result_bytes))));
+        }
+        Ok(self.records.start_job(&options))
+    }
+}
+
 impl wit::weir::plugin::log::Host for HostState {
     fn write(&mut self, level: wit::Level, message: String) -> wasmtime::Result<()> {
         self.count_host_call()?;
@@ -584,6 +611,8 @@ fn step_bytes(step: &Step) -> usize {
         Step::WaitUntil(w) => w.state.len(),
         Step::WaitFor(w) => w.table.len() + w.id.len() + w.condition.len() + w.state.len(),
         Step::WaitForQuery(w) => w.table.len() + w.filter.len() + w.state.len(),
+        Step::WaitForJobs(w) => w.jobs.iter().map(String::len).sum::<usize>() + w.state.len(),
+        Step::Checkpoint(state) => state.len(),
     }
 }
 
@@ -624,19 +653,22 @@ pub struct Prepared {
 
 /// The handler export's indices, by contract.
 enum Handler {
-    V02(wit::exports::weir::plugin::handler::GuestIndices),
+    V03(wit::exports::weir::plugin::handler::GuestIndices),
+    V02(v02::wit::exports::weir::plugin::handler::GuestIndices),
     V01(v01::wit::exports::weir::plugin::handler::GuestIndices),
 }
 
 /// The workflow pre-instance, by contract.
 enum Workflow {
-    V02(wit_async::WorkflowPre<HostState>),
+    V03(wit_async::WorkflowPre<HostState>),
+    V02(v02::wit_async::WorkflowPre<HostState>),
     V01(v01::wit_async::WorkflowPre<HostState>),
 }
 
 /// An instance's handler, by contract.
 enum Guest {
-    V02(wit::exports::weir::plugin::handler::Guest),
+    V03(wit::exports::weir::plugin::handler::Guest),
+    V02(v02::wit::exports::weir::plugin::handler::Guest),
     V01(v01::wit::exports::weir::plugin::handler::Guest),
 }
 
@@ -756,11 +788,13 @@ impl Runtime {
         // Sync calls are never granted a host: linked so that a component
         // importing it loads, and every request it makes is refused.
         wasmtime_wasi_http::p2::add_only_http_to_linker_sync(&mut sync_linker).map_err(we)?;
+        v02::wit::Hybrid::add_to_linker::<_, HasSelf<HostState>>(&mut sync_linker, |s| s).map_err(we)?;
         v01::wit::Hybrid::add_to_linker::<_, HasSelf<HostState>>(&mut sync_linker, |s| s).map_err(we)?;
         let mut async_linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut async_linker).map_err(we)?;
         wit::Hybrid::add_to_linker::<_, HasSelf<HostState>>(&mut async_linker, |s| s).map_err(we)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut async_linker).map_err(we)?;
+        v02::wit::Hybrid::add_to_linker::<_, HasSelf<HostState>>(&mut async_linker, |s| s).map_err(we)?;
         v01::wit::Hybrid::add_to_linker::<_, HasSelf<HostState>>(&mut async_linker, |s| s).map_err(we)?;
 
         let stop_ticker = Arc::new(AtomicBool::new(false));
@@ -834,8 +868,12 @@ impl Runtime {
             (Err(h), Err(r)) => format!("{}; {}", chain(h), chain(r)),
             _ => String::new(),
         };
+        let v02_handler = v02::wit::exports::weir::plugin::handler::GuestIndices::new(&pre);
+        let v02_runner = v02::wit::exports::weir::plugin::runner::GuestIndices::new(&pre);
         let (contract, handler, serves_async) = if handler.is_ok() || runner.is_ok() {
-            (Contract::V02, handler.ok().map(Handler::V02), runner.is_ok())
+            (Contract::V03, handler.ok().map(Handler::V03), runner.is_ok())
+        } else if v02_handler.is_ok() || v02_runner.is_ok() {
+            (Contract::V02, v02_handler.ok().map(Handler::V02), v02_runner.is_ok())
         } else {
             let old_handler = v01::wit::exports::weir::plugin::handler::GuestIndices::new(&pre);
             let old_runner = v01::wit::exports::weir::plugin::runner::GuestIndices::new(&pre);
@@ -853,7 +891,8 @@ impl Runtime {
         let workflow = if world.serves_async() {
             let pre = link(&self.engine, &self.async_linker, &component)?;
             Some(match contract {
-                Contract::V02 => Workflow::V02(wit_async::WorkflowPre::new(pre).map_err(|e| LoadError::NoWorld(chain(&e)))?),
+                Contract::V03 => Workflow::V03(wit_async::WorkflowPre::new(pre).map_err(|e| LoadError::NoWorld(chain(&e)))?),
+                Contract::V02 => Workflow::V02(v02::wit_async::WorkflowPre::new(pre).map_err(|e| LoadError::NoWorld(chain(&e)))?),
                 Contract::V01 => Workflow::V01(v01::wit_async::WorkflowPre::new(pre).map_err(|e| LoadError::NoWorld(chain(&e)))?),
             })
         } else {
@@ -957,7 +996,11 @@ impl Runtime {
         let remaining = limits.deadline.saturating_duration_since(started);
         store.set_epoch_deadline(ticks(remaining));
         let result = match &guest {
-            Guest::V02(g) => g.call_execute(&mut store, ctx),
+            Guest::V03(g) => g.call_execute(&mut store, ctx),
+            Guest::V02(g) => v02::context_to_old(ctx).and_then(|old| g.call_execute(&mut store, &old)).and_then(|r| match r {
+                Ok(o) => v02::outcome_from_old(&o).map(Ok),
+                Err(e) => v02::plugin_error_from_old(&e).map(Err),
+            }),
             Guest::V01(g) => g.call_execute(&mut store, &v01::context_to_old(ctx)).map(|r| {
                 r.map(v01::outcome_from_old).map_err(|e| {
                     use v01::wit::exports::weir::plugin::handler::PluginError as Old;
@@ -1049,12 +1092,20 @@ impl Runtime {
         });
         let result = async {
             match pre {
-                Workflow::V02(pre) => {
+                Workflow::V03(pre) => {
                     let workflow = pre.instantiate_async(&mut store).await?;
                     Ok(workflow.weir_plugin_runner().call_run(&mut store, ctx, state.as_deref()).await?.map(step_from_async).map_err(|e| match e {
                         wit_async::WorkflowError::Transient(m) => wit::WorkflowError::Transient(m),
                         wit_async::WorkflowError::Permanent(m) => wit::WorkflowError::Permanent(m),
                     }))
+                }
+                Workflow::V02(pre) => {
+                    let workflow = pre.instantiate_async(&mut store).await?;
+                    let old = v02::context_to_old(ctx)?;
+                    match workflow.weir_plugin_runner().call_run(&mut store, &old, state.as_deref()).await? {
+                        Ok(step) => v02::step_from_old(&step).map(Ok),
+                        Err(e) => v02::workflow_error_from_old(&e).map(Err),
+                    }
                 }
                 Workflow::V01(pre) => {
                     let workflow = pre.instantiate_async(&mut store).await?;
@@ -1126,6 +1177,8 @@ fn step_from_async(step: wit_async::Step) -> Step {
         wit_async::Step::WaitForQuery(w) => {
             Step::WaitForQuery(wit::WaitForQuery { table: w.table, filter: w.filter, timeout_ms: w.timeout_ms, state: w.state })
         }
+        wit_async::Step::WaitForJobs(w) => Step::WaitForJobs(wit::WaitForJobs { jobs: w.jobs, all: w.all, timeout_ms: w.timeout_ms, state: w.state }),
+        wit_async::Step::Checkpoint(state) => Step::Checkpoint(state),
     }
 }
 
@@ -1233,7 +1286,7 @@ impl Runtime {
         let foreign: Vec<&str> = top.imports.iter().map(String::as_str).filter(|n| !n.starts_with("wasi:") && !known_weir_import(n)).collect();
         if !foreign.is_empty() {
             return Err(LoadError::Imports(format!(
-                "{} (weir provides WASI 0.2's wasi:* interfaces and weir:plugin/{{types, records, log, secrets}} of contract 0.1 or 0.2)",
+                "{} (weir provides WASI 0.2's wasi:* interfaces and weir:plugin/{{types, records, log, secrets}} of contract 0.1, 0.2 or 0.3, and weir:plugin/jobs of 0.3)",
                 foreign.join(", ")
             )));
         }
@@ -1384,7 +1437,11 @@ const WASI_PROVIDED: &[&str] = &["wasi:cli/", "wasi:io/", "wasi:clocks/", "wasi:
 fn known_weir_import(name: &str) -> bool {
     let Some(rest) = name.strip_prefix("weir:plugin/") else { return false };
     let (interface, version) = rest.split_once('@').unwrap_or((rest, ""));
-    matches!(interface, "types" | "records" | "log" | "secrets") && (version.starts_with("0.1.") || version.starts_with("0.2."))
+    match interface {
+        "types" | "records" | "log" | "secrets" => version.starts_with("0.1.") || version.starts_with("0.2.") || version.starts_with("0.3."),
+        "jobs" => version.starts_with("0.3."),
+        _ => false,
+    }
 }
 
 /// Links `component` with `linker`. A component built with a toolchain's
@@ -1536,6 +1593,7 @@ fn make_spare(engine: &Engine, prepared: &Prepared, indices: &Handler, memory_by
     store.epoch_deadline_trap();
     store.set_epoch_deadline(ticks(Duration::from_secs(1)));
     let made = prepared.pre.instantiate(&mut store).and_then(|instance| match indices {
+        Handler::V03(i) => i.load(&mut store, &instance).map(Guest::V03),
         Handler::V02(i) => i.load(&mut store, &instance).map(Guest::V02),
         Handler::V01(i) => i.load(&mut store, &instance).map(Guest::V01),
     });

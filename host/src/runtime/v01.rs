@@ -110,6 +110,8 @@ pub fn context_to_old(c: &cur::Context) -> old::Context {
             cur::WakeReason::Timer => old::WakeReason::Timer,
             cur::WakeReason::ConditionMet => old::WakeReason::ConditionMet,
             cur::WakeReason::TimedOut => old::WakeReason::TimedOut,
+            // 0.1 has no checkpoint step, so it never wakes from one.
+            cur::WakeReason::Checkpoint => old::WakeReason::Timer,
         }),
     }
 }

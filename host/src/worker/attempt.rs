@@ -5,8 +5,9 @@
 //! Owns no table: the attempt's outcome goes to the recorder.
 
 use super::*;
-/// The context a job's plug-in sees.
-fn context(job: &Claimed) -> Context {
+/// The context a job's plug-in sees (`jobs`: the reports of the jobs its
+/// last wait was for).
+fn context(job: &Claimed, jobs: Vec<JobReport>) -> Context {
     let c = &job.context;
     Context {
         message: match c.message.as_str() {
@@ -26,13 +27,17 @@ fn context(job: &Claimed) -> Context {
         post_image: c.post_image.clone().map(Entity::from),
         config: c.config.to_string(),
         input: c.input.to_string(),
-        attempt: job.attempts,
+        attempt: job.job_attempt(),
         wake: match job.wake.as_deref() {
             Some("timer") => Some(WakeReason::Timer),
             Some("condition-met") => Some(WakeReason::ConditionMet),
             Some("timed-out") => Some(WakeReason::TimedOut),
+            Some("checkpoint") => Some(WakeReason::Checkpoint),
             _ => None,
         },
+        job_id: job.id.clone(),
+        parent_job: job.parent_id.clone(),
+        jobs,
         // A background operation or a schedule is its own operation.
         operation_id: if c.operation_id.is_empty() { job.id.clone() } else { c.operation_id.clone() },
         step: job.step.clone().unwrap_or_default(),
@@ -45,10 +50,11 @@ fn context(job: &Claimed) -> Context {
 pub(super) async fn run_job(shared: &Shared, job: Claimed) {
     let started = Instant::now();
     shared.counters.attempts.fetch_add(1, Ordering::Relaxed);
-    let (outcome, trace, changes) = attempt(shared, &job).await;
+    let (outcome, trace, Asked { changes, children }) = attempt(shared, &job).await;
     let label = match &outcome {
         Outcome::Succeeded { .. } => "succeeded",
         Outcome::Wait(_) => "wait",
+        Outcome::Checkpoint(_) => "checkpoint",
         Outcome::Failed { permanent: false, .. } if job.attempts < job.max_attempts => "retry",
         Outcome::Failed { .. } => "failed",
         Outcome::Interrupted => "interrupted",
@@ -60,20 +66,23 @@ pub(super) async fn run_job(shared: &Shared, job: Claimed) {
     let took = started.elapsed();
     // Prefetch follows the jobs that work: a few timing-out or failing
     // attempts must not shrink it for everyone else.
-    if matches!(outcome, Outcome::Succeeded { .. } | Outcome::Wait(_)) {
+    let progressed = matches!(outcome, Outcome::Succeeded { .. } | Outcome::Wait(_) | Outcome::Checkpoint(_));
+    if progressed {
         let avg = shared.avg_attempt_us.load(Ordering::Relaxed);
         shared.avg_attempt_us.store((avg * 7 + took.as_micros() as u64) / 8, Ordering::Relaxed);
     }
-    // A success or a wait commits the attempt's writes with it; a failure
-    // drops them (the next attempt writes again, once).
-    let writes = (matches!(outcome, Outcome::Succeeded { .. } | Outcome::Wait(_)) && !changes.is_empty()).then(|| Writes {
+    // A success, a wait or a checkpoint commits the attempt's writes and the
+    // jobs it started with it; a failure drops them (the next attempt writes
+    // again, once).
+    let writes = (progressed && !(changes.is_empty() && children.is_empty())).then(|| Writes {
         who: format!("job {} ({})", job.id, job.step.as_deref().unwrap_or(&job.plugin)),
         user: job.owner.clone(),
         depth: job.context.depth + 1,
         vars: job.context.shared_variables.clone(),
         changes,
+        children,
     });
-    let ok = matches!(outcome, Outcome::Succeeded { .. } | Outcome::Wait(_));
+    let ok = progressed;
     let trace_log = job.context.trace.keeps(ok).then(|| crate::traces::Trace {
         step: job.step.clone(),
         plugin: job.plugin.clone(),
@@ -86,6 +95,7 @@ pub(super) async fn run_job(shared: &Shared, job: Claimed) {
         outcome: match &outcome {
             Outcome::Succeeded { .. } => "ok".into(),
             Outcome::Wait(_) => "wait".into(),
+            Outcome::Checkpoint(_) => "checkpoint".into(),
             Outcome::Failed { code, .. } => code.clone(),
             Outcome::Interrupted => "interrupted".into(),
         },
@@ -117,12 +127,12 @@ const BULK_PAGE: usize = 500;
 /// input's table matching its filter, page by page, each as its own operation
 /// through the pipeline (its delete steps run) as the job's owner. A retried
 /// attempt carries on with what is left; a cancel stops it between deletes.
-async fn bulk_delete(shared: &Shared, job: &Claimed) -> (Outcome, Vec<crate::runtime::TraceLine>, Vec<(String, Change)>) {
+async fn bulk_delete(shared: &Shared, job: &Claimed) -> (Outcome, Vec<crate::runtime::TraceLine>, Asked) {
     let input = &job.context.input;
     let (table, filter) = (input["table"].as_str().unwrap_or_default().to_string(), input["filter"].as_str().unwrap_or_default().to_string());
     if !job.owner_active {
         let message = format!("bulk delete: the job's owner {} is deactivated (or gone); reactivate the owner and retry the job, or cancel it", job.owner);
-        return (Outcome::Failed { code: "owner_inactive".into(), message, permanent: true }, vec![], vec![]);
+        return (Outcome::Failed { code: "owner_inactive".into(), message, permanent: true }, vec![], Asked::default());
     }
     let cancel = CancelFlag::default();
     shared.cancels.lock().insert(job.id.clone(), cancel.clone());
@@ -165,12 +175,24 @@ async fn bulk_delete(shared: &Shared, job: &Claimed) -> (Outcome, Vec<crate::run
         }
     });
     match run.await {
-        Ok((outcome, trace)) => (outcome, trace, vec![]),
-        Err(e) => (Outcome::Failed { code: "host".into(), message: format!("bulk delete: the worker thread failed: {e}"), permanent: false }, vec![], vec![]),
+        Ok((outcome, trace)) => (outcome, trace, Asked::default()),
+        Err(e) => (
+            Outcome::Failed { code: "host".into(), message: format!("bulk delete: the worker thread failed: {e}"), permanent: false },
+            vec![],
+            Asked::default(),
+        ),
     }
 }
 
-async fn attempt(shared: &Shared, job: &Claimed) -> (Outcome, Vec<crate::runtime::TraceLine>, Vec<(String, Change)>) {
+/// What an attempt asked for besides its outcome: record writes and jobs to
+/// start, applied with its outcome (or not at all).
+#[derive(Default)]
+pub(super) struct Asked {
+    pub changes: Vec<(String, Change)>,
+    pub children: Vec<jobs::children::NewChild>,
+}
+
+async fn attempt(shared: &Shared, job: &Claimed) -> (Outcome, Vec<crate::runtime::TraceLine>, Asked) {
     if job.kind == BULK_DELETE {
         return bulk_delete(shared, job).await;
     }
@@ -179,25 +201,25 @@ async fn attempt(shared: &Shared, job: &Claimed) -> (Outcome, Vec<crate::runtime
     let prepared =
         match cached.map(Ok).unwrap_or_else(|| off_executor(|| shared.pool.with_conn(|conn| shared.plugins.prepared(conn, &job.plugin, job.plugin_version)))) {
             Ok(p) => p,
-            Err(e) => return (failed("host", format!("{}: cannot load version {}: {e}", job.plugin, job.plugin_version)), vec![], vec![]),
+            Err(e) => return (failed("host", format!("{}: cannot load version {}: {e}", job.plugin, job.plugin_version)), vec![], Asked::default()),
         };
     if !job.owner_active {
         let message = format!(
             "{}: the job's owner {} is deactivated (or gone), so it cannot run; reactivate the owner and retry the job, or cancel it",
             job.plugin, job.owner
         );
-        return (Outcome::Failed { code: "owner_inactive".into(), message, permanent: true }, vec![], vec![]);
+        return (Outcome::Failed { code: "owner_inactive".into(), message, permanent: true }, vec![], Asked::default());
     }
     let cancel = CancelFlag::default();
     shared.cancels.lock().insert(job.id.clone(), cancel.clone());
     let sandbox =
         Sandbox { memory_bytes: shared.memory_bytes, max_host_calls: shared.max_host_calls, key: shared.opts.secret_key.clone(), http: shared.opts.egress };
-    let (outcome, code, stats, changes) = execute(&shared.plugins, &prepared, &shared.pool, job, &sandbox, true, cancel).await;
+    let (outcome, code, stats, asked) = execute(&shared.plugins, &prepared, &shared.pool, job, &sandbox, true, cancel).await;
     crate::telemetry::plugin_call(&job.plugin, "async", code, stats.duration, stats.fuel_used);
     for request in &stats.http {
         crate::telemetry::http_request(&job.plugin, request);
     }
-    (outcome, stats.trace, changes)
+    (outcome, stats.trace, asked)
 }
 
 /// What an attempt may use besides the job's own grants.
@@ -216,16 +238,26 @@ struct Sandbox {
 /// Without `http`, every outbound request is refused (a replay must not
 /// reach other systems unless asked).
 async fn execute(
-    plugins: &Plugins,
+    plugins: &Arc<Plugins>,
     prepared: &crate::runtime::Prepared,
     pool: &Arc<Pool>,
     job: &Claimed,
     sandbox: &Sandbox,
     http: bool,
     cancel: CancelFlag,
-) -> (Outcome, &'static str, crate::runtime::CallStats, Vec<(String, Change)>) {
+) -> (Outcome, &'static str, crate::runtime::CallStats, Asked) {
     let failed = |code: &str, message: String, permanent: bool| Outcome::Failed { code: code.into(), message, permanent };
-    let ctx = context(job);
+    // Woken from a wait for jobs: their reports.
+    let reports =
+        if job.awaited.is_empty() { Ok(vec![]) } else { off_executor(|| pool.with_conn(|conn| jobs::children::reports(conn, &job.id, &job.awaited))) };
+    let reports = match reports {
+        Ok(r) => r.into_iter().map(job_report).collect(),
+        Err(e) => {
+            let message = format!("{}: the reports of the jobs it waited for cannot be read: {e}", job.plugin);
+            return (failed("host", message, false), "host", Default::default(), Asked::default());
+        }
+    };
+    let ctx = context(job, reports);
     let limits = Limits {
         fuel: job.fuel,
         deadline: Instant::now() + Duration::from_millis(job.timeout_ms),
@@ -234,8 +266,12 @@ async fn execute(
         max_host_calls: sandbox.max_host_calls,
     };
     let pending = Arc::new(Mutex::new(Vec::new()));
+    let children = Arc::new(Mutex::new(Vec::new()));
     let records = JobRecords {
         pool: pool.clone(),
+        plugins: plugins.clone(),
+        job: job.clone(),
+        children: children.clone(),
         who: attempt_who(job),
         grants: job.grants.clone(),
         pending: pending.clone(),
@@ -251,7 +287,9 @@ async fn execute(
     let outcome = match result {
         Ok(Step::Done(result)) => Outcome::Succeeded { result },
         Ok(Step::WaitUntil(w)) if w.at > crate::time::MAX_MS => past_9999(&job.plugin, w.at),
-        Ok(Step::WaitUntil(w)) => Outcome::Wait(Wait { until: w.at, table: None, record: None, condition: None, key: None, state: w.state }),
+        Ok(Step::WaitUntil(w)) => Outcome::Wait(Wait { until: w.at, state: w.state, ..Wait::default() }),
+        Ok(Step::WaitForJobs(w)) => wait_on_jobs(pool, job, &children.lock(), w),
+        Ok(Step::Checkpoint(state)) => Outcome::Checkpoint(state),
         Ok(Step::WaitForQuery(w)) => wait_on(pool, job, w.table, None, w.filter, w.timeout_ms, w.state),
         Ok(Step::WaitFor(w)) => wait_on(pool, job, w.table, Some(w.id), w.condition, w.timeout_ms, w.state),
         Err(CallError::Canceled) => Outcome::Interrupted,
@@ -260,8 +298,50 @@ async fn execute(
         Err(e @ CallError::Denied { .. }) => failed(e.code(), format!("{}: {e}", job.plugin), true),
         Err(e) => failed(e.code(), format!("{}: {e}", job.plugin), false),
     };
-    let changes = std::mem::take(&mut *pending.lock());
-    (outcome, code, stats, changes)
+    let asked = Asked { changes: std::mem::take(&mut *pending.lock()), children: std::mem::take(&mut *children.lock()) };
+    (outcome, code, stats, asked)
+}
+
+/// A child's report as the contract gives it.
+fn job_report(r: jobs::children::Report) -> JobReport {
+    JobReport {
+        id: r.id,
+        plugin: r.plugin,
+        key: r.key,
+        status: match r.status {
+            "succeeded" => JobStatus::Succeeded,
+            "failed" => JobStatus::Failed,
+            "canceled" => JobStatus::Canceled,
+            _ => JobStatus::Pending,
+        },
+        result: r.result,
+        error: r.error,
+    }
+}
+
+/// A wait for jobs: only this job's children (started before, or by this
+/// attempt), at least one, at most [`jobs::children::MAX_AWAITED`]; refused
+/// permanently otherwise (a workflow learns nothing of others' jobs).
+fn wait_on_jobs(pool: &Pool, job: &Claimed, started: &[jobs::children::NewChild], w: WaitForJobs) -> Outcome {
+    let plugin = &job.plugin;
+    let refuse =
+        |why: String| Outcome::Failed { code: "invalid_wait".into(), message: format!("{plugin}: cannot wait for those jobs: {why}"), permanent: true };
+    if w.jobs.is_empty() || w.jobs.len() > jobs::children::MAX_AWAITED {
+        return refuse(format!("wait-for-jobs names 1 to {} jobs, not {}", jobs::children::MAX_AWAITED, w.jobs.len()));
+    }
+    let earlier: Vec<String> = w.jobs.iter().filter(|id| !started.iter().any(|c| &c.id == *id)).cloned().collect();
+    if !earlier.is_empty() {
+        match off_executor(|| pool.with_conn(|conn| jobs::children::strangers(conn, &job.id, &earlier))) {
+            Ok(strangers) if strangers.is_empty() => {}
+            Ok(strangers) => return refuse(format!("{} is not a job it started (jobs.start answers the ids it may wait for)", strangers[0])),
+            Err(e) => return Outcome::Failed { code: "host".into(), message: format!("{plugin}: cannot check the jobs it waits for: {e}"), permanent: false },
+        }
+    }
+    let until = crate::time::now_ms().saturating_add(i64::try_from(w.timeout_ms).unwrap_or(i64::MAX));
+    if until > crate::time::MAX_MS {
+        return past_9999(plugin, until);
+    }
+    Outcome::Wait(Wait { until, jobs: w.jobs, all: w.all, state: w.state, ..Wait::default() })
 }
 
 /// A wait (or its timeout) past the end of year 9999, the last time weir
@@ -306,7 +386,7 @@ fn wait_on(pool: &Pool, job: &Claimed, table: String, record: Option<String>, co
         // A wait for one record is found by the record; one for any record by its key.
         Ok(key) => {
             let key = if record.is_some() { None } else { key };
-            Outcome::Wait(Wait { until, table: Some(table), record, condition: Some(condition), key, state })
+            Outcome::Wait(Wait { until, table: Some(table), record, condition: Some(condition), key, state, ..Wait::default() })
         }
         Err(e) => Outcome::Failed { code: "invalid_wait".into(), message: format!("{plugin}: cannot wait for that: {e}"), permanent: true },
     }
@@ -351,8 +431,10 @@ pub async fn replay(pool: Arc<Pool>, plugins: Arc<Plugins>, id: &str, wasm: Opti
     let settings = crate::pipeline::Settings::default();
     let sandbox = Sandbox { memory_bytes: settings.memory_bytes, max_host_calls: settings.max_host_calls, key: opts.secret_key.clone(), http: opts.egress };
     let started = Instant::now();
-    let (outcome, _, stats, changes) = execute(&plugins, &prepared, &pool, &job, &sandbox, http, CancelFlag::default()).await;
-    let writes = changes
+    let (outcome, _, stats, asked) = execute(&plugins, &prepared, &pool, &job, &sandbox, http, CancelFlag::default()).await;
+    let started_jobs = asked.children.iter().map(|c| serde_json::json!({"op": "start", "plugin": c.job.plugin, "key": c.key, "input": c.job.context.input}));
+    let writes = asked
+        .changes
         .into_iter()
         .map(|(table, change)| {
             let (op, id, fields) = match change {
@@ -363,6 +445,7 @@ pub async fn replay(pool: Arc<Pool>, plugins: Arc<Plugins>, id: &str, wasm: Opti
             let fields: serde_json::Map<String, serde_json::Value> = fields.iter().map(|f| (f.name.clone(), crate::values::to_json(&f.value))).collect();
             serde_json::json!({"op": op, "table": table, "id": id, "fields": fields})
         })
+        .chain(started_jobs)
         .collect();
     let mut replay = Replay {
         job: job.id.clone(),
@@ -382,6 +465,7 @@ pub async fn replay(pool: Arc<Pool>, plugins: Arc<Plugins>, id: &str, wasm: Opti
             replay.outcome = "wait";
             replay.wait = Some(w.doc());
         }
+        Outcome::Checkpoint(_) => replay.outcome = "checkpoint",
         Outcome::Failed { code, message, .. } => {
             replay.outcome = "failed";
             replay.error_code = Some(code);
@@ -403,6 +487,12 @@ pub async fn replay(pool: Arc<Pool>, plugins: Arc<Plugins>, id: &str, wasm: Opti
 /// committed store.
 struct JobRecords {
     pool: Arc<Pool>,
+    /// Resolves the plug-ins it starts.
+    plugins: Arc<Plugins>,
+    /// The job it runs for (the parent of the jobs it starts).
+    job: Claimed,
+    /// Jobs it started, created with the outcome.
+    children: Arc<Mutex<Vec<jobs::children::NewChild>>>,
     who: String,
     grants: Vec<Grant>,
     pending: Arc<Mutex<Vec<(String, Change)>>>,
@@ -461,6 +551,73 @@ impl JobRecords {
 }
 
 impl RecordHost for JobRecords {
+    /// A child job: granted by `--may-start`, the plug-in's current version
+    /// (a workflow), run as this job's owner with this job's grants, in its
+    /// correlation. A key started before (committed, or in this attempt)
+    /// answers that job; a new one is created with the attempt's outcome.
+    fn start_job(&mut self, o: &StartOptions) -> std::result::Result<String, JobError> {
+        let job = &self.job;
+        if !job.context.may_start.contains(&o.plugin) {
+            return Err(JobError::Denied(format!("{} may not start plug-in {} (grant it with --may-start {})", self.who, o.plugin, o.plugin)));
+        }
+        jobs::children::check_key(&o.key).map_err(JobError::Invalid)?;
+        if let Some(c) = self.children.lock().iter().find(|c| c.key == o.key) {
+            return Ok(c.id.clone());
+        }
+        let input: serde_json::Value = serde_json::from_str(&o.input).map_err(|e| JobError::Invalid(format!("the input of {} is not JSON: {e}", o.key)))?;
+        if let Some(q) = &o.queue {
+            jobs::claims::check_queue(q).map_err(|e| JobError::Invalid(e.to_string()))?;
+        }
+        let priority = o.priority.map_or(jobs::claims::DEFAULT_PRIORITY, i64::from);
+        jobs::claims::check_priority(priority).map_err(|e| JobError::Invalid(e.to_string()))?;
+        let found = off_executor(|| {
+            self.pool.with_conn(|conn| match jobs::children::existing(conn, &job.id, &o.key)? {
+                Some(id) => Ok(Err(id)),
+                None => self.plugins.head(conn, &o.plugin).map(Ok),
+            })
+        });
+        let (version, world) = match found {
+            Ok(Err(existing)) => return Ok(existing),
+            Ok(Ok(head)) => head,
+            Err(Error::NotFound(m)) => return Err(JobError::NotFound(m)),
+            Err(e) => return Err(JobError::Invalid(format!("cannot start {}: {e}", o.plugin))),
+        };
+        if !world.serves_async() {
+            return Err(JobError::NotFound(format!("plug-in {} is a {} component: it has no workflow to run as a job", o.plugin, world.as_str())));
+        }
+        let c = &job.context;
+        let new = jobs::NewJob {
+            kind: "background",
+            step: None,
+            plugin: o.plugin.clone(),
+            plugin_version: version,
+            owner: job.owner.clone(),
+            context: jobs::JobContext {
+                correlation_id: c.correlation_id.clone(),
+                depth: c.depth,
+                allow_http: c.allow_http.clone(),
+                secrets: c.secrets.clone(),
+                may_start: c.may_start.clone(),
+                trace: c.trace,
+                ..jobs::JobContext::background(&job.owner, input)
+            },
+            grants: job.grants.clone(),
+            max_attempts: jobs::DEFAULT_MAX_ATTEMPTS,
+            backoff_ms: jobs::DEFAULT_BACKOFF_MS,
+            timeout_ms: jobs::DEFAULT_TIMEOUT_MS,
+            fuel: None,
+            postpone_until: None,
+            callback_url: None,
+            queue: o.queue.clone().unwrap_or_else(|| jobs::claims::DEFAULT_QUEUE.into()),
+            priority,
+            asked_by: None,
+            unique_key: None,
+        };
+        let id = uuid::Uuid::now_v7().to_string();
+        self.children.lock().push(jobs::children::NewChild { id: id.clone(), key: o.key.clone(), job: new });
+        Ok(id)
+    }
+
     fn secret(&mut self, name: &str) -> std::result::Result<String, SecretError> {
         if !self.secrets.iter().any(|s| s == name) {
             return Err(SecretError::Denied(format!("{} has no grant for secret {name} (register the step with --secret {name})", self.who)));

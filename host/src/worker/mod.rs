@@ -42,7 +42,10 @@ use crate::error::{Error, Result, to_record_error};
 use crate::jobs::{self, Claimed, Outcome, Wait};
 use crate::pipeline::{Change, Pipeline};
 use crate::plugins::Plugins;
-use crate::runtime::wit::{Context, Entity, Field, Message, Mode, Page, QueryOptions, RecordError, SecretError, Stage, Step, Variable, WakeReason};
+use crate::runtime::wit::{
+    Context, Entity, Field, JobError, JobReport, JobStatus, Message, Mode, Page, QueryOptions, RecordError, SecretError, Stage, StartOptions, Step, Variable,
+    WaitForJobs, WakeReason,
+};
 use crate::runtime::{CallError, CancelFlag, Limits, RecordHost};
 use crate::steps::{Access, Grant, check_grant};
 
@@ -224,6 +227,8 @@ struct Writes {
     /// The shared variables its operations start with (the job's).
     vars: crate::pipeline::Vars,
     changes: Vec<(String, Change)>,
+    /// Jobs it started (`jobs.start`), created with its outcome.
+    children: Vec<jobs::children::NewChild>,
 }
 
 /// Stack for the recorder, which runs pipeline operations (an attempt's

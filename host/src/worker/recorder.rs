@@ -115,7 +115,7 @@ fn record_group(shared: &Shared, mut batch: Vec<Done>) -> Vec<(Done, Error)> {
         match result {
             Ok(true) => {
                 let counter = match &c.outcome {
-                    Outcome::Succeeded { .. } | Outcome::Wait(_) => &shared.counters.succeeded,
+                    Outcome::Succeeded { .. } | Outcome::Wait(_) | Outcome::Checkpoint(_) => &shared.counters.succeeded,
                     Outcome::Failed { .. } | Outcome::Interrupted => &shared.counters.unsuccessful,
                 };
                 counter.fetch_add(1, Ordering::Relaxed);
@@ -162,8 +162,13 @@ fn keep_traces(shared: &Shared, traces: &[crate::traces::Trace]) {
 /// permanently if a plug-in rejected a write, else to be retried.
 fn commit_with_writes(shared: &Shared, c: &jobs::Completion, writes: Writes, now: i64) -> Result<bool> {
     let worker = &shared.worker_id;
+    let children = writes.children;
     let committed = shared.pipeline.commit_attempt(&writes.user, writes.depth, &writes.vars, writes.changes, |conn| {
-        if jobs::runs_under(conn, &c.id, worker)? { jobs::complete_in(conn, c, worker, now) } else { Ok(false) }
+        if !jobs::runs_under(conn, &c.id, worker)? {
+            return Ok(false);
+        }
+        jobs::children::insert(conn, &c.id, &children, now)?;
+        jobs::complete_in(conn, c, worker, now)
     });
     match committed {
         Ok(true) => Ok(true),

@@ -117,6 +117,7 @@ impl exports::weir::plugin::runner::Guest for Probe {
                 WakeReason::Timer => "timer",
                 WakeReason::ConditionMet => "condition-met",
                 WakeReason::TimedOut => "timed-out",
+                WakeReason::Checkpoint => "checkpoint",
             };
             return Ok(Step::Done(Some(json!({"wake": reason}).to_string())));
         }

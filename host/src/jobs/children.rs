@@ -1,0 +1,190 @@
+//! Jobs that workflows start: parent and children are one tree.
+//!
+//! A workflow's attempt starts jobs through `jobs.start`; they are created
+//! with its outcome, in its transaction ([`insert`]), so an attempt that fails
+//! or lost its lease starts none, and each carries its parent's id, the key
+//! it was started with (unique per parent: [`existing`] answers a key started
+//! before) and the root's correlation id. A workflow waits for its children
+//! with `wait-for-jobs` (a [`Wait`] with `jobs`); when a child reaches a final
+//! status, [`child_finished`] wakes its parent if the wait's condition (all or
+//! any) now holds, under a lock of the parent's row so two children ending at
+//! once on two nodes cannot both miss it. On waking, the parent sees each
+//! awaited child's [`Report`].
+//!
+//! Owns the `parent_id` and `child_key` columns of `weir_jobs`; the state
+//! changes it asks for (waking the parent) are [`super::state`]'s.
+
+use serde_json::Value as Json;
+
+use super::{NewJob, Status, state};
+use crate::db::{Connection, OptionalExtension, params};
+use crate::error::{Error, Result};
+
+/// The most jobs one `wait-for-jobs` may name.
+pub const MAX_AWAITED: usize = 10_000;
+
+/// The longest child key.
+pub const MAX_KEY_BYTES: usize = 200;
+
+/// A child to create with its parent's outcome: its id (given when it was
+/// started), key and job.
+#[derive(Debug, Clone)]
+pub struct NewChild {
+    pub id: String,
+    pub key: String,
+    pub job: NewJob,
+}
+
+/// Checks a child key: not empty, at most [`MAX_KEY_BYTES`], no NUL.
+pub fn check_key(key: &str) -> std::result::Result<(), String> {
+    if key.is_empty() {
+        return Err("a child job needs a key (unique among the job's children: starting it again answers the same job)".into());
+    }
+    if key.len() > MAX_KEY_BYTES || key.contains('\0') {
+        return Err(format!("a child key is at most {MAX_KEY_BYTES} bytes, without NUL characters"));
+    }
+    Ok(())
+}
+
+/// The child `parent` started with `key`, if there is one.
+pub fn existing(conn: &Connection, parent: &str, key: &str) -> Result<Option<String>> {
+    Ok(conn.prepare_cached("SELECT id FROM weir_jobs WHERE parent_id = ?1 AND child_key = ?2")?.query_row(params![parent, key], |r| r.get(0)).optional()?)
+}
+
+/// Creates `children` of job `parent` at `now` (in the caller's transaction:
+/// the parent attempt's). A key started meanwhile is left as it is.
+pub fn insert(conn: &Connection, parent: &str, children: &[NewChild], now: i64) -> Result<()> {
+    for c in children {
+        if existing(conn, parent, &c.key)?.is_some() {
+            continue;
+        }
+        let context = serde_json::to_string(&c.job.context).map_err(|e| Error::Internal(e.to_string()))?;
+        let grants = serde_json::to_string(&c.job.grants).map_err(|e| Error::Internal(e.to_string()))?;
+        state::insert(conn, &c.id, &c.job, &context, &grants, now)?;
+        conn.prepare_cached("UPDATE weir_jobs SET parent_id = ?2, child_key = ?3 WHERE id = ?1")?.execute(params![c.id, parent, c.key])?;
+    }
+    Ok(())
+}
+
+/// Which of `ids` are not children of `parent` (for a wait's check).
+pub fn strangers(conn: &Connection, parent: &str, ids: &[String]) -> Result<Vec<String>> {
+    let d = conn.dialect();
+    let sql = format!("SELECT id FROM weir_jobs WHERE parent_id = ?1 AND {}", d.in_text_list("id", "?2"));
+    let list = serde_json::json!(ids).to_string();
+    let known: std::collections::HashSet<String> =
+        conn.prepare_cached(&sql)?.query_map(params![parent, list], |r| r.get(0))?.collect::<crate::db::Result<_>>()?;
+    Ok(ids.iter().filter(|id| !known.contains(*id)).cloned().collect())
+}
+
+/// A child as its parent sees it on waking.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Report {
+    pub id: String,
+    pub plugin: String,
+    pub key: String,
+    /// `pending`, `succeeded`, `failed` or `canceled`.
+    pub status: &'static str,
+    pub result: Option<String>,
+    pub error: Option<String>,
+}
+
+/// The reports of `parent`'s children `ids`, in that order (an id that is
+/// not its child is left out).
+pub fn reports(conn: &Connection, parent: &str, ids: &[String]) -> Result<Vec<Report>> {
+    let d = conn.dialect();
+    let sql = format!("SELECT id, plugin, child_key, statuscode, result, error_message FROM weir_jobs WHERE parent_id = ?1 AND {}", d.in_text_list("id", "?2"));
+    let list = serde_json::json!(ids).to_string();
+    let mut found: std::collections::HashMap<String, Report> = conn
+        .prepare_cached(&sql)?
+        .query_map(params![parent, list], |r| {
+            let status = match Status::from_statuscode(r.get(3)?) {
+                Some(Status::Succeeded) => "succeeded",
+                Some(Status::Failed) => "failed",
+                Some(Status::Canceled) => "canceled",
+                _ => "pending",
+            };
+            Ok(Report {
+                id: r.get(0)?,
+                plugin: r.get(1)?,
+                key: r.get::<_, Option<String>>(2)?.unwrap_or_default(),
+                status,
+                result: r.get(4)?,
+                error: r.get(5)?,
+            })
+        })?
+        .map(|r| r.map(|r| (r.id.clone(), r)))
+        .collect::<crate::db::Result<_>>()?;
+    Ok(ids.iter().filter_map(|id| found.remove(id)).collect())
+}
+
+/// A job reached a final status: if it is a child whose parent waits for
+/// it and the parent's condition now holds, the parent wakes (or, paused,
+/// remembers it for its resume). `parent` is the finished job's parent.
+pub fn child_finished(conn: &Connection, parent: &str) -> Result<()> {
+    // The parent's row is locked first (PostgreSQL): of two children ending
+    // at once, the second counts after the first has committed.
+    let (waiting, paused) = (Status::Waiting.statuscode(), Status::Paused.statuscode());
+    let sql = format!("SELECT statuscode, wait FROM weir_jobs WHERE id = ?1 AND statuscode IN ({waiting}, {paused})");
+    let row: Option<(i64, Option<String>)> =
+        conn.prepare_cached(&conn.dialect().locking_read(&sql))?.query_row([parent], |r| Ok((r.get(0)?, r.get(1)?))).optional()?;
+    let Some((status, Some(wait))) = row else { return Ok(()) };
+    if met(conn, parent, &wait)? {
+        if status == waiting {
+            state::wake_condition_met(conn, parent)?;
+        } else {
+            state::note_condition_met(conn, parent)?;
+        }
+    }
+    Ok(())
+}
+
+/// A job that just asked to wait for jobs wakes at once if they have
+/// finished already (a later run waiting for children that ended meanwhile).
+pub fn wake_if_met(conn: &Connection, id: &str) -> Result<()> {
+    let wait: Option<Option<String>> = conn
+        .prepare_cached(&format!("SELECT wait FROM weir_jobs WHERE id = ?1 AND statuscode = {}", Status::Waiting.statuscode()))?
+        .query_row([id], |r| r.get(0))
+        .optional()?;
+    if let Some(Some(wait)) = wait
+        && met(conn, id, &wait)?
+    {
+        state::wake_condition_met(conn, id)?;
+    }
+    Ok(())
+}
+
+/// Whether the wait `wait` (its JSON) of job `parent` is for jobs and holds.
+fn met(conn: &Connection, parent: &str, wait: &str) -> Result<bool> {
+    let Ok(doc) = serde_json::from_str::<Json>(wait) else { return Ok(false) };
+    if doc["kind"] != "jobs" {
+        return Ok(false);
+    }
+    let ids: Vec<String> = doc["jobs"].as_array().map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect()).unwrap_or_default();
+    let sql = format!("SELECT COUNT(*) FROM weir_jobs WHERE parent_id = ?1 AND statecode = 3 AND {}", conn.dialect().in_text_list("id", "?2"));
+    let done: i64 = conn.prepare_cached(&sql)?.query_row(params![parent, serde_json::json!(ids).to_string()], |r| r.get(0))?;
+    Ok(if doc["all"].as_bool().unwrap_or(true) { done as usize >= ids.len() } else { done >= 1 })
+}
+
+/// A job's children, oldest first: (id, plugin, key, status code).
+pub fn list(conn: &Connection, parent: &str) -> Result<Vec<(String, String, String, i64)>> {
+    let rows = conn
+        .prepare_cached("SELECT id, plugin, child_key, statuscode FROM weir_jobs WHERE parent_id = ?1 ORDER BY id")?
+        .query_map([parent], |r| Ok((r.get(0)?, r.get(1)?, r.get::<_, Option<String>>(2)?.unwrap_or_default(), r.get(3)?)))?
+        .collect::<crate::db::Result<_>>()?;
+    Ok(rows)
+}
+
+/// Every unfinished descendant of `id` (children, their children...), for
+/// a cascading cancel or pause.
+pub fn unfinished_descendants(conn: &Connection, id: &str) -> Result<Vec<String>> {
+    let rows = conn
+        .prepare_cached(
+            "WITH RECURSIVE tree(id) AS (
+                 SELECT id FROM weir_jobs WHERE parent_id = ?1
+                 UNION SELECT j.id FROM weir_jobs j JOIN tree t ON j.parent_id = t.id)
+             SELECT w.id FROM weir_jobs w JOIN tree ON w.id = tree.id WHERE w.statecode < 3 ORDER BY w.id",
+        )?
+        .query_map([id], |r| r.get(0))?
+        .collect::<crate::db::Result<_>>()?;
+    Ok(rows)
+}
