@@ -41,7 +41,7 @@ fn plugin_test_runs_a_component_offline_against_a_fixture() {
     assert!(out.stdout.contains("amount 5000 exceeds the credit limit 1000 of account Contoso"), "{}", out.stdout);
     // Accepted, with a note and a shared variable: exit 0.
     let ok = test(&context("950.00"), true).ok().json();
-    assert_eq!((ok["outcome"].as_str(), ok["mode"].as_str(), ok["contract"].as_str()), (Some("ok"), Some("sync"), Some("0.2")), "{ok}");
+    assert_eq!((ok["outcome"].as_str(), ok["mode"].as_str(), ok["contract"].as_str()), (Some("ok"), Some("sync"), Some("0.3")), "{ok}");
     assert_eq!(ok["notes"], json!(["amount 950.00 uses more than 90% of the credit limit 1000"]));
     assert_eq!(ok["variables"], json!({"credit_limit": "1000"}));
     assert!(ok["trace"].to_string().contains("is within the credit limit 1000"), "{ok}");

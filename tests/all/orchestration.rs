@@ -325,3 +325,35 @@ fn components_built_against_0_2_run_unchanged() {
     let done = show(&env, jobs[0]["id"].as_str().unwrap());
     assert_eq!((done["status"].as_str(), done["result"]["state"].as_str()), (Some("Succeeded"), Some("paid")), "{done}");
 }
+
+/// The job page shows the tree: a parent lists the jobs it started, a child
+/// links its parent, and canceling the parent asks whether its unfinished
+/// children go too (a real Chromium, as the dashboard's own test drives it).
+#[test]
+fn the_job_page_shows_the_tree_and_offers_the_cascade() {
+    let env = orchestra();
+    let parent = submit(&env, json!({"mode": "sleepy-parent"}), &[]);
+    env.run(&["work", "--until-idle"]).ok();
+    let s = Server::start(&env, &[]);
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/artifacts");
+    std::fs::create_dir_all(&dir).unwrap();
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/browser/tree.mjs");
+    let out = std::process::Command::new("node")
+        .arg(&script)
+        .args([&format!("{}/", s.base), TOKEN, &parent, dir.to_str().unwrap()])
+        .output()
+        .expect("node runs (the browser tests need Node.js, tests/browser's npm packages and Debian's chromium; .ci/run installs them)");
+    assert!(out.status.success(), "browser test failed:\n{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let page: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(page["errors"], json!([]), "no script errors on the page");
+    let children = page["children"].as_array().unwrap();
+    assert_eq!(children.len(), 3, "{page}");
+    assert!(children.iter().all(|c| c["status"] == "Waiting"), "{page}");
+    assert_eq!(page["parentLink"], format!("/jobs/{parent}"));
+    assert!(page["question"].as_str().unwrap().contains("3 unfinished"), "{page}");
+    assert_eq!(page["sent"], r#"{"cascade":true}"#);
+    for c in children {
+        let id = c["link"].as_str().unwrap().trim_start_matches("/jobs/");
+        assert_eq!(show(&env, id)["status"], "Canceled");
+    }
+}

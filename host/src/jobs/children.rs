@@ -51,6 +51,14 @@ pub fn existing(conn: &Connection, parent: &str, key: &str) -> Result<Option<Str
     Ok(conn.prepare_cached("SELECT id FROM weir_jobs WHERE parent_id = ?1 AND child_key = ?2")?.query_row(params![parent, key], |r| r.get(0)).optional()?)
 }
 
+/// Job `id`'s priority (a child started without one takes its parent's).
+pub fn priority_of(conn: &Connection, id: &str) -> Result<i64> {
+    Ok(conn
+        .prepare_cached("SELECT priority FROM weir_jobs WHERE id = ?1")?
+        .query_row([id], |r| r.get::<_, Option<i64>>(0))?
+        .unwrap_or(super::claims::DEFAULT_PRIORITY))
+}
+
 /// Creates `children` of job `parent` at `now` (in the caller's transaction:
 /// the parent attempt's). A key started meanwhile is left as it is.
 pub fn insert(conn: &Connection, parent: &str, children: &[NewChild], now: i64) -> Result<()> {

@@ -1703,10 +1703,24 @@ mod tests {
 
     #[test]
     fn weir_imports_are_known_only_in_the_contracts_weir_implements() {
-        for ok in ["weir:plugin/records@0.2.0", "weir:plugin/log@0.1.0", "weir:plugin/types@0.2.3", "weir:plugin/secrets@0.1.0"] {
+        for ok in [
+            "weir:plugin/records@0.2.0",
+            "weir:plugin/log@0.1.0",
+            "weir:plugin/types@0.2.3",
+            "weir:plugin/secrets@0.1.0",
+            "weir:plugin/records@0.3.0",
+            "weir:plugin/jobs@0.3.0",
+        ] {
             assert!(known_weir_import(ok), "{ok}");
         }
-        for no in ["weir:plugin/records@0.3.0", "weir:plugin/admin@0.2.0", "weir:plugin/records", "wasi:cli/run@0.2.0", "weir:plugins/log@0.2.0"] {
+        for no in [
+            "weir:plugin/records@0.4.0",
+            "weir:plugin/jobs@0.2.0",
+            "weir:plugin/admin@0.3.0",
+            "weir:plugin/records",
+            "wasi:cli/run@0.2.0",
+            "weir:plugins/log@0.2.0",
+        ] {
             assert!(!known_weir_import(no), "{no}");
         }
     }

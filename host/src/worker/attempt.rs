@@ -568,15 +568,16 @@ impl RecordHost for JobRecords {
         if let Some(q) = &o.queue {
             jobs::claims::check_queue(q).map_err(|e| JobError::Invalid(e.to_string()))?;
         }
-        let priority = o.priority.map_or(jobs::claims::DEFAULT_PRIORITY, i64::from);
-        jobs::claims::check_priority(priority).map_err(|e| JobError::Invalid(e.to_string()))?;
+        if let Some(p) = o.priority {
+            jobs::claims::check_priority(i64::from(p)).map_err(|e| JobError::Invalid(e.to_string()))?;
+        }
         let found = off_executor(|| {
             self.pool.with_conn(|conn| match jobs::children::existing(conn, &job.id, &o.key)? {
                 Some(id) => Ok(Err(id)),
-                None => self.plugins.head(conn, &o.plugin).map(Ok),
+                None => Ok(Ok((self.plugins.head(conn, &o.plugin)?, jobs::children::priority_of(conn, &job.id)?))),
             })
         });
-        let (version, world) = match found {
+        let ((version, world), parent_priority) = match found {
             Ok(Err(existing)) => return Ok(existing),
             Ok(Ok(head)) => head,
             Err(Error::NotFound(m)) => return Err(JobError::NotFound(m)),
@@ -609,7 +610,7 @@ impl RecordHost for JobRecords {
             postpone_until: None,
             callback_url: None,
             queue: o.queue.clone().unwrap_or_else(|| jobs::claims::DEFAULT_QUEUE.into()),
-            priority,
+            priority: o.priority.map_or(parent_priority, i64::from),
             asked_by: None,
             unique_key: None,
         };
