@@ -4,11 +4,13 @@
 //! afterwards). Each figure is the median of repeated runs, with the spread
 //! (min–max). Use a release build.
 
+use std::borrow::Cow;
 use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value as Json, json};
 
 use crate::Weir;
+use crate::db::OptionalExtension;
 use crate::error::{Error, Result};
 use crate::jobs::{self, JobContext, NewJob};
 use crate::runtime::wit::{Context, Mode};
@@ -24,8 +26,8 @@ const RUN_TIME: Duration = Duration::from_millis(700);
 
 /// One figure: its runs and unit.
 struct Figure {
-    key: &'static str,
-    label: &'static str,
+    key: Cow<'static, str>,
+    label: Cow<'static, str>,
     unit: &'static str,
     runs: Vec<f64>,
 }
@@ -243,81 +245,154 @@ fn bench_context() -> Context {
     Context::standalone("bench", Mode::Sync)
 }
 
-/// A plug-in in another language to measure beside the Rust example
-/// (`weir bench --component python=credit_check.wasm`): a build of the
-/// credit-check example (guest-examples/python or guest-examples/js, the
-/// latter built with componentize-js or componentize-qjs).
+/// A plug-in to measure beside the Rust credit-check example (`weir bench
+/// --component LABEL=FILE`): any component, under any label (a language, a
+/// name). Without a context it is measured as a credit-check build (the
+/// examples in guest-examples/python and guest-examples/js: their layout of
+/// tables); with one ([`ComponentLayout`]) in the plug-in's own layout.
 #[derive(Debug, Clone)]
 pub struct LangComponent {
-    pub lang: Lang,
+    pub label: String,
     pub file: std::path::PathBuf,
-}
-
-/// The languages `--component` takes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Lang {
-    Python,
-    /// componentize-js (StarlingMonkey).
-    Js,
-    /// componentize-qjs (QuickJS).
-    Quickjs,
 }
 
 impl std::str::FromStr for LangComponent {
     type Err = String;
     fn from_str(s: &str) -> std::result::Result<LangComponent, String> {
-        let (lang, file) = s.split_once('=').ok_or_else(|| format!("{s:?}: give LANG=FILE.wasm, e.g. python=credit_check.wasm"))?;
-        let lang = match lang {
-            "python" => Lang::Python,
-            "js" => Lang::Js,
-            "quickjs" => Lang::Quickjs,
-            other => return Err(format!("{other:?}: the language is python, js or quickjs (Rust's credit-check is always measured)")),
-        };
-        Ok(LangComponent { lang, file: file.into() })
+        let (label, file) =
+            s.split_once('=').ok_or_else(|| format!("{s:?}: give LABEL=FILE.wasm, e.g. python=credit_check.wasm or my-check=target/my_check.wasm"))?;
+        if label.is_empty() || label.len() > 40 || !label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+            return Err(format!("{label:?}: a label is 1 to 40 letters, digits, - or _ (it names the figures: lang_LABEL_load_s...)"));
+        }
+        Ok(LangComponent { label: label.to_string(), file: file.into() })
     }
 }
 
-/// The figures of one language: their keys and labels.
-fn lang_keys(lang: Option<Lang>) -> [(&'static str, &'static str); 2] {
-    match lang {
-        None => [("lang_rust_load_s", "credit-check in Rust: plug-in add (compile)"), ("lang_rust_create_us", "credit-check in Rust: µs per create it checks")],
-        Some(Lang::Python) => [
-            ("lang_python_load_s", "credit-check in Python: plug-in add (compile)"),
-            ("lang_python_create_us", "credit-check in Python: µs per create it checks"),
-        ],
-        Some(Lang::Js) => [
-            ("lang_js_load_s", "credit-check in JavaScript: plug-in add (compile)"),
-            ("lang_js_create_us", "credit-check in JavaScript: µs per create it checks"),
-        ],
-        Some(Lang::Quickjs) => [
-            ("lang_quickjs_load_s", "credit-check in JS on QuickJS: plug-in add (compile)"),
-            ("lang_quickjs_create_us", "credit-check in JS on QuickJS: µs per create it checks"),
-        ],
-    }
+/// The plug-in's own layout for `--component`: a context as `weir plugin
+/// test` takes it (its table, message, stage or input, and the target's
+/// fields) and the records fixture its calls read.
+#[derive(Debug, Clone, Default)]
+pub struct ComponentLayout {
+    pub context: Option<Json>,
+    pub records: Option<Json>,
 }
 
-/// Loads one credit-check build into a database of its own (with its own,
-/// empty compile cache, so the compile is measured) and times creates that
-/// it checks as the only sync step.
-fn language(scratch: &std::path::Path, lang: Option<Lang>, wasm: &[u8], figures: &mut Vec<Figure>) -> Result<()> {
-    let [(load_key, load_label), (create_key, create_label)] = lang_keys(lang);
-    let dir = scratch.join(load_key);
-    std::fs::create_dir_all(&dir).map_err(|e| Error::Internal(format!("cannot make {}: {e}", dir.display())))?;
-    let weir = Weir::open_with_cache(dir.join("w.db"), Default::default(), Some(dir.join("cache")))?;
-    weir.create_table("account", &[("name", "text"), ("creditlimit", "decimal")])?;
-    weir.create_table("opportunity", &[("name", "text"), ("amount", "decimal"), ("customer", "ref:account")])?;
+/// The columns of a table made for a record's fields, typed by their JSON:
+/// whole numbers integer, other numbers decimal, strings text, booleans
+/// boolean, objects and arrays json.
+fn columns_of(fields: &Map<String, Json>) -> Vec<(String, String)> {
+    fields
+        .iter()
+        .filter(|(name, _)| name.as_str() != "id")
+        .map(|(name, v)| {
+            let ty = match v {
+                Json::Number(n) if n.is_i64() => "integer",
+                Json::Number(_) => "decimal",
+                Json::Bool(_) => "boolean",
+                Json::Object(_) | Json::Array(_) => "json",
+                _ => "text",
+            };
+            (name.clone(), ty.to_string())
+        })
+        .collect()
+}
+
+/// Loads one build (`label`) into a database of its own (with its own, empty
+/// compile cache, so the compile is measured) and measures it: a sync
+/// plug-in by the creates it checks as the only step of its table, a
+/// workflow by the jobs of it drained (background operations with the
+/// context's input, two workers). Without a `layout` context, the
+/// credit-check layout. Errors name the plug-in.
+fn language(scratch: &std::path::Path, label: &str, wasm: &[u8], layout: &ComponentLayout, figures: &mut Vec<Figure>) -> Result<()> {
+    let named = |e: Error| Error::invalid(format!("--component {label}: {e}"));
+    let dir = tempfile::tempdir_in(scratch).map_err(|e| Error::Internal(format!("cannot make a directory in {}: {e}", scratch.display())))?;
+    let weir = Weir::open_with_cache(dir.path().join("w.db"), Default::default(), Some(dir.path().join("cache")))?;
+    let credit_check = json!({"message": "create", "table": "opportunity", "stage": "pre-validation", "target": {"name": "bench", "amount": 5}});
+    let context = layout.context.clone().unwrap_or(credit_check);
+    match &layout.records {
+        Some(fixture) => crate::trial::seed(&weir, fixture).map_err(named)?,
+        None if layout.context.is_none() => {
+            weir.create_table("account", &[("name", "text"), ("creditlimit", "decimal")])?;
+            weir.create_table("opportunity", &[("name", "text"), ("amount", "decimal"), ("customer", "ref:account")])?;
+        }
+        None => {}
+    }
+    let table = context["table"].as_str().unwrap_or_default().to_string();
+    let target = context["target"].as_object().cloned().unwrap_or_default();
+    if !table.is_empty() && weir.list_tables()?.iter().all(|t| t.name != table) {
+        let cols = columns_of(&target);
+        let cols: Vec<(&str, &str)> = cols.iter().map(|(n, t)| (n.as_str(), t.as_str())).collect();
+        weir.create_table(&table, &cols).map_err(named)?;
+    }
     let started = Instant::now();
-    weir.add_plugin("credit-check", wasm)?;
+    let version = weir.add_plugin(label, wasm).map_err(named)?;
     let load = started.elapsed().as_secs_f64();
-    let mut step = Step::new("credit", "credit-check", MessageKind::Create, "opportunity", StageKind::PreValidation, ModeKind::Sync);
-    step.grants = vec![crate::steps::Grant { table: "account".into(), access: crate::steps::Access::Read }];
-    weir.add_step(&step)?;
-    let account = weir.pipeline().create("system", "account", &json!({"name": "Contoso", "creditlimit": 1_000_000}))?;
-    let rec = json!({"name": "bench", "amount": 5, "customer": account.id});
-    let runs = rate(|| weir.pipeline().create("system", "opportunity", &rec).map(|_| ()))?;
-    figures.push(Figure { key: load_key, label: load_label, unit: "s", runs: vec![load] });
-    figures.push(Figure { key: create_key, label: create_label, unit: "µs", runs: runs.iter().map(|r| 1e6 / r).collect() });
+    // What it may touch: every table of the layout.
+    let grants: Vec<crate::steps::Grant> =
+        weir.list_tables()?.into_iter().map(|t| crate::steps::Grant { table: t.name, access: crate::steps::Access::Write }).collect();
+    let serves_sync = crate::runtime::World::parse(&version.world).is_some_and(|w| w.serves_sync());
+    let sync = context["mode"].as_str() != Some("async") && serves_sync;
+    figures.push(Figure { key: format!("lang_{label}_load_s").into(), label: format!("{label}: plug-in add (compile)").into(), unit: "s", runs: vec![load] });
+    if sync {
+        if table.is_empty() {
+            return Err(named(Error::invalid("a sync plug-in is measured on its table: give the context a \"table\"")));
+        }
+        let stage = match context["stage"].as_str().unwrap_or("pre-operation") {
+            "pre-validation" => StageKind::PreValidation,
+            "post-operation" => StageKind::PostOperation,
+            _ => StageKind::PreOperation,
+        };
+        let mut step = Step::new("measured", label, MessageKind::Create, &table, stage, ModeKind::Sync);
+        step.grants = grants;
+        step.config = context["config"].clone();
+        weir.add_step(&step).map_err(named)?;
+        let mut rec = Json::Object(target.into_iter().filter(|(k, _)| k != "id").collect());
+        if layout.context.is_none() {
+            // The credit-check layout: an account whose limit the creates stay under.
+            let account = weir.pipeline().create("system", "account", &json!({"name": "Contoso", "creditlimit": 1_000_000}))?;
+            rec["customer"] = json!(account.id);
+        }
+        let runs = rate(|| weir.pipeline().create("system", &table, &rec).map(|_| ()).map_err(named))?;
+        let what = format!("{label}: µs per {table} create it checks");
+        figures.push(Figure { key: format!("lang_{label}_create_us").into(), label: what.into(), unit: "µs", runs: runs.iter().map(|r| 1e6 / r).collect() });
+    } else {
+        let input = context["input"].clone();
+        let n = 500;
+        let runs = (0..3).map(|_| drain_input(&weir, label, n, &grants, &input)).collect::<Result<Vec<f64>>>().map_err(named)?;
+        let what = format!("{label}: µs per job drained ({n} background jobs, 2 workers)");
+        figures.push(Figure { key: format!("lang_{label}_job_us").into(), label: what.into(), unit: "µs", runs: runs.iter().map(|r| 1e6 / r).collect() });
+    }
     Ok(())
+}
+
+/// Drains `n` jobs of `plugin` with `input` and `grants` on two workers;
+/// jobs per second. A job that does not succeed stops the measure, naming it.
+fn drain_input(weir: &Weir, plugin: &str, n: usize, grants: &[crate::steps::Grant], input: &Json) -> Result<f64> {
+    let run_id = uuid::Uuid::now_v7().to_string();
+    let mut j = job(plugin, plugin_version(weir, plugin)?);
+    j.context.correlation_id = run_id.clone();
+    j.context.input = input.clone();
+    j.grants = grants.to_vec();
+    let conn = weir.db().connect()?;
+    let tx = conn.transaction()?;
+    for _ in 0..n {
+        jobs::enqueue(&tx, &j)?;
+    }
+    tx.commit()?;
+    let started_ms = crate::time::now_ms();
+    // A workflow that waits is drained when its jobs have finished, waits included (up to a minute).
+    let rt = crate::cli::runtime()?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let opts = WorkOptions { workers: 2, until_idle: true, idle_horizon: Duration::ZERO, ..WorkOptions::default() };
+        rt.block_on(weir.work(opts, std::future::pending()))?;
+        let open: i64 = conn.query_row("SELECT COUNT(*) FROM weir_jobs WHERE correlation_id = ?1 AND statecode < 3", [&run_id], |r| r.get(0))?;
+        if open == 0 || Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drained_rate(&conn, &run_id, plugin, n, started_ms)
 }
 
 /// The bench's scratch database on a PostgreSQL server, dropped at the end.
@@ -334,7 +409,7 @@ impl Drop for ScratchPg {
     }
 }
 
-pub fn run(json_out: bool, only: Option<&str>, components: &[LangComponent], db: &std::path::Path) -> Result<()> {
+pub fn run(json_out: bool, only: Option<&str>, components: &[LangComponent], layout: &ComponentLayout, db: &std::path::Path) -> Result<()> {
     let want = |section: &str| only.is_none_or(|o| section.contains(o));
     let scratch = tempfile::tempdir().map_err(|e| Error::Internal(format!("cannot make a scratch directory: {e}")))?;
     let (bench_db, _scratch_pg) = match db.to_str().filter(|d| crate::db::postgres::is_url(d)) {
@@ -373,7 +448,7 @@ pub fn run(json_out: bool, only: Option<&str>, components: &[LangComponent], db:
         })?;
         // On a database with row locks, weir's writes take its write lock: so does this.
         let label = if weir.db().dialect().row_locks() { "raw insert+commit, write lock taken (the limit)" } else { "raw insert+commit (the limit)" };
-        figures.push(Figure { key: "sqlite_commit_per_s", label, unit: "/s", runs });
+        figures.push(Figure { key: "sqlite_commit_per_s".into(), label: label.into(), unit: "/s", runs });
     }
 
     weir.add_plugin("noop", crate::examples::wasm("noop").unwrap_or_default())?;
@@ -405,7 +480,7 @@ pub fn run(json_out: bool, only: Option<&str>, components: &[LangComponent], db:
         let mut per_op_us = Vec::new();
         for ((k, key, label), runs) in sizes.into_iter().zip(runs) {
             per_op_us.push((k as f64, runs.iter().map(|r| 1e6 / r).collect::<Vec<_>>()));
-            figures.push(Figure { key, label, unit: "/s", runs });
+            figures.push(Figure { key: key.into(), label: label.into(), unit: "/s", runs });
         }
         // Overhead per sync plug-in: least-squares slope of µs per create against plug-in count, per run.
         let overhead: Vec<f64> = (0..RUNS)
@@ -419,7 +494,12 @@ pub fn run(json_out: bool, only: Option<&str>, components: &[LangComponent], db:
                 num / den
             })
             .collect();
-        figures.push(Figure { key: "sync_invoke_overhead_us", label: "cost per sync plug-in in a create (slope 0/1/5)", unit: "µs", runs: overhead });
+        figures.push(Figure {
+            key: "sync_invoke_overhead_us".into(),
+            label: "cost per sync plug-in in a create (slope 0/1/5)".into(),
+            unit: "µs",
+            runs: overhead,
+        });
     }
 
     if want("call") {
@@ -452,18 +532,23 @@ pub fn run(json_out: bool, only: Option<&str>, components: &[LangComponent], db:
         let warm: Vec<f64> = (0..RUNS).map(|_| per_call(|| warm_call(&ctx).map_err(internal)).map(|(us, _)| us)).collect::<Result<_>>()?;
         let ratio = wall.iter().zip(&fresh).map(|(w, f)| w / f).collect();
         let cpu_ratio = cpu.iter().zip(&fresh).map(|(c, f)| c / f).collect();
-        figures.push(Figure { key: "sync_call_us", label: "one sync call: fresh Store + instantiate + call", unit: "µs", runs: wall });
-        figures.push(Figure { key: "sync_cpu_us", label: "CPU per sync call, all threads", unit: "µs", runs: cpu });
-        figures.push(Figure { key: "floor_fresh_call_us", label: "floor: raw wasmtime, fresh Store + instantiate + call", unit: "µs", runs: fresh });
-        figures.push(Figure { key: "floor_warm_call_us", label: "floor: raw wasmtime, a call on a warm instance", unit: "µs", runs: warm });
-        figures.push(Figure { key: "sync_call_floor_ratio", label: "sync call / fresh floor", unit: "×", runs: ratio });
-        figures.push(Figure { key: "sync_cpu_floor_ratio", label: "CPU per sync call / fresh floor", unit: "×", runs: cpu_ratio });
+        figures.push(Figure { key: "sync_call_us".into(), label: "one sync call: fresh Store + instantiate + call".into(), unit: "µs", runs: wall });
+        figures.push(Figure { key: "sync_cpu_us".into(), label: "CPU per sync call, all threads".into(), unit: "µs", runs: cpu });
+        figures.push(Figure {
+            key: "floor_fresh_call_us".into(),
+            label: "floor: raw wasmtime, fresh Store + instantiate + call".into(),
+            unit: "µs",
+            runs: fresh,
+        });
+        figures.push(Figure { key: "floor_warm_call_us".into(), label: "floor: raw wasmtime, a call on a warm instance".into(), unit: "µs", runs: warm });
+        figures.push(Figure { key: "sync_call_floor_ratio".into(), label: "sync call / fresh floor".into(), unit: "×", runs: ratio });
+        figures.push(Figure { key: "sync_cpu_floor_ratio".into(), label: "CPU per sync call / fresh floor".into(), unit: "×", runs: cpu_ratio });
     }
 
     if want("enqueue") {
         say("jobs enqueued through the public API");
         let runs = rate(|| weir.submit_background(&crate::Background::new("noop", Json::Null, "system")).map(|_| ()))?;
-        figures.push(Figure { key: "enqueue_per_s", label: "background jobs submitted (each its own commit)", unit: "/s", runs });
+        figures.push(Figure { key: "enqueue_per_s".into(), label: "background jobs submitted (each its own commit)".into(), unit: "/s", runs });
     }
 
     if want("http") {
@@ -472,11 +557,21 @@ pub fn run(json_out: bool, only: Option<&str>, components: &[LangComponent], db:
             weir.create_table("httpbench", &[("name", "text"), ("amount", "decimal")])?;
         }
         let f = http_creates(&weir)?;
-        figures.push(Figure { key: "http_create_per_s_1", label: "HTTP creates, 1 keep-alive connection", unit: "/s", runs: f.one });
-        figures.push(Figure { key: "http_create_per_s_32", label: "HTTP creates, 32 keep-alive connections", unit: "/s", runs: f.many });
-        figures.push(Figure { key: "http_create_p99_ms", label: "HTTP create latency p99 at 32 connections", unit: "ms", runs: f.p99 });
-        figures.push(Figure { key: "http_health_per_s_1", label: "floor: GET /api/health, 1 keep-alive connection", unit: "/s", runs: f.health_one });
-        figures.push(Figure { key: "http_health_per_s_32", label: "floor: GET /api/health, 32 keep-alive connections", unit: "/s", runs: f.health_many });
+        figures.push(Figure { key: "http_create_per_s_1".into(), label: "HTTP creates, 1 keep-alive connection".into(), unit: "/s", runs: f.one });
+        figures.push(Figure { key: "http_create_per_s_32".into(), label: "HTTP creates, 32 keep-alive connections".into(), unit: "/s", runs: f.many });
+        figures.push(Figure { key: "http_create_p99_ms".into(), label: "HTTP create latency p99 at 32 connections".into(), unit: "ms", runs: f.p99 });
+        figures.push(Figure {
+            key: "http_health_per_s_1".into(),
+            label: "floor: GET /api/health, 1 keep-alive connection".into(),
+            unit: "/s",
+            runs: f.health_one,
+        });
+        figures.push(Figure {
+            key: "http_health_per_s_32".into(),
+            label: "floor: GET /api/health, 32 keep-alive connections".into(),
+            unit: "/s",
+            runs: f.health_many,
+        });
     }
 
     if want("auth") {
@@ -486,15 +581,30 @@ pub fn run(json_out: bool, only: Option<&str>, components: &[LangComponent], db:
         let lookup = us_between(&f.user_token, &f.server_token);
         let limiter = us_between(&f.limited, &f.user_token);
         figures.push(Figure {
-            key: "http_me_server_token_per_s_1",
-            label: "GET /api/me with the server's token, 1 connection",
+            key: "http_me_server_token_per_s_1".into(),
+            label: "GET /api/me with the server's token, 1 connection".into(),
             unit: "/s",
             runs: f.server_token,
         });
-        figures.push(Figure { key: "http_me_user_token_per_s_1", label: "GET /api/me with a user's token, 1 connection", unit: "/s", runs: f.user_token });
-        figures.push(Figure { key: "http_me_rate_limited_per_s_1", label: "the same with --rate-limit on (never hit)", unit: "/s", runs: f.limited });
-        figures.push(Figure { key: "auth_token_lookup_us", label: "a user token's lookup per request", unit: "µs", runs: lookup });
-        figures.push(Figure { key: "rate_limit_overhead_us", label: "the rate limiter per request, over HTTP (within noise)", unit: "µs", runs: limiter });
+        figures.push(Figure {
+            key: "http_me_user_token_per_s_1".into(),
+            label: "GET /api/me with a user's token, 1 connection".into(),
+            unit: "/s",
+            runs: f.user_token,
+        });
+        figures.push(Figure {
+            key: "http_me_rate_limited_per_s_1".into(),
+            label: "the same with --rate-limit on (never hit)".into(),
+            unit: "/s",
+            runs: f.limited,
+        });
+        figures.push(Figure { key: "auth_token_lookup_us".into(), label: "a user token's lookup per request".into(), unit: "µs", runs: lookup });
+        figures.push(Figure {
+            key: "rate_limit_overhead_us".into(),
+            label: "the rate limiter per request, over HTTP (within noise)".into(),
+            unit: "µs",
+            runs: limiter,
+        });
         // The limiter alone: one caller's bucket checked in a loop, as each
         // request does (a lookup of its bucket, then one GCRA step).
         let limiter = crate::api::limiter::Limiter::new(Some(crate::api::RateSettings { rate_milli: 1_000_000_000_000, burst: 1_000_000 }));
@@ -509,7 +619,7 @@ pub fn run(json_out: bool, only: Option<&str>, components: &[LangComponent], db:
             }
             runs.push(started.elapsed().as_secs_f64() * 1e9 / n as f64);
         }
-        figures.push(Figure { key: "rate_limit_check_ns", label: "the rate limiter's check alone", unit: "ns", runs });
+        figures.push(Figure { key: "rate_limit_check_ns".into(), label: "the rate limiter's check alone".into(), unit: "ns", runs });
     }
 
     if want("load") {
@@ -531,15 +641,15 @@ pub fn run(json_out: bool, only: Option<&str>, components: &[LangComponent], db:
             rt.prepare(wasm)?;
             cached.push(t.elapsed().as_secs_f64() * 1e3);
         }
-        figures.push(Figure { key: "component_cold_load_ms", label: "component load, compiling (credit-check)", unit: "ms", runs: cold });
-        figures.push(Figure { key: "component_cached_load_ms", label: "component load, from the disk cache", unit: "ms", runs: cached });
+        figures.push(Figure { key: "component_cold_load_ms".into(), label: "component load, compiling (credit-check)".into(), unit: "ms", runs: cold });
+        figures.push(Figure { key: "component_cached_load_ms".into(), label: "component load, from the disk cache".into(), unit: "ms", runs: cached });
     }
 
     if want("async") {
         say("async jobs: 10,000 notify jobs, 2 workers");
         figures.push(Figure {
-            key: "async_notify_10k_2_workers_per_s",
-            label: "drain 10,000 notify jobs, 2 workers",
+            key: "async_notify_10k_2_workers_per_s".into(),
+            label: "drain 10,000 notify jobs, 2 workers".into(),
             unit: "/s",
             runs: (0..3).map(|_| drain(&weir, "notify", 10_000, 2)).collect::<Result<_>>()?,
         });
@@ -549,30 +659,30 @@ pub fn run(json_out: bool, only: Option<&str>, components: &[LangComponent], db:
         }
         let grants = [crate::steps::Grant { table: "entry".into(), access: crate::steps::Access::Write }];
         figures.push(Figure {
-            key: "async_writing_jobs_per_s",
-            label: "drain 10,000 jobs writing one record each, 2 workers",
+            key: "async_writing_jobs_per_s".into(),
+            label: "drain 10,000 jobs writing one record each, 2 workers".into(),
             unit: "/s",
             runs: (0..3).map(|_| drain_with(&weir, "append-entry", 10_000, 2, &[], &grants)).collect::<Result<_>>()?,
         });
         say("async jobs: 50,000 no-op jobs, default workers");
         let workers = WorkOptions::default().workers;
         figures.push(Figure {
-            key: "async_jobs_per_s",
-            label: "drain 50,000 no-op jobs, default workers",
+            key: "async_jobs_per_s".into(),
+            label: "drain 50,000 no-op jobs, default workers".into(),
             unit: "/s",
             runs: (0..3).map(|_| drain(&weir, "noop", 50_000, workers)).collect::<Result<_>>()?,
         });
         say("async jobs: 50,000 no-op jobs of 4 owners in 2 queues, priorities mixed, a limit on one step");
         figures.push(Figure {
-            key: "async_jobs_per_s_fair",
-            label: "drain 50,000 no-op jobs: 4 owners, 2 queues, 3 priorities, a limit",
+            key: "async_jobs_per_s_fair".into(),
+            label: "drain 50,000 no-op jobs: 4 owners, 2 queues, 3 priorities, a limit".into(),
             unit: "/s",
             runs: (0..3).map(|_| drain_fair(&weir, 50_000, workers)).collect::<Result<_>>()?,
         });
         say("async jobs: 50,000 no-op jobs, two worker processes");
         figures.push(Figure {
-            key: "async_jobs_per_s_2_nodes",
-            label: "drain 50,000 no-op jobs, 2 worker processes",
+            key: "async_jobs_per_s_2_nodes".into(),
+            label: "drain 50,000 no-op jobs, 2 worker processes".into(),
             unit: "/s",
             runs: (0..3).map(|_| drain_by_processes(&weir, &bench_db, "noop", 50_000, 2)).collect::<Result<_>>()?,
         });
@@ -587,23 +697,32 @@ pub fn run(json_out: bool, only: Option<&str>, components: &[LangComponent], db:
             mixed.push(drain_among(&weir, "noop", 20_000, workers, &bad)?);
         }
         let ratio = clean.iter().zip(&mixed).map(|(c, m)| m / c).collect();
-        figures.push(Figure { key: "containment_clean_per_s", label: "20,000 no-op jobs alone", unit: "/s", runs: clean });
-        figures.push(Figure { key: "containment_mixed_per_s", label: "the same among 16 misbehaving jobs", unit: "/s", runs: mixed });
-        figures.push(Figure { key: "containment_ratio", label: "good-job throughput, mixed / clean", unit: "", runs: ratio });
+        figures.push(Figure { key: "containment_clean_per_s".into(), label: "20,000 no-op jobs alone".into(), unit: "/s", runs: clean });
+        figures.push(Figure { key: "containment_mixed_per_s".into(), label: "the same among 16 misbehaving jobs".into(), unit: "/s", runs: mixed });
+        figures.push(Figure { key: "containment_ratio".into(), label: "good-job throughput, mixed / clean".into(), unit: "", runs: ratio });
     }
     if want("languages") {
-        say("credit-check in Rust, and in the languages given with --component");
-        language(scratch.path(), None, crate::examples::wasm("credit-check").unwrap_or_default(), &mut figures)?;
+        say("credit-check in Rust, and the components given with --component");
+        language(scratch.path(), "rust", crate::examples::wasm("credit-check").unwrap_or_default(), &ComponentLayout::default(), &mut figures)?;
+        let mut seen = vec!["rust".to_string()];
         for c in components {
             let wasm = crate::plugins::read_component_file(&c.file)?;
-            language(scratch.path(), Some(c.lang), &wasm, &mut figures)?;
+            // A label given twice (or `rust`, the example's) is numbered: each figure keeps its key.
+            let mut label = c.label.clone();
+            let mut n = 1;
+            while seen.contains(&label) {
+                n += 1;
+                label = format!("{}-{n}", c.label);
+            }
+            seen.push(label.clone());
+            language(scratch.path(), &label, &wasm, layout, &mut figures)?;
         }
     }
     if want("latency") {
         say("enqueue-to-start latency at 1,000 jobs/s");
         let (p50, p99) = latency(&weir, 1000, Duration::from_secs(3))?;
-        figures.push(Figure { key: "enqueue_to_start_p50_ms", label: "enqueue to start, p50 at 1,000 jobs/s", unit: "ms", runs: vec![p50] });
-        figures.push(Figure { key: "enqueue_to_start_p99_ms", label: "enqueue to start, p99 at 1,000 jobs/s", unit: "ms", runs: vec![p99] });
+        figures.push(Figure { key: "enqueue_to_start_p50_ms".into(), label: "enqueue to start, p50 at 1,000 jobs/s".into(), unit: "ms", runs: vec![p50] });
+        figures.push(Figure { key: "enqueue_to_start_p99_ms".into(), label: "enqueue to start, p99 at 1,000 jobs/s".into(), unit: "ms", runs: vec![p99] });
     }
 
     progress.finish_and_clear();
@@ -612,8 +731,8 @@ pub fn run(json_out: bool, only: Option<&str>, components: &[LangComponent], db:
         let mut obj = Map::new();
         let mut runs = Map::new();
         for f in &figures {
-            obj.insert(f.key.into(), json!(round(f.median())));
-            runs.insert(f.key.into(), json!(f.runs.iter().map(|v| round(*v)).collect::<Vec<_>>()));
+            obj.insert(f.key.to_string(), json!(round(f.median())));
+            runs.insert(f.key.to_string(), json!(f.runs.iter().map(|v| round(*v)).collect::<Vec<_>>()));
         }
         obj.insert("runs".into(), Json::Object(runs));
         obj.insert("machine".into(), machine);
@@ -808,7 +927,11 @@ fn drained_rate(conn: &crate::db::Connection, run_id: &str, plugin: &str, n: usi
             Ok((r.get(0)?, r.get(1)?))
         })?;
     if done < n as i64 {
-        return Err(Error::Internal(format!("bench: only {done} of {n} {plugin} jobs succeeded")));
+        let why: Option<String> = conn
+            .query_row("SELECT error_message FROM weir_jobs WHERE correlation_id = ?1 AND error_message IS NOT NULL LIMIT 1", [run_id], |r| r.get(0))
+            .optional()?;
+        let why = why.map(|w| format!(" (one said: {w})")).unwrap_or_default();
+        return Err(Error::Internal(format!("bench: only {done} of {n} {plugin} jobs succeeded{why}")));
     }
     let secs = (last.unwrap_or(started_ms) - started_ms).max(1) as f64 / 1e3;
     Ok(n as f64 / secs)

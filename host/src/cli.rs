@@ -254,12 +254,22 @@ pub enum Command {
         /// Run only the sections whose name contains this: sqlite, create, call, enqueue, http, auth, load, async, containment, latency, languages.
         #[arg(long)]
         only: Option<String>,
-        /// Also measure this build of the credit-check example in another
-        /// language (python=FILE.wasm, js=FILE.wasm, quickjs=FILE.wasm for a
-        /// componentize-qjs build; repeatable): its compile and
-        /// its cost per create, beside the Rust one's.
-        #[arg(long = "component", value_name = "LANG=FILE")]
+        /// Also measure this component under LABEL (repeatable; with
+        /// `--only languages`): its compile, and its cost per create it checks
+        /// (a sync plug-in) or per job (a workflow), beside the Rust
+        /// credit-check's. Without --context it is taken for a build of the
+        /// credit-check example (python=, js=, quickjs=...).
+        #[arg(long = "component", value_name = "LABEL=FILE")]
         components: Vec<crate::bench::LangComponent>,
+        /// The --component's own layout: a context as `weir plugin test`
+        /// takes it (its table, message, stage, target fields, or a
+        /// workflow's input); the table is made from the target's fields
+        /// unless --records makes it.
+        #[arg(long, value_name = "FILE.json", requires = "components")]
+        context: Option<PathBuf>,
+        /// Tables and records the --component reads, as `weir plugin test --records` takes them.
+        #[arg(long, value_name = "FILE.json", requires = "components")]
+        records: Option<PathBuf>,
     },
 }
 
@@ -309,9 +319,15 @@ pub enum PluginCmd {
         /// Tables and records to start from: {"TABLE": {"columns": {"NAME": "TYPE"}, "records": [{"id": ..., ...}]}}.
         #[arg(long, value_name = "FILE.json")]
         records: Option<PathBuf>,
-        /// A workflow's saved state (the bytes its last wait saved).
+        /// A workflow's saved state (the bytes its last wait saved), as
+        /// --save-state wrote it: the run resumes from it (give the context a
+        /// "wake": timer, condition-met, timed-out or checkpoint).
         #[arg(long, value_name = "FILE")]
         state: Option<PathBuf>,
+        /// Writes the state the workflow's wait or checkpoint saved to FILE,
+        /// for the next run's --state: a workflow tested step by step.
+        #[arg(long, value_name = "FILE")]
+        save_state: Option<PathBuf>,
         #[arg(long)]
         json: bool,
     },
@@ -1278,8 +1294,8 @@ fn run_command(cli: Cli) -> Result<()> {
     let (db, op_budget_ms, cache_dir) = (cli.db.clone(), cli.op_budget_ms, cli.cache_dir.clone());
     let open = move || open_weir(&db, op_budget_ms, cache_dir.clone());
     match cli.command {
-        Command::Plugin(PluginCmd::Test { file, context, records, state, json }) => {
-            plugin_test(&file, &context, records.as_deref(), state.as_deref(), cli.cache_dir.clone(), json)
+        Command::Plugin(PluginCmd::Test { file, context, records, state, save_state, json }) => {
+            plugin_test(&file, &context, records.as_deref(), state.as_deref(), save_state.as_deref(), cli.cache_dir.clone(), json)
         }
         Command::Plugin(PluginCmd::New { name, lang, world, js_engine, json }) => plugin_new(&name, lang, world, js_engine, json),
         Command::Plugin(cmd) => {
@@ -1288,7 +1304,17 @@ fn run_command(cli: Cli) -> Result<()> {
         }
         Command::Demo => crate::demo::run(&cli.db),
         Command::Migrate { to, from, json } => migrate(from.as_deref().unwrap_or(&cli.db), &to, json),
-        Command::Bench { json, only, components } => crate::bench::run(json, only.as_deref(), &components, &cli.db),
+        Command::Bench { json, only, components, context, records } => {
+            let read = |what: &str, p: &std::path::Path| -> Result<serde_json::Value> {
+                let text = std::fs::read_to_string(p).map_err(|e| Error::invalid(format!("cannot read the {what} {}: {e}", p.display())))?;
+                serde_json::from_str(&text).map_err(|e| Error::invalid(format!("the {what} {} is not valid JSON: {e}", p.display())))
+            };
+            let layout = crate::bench::ComponentLayout {
+                context: context.as_deref().map(|p| read("context", p)).transpose()?,
+                records: records.as_deref().map(|p| read("records fixture", p)).transpose()?,
+            };
+            crate::bench::run(json, only.as_deref(), &components, &layout, &cli.db)
+        }
         Command::Work { workers, lease_ms, until_idle, queues, shutdown_grace_ms, retention, outbound, json } => {
             let retention = retention.retention();
             let weir = open_waiting(&open)?;
@@ -2404,6 +2430,7 @@ fn plugin_test(
     context: &std::path::Path,
     records: Option<&std::path::Path>,
     state: Option<&std::path::Path>,
+    save_state: Option<&std::path::Path>,
     cache_dir: Option<PathBuf>,
     json: bool,
 ) -> Result<()> {
@@ -2419,6 +2446,19 @@ fn plugin_test(
         cache_dir,
     };
     let r = crate::trial::run(req)?;
+    if let Some(to) = save_state {
+        let Some(saved) = &r.saved_state else {
+            return Err(Error::invalid(format!(
+                "--save-state {}: the run saved no state (it {}); only a workflow's wait or checkpoint saves one",
+                to.display(),
+                if r.succeeded() { "finished or was a sync call" } else { "failed" }
+            )));
+        };
+        std::fs::write(to, saved).map_err(|e| Error::invalid(format!("cannot write the state to {}: {e}", to.display())))?;
+        if !json {
+            outln!("saved its state ({} bytes) to {}: run it again with --state {}", saved.len(), to.display(), to.display());
+        }
+    }
     if json {
         print_json(&r);
     } else {
@@ -2447,7 +2487,9 @@ fn plugin_test(
 fn plugin(weir: &Weir, cmd: PluginCmd) -> Result<()> {
     match cmd {
         // Normally run before a database is opened (see `run`).
-        PluginCmd::Test { file, context, records, state, json } => plugin_test(&file, &context, records.as_deref(), state.as_deref(), None, json)?,
+        PluginCmd::Test { file, context, records, state, save_state, json } => {
+            plugin_test(&file, &context, records.as_deref(), state.as_deref(), save_state.as_deref(), None, json)?
+        }
         PluginCmd::New { name, lang, world, js_engine, json } => plugin_new(&name, lang, world, js_engine, json)?,
         PluginCmd::Add { name, file, json } => {
             let wasm = crate::plugins::read_component_file(&file)?;

@@ -174,6 +174,19 @@ pub fn new(parent: &Path, name: &str, lang: Lang, kind: Kind, engine: Option<JsE
         }
     };
     write("context.json", &format!("{context}\n"))?;
+    // A Rust workflow waits once and resumes: its second run has a context of its own.
+    let resume = if lang == Lang::Rust && kind == Kind::Workflow {
+        let resumed = context.replacen('{', r#"{"wake": "timer", "#, 1);
+        write("resumed.json", &format!("{resumed}\n"))?;
+        format!(
+            "\nIts first run saves its state and waits; test the run that resumes from it with that state:\n\n    \
+             weir plugin test {f} --context context.json --save-state state.bin\n    \
+             weir plugin test {f} --context resumed.json --state state.bin\n",
+            f = project.file
+        )
+    } else {
+        String::new()
+    };
     let (file, build) = (&project.file, &project.build);
     write(
         "README.md",
@@ -189,7 +202,7 @@ Build it (needs {setup}):
 Try it offline, in weir's sandbox, with the sample context (no database is touched):
 
     weir plugin test {file} --context context.json
-
+{resume}
 Add it to weir and run it on every new `contact`:
 
     weir plugin add {name} {file}
@@ -225,6 +238,8 @@ crate-type = ["cdylib"]
 
 [dependencies]
 weir-guest = {{ path = "weir-guest" }}
+# A workflow's saved state is any serde type.
+serde = {{ version = "1", features = ["derive"] }}
 
 [profile.release]
 opt-level = "s"
@@ -366,15 +381,32 @@ fn workflow_source(name: &str, ty: &str) -> String {
     format!(
         r#"//! {name}: an async weir workflow. It runs later, as a system job, and
 //! may wait; a transient error is retried with backoff.
+//!
+//! Its first run saves what it needs and waits a second; the run that
+//! follows resumes from that state. Test each run offline:
+//!     weir plugin test FILE --context context.json --save-state state.bin
+//!     weir plugin test FILE --context resumed.json --state state.bin
 
+use serde::{{Deserialize, Serialize}};
 use weir_guest::{{Context, Step, Workflow, WorkflowError}};
 
 struct {ty};
 
+/// What the first run keeps for the next (any serde type).
+#[derive(Serialize, Deserialize)]
+struct Saved {{
+    record: String,
+}}
+
 impl Workflow for {ty} {{
-    fn run(ctx: Context, _state: Option<Vec<u8>>) -> Result<Step, WorkflowError> {{
+    fn run(ctx: Context, state: Option<Vec<u8>>) -> Result<Step, WorkflowError> {{
+        if let Some(saved) = weir_guest::state::<Saved>(state.as_deref()) {{
+            weir_guest::info(&format!("{name} resumes for {{}} (attempt {{}})", saved.record, ctx.attempt));
+            return Ok(Step::done_json(&weir_guest::serde_json::json!({{"seen": saved.record}})));
+        }}
         weir_guest::info(&format!("{name} runs for {{}} {{}}", ctx.table, ctx.target.id));
-        Ok(Step::done_json(&weir_guest::serde_json::json!({{"seen": ctx.target.id}})))
+        let saved = Saved {{ record: ctx.target.id.clone() }};
+        Ok(Step::WaitUntil {{ at: weir_guest::now_ms() + 1000, state: Step::save(&saved) }})
     }}
 }}
 

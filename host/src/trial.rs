@@ -65,6 +65,22 @@ pub struct TrialReport {
     pub trace: Vec<TraceLine>,
     pub duration_us: u64,
     pub fuel: Option<u64>,
+    /// The state a workflow's wait or checkpoint saved (`--save-state`
+    /// writes it; `--state` gives it to the next run).
+    #[serde(skip)]
+    pub saved_state: Option<Vec<u8>>,
+}
+
+/// A saved state as the report shows it: the JSON it holds (as the SDKs
+/// save it), else its text, else its size.
+fn state_view(state: &[u8]) -> Json {
+    match serde_json::from_slice::<Json>(state) {
+        Ok(doc) => json!({"bytes": state.len(), "json": doc}),
+        Err(_) => match std::str::from_utf8(state) {
+            Ok(text) => json!({"bytes": state.len(), "text": text}),
+            Err(_) => json!({"bytes": state.len()}),
+        },
+    }
 }
 
 impl TrialReport {
@@ -109,6 +125,7 @@ pub fn run(req: TrialRequest) -> Result<TrialReport> {
         trace: vec![],
         duration_us: 0,
         fuel: None,
+        saved_state: None,
     };
     let fail = |report: &mut TrialReport, e: CallError| {
         report.outcome = e.code().to_string();
@@ -146,19 +163,28 @@ pub fn run(req: TrialRequest) -> Result<TrialReport> {
         let (result, stats) = rt.block_on(call);
         match result {
             Ok(Step::Done(r)) => report.step = Some(json!({"done": r.map(|t| serde_json::from_str::<Json>(&t).unwrap_or(Json::String(t)))})),
-            Ok(Step::WaitUntil(w)) => report.step = Some(json!({"wait_until": crate::time::to_rfc3339(w.at), "state_bytes": w.state.len()})),
+            Ok(Step::WaitUntil(w)) => {
+                report.step = Some(json!({"wait_until": crate::time::to_rfc3339(w.at), "state": state_view(&w.state)}));
+                report.saved_state = Some(w.state);
+            }
             Ok(Step::WaitFor(w)) => {
-                report.step = Some(
-                    json!({"wait_for": {"table": w.table, "id": w.id, "condition": w.condition, "timeout_ms": w.timeout_ms}, "state_bytes": w.state.len()}),
-                )
+                let wait = json!({"table": w.table, "id": w.id, "condition": w.condition, "timeout_ms": w.timeout_ms});
+                report.step = Some(json!({"wait_for": wait, "state": state_view(&w.state)}));
+                report.saved_state = Some(w.state);
             }
             Ok(Step::WaitForQuery(w)) => {
-                report.step = Some(json!({"wait_for_query": {"table": w.table, "filter": w.filter, "timeout_ms": w.timeout_ms}, "state_bytes": w.state.len()}))
+                report.step =
+                    Some(json!({"wait_for_query": {"table": w.table, "filter": w.filter, "timeout_ms": w.timeout_ms}, "state": state_view(&w.state)}));
+                report.saved_state = Some(w.state);
             }
             Ok(Step::WaitForJobs(w)) => {
-                report.step = Some(json!({"wait_for_jobs": {"jobs": w.jobs, "all": w.all, "timeout_ms": w.timeout_ms}, "state_bytes": w.state.len()}))
+                report.step = Some(json!({"wait_for_jobs": {"jobs": w.jobs, "all": w.all, "timeout_ms": w.timeout_ms}, "state": state_view(&w.state)}));
+                report.saved_state = Some(w.state);
             }
-            Ok(Step::Checkpoint(state)) => report.step = Some(json!({"checkpoint": {"state_bytes": state.len()}})),
+            Ok(Step::Checkpoint(state)) => {
+                report.step = Some(json!({"checkpoint": {}, "state": state_view(&state)}));
+                report.saved_state = Some(state);
+            }
             Err(e) => fail(&mut report, e),
         }
         report.trace = stats.trace;
@@ -169,7 +195,7 @@ pub fn run(req: TrialRequest) -> Result<TrialReport> {
 }
 
 /// Creates the fixture's tables (those others refer to first) and records.
-fn seed(weir: &Weir, fixture: &Json) -> Result<()> {
+pub(crate) fn seed(weir: &Weir, fixture: &Json) -> Result<()> {
     let Json::Object(tables) = fixture else {
         return Err(Error::invalid("the records fixture must be an object: {\"TABLE\": {\"columns\": {\"NAME\": \"TYPE\"}, \"records\": [...]}}"));
     };

@@ -4,7 +4,7 @@
 
 use serde_json::{Value, json};
 
-use crate::common::{Env, path};
+use crate::common::{Env, path, wait_for};
 
 fn write_json(env: &Env, file: &str, v: &Value) -> String {
     path(&env.write(file, v.to_string().as_bytes())).to_string()
@@ -162,4 +162,50 @@ fn plugin_new_makes_a_project_outside_any_checkout_that_builds_tests_and_runs_as
     let cobol = env.command().current_dir(env.dir.path()).args(["plugin", "new", "old", "--lang", "cobol"]).output().unwrap();
     assert_eq!(cobol.status.code(), Some(2), "an unknown language is a usage error");
     assert!(String::from_utf8_lossy(&cobol.stderr).contains("[possible values: rust, python, js]"), "{}", String::from_utf8_lossy(&cobol.stderr));
+}
+
+/// The outside author's path for a workflow in Rust: `plugin new --world
+/// workflow`, built outside any checkout; its first run saves its state (a
+/// serde type) and waits, `--save-state` keeps it, `--state` resumes from it;
+/// as a step it waits and resumes; `bench --component` measures it in its
+/// own layout.
+#[test]
+fn a_rust_workflow_from_plugin_new_saves_state_waits_and_resumes() {
+    let env = Env::new();
+    let made = env.command().current_dir(env.dir.path()).args(["plugin", "new", "follow-up", "--world", "workflow", "--json"]).output().unwrap();
+    assert!(made.status.success(), "{made:?}");
+    let project = env.dir.path().join("follow-up");
+    let built = outside_cargo(&project).args(["build", "--release", "--target", "wasm32-wasip2"]).output().unwrap();
+    assert!(built.status.success(), "{}", String::from_utf8_lossy(&built.stderr));
+    let wasm = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/plugin-new/wasm32-wasip2/release/follow_up.wasm");
+    let (wasm, state) = (path(&wasm).to_string(), env.dir.path().join("state.bin"));
+    let readme = std::fs::read_to_string(project.join("README.md")).unwrap();
+    assert!(readme.contains("--save-state state.bin") && readme.contains("--context resumed.json --state state.bin"), "{readme}");
+    let first = env.run(&["plugin", "test", &wasm, "--context", path(&project.join("context.json")), "--save-state", path(&state), "--json"]).ok().json();
+    assert_eq!(first["step"]["state"]["json"], json!({"record": "c1"}), "the report shows the saved state: {first}");
+    assert!(first["step"]["wait_until"].is_string(), "{first}");
+    assert_eq!(std::fs::read(&state).unwrap(), br#"{"record":"c1"}"#);
+    let resumed = env.run(&["plugin", "test", &wasm, "--context", path(&project.join("resumed.json")), "--state", path(&state), "--json"]).ok().json();
+    assert_eq!(resumed["step"], json!({"done": {"seen": "c1"}}), "{resumed}");
+    let nothing =
+        env.run(&["plugin", "test", &wasm, "--context", path(&project.join("resumed.json")), "--state", path(&state), "--save-state", "x.bin"]).fails();
+    assert!(nothing.stderr.contains("saved no state"), "{}", nothing.stderr);
+    // As a step: it waits about a second, then resumes and finishes.
+    env.run(&["plugin", "add", "follow-up", &wasm]).ok();
+    env.run(&["table", "create", "contact", "--column", "name:text"]).ok();
+    let step = ["step", "add", "follow", "--plugin", "follow-up", "--message", "create", "--table", "contact", "--stage", "post-operation", "--mode", "async"];
+    env.run(&step).ok();
+    let id = env.run(&["record", "create", "contact", r#"{"name": "Ada"}"#]).ok().json()["id"].as_str().unwrap().to_string();
+    env.run(&["work", "--until-idle"]).ok();
+    wait_for("the follow-up to resume", || {
+        env.run(&["work", "--until-idle"]).ok();
+        env.run(&["jobs", "list", "--json"]).ok().json()[0]["status"] == "Succeeded"
+    });
+    let job = env.run(&["jobs", "list", "--json"]).ok().json()[0].clone();
+    assert_eq!(job["result"], json!({"seen": id}), "{job}");
+    // Measured in its own layout (a workflow: per job drained).
+    let ctx = env.write("bench-context.json", br#"{"mode": "async", "input": {"n": 1}}"#);
+    let figures = env.run(&["bench", "--only", "languages", "--component", &format!("follow-up={wasm}"), "--context", path(&ctx), "--json"]).ok().json();
+    assert!(figures["lang_follow-up_load_s"].as_f64().unwrap() > 0.0, "{figures}");
+    assert!(figures["lang_follow-up_job_us"].as_f64().unwrap() > 0.0, "{figures}");
 }

@@ -331,6 +331,11 @@ impl types::JobReport {
     }
 }
 
+/// Milliseconds since the Unix epoch, UTC (for `Step::WaitUntil`'s `at`).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
 /// The state a wait saved with [`Step::save`], as `T`.
 pub fn state<T: serde::de::DeserializeOwned>(saved: Option<&[u8]>) -> Option<T> {
     saved.and_then(|s| serde_json::from_slice(s).ok())

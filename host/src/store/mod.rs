@@ -99,7 +99,7 @@ pub struct PluginRow {
     pub name: String,
     pub version: i64,
     pub world: String,
-    /// The `weir:plugin` contract it was built against: "0.1" or "0.2".
+    /// The `weir:plugin` contract it was built against: "0.1", "0.2" or "0.3".
     pub contract: String,
     pub sha256: String,
     pub size: i64,
