@@ -333,6 +333,28 @@ fn language(scratch: &std::path::Path, label: &str, wasm: &[u8], layout: &Compon
     let serves_sync = crate::runtime::World::parse(&version.world).is_some_and(|w| w.serves_sync());
     let sync = context["mode"].as_str() != Some("async") && serves_sync;
     figures.push(Figure { key: format!("lang_{label}_load_s").into(), label: format!("{label}: plug-in add (compile)").into(), unit: "s", runs: vec![load] });
+    // An author's edit-and-test round: `weir plugin test` of a new build
+    // compiles it, the next test of the same build loads the compiled copy.
+    let mut tests = Vec::new();
+    for _ in 0..2 {
+        let req = crate::trial::TrialRequest {
+            wasm: wasm.to_vec(),
+            context: context.clone(),
+            records: layout.records.clone(),
+            state: None,
+            cache_dir: Some(dir.path().join("test-cache")),
+        };
+        let started = Instant::now();
+        crate::trial::run(req).map_err(named)?;
+        tests.push(started.elapsed().as_secs_f64());
+    }
+    if tests[1] > 3.0 {
+        tracing::warn!("--component {label}: a second `plugin test` of the same build took {:.1} s (over 3 s): is the compile cache in use?", tests[1]);
+    }
+    let first = format!("{label}: plugin test of a new build (compiles)");
+    figures.push(Figure { key: format!("lang_{label}_test_first_s").into(), label: first.into(), unit: "s", runs: vec![tests[0]] });
+    let again = format!("{label}: plugin test again (compiled copy)");
+    figures.push(Figure { key: format!("lang_{label}_test_again_s").into(), label: again.into(), unit: "s", runs: vec![tests[1]] });
     if sync {
         if table.is_empty() {
             return Err(named(Error::invalid("a sync plug-in is measured on its table: give the context a \"table\"")));
