@@ -339,3 +339,49 @@ fn logs_can_be_json_lines() {
     assert!(lines.iter().any(|l| l["level"] == "INFO" && l["fields"]["message"].as_str().is_some_and(|m| m.contains("shutting down"))), "{text}");
     assert!(!text.contains('\u{1b}'), "no colour codes: {text}");
 }
+
+/// `/metrics` of two nodes agree on what the database holds: jobs by step,
+/// queue and status, retries by step, and the steps the breaker holds.
+#[test]
+fn two_nodes_report_the_same_database_wide_series() {
+    let env = Env::new();
+    env.add_example("flaky");
+    env.add_example("notify");
+    env.run(&["table", "create", "thing", "--column", "name:text"]).ok();
+    let step = |name: &str, plugin: &str, queue: &str| {
+        let add = ["step", "add", name, "--plugin", plugin, "--message", "create", "--table", "thing", "--stage", "post-operation", "--mode", "async"];
+        env.run(&[&add[..], &["--queue", queue, "--max-attempts", "2", "--backoff-ms", "1"]].concat()).ok();
+    };
+    step("tell", "notify", "default");
+    step("wobbly", "flaky", "imports");
+    for n in 0..3 {
+        env.run(&["record", "create", "thing", &json!({"name": format!("t{n}")}).to_string()]).ok();
+    }
+    env.run(&["work", "--until-idle"]).ok();
+    let hold = "INSERT INTO weir_step_health (step, consecutive_failures, hold_until) VALUES ('wobbly', 6, 9999999999999)
+                ON CONFLICT (step) DO UPDATE SET consecutive_failures = 6, hold_until = 9999999999999";
+    env.sql().execute(hold, []).unwrap();
+    let a = Server::start(&env, &[]);
+    let b = Server::start(&env, &[]);
+    let shared = |m: &str| -> Vec<String> {
+        m.lines()
+            .filter(|l| ["weir_jobs_by_step{", "weir_job_retries{", "weir_held_steps ", "weir_step_held_seconds{"].iter().any(|p| l.starts_with(p)))
+            .map(|l| {
+                // The hold's remaining seconds tick between two reads: compare its presence.
+                if l.starts_with("weir_step_held_seconds") { l.split(' ').next().unwrap().to_string() } else { l.to_string() }
+            })
+            .collect()
+    };
+    let (ma, mb) = (shared(&a.get("/metrics").text), shared(&b.get("/metrics").text));
+    assert_eq!(ma, mb, "both nodes read the same database");
+    assert!(ma.contains(&r#"weir_jobs_by_step{step="tell",queue="default",status="Succeeded"} 3"#.to_string()), "{ma:#?}");
+    let flaky: i64 = ma
+        .iter()
+        .filter(|l| l.starts_with(r#"weir_jobs_by_step{step="wobbly",queue="imports""#))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<i64>().unwrap())
+        .sum();
+    assert_eq!(flaky, 3, "{ma:#?}");
+    let retries = ma.iter().find(|l| l.starts_with(r#"weir_job_retries{step="wobbly"}"#)).expect("flaky's retries");
+    assert!(retries.rsplit(' ').next().unwrap().parse::<i64>().unwrap() >= 1, "{retries}");
+    assert!(ma.contains(&"weir_held_steps 1".to_string()) && ma.contains(&r#"weir_step_held_seconds{step="wobbly"}"#.to_string()), "{ma:#?}");
+}

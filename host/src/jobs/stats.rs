@@ -228,5 +228,57 @@ pub fn prometheus(conn: &Connection) -> Result<String> {
             }
         }
     }
+    let now = crate::time::now_on(conn)?;
+    out.push_str("# HELP weir_queue_oldest_due_age_seconds Age of the oldest due Ready job per queue.\n# TYPE weir_queue_oldest_due_age_seconds gauge\n");
+    for q in &queues {
+        if let Some(t) = q.oldest_due.as_deref().and_then(crate::time::parse_rfc3339) {
+            out.push_str(&format!("weir_queue_oldest_due_age_seconds{{queue=\"{}\"}} {}\n", q.name, ((now - t).max(0) as f64) / 1000.0));
+        }
+    }
+    out.push_str(&database_series(conn, now)?);
+    Ok(out)
+}
+
+/// A label value as Prometheus's text format takes it (backslash, quote and newline escaped).
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+/// Series read from the database, so every node's `/metrics` agrees: jobs by
+/// step, queue and status, retries by step, and the steps the failure
+/// breaker holds.
+fn database_series(conn: &Connection, now: i64) -> Result<String> {
+    let mut out =
+        String::from("# HELP weir_jobs_by_step Jobs by step (none: background operations), queue and status, on every node.\n# TYPE weir_jobs_by_step gauge\n");
+    let rows: Vec<(Option<String>, String, i64, i64)> = conn
+        .prepare_cached("SELECT step, queue, statuscode, COUNT(*) FROM weir_jobs GROUP BY step, queue, statuscode ORDER BY 1, 2, 3")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+        .collect::<crate::db::Result<_>>()?;
+    for (step, queue, code, n) in rows {
+        let (step, queue, status) = (label(step.as_deref().unwrap_or("")), label(&queue), super::status_name(code));
+        out.push_str(&format!("weir_jobs_by_step{{step=\"{step}\",queue=\"{queue}\",status=\"{status}\"}} {n}\n"));
+    }
+    out.push_str("# HELP weir_job_retries Attempts that failed and were retried, by step, in the jobs' kept histories.\n# TYPE weir_job_retries gauge\n");
+    let retries: Vec<(Option<String>, i64)> = conn
+        .prepare_cached(
+            "SELECT j.step, COUNT(*) FROM weir_job_attempts a JOIN weir_jobs j ON j.id = a.job_id WHERE a.outcome = 'failed, retried' GROUP BY j.step ORDER BY 1",
+        )?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<crate::db::Result<_>>()?;
+    for (step, n) in retries {
+        out.push_str(&format!("weir_job_retries{{step=\"{}\"}} {n}\n", label(step.as_deref().unwrap_or(""))));
+    }
+    let held: Vec<(String, i64, i64)> = conn
+        .prepare_cached("SELECT step, consecutive_failures, hold_until FROM weir_step_health WHERE hold_until IS NOT NULL AND hold_until > ?1 ORDER BY step")?
+        .query_map([now], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<crate::db::Result<_>>()?;
+    out.push_str(&format!(
+        "# HELP weir_held_steps Steps whose jobs the failure breaker holds.\n# TYPE weir_held_steps gauge\nweir_held_steps {}\n",
+        held.len()
+    ));
+    out.push_str("# HELP weir_step_held_seconds How long the breaker still holds a step's jobs.\n# TYPE weir_step_held_seconds gauge\n");
+    for (step, _, until) in &held {
+        out.push_str(&format!("weir_step_held_seconds{{step=\"{}\"}} {}\n", label(step), ((until - now).max(0) as f64) / 1000.0));
+    }
     Ok(out)
 }
