@@ -1954,7 +1954,7 @@ fn jobs(weir: &Weir, cmd: JobsCmd, key_file: Option<&std::path::Path>) -> Result
                     }
                 }
                 if let Some(lines) = j.trace.as_array().filter(|l| !l.is_empty()) {
-                    outln!("  trace:");
+                    outln!("  {}", if j.worker.is_some() { "trace so far:" } else { "trace:" });
                     for l in lines {
                         outln!("    [{}] {}", l["level"].as_str().unwrap_or(""), l["message"].as_str().unwrap_or(""));
                     }

@@ -288,6 +288,14 @@ fn a_killed_node_is_shown_gone_with_its_job_until_another_takes_it_over() {
     assert!(running["elapsed_ms"].as_i64().is_some_and(|ms| ms >= 200), "{running}");
     assert!(running["lease_until"].is_string(), "{running}");
     assert!(env.run(&["jobs", "show", &id]).ok().stdout.contains(&format!("running on:  {a_id}")));
+    // The line the plug-in wrote as it began, seen while it still runs.
+    crate::common::wait_for("the running attempt's trace line", || {
+        let j = env.run(&["jobs", "show", &id, "--json"]).ok().json();
+        j["trace"].to_string().contains("working for 60000 ms")
+    });
+    assert_eq!(env.run(&["jobs", "show", &id, "--json"]).ok().json()["status"], "InProgress");
+    let text = env.run(&["jobs", "show", &id]).ok().stdout;
+    assert!(text.contains("trace so far:") && text.contains("[info] working for 60000 ms"), "{text}");
     let mut b = node(&env);
     crate::common::wait_for("both nodes listed", || nodes(&env).as_array().unwrap().iter().filter(|n| n["live"] == true).count() == 2);
     let listed = nodes(&env);

@@ -353,6 +353,17 @@ pub fn load(conn: &Connection, id: &str) -> Result<Claimed> {
     to_claimed(row, owner_active).map_err(|m| Error::Conflict(format!("job {id}: {m}")))
 }
 
+/// Writes the trace lines of attempts `worker` is running so far (`(id,
+/// trace JSON)` each, in one transaction), for their jobs' pages.
+/// Only the lease holder's rows change: no write lock beyond them (see
+/// [`TransactionBehavior::RowLocked`](crate::db::TransactionBehavior::RowLocked)).
+pub fn live_traces(conn: &Connection, worker: &str, traces: &[(String, String)]) -> Result<()> {
+    let tx = conn.transaction_with_behavior(crate::db::TransactionBehavior::RowLocked)?;
+    state::live_traces(&tx, worker, traces)?;
+    tx.commit()?;
+    Ok(())
+}
+
 /// Extends every lease `worker` holds to `now + lease_ms`; returns how many.
 /// Leases of the jobs in `except` are not renewed (their outcome could not
 /// be recorded: they are left to expire).

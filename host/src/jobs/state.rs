@@ -489,6 +489,18 @@ pub(crate) fn heartbeat(conn: &Connection, worker: &str, lease_until: i64, excep
     Ok(conn.prepare(&sql)?.execute(crate::db::params_from_iter(args))?)
 }
 
+/// The trace lines of attempts `worker` is running, so far (`(id, trace
+/// JSON)` each): not a transition, the lease holder's running note, like a
+/// heartbeat. A job no longer held is left alone.
+pub(crate) fn live_traces(conn: &Connection, worker: &str, traces: &[(String, String)]) -> Result<()> {
+    let sql = format!("UPDATE weir_jobs SET trace = ?3 WHERE id = ?1 AND lease_owner = ?2 AND statuscode = {}", InProgress.statuscode());
+    let mut stmt = conn.prepare_cached(&sql)?;
+    for (id, trace) in traces {
+        stmt.execute(params![id, worker, trace])?;
+    }
+    Ok(())
+}
+
 /// Gives back a job `worker` claimed but never started: Ready, not counted.
 pub(crate) fn release(conn: &Connection, id: &str, worker: &str) -> Result<bool> {
     apply(

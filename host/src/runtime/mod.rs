@@ -307,6 +307,13 @@ pub trait RecordHost: Send {
     fn secret(&mut self, name: &str) -> Result<String, SecretError> {
         Err(SecretError::Denied(format!("no grant for secret {name}")))
     }
+    /// A trace line the call just wrote (its secrets redacted), for whoever
+    /// watches it run; the call's whole trace still comes with its result.
+    fn trace_line(&mut self, _level: &str, _message: &str) {}
+    /// Whether [`RecordHost::trace_line`] is wanted (none by default).
+    fn watches_trace(&self) -> bool {
+        false
+    }
     /// Starts a child job (none by default: only jobs' workflows may).
     fn start_job(&mut self, options: &StartOptions) -> Result<String, JobError> {
         Err(JobError::Denied(format!("cannot start {}: only async workflows may start jobs", options.plugin)))
@@ -459,6 +466,11 @@ impl HostState {
     }
 
     fn push_trace(&mut self, level: &str, message: String) {
+        // Seen while the call runs (a job's page), with any secret it read redacted.
+        if self.records.watches_trace() {
+            let seen = self.redact(message.clone());
+            self.records.trace_line(level, &seen);
+        }
         if self.trace.len() < TRACE_LINES {
             self.trace.push(TraceLine { level: level.to_string(), message });
         } else {

@@ -212,9 +212,16 @@ async fn attempt(shared: &Shared, job: &Claimed) -> (Outcome, Vec<crate::runtime
     }
     let cancel = CancelFlag::default();
     shared.cancels.lock().insert(job.id.clone(), cancel.clone());
-    let sandbox =
-        Sandbox { memory_bytes: shared.memory_bytes, max_host_calls: shared.max_host_calls, key: shared.opts.secret_key.clone(), http: shared.opts.egress };
+    let sandbox = Sandbox {
+        memory_bytes: shared.memory_bytes,
+        max_host_calls: shared.max_host_calls,
+        key: shared.opts.secret_key.clone(),
+        http: shared.opts.egress,
+        live: Default::default(),
+    };
+    shared.live.lock().insert(job.id.clone(), sandbox.live.clone());
     let (outcome, code, stats, asked) = execute(&shared.plugins, &prepared, &shared.pool, job, &sandbox, true, cancel).await;
+    shared.live.lock().remove(&job.id);
     crate::telemetry::plugin_call(&job.plugin, "async", code, stats.duration, stats.fuel_used);
     for request in &stats.http {
         crate::telemetry::http_request(&job.plugin, request);
@@ -229,6 +236,8 @@ struct Sandbox {
     /// Opens the secrets the job is granted.
     key: Option<crate::secrets::SecretKey>,
     http: crate::runtime::EgressLimits,
+    /// Where the call's trace lines go while it runs (the job's page).
+    live: Arc<Mutex<LiveTrace>>,
 }
 
 /// Runs `job`'s plug-in once (`prepared`, its version or a replacement) and
@@ -272,6 +281,7 @@ async fn execute(
         plugins: plugins.clone(),
         job: job.clone(),
         children: children.clone(),
+        live: sandbox.live.clone(),
         who: attempt_who(job),
         grants: job.grants.clone(),
         pending: pending.clone(),
@@ -429,7 +439,13 @@ pub async fn replay(pool: Arc<Pool>, plugins: Arc<Plugins>, id: &str, wasm: Opti
         return Err(Error::invalid(format!("{ran} is a {} component: it cannot run job {id}, a workflow's", prepared.world.as_str())));
     }
     let settings = crate::pipeline::Settings::default();
-    let sandbox = Sandbox { memory_bytes: settings.memory_bytes, max_host_calls: settings.max_host_calls, key: opts.secret_key.clone(), http: opts.egress };
+    let sandbox = Sandbox {
+        memory_bytes: settings.memory_bytes,
+        max_host_calls: settings.max_host_calls,
+        key: opts.secret_key.clone(),
+        http: opts.egress,
+        live: Default::default(),
+    };
     let started = Instant::now();
     let (outcome, _, stats, asked) = execute(&plugins, &prepared, &pool, &job, &sandbox, http, CancelFlag::default()).await;
     let started_jobs = asked.children.iter().map(|c| serde_json::json!({"op": "start", "plugin": c.job.plugin, "key": c.key, "input": c.job.context.input}));
@@ -493,6 +509,8 @@ struct JobRecords {
     job: Claimed,
     /// Jobs it started, created with the outcome.
     children: Arc<Mutex<Vec<jobs::children::NewChild>>>,
+    /// The trace lines so far, for the job's page while it runs.
+    live: Arc<Mutex<LiveTrace>>,
     who: String,
     grants: Vec<Grant>,
     pending: Arc<Mutex<Vec<(String, Change)>>>,
@@ -551,6 +569,13 @@ impl JobRecords {
 }
 
 impl RecordHost for JobRecords {
+    fn watches_trace(&self) -> bool {
+        true
+    }
+    fn trace_line(&mut self, level: &str, message: &str) {
+        self.live.lock().push(level, message);
+    }
+
     /// A child job: granted by `--may-start`, the plug-in's current version
     /// (a workflow), run as this job's owner with this job's grants, in its
     /// correlation. A key started before (committed, or in this attempt)

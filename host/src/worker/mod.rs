@@ -200,11 +200,52 @@ struct Shared {
     done: std::sync::mpsc::Sender<Done>,
     /// Cancel flags of the jobs running here, by job id.
     cancels: Mutex<HashMap<String, CancelFlag>>,
+    /// The trace lines of the attempts running here so far, by job id,
+    /// written to their jobs every [`LIVE_TRACE_EVERY`] while they run.
+    live: Mutex<HashMap<String, Arc<Mutex<LiveTrace>>>>,
     /// Jobs whose outcome could not be recorded: the heartbeat no longer
     /// renews their leases, so they expire and the jobs run again.
     unrecorded: Mutex<std::collections::HashSet<String>>,
     memory_bytes: u64,
     max_host_calls: u64,
+}
+
+/// How often the trace lines running attempts wrote so far reach their jobs.
+const LIVE_TRACE_EVERY: Duration = Duration::from_secs(1);
+/// Trace lines of a running attempt kept for its job's page (its last ones).
+const LIVE_TRACE_LINES: usize = 200;
+
+/// The trace lines a running attempt wrote so far (its last
+/// [`LIVE_TRACE_LINES`]), and whether any came since they were last written.
+#[derive(Default)]
+struct LiveTrace {
+    lines: std::collections::VecDeque<crate::runtime::TraceLine>,
+    dropped: usize,
+    changed: bool,
+}
+
+impl LiveTrace {
+    fn push(&mut self, level: &str, message: &str) {
+        if self.lines.len() == LIVE_TRACE_LINES {
+            self.lines.pop_front();
+            self.dropped += 1;
+        }
+        self.lines.push_back(crate::runtime::TraceLine { level: level.to_string(), message: message.to_string() });
+        self.changed = true;
+    }
+
+    /// The lines as the job's trace (JSON), if any came since last time.
+    fn take_changed(&mut self) -> Option<String> {
+        if !std::mem::take(&mut self.changed) {
+            return None;
+        }
+        let mut lines: Vec<crate::runtime::TraceLine> = Vec::with_capacity(self.lines.len() + 1);
+        if self.dropped > 0 {
+            lines.push(crate::runtime::TraceLine { level: "info".into(), message: format!("({} earlier lines of this attempt not shown)", self.dropped) });
+        }
+        lines.extend(self.lines.iter().cloned());
+        serde_json::to_string(&lines).ok()
+    }
 }
 
 /// An attempt's outcome on its way to the recorder, with the record writes
@@ -300,6 +341,7 @@ pub async fn run(
         avg_attempt_us: AtomicU64::new(10_000),
         done: done_tx,
         cancels: Mutex::new(HashMap::new()),
+        live: Mutex::new(HashMap::new()),
         unrecorded: Mutex::default(),
         memory_bytes: settings.memory_bytes,
         max_host_calls: settings.max_host_calls,
@@ -334,6 +376,29 @@ pub async fn run(
                 .unwrap_or_else(|e| Err(Error::Internal(format!("the heartbeat's thread failed: {e}"))));
                 if let Err(e) = r {
                     tracing::warn!("heartbeat failed: {e}");
+                }
+            }
+        })
+    };
+    let live_traces = {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(LIVE_TRACE_EVERY).await;
+                let changed: Vec<(String, String)> =
+                    shared.live.lock().iter().filter_map(|(id, t)| t.lock().take_changed().map(|json| (id.clone(), json))).collect();
+                if changed.is_empty() {
+                    continue;
+                }
+                let beat = shared.clone();
+                let r = tokio::task::spawn_blocking(move || {
+                    let conn = beat.recorder_conn().lock();
+                    jobs::live_traces(&conn, &beat.worker_id, &changed)
+                })
+                .await
+                .unwrap_or_else(|e| Err(Error::Internal(format!("the live trace's thread failed: {e}"))));
+                if let Err(e) = r {
+                    tracing::debug!("writing the running attempts' trace lines failed: {e}");
                 }
             }
         })
@@ -459,6 +524,7 @@ pub async fn run(
         }
     }
     heartbeat.abort();
+    live_traces.abort();
     tokio::task::spawn_blocking(move || recorder.join()).await.ok();
     if let Err(e) = off_executor(|| crate::nodes::sign_off(&shared.db_conn.lock(), &shared.worker_id)) {
         tracing::debug!("signing the node off failed: {e}");

@@ -13,6 +13,7 @@ struct Slow;
 impl Guest for Slow {
     fn run(ctx: Context, _state: Option<Vec<u8>>) -> Result<Step, WorkflowError> {
         let ms = weir_guest::json(&ctx.config)["ms"].as_u64().unwrap_or(100);
+        weir_guest::info(&format!("working for {ms} ms"));
         let until = Instant::now() + Duration::from_millis(ms);
         let mut spins: u64 = 0;
         while Instant::now() < until {
