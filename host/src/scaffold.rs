@@ -1,10 +1,11 @@
 //! `weir plugin new`: writes a new plug-in project in a new directory — the
-//! WIT contract (in Rust, inside the vendored SDK), a minimal plug-in that
-//! builds, a sample context for `weir plugin test`, and a README with the one
-//! build command. A Rust project needs the Rust toolchain, a Python one
-//! Python (componentize-py comes from PyPI), a JavaScript one Node.js
-//! (componentize-js or componentize-qjs comes from npm), each besides this
-//! weir binary.
+//! WIT contract (in Rust, inside the vendored SDK; a Python project also gets
+//! the helper module `weir_guest.py`, a JavaScript one `weir-guest.js`), a
+//! minimal plug-in that builds, a sample context for `weir plugin test`, and
+//! a README with the one build command. A Rust project needs the Rust
+//! toolchain, a Python one Python (componentize-py comes from PyPI), a
+//! JavaScript one Node.js (componentize-js or componentize-qjs comes from
+//! npm), each besides this weir binary.
 //!
 //! Owns only the templates; writes nothing but the new directory.
 
@@ -20,6 +21,14 @@ const SDK: &[(&str, &str)] = &[
     ("wit/types.wit", include_str!("../../guest-examples/weir-guest/wit/types.wit")),
     ("wit/worlds.wit", include_str!("../../guest-examples/weir-guest/wit/worlds.wit")),
 ];
+
+/// The Python helper module (PyPI's `weir-guest`), vendored next to a Python
+/// project's `app.py`.
+const PY_SDK: &str = include_str!("../../guest-examples/weir-guest-py/src/weir_guest.py");
+
+/// The JavaScript helper (npm's `weir-guest`: one self-contained ES module,
+/// big.js inlined), vendored next to a JavaScript project's `app.js`.
+const JS_SDK: &str = include_str!("../../guest-examples/weir-guest-js/dist/weir-guest.js");
 
 /// The kind of plug-in to start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -117,6 +126,8 @@ pub fn new(parent: &Path, name: &str, lang: Lang, kind: Kind, engine: Option<JsE
         Lang::Python => {
             write_wit(&write)?;
             write("app.py", &if kind == Kind::Plugin { python_plugin(name) } else { python_workflow(name) })?;
+            // Next to app.py, so componentize-py's default module path (`.`) finds it.
+            write("weir_guest.py", PY_SDK)?;
             write("requirements.txt", &format!("{COMPONENTIZE_PY}\n"))?;
             write(".gitignore", ".venv/\n__pycache__/\n*.wasm\n")?;
             let file = format!("{snake}.wasm");
@@ -125,13 +136,15 @@ pub fn new(parent: &Path, name: &str, lang: Lang, kind: Kind, engine: Option<JsE
             );
             (
                 Project { file, build },
-                "Python, built with componentize-py (the WIT contract `weir:plugin@0.3.0` is in `wit/`)",
+                "Python, built with componentize-py, with the helper module `weir_guest.py` (typed fields, exact decimals, outcomes and errors; the WIT contract `weir:plugin@0.3.0` is in `wit/`)",
                 "Python 3.10 or later; the build installs componentize-py from PyPI into `.venv/`",
             )
         }
         Lang::Js => {
             write_wit(&write)?;
             write("app.js", &if kind == Kind::Plugin { js_plugin(name) } else { js_workflow(name) })?;
+            // Next to app.js: both engines load a relative import, neither a bare npm name.
+            write("weir-guest.js", JS_SDK)?;
             let file = format!("{snake}.wasm");
             let (script, deps, language, setup) = match engine.unwrap_or_default() {
                 JsEngine::Starlingmonkey => (
@@ -140,14 +153,14 @@ pub fn new(parent: &Path, name: &str, lang: Lang, kind: Kind, engine: Option<JsE
                         r#""@bytecodealliance/componentize-js": "{COMPONENTIZE_JS}",
     "@bytecodealliance/preview2-shim": "{PREVIEW2_SHIM}""#
                     ),
-                    "JavaScript, built with componentize-js (StarlingMonkey, with the web APIs; `weir plugin new NAME --lang js --js-engine quickjs` makes calls about five times cheaper without them; the WIT contract `weir:plugin@0.3.0` is in `wit/`)",
+                    "JavaScript, built with componentize-js (StarlingMonkey, with the web APIs; `weir plugin new NAME --lang js --js-engine quickjs` makes calls about five times cheaper without them; the WIT contract `weir:plugin@0.3.0` is in `wit/`), with the helper `weir-guest.js` (typed fields, exact decimals with big.js, outcomes, errors and workflow steps)",
                     "Node.js 18 or later; the build installs componentize-js from npm",
                 ),
                 // `--sync`: the component model's synchronous ABI, which weir's worlds use.
                 JsEngine::Quickjs => (
                     format!("componentize-qjs --wit wit --world {world} --js app.js --sync -o {file}"),
                     format!(r#""componentize-qjs": "{COMPONENTIZE_QJS}""#),
-                    "JavaScript, built with componentize-qjs (QuickJS: the language without the web APIs, so `log.write` rather than `console` and no `fetch`; an absent `option` is `null` and 64-bit integers are numbers, exact to 2^53; the WIT contract `weir:plugin@0.3.0` is in `wit/`)",
+                    "JavaScript, built with componentize-qjs (QuickJS: the language without the web APIs, so `log.write` rather than `console` and no `fetch`; an absent `option` is `null` and 64-bit integers are numbers, exact to 2^53; the WIT contract `weir:plugin@0.3.0` is in `wit/`), with the helper `weir-guest.js` (typed fields, exact decimals with big.js, outcomes, errors and workflow steps)",
                     "Node.js 18 or later; the build installs componentize-qjs from npm",
                 ),
             };
@@ -187,6 +200,13 @@ pub fn new(parent: &Path, name: &str, lang: Lang, kind: Kind, engine: Option<JsE
     } else {
         String::new()
     };
+    // componentize-py's components embed CPython, componentize-js's StarlingMonkey
+    // (and componentize-qjs's QuickJS): compiling one takes seconds.
+    let first_test = if lang != Lang::Rust {
+        "\n\nThe first `weir plugin test` of a new build compiles it (several seconds); later ones reuse the compiled copy."
+    } else {
+        ""
+    };
     let (file, build) = (&project.file, &project.build);
     write(
         "README.md",
@@ -201,7 +221,7 @@ Build it (needs {setup}):
 
 Try it offline, in weir's sandbox, with the sample context (no database is touched):
 
-    weir plugin test {file} --context context.json
+    weir plugin test {file} --context context.json{first_test}
 {resume}
 Add it to weir and run it on every new `contact`:
 
@@ -254,24 +274,26 @@ panic = "abort"
 fn python_plugin(name: &str) -> String {
     format!(
         r#""""{name}: a sync weir plug-in (world `plugin`). It runs inside the
-operation's transaction: rejecting rolls the operation back."""
+operation's transaction: rejecting rolls the operation back.
 
-from componentize_py_types import Err
+weir_guest.py, next to this file, reads and builds weir's values: typed
+fields (`weir.text`, `weir.decimal` as an exact `Decimal`...), outcomes
+and errors."""
+
+import weir_guest as weir
 from wit_world import exports
-from wit_world.exports.handler import Outcome, PluginError_Rejected
-from wit_world.imports import log
-from wit_world.imports.types import Context, Value_Text
+from wit_world.imports.types import Context
 
 
 class Handler(exports.Handler):
-    def execute(self, ctx: Context) -> Outcome:
-        # The record being written: its fields, each a typed value.
-        name = next((f.value.value for f in ctx.target.fields if f.name == "name" and isinstance(f.value, Value_Text)), None)
-        log.write(log.Level.INFO, f"{name} saw {{ctx.table}} {{ctx.target.id}}")
+    def execute(self, ctx: Context) -> weir.Outcome:
+        # The record being written, its fields by name and type.
+        name = weir.text(ctx.target, "name")
+        weir.info(f"{name} saw {{ctx.table}} {{ctx.target.id}}")
         if name is not None and not name.strip():
-            # The operation is rolled back; the caller sees "{name}: <message>".
-            raise Err(PluginError_Rejected("the name must not be blank"))
-        return Outcome(changes=[], notes=["checked by {name}"], variables=[])
+            # Raises; the operation is rolled back and the caller sees "{name}: <message>".
+            weir.rejected("the name must not be blank")
+        return weir.Outcome().note("checked by {name}")
 "#
     )
 }
@@ -279,22 +301,26 @@ class Handler(exports.Handler):
 fn python_workflow(name: &str) -> String {
     format!(
         r#""""{name}: an async weir workflow (world `workflow`). It runs later, as
-a system job, and may wait; a transient error is retried with backoff."""
+a system job, and may wait; a transient error is retried with backoff.
 
-import json
+weir_guest.py, next to this file, reads and builds weir's values. To wait,
+return a wait step with saved state, such as
+`Step_WaitUntil(WaitUntil(at=ms, state=weir.save({{"id": ctx.target.id}})))`
+(from wit_world.exports.runner); the next run reads it with `weir.load(state)`."""
+
 from typing import Optional
 
+import weir_guest as weir
 from wit_world import exports
-from wit_world.exports.runner import Step, Step_Done
-from wit_world.imports import log
+from wit_world.exports.runner import Step
 from wit_world.imports.types import Context
 
 
 class Runner(exports.Runner):
     def run(self, ctx: Context, state: Optional[bytes]) -> Step:
-        log.write(log.Level.INFO, f"{name} runs for {{ctx.table}} {{ctx.target.id}}")
-        # Done; the text (JSON) is kept as the job's result.
-        return Step_Done(json.dumps({{"seen": ctx.target.id}}))
+        weir.info(f"{name} runs for {{ctx.table}} {{ctx.target.id}}")
+        # Done; the result (JSON) is kept as the job's result.
+        return weir.done({{"seen": ctx.target.id}})
 "#
     )
 }
@@ -303,19 +329,22 @@ fn js_plugin(name: &str) -> String {
     format!(
         r#"// {name}: a sync weir plug-in (world `plugin`). It runs inside the
 // operation's transaction: rejecting rolls the operation back.
+//
+// weir-guest.js, next to this file, reads and builds weir's values: typed
+// fields (`text`, `decimal` as an exact big.js decimal...), outcomes and errors.
 
-import {{ write }} from 'weir:plugin/log@0.3.0';
+import {{ info, outcome, rejected, text }} from './weir-guest.js';
 
 export const handler = {{
   execute(ctx) {{
-    // The record being written: its fields, each a typed value ({{ tag, val }}).
-    const name = ctx.target.fields.find((f) => f.name === 'name')?.value;
-    write('info', `{name} saw ${{ctx.table}} ${{ctx.target.id}}`);
-    if (name?.tag === 'text' && name.val.trim() === '') {{
+    // The record being written, its fields by name and type.
+    const name = text(ctx.target, 'name');
+    info(`{name} saw ${{ctx.table}} ${{ctx.target.id}}`);
+    if (name !== null && name.trim() === '') {{
       // The operation is rolled back; the caller sees "{name}: <message>".
-      throw {{ tag: 'rejected', val: 'the name must not be blank' }};
+      throw rejected('the name must not be blank');
     }}
-    return {{ changes: [], notes: ['checked by {name}'], variables: [] }};
+    return outcome().note('checked by {name}');
   }},
 }};
 "#
@@ -326,14 +355,19 @@ fn js_workflow(name: &str) -> String {
     format!(
         r#"// {name}: an async weir workflow (world `workflow`). It runs later, as a
 // system job, and may wait; a transient error is retried with backoff.
+//
+// weir-guest.js, next to this file, reads and builds weir's values. To wait,
+// return a wait step with state to save, such as
+// `waitUntil(Date.now() + 60000, {{ id: ctx.target.id }})`; the next run reads
+// it with `load(state)`.
 
-import {{ write }} from 'weir:plugin/log@0.3.0';
+import {{ done, info }} from './weir-guest.js';
 
 export const runner = {{
   run(ctx, state) {{
-    write('info', `{name} runs for ${{ctx.table}} ${{ctx.target.id}}`);
-    // Done; the text (JSON) is kept as the job's result.
-    return {{ tag: 'done', val: JSON.stringify({{ seen: ctx.target.id }}) }};
+    info(`{name} runs for ${{ctx.table}} ${{ctx.target.id}}`);
+    // Done; the result (JSON) is kept as the job's result.
+    return done({{ seen: ctx.target.id }});
   }},
 }};
 "#

@@ -85,11 +85,15 @@ fn assert_checks_credit(env: &Env, plugin: &str) {
 fn the_python_and_javascript_examples_run_as_sync_steps() {
     let examples = root().join("guest-examples");
     let wit = root().join("wit");
+    // The Python example imports the helper module `weir_guest` from its source directory.
+    let helper = format!("-p . -p {}", path(&examples.join("weir-guest-py/src")));
     let python = (examples.join("python/credit_check"), "credit-check-py");
     let js = (examples.join("js/credit-check"), "credit-check-js");
     let quickjs = (examples.join("js/credit-check"), "credit-check-qjs");
+    // The JavaScript example imports the helper from its own directory, where its build scripts copy it.
+    std::fs::copy(examples.join("weir-guest-js/dist/weir-guest.js"), js.0.join("weir-guest.js")).unwrap();
     let builds = [
-        (python.clone(), format!("{} -d {} -w plugin componentize app -o", toolchain(&python.0.join(".venv/bin/componentize-py")), path(&wit))),
+        (python.clone(), format!("{} -d {} -w plugin componentize app {helper} -o", toolchain(&python.0.join(".venv/bin/componentize-py")), path(&wit))),
         (js.clone(), format!("{} app.js --wit {} --world-name plugin -o", toolchain(&js.0.join("node_modules/.bin/componentize-js")), path(&wit))),
         (quickjs, format!("{} --wit {} --world plugin --js app.js --sync -o", toolchain(&js.0.join("node_modules/.bin/componentize-qjs")), path(&wit))),
     ];
@@ -171,6 +175,9 @@ fn plugin_new_python_and_js_projects_build_from_their_readme_and_run() {
                 } else {
                     assert_eq!(tried["outcome"], "ok", "{name}: {tried}");
                     assert_eq!(tried["notes"], json!(["checked by ".to_string() + &name]), "{name}: {tried}");
+                    if lang == "python" || engine.is_some() {
+                        author_edits_with_exact_decimals(&env, &project, &name, lang, build, &made);
+                    }
                     env.run(&["step", "add", &name, "--plugin", &name, "--message", "create", "--table", "contact", "--stage", "pre-operation"]).ok();
                     let ada = create(&env, "contact", r#"{"name": "Ada"}"#).ok().json();
                     assert_eq!(ada["@notes"], json!([format!("{name}: checked by {name}")]), "{ada}");
@@ -180,4 +187,74 @@ fn plugin_new_python_and_js_projects_build_from_their_readme_and_run() {
             });
         }
     });
+}
+
+/// An author's first edit of a `plugin new` project: exact decimal arithmetic
+/// with the language's helper (0.1 × 3 + 0.2 is 0.5, not 0.5000000000000001),
+/// built, tested twice (the second test loads the compiled copy; the bench
+/// times both) and measured in its own layout with `bench --component`.
+fn author_edits_with_exact_decimals(env: &Env, project: &Path, name: &str, lang: &str, build: &str, made: &Value) {
+    let (file, source) = if lang == "python" {
+        (
+            "app.py",
+            r#"from decimal import Decimal
+
+import weir_guest as weir
+from wit_world import exports
+from wit_world.imports.types import Context
+
+
+class Handler(exports.Handler):
+    def execute(self, ctx: Context) -> weir.Outcome:
+        total = weir.decimal(ctx.target, "amount") * 3 + Decimal("0.2")
+        if total > Decimal("100"):
+            weir.rejected(f"total {total} is over 100")
+        return weir.Outcome().note(f"total {total}")
+"#,
+        )
+    } else {
+        (
+            "app.js",
+            r#"import { decimal, outcome, rejected } from './weir-guest.js';
+
+export const handler = {
+  execute(ctx) {
+    const total = decimal(ctx.target, 'amount').times(3).plus('0.2');
+    if (total.gt(100)) throw rejected(`total ${total} is over 100`);
+    return outcome().note(`total ${total}`);
+  },
+};
+"#,
+        )
+    };
+    std::fs::write(project.join(file), source).unwrap();
+    let records = project.join("records.json");
+    std::fs::write(&records, r#"{"contact": {"columns": {"name": "text", "amount": "decimal"}, "records": []}}"#).unwrap();
+    let context = project.join("decimal-context.json");
+    std::fs::write(&context, r#"{"message": "create", "table": "contact", "stage": "pre-operation", "target": {"id": "c1", "name": "Ada", "amount": 0.1}}"#)
+        .unwrap();
+    sh(project, build);
+    let wasm = project.join(made["builds"].as_str().unwrap());
+    let test = || env.run(&["plugin", "test", path(&wasm), "--context", path(&context), "--records", path(&records), "--json"]).ok().json();
+    for _ in 0..2 {
+        let tried = test();
+        assert_eq!(tried["notes"], json!(["total 0.5"]), "{name}: exact decimals: {tried}");
+    }
+    let label = name.replace(['.', ' '], "-");
+    let bench = [
+        "bench",
+        "--only",
+        "languages",
+        "--component",
+        &format!("{label}={}", path(&wasm)),
+        "--context",
+        path(&context),
+        "--records",
+        path(&records),
+        "--json",
+    ];
+    let figures = env.run(&bench).ok().json();
+    for key in ["load_s", "test_first_s", "test_again_s", "create_us"] {
+        assert!(figures[format!("lang_{label}_{key}")].as_f64().is_some_and(|v| v > 0.0), "{name}: {key}: {figures}");
+    }
 }

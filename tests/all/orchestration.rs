@@ -89,6 +89,13 @@ fn starting_a_job_needs_a_grant_and_a_wait_only_names_its_own_children() {
     assert!(error.contains("Denied") && error.contains("--may-start orchestra"), "{denied}");
     assert!(show(&env, &other)["result"]["error"].as_str().unwrap_or_default().contains("--may-start noop"));
     assert_eq!(count(&env, "SELECT COUNT(*) FROM weir_jobs WHERE parent_id IS NOT NULL"), 0);
+    // A child does not inherit its parent's --may-start: it starts nothing of its own.
+    let nested = submit(&env, json!({"mode": "nested"}), &[]);
+    env.run(&["work", "--until-idle"]).ok();
+    let job = show(&env, &nested);
+    assert_eq!(job["status"], "Succeeded", "{job}");
+    assert!(job["result"]["child"]["error"].as_str().unwrap_or_default().contains("Denied"), "{job}");
+    assert_eq!(count(&env, &format!("SELECT COUNT(*) FROM weir_jobs WHERE parent_id = '{nested}'")), 1);
     // A wait for another job's child (or any job it did not start) fails for good.
     let stranger = submit(&env, json!({"mode": "stranger", "job": id}), &[]);
     env.run(&["work", "--until-idle"]).ok();

@@ -211,7 +211,10 @@ impl Dialect {
 
     /// **Set-based completion.** The statement that records a group of
     /// successes at once, or `None` where they are recorded one by one in one
-    /// write transaction (SQLite: one writer, each update is cheap).
+    /// write transaction (SQLite: one writer, each update is cheap). A job
+    /// a workflow started is left to the one-by-one path: its end may wake
+    /// its parent, which must not race the parent's own outcome (that path
+    /// takes weir's write lock, as the parent's does).
     /// PostgreSQL: the group arrives as one JSON parameter (`?1`: objects of
     /// id, ms, trace, result), is materialised, and each job is updated by key
     /// if `?2` still holds its lease and it is `running`; `set` is the status
@@ -237,11 +240,12 @@ impl Dialect {
                      UPDATE weir_jobs SET {set}, duration_ms = done_ms, trace = done_trace, worker = done_worker, {release},
                          completed_at = ?3, result = done_result, error_code = NULL, error_message = NULL, state = NULL, postpone_until = NULL
                      FROM done WHERE weir_jobs.id = done_id AND weir_jobs.lease_owner = done_worker AND weir_jobs.statuscode = done_status
-                     RETURNING weir_jobs.id, weir_jobs.step, weir_jobs.callback_url, weir_jobs.parent_id
+                       AND weir_jobs.parent_id IS NULL
+                     RETURNING weir_jobs.id, weir_jobs.step, weir_jobs.callback_url
                  ), healed AS (
                      DELETE FROM weir_step_health WHERE step IN (SELECT step FROM ended)
                  )
-                 SELECT id, step, callback_url IS NOT NULL OR parent_id IS NOT NULL FROM ended"
+                 SELECT id, step, callback_url IS NOT NULL FROM ended"
             )),
         }
     }

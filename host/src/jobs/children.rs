@@ -26,6 +26,15 @@ pub const MAX_AWAITED: usize = 10_000;
 /// The longest child key.
 pub const MAX_KEY_BYTES: usize = 200;
 
+/// The most jobs one attempt may start, and the most bytes of input they
+/// may carry together: what an attempt holds until its outcome commits.
+pub const MAX_STARTED: usize = 1_000;
+pub const MAX_STARTED_INPUT_BYTES: usize = 8 << 20;
+
+/// The most bytes of results and errors the reports of one wake may carry
+/// (a workflow that waits for more at once should wait in parts).
+pub const MAX_REPORT_BYTES: usize = 8 << 20;
+
 /// A child to create with its parent's outcome: its id (given when it was
 /// started), key and job.
 #[derive(Debug, Clone)]
@@ -122,20 +131,33 @@ pub fn reports(conn: &Connection, parent: &str, ids: &[String]) -> Result<Vec<Re
         })?
         .map(|r| r.map(|r| (r.id.clone(), r)))
         .collect::<crate::db::Result<_>>()?;
-    Ok(ids.iter().filter_map(|id| found.remove(id)).collect())
+    let reports: Vec<Report> = ids.iter().filter_map(|id| found.remove(id)).collect();
+    let bytes: usize = reports.iter().map(|r| r.result.as_ref().map_or(0, String::len) + r.error.as_ref().map_or(0, String::len)).sum();
+    if bytes > MAX_REPORT_BYTES {
+        return Err(Error::invalid(format!(
+            "the {} jobs it waited for hold {bytes} bytes of results and errors, over the {MAX_REPORT_BYTES} one wake may carry: wait for fewer at a time",
+            reports.len()
+        )));
+    }
+    Ok(reports)
 }
 
 /// A job reached a final status: if it is a child whose parent waits for
 /// it and the parent's condition now holds, the parent wakes (or, paused,
 /// remembers it for its resume). `parent` is the finished job's parent.
 pub fn child_finished(conn: &Connection, parent: &str) -> Result<()> {
-    // The parent's row is locked first (PostgreSQL): of two children ending
-    // at once, the second counts after the first has committed.
+    // The parent's row is locked first (PostgreSQL), whatever its status:
+    // of two children ending at once the second counts after the first has
+    // committed, and a parent recording its wait meanwhile waits for this
+    // transaction (then finds the child finished, see [`wake_if_met`]).
     let (waiting, paused) = (Status::Waiting.statuscode(), Status::Paused.statuscode());
-    let sql = format!("SELECT statuscode, wait FROM weir_jobs WHERE id = ?1 AND statuscode IN ({waiting}, {paused})");
+    let sql = "SELECT statuscode, wait FROM weir_jobs WHERE id = ?1";
     let row: Option<(i64, Option<String>)> =
-        conn.prepare_cached(&conn.dialect().locking_read(&sql))?.query_row([parent], |r| Ok((r.get(0)?, r.get(1)?))).optional()?;
+        conn.prepare_cached(&conn.dialect().locking_read(sql))?.query_row([parent], |r| Ok((r.get(0)?, r.get(1)?))).optional()?;
     let Some((status, Some(wait))) = row else { return Ok(()) };
+    if status != waiting && status != paused {
+        return Ok(());
+    }
     if met(conn, parent, &wait)? {
         if status == waiting {
             state::wake_condition_met(conn, parent)?;

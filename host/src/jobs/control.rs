@@ -112,9 +112,15 @@ pub fn resume(conn: &mut Connection, id: &str, now: i64) -> Result<JobView> {
             return state::resume_ready(tx, id, Some("condition-met"));
         }
         if until.is_some_and(|u| u <= now) {
-            return state::resume_ready(tx, id, Some(if wait["kind"] == "for" || wait["kind"] == "query" { "timed-out" } else { "timer" }));
+            let timed_out = ["for", "query", "jobs"].iter().any(|k| wait["kind"] == *k);
+            return state::resume_ready(tx, id, Some(if timed_out { "timed-out" } else { "timer" }));
         }
-        state::resume_waiting(tx, id)
+        let resumed = state::resume_waiting(tx, id)?;
+        // Jobs it waits for may have finished while it was pausing.
+        if resumed {
+            super::children::wake_if_met(tx, id)?;
+        }
+        Ok(resumed)
     })
 }
 

@@ -593,13 +593,10 @@ fn complete_in_group(tx: &Connection, c: &Completion, worker: &str, now: i64, he
                 Outcome::Wait(w) => Some(w),
                 _ => None,
             };
-            // A checkpoint is kept as a wait that is due at once.
-            let checkpoint = match &c.outcome {
-                Outcome::Checkpoint(state) => Some(Wait { until: now, state: state.clone(), ..Wait::default() }),
-                _ => None,
-            };
+            // A checkpoint is not kept: the resume runs the segment again from
+            // the state before it (it committed nothing).
             let counted = !matches!(c.outcome, Outcome::Wait(_) | Outcome::Checkpoint(_) | Outcome::Interrupted);
-            return a.finish_pausing(tx, counted, wait.or(checkpoint.as_ref()));
+            return a.finish_pausing(tx, counted, wait);
         }
         _ => {}
     }

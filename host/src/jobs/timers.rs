@@ -157,8 +157,11 @@ impl CleanupStatus {
 pub fn cleanup(conn: &Connection, older_than_ms: i64, status: CleanupStatus, now: i64) -> Result<usize> {
     let cutoff = now.saturating_sub(older_than_ms);
     let mut n = 0;
+    // A job a workflow started stays while its parent has not finished: the
+    // parent may start its key again (answered by it) or wait for it.
+    let kept_for_parent = "NOT EXISTS (SELECT 1 FROM weir_jobs p WHERE p.id = weir_jobs.parent_id AND p.statecode < 3)";
     for code in status.codes() {
-        n += delete_completed_where(conn, "statuscode = ?1 AND completed_at <= ?2", params![code, cutoff])?;
+        n += delete_completed_where(conn, &format!("statuscode = ?1 AND completed_at <= ?2 AND {kept_for_parent}"), params![code, cutoff])?;
     }
     Ok(n)
 }

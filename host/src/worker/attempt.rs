@@ -332,8 +332,11 @@ fn job_report(r: jobs::children::Report) -> JobReport {
 /// A wait for jobs: only this job's children (started before, or by this
 /// attempt), at least one, at most [`jobs::children::MAX_AWAITED`]; refused
 /// permanently otherwise (a workflow learns nothing of others' jobs).
-fn wait_on_jobs(pool: &Pool, job: &Claimed, started: &[jobs::children::NewChild], w: WaitForJobs) -> Outcome {
+fn wait_on_jobs(pool: &Pool, job: &Claimed, started: &[jobs::children::NewChild], mut w: WaitForJobs) -> Outcome {
     let plugin = &job.plugin;
+    // Each job once, in the order first given.
+    let mut seen = std::collections::HashSet::new();
+    w.jobs.retain(|id| seen.insert(id.clone()));
     let refuse =
         |why: String| Outcome::Failed { code: "invalid_wait".into(), message: format!("{plugin}: cannot wait for those jobs: {why}"), permanent: true };
     if w.jobs.is_empty() || w.jobs.len() > jobs::children::MAX_AWAITED {
@@ -589,6 +592,26 @@ impl RecordHost for JobRecords {
         if let Some(c) = self.children.lock().iter().find(|c| c.key == o.key) {
             return Ok(c.id.clone());
         }
+        {
+            let started = self.children.lock();
+            let bytes: usize = started.iter().map(|c| c.job.context.input.to_string().len()).sum::<usize>() + o.input.len();
+            if started.len() >= jobs::children::MAX_STARTED || bytes > jobs::children::MAX_STARTED_INPUT_BYTES {
+                return Err(JobError::Invalid(format!(
+                    "one attempt starts at most {} jobs with {} bytes of input in all: end this run with a checkpoint, then start the rest",
+                    jobs::children::MAX_STARTED,
+                    jobs::children::MAX_STARTED_INPUT_BYTES
+                )));
+            }
+        }
+        // A child is one level deeper, as a nested operation is: chains past the limit are probable loops.
+        if job.context.depth >= crate::pipeline::MAX_DEPTH {
+            return Err(JobError::Invalid(format!(
+                "{} is {} levels deep: a child would pass the limit of {} (a probable loop of jobs starting jobs)",
+                self.who,
+                job.context.depth,
+                crate::pipeline::MAX_DEPTH
+            )));
+        }
         let input: serde_json::Value = serde_json::from_str(&o.input).map_err(|e| JobError::Invalid(format!("the input of {} is not JSON: {e}", o.key)))?;
         if let Some(q) = &o.queue {
             jobs::claims::check_queue(q).map_err(|e| JobError::Invalid(e.to_string()))?;
@@ -620,10 +643,11 @@ impl RecordHost for JobRecords {
             owner: job.owner.clone(),
             context: jobs::JobContext {
                 correlation_id: c.correlation_id.clone(),
-                depth: c.depth,
+                depth: c.depth + 1,
                 allow_http: c.allow_http.clone(),
                 secrets: c.secrets.clone(),
-                may_start: c.may_start.clone(),
+                // A child starts no jobs of its own: `--may-start` is the step's grant, not inherited.
+                may_start: vec![],
                 trace: c.trace,
                 ..jobs::JobContext::background(&job.owner, input)
             },

@@ -172,7 +172,11 @@ fn commit_with_writes(shared: &Shared, c: &jobs::Completion, writes: Writes, now
     });
     match committed {
         Ok(true) => Ok(true),
-        Ok(false) => jobs::complete(&mut shared.recorder_conn().lock(), c, worker, now),
+        // Its writes and jobs were dropped (a lost lease, an operator's cancel
+        // or pause): a wait or checkpoint that counts on them is not kept
+        // either. The attempt counts as interrupted, and a resume runs it again
+        // from the state before it.
+        Ok(false) => jobs::complete(&mut shared.recorder_conn().lock(), &jobs::Completion { outcome: Outcome::Interrupted, ..c.clone() }, worker, now),
         Err(e) => {
             let (code, permanent) = match &e {
                 Error::Plugin { code, .. } => (code.clone(), code == "rejected"),

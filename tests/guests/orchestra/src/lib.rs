@@ -11,6 +11,7 @@
 //!   checkpoint after each; the first attempt of chunk `stall_at` never ends.
 //! * `sleepy-parent`: starts three `sleeper`s (waiting an hour) and waits.
 //! * `undeclared` (`plugin`): tries to start `plugin`; finishes with the error.
+//! * `nested`: starts an `undeclared` child (which tries to start one of its own).
 //! * `stranger` (`job`): waits for a job it did not start.
 
 use serde_json::{Value, json};
@@ -106,6 +107,15 @@ impl Workflow for Orchestra {
                 let plugin = input["plugin"].as_str().unwrap_or("orchestra");
                 let e = weir_guest::start(plugin, "x", &Value::Null).err();
                 Ok(Step::done_json(&json!({"error": format!("{e:?}")})))
+            }
+            "nested" => {
+                // A child tries to start a job of its own.
+                if ctx.wake.is_some() {
+                    let child = ctx.jobs.first().and_then(|r| r.result::<Value>()).unwrap_or(Value::Null);
+                    return Ok(Step::done_json(&json!({"child": child})));
+                }
+                let id = start(&me, "inner", &json!({"mode": "undeclared", "plugin": me}))?;
+                Ok(wait_all(vec![id], &Value::Null))
             }
             "stranger" => {
                 let job = input["job"].as_str().unwrap_or_default().to_string();
