@@ -270,6 +270,14 @@ pub enum Command {
         /// Tables and records the --component reads, as `weir plugin test --records` takes them.
         #[arg(long, value_name = "FILE.json", requires = "components")]
         records: Option<PathBuf>,
+        /// Instead of --context: the table a sync --component checks creates
+        /// of, made from --record's fields (whole numbers integer, other
+        /// numbers decimal, strings text...).
+        #[arg(long, value_name = "TABLE", requires = "record", conflicts_with = "context")]
+        table: Option<String>,
+        /// The record each measured create writes (JSON), with --table.
+        #[arg(long, value_name = "JSON", requires = "table")]
+        record: Option<String>,
     },
 }
 
@@ -1304,13 +1312,20 @@ fn run_command(cli: Cli) -> Result<()> {
         }
         Command::Demo => crate::demo::run(&cli.db),
         Command::Migrate { to, from, json } => migrate(from.as_deref().unwrap_or(&cli.db), &to, json),
-        Command::Bench { json, only, components, context, records } => {
+        Command::Bench { json, only, components, context, records, table, record } => {
             let read = |what: &str, p: &std::path::Path| -> Result<serde_json::Value> {
                 let text = std::fs::read_to_string(p).map_err(|e| Error::invalid(format!("cannot read the {what} {}: {e}", p.display())))?;
                 serde_json::from_str(&text).map_err(|e| Error::invalid(format!("the {what} {} is not valid JSON: {e}", p.display())))
             };
+            let from_record = match (table, record) {
+                (Some(table), Some(record)) => {
+                    let target = parse_json("--record", &record)?;
+                    Some(serde_json::json!({"message": "create", "table": table, "stage": "pre-operation", "target": target}))
+                }
+                _ => None,
+            };
             let layout = crate::bench::ComponentLayout {
-                context: context.as_deref().map(|p| read("context", p)).transpose()?,
+                context: context.as_deref().map(|p| read("context", p)).transpose()?.or(from_record),
                 records: records.as_deref().map(|p| read("records fixture", p)).transpose()?,
             };
             crate::bench::run(json, only.as_deref(), &components, &layout, &cli.db)

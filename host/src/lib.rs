@@ -383,7 +383,11 @@ impl Weir {
             JobAction::Pause => true,
             _ => return Err(Error::invalid("only cancel and pause cascade to a job's children")),
         };
-        let view = self.control_job(id, action)?;
+        // A parent that has finished already still takes its children along.
+        let view = match self.control_job(id, action) {
+            Err(Error::Conflict(_)) if self.show_job(id)?.statecode == jobs::Status::Succeeded.statecode() => self.show_job(id)?,
+            other => other?,
+        };
         let mut conn = self.pool.checkout()?;
         let result = jobs::control::cascade(&mut conn, id, pause, time::now_ms());
         self.pool.checkin(conn);

@@ -156,6 +156,24 @@ fn plugin_new_makes_a_project_outside_any_checkout_that_builds_tests_and_runs_as
     assert!(created.stderr.contains("note: hello-check: checked by hello-check"), "{}", created.stderr);
     let blank = env.run(&["record", "create", "contact", r#"{"name": " "}"#]).fails();
     assert!(blank.stderr.contains("hello-check: the name must not be blank"), "{}", blank.stderr);
+    // Measured on a table made from a record, as an author would start.
+    let bench = [
+        "bench",
+        "--only",
+        "languages",
+        "--component",
+        &format!("hello={wasm_path}"),
+        "--table",
+        "person",
+        "--record",
+        r#"{"name": "Ada", "age": 36}"#,
+        "--json",
+    ];
+    let figures = env.run(&bench).ok().json();
+    assert!(figures["lang_hello_create_us"].as_f64().is_some_and(|us| us > 0.0), "{figures}");
+    let refused =
+        env.run(&["bench", "--only", "languages", "--component", &format!("hello={wasm_path}"), "--table", "person", "--record", r#"{"name": " "}"#]).fails();
+    assert!(refused.stderr.contains("--component hello") && refused.stderr.contains("the name must not be blank"), "{}", refused.stderr);
     // Refusals are clear.
     let again = env.command().current_dir(env.dir.path()).args(["plugin", "new", "hello-check"]).output().unwrap();
     assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
