@@ -723,6 +723,16 @@ pub fn run(json_out: bool, only: Option<&str>, components: &[LangComponent], lay
         figures.push(Figure { key: "containment_mixed_per_s".into(), label: "the same among 16 misbehaving jobs".into(), unit: "/s", runs: mixed });
         figures.push(Figure { key: "containment_ratio".into(), label: "good-job throughput, mixed / clean".into(), unit: "", runs: ratio });
     }
+    if want("fanout") {
+        say("a workflow starts 100 no-op children and waits for all of them");
+        let workers = WorkOptions::default().workers;
+        figures.push(Figure {
+            key: "fanout_100_children_s".into(),
+            label: "fan-out of 100 children, fan-in on all: start to the parent's completion".into(),
+            unit: "s",
+            runs: (0..3).map(|_| fanout(&weir, 100, workers)).collect::<Result<_>>()?,
+        });
+    }
     if want("languages") {
         say("credit-check in Rust, and the components given with --component");
         language(scratch.path(), "rust", crate::examples::wasm("credit-check").unwrap_or_default(), &ComponentLayout::default(), &mut figures)?;
@@ -814,6 +824,25 @@ fn job(plugin: &str, version: i64) -> NewJob {
         queue: crate::jobs::claims::DEFAULT_QUEUE.into(),
         priority: crate::jobs::claims::DEFAULT_PRIORITY,
     }
+}
+
+/// A workflow (the `orchestra` fixture's `fanout` mode) that starts `n`
+/// no-op children and waits for all of them: seconds from its submission to
+/// its completion, on `workers` workers.
+fn fanout(weir: &Weir, n: usize, workers: usize) -> Result<f64> {
+    plugin_version(weir, "orchestra")?;
+    let mut req = crate::Background::new("orchestra", json!({"mode": "fanout", "n": n}), "system");
+    req.may_start = vec!["orchestra".into()];
+    let started = Instant::now();
+    let id = weir.submit_background(&req)?;
+    let opts = WorkOptions { workers, until_idle: true, idle_horizon: Duration::ZERO, ..WorkOptions::default() };
+    crate::cli::runtime()?.block_on(weir.work(opts, std::future::pending()))?;
+    let took = started.elapsed().as_secs_f64();
+    let job = weir.show_job(&id)?;
+    if job.status != "Succeeded" || job.result.as_ref().is_none_or(|r| r["reports"] != json!(n)) {
+        return Err(Error::Internal(format!("bench: the fan-out parent {id} ended {} with {:?}", job.status, job.result)));
+    }
+    Ok(took)
 }
 
 fn plugin_version(weir: &Weir, plugin: &str) -> Result<i64> {
