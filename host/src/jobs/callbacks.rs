@@ -92,7 +92,7 @@ type FinalRow = (Option<String>, i64, i64, Option<String>, Option<String>, Optio
 
 /// Queues the callback of job `id`, if it has a URL. Returns its parent
 /// job, if a workflow started it (read in the same look-up, for
-/// [`super::children::child_finished`]).
+/// the parent's wake in `state`).
 pub fn queue(conn: &Connection, id: &str, now: i64) -> Result<Option<String>> {
     let row: Option<FinalRow> = conn
         .prepare_cached("SELECT callback_url, statecode, statuscode, result, error_code, error_message, parent_id FROM weir_jobs WHERE id = ?1")?

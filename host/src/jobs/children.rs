@@ -5,16 +5,13 @@
 //! or lost its lease starts none, and each carries its parent's id, the key
 //! it was started with (unique per parent: [`existing`] answers a key started
 //! before) and the root's correlation id. A workflow waits for its children
-//! with `wait-for-jobs` (a [`Wait`] with `jobs`); when a child reaches a final
-//! status, [`child_finished`] wakes its parent if the wait's condition (all or
-//! any) now holds, under a lock of the parent's row so two children ending at
-//! once on two nodes cannot both miss it. On waking, the parent sees each
-//! awaited child's [`Report`].
+//! with `wait-for-jobs` (a [`Wait`](super::Wait) with `jobs`); when a child
+//! reaches a final status, [`super::state`] wakes its parent in the same
+//! transaction if the wait's condition (all or any) now holds. On waking, the
+//! parent sees each awaited child's [`Report`].
 //!
 //! Owns the `parent_id` and `child_key` columns of `weir_jobs`; the state
-//! changes it asks for (waking the parent) are [`super::state`]'s.
-
-use serde_json::Value as Json;
+//! changes of the tree (waking a parent) are [`super::state`]'s.
 
 use super::{NewJob, Status, state};
 use crate::db::{Connection, OptionalExtension, params};
@@ -142,32 +139,6 @@ pub fn reports(conn: &Connection, parent: &str, ids: &[String]) -> Result<Vec<Re
     Ok(reports)
 }
 
-/// A job reached a final status: if it is a child whose parent waits for
-/// it and the parent's condition now holds, the parent wakes (or, paused,
-/// remembers it for its resume). `parent` is the finished job's parent.
-pub fn child_finished(conn: &Connection, parent: &str) -> Result<()> {
-    // The parent's row is locked first (PostgreSQL), whatever its status:
-    // of two children ending at once the second counts after the first has
-    // committed, and a parent recording its wait meanwhile waits for this
-    // transaction (then finds the child finished, see [`wake_if_met`]).
-    let (waiting, paused) = (Status::Waiting.statuscode(), Status::Paused.statuscode());
-    let sql = "SELECT statuscode, wait FROM weir_jobs WHERE id = ?1";
-    let row: Option<(i64, Option<String>)> =
-        conn.prepare_cached(&conn.dialect().locking_read(sql))?.query_row([parent], |r| Ok((r.get(0)?, r.get(1)?))).optional()?;
-    let Some((status, Some(wait))) = row else { return Ok(()) };
-    if status != waiting && status != paused {
-        return Ok(());
-    }
-    if met(conn, parent, &wait)? {
-        if status == waiting {
-            state::wake_condition_met(conn, parent)?;
-        } else {
-            state::note_condition_met(conn, parent)?;
-        }
-    }
-    Ok(())
-}
-
 /// A job that just asked to wait for jobs wakes at once if they have
 /// finished already (a later run waiting for children that ended meanwhile).
 pub fn wake_if_met(conn: &Connection, id: &str) -> Result<()> {
@@ -176,23 +147,11 @@ pub fn wake_if_met(conn: &Connection, id: &str) -> Result<()> {
         .query_row([id], |r| r.get(0))
         .optional()?;
     if let Some(Some(wait)) = wait
-        && met(conn, id, &wait)?
+        && state::jobs_wait_met(conn, id, &wait)?
     {
         state::wake_condition_met(conn, id)?;
     }
     Ok(())
-}
-
-/// Whether the wait `wait` (its JSON) of job `parent` is for jobs and holds.
-fn met(conn: &Connection, parent: &str, wait: &str) -> Result<bool> {
-    let Ok(doc) = serde_json::from_str::<Json>(wait) else { return Ok(false) };
-    if doc["kind"] != "jobs" {
-        return Ok(false);
-    }
-    let ids: Vec<String> = doc["jobs"].as_array().map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect()).unwrap_or_default();
-    let sql = format!("SELECT COUNT(*) FROM weir_jobs WHERE parent_id = ?1 AND statecode = 3 AND {}", conn.dialect().in_text_list("id", "?2"));
-    let done: i64 = conn.prepare_cached(&sql)?.query_row(params![parent, serde_json::json!(ids).to_string()], |r| r.get(0))?;
-    Ok(if doc["all"].as_bool().unwrap_or(true) { done as usize >= ids.len() } else { done >= 1 })
 }
 
 /// A job's children, oldest first: (id, plugin, key, status code).

@@ -15,7 +15,7 @@
 //!
 //! It knows nothing of wasm, workers or the pipeline.
 
-use crate::db::{Connection, Dialect, JsonArg, params};
+use crate::db::{Connection, Dialect, JsonArg, OptionalExtension, params};
 
 use super::{NewJob, Wait, callbacks};
 use crate::error::Result;
@@ -333,9 +333,47 @@ fn apply(conn: &Connection, t: Transition, set: &[impl AsRef<str>], extra: &str,
 /// transaction.
 fn finished(conn: &Connection, id: &str, now: i64) -> Result<()> {
     if let Some(parent) = callbacks::queue(conn, id, now)? {
-        super::children::child_finished(conn, &parent)?;
+        child_finished(conn, &parent)?;
     }
     Ok(())
+}
+
+/// A job a workflow started reached a final status: its `parent` wakes if it
+/// waits for jobs and the wait's condition (all or any) now holds (or,
+/// paused, remembers it for its resume).
+fn child_finished(conn: &Connection, parent: &str) -> Result<()> {
+    // The parent's row is locked first (PostgreSQL), whatever its status:
+    // of two children ending at once the second counts after the first has
+    // committed, and a parent recording its wait meanwhile waits for this
+    // transaction (then finds the child finished, see `children::wake_if_met`).
+    let sql = "SELECT statuscode, wait FROM weir_jobs WHERE id = ?1";
+    let row: Option<(i64, Option<String>)> =
+        conn.prepare_cached(&conn.dialect().locking_read(sql))?.query_row([parent], |r| Ok((r.get(0)?, r.get(1)?))).optional()?;
+    let Some((status, Some(wait))) = row else { return Ok(()) };
+    if status != Waiting.statuscode() && status != Paused.statuscode() {
+        return Ok(());
+    }
+    if jobs_wait_met(conn, parent, &wait)? {
+        if status == Waiting.statuscode() {
+            wake_condition_met(conn, parent)?;
+        } else {
+            note_condition_met(conn, parent)?;
+        }
+    }
+    Ok(())
+}
+
+/// Whether the wait `wait` (its JSON) of job `parent` is for jobs, and holds:
+/// all (or, for `any`, one) of them have finished.
+pub(crate) fn jobs_wait_met(conn: &Connection, parent: &str, wait: &str) -> Result<bool> {
+    let Ok(doc) = serde_json::from_str::<serde_json::Value>(wait) else { return Ok(false) };
+    if doc["kind"] != "jobs" {
+        return Ok(false);
+    }
+    let ids: Vec<String> = doc["jobs"].as_array().map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect()).unwrap_or_default();
+    let sql = format!("SELECT COUNT(*) FROM weir_jobs WHERE parent_id = ?1 AND statecode = 3 AND {}", conn.dialect().in_text_list("id", "?2"));
+    let done: i64 = conn.prepare_cached(&sql)?.query_row(params![parent, serde_json::json!(ids).to_string()], |r| r.get(0))?;
+    Ok(if doc["all"].as_bool().unwrap_or(true) { done as usize >= ids.len() } else { done >= 1 })
 }
 
 // ------------------------------------------------------------- creation
