@@ -813,6 +813,7 @@ fn job(plugin: &str, version: i64) -> NewJob {
             secrets: vec![],
             operation_id: String::new(),
             shared_variables: Default::default(),
+            traceparent: None,
         },
         grants: vec![],
         max_attempts: 1,

@@ -33,6 +33,14 @@ pub struct Cli {
     /// for a log collector). Also WEIR_LOG_FORMAT; WEIR_LOG sets the level.
     #[arg(long, global = true, env = "WEIR_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+    /// Export traces over OTLP (HTTP/protobuf) to this collector, e.g.
+    /// http://127.0.0.1:4318 (spans go to its /v1/traces). The standard
+    /// OTEL_EXPORTER_OTLP_ENDPOINT / OTEL_EXPORTER_OTLP_TRACES_ENDPOINT
+    /// variables turn it on too; OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES,
+    /// OTEL_EXPORTER_OTLP_HEADERS, OTEL_BSP_* and OTEL_TRACES_SAMPLER are
+    /// honoured. Off by default.
+    #[arg(long, global = true, value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
     /// The time budget of one operation, its sync plug-ins included, in ms
     /// (100 to 120000, Dataverse's 2 minutes; also WEIR_OP_BUDGET_MS). A sync
     /// step's --timeout-ms may not exceed it.
@@ -1193,6 +1201,14 @@ pub fn main() -> i32 {
         }
     };
     init_tracing(cli.log_format);
+    // Kept until the command ends: dropping it sends the spans still buffered.
+    let _exporting = match crate::otel::init(cli.otlp_endpoint.as_deref()) {
+        Ok(exporting) => exporting,
+        Err(e) => {
+            errln(format_args!("error: {e}"));
+            return 2;
+        }
+    };
     // Operations run nested sync plug-ins, each with its own wasm stack on top of
     // the host's: give the command a roomy stack.
     let worker = std::thread::Builder::new().name("weir".into()).stack_size(64 << 20).spawn(move || run(cli));

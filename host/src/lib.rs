@@ -50,6 +50,7 @@ pub mod jobs;
 pub(crate) mod limits;
 pub mod names;
 pub mod nodes;
+pub mod otel;
 pub mod pipeline;
 pub mod plugins;
 pub mod runtime;

@@ -166,7 +166,14 @@ fn deleting(id: String) -> MakeInput {
 
 impl Request {
     fn new(who: Who<'_>, table: &str, input: MakeInput) -> Request {
-        Request { user: who.user.to_string(), asked_by: who.asked_by.map(String::from), table: table.to_string(), input, taken: Arc::default() }
+        Request {
+            user: who.user.to_string(),
+            asked_by: who.asked_by.map(String::from),
+            table: table.to_string(),
+            input,
+            taken: Arc::default(),
+            trace: crate::otel::current(),
+        }
     }
 }
 
@@ -206,6 +213,9 @@ pub(crate) struct Request {
     /// Set by whichever comes first: the group that runs it, or its caller
     /// giving up after the busy wait (then it never runs).
     taken: Arc<std::sync::atomic::AtomicBool>,
+    /// The caller's trace context (its HTTP request's span), for the
+    /// operation's span on the group writer's thread.
+    trace: crate::otel::Cx,
 }
 
 /// What to do to a record.
@@ -524,6 +534,7 @@ impl Pipeline {
             return member;
         }
         let mut failed_traces = Vec::new();
+        let _traced = request.trace.attach();
         let result = self.member(group, Who { user: &request.user, asked_by: request.asked_by.as_deref() }).and_then(|op| {
             let def = self.catalog.table(&op.conn.lock(), &request.table)?;
             let input = (request.input)(&def)?;
@@ -575,12 +586,14 @@ impl Pipeline {
         let message = input.message();
         let all_steps = self.catalog.steps(&op.conn.lock(), &def.name, message)?;
         let operation_id = uuid::Uuid::now_v7().to_string();
+        let span = crate::otel::operation(message.as_str(), &def.name, input.id(), depth);
+        let _current = span.attach();
         let mut run = Run { pipeline: self, op, def: &def, depth, message, steps: &all_steps, pre: None, input, vars, operation_id };
 
         if nested {
             db::savepoint(&op.conn.lock(), depth).map_err(Error::from)?;
         }
-        let result = (|| {
+        let result = (|| -> Result<Option<Record>> {
             run.load_pre_image()?;
             // 1. pre-validation: read-only at the top level (Dataverse runs
             // those steps outside the transaction, so they may not write).
@@ -600,6 +613,9 @@ impl Pipeline {
         })();
         if nested {
             db::end_savepoint(&op.conn.lock(), depth, result.is_ok())?;
+        }
+        if let Err(e) = &result {
+            span.fail(|| e.to_string());
         }
         result
     }
@@ -792,8 +808,10 @@ impl Run<'_> {
                 None => p.catalog.plugin_head(&conn, &step.plugin)?,
             };
             ctx.plugin_version = u32::try_from(version).unwrap_or(u32::MAX);
-            p.plugins.prepared(&conn, &step.plugin, version)?
+            (p.plugins.prepared(&conn, &step.plugin, version)?, version)
         };
+        let (prepared, version) = prepared;
+        let span = crate::otel::sync_call(&step.name, &step.plugin, version, step.stage.map_or("", |s| s.as_str()));
         let ctx = &ctx;
         let budget = step.timeout_ms.map(Duration::from_millis);
         let deadline = match budget {
@@ -815,10 +833,19 @@ impl Run<'_> {
             grants: step.grants.clone(),
             read_only,
             vars: self.vars.clone(),
+            trace: span.cx(),
         };
         let (result, stats) = p.plugins.runtime().call_sync(&prepared, ctx, Box::new(host), &limits);
         let outcome = result.as_ref().map_or_else(|e| e.code(), |_| "ok");
         crate::telemetry::plugin_call(&step.plugin, "sync", outcome, stats.duration, stats.fuel_used);
+        span.set(|| {
+            use opentelemetry::KeyValue;
+            let fuel = i64::try_from(stats.fuel_used).unwrap_or(i64::MAX);
+            vec![KeyValue::new("weir.outcome", outcome), KeyValue::new("weir.fuel", fuel), KeyValue::new("weir.duration_us", stats.duration.as_micros() as i64)]
+        });
+        if let Err(e) = &result {
+            span.fail(|| e.to_string());
+        }
         if step.trace.keeps(result.is_ok()) {
             let trace = crate::traces::Trace {
                 step: Some(step.name.clone()),
@@ -925,6 +952,7 @@ impl Run<'_> {
                     may_start: step.may_start.clone(),
                     operation_id: self.operation_id.clone(),
                     shared_variables: self.vars.clone(),
+                    traceparent: None,
                 },
                 grants: step.grants.clone(),
                 max_attempts: step.max_attempts.unwrap_or(jobs::DEFAULT_MAX_ATTEMPTS),
@@ -952,6 +980,8 @@ struct PipelineHost {
     read_only: bool,
     /// The shared variables when the plug-in was called: its nested operations start with them.
     vars: Vars,
+    /// The call's span: its nested operations are its children, whatever thread asks.
+    trace: crate::otel::Cx,
 }
 
 impl PipelineHost {
@@ -965,6 +995,7 @@ impl PipelineHost {
     }
 
     fn nested(&self, def: TableDef, input: Input) -> std::result::Result<Option<Record>, RecordError> {
+        let _traced = self.trace.attach();
         self.pipeline.run(&self.op, def, input, self.depth + 1, true, self.vars.clone()).map_err(to_record_error)
     }
 }

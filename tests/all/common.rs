@@ -384,6 +384,8 @@ pub struct Received {
     /// Header names in lowercase.
     pub headers: Vec<(String, String)>,
     pub body: String,
+    /// The body's bytes as sent (`body` is them as text).
+    pub raw: Vec<u8>,
 }
 
 impl Received {
@@ -449,7 +451,7 @@ impl Receiver {
                     let len = headers.iter().find(|(n, _)| n == "content-length").and_then(|(_, v)| v.parse().ok()).unwrap_or(0);
                     let mut body = vec![0; len];
                     let _ = reader.read_exact(&mut body);
-                    let request = Received { method, path, headers, body: String::from_utf8_lossy(&body).into_owned() };
+                    let request = Received { method, path, headers, body: String::from_utf8_lossy(&body).into_owned(), raw: body };
                     let n = {
                         let mut k = kept.lock().unwrap();
                         k.push(request.clone());

@@ -42,6 +42,7 @@ pub(crate) fn new_job(step: &str) -> NewJob {
             may_start: vec![],
             operation_id: String::new(),
             shared_variables: Default::default(),
+            traceparent: None,
         },
         grants: vec![],
         max_attempts: 3,

@@ -27,6 +27,7 @@ mod lifecycle_faults;
 mod nodes;
 mod operator_details;
 mod orchestration;
+mod otel;
 mod pipeline_cli;
 mod pipeline_lib;
 mod plugins_cli;

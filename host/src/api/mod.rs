@@ -165,8 +165,14 @@ fn bad(msg: impl Into<String>) -> ApiError {
 type ApiResult<T> = Result<T, ApiError>;
 
 /// Runs blocking library work off the async executor.
+/// The request's trace context goes with it.
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> crate::error::Result<T> + Send + 'static) -> ApiResult<T> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| ApiError::from(Error::Internal(format!("the request's worker failed: {e}"))))?.map_err(ApiError::from)
+    let cx = crate::otel::current();
+    let traced = move || {
+        let _attached = cx.attach();
+        f()
+    };
+    tokio::task::spawn_blocking(traced).await.map_err(|e| ApiError::from(Error::Internal(format!("the request's worker failed: {e}"))))?.map_err(ApiError::from)
 }
 
 fn parse_body(body: &Bytes) -> ApiResult<Json_> {
@@ -252,7 +258,28 @@ pub fn router(weir: Arc<Weir>, config: ApiConfig) -> Router {
         .layer(middleware::from_fn_with_state(app.clone(), guard))
         .layer(middleware::from_fn_with_state(app.clone(), json_errors))
         .layer(middleware::from_fn(security_headers))
+        .layer(middleware::from_fn(traced))
         .with_state(app)
+}
+
+/// A span per request when OpenTelemetry is on ([`crate::otel`]): named by
+/// its route, a child of the caller's `traceparent`, current while the
+/// handler runs (so the operation and the jobs it enqueues are its children).
+async fn traced(request: axum::extract::Request, next: middleware::Next) -> Response {
+    if !crate::otel::enabled() {
+        return next.run(request).await;
+    }
+    use opentelemetry::context::FutureExt;
+    let route = request.extensions().get::<axum::extract::MatchedPath>().map(|p| p.as_str().to_string());
+    let span = crate::otel::http_request(request.method().as_str(), route.as_deref().unwrap_or("(no route)"), request.headers());
+    let Some(cx) = span.context() else { return next.run(request).await };
+    let response = next.run(request).with_context(cx).await;
+    let status = response.status();
+    span.set(|| vec![opentelemetry::KeyValue::new("http.response.status_code", i64::from(status.as_u16()))]);
+    if status.is_server_error() {
+        span.fail(|| status.to_string());
+    }
+    response
 }
 
 /// The dashboard's inline script, as its Content-Security-Policy allows it

@@ -222,13 +222,17 @@ pub struct Attempt {
 }
 
 /// POSTs a payload as JSON, signed with `secret` at `t` when one is set.
-/// Blocking; run it off the async executor.
-pub fn post(url: &str, payload: &str, secret: Option<&str>, t: i64) -> Attempt {
+/// Blocking; run it off the async executor. `traceparent`: the delivery's
+/// span, sent as the W3C header (OpenTelemetry).
+pub fn post(url: &str, payload: &str, secret: Option<&str>, t: i64, traceparent: Option<&str>) -> Attempt {
     let agent: ureq::Agent =
         ureq::Agent::config_builder().timeout_global(Some(Duration::from_secs(10))).http_status_as_error(false).max_redirects(0).build().into();
     let mut request = agent.post(url).header("content-type", "application/json").header("user-agent", concat!("weir/", env!("CARGO_PKG_VERSION")));
     if let Some(secret) = secret {
         request = request.header("weir-signature", sign(secret, t, payload));
+    }
+    if let Some(tp) = traceparent {
+        request = request.header("traceparent", tp);
     }
     let response = match request.send(payload) {
         Ok(r) => r,
@@ -290,12 +294,12 @@ mod tests {
 
     #[test]
     fn a_redirect_is_a_failed_delivery_not_followed() {
-        let redirected = post(&receiver("302 Found"), "{}", None, 0);
+        let redirected = post(&receiver("302 Found"), "{}", None, 0, None);
         let err = redirected.outcome.unwrap_err();
         assert!(err.contains("302") && err.contains("do not follow redirects"), "{err}");
         assert_eq!(redirected.status, Some(302));
-        assert_eq!(post(&receiver("204 No Content"), "{}", None, 0), Attempt { status: Some(204), outcome: Ok(()) });
-        assert!(post(&receiver("500 Internal Server Error"), "{}", None, 0).outcome.unwrap_err().contains("500"));
+        assert_eq!(post(&receiver("204 No Content"), "{}", None, 0, None), Attempt { status: Some(204), outcome: Ok(()) });
+        assert!(post(&receiver("500 Internal Server Error"), "{}", None, 0, None).outcome.unwrap_err().contains("500"));
     }
 
     #[test]

@@ -72,7 +72,7 @@ pub fn insert(conn: &Connection, parent: &str, children: &[NewChild], now: i64) 
         if existing(conn, parent, &c.key)?.is_some() {
             continue;
         }
-        let context = serde_json::to_string(&c.job.context).map_err(|e| Error::Internal(e.to_string()))?;
+        let context = super::context_json(&c.job)?;
         let grants = serde_json::to_string(&c.job.grants).map_err(|e| Error::Internal(e.to_string()))?;
         state::insert(conn, &c.id, &c.job, &context, &grants, now)?;
         conn.prepare_cached("UPDATE weir_jobs SET parent_id = ?2, child_key = ?3 WHERE id = ?1")?.execute(params![c.id, parent, c.key])?;

@@ -96,6 +96,10 @@ pub struct JobContext {
     /// That operation's shared variables when it queued the job.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub shared_variables: std::collections::BTreeMap<String, String>,
+    /// The W3C `traceparent` of the span that enqueued it, when
+    /// OpenTelemetry is on: its attempts are spans of that trace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 impl JobContext {
@@ -120,6 +124,7 @@ impl JobContext {
             may_start: vec![],
             operation_id: String::new(),
             shared_variables: Default::default(),
+            traceparent: None,
         }
     }
 }
@@ -166,10 +171,23 @@ pub fn duplicate_of(conn: &Connection, key: &str, since: i64) -> Result<Option<S
 /// Inserts a Ready job; returns its id (UUID v7). Runs in the caller's transaction.
 pub fn enqueue(conn: &Connection, job: &NewJob) -> Result<String> {
     let id = uuid::Uuid::now_v7().to_string();
-    let context = serde_json::to_string(&job.context).map_err(|e| Error::Internal(e.to_string()))?;
+    let context = context_json(job)?;
     let grants = serde_json::to_string(&job.grants).map_err(|e| Error::Internal(e.to_string()))?;
     state::insert(conn, &id, job, &context, &grants, now_ms())?;
     Ok(id)
+}
+
+/// The `traceparent` job `id` was enqueued under (OpenTelemetry), if it kept one.
+pub fn traceparent_of(conn: &Connection, id: &str) -> Result<Option<String>> {
+    let context: Option<String> = conn.prepare_cached("SELECT context FROM weir_jobs WHERE id = ?1")?.query_row([id], |r| r.get(0)).optional()?;
+    Ok(context.and_then(|c| serde_json::from_str::<Json>(&c).ok()).and_then(|c| c.get("traceparent")?.as_str().map(String::from)))
+}
+
+/// A new job's context as stored: with the `traceparent` of its enqueue
+/// span when OpenTelemetry is on ([`crate::otel::enqueued`]).
+fn context_json(job: &NewJob) -> Result<String> {
+    let traced = crate::otel::enqueued(&job.plugin, job.step.as_deref(), &job.queue).map(|tp| JobContext { traceparent: Some(tp), ..job.context.clone() });
+    serde_json::to_string(traced.as_ref().unwrap_or(&job.context)).map_err(|e| Error::Internal(e.to_string()))
 }
 
 /// A job a worker holds the lease of.

@@ -221,6 +221,9 @@ impl Default for EgressLimits {
 pub struct Egress {
     pub grants: Vec<HttpGrant>,
     pub limits: EgressLimits,
+    /// A W3C `traceparent` set on every request (the caller's span, when the
+    /// host traces), replacing any the guest set.
+    pub traceparent: Option<String>,
 }
 
 /// One outbound request of a call, for its trace and the metrics.
@@ -302,7 +305,7 @@ type SendFuture = Box<dyn Future<Output = Result<(http::Response<WasiBody>, Box<
 impl WasiHttpHooks for EgressHooks {
     fn send_request(
         &mut self,
-        request: http::Request<WasiBody>,
+        mut request: http::Request<WasiBody>,
         _options: Option<RequestOptions>,
         _fut: Box<dyn Future<Output = Result<(), HttpError>> + Send>,
     ) -> SendFuture {
@@ -335,6 +338,9 @@ impl WasiHttpHooks for EgressHooks {
         if grants.is_empty() {
             let held = if policy.grants.is_empty() { "none".to_string() } else { policy.grants.iter().map(|g| g.to_string()).collect::<Vec<_>>().join(", ") };
             return refuse(format!("{label} is not granted (the step's --allow-http grants: {held})"));
+        }
+        if let Some(value) = policy.traceparent.as_deref().and_then(|tp| http::HeaderValue::from_str(tp).ok()) {
+            request.headers_mut().insert("traceparent", value);
         }
         let deadline = Instant::now() + policy.limits.request_timeout;
         Box::new(async move {

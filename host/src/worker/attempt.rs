@@ -50,7 +50,8 @@ fn context(job: &Claimed, jobs: Vec<JobReport>) -> Context {
 pub(super) async fn run_job(shared: &Shared, job: Claimed) {
     let started = Instant::now();
     shared.counters.attempts.fetch_add(1, Ordering::Relaxed);
-    let (outcome, trace, Asked { changes, children }) = attempt(shared, &job).await;
+    let span = crate::otel::job_attempt(job.context.traceparent.as_deref(), &job.id, &job.plugin, job.step.as_deref(), job.job_attempt());
+    let (outcome, trace, Asked { changes, children }) = attempt(shared, &job, span.cx().traceparent()).await;
     let label = match &outcome {
         Outcome::Succeeded { .. } => "succeeded",
         Outcome::Wait(_) => "wait",
@@ -60,6 +61,10 @@ pub(super) async fn run_job(shared: &Shared, job: Claimed) {
         Outcome::Interrupted => "interrupted",
     };
     crate::telemetry::job_attempt(label);
+    span.set(|| vec![opentelemetry::KeyValue::new("weir.outcome", label)]);
+    if let Outcome::Failed { message, .. } = &outcome {
+        span.fail(|| message.clone());
+    }
     if label == "retry" {
         crate::telemetry::job_retry();
     }
@@ -81,6 +86,7 @@ pub(super) async fn run_job(shared: &Shared, job: Claimed) {
         vars: job.context.shared_variables.clone(),
         changes,
         children,
+        trace: span.cx(),
     });
     let ok = progressed;
     let trace_log = job.context.trace.keeps(ok).then(|| crate::traces::Trace {
@@ -192,7 +198,8 @@ pub(super) struct Asked {
     pub children: Vec<jobs::children::NewChild>,
 }
 
-async fn attempt(shared: &Shared, job: &Claimed) -> (Outcome, Vec<crate::runtime::TraceLine>, Asked) {
+/// `traceparent`: the attempt's span, for its outbound requests.
+async fn attempt(shared: &Shared, job: &Claimed, traceparent: Option<String>) -> (Outcome, Vec<crate::runtime::TraceLine>, Asked) {
     if job.kind == BULK_DELETE {
         return bulk_delete(shared, job).await;
     }
@@ -218,6 +225,7 @@ async fn attempt(shared: &Shared, job: &Claimed) -> (Outcome, Vec<crate::runtime
         key: shared.opts.secret_key.clone(),
         http: shared.opts.egress,
         live: Default::default(),
+        traceparent,
     };
     shared.live.lock().insert(job.id.clone(), sandbox.live.clone());
     let (outcome, code, stats, asked) = execute(&shared.plugins, &prepared, &shared.pool, job, &sandbox, true, cancel).await;
@@ -238,6 +246,8 @@ struct Sandbox {
     http: crate::runtime::EgressLimits,
     /// Where the call's trace lines go while it runs (the job's page).
     live: Arc<Mutex<LiveTrace>>,
+    /// Sent with its outbound requests: the attempt's span (OpenTelemetry).
+    traceparent: Option<String>,
 }
 
 /// Runs `job`'s plug-in once (`prepared`, its version or a replacement) and
@@ -291,7 +301,7 @@ async fn execute(
     // Grants were checked when the step or operation was registered; one
     // that no longer parses (a hand edit) is left out, so it grants nothing.
     let grants = if http { job.context.allow_http.iter().filter_map(|h| crate::runtime::HttpGrant::parse(h).ok()).collect() } else { vec![] };
-    let egress = crate::runtime::Egress { grants, limits: sandbox.http };
+    let egress = crate::runtime::Egress { grants, limits: sandbox.http, traceparent: sandbox.traceparent.clone() };
     let (result, stats) = plugins.runtime().call_async(prepared, &ctx, job.state.clone(), Box::new(records), &limits, egress, cancel).await;
     let code = result.as_ref().map_or_else(|e| e.code(), |_| "ok");
     let outcome = match result {
@@ -448,6 +458,7 @@ pub async fn replay(pool: Arc<Pool>, plugins: Arc<Plugins>, id: &str, wasm: Opti
         key: opts.secret_key.clone(),
         http: opts.egress,
         live: Default::default(),
+        traceparent: None,
     };
     let started = Instant::now();
     let (outcome, _, stats, asked) = execute(&plugins, &prepared, &pool, &job, &sandbox, http, CancelFlag::default()).await;

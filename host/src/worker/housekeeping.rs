@@ -112,7 +112,24 @@ fn deliver_callbacks(shared: &Shared) {
             scope.spawn(|| {
                 loop {
                     let Some(d) = queue.lock().next() else { break };
-                    let result = jobs::callbacks::post(&d.url, &d.payload, shared.opts.callback_secret.as_deref(), crate::time::now_ms() / 1000);
+                    let enqueued = if crate::otel::enabled() {
+                        jobs::traceparent_of(&shared.db_conn.lock(), &d.job_id).unwrap_or_else(|e| {
+                            tracing::warn!("reading job {}'s trace context failed: {e}", d.job_id);
+                            None
+                        })
+                    } else {
+                        None
+                    };
+                    let span = crate::otel::callback(enqueued.as_deref(), &d.job_id);
+                    let traceparent = span.cx().traceparent();
+                    let result =
+                        jobs::callbacks::post(&d.url, &d.payload, shared.opts.callback_secret.as_deref(), crate::time::now_ms() / 1000, traceparent.as_deref());
+                    if let Some(status) = result.status {
+                        span.set(|| vec![opentelemetry::KeyValue::new("http.response.status_code", i64::from(status))]);
+                    }
+                    if let Err(e) = &result.outcome {
+                        span.fail(|| e.clone());
+                    }
                     if let Err(e) = &result.outcome {
                         tracing::warn!("callback of job {} failed (attempt {}): {e}", d.job_id, d.attempts + 1);
                     }

@@ -270,6 +270,8 @@ struct Writes {
     changes: Vec<(String, Change)>,
     /// Jobs it started (`jobs.start`), created with its outcome.
     children: Vec<jobs::children::NewChild>,
+    /// The attempt's span: the operations and jobs these writes make are its children.
+    trace: crate::otel::Cx,
 }
 
 /// Stack for the recorder, which runs pipeline operations (an attempt's

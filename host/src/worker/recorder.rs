@@ -163,6 +163,7 @@ fn keep_traces(shared: &Shared, traces: &[crate::traces::Trace]) {
 fn commit_with_writes(shared: &Shared, c: &jobs::Completion, writes: Writes, now: i64) -> Result<bool> {
     let worker = &shared.worker_id;
     let children = writes.children;
+    let _traced = writes.trace.attach();
     let committed = shared.pipeline.commit_attempt(&writes.user, writes.depth, &writes.vars, writes.changes, |conn| {
         if !jobs::runs_under(conn, &c.id, worker)? {
             return Ok(false);
