@@ -141,6 +141,22 @@ struct Op {
     notes: Mutex<Vec<String>>,
 }
 
+/// One background attempt's writes and new state, for [`Pipeline::commit_attempts`].
+pub struct AttemptWrites<'a> {
+    /// Whom its operations run as (the job's owner).
+    pub user: &'a str,
+    /// The depth its operations run at (the trigger's + 1).
+    pub depth: u32,
+    /// The shared variables its operations start with.
+    pub vars: &'a Vars,
+    pub changes: Vec<(String, Change)>,
+    /// Writes the job's new state; false when the attempt no longer held its
+    /// job (then nothing of it is kept).
+    pub finish: Box<dyn FnOnce(&Connection) -> Result<bool> + 'a>,
+    /// The attempt's span: its operations are its children.
+    pub trace: crate::otel::Cx,
+}
+
 /// One write transaction shared by a group of top-level operations (each in
 /// its own savepoint), or by one background attempt's changes and outcome.
 struct Group {
@@ -394,23 +410,61 @@ impl Pipeline {
         }
     }
 
-    /// Commits a background attempt: its changes, in order, each a nested
-    /// operation at `depth` (its own savepoint; its steps fire, its waiters
-    /// wake), then `finish` — the job's new state — all in one transaction,
-    /// under one operation budget (so the write lock is held briefly). It
-    /// commits only when `finish` says the attempt still held its job;
-    /// otherwise (a lost lease) nothing is written and it returns false. An
-    /// error rolls everything back.
-    pub fn commit_attempt(
-        self: &Arc<Self>,
-        user: &str,
-        depth: u32,
-        vars: &Vars,
-        changes: Vec<(String, Change)>,
-        finish: impl FnOnce(&Connection) -> Result<bool>,
-    ) -> Result<bool> {
-        let group = self.open_group()?;
-        let result = self.member(&group, user.into()).and_then(|op| {
+    /// Commits background attempts: for each, its changes, in order, each a
+    /// nested operation at its `depth` (its own savepoint; its steps fire,
+    /// its waiters wake), then its `finish` — the job's new state — under one
+    /// operation budget per attempt. Attempts share transactions as
+    /// operations do (each in its own savepoint, a transaction taking members
+    /// for [`GROUP_WINDOW`]), so the commits, and on PostgreSQL the round
+    /// trips and WAL flushes, are shared. One answer per attempt, in order:
+    /// `Ok(true)` committed; `Ok(false)` its `finish` said the attempt no
+    /// longer held its job (a lost lease), so nothing of it was written; an
+    /// error rolled back its own writes only. A transaction that cannot be
+    /// opened, kept or committed fails every attempt in it.
+    pub fn commit_attempts(self: &Arc<Self>, attempts: Vec<AttemptWrites<'_>>) -> Vec<Result<bool>> {
+        let mut answers = Vec::with_capacity(attempts.len());
+        let mut rest = attempts.into_iter().peekable();
+        while rest.peek().is_some() {
+            let group = match self.open_group() {
+                Ok(g) => g,
+                Err(e) => {
+                    answers.extend(rest.map(|_| Err(for_each(&e))));
+                    break;
+                }
+            };
+            let (mut done, mut lost) = (Vec::new(), None);
+            let started = Instant::now();
+            while started.elapsed() < GROUP_WINDOW
+                && let Some(attempt) = rest.next()
+            {
+                match self.attempt_member(&group, attempt) {
+                    Ok(answer) => done.push(answer),
+                    Err(e) => {
+                        lost = Some(e);
+                        break;
+                    }
+                }
+            }
+            // The whole transaction gone: so is every attempt in it (the one
+            // that broke it included).
+            let members = done.len() + usize::from(lost.is_some());
+            let closed = self.close_group(group, lost.is_none());
+            match lost.or(closed.err()) {
+                Some(e) => answers.extend((0..members).map(|_| Err(for_each(&e)))),
+                None => answers.extend(done),
+            }
+        }
+        answers
+    }
+
+    /// One attempt of [`Pipeline::commit_attempts`], in its own savepoint.
+    /// The outer error: the savepoint could not be opened or ended, so the
+    /// group's transaction cannot go on.
+    fn attempt_member(self: &Arc<Self>, group: &Group, attempt: AttemptWrites<'_>) -> Result<Result<bool>> {
+        let AttemptWrites { user, depth, vars, changes, finish, trace } = attempt;
+        let _traced = trace.attach();
+        db::savepoint(&group.conn.lock(), 0)?;
+        let result = self.member(group, user.into()).and_then(|op| {
             for (table, change) in changes {
                 let def = self.catalog.table(&op.conn.lock(), &table)?;
                 let input = match change {
@@ -422,9 +476,10 @@ impl Pipeline {
             }
             finish(&op.conn.lock())
         });
-        let held = matches!(result, Ok(true));
-        self.close_group(group, held)?;
-        result
+        let conn = group.conn.lock();
+        db::end_savepoint(&conn, 0, matches!(result, Ok(true)))?;
+        in_transaction(&conn)?;
+        Ok(result)
     }
 
     /// A top-level operation (depth 1): a group of one, on the caller's thread.

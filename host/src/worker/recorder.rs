@@ -99,11 +99,8 @@ fn record_group(shared: &Shared, mut batch: Vec<Done>) -> Vec<(Done, Error)> {
     let held = jobs::complete_batch(&mut shared.recorder_conn().lock(), &shared.worker_id, &plain, now);
     let mut results: Vec<(Done, Result<bool>)> =
         plain.into_iter().zip(held).map(|(completion, r)| (Done { completion, writes: None, trace_log: None }, r)).collect();
-    for d in writing {
-        let Some(writes) = &d.writes else { continue };
-        let r = commit_with_writes(shared, &d.completion, writes.clone(), now);
-        results.push((d, r));
-    }
+    let committed = commit_with_writes(shared, &writing, now);
+    results.extend(writing.into_iter().zip(committed));
     let mut failed = Vec::new();
     for (d, result) in results {
         let c = &d.completion;
@@ -153,24 +150,45 @@ fn keep_traces(shared: &Shared, traces: &[crate::traces::Trace]) {
     }
 }
 
-/// Commits an attempt's writes with its outcome, in one transaction, if the
-/// worker still holds the job and nobody asked to cancel or pause it. When it
-/// does not (a lost lease, an operator's request), the writes are dropped and
-/// the outcome recorded as usual (discarded, or the cancel or pause carried
-/// out). When the writes fail (a step refused one, a reference vanished, the
-/// store was busy) nothing is written and the attempt fails instead:
-/// permanently if a plug-in rejected a write, else to be retried.
-fn commit_with_writes(shared: &Shared, c: &jobs::Completion, writes: Writes, now: i64) -> Result<bool> {
+/// Commits attempts' writes, each with its outcome in one savepoint, the
+/// attempts sharing transactions ([`crate::pipeline::Pipeline::commit_attempts`]),
+/// each only if the worker still holds the job and nobody asked to cancel or
+/// pause it. When it does not (a lost lease, an operator's request), its
+/// writes are dropped and the outcome recorded as usual (discarded, or the
+/// cancel or pause carried out). When its writes fail (a step refused one, a
+/// reference vanished, the store was busy) nothing of it is written and the
+/// attempt fails instead: permanently if a plug-in rejected a write, else to
+/// be retried. One answer per attempt of `writing` (each has writes).
+fn commit_with_writes(shared: &Shared, writing: &[Done], now: i64) -> Vec<Result<bool>> {
     let worker = &shared.worker_id;
-    let children = writes.children;
-    let _traced = writes.trace.attach();
-    let committed = shared.pipeline.commit_attempt(&writes.user, writes.depth, &writes.vars, writes.changes, |conn| {
-        if !jobs::runs_under(conn, &c.id, worker)? {
-            return Ok(false);
-        }
-        jobs::children::insert(conn, &c.id, &children, now)?;
-        jobs::complete_in(conn, c, worker, now)
-    });
+    let attempts = writing
+        .iter()
+        .filter_map(|d| {
+            let (c, writes) = (&d.completion, d.writes.as_ref()?);
+            let finish = move |conn: &crate::db::Connection| {
+                if !jobs::runs_under(conn, &c.id, worker)? {
+                    return Ok(false);
+                }
+                jobs::children::insert(conn, &c.id, &writes.children, now)?;
+                jobs::complete_in(conn, c, worker, now)
+            };
+            Some(crate::pipeline::AttemptWrites {
+                user: &writes.user,
+                depth: writes.depth,
+                vars: &writes.vars,
+                changes: writes.changes.clone(),
+                finish: Box::new(finish),
+                trace: writes.trace.clone(),
+            })
+        })
+        .collect();
+    let committed = shared.pipeline.commit_attempts(attempts);
+    writing.iter().zip(committed).map(|(d, r)| settle(shared, d, r, now)).collect()
+}
+
+/// What became of one attempt's writes, recorded (see [`commit_with_writes`]).
+fn settle(shared: &Shared, d: &Done, committed: Result<bool>, now: i64) -> Result<bool> {
+    let (c, worker) = (&d.completion, &shared.worker_id);
     match committed {
         Ok(true) => Ok(true),
         // Its writes and jobs were dropped (a lost lease, an operator's cancel
@@ -186,7 +204,8 @@ fn commit_with_writes(shared: &Shared, c: &jobs::Completion, writes: Writes, now
                 Error::Unavailable(_) => ("unavailable".to_string(), false),
                 _ => ("write_failed".to_string(), false),
             };
-            let message = format!("{}: its record writes could not be committed, so none were: {e}", writes.who);
+            let who = d.writes.as_ref().map_or("the attempt", |w| w.who.as_str());
+            let message = format!("{who}: its record writes could not be committed, so none were: {e}");
             let failed = jobs::Completion { outcome: Outcome::Failed { code, message, permanent }, ..c.clone() };
             jobs::complete(&mut shared.recorder_conn().lock(), &failed, worker, now)
         }
