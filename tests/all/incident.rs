@@ -11,11 +11,13 @@ use serde_json::{Value, json};
 
 /// A CRM whose `charge` step always fails, `welcome` is held by the
 /// breaker, `sync` retries after an hour, and queue `slow` (one at a time)
-/// is full. Returns the server and the jobs: held, delayed, scheduled,
-/// waiting for a slot.
+/// is full (its one slot taken by a job of a node that is gone). Returns
+/// the server and the jobs: running on the gone node, held, delayed,
+/// scheduled, waiting for a slot.
 struct Incident {
     env: Env,
     s: Server,
+    busy: String,
     held: String,
     delayed: String,
     scheduled: String,
@@ -40,13 +42,22 @@ fn incident() -> Incident {
     env.sql().execute("INSERT INTO weir_step_health (step, consecutive_failures, hold_until) VALUES ('welcome', 7, 9999999999999)", []).unwrap();
     let s = Server::start(&env, &[]);
     assert_eq!(s.call("PATCH", "/api/queues/slow", Some(br#"{"max_running": 1}"#), Some(TOKEN)).status, 200);
-    // A job of queue `slow` running on a node that went away (its lease has
-    // not ended): the queue's one slot is taken.
+    // A job of queue `slow` running on a node that went away a minute ago
+    // (its lease ends in ten): the queue's one slot is taken.
     let busy = s.post("/api/background", &json!({"plugin": "notify", "input": {}, "queue": "slow", "at": "+1h"})).body["id"].as_str().unwrap().to_string();
     env.sql()
         .execute(
             &format!(
-                "UPDATE weir_jobs SET statecode = 2, statuscode = 20, attempts = 1, claims = 1, lease_owner = 'gone-node', worker = 'gone-node', lease_until = 9999999999999, started_at = created_at WHERE id = '{busy}'"
+                "UPDATE weir_jobs SET statecode = 2, statuscode = 20, attempts = 1, claims = 1, lease_owner = 'gone-node', worker = 'gone-node', lease_until = created_at + 600000, started_at = created_at WHERE id = '{busy}'"
+            ),
+            [],
+        )
+        .unwrap();
+    env.sql()
+        .execute(
+            &format!(
+                "INSERT INTO weir_nodes (id, host, pid, version, queues, workers, busy, started_at, last_seen)
+                 SELECT 'gone-node', 'old-host', 4242, '0.1.0', '[\"slow\"]', 4, 1, created_at - 3600000, created_at - 60000 FROM weir_jobs WHERE id = '{busy}'"
             ),
             [],
         )
@@ -65,14 +76,15 @@ fn incident() -> Incident {
     }
     let failed = format!("/api/jobs?$filter={}", q("step eq 'charge' and status eq 'Failed'"));
     wait_for("both charges to fail", || s.get(&failed).body["count"] == 2);
-    Incident { env, s, held, delayed, scheduled, slot }
+    Incident { env, s, busy, held, delayed, scheduled, slot }
 }
 
 #[test]
 fn jobs_say_why_they_wait_held_delayed_scheduled_or_for_a_slot() {
-    let Incident { s, held, delayed, scheduled, slot, .. } = incident();
+    // `_env`, not `..`: the database lives as long as the test (on PostgreSQL its drop drops it).
+    let Incident { env: _env, s, held, delayed, scheduled, slot, .. } = incident();
     let waiting = |id: &str| s.get(&format!("/api/jobs/{id}")).body["waiting"].clone();
-    assert_eq!(waiting(&held), "held", "its step's breaker holds it");
+    assert_eq!(waiting(&held), "held", "its step's breaker holds it: {}", s.get(&format!("/api/jobs/{held}")).text);
     assert_eq!(waiting(&delayed), "delayed", "a retry waiting out its backoff");
     assert_eq!(waiting(&scheduled), "scheduled", "due later, never tried");
     assert_eq!(waiting(&slot), "waiting_for_slot", "queue slow's one slot is taken");
@@ -185,14 +197,13 @@ fn the_event_stream_pushes_a_change_made_by_another_process() {
 
 #[test]
 fn an_operator_works_an_incident_from_the_dashboard() {
-    let Incident { env, s, held, delayed, scheduled, slot } = incident();
-    let _ = &env;
+    let Incident { env: _env, s, busy, held, delayed, scheduled, slot } = incident();
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/artifacts");
     std::fs::create_dir_all(&dir).unwrap();
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/browser/incident.mjs");
     let out = std::process::Command::new("node")
         .arg(&script)
-        .args([&format!("{}/", s.base), TOKEN, dir.to_str().unwrap(), &held, &delayed, &scheduled, &slot])
+        .args([&format!("{}/", s.base), TOKEN, dir.to_str().unwrap(), &held, &delayed, &scheduled, &slot, &busy])
         .output()
         .expect("node runs (the browser test needs Node.js, tests/browser's npm packages and Debian's chromium; .ci/run installs them)");
     assert!(out.status.success(), "browser test failed:\n{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
@@ -214,7 +225,12 @@ fn an_operator_works_an_incident_from_the_dashboard() {
     assert!(page["filterUrl"].as_str().unwrap().contains("filter=step+eq"), "the filter is in the URL: {}", page["filterUrl"]);
     let job = &page["job"];
     let record = s.get(&format!("/api/jobs/{}", charges[1])).body["target"].clone();
-    assert_eq!(job["recordLink"], json!(format!("/?view=record&table={}&id={}", record["table"].as_str().unwrap(), record["id"].as_str().unwrap())));
+    assert_eq!(
+        job["recordLink"],
+        json!(format!("/?view=record&table={}&id={}&from={}", record["table"].as_str().unwrap(), record["id"].as_str().unwrap(), charges[1])),
+        "the job links to its record (whose page links back to it)"
+    );
+    assert_eq!(page["record"]["backLink"], json!(format!("/jobs/{}", charges[1])), "{}", page["record"]);
     assert!(job["stepLink"].as_str().unwrap().contains("filter=step%20eq%20'charge'"), "{job}");
     assert!(job["correlationLink"].as_str().unwrap().contains("correlation_id%20eq"), "{job}");
     assert!(page["record"]["json"].as_str().unwrap().contains(record["id"].as_str().unwrap()), "the record's JSON: {}", page["record"]);
@@ -231,6 +247,7 @@ fn an_operator_works_an_incident_from_the_dashboard() {
     assert_eq!(bad["rowsBefore"], bad["rowsAfter"], "the list keeps what it showed: {bad}");
     assert_eq!(bad["summaryBefore"], bad["summaryAfter"], "and so does the summary: {bad}");
     assert!(bad["invalid"] == "true", "the box is marked invalid: {bad}");
+    assert_eq!(page["gone"], json!({"state": "gone", "jobs": [busy], "workers": "1/4"}), "a gone node with the job it holds and its lease end");
     for (view, width) in page["widths"].as_object().unwrap() {
         assert!(width.as_i64().unwrap() <= 1280, "the {view} view fits 1280 px without scrolling sideways: {width}");
     }

@@ -6,12 +6,12 @@
 // and types a bad filter (its error beside the box, the rest as it was).
 // Keeps a screenshot of each step.
 //
-// usage: node incident.mjs URL TOKEN SCREENSHOT_DIR HELD DELAYED SCHEDULED SLOT
+// usage: node incident.mjs URL TOKEN SCREENSHOT_DIR HELD DELAYED SCHEDULED SLOT BUSY
 // prints one JSON object on stdout: what the page showed at each step. On a
 // failure it prints what the page said before exiting non-zero.
 import { explain, launch, watch } from "./chromium.mjs";
 
-const [url, token, shots, held, delayed, scheduled, slot] = process.argv.slice(2);
+const [url, token, shots, held, delayed, scheduled, slot, busy] = process.argv.slice(2);
 const browser = await launch();
 const errors = [];
 const failedRequests = [];
@@ -71,6 +71,7 @@ try {
   const record = {
     json: await page.textContent("#record-json"),
     jobs: await page.locator("#record-jobs tr[data-job]").evaluateAll(rows => rows.map(r => r.dataset.job)),
+    backLink: await page.getAttribute("#record-back", "href"),
   };
   await width("record");
   await shot("incident-4-record");
@@ -134,16 +135,22 @@ try {
   };
   await shot("incident-7-bad-filter");
 
-  // 8. The nodes: this server, live, with its workers.
+  // 8. The nodes: this server, live, and one gone with the job it holds (its lease end).
   await page.click("#tab-nodes");
-  await page.waitForSelector("#nodes tr[data-node] td.workers", { timeout });
+  const gonePath = '#nodes tr[data-node="gone-node"]';
+  await page.waitForSelector(`${gonePath} a.job-id[href="/jobs/${busy}"]`, { timeout });
+  const gone = {
+    state: await page.textContent(`${gonePath} td.state`),
+    jobs: await page.locator(`${gonePath} a.job-id`).allTextContents(),
+    workers: (await page.textContent(`${gonePath} td.workers`)).trim(),
+  };
   await width("nodes");
   await page.click("#tab-queues");
   await page.waitForSelector("#queues tr[data-queue]", { timeout });
   await width("queues");
   await page.click("#tab-nodes");
   await shot("incident-8-nodes");
-  console.log(JSON.stringify({ errors, badges, failures, filterUrl, job, record, back, stepList, released, pushed, badFilter, widths }));
+  console.log(JSON.stringify({ errors, badges, failures, filterUrl, job, record, back, stepList, released, pushed, badFilter, gone, widths }));
 } catch (e) {
   await explain(e, page, { message: "#message", statusLine: "#status-line", filterError: "#filter-error" }, errors, failedRequests);
   process.exitCode = 1;
