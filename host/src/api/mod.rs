@@ -1,13 +1,15 @@
 //! The HTTP API of `weir serve` (axum): records through the pipeline, jobs and
 //! their control, background operations, plug-ins, steps and tables, the
-//! operator dashboard, `/metrics` and an OpenAPI document generated from the
-//! handlers (`/api/openapi.json`).
+//! operator dashboard and its pushed updates (`/api/events`, [`events`]),
+//! `/metrics` and an OpenAPI document generated from the handlers
+//! (`/api/openapi.json`).
 //!
 //! Every error is JSON `{"error": ..., ...}` naming the plug-in, step or record:
 //! 400 bad input, 401 no, wrong, revoked or expired credential, 403 a
 //! cross-site request or a right the caller lacks, 404 unknown
 //! table/record/job, 408 a body that stopped arriving, 409 an illegal job
-//! transition, a duplicate or a reused Idempotency-Key, 413 a body over the
+//! transition, a duplicate or a reused Idempotency-Key, 406 the event stream
+//! asked for without accepting `text/event-stream`, 413 a body over the
 //! limit, 429 over the caller's rate (with `Retry-After`), 415 a write that is
 //! not JSON (or wasm on upload), 421 a `Host` that is not this server's
 //! loopback name, 422 a plug-in rejected or failed the operation, 503 the
