@@ -18,6 +18,7 @@ mod hardening;
 mod hardening_december;
 mod hardening_io;
 mod idempotency;
+mod incident;
 mod jobs_cli;
 mod jobs_lib;
 mod kit;

@@ -7,31 +7,16 @@
 // prints one JSON object on stdout: what the page showed at each step. On a
 // failure it prints what the page said (its message line, the network errors)
 // before exiting non-zero, so a failed run explains itself.
-import { chromium } from "playwright-core";
+import { explain, launch, watch } from "./chromium.mjs";
 
 const [url, token, pauseJob, failedJob, shots, readerToken] = process.argv.slice(2);
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync"],
-});
+const browser = await launch();
 const errors = [];
 const failedRequests = [];
 let page;
-async function explain(e) {
-  const said = page ? {
-    message: await page.textContent("#message").catch(() => null),
-    statusLine: await page.textContent("#status-line").catch(() => null),
-    url: page.url(),
-  } : {};
-  console.error(JSON.stringify({ failure: String(e), said, errors, failedRequests }, null, 1));
-}
 try {
   page = await browser.newPage({ viewport: { width: 1400, height: 1200 } });
-  page.on("pageerror", e => errors.push(String(e)));
-  page.on("response", async r => {
-    if (r.status() >= 400) failedRequests.push(`${r.request().method()} ${r.url()} -> ${r.status()} ${await r.text().catch(() => "")}`);
-  });
+  watch(page, errors, failedRequests);
   const timeout = 30000;
   await page.goto(url);
   await page.fill("#token", token);
@@ -40,8 +25,10 @@ try {
   const row = id => `tr[data-job="${id}"]`;
   await page.waitForSelector(`${row(pauseJob)} button[data-action="pause"]`, { timeout });
 
-  // 1. The figures, and full job ids that link to the job's page.
+  // 1. The figures (on the Overview), and full job ids that link to the job's page (the Jobs list).
   const read = id => page.textContent("#" + id);
+  await page.click("#tab-overview");
+  await page.waitForSelector("#view-overview[data-painted=true] #plugin-jobs tr", { timeout });
   const counts = {};
   for (const s of ["WaitingForResources", "InProgress", "Waiting", "Paused", "Succeeded", "Failed", "Canceled"]) {
     counts[s] = Number(await read("count-" + s));
@@ -52,9 +39,13 @@ try {
     schedules: await page.locator("#schedules tr").allTextContents(),
     pluginJobs: await page.locator("#plugin-jobs tr").evaluateAll(rows => rows.map(r => ({
       plugin: r.dataset.plugin, succeeded: Number(r.querySelector(".ok").textContent), failed: Number(r.querySelector(".bad").textContent) }))),
+  };
+  await page.click("#tab-jobs");
+  await page.waitForSelector(`${row(pauseJob)} button[data-action="pause"]`, { timeout });
+  Object.assign(shown, {
     idText: await page.textContent(`${row(pauseJob)} a.job-id`),
     idLink: await page.getAttribute(`${row(pauseJob)} a.job-id`, "href"),
-  };
+  });
 
   // 2. Pause one job: the API answers, the row shows the new status.
   const [paused] = await Promise.all([
@@ -106,12 +97,14 @@ try {
 
   // The queues panel, and a held step released with its button; who is
   // signed in, and the audit log an admin sees (the pause above is in it).
-  await page.goto(url);
+  await page.goto(new URL("/?view=overview", url).href);
   await page.waitForSelector('#audit tr[data-audit]', { timeout });
   const whoami = await page.textContent("#whoami");
   const audited = await page.locator("#audit tr[data-audit]").allTextContents();
+  await page.click("#tab-queues");
   await page.waitForSelector("#queues tr[data-queue]", { timeout });
   const queues = await page.locator("#queues tr[data-queue]").evaluateAll(rows => rows.map(r => r.dataset.queue));
+  await page.click("#tab-overview");
   await page.waitForSelector('#held tr[data-step="new-year"] button.release', { timeout });
   await page.click('#held tr[data-step="new-year"] button.release');
   await page.waitForSelector('#held tr[data-step="new-year"]', { state: "detached", timeout });
@@ -152,7 +145,7 @@ try {
   };
   console.log(JSON.stringify({ shown, errors, filtered, sharedUrl, group, question, bulkMessage, job, queues, released, priorityAnswer: priorityAnswer.priority, priorityCell, whoami, audited, reader }));
 } catch (e) {
-  await explain(e);
+  await explain(e, page, { message: "#message", statusLine: "#status-line" }, errors, failedRequests);
   process.exitCode = 1;
 } finally {
   await browser.close();

@@ -5,14 +5,10 @@
 //
 // usage: node tree.mjs URL TOKEN PARENT_JOB SCREENSHOT_DIR
 // prints one JSON object on stdout: what the pages showed.
-import { chromium } from "playwright-core";
+import { launch } from "./chromium.mjs";
 
 const [url, token, parent, shots] = process.argv.slice(2);
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync"],
-});
+const browser = await launch();
 const errors = [];
 try {
   const page = await browser.newPage({ viewport: { width: 1280, height: 1000 } });

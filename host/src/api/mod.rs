@@ -1,13 +1,15 @@
 //! The HTTP API of `weir serve` (axum): records through the pipeline, jobs and
 //! their control, background operations, plug-ins, steps and tables, the
-//! operator dashboard, `/metrics` and an OpenAPI document generated from the
-//! handlers (`/api/openapi.json`).
+//! operator dashboard and its pushed updates (`/api/events`, [`events`]),
+//! `/metrics` and an OpenAPI document generated from the handlers
+//! (`/api/openapi.json`).
 //!
 //! Every error is JSON `{"error": ..., ...}` naming the plug-in, step or record:
 //! 400 bad input, 401 no, wrong, revoked or expired credential, 403 a
 //! cross-site request or a right the caller lacks, 404 unknown
 //! table/record/job, 408 a body that stopped arriving, 409 an illegal job
-//! transition, a duplicate or a reused Idempotency-Key, 413 a body over the
+//! transition, a duplicate or a reused Idempotency-Key, 406 the event stream
+//! asked for without accepting `text/event-stream`, 413 a body over the
 //! limit, 429 over the caller's rate (with `Retry-After`), 415 a write that is
 //! not JSON (or wasm on upload), 421 a `Host` that is not this server's
 //! loopback name, 422 a plug-in rejected or failed the operation, 503 the
@@ -28,6 +30,7 @@
 //! Handlers are thin: they parse, call the library on a blocking thread (the
 //! pipeline runs SQLite and wasm synchronously) and shape the answer.
 
+mod events;
 pub mod limiter;
 mod policy;
 
@@ -112,6 +115,7 @@ struct App {
     weir: Arc<Weir>,
     config: Arc<ApiConfig>,
     limiter: Arc<limiter::Limiter>,
+    events: Arc<events::Events>,
 }
 
 /// An API error: a status and a JSON body.
@@ -184,7 +188,7 @@ fn parse_body(body: &Bytes) -> ApiResult<Json_> {
     info(title = "weir", description = "A WebAssembly plug-in host: records, an event pipeline and a durable job queue."),
     paths(
         health, create_record, create_batch, query_records, get_record, update_record, delete_record, list_jobs, job_groups, bulk_jobs,
-        list_schedules, get_job, delete_job, job_action,
+        list_schedules, get_job, delete_job, job_action, event_stream,
         submit_background, list_plugins, upload_plugin, list_steps, add_step, list_tables, create_table, stats,
         list_users, add_user, user_action, reassign_jobs, update_step, remove_step, step_action, list_traces, get_trace,
         remove_plugin, rollback_plugin, list_queues, set_queue, list_nodes, me, list_tokens, create_token, revoke_token, list_grants,
@@ -210,10 +214,11 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     ApiDoc::openapi()
 }
 
-/// Builds the router.
-pub fn router(weir: Arc<Weir>, config: ApiConfig) -> Router {
+/// Builds the router, its event streams fed by `events` (which `serve_on`
+/// closes when it stops, so open streams do not hold up a graceful stop).
+fn router(weir: Arc<Weir>, config: ApiConfig, events: Arc<events::Events>) -> Router {
     let limiter = Arc::new(limiter::Limiter::new(config.rate_limit));
-    let app = App { weir, config: Arc::new(config.clone()), limiter };
+    let app = App { weir, config: Arc::new(config.clone()), limiter, events };
     let plugins = Router::new().route("/api/plugins", get(list_plugins).post(upload_plugin)).layer(DefaultBodyLimit::max(crate::plugins::MAX_COMPONENT_BYTES));
     Router::new()
         .route("/", get(dashboard))
@@ -223,6 +228,7 @@ pub fn router(weir: Arc<Weir>, config: ApiConfig) -> Router {
         .route("/api/openapi.json", get(openapi_json))
         .route("/metrics", get(metrics))
         .route("/api/stats", get(stats))
+        .route("/api/events", get(event_stream))
         .route("/api/data/{table}", post(create_record).get(query_records))
         .route("/api/data/{table}/batch", post(create_batch))
         .route("/api/data/{table}/{id}", get(get_record).patch(update_record).delete(delete_record))
@@ -660,16 +666,40 @@ async fn metrics(State(app): State<App>) -> ApiResult<impl IntoResponse> {
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body))
 }
 
-#[utoipa::path(get, path = "/api/stats", responses((status = 200, body = StatsView,
-    description = "The dashboard's figures: jobs by status, failure rate, duration percentiles, backlog, held steps, stuck jobs, recent failures, throughput per minute (from the database), per-plug-in calls (this process)")))]
-async fn stats(State(app): State<App>) -> ApiResult<Json<StatsView>> {
+#[utoipa::path(get, path = "/api/stats", params(("range" = Option<String>, Query, description = "what the rates, durations, throughput and per-plug-in figures cover: 1h (the default, per minute), 6h, 24h or 7d")),
+    responses((status = 200, body = StatsView,
+    description = "The dashboard's figures: jobs by status, failure rate, duration percentiles, backlog, held steps, stuck jobs, recent failures, throughput per bucket (from the database), per-plug-in calls (this process)"),
+    (status = 400, body = ErrorBody)))]
+async fn stats(State(app): State<App>, StrictQuery(q): StrictQuery) -> ApiResult<Json<StatsView>> {
+    let range = q.get("range").map(|r| crate::jobs::stats::Range::parse(r)).transpose()?.unwrap_or_default();
     let weir = app.weir.clone();
-    let jobs = blocking(move || weir.pool().with_conn(crate::jobs::stats::stats)).await?;
+    let jobs = blocking(move || weir.pool().with_conn(|conn| crate::jobs::stats::stats_over(conn, range))).await?;
     let plugins = crate::telemetry::plugin_stats()
         .iter()
         .map(|p| PluginFigures { plugin: p.plugin.clone(), calls: p.calls, failures: p.failures, fuel: p.fuel, mean_ms: p.mean_ms() })
         .collect();
     Ok(Json(StatsView { jobs, plugins }))
+}
+
+#[utoipa::path(get, path = "/api/events",
+    responses((status = 200, content_type = "text/event-stream", body = String,
+        description = "Server-Sent Events: `ready` once subscribed, then `change` whenever the job system changed (on any node sharing the database, checked about every second); comments keep it open. Send Accept: text/event-stream."),
+        (status = 406, description = "The request does not accept text/event-stream", body = ErrorBody)))]
+async fn event_stream(State(app): State<App>, headers: HeaderMap) -> ApiResult<Response> {
+    let accepts = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.split(';').next().is_some_and(|t| t.trim().eq_ignore_ascii_case("text/event-stream")));
+    if !accepts {
+        return Err(ApiError(
+            StatusCode::NOT_ACCEPTABLE,
+            json!({"error": "GET /api/events is a stream of Server-Sent Events that does not end: send Accept: text/event-stream and read it as it comes"}),
+        ));
+    }
+    let body = app.events.subscribe(&app.weir);
+    Ok(([(header::CONTENT_TYPE, "text/event-stream"), (header::CACHE_CONTROL, "no-store")], body).into_response())
 }
 
 #[utoipa::path(post, path = "/api/data/{table}", params(("table" = String, Path)), request_body(content = RecordFields, description = "Column values"),
@@ -1335,11 +1365,14 @@ pub async fn serve_on(
         let stopped = stopped.clone();
         tokio::spawn(async move { weir.work(work, stopped()).await })
     };
-    let app = router(weir, config);
+    let events: Arc<events::Events> = Arc::default();
+    let app = router(weir, config, events.clone());
     let server = axum::serve(JsonParseErrorsListener(listener), app).with_graceful_shutdown(stopped());
     let signal = tokio::spawn(async move {
         shutdown.await;
         tracing::info!("shutting down: no new requests or jobs; running jobs finish");
+        // Open event streams end: a graceful stop waits for connections.
+        events.close();
         let _ = stop_tx.send(true);
     });
     let served = server.await;

@@ -338,6 +338,28 @@ impl Throttles {
         None
     }
 
+    /// The kind of wait [`Throttles::reason`] explains, for a badge: held
+    /// by its step's breaker, a full slot of its step or queue, or its
+    /// step's rate (None: nothing of weir's holds it).
+    pub(crate) fn waiting(&self, queue: &str, step: Option<&str>, now: i64) -> Option<super::Waiting> {
+        use super::Waiting;
+        let full = |scope: Scope, name: &str, running: &HashMap<String, i64>| {
+            self.limits.get(&(scope, name.to_string())).and_then(|l| l.max_running).is_some_and(|max| running.get(name).copied().unwrap_or(0) >= max)
+        };
+        if let Some(step) = step {
+            if self.held.contains_key(step) {
+                return Some(Waiting::Held);
+            }
+            if full(Scope::Step, step, &self.running_steps) {
+                return Some(Waiting::WaitingForSlot);
+            }
+            if self.limits.get(&(Scope::Step, step.to_string())).is_some_and(|l| l.rate_milli.is_some() && l.tokens_at(now) < 1000) {
+                return Some(Waiting::RateLimited);
+            }
+        }
+        full(Scope::Queue, queue, &self.running_queues).then_some(Waiting::WaitingForSlot)
+    }
+
     /// How many more jobs of `scope` `name` may start now (None: no limit).
     fn room(&self, scope: Scope, name: &str, now: i64) -> Option<i64> {
         let l = self.limits.get(&(scope, name.to_string()))?;

@@ -27,7 +27,8 @@
 //!   ([`control`]); listings, counts, groups and the selection of a bulk
 //!   action ([`list`], [`count`], [`groups`], [`matching_ids`]) are here.
 //! * Schedules and retention ([`timers`]); callbacks of finished jobs
-//!   ([`callbacks`]); the dashboard's figures ([`stats`]).
+//!   ([`callbacks`]); the dashboard's figures ([`stats`]) and the change
+//!   fingerprint its event stream watches ([`changes`]).
 //!
 //! Functions take `now` (ms since the epoch) from the caller where time
 //! matters. It knows nothing of wasm: the worker pool ([`crate::worker`]) runs
@@ -46,6 +47,7 @@ use crate::values::EntityDoc;
 
 pub mod breaker;
 pub mod callbacks;
+pub mod changes;
 pub mod children;
 pub mod claims;
 pub mod control;
@@ -782,6 +784,14 @@ pub struct JobView {
     /// A due Ready job that does not run yet: why (a slot of its step or
     /// queue, a rate, the breaker, no node serving its queue).
     pub waiting_for: Option<String>,
+    /// What kind of wait keeps a Ready job from running now (null: none of
+    /// these; it runs when a worker is free, or it is not Ready).
+    pub waiting: Option<Waiting>,
+    /// When a Ready job is due (its `postpone_until`, else its creation), and
+    /// when a Waiting one times out; null otherwise.
+    pub due_at: Option<String>,
+    /// When its last failed attempt ended (null: no attempt failed).
+    pub last_error_at: Option<String>,
     /// The job that started it (`jobs.start`), and the key it was started with.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub parent: Option<String>,
@@ -806,6 +816,22 @@ pub struct JobView {
     /// Its callback's delivery, once queued (with `history`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub callback: Option<callbacks::DeliveryView>,
+}
+
+/// Why a Ready job does not run now, as the dashboard's badge shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Waiting {
+    /// Its step's failure breaker holds it (`weir step release` ends the hold).
+    Held,
+    /// A retry waiting out its backoff (due later, an attempt failed).
+    Delayed,
+    /// Due later and not tried yet: `at`, a schedule or a postponement.
+    Scheduled,
+    /// Due, but its step's or queue's `max_running` is full.
+    WaitingForSlot,
+    /// Due, but its step's rate limit has no token now.
+    RateLimited,
 }
 
 /// The record a job is about.
@@ -918,31 +944,47 @@ fn read_view_with(r: &crate::db::Row<'_>, with_input: bool) -> crate::db::Result
         lease_until: if statecode == Status::InProgress.statecode() { r.get::<_, Option<i64>>(29)?.map(to_rfc3339) } else { None },
         elapsed_ms: None,
         waiting_for: None,
+        waiting: None,
+        due_at: match statecode {
+            0 => Some(to_rfc3339(r.get::<_, Option<i64>>(18)?.unwrap_or(r.get(14)?))),
+            1 => r.get::<_, Option<i64>>(18)?.map(to_rfc3339),
+            _ => None,
+        },
+        last_error_at: None,
         parent: r.get(30)?,
         child_key: r.get(31)?,
         children: None,
     })
 }
 
-/// Says why each due Ready job of `views` does not run yet (see
-/// [`JobView::waiting_for`]), and how long each running one has run.
+/// Says why each Ready job of `views` does not run yet (see
+/// [`JobView::waiting_for`] and [`JobView::waiting`]), when each last failed,
+/// and how long each running one has run. A few queries for the whole page,
+/// never one per job: the holds and limits, the running counts when a limit
+/// needs them, the live nodes, and the last failed attempts.
 fn explain(conn: &Connection, views: &mut [JobView]) -> Result<()> {
     let now = crate::time::now_on(conn)?;
     // A running job: how long its attempt has run so far.
     for v in views.iter_mut().filter(|v| v.worker.is_some()) {
         v.elapsed_ms = v.started_at.as_deref().and_then(crate::time::parse_rfc3339).map(|t| (now - t).max(0));
     }
-    let ready: Vec<&mut JobView> = views
-        .iter_mut()
-        .filter(|v| v.statecode == Status::WaitingForResources.statecode())
-        .filter(|v| v.postpone_until.as_deref().and_then(crate::time::parse_rfc3339).is_none_or(|t| t <= now))
-        .collect();
+    last_errors(conn, views)?;
+    let ready: Vec<&mut JobView> = views.iter_mut().filter(|v| v.statecode == Status::WaitingForResources.statecode()).collect();
     if ready.is_empty() {
         return Ok(());
     }
     let throttles = claims::Throttles::load(conn)?;
     let nodes = crate::nodes::live(conn, now)?;
     for v in ready {
+        let due = v.postpone_until.as_deref().and_then(crate::time::parse_rfc3339).is_none_or(|t| t <= now);
+        v.waiting = throttles.waiting(&v.queue, v.step.as_deref(), now).filter(|w| due || *w == Waiting::Held).or(match (due, v.attempts) {
+            (true, _) => None,
+            (false, 0) => Some(Waiting::Scheduled),
+            (false, _) => Some(Waiting::Delayed),
+        });
+        if !due {
+            continue;
+        }
         v.waiting_for = throttles.reason(&v.queue, v.step.as_deref(), now).or_else(|| {
             (!nodes.iter().any(|n| n.serves(&v.queue)))
                 .then(|| format!("no live node serves queue {} (start `weir work --queues {}` or `weir serve`)", v.queue, v.queue))
@@ -951,10 +993,30 @@ fn explain(conn: &Connection, views: &mut [JobView]) -> Result<()> {
     Ok(())
 }
 
+/// Sets [`JobView::last_error_at`] of `views`: the end of each one's last
+/// failed attempt (one query for the page; a Failed job's last attempt is
+/// its row, ended when it completed).
+fn last_errors(conn: &Connection, views: &mut [JobView]) -> Result<()> {
+    let tried: Vec<&str> = views.iter().filter(|v| v.attempts > 0).map(|v| v.id.as_str()).collect();
+    if tried.is_empty() {
+        return Ok(());
+    }
+    let marks = vec!["?"; tried.len()].join(", ");
+    let sql = format!("SELECT job_id, MAX(ended_at) FROM weir_job_attempts WHERE job_id IN ({marks}) AND error_message IS NOT NULL GROUP BY job_id");
+    let ended: std::collections::HashMap<String, i64> =
+        conn.prepare(&sql)?.query_map(params_from_iter(tried.iter()), |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<crate::db::Result<_>>()?;
+    for v in views.iter_mut() {
+        let failed_at = (v.statuscode == Status::Failed.statuscode()).then(|| v.completed_at.as_deref().and_then(crate::time::parse_rfc3339)).flatten();
+        v.last_error_at = ended.get(&v.id).copied().into_iter().chain(failed_at).max().map(to_rfc3339);
+    }
+    Ok(())
+}
+
 /// The job fields the filter language can use, as trusted SQL expressions.
 fn job_field(d: Dialect, field: &str) -> Option<(String, Kind)> {
     let (sql, kind) = match field {
         "id" | "kind" | "step" | "plugin" | "owner" | "correlation_id" | "error_code" | "callback_url" => (field.to_string(), Kind::Text),
+        "correlation" => ("correlation_id".into(), Kind::Text),
         "error" | "error_message" => ("error_message".into(), Kind::Text),
         // Dataverse's regardingobjectid: the record the job is about.
         // The record the job is about: `target` as `jobs show --json` names it

@@ -1,4 +1,5 @@
-//! Figures about the job system for operators: the dashboard and `/metrics`.
+//! Figures about the job system for operators: the dashboard (over a
+//! [`Range`] of time: the last hour, 6 hours, day or week) and `/metrics`.
 
 use crate::db::Connection;
 use serde_json::{Value as Json, json};
@@ -13,9 +14,13 @@ pub struct Stats {
     /// Jobs by status name (all statuses present, zeros included).
     #[schema(value_type = std::collections::HashMap<String, i64>)]
     pub by_status: serde_json::Map<String, Json>,
-    /// Failed / (failed + succeeded) of jobs completed in the last hour.
+    /// The span the rates, durations, throughput and per-plug-in figures cover.
+    pub range: Range,
+    /// The width of each throughput bucket, seconds (60 over an hour).
+    pub bucket_s: i64,
+    /// Failed / (failed + succeeded) of jobs completed in the range.
     pub failure_rate: f64,
-    /// Attempt durations of jobs completed in the last hour, ms.
+    /// Attempt durations of jobs completed in the range, ms.
     pub duration_p50_ms: Option<i64>,
     pub duration_p95_ms: Option<i64>,
     pub duration_p99_ms: Option<i64>,
@@ -31,14 +36,61 @@ pub struct Stats {
     pub stuck: Vec<JobBrief>,
     /// The last ten Failed jobs, newest first.
     pub recent_failures: Vec<JobBrief>,
-    /// Per minute over the last hour: completed and failed counts.
+    /// Per bucket (`bucket_s`) over the range: completed and failed counts.
     pub throughput: Vec<Minute>,
-    /// Jobs completed in the last hour per plug-in, by every process on
-    /// this database.
+    /// Jobs completed in the range per plug-in, by every process on this
+    /// database.
     pub plugin_jobs: Vec<PluginJobs>,
 }
 
-/// One plug-in's jobs completed in the last hour.
+/// The span of time the dashboard's figures cover (`GET /api/stats?range=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, utoipa::ToSchema)]
+pub enum Range {
+    #[default]
+    #[serde(rename = "1h")]
+    Hour,
+    #[serde(rename = "6h")]
+    SixHours,
+    #[serde(rename = "24h")]
+    Day,
+    #[serde(rename = "7d")]
+    Week,
+}
+
+impl Range {
+    /// `1h`, `6h`, `24h` or `7d`.
+    pub fn parse(text: &str) -> Result<Range> {
+        Ok(match text {
+            "1h" => Range::Hour,
+            "6h" => Range::SixHours,
+            "24h" => Range::Day,
+            "7d" => Range::Week,
+            other => return Err(crate::error::Error::invalid(format!("bad range {other:?}: use 1h, 6h, 24h or 7d"))),
+        })
+    }
+
+    /// How long it is, ms.
+    pub fn span_ms(self) -> i64 {
+        match self {
+            Range::Hour => 3_600_000,
+            Range::SixHours => 6 * 3_600_000,
+            Range::Day => 24 * 3_600_000,
+            Range::Week => 7 * 24 * 3_600_000,
+        }
+    }
+
+    /// The width of one throughput bucket, ms: 60, 72, 96 or 84 buckets.
+    pub fn bucket_ms(self) -> i64 {
+        match self {
+            Range::Hour => 60_000,
+            Range::SixHours => 300_000,
+            Range::Day => 900_000,
+            Range::Week => 7_200_000,
+        }
+    }
+}
+
+/// One plug-in's jobs completed in the range.
 #[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct PluginJobs {
     pub plugin: String,
@@ -73,18 +125,26 @@ pub struct JobBrief {
     pub status: String,
 }
 
-/// Jobs completed in one minute.
+/// Jobs completed in one bucket of the throughput (a minute over an hour).
 #[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct Minute {
-    /// The minute's start.
+    /// The bucket's start.
     pub minute: String,
     pub succeeded: i64,
     pub failed: i64,
 }
 
+/// The dashboard's figures over the last hour.
 pub fn stats(conn: &Connection) -> Result<Stats> {
+    stats_over(conn, Range::Hour)
+}
+
+/// The dashboard's figures, rates and throughput over `range`.
+pub fn stats_over(conn: &Connection, range: Range) -> Result<Stats> {
     let now = now_ms();
-    let hour_ago = now - 3_600_000;
+    let bucket = range.bucket_ms();
+    let buckets = (range.span_ms() / bucket) as usize;
+    let since = now - range.span_ms();
     let mut by_status = serde_json::Map::new();
     for status in Status::ALL {
         by_status.insert(status.name().into(), json!(0));
@@ -96,13 +156,13 @@ pub fn stats(conn: &Connection) -> Result<Stats> {
     }
     let (ok, failed): (i64, i64) = conn.query_row(
         "SELECT COALESCE(SUM(CASE WHEN statuscode = 30 THEN 1 ELSE 0 END), 0), COALESCE(SUM(CASE WHEN statuscode = 31 THEN 1 ELSE 0 END), 0) FROM weir_jobs WHERE statecode = 3 AND completed_at >= ?1",
-        [hour_ago],
+        [since],
         |r| Ok((r.get(0)?, r.get(1)?)),
     )?;
     let failure_rate = if ok + failed == 0 { 0.0 } else { failed as f64 / (ok + failed) as f64 };
     let mut durations: Vec<i64> = conn
         .prepare_cached("SELECT duration_ms FROM weir_jobs WHERE statecode = 3 AND completed_at >= ?1 AND duration_ms IS NOT NULL ORDER BY duration_ms")?
-        .query_map([hour_ago], |r| r.get(0))?
+        .query_map([since], |r| r.get(0))?
         .collect::<crate::db::Result<_>>()?;
     durations.sort_unstable();
     let pct = |p: f64| (!durations.is_empty()).then(|| durations[((durations.len() - 1) as f64 * p).round() as usize]);
@@ -158,12 +218,12 @@ pub fn stats(conn: &Connection) -> Result<Stats> {
         )?
         .query_map([], row_json)?
         .collect::<crate::db::Result<_>>()?;
-    let mut per_minute = vec![(0i64, 0i64); 60];
+    let mut per_minute = vec![(0i64, 0i64); buckets];
     let mut stmt = conn.prepare_cached(
-        "SELECT (completed_at - ?1) / 60000, SUM(CASE WHEN statuscode = 30 THEN 1 ELSE 0 END), SUM(CASE WHEN statuscode = 31 THEN 1 ELSE 0 END) FROM weir_jobs
+        "SELECT (completed_at - ?1) / ?2, SUM(CASE WHEN statuscode = 30 THEN 1 ELSE 0 END), SUM(CASE WHEN statuscode = 31 THEN 1 ELSE 0 END) FROM weir_jobs
          WHERE statecode = 3 AND completed_at >= ?1 GROUP BY 1",
     )?;
-    for row in stmt.query_map([hour_ago], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)))? {
+    for row in stmt.query_map([since, bucket], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)))? {
         let (bucket, ok, failed) = row?;
         if let Some(slot) = per_minute.get_mut(bucket as usize) {
             *slot = (ok, failed);
@@ -172,17 +232,19 @@ pub fn stats(conn: &Connection) -> Result<Stats> {
     let throughput = per_minute
         .iter()
         .enumerate()
-        .map(|(i, (ok, failed))| Minute { minute: to_rfc3339(hour_ago + i as i64 * 60_000), succeeded: *ok, failed: *failed })
+        .map(|(i, (ok, failed))| Minute { minute: to_rfc3339(since + i as i64 * bucket), succeeded: *ok, failed: *failed })
         .collect();
     let plugin_jobs = conn
         .prepare_cached(
             "SELECT plugin, SUM(CASE WHEN statuscode = 30 THEN 1 ELSE 0 END), SUM(CASE WHEN statuscode = 31 THEN 1 ELSE 0 END), AVG(duration_ms) FROM weir_jobs
              WHERE statecode = 3 AND completed_at >= ?1 GROUP BY plugin ORDER BY COUNT(*) DESC, plugin",
         )?
-        .query_map([hour_ago], |r| Ok(PluginJobs { plugin: r.get(0)?, succeeded: r.get(1)?, failed: r.get(2)?, mean_ms: r.get(3)? }))?
+        .query_map([since], |r| Ok(PluginJobs { plugin: r.get(0)?, succeeded: r.get(1)?, failed: r.get(2)?, mean_ms: r.get(3)? }))?
         .collect::<crate::db::Result<_>>()?;
     Ok(Stats {
         by_status,
+        range,
+        bucket_s: bucket / 1000,
         failure_rate,
         duration_p50_ms: pct(0.50),
         duration_p95_ms: pct(0.95),
