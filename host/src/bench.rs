@@ -403,7 +403,7 @@ fn drain_input(weir: &Weir, plugin: &str, n: usize, grants: &[crate::steps::Gran
     tx.commit()?;
     let started_ms = crate::time::now_ms();
     // A workflow that waits is drained when its jobs have finished, waits included (up to a minute).
-    let rt = crate::cli::runtime()?;
+    let rt = crate::worker::runtime()?;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let opts = WorkOptions { workers: 2, until_idle: true, idle_horizon: Duration::ZERO, ..WorkOptions::default() };
@@ -769,7 +769,7 @@ pub fn run(json_out: bool, only: Option<&str>, components: &[LangComponent], lay
         obj.insert("runs".into(), Json::Object(runs));
         obj.insert("machine".into(), machine);
         obj.insert("profile".into(), json!(if cfg!(debug_assertions) { "debug" } else { "release" }));
-        crate::cli::print_json(&Json::Object(obj));
+        crate::output::print_json(&Json::Object(obj));
     } else {
         outln!(
             "weir bench ({} build) on {}",
@@ -837,7 +837,7 @@ fn fanout(weir: &Weir, n: usize, workers: usize) -> Result<f64> {
     let started = Instant::now();
     let id = weir.submit_background(&req)?;
     let opts = WorkOptions { workers, until_idle: true, idle_horizon: Duration::ZERO, ..WorkOptions::default() };
-    crate::cli::runtime()?.block_on(weir.work(opts, std::future::pending()))?;
+    crate::worker::runtime()?.block_on(weir.work(opts, std::future::pending()))?;
     let took = started.elapsed().as_secs_f64();
     let job = weir.show_job(&id)?;
     if job.status != "Succeeded" || job.result.as_ref().is_none_or(|r| r["reports"] != json!(n)) {
@@ -871,7 +871,7 @@ fn drain_with(weir: &Weir, plugin: &str, n: usize, workers: usize, bad: &[&str],
     let (conn, run_id) = enqueue_run(weir, plugin, n, bad, grants)?;
     let opts = WorkOptions { workers, until_idle: true, idle_horizon: Duration::ZERO, ..WorkOptions::default() };
     let started_ms = crate::time::now_ms();
-    crate::cli::runtime()?.block_on(weir.work(opts, std::future::pending()))?;
+    crate::worker::runtime()?.block_on(weir.work(opts, std::future::pending()))?;
     drained_rate(&conn, &run_id, plugin, n, started_ms)
 }
 
@@ -906,7 +906,7 @@ fn drain_fair(weir: &Weir, n: usize, workers: usize) -> Result<f64> {
     tx.commit()?;
     let opts = WorkOptions { workers, until_idle: true, idle_horizon: Duration::ZERO, ..WorkOptions::default() };
     let started_ms = crate::time::now_ms();
-    crate::cli::runtime()?.block_on(weir.work(opts, std::future::pending()))?;
+    crate::worker::runtime()?.block_on(weir.work(opts, std::future::pending()))?;
     drained_rate(&conn, &run_id, "noop", n / 4 * 4, started_ms)
 }
 
@@ -993,7 +993,7 @@ fn drained_rate(conn: &crate::db::Connection, run_id: &str, plugin: &str, n: usi
 /// the p50 and p99 of (first start − creation) in ms.
 fn latency(weir: &Weir, rate: u32, period: Duration) -> Result<(f64, f64)> {
     let version = plugin_version(weir, "noop")?;
-    let rt = crate::cli::runtime()?;
+    let rt = crate::worker::runtime()?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let pool = rt.spawn({
         let (pool, pipeline, plugins) = (weir.pool().clone(), weir.pipeline().clone(), weir.plugins().clone());

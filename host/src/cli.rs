@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::error::{Error, Result};
 use crate::jobs::timers::CleanupStatus;
 use crate::limits;
+use crate::output::{errln, print_json};
 use crate::steps::{Grant, MessageKind, ModeKind, StageKind, StepRequest};
 use crate::worker::WorkOptions;
 use crate::{BackgroundRequest, JobAction, Weir};
@@ -34,11 +35,10 @@ pub struct Cli {
     #[arg(long, global = true, env = "WEIR_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
     /// Export traces over OTLP (HTTP/protobuf) to this collector, e.g.
-    /// http://127.0.0.1:4318 (spans go to its /v1/traces). The standard
-    /// OTEL_EXPORTER_OTLP_ENDPOINT / OTEL_EXPORTER_OTLP_TRACES_ENDPOINT
-    /// variables turn it on too; OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES,
-    /// OTEL_EXPORTER_OTLP_HEADERS, OTEL_BSP_* and OTEL_TRACES_SAMPLER are
-    /// honoured. Off by default.
+    /// http://127.0.0.1:4318 (spans go to its /v1/traces). Off by default;
+    /// the standard OTEL_EXPORTER_OTLP_ENDPOINT variables turn it on too, and
+    /// the other OTEL_* variables (service, resource attributes, headers,
+    /// batching, sampler) are honoured.
     #[arg(long, global = true, value_name = "URL")]
     pub otlp_endpoint: Option<String>,
     /// The time budget of one operation, its sync plug-ins included, in ms
@@ -1358,7 +1358,7 @@ fn run_command(cli: Cli) -> Result<()> {
             outbound.apply(&mut opts, cli.secret_key_file.as_deref())?;
             // A spinner on a terminal while --until-idle drains the queue.
             let spinner = spinner(until_idle && !json, "running jobs until the queue is idle".into());
-            let stats = runtime()?.block_on(weir.work(opts, crate::signals::shutdown_signal()));
+            let stats = crate::worker::runtime()?.block_on(weir.work(opts, crate::signals::shutdown_signal()));
             spinner.finish_and_clear();
             let stats = stats?;
             if json {
@@ -1425,7 +1425,7 @@ fn run_command(cli: Cli) -> Result<()> {
                 rate_limit: sign_in.rate()?,
                 idempotency_window_ms: crate::limits::millis(sign_in.idempotency_window),
             };
-            runtime()?.block_on(crate::api::serve(weir, listen, config, work))
+            crate::worker::runtime()?.block_on(crate::api::serve(weir, listen, config, work))
         }
         Command::Queue(QueueCmd::List { json }) => {
             let queues = open()?.queues()?;
@@ -1782,20 +1782,12 @@ fn token_cmd(weir: &Weir, cmd: TokenCmd) -> Result<()> {
     Ok(())
 }
 
-pub fn runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_stack_size(16 << 20)
-        .build()
-        .map_err(|e| Error::Internal(format!("cannot start the async runtime: {e}")))
-}
-
 fn jobs(weir: &Weir, cmd: JobsCmd, key_file: Option<&std::path::Path>) -> Result<()> {
     match cmd {
         JobsCmd::Replay { id, plugin_file, allow_http, json } => {
             let wasm = plugin_file.as_deref().map(crate::plugins::read_component_file).transpose()?;
             let opts = WorkOptions { secret_key: crate::secrets::SecretKey::from_env(key_file)?, ..WorkOptions::default() };
-            let r = runtime()?.block_on(weir.replay_job(&id, wasm.as_deref(), &opts, allow_http))?;
+            let r = crate::worker::runtime()?.block_on(weir.replay_job(&id, wasm.as_deref(), &opts, allow_http))?;
             if json {
                 print_json(&r);
             } else {
@@ -2579,37 +2571,4 @@ fn plugin(weir: &Weir, cmd: PluginCmd) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// Prints a value as pretty JSON on stdout.
-pub fn print_json<T: serde::Serialize>(value: &T) {
-    match serde_json::to_string_pretty(value) {
-        Ok(s) => outln!("{s}"),
-        Err(e) => errln(format_args!("error: cannot print JSON: {e}")),
-    }
-}
-
-/// Writes a line on stdout (the `outln!` macro). When stdout is closed (the
-/// reader of a pipe went away) the command is over: exit 0 quietly, as `ls`
-/// does. When it cannot be written otherwise (a full disk), exit 1 saying so.
-/// Everything a command changes is committed before it prints, so nothing is
-/// left half-done.
-pub fn out(args: std::fmt::Arguments<'_>) {
-    use std::io::Write;
-    let mut stdout = std::io::stdout().lock();
-    if let Err(e) = stdout.write_fmt(args).and_then(|_| stdout.write_all(b"\n")).and_then(|_| stdout.flush()) {
-        if e.kind() == std::io::ErrorKind::BrokenPipe {
-            std::process::exit(0);
-        }
-        errln(format_args!("error: cannot write the output: {e}"));
-        std::process::exit(1);
-    }
-}
-
-/// Writes a line on stderr; a stderr that cannot be written loses the line,
-/// never the process.
-fn errln(args: std::fmt::Arguments<'_>) {
-    use std::io::Write;
-    let mut stderr = std::io::stderr().lock();
-    let _ = stderr.write_fmt(args).and_then(|_| stderr.write_all(b"\n"));
 }

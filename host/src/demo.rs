@@ -74,7 +74,7 @@ pub fn run(db: &Path) -> Result<()> {
     let mine = format!("regarding eq '{}'", shipment.id);
     outln!("   created shipment {}: {} jobs enqueued in its transaction", shipment.id, weir.list_jobs(Some(&mine), 100)?.len());
     let opts = WorkOptions { workers: 2, until_idle: true, ..WorkOptions::default() };
-    let stats = crate::cli::runtime()?.block_on(weir.work(opts, std::future::pending()))?;
+    let stats = crate::worker::runtime()?.block_on(weir.work(opts, std::future::pending()))?;
     outln!("   weir work --until-idle: {} attempts, {} succeeded", stats.attempts, stats.succeeded);
     for j in weir.list_jobs(Some(&mine), 100)?.iter().rev() {
         outln!(
@@ -94,7 +94,7 @@ pub fn run(db: &Path) -> Result<()> {
     );
 
     outln!("\n6. A wait state: approval waits, holding no worker, until the expense is approved");
-    let rt = crate::cli::runtime()?;
+    let rt = crate::worker::runtime()?;
     let idle = || WorkOptions { workers: 2, until_idle: true, ..WorkOptions::default() };
     let expense = p.create("system", "expense", &json!({"amount": 120.0}))?;
     rt.block_on(weir.work(idle(), std::future::pending()))?;

@@ -29,7 +29,7 @@
 /// `println!` for what the CLI prints: a closed stdout (`weir ... | head -1`)
 /// ends the process quietly with exit 0, as `ls` does, instead of panicking.
 macro_rules! outln {
-    ($($arg:tt)*) => { $crate::cli::out(format_args!($($arg)*)) };
+    ($($arg:tt)*) => { $crate::output::out(format_args!($($arg)*)) };
 }
 
 // Public: what the binary (`cli`) and the integration tests use. The rest is
@@ -51,6 +51,7 @@ pub(crate) mod limits;
 pub mod names;
 pub mod nodes;
 pub mod otel;
+pub mod output;
 pub mod pipeline;
 pub mod plugins;
 pub mod runtime;

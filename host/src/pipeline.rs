@@ -141,6 +141,9 @@ struct Op {
     notes: Mutex<Vec<String>>,
 }
 
+/// Writes a background attempt's new state (see [`AttemptWrites::finish`]).
+pub type Finish<'a> = Box<dyn FnOnce(&Connection) -> Result<bool> + 'a>;
+
 /// One background attempt's writes and new state, for [`Pipeline::commit_attempts`].
 pub struct AttemptWrites<'a> {
     /// Whom its operations run as (the job's owner).
@@ -152,7 +155,7 @@ pub struct AttemptWrites<'a> {
     pub changes: Vec<(String, Change)>,
     /// Writes the job's new state; false when the attempt no longer held its
     /// job (then nothing of it is kept).
-    pub finish: Box<dyn FnOnce(&Connection) -> Result<bool> + 'a>,
+    pub finish: Finish<'a>,
     /// The attempt's span: its operations are its children.
     pub trace: crate::otel::Cx,
 }

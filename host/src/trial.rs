@@ -158,7 +158,7 @@ pub fn run(req: TrialRequest) -> Result<TrialReport> {
             memory_bytes: settings.memory_bytes,
             max_host_calls: settings.max_host_calls,
         };
-        let rt = crate::cli::runtime()?;
+        let rt = crate::worker::runtime()?;
         let call = weir.plugins().runtime().call_async(&prepared, &ctx, req.state.clone(), Box::new(host), &limits, Default::default(), Default::default());
         let (result, stats) = rt.block_on(call);
         match result {

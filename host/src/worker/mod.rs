@@ -592,6 +592,16 @@ impl Backoff {
     }
 }
 
+/// The async runtime a command runs workers (and its other async work) on:
+/// threads with a roomy stack, for the plug-ins' wasm stacks on top.
+pub fn runtime() -> crate::error::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_stack_size(16 << 20)
+        .build()
+        .map_err(|e| crate::error::Error::Internal(format!("cannot start the async runtime: {e}")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
