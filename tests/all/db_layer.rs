@@ -645,3 +645,17 @@ fn an_outage_is_answered_503_and_everything_resumes_by_itself() {
     assert!(logs.contains("lost the PostgreSQL database") && logs.contains("is back after"), "the outage and its end are logged:\n{logs}");
     eprintln!("outage test: {} API calls during 30 s down, each 503 (slowest {slowest:?}); {stored} records stored after, every job ended", answers.len());
 }
+
+/// A URL naming a database that does not exist is said so, in the server's
+/// own words, not as the client library's "db error".
+#[test]
+#[ignore = "needs PostgreSQL: run with WEIR_TEST_PG set (.ci/run's PostgreSQL pass, --include-ignored)"]
+fn a_missing_database_is_named_in_the_error() {
+    let admin = admin();
+    let url = format!("{}/weir_no_such_database", admin.rsplit_once('/').map_or(admin.as_str(), |(base, _)| base));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_weir")).args(["--db", &url, "jobs", "list"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(r#"database "weir_no_such_database" does not exist"#), "{stderr}");
+    assert!(!stderr.contains("db error"), "{stderr}");
+}

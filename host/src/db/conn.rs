@@ -78,7 +78,7 @@ fn pg_lost(e: &postgres::Error) -> bool {
 }
 
 /// PostgreSQL's own message (with its detail), not the client's "db error".
-fn pg_message(e: &postgres::Error) -> String {
+pub(crate) fn pg_message(e: &postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => match db.detail() {
             Some(detail) => format!("{}: {detail}", db.message()),

@@ -178,7 +178,8 @@ async fn connect(
     let (ended_tx, ended) = tokio::sync::oneshot::channel();
     let client = match &source.tls {
         tls::Tls::Disable => {
-            let (client, conn) = source.config.connect(tokio_postgres::NoTls).await.map_err(|e| e.to_string())?;
+            // PostgreSQL's own words ("database \"x\" does not exist"), not the client's "db error".
+            let (client, conn) = source.config.connect(tokio_postgres::NoTls).await.map_err(|e| super::conn::pg_message(&e))?;
             tokio::spawn(drive(conn, notifications, ended_tx));
             client
         }
@@ -195,7 +196,7 @@ async fn connect(
     client
         .batch_execute(&format!("SET jit = off; SET statement_timeout = {}; SET lock_timeout = 10000", source.statement_timeout_ms))
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| super::conn::pg_message(&e))?;
     Ok((client, ended))
 }
 
