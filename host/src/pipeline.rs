@@ -475,7 +475,8 @@ impl Pipeline {
                     Change::Update(id, f) => Input::Update { id, fields: def.conform_fields(f)? },
                     Change::Delete(id) => Input::Delete { id },
                 };
-                self.run(&op, def, input, depth, true, vars.clone())?;
+                // In the attempt's own savepoint: a failed write fails the attempt.
+                self.run(&op, def, input, depth, Nesting::InAttempt, vars.clone())?;
             }
             finish(&op.conn.lock())
         });
@@ -597,7 +598,7 @@ impl Pipeline {
             let def = self.catalog.table(&op.conn.lock(), &request.table)?;
             let input = (request.input)(&def)?;
             member.message = Some(input.message().as_str());
-            let result = self.run(&op, def, input, 1, false, Vars::new());
+            let result = self.run(&op, def, input, 1, Nesting::Top, Vars::new());
             let notes = std::mem::take(&mut *op.notes.lock());
             failed_traces.append(&mut op.failed_traces.lock());
             result.map(|written| {
@@ -629,7 +630,8 @@ impl Pipeline {
 
     /// Runs one operation (top-level or nested) through its steps.
     /// `vars`: the shared variables it starts with (its parent's, for a nested one).
-    fn run(self: &Arc<Self>, op: &Arc<Op>, def: TableDef, input: Input, depth: u32, nested: bool, vars: Vars) -> Result<Option<Record>> {
+    fn run(self: &Arc<Self>, op: &Arc<Op>, def: TableDef, input: Input, depth: u32, nesting: Nesting, vars: Vars) -> Result<Option<Record>> {
+        let (nested, savepoint) = (nesting != Nesting::Top, nesting == Nesting::Nested);
         if depth > MAX_DEPTH {
             let msg = format!(
                 "the operation chain went deeper than {MAX_DEPTH} levels ({} of {} {}): a probable infinite loop between plug-ins; \
@@ -648,7 +650,7 @@ impl Pipeline {
         let _current = span.attach();
         let mut run = Run { pipeline: self, op, def: &def, depth, message, steps: &all_steps, pre: None, input, vars, operation_id };
 
-        if nested {
+        if savepoint {
             db::savepoint(&op.conn.lock(), depth).map_err(Error::from)?;
         }
         let result = (|| -> Result<Option<Record>> {
@@ -669,7 +671,7 @@ impl Pipeline {
             }
             Ok(written)
         })();
-        if nested {
+        if savepoint {
             db::end_savepoint(&op.conn.lock(), depth, result.is_ok())?;
         }
         if let Err(e) = &result {
@@ -677,6 +679,21 @@ impl Pipeline {
         }
         result
     }
+}
+
+/// Where an operation runs, which decides its savepoint and whether its
+/// pre-validation steps may write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Nesting {
+    /// A top-level operation, in its group member's savepoint; its
+    /// pre-validation steps only read (Dataverse runs them before the transaction).
+    Top,
+    /// Asked for by a plug-in: a savepoint of its own, so a failure the
+    /// plug-in catches leaves the rest of its operation.
+    Nested,
+    /// An attempt's write, in the attempt's savepoint: any failure fails
+    /// the attempt, so it needs none of its own.
+    InAttempt,
 }
 
 /// The state of one operation while it moves through the stages.
@@ -1054,7 +1071,7 @@ impl PipelineHost {
 
     fn nested(&self, def: TableDef, input: Input) -> std::result::Result<Option<Record>, RecordError> {
         let _traced = self.trace.attach();
-        self.pipeline.run(&self.op, def, input, self.depth + 1, true, self.vars.clone()).map_err(to_record_error)
+        self.pipeline.run(&self.op, def, input, self.depth + 1, Nesting::Nested, self.vars.clone()).map_err(to_record_error)
     }
 }
 

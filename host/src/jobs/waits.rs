@@ -10,7 +10,7 @@
 //!
 //! The pipeline and the worker call it; it knows nothing of either.
 
-use crate::db::{Connection, params};
+use crate::db::Connection;
 
 use super::{Status, state};
 use crate::error::{Error, Result};
@@ -119,15 +119,17 @@ fn key_value(rec: &Record, field: &str) -> Option<String> {
 pub fn record_changed(conn: &Connection, def: &TableDef, rec: &Record) -> Result<usize> {
     let (waiting_on, paused) = (Status::Waiting.statuscode(), Status::Paused.statuscode());
     let waiting = format!("statecode = 1 AND statuscode IN ({waiting_on}, {paused})");
-    let of_record = format!("SELECT id, statuscode, wait FROM weir_jobs WHERE wait_table = ?1 AND wait_record = ?2 AND {waiting}");
-    // Unkeyed waits, and those keyed by each of the record's values.
-    let mut of_table =
-        format!("SELECT id, statuscode, wait FROM weir_jobs WHERE wait_table = ?1 AND wait_record IS NULL AND wait_key_column IS NULL AND {waiting}");
-    let mut keys: Vec<crate::db::ValueRef<'_>> = vec![def.name.as_str().into()];
+    // One statement (one round trip on PostgreSQL): the waits for this
+    // record, unkeyed waits of its table, and those keyed by each of its values.
+    let mut sql = format!(
+        "SELECT id, statuscode, wait FROM weir_jobs WHERE wait_table = ?1 AND wait_record = ?2 AND {waiting}
+         UNION ALL SELECT id, statuscode, wait FROM weir_jobs WHERE wait_table = ?1 AND wait_record IS NULL AND wait_key_column IS NULL AND {waiting}"
+    );
+    let mut keys: Vec<crate::db::ValueRef<'_>> = vec![def.name.as_str().into(), rec.id.as_str().into()];
     let columns = std::iter::once("id").chain(def.columns.iter().map(|c| c.name.as_str()));
     for column in columns {
         if let Some(value) = key_value(rec, column) {
-            of_table.push_str(&format!(
+            sql.push_str(&format!(
                 " UNION ALL SELECT id, statuscode, wait FROM weir_jobs WHERE wait_table = ?1 AND wait_record IS NULL AND wait_key_column = ?{} AND wait_key_value = ?{} AND {waiting}",
                 keys.len() + 1,
                 keys.len() + 2
@@ -146,9 +148,8 @@ pub fn record_changed(conn: &Connection, def: &TableDef, rec: &Record) -> Result
             .unwrap_or_default()
     };
     let row = |r: &crate::db::Row<'_>| Ok((r.get(0)?, r.get(1)?, condition_of(r.get::<_, Option<String>>(2)?)));
-    let mut waiting: Vec<(String, i64, String)> =
-        conn.prepare_cached(&of_record)?.query_map(params![def.name, rec.id], row)?.collect::<crate::db::Result<_>>()?;
-    waiting.extend(conn.prepare_cached(&of_table)?.query_map(crate::db::params_from_iter(keys), row)?.collect::<crate::db::Result<Vec<_>>>()?);
+    let waiting: Vec<(String, i64, String)> =
+        conn.prepare_cached(&sql)?.query_map(crate::db::params_from_iter(keys), row)?.collect::<crate::db::Result<_>>()?;
     let mut woken = 0;
     for (job, statuscode, condition) in waiting {
         let holds = parsed(&condition).is_some_and(|expr| filter::eval(&expr, &|f| rec.scalar(def, f)));
