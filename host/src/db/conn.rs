@@ -539,11 +539,11 @@ pub const STATEMENT_CACHE: usize = 128;
 /// (by weir's SQL text, at most [`STATEMENT_CACHE`]) and whether a
 /// transaction is open; and where to open a new session when this one is gone.
 ///
-/// The session's socket is driven by a task on a small runtime of its own
-/// (see `db/postgres`); a call here waits for its answer blocking the calling
-/// thread, as an SQLite call does, which works on any thread, tokio's too.
+/// A call sends its request and waits for the answer on the calling thread,
+/// blocking it as an SQLite call does (see `db/postgres/session.rs`), which
+/// works on any thread, tokio's too.
 pub struct PgConn {
-    client: RefCell<postgres::Client>,
+    session: RefCell<super::postgres::Session>,
     source: std::sync::Arc<super::postgres::Source>,
     statements: RefCell<lru::LruCache<String, PgStatement>>,
     in_transaction: Cell<bool>,
@@ -565,10 +565,10 @@ impl From<rusqlite::Connection> for Connection {
 
 impl Connection {
     /// A PostgreSQL connection over `client`, reconnecting through `source`.
-    pub(crate) fn postgres(client: postgres::Client, source: std::sync::Arc<super::postgres::Source>) -> Connection {
+    pub(crate) fn postgres(session: super::postgres::Session, source: std::sync::Arc<super::postgres::Source>) -> Connection {
         let cache = lru::LruCache::new(std::num::NonZeroUsize::new(STATEMENT_CACHE).unwrap_or(std::num::NonZeroUsize::MIN));
         Connection::Pg(Box::new(PgConn {
-            client: RefCell::new(client),
+            session: RefCell::new(session),
             source,
             statements: RefCell::new(cache),
             in_transaction: Cell::new(false),
@@ -589,7 +589,7 @@ impl Connection {
     pub fn is_broken(&self) -> bool {
         match self {
             Connection::Sqlite(_) => false,
-            Connection::Pg(p) => p.client.borrow().is_closed(),
+            Connection::Pg(p) => p.session.borrow().is_closed(),
         }
     }
 
@@ -628,12 +628,14 @@ impl Connection {
             Connection::Sqlite(c) => Ok(c.execute_batch(sql)?),
             Connection::Pg(p) => {
                 p.ready()?;
-                let r = wait(p.client.borrow().batch_execute(sql));
+                let session = p.session.borrow();
+                let r = session.wait(session.client().batch_execute(sql));
                 if r.is_err() && p.begins(sql) {
                     // A transaction whose opening batch failed (its lock not
                     // had in time): end it, so the connection is usable again.
-                    let _ = wait(p.client.borrow().batch_execute("ROLLBACK"));
+                    let _ = session.wait(session.client().batch_execute("ROLLBACK"));
                 }
+                drop(session);
                 p.track(sql, r.is_ok());
                 r.map_err(|e| p.failed(e))
             }
@@ -705,7 +707,8 @@ impl PgConn {
             return Ok(s.clone());
         }
         let (text, takes) = translate(sql);
-        let prepared = wait(self.client.borrow().prepare(&text)).map_err(|source| {
+        let session = self.session.borrow();
+        let prepared = session.wait(session.client().prepare(&text)).map_err(|source| {
             if pg_lost(&source) {
                 return self.failed(source);
             }
@@ -720,7 +723,13 @@ impl PgConn {
     /// went away) is replaced by a new one, its statements forgotten, unless
     /// a transaction was open on it (lost with it: the caller hears so).
     fn ready(&self) -> Result<()> {
-        if !self.client.borrow().is_closed() {
+        // Outside a transaction, what the server said meanwhile is read first
+        // (a restart's goodbye), so a session it closed is replaced before
+        // the call rather than failing it; inside one, a lost session fails the call.
+        let session = self.session.borrow();
+        let closed = if self.in_transaction.get() { session.client().is_closed() } else { session.is_closed() };
+        drop(session);
+        if !closed {
             return Ok(());
         }
         if self.in_transaction.replace(false) {
@@ -729,14 +738,14 @@ impl PgConn {
                 self.source.shown()
             )));
         }
-        let client = self.source.session()?;
+        let session = self.source.session()?;
         if let Some(ms) = self.busy_ms.get()
             && let Some(sql) = Dialect::Postgres.busy_timeout_sql(ms)
         {
-            wait(client.batch_execute(&sql)).map_err(DbError::Pg)?;
+            session.wait(session.client().batch_execute(&sql)).map_err(DbError::Pg)?;
         }
         self.statements.borrow_mut().clear();
-        *self.client.borrow_mut() = client;
+        *self.session.borrow_mut() = session;
         Ok(())
     }
 
@@ -748,7 +757,7 @@ impl PgConn {
         }
         let what = pg_message(&e);
         self.source.lost(&what);
-        if self.client.borrow().is_closed() {
+        if self.session.borrow().client().is_closed() {
             self.in_transaction.set(false);
         }
         DbError::Unavailable(format!(
@@ -803,14 +812,11 @@ impl PgConn {
             let v = values.get(i).ok_or_else(|| DbError::Type(i, format!("the statement uses parameter {} but was given {}", i + 1, values.len())))?;
             args.push(v as &(dyn PgToSql + Sync));
         }
-        let client = self.client.borrow();
-        wait(f(&client, &stmt.prepared, &args)).map_err(|e| self.failed(e))
+        let session = self.session.borrow();
+        let answer = session.wait(f(session.client(), &stmt.prepared, &args));
+        drop(session);
+        answer.map_err(|e| self.failed(e))
     }
-}
-
-/// Waits for a PostgreSQL call, blocking this thread (see [`PgConn`]).
-fn wait<F: std::future::Future>(f: F) -> F::Output {
-    futures_executor::block_on(f)
 }
 
 /// weir's SQL as PostgreSQL runs it: `?N` placeholders become `$K`,

@@ -15,8 +15,9 @@
 //! | `pool_size` | 16 | sessions a process's pool keeps open at most (each worker adds its own two, and a listener) |
 //! | `application_name` | `weir` | as libpq |
 //!
-//! Sessions are made by [`Server`]: each one gets `jit = off`, the statement
-//! timeout and its busy wait (`lock_timeout`). When the server goes away (a
+//! Sessions are made by [`Server`] (`session.rs`: each is driven by the thread
+//! that calls it, no thread between it and the server): each one gets `jit =
+//! off`, the statement timeout and its busy wait (`lock_timeout`). When the server goes away (a
 //! restart, a failover, an outage), a connection notices on its next call
 //! (it fails as unavailable, HTTP 503), is dropped from its pool, and the
 //! next caller opens a new session: calls are gated by a backoff shared by
@@ -33,7 +34,10 @@ use std::time::{Duration, Instant};
 
 use super::conn::{Connection, DbError, Result};
 
+mod session;
 mod tls;
+
+pub(crate) use session::Session;
 
 /// Whether `path` names a PostgreSQL database rather than an SQLite file.
 pub fn is_url(path: &str) -> bool {
@@ -140,21 +144,21 @@ impl Server {
 impl Source {
     /// A new session (gated by the outage's backoff; an outage's start and
     /// end are logged here).
-    pub(crate) fn session(self: &Arc<Self>) -> Result<tokio_postgres::Client> {
+    pub(crate) fn session(self: &Arc<Self>) -> Result<Session> {
         self.health.gate(&self.shown)?;
-        let source = self.clone();
-        let (client, _ended) = match block_on_runtime(async move { connect(&source, None).await }) {
-            Ok(made) => made,
+        match Session::open(self) {
+            Ok(session) => {
+                self.health.back(&self.shown);
+                Ok(session)
+            }
             Err(e) => {
                 self.health.lost(&self.shown, &e);
-                return Err(DbError::Unavailable(format!(
+                Err(DbError::Unavailable(format!(
                     "cannot connect to the PostgreSQL database {}: {e}; check the URL and that the server is running (weir reconnects by itself)",
                     self.shown
-                )));
+                )))
             }
-        };
-        self.health.back(&self.shown);
-        Ok(client)
+        }
     }
 
     /// The connection `what` failed because the server went away: the
@@ -168,13 +172,10 @@ impl Source {
     }
 }
 
-/// Opens a session on the driver's runtime and drives it there; with
-/// `notifications`, counts the `NOTIFY`s it receives. Returns the client and
-/// a channel that closes when the session ends.
-async fn connect(
-    source: &Source,
-    notifications: Option<Arc<AtomicI64>>,
-) -> std::result::Result<(tokio_postgres::Client, tokio::sync::oneshot::Receiver<()>), String> {
+/// Opens the listener's session on the driver's runtime and drives it there,
+/// counting the `NOTIFY`s it receives. Returns the client and a channel that
+/// closes when the session ends.
+async fn connect(source: &Source, notifications: Arc<AtomicI64>) -> std::result::Result<(tokio_postgres::Client, tokio::sync::oneshot::Receiver<()>), String> {
     let (ended_tx, ended) = tokio::sync::oneshot::channel();
     let client = match &source.tls {
         tls::Tls::Disable => {
@@ -189,19 +190,11 @@ async fn connect(
             client
         }
     };
-    // No JIT: weir's statements are short, and a queue's statistics often
-    // overestimate them (a table of mostly finished jobs); a plan estimated
-    // as costly was compiled by LLVM for ~200 ms to run in 20 µs, with the
-    // write lock held. As SQLite's default busy timeout: pools set theirs.
-    client
-        .batch_execute(&format!("SET jit = off; SET statement_timeout = {}; SET lock_timeout = 10000", source.statement_timeout_ms))
-        .await
-        .map_err(|e| super::conn::pg_message(&e))?;
     Ok((client, ended))
 }
 
 /// Drives a session's socket until it ends, counting notifications.
-async fn drive<S, T>(mut conn: tokio_postgres::Connection<S, T>, notifications: Option<Arc<AtomicI64>>, ended: tokio::sync::oneshot::Sender<()>)
+async fn drive<S, T>(mut conn: tokio_postgres::Connection<S, T>, notifications: Arc<AtomicI64>, ended: tokio::sync::oneshot::Sender<()>)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
@@ -209,9 +202,7 @@ where
     while let Some(message) = std::future::poll_fn(|cx| conn.poll_message(cx)).await {
         match message {
             Ok(tokio_postgres::AsyncMessage::Notification(_)) => {
-                if let Some(n) = &notifications {
-                    n.fetch_add(1, Ordering::SeqCst);
-                }
+                notifications.fetch_add(1, Ordering::SeqCst);
             }
             Ok(_) => {}
             Err(e) => {
@@ -306,7 +297,7 @@ impl Listener {
                     continue;
                 }
                 let attempt = async {
-                    let (client, ended) = connect(&source, Some(c.clone())).await?;
+                    let (client, ended) = connect(&source, c.clone()).await?;
                     client.batch_execute(&format!("LISTEN {CHANNEL}")).await.map_err(|e| e.to_string())?;
                     Ok::<_, String>((client, ended))
                 };
@@ -352,8 +343,8 @@ impl Listener {
     }
 }
 
-/// The runtime that drives every PostgreSQL session's socket (one thread:
-/// the work is the server's; this only moves bytes).
+/// The runtime that drives the listener's session (one thread: it only
+/// waits for notifications; the pool's sessions are driven by their callers).
 fn runtime() -> Result<&'static tokio::runtime::Runtime> {
     static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
     if let Some(rt) = RUNTIME.get() {
@@ -366,15 +357,6 @@ fn runtime() -> Result<&'static tokio::runtime::Runtime> {
         .build()
         .map_err(|e| DbError::Open(format!("cannot start the PostgreSQL client's thread: {e}")))?;
     Ok(RUNTIME.get_or_init(|| rt))
-}
-
-/// Runs `f` on the driver's runtime (its sockets are registered there) and
-/// waits for it on this thread.
-fn block_on_runtime<T: Send + 'static>(
-    f: impl std::future::Future<Output = std::result::Result<T, String>> + Send + 'static,
-) -> std::result::Result<T, String> {
-    let rt = runtime().map_err(|e| e.to_string())?;
-    futures_executor::block_on(rt.spawn(f)).map_err(|e| e.to_string())?
 }
 
 /// Creates a new, empty database on the server of `admin_url` (a URL whose
