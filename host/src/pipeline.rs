@@ -318,6 +318,12 @@ impl Pipeline {
         }))
     }
 
+    /// The definition of `table` as of the catalogue this process last read
+    /// (cached; an operation checks it again in its transaction).
+    pub(crate) fn table_def(&self, conn: &db::Connection, table: &str) -> Result<crate::TableDef> {
+        self.catalog.table(conn, table)
+    }
+
     /// Ends a group: commits when `keep`, otherwise rolls back; gives the
     /// connection back and the turn to the next writer.
     fn close_group(&self, group: Group, keep: bool) -> Result<()> {

@@ -549,6 +549,9 @@ pub struct PgConn {
     in_transaction: Cell<bool>,
     /// The busy wait set on it, set again on a new session.
     busy_ms: Cell<Option<u128>>,
+    /// Savepoint statements of the open transaction not sent yet: they go
+    /// with its next statement, in the same round trip (see [`Connection::defer`]).
+    deferred: RefCell<Vec<String>>,
 }
 
 /// A connection to weir's database.
@@ -573,6 +576,7 @@ impl Connection {
             statements: RefCell::new(cache),
             in_transaction: Cell::new(false),
             busy_ms: Cell::new(None),
+            deferred: RefCell::new(Vec::new()),
         }))
     }
 
@@ -629,7 +633,7 @@ impl Connection {
             Connection::Pg(p) => {
                 p.ready()?;
                 let session = p.session.borrow();
-                let r = session.wait(session.client().batch_execute(sql));
+                let (before, r) = p.with_deferred(&session, session.client().batch_execute(sql));
                 if r.is_err() && p.begins(sql) {
                     // A transaction whose opening batch failed (its lock not
                     // had in time): end it, so the connection is usable again.
@@ -637,8 +641,22 @@ impl Connection {
                 }
                 drop(session);
                 p.track(sql, r.is_ok());
-                r.map_err(|e| p.failed(e))
+                before.and(r).map_err(|e| p.failed(e))
             }
+        }
+    }
+
+    /// Runs a savepoint's statement (`SAVEPOINT`, `RELEASE`) inside a
+    /// transaction: on PostgreSQL it is sent with the transaction's next
+    /// statement, in one round trip, and a failure of it is that
+    /// statement's; elsewhere (SQLite, or outside a transaction) at once.
+    pub fn defer(&self, sql: &str) -> Result<()> {
+        match self {
+            Connection::Pg(p) if p.in_transaction.get() => {
+                p.deferred.borrow_mut().push(sql.to_string());
+                Ok(())
+            }
+            _ => self.execute_batch(sql),
         }
     }
 
@@ -732,6 +750,7 @@ impl PgConn {
         if !closed {
             return Ok(());
         }
+        self.deferred.borrow_mut().clear();
         if self.in_transaction.replace(false) {
             return Err(DbError::Unavailable(format!(
                 "the session with the PostgreSQL database {} ended inside a transaction: nothing of it was committed; try again",
@@ -759,6 +778,7 @@ impl PgConn {
         self.source.lost(&what);
         if self.session.borrow().client().is_closed() {
             self.in_transaction.set(false);
+            self.deferred.borrow_mut().clear();
         }
         DbError::Unavailable(format!(
             "the session with the PostgreSQL database {} was lost ({what}); nothing of this call was done; weir reconnects by itself: try again",
@@ -813,9 +833,20 @@ impl PgConn {
             args.push(v as &(dyn PgToSql + Sync));
         }
         let session = self.session.borrow();
-        let answer = session.wait(f(session.client(), &stmt.prepared, &args));
+        let (before, answer) = self.with_deferred(&session, f(session.client(), &stmt.prepared, &args));
         drop(session);
+        before.map_err(|e| self.failed(e))?;
         answer.map_err(|e| self.failed(e))
+    }
+
+    /// Waits for `call`, the deferred savepoint statements sent before it in
+    /// the same round trip; their result comes first.
+    fn with_deferred<F: std::future::Future>(&self, session: &super::postgres::Session, call: F) -> (Result<(), postgres::Error>, F::Output) {
+        let deferred = std::mem::take(&mut *self.deferred.borrow_mut());
+        if deferred.is_empty() {
+            return (Ok(()), session.wait(call));
+        }
+        session.wait_both(session.client().batch_execute(&deferred.join("; ")), call)
     }
 }
 

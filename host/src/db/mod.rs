@@ -338,13 +338,15 @@ pub fn rollback(conn: &Connection) {
 
 /// Opens the savepoint of a nested operation at `depth` (0: an operation of a group).
 pub fn savepoint(conn: &Connection, depth: u32) -> Result<()> {
-    conn.execute_batch(&format!("SAVEPOINT weir_d{depth}"))
+    conn.defer(&format!("SAVEPOINT weir_d{depth}"))
 }
 
 /// Ends the savepoint at `depth`: kept when `keep`, else rolled back.
 pub fn end_savepoint(conn: &Connection, depth: u32, keep: bool) -> Result<()> {
-    let sql = if keep { format!("RELEASE weir_d{depth}") } else { format!("ROLLBACK TO weir_d{depth}; RELEASE weir_d{depth}") };
-    conn.execute_batch(&sql)
+    if keep {
+        return conn.defer(&format!("RELEASE weir_d{depth}"));
+    }
+    conn.execute_batch(&format!("ROLLBACK TO weir_d{depth}; RELEASE weir_d{depth}"))
 }
 
 /// A counter that changes when another connection commits (-2 if it cannot

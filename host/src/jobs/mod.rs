@@ -562,12 +562,7 @@ fn complete_successes(conn: &Connection, worker: &str, batch: &[Completion], now
     let successes = batch
         .iter()
         .filter_map(|c| match &c.outcome {
-            Outcome::Succeeded { result } => Some(serde_json::to_string(&c.trace).map_err(json_err).map(|trace| state::Success {
-                id: &c.id,
-                duration_ms: i64::try_from(c.duration_ms).unwrap_or(i64::MAX),
-                trace,
-                result: result.as_deref(),
-            })),
+            Outcome::Succeeded { result } => Some(success(c, result.as_deref())),
             _ => None,
         })
         .collect::<Result<Vec<_>>>()?;
@@ -578,6 +573,36 @@ fn complete_successes(conn: &Connection, worker: &str, batch: &[Completion], now
     let ended = state::complete_many(&tx, worker, now, &successes)?;
     tx.commit()?;
     Ok(ended.into_iter().collect())
+}
+
+/// A success as [`state::complete_many`] records it.
+fn success<'a>(c: &'a Completion, result: Option<&'a str>) -> Result<state::Success<'a>> {
+    let trace = serde_json::to_string(&c.trace).map_err(json_err)?;
+    Ok(state::Success { id: &c.id, duration_ms: i64::try_from(c.duration_ms).unwrap_or(i64::MAX), trace, result })
+}
+
+/// The outcome of an attempt that wrote records, recorded in the
+/// transaction of its writes (with the jobs it started, `children`): whether
+/// `worker` still held the job running undisturbed, the only case in which
+/// its writes may commit. On PostgreSQL the success of a job no workflow
+/// started is one statement (the lease check, the completion and the
+/// breaker's reset: [`state::complete_many`]); anything else is checked,
+/// then recorded as [`complete`] does.
+pub fn finish_writing(tx: &Connection, c: &Completion, worker: &str, children: &[children::NewChild], now: i64) -> Result<bool> {
+    if tx.dialect().set_based_completion()
+        && children.is_empty()
+        && let Outcome::Succeeded { result } = &c.outcome
+        && !state::complete_many(tx, worker, now, &[success(c, result.as_deref())?])?.is_empty()
+    {
+        return Ok(true);
+    }
+    // Not recorded by the one statement: a job a workflow started, or one no
+    // longer held (a lost lease, an operator's cancel or pause).
+    if !runs_under(tx, &c.id, worker)? {
+        return Ok(false);
+    }
+    children::insert(tx, &c.id, children, now)?;
+    complete_in(tx, c, worker, now)
 }
 
 /// Whether `worker` holds job `id` and it is running undisturbed (no cancel

@@ -303,14 +303,14 @@ pub fn insert(conn: &Connection, def: &TableDef, id: &str, fields: &[(String, Va
         cols.push_str(&format!(", \"{name}\""));
         marks.push_str(&format!(", ?{}", i + 3));
     }
-    let sql = format!("INSERT INTO {} ({cols}) VALUES ({marks})", def.sql_table());
+    // The stored row comes back with the insert: no second round trip.
+    let sql = format!("INSERT INTO {} ({cols}) VALUES ({marks}) RETURNING {}", def.sql_table(), select_list(def));
     let mut args: Vec<crate::db::ValueRef<'_>> = vec![id.into(), now.into()];
     args.extend(fields.iter().map(|(_, v)| values::to_sql(v)));
-    conn.prepare_cached(&sql)?.execute(params_from_iter(args)).map_err(|e| match e {
+    conn.prepare_cached(&sql)?.query_row(params_from_iter(args), |r| read_row(def, r)).map_err(|e| match e {
         e if e.is_constraint() => Error::Conflict(format!("{} {id} already exists", def.name)),
         e => e.into(),
-    })?;
-    get(conn, def, id)?.ok_or_else(|| Error::Internal(format!("{} {id} vanished after insert", def.name)))
+    })
 }
 
 pub fn update(conn: &Connection, def: &TableDef, id: &str, fields: &[(String, Value)]) -> Result<Record> {
@@ -321,13 +321,10 @@ pub fn update(conn: &Connection, def: &TableDef, id: &str, fields: &[(String, Va
     for (i, (name, _)) in fields.iter().enumerate() {
         sets.push_str(&format!(", \"{name}\" = ?{}", i + 3));
     }
-    let sql = format!("UPDATE {} SET {sets} WHERE id = ?1", def.sql_table());
+    let sql = format!("UPDATE {} SET {sets} WHERE id = ?1 RETURNING {}", def.sql_table(), select_list(def));
     let mut args: Vec<crate::db::ValueRef<'_>> = vec![id.into(), now_ms().into()];
     args.extend(fields.iter().map(|(_, v)| values::to_sql(v)));
-    if conn.prepare_cached(&sql)?.execute(params_from_iter(args))? == 0 {
-        return Err(not_found(def, id));
-    }
-    get(conn, def, id)?.ok_or_else(|| not_found(def, id))
+    conn.prepare_cached(&sql)?.query_row(params_from_iter(args), |r| read_row(def, r)).optional()?.ok_or_else(|| not_found(def, id))
 }
 
 pub fn delete(conn: &Connection, def: &TableDef, id: &str) -> Result<()> {

@@ -226,6 +226,7 @@ async fn attempt(shared: &Shared, job: &Claimed, traceparent: Option<String>) ->
         http: shared.opts.egress,
         live: Default::default(),
         traceparent,
+        tables: Some(shared.pipeline.clone()),
     };
     shared.live.lock().insert(job.id.clone(), sandbox.live.clone());
     let (outcome, code, stats, asked) = execute(&shared.plugins, &prepared, &shared.pool, job, &sandbox, true, cancel).await;
@@ -248,6 +249,9 @@ struct Sandbox {
     live: Arc<Mutex<LiveTrace>>,
     /// Sent with its outbound requests: the attempt's span (OpenTelemetry).
     traceparent: Option<String>,
+    /// Whose catalogue cache the writes are checked against (the table's
+    /// columns; the commit checks them again); without it, the store's.
+    tables: Option<Arc<Pipeline>>,
 }
 
 /// Runs `job`'s plug-in once (`prepared`, its version or a replacement) and
@@ -297,6 +301,7 @@ async fn execute(
         pending: pending.clone(),
         secrets: job.context.secrets.clone(),
         key: sandbox.key.clone(),
+        tables: sandbox.tables.clone(),
     };
     // Grants were checked when the step or operation was registered; one
     // that no longer parses (a hand edit) is left out, so it grants nothing.
@@ -459,6 +464,7 @@ pub async fn replay(pool: Arc<Pool>, plugins: Arc<Plugins>, id: &str, wasm: Opti
         http: opts.egress,
         live: Default::default(),
         traceparent: None,
+        tables: None,
     };
     let started = Instant::now();
     let (outcome, _, stats, asked) = execute(&plugins, &prepared, &pool, &job, &sandbox, http, CancelFlag::default()).await;
@@ -531,6 +537,7 @@ struct JobRecords {
     /// The secrets the job is granted, and the key that opens them.
     secrets: Vec<String>,
     key: Option<crate::secrets::SecretKey>,
+    tables: Option<Arc<Pipeline>>,
 }
 
 /// Merges `changes` into `fields` by name.
@@ -548,8 +555,11 @@ impl JobRecords {
     /// the guest hears of a bad write at once).
     fn check_fields(&self, table: &str, fields: &[Field]) -> std::result::Result<Vec<Field>, RecordError> {
         check_grant(&self.who, &self.grants, table, Access::Write)?;
-        let conformed = off_executor(|| self.pool.with_conn(|conn| crate::store::records::require_table(conn, table)?.conform_fields(fields.to_vec())))
-            .map_err(to_record_error)?;
+        let def = |conn: &crate::db::Connection| match &self.tables {
+            Some(pipeline) => pipeline.table_def(conn, table),
+            None => crate::store::records::require_table(conn, table),
+        };
+        let conformed = off_executor(|| self.pool.with_conn(|conn| def(conn)?.conform_fields(fields.to_vec()))).map_err(to_record_error)?;
         Ok(conformed.into_iter().map(|(name, value)| Field { name, value }).collect())
     }
 

@@ -165,13 +165,7 @@ fn commit_with_writes(shared: &Shared, writing: &[Done], now: i64) -> Vec<Result
         .iter()
         .filter_map(|d| {
             let (c, writes) = (&d.completion, d.writes.as_ref()?);
-            let finish = move |conn: &crate::db::Connection| {
-                if !jobs::runs_under(conn, &c.id, worker)? {
-                    return Ok(false);
-                }
-                jobs::children::insert(conn, &c.id, &writes.children, now)?;
-                jobs::complete_in(conn, c, worker, now)
-            };
+            let finish = move |conn: &crate::db::Connection| jobs::finish_writing(conn, c, worker, &writes.children, now);
             Some(crate::pipeline::AttemptWrites {
                 user: &writes.user,
                 depth: writes.depth,

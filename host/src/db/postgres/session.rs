@@ -172,6 +172,32 @@ impl Session {
         answered.unwrap_or_else(|| unreachable!("a call without a deadline runs until it ends"))
     }
 
+    /// Waits for two calls sent together (pipelined: one round trip), `first`
+    /// first.
+    pub(crate) fn wait_both<A: Future, B: Future>(&self, first: A, second: B) -> (A::Output, B::Output) {
+        let (mut first, mut second) = (std::pin::pin!(first), std::pin::pin!(second));
+        let (mut a, mut b) = (None, None);
+        self.wait(std::future::poll_fn(|cx| {
+            if a.is_none()
+                && let Poll::Ready(v) = first.as_mut().poll(cx)
+            {
+                a = Some(v);
+            }
+            if b.is_none()
+                && let Poll::Ready(v) = second.as_mut().poll(cx)
+            {
+                b = Some(v);
+            }
+            match (a.take(), b.take()) {
+                (Some(x), Some(y)) => Poll::Ready((x, y)),
+                (x, y) => {
+                    (a, b) = (x, y);
+                    Poll::Pending
+                }
+            }
+        }))
+    }
+
     /// [`Session::wait`], giving up at `deadline` (`None`).
     fn wait_until<F: Future>(&self, call: F, deadline: Instant) -> Option<F::Output> {
         drive(&mut self.driver.borrow_mut(), call, Some(deadline))
