@@ -106,9 +106,11 @@ fn deliver_callbacks(shared: &Shared) {
             return;
         }
     };
+    // Nothing due (the usual tick): no thread started.
+    let threads = due.len().min(PARALLEL_CALLBACKS);
     let queue = Mutex::new(due.into_iter());
     std::thread::scope(|scope| {
-        for _ in 0..PARALLEL_CALLBACKS {
+        for _ in 0..threads {
             scope.spawn(|| {
                 loop {
                     let Some(d) = queue.lock().next() else { break };
