@@ -572,7 +572,9 @@ struct Backoff {
 
 impl Backoff {
     const FIRST: Duration = Duration::from_millis(10);
-    const MAX: Duration = Duration::from_secs(5);
+    /// As a PostgreSQL session's reconnect backoff: claims resume within
+    /// about 2 s of the store coming back.
+    const MAX: Duration = Duration::from_secs(2);
 
     /// Counts a failure; returns how long to wait before trying again.
     fn fail(&mut self) -> Duration {
@@ -607,10 +609,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn claim_backoff_doubles_from_10ms_to_5s_and_resets_on_success() {
+    fn claim_backoff_doubles_from_10ms_to_2s_and_resets_on_success() {
         let mut b = Backoff::default();
         let waits: Vec<u64> = (0..12).map(|_| b.fail().as_millis() as u64).collect();
-        assert_eq!(waits, [10, 20, 40, 80, 160, 320, 640, 1280, 2560, 5000, 5000, 5000]);
+        assert_eq!(waits, [10, 20, 40, 80, 160, 320, 640, 1280, 2000, 2000, 2000, 2000]);
         assert_eq!(b.failures(), 12);
         // However long it fails, the wait stays at the cap (no overflow).
         for _ in 0..100_000 {
