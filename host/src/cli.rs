@@ -259,7 +259,7 @@ pub enum Command {
     Bench {
         #[arg(long)]
         json: bool,
-        /// Run only the sections whose name contains this: sqlite, create, call, enqueue, http, auth, load, async, fanout, containment, latency, languages.
+        /// Run only the sections whose name contains this: sqlite, create, call, enqueue, http, auth, load, async (its parts: async notify, async writing, async noop, async fair, async nodes), fanout, containment, latency, languages.
         #[arg(long)]
         only: Option<String>,
         /// Also measure this component under LABEL (repeatable; with

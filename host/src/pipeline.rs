@@ -141,8 +141,15 @@ struct Op {
     notes: Mutex<Vec<String>>,
 }
 
-/// Writes a background attempt's new state (see [`AttemptWrites::finish`]).
-pub type Finish<'a> = Box<dyn FnOnce(&Connection) -> Result<bool> + 'a>;
+/// Writes a background attempt's new state (see [`AttemptWrites::finish`]),
+/// in two halves: this one runs before the attempt's writes (on PostgreSQL
+/// it may send its statement ahead of them, in their round trip: see
+/// [`Connection::query_ahead`]), the one it returns after them.
+pub type Finish<'a> = Box<dyn FnOnce(&Connection) -> Result<FinishEnd<'a>> + 'a>;
+
+/// The second half of a [`Finish`]: false when the attempt no longer held
+/// its job (then nothing of it is kept).
+pub type FinishEnd<'a> = Box<dyn FnOnce(&Connection) -> Result<bool> + 'a>;
 
 /// One background attempt's writes and new state, for [`Pipeline::commit_attempts`].
 pub struct AttemptWrites<'a> {
@@ -474,6 +481,8 @@ impl Pipeline {
         let _traced = trace.attach();
         db::savepoint(&group.conn.lock(), 0)?;
         let result = self.member(group, user.into()).and_then(|op| {
+            // The job's new state first: undone with the writes if one fails.
+            let finish = finish(&op.conn.lock())?;
             for (table, change) in changes {
                 let def = self.catalog.table(&op.conn.lock(), &table)?;
                 let input = match change {
@@ -968,9 +977,11 @@ impl Run<'_> {
         match &self.input {
             Input::Create { id, fields } => {
                 records::check_refs(&conn, self.def, fields)?;
+                // Jobs waiting for a record of this table wake if it matches:
+                // their waits are read in the insert's round trip.
+                let waits = jobs::waits::look_up(&conn, self.def, &records::to_insert(self.def, id, fields))?;
                 let rec = records::insert(&conn, self.def, id, fields)?;
-                // Jobs waiting for a record of this table wake if it matches.
-                jobs::waits::record_changed(&conn, self.def, &rec)?;
+                waits.wake(&conn, self.def, &rec)?;
                 Ok(Some(rec))
             }
             Input::Update { id, fields } => {

@@ -696,3 +696,61 @@ fn savepoints_travel_with_the_next_statement_and_their_failures_are_its() {
     let kept: Vec<i64> = conn.prepare("SELECT n FROM sp ORDER BY n").unwrap().query_map([], |r| r.get(0)).unwrap().collect::<Result<_, _>>().unwrap();
     assert_eq!(kept, vec![1, 3], "the first savepoint's insert kept, the rolled-back one's gone");
 }
+
+/// A query sent ahead (`Connection::query_ahead`) on `conn`: it reads the
+/// state before the statement it goes with, its answer is that reading (not
+/// a later one), a failure of it is that statement's too, and with no
+/// statement after it, its answer is had by sending it alone.
+fn queries_sent_ahead_answer_from_before_the_next_statement(conn: &weir::db::Connection) {
+    let count = |conn: &weir::db::Connection| conn.query_ahead("SELECT COUNT(*) FROM ahead WHERE n < ?1", vec![100i64.into()], |r| r.get::<_, i64>(0)).unwrap();
+    conn.execute_batch("CREATE TABLE ahead (n INTEGER PRIMARY KEY)").unwrap();
+    // Outside a transaction: at once.
+    let outside = count(conn);
+    conn.execute("INSERT INTO ahead VALUES (?1)", [1]).unwrap();
+    assert_eq!(outside.take(conn).unwrap(), vec![0]);
+
+    conn.execute_batch("BEGIN").unwrap();
+    let before = count(conn);
+    conn.execute("INSERT INTO ahead VALUES (?1)", [2]).unwrap();
+    let after = count(conn);
+    conn.execute("INSERT INTO ahead VALUES (?1)", [3]).unwrap();
+    assert_eq!(before.take(conn).unwrap(), vec![1], "read before the insert it went with, and not again");
+    assert_eq!(after.take(conn).unwrap(), vec![2]);
+    // Nothing after it: sent alone when its answer is asked for.
+    assert_eq!(count(conn).take(conn).unwrap(), vec![3]);
+    weir::db::commit(conn).unwrap();
+
+    conn.execute_batch("BEGIN").unwrap();
+    let failing = conn.query_ahead("SELECT 10 / (n - 1) FROM ahead WHERE n = ?1", vec![1i64.into()], |r| r.get::<_, i64>(0));
+    match (conn.dialect(), failing) {
+        // PostgreSQL: the failure is the next statement's, in its own words.
+        (weir::db::Dialect::Postgres, Ok(answer)) => {
+            let e = conn.execute("INSERT INTO ahead VALUES (?1)", [4]).unwrap_err().to_string();
+            assert!(e.contains("division by zero"), "the query's own error, not the insert's: {e}");
+            let told = answer.take(conn).unwrap_err().to_string();
+            assert!(told.contains("division by zero") && told.contains("sent ahead"), "{told}");
+        }
+        // SQLite runs it at once; its division by zero is NULL, not an integer.
+        (weir::db::Dialect::Sqlite, Err(e)) => assert!(e.to_string().contains("Null"), "{e}"),
+        (d, r) => panic!("{d:?}: {:?}", r.map(|_| "an answer")),
+    }
+    weir::db::rollback(conn);
+    let kept: Vec<i64> = conn.prepare("SELECT n FROM ahead ORDER BY n").unwrap().query_map([], |r| r.get(0)).unwrap().collect::<Result<_, _>>().unwrap();
+    assert_eq!(kept, vec![1, 2, 3]);
+}
+
+#[test]
+fn queries_sent_ahead_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let conn = weir::store::open(dir.path().join("a.db")).unwrap().connect().unwrap();
+    queries_sent_ahead_answer_from_before_the_next_statement(&conn);
+}
+
+#[test]
+#[ignore = "needs PostgreSQL: run with WEIR_TEST_PG set (.ci/run's PostgreSQL pass, --include-ignored)"]
+fn queries_sent_ahead_on_postgres() {
+    let _ = admin();
+    let env = Env::new();
+    let conn = weir::db::postgres::Server::new(&env.db().display().to_string()).unwrap().connect().unwrap();
+    queries_sent_ahead_answer_from_before_the_next_statement(&conn);
+}

@@ -55,6 +55,10 @@ pub enum DbError {
     /// lost): nothing was done; weir reconnects by itself.
     #[error("{0}")]
     Unavailable(String),
+    /// A query sent ahead of another statement failed (see
+    /// [`Connection::query_ahead`]); that statement's error is the server's.
+    #[error("{0}")]
+    Ahead(String),
 }
 
 /// Whether `e` means the session is gone: its socket closed, or the server
@@ -77,6 +81,12 @@ fn pg_lost(e: &postgres::Error) -> bool {
     }
 }
 
+/// Whether `e` is a lock not had in time, a serialization failure or a deadlock.
+fn pg_busy(e: &postgres::Error) -> bool {
+    use postgres::error::SqlState;
+    e.code().is_some_and(|c| *c == SqlState::LOCK_NOT_AVAILABLE || *c == SqlState::T_R_SERIALIZATION_FAILURE || *c == SqlState::T_R_DEADLOCK_DETECTED)
+}
+
 /// PostgreSQL's own message (with its detail), not the client's "db error".
 pub(crate) fn pg_message(e: &postgres::Error) -> String {
     match e.as_db_error() {
@@ -92,13 +102,10 @@ impl DbError {
     /// The write lock could not be had in time (SQLite's busy or locked;
     /// PostgreSQL's lock timeout or a serialization failure).
     pub fn is_busy(&self) -> bool {
-        use postgres::error::SqlState;
         match self {
             DbError::Busy(_) => true,
             DbError::Sqlite(e) => matches!(e.sqlite_error_code(), Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)),
-            DbError::Pg(e) => e
-                .code()
-                .is_some_and(|c| *c == SqlState::LOCK_NOT_AVAILABLE || *c == SqlState::T_R_SERIALIZATION_FAILURE || *c == SqlState::T_R_DEADLOCK_DETECTED),
+            DbError::Pg(e) => pg_busy(e),
             _ => false,
         }
     }
@@ -157,6 +164,11 @@ impl ValueRef<'_> {
 impl<'a> From<&'a str> for ValueRef<'a> {
     fn from(s: &'a str) -> Self {
         ValueRef::Text(Cow::Borrowed(s))
+    }
+}
+impl From<String> for ValueRef<'_> {
+    fn from(s: String) -> Self {
+        ValueRef::Text(Cow::Owned(s))
     }
 }
 impl From<i64> for ValueRef<'_> {
@@ -549,9 +561,37 @@ pub struct PgConn {
     in_transaction: Cell<bool>,
     /// The busy wait set on it, set again on a new session.
     busy_ms: Cell<Option<u128>>,
-    /// Savepoint statements of the open transaction not sent yet: they go
-    /// with its next statement, in the same round trip (see [`Connection::defer`]).
-    deferred: RefCell<Vec<String>>,
+    /// Statements of the open transaction not sent yet: they go with its
+    /// next statement, in the same round trip (see [`Connection::defer`] and
+    /// [`Connection::query_ahead`]).
+    deferred: RefCell<Vec<SentAhead>>,
+}
+
+/// A statement waiting to go with the transaction's next one.
+enum SentAhead {
+    /// A savepoint's statement (`SAVEPOINT`, `RELEASE`): no answer.
+    Batch(String),
+    /// A query, its parameters in the order the prepared statement takes
+    /// them; its rows go to `answer`.
+    Query { stmt: PgStatement, args: Vec<ValueRef<'static>>, answer: Box<dyn FnOnce(Result<Vec<postgres::Row>>) + Send> },
+}
+
+/// The answer of a query sent ahead ([`Connection::query_ahead`]).
+pub struct Ahead<T>(std::sync::Arc<parking_lot::Mutex<Option<Result<T>>>>);
+
+impl<T> Ahead<T> {
+    /// The query's answer; if no statement has taken the query to the
+    /// server yet, it is sent now (a round trip of its own).
+    pub fn take(self, conn: &Connection) -> Result<T> {
+        if self.0.lock().is_none() {
+            conn.flush()?;
+        }
+        self.0.lock().take().unwrap_or_else(|| {
+            Err(DbError::Unavailable(
+                "the session with the database ended before a query sent ahead was answered; nothing of its transaction was committed; try again".into(),
+            ))
+        })
+    }
 }
 
 /// A connection to weir's database.
@@ -653,10 +693,61 @@ impl Connection {
     pub fn defer(&self, sql: &str) -> Result<()> {
         match self {
             Connection::Pg(p) if p.in_transaction.get() => {
-                p.deferred.borrow_mut().push(sql.to_string());
+                p.deferred.borrow_mut().push(SentAhead::Batch(sql.to_string()));
                 Ok(())
             }
             _ => self.execute_batch(sql),
+        }
+    }
+
+    /// Runs a query inside a transaction, its rows mapped by `f`: on
+    /// PostgreSQL it is sent with the transaction's next statement, in the
+    /// same round trip, and a failure of it is that statement's too; on
+    /// SQLite, or outside a transaction, at once. Its rows are had from the
+    /// answer ([`Ahead::take`]), once that statement has run (or by sending
+    /// it then). For a query whose answer is needed only after statements
+    /// that do not depend on it.
+    pub fn query_ahead<T: Send + 'static>(
+        &self,
+        sql: &str,
+        params: Vec<ValueRef<'static>>,
+        f: impl Fn(&Row<'_>) -> Result<T> + Send + 'static,
+    ) -> Result<Ahead<Vec<T>>> {
+        let slot = std::sync::Arc::new(parking_lot::Mutex::new(None));
+        match self {
+            Connection::Pg(p) if p.in_transaction.get() => {
+                refuse_nul(&params)?;
+                let stmt = p.statement(sql)?;
+                let args = stmt.takes.iter().map(|&i| {
+                    params.get(i).cloned().ok_or_else(|| DbError::Type(i, format!("the statement uses parameter {} but was given {}", i + 1, params.len())))
+                });
+                let args = args.collect::<Result<Vec<_>>>()?;
+                let to = slot.clone();
+                let answer = move |rows: Result<Vec<postgres::Row>>| {
+                    *to.lock() = Some(rows.and_then(|rows| rows.iter().map(|r| f(&Row::Pg(r))).collect()));
+                };
+                p.deferred.borrow_mut().push(SentAhead::Query { stmt, args, answer: Box::new(answer) });
+            }
+            _ => {
+                let rows = self.prepare_cached(sql)?.query_map(params_from_iter(params), f)?.collect::<Result<Vec<T>>>()?;
+                *slot.lock() = Some(Ok(rows));
+            }
+        }
+        Ok(Ahead(slot))
+    }
+
+    /// Sends the statements waiting for the transaction's next one
+    /// ([`Connection::defer`], [`Connection::query_ahead`]) now.
+    pub fn flush(&self) -> Result<()> {
+        match self {
+            Connection::Pg(p) if !p.deferred.borrow().is_empty() => {
+                p.ready()?;
+                let session = p.session.borrow();
+                let (before, ()) = p.with_deferred(&session, std::future::ready(()));
+                drop(session);
+                before.map_err(|e| p.failed(e))
+            }
+            _ => Ok(()),
         }
     }
 
@@ -839,14 +930,83 @@ impl PgConn {
         answer.map_err(|e| self.failed(e))
     }
 
-    /// Waits for `call`, the deferred savepoint statements sent before it in
-    /// the same round trip; their result comes first.
+    /// Waits for `call`, the statements sent ahead of it going first in the
+    /// same round trip. The first of their failures comes first (the
+    /// transaction is aborted by it, so `call` failed too); a query sent
+    /// ahead hears its rows, or that it failed.
     fn with_deferred<F: std::future::Future>(&self, session: &super::postgres::Session, call: F) -> (Result<(), postgres::Error>, F::Output) {
+        /// What goes ahead: savepoint statements next to each other as one batch.
+        enum Planned {
+            Batch(String),
+            Query(PgStatement, Vec<ValueRef<'static>>),
+        }
         let deferred = std::mem::take(&mut *self.deferred.borrow_mut());
         if deferred.is_empty() {
             return (Ok(()), session.wait(call));
         }
-        session.wait_both(session.client().batch_execute(&deferred.join("; ")), call)
+        let mut plan = Vec::new();
+        let mut answers = Vec::new();
+        for item in deferred {
+            match item {
+                SentAhead::Batch(sql) => match plan.last_mut() {
+                    Some(Planned::Batch(batch)) => {
+                        batch.push_str("; ");
+                        batch.push_str(&sql);
+                    }
+                    _ => {
+                        plan.push(Planned::Batch(sql));
+                        answers.push(None);
+                    }
+                },
+                SentAhead::Query { stmt, args, answer } => {
+                    plan.push(Planned::Query(stmt, args));
+                    answers.push(Some(answer));
+                }
+            }
+        }
+        let client = session.client();
+        let args: Vec<Vec<&(dyn PgToSql + Sync)>> = plan
+            .iter()
+            .map(|item| match item {
+                Planned::Batch(_) => Vec::new(),
+                Planned::Query(_, args) => args.iter().map(|v| v as &(dyn PgToSql + Sync)).collect(),
+            })
+            .collect();
+        let sent: Vec<super::postgres::Call<'_, Result<Option<Vec<postgres::Row>>, postgres::Error>>> = plan
+            .iter()
+            .zip(&args)
+            .map(|(item, args)| -> super::postgres::Call<'_, _> {
+                match item {
+                    Planned::Batch(batch) => Box::pin(async move { client.batch_execute(batch).await.map(|()| None) }),
+                    Planned::Query(stmt, _) => Box::pin(async move { client.query(&stmt.prepared, args).await.map(Some) }),
+                }
+            })
+            .collect();
+        let (results, answer) = session.wait_after(sent, call);
+        let mut first: Result<(), postgres::Error> = Ok(());
+        for (result, to) in results.into_iter().zip(answers) {
+            let heard = match result {
+                Ok(rows) => Ok(rows.unwrap_or_default()),
+                Err(e) => {
+                    let what = format!("{} (in a statement sent ahead of another, which failed with it)", pg_message(&e));
+                    let told = if pg_lost(&e) {
+                        DbError::Unavailable(what)
+                    } else if pg_busy(&e) {
+                        DbError::Busy(what)
+                    } else {
+                        DbError::Ahead(what)
+                    };
+                    if first.is_ok() {
+                        first = Err(e);
+                    }
+                    Err(told)
+                }
+            };
+            if let Some(to) = to {
+                to(heard);
+            }
+        }
+        (first, answer)
     }
 }
 

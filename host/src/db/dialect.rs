@@ -250,11 +250,36 @@ impl Dialect {
         }
     }
 
+    /// **Set-based completion, one job.** [`Dialect::set_based_success_sql`]
+    /// for a group of one, the job's values as parameters instead of a JSON
+    /// group (`?1` id, `?2` worker, `?3` now, `?4` ms, `?5` trace, `?6`
+    /// result): the group's parsing and join cost the server about 85 µs a
+    /// statement, four times the update itself, and an attempt that wrote
+    /// records is recorded alone. Same checks, same answer.
+    /// Caller: `jobs::state::complete_many_ahead`.
+    pub fn one_success_sql(self, set: &str, release: &str, running: i64) -> Option<String> {
+        match self {
+            Dialect::Sqlite => None,
+            Dialect::Postgres => Some(format!(
+                "WITH ended AS (
+                     UPDATE weir_jobs SET {set}, duration_ms = ?4, trace = ?5, worker = ?2, {release},
+                         completed_at = ?3, result = ?6, error_code = NULL, error_message = NULL, state = NULL, postpone_until = NULL
+                     WHERE id = ?1 AND lease_owner = ?2 AND statuscode = {running} AND parent_id IS NULL
+                     RETURNING id, step, callback_url
+                 ), healed AS (
+                     DELETE FROM weir_step_health WHERE step IN (SELECT step FROM ended)
+                 )
+                 SELECT id, step, callback_url IS NOT NULL FROM ended"
+            )),
+        }
+    }
+
     /// **Skipping locked rows.** `select` made to lock the rows it reads and
     /// pass over rows another transaction holds, so nodes claiming at once
     /// take different jobs (PostgreSQL); as is on SQLite, where one claim runs
-    /// at a time. Caller: `jobs::claims` (a claim's candidates and probes, and
-    /// the limits it counts against).
+    /// at a time. Callers: `jobs::claims` (a claim's candidates and probes, and
+    /// the limits it counts against), `jobs::state::heartbeat` (a held job's
+    /// row that the worker's outcome group has locked is passed over).
     pub fn skip_locked(self, select: &str) -> Cow<'_, str> {
         match self {
             Dialect::Sqlite => Cow::Borrowed(select),

@@ -235,6 +235,11 @@ fn json_err(e: serde_json::Error) -> Error {
 /// counts), or Failed when they are out of attempts. Returns how many. The
 /// worker pool runs this on its housekeeping tick, not on every claim.
 pub fn expire_leases(conn: &mut Connection, now: i64) -> Result<usize> {
+    // Most ticks find none: then no write lock is taken (on PostgreSQL it
+    // would wait for the writers' groups, and hold up this node's claims).
+    if !state::any_expired(conn, now)? {
+        return Ok(0);
+    }
     let tx = conn.transaction_with_behavior(crate::db::TransactionBehavior::Immediate)?;
     let n = state::expire(&tx, now)?;
     tx.commit()?;
@@ -582,27 +587,52 @@ fn success<'a>(c: &'a Completion, result: Option<&'a str>) -> Result<state::Succ
 }
 
 /// The outcome of an attempt that wrote records, recorded in the
-/// transaction of its writes (with the jobs it started, `children`): whether
-/// `worker` still held the job running undisturbed, the only case in which
-/// its writes may commit. On PostgreSQL the success of a job no workflow
-/// started is one statement (the lease check, the completion and the
-/// breaker's reset: [`state::complete_many`]); anything else is checked,
-/// then recorded as [`complete`] does.
-pub fn finish_writing(tx: &Connection, c: &Completion, worker: &str, children: &[children::NewChild], now: i64) -> Result<bool> {
+/// transaction of its writes (with the jobs it started, `children`), in two
+/// halves: this one before the writes, [`Finishing::end`] after them. On
+/// PostgreSQL the success of a job no workflow started is one statement (the
+/// lease check, the completion and the breaker's reset:
+/// [`state::complete_many_ahead`]), sent ahead with the attempt's first write;
+/// anything else is checked, then recorded as [`complete`] does, after the
+/// writes. The whole is undone with the writes if one of them fails.
+pub fn start_finishing<'a>(tx: &Connection, c: &'a Completion, worker: &'a str, children: &'a [children::NewChild], now: i64) -> Result<Finishing<'a>> {
+    let mut ahead = None;
     if tx.dialect().set_based_completion()
         && children.is_empty()
         && let Outcome::Succeeded { result } = &c.outcome
-        && !state::complete_many(tx, worker, now, &[success(c, result.as_deref())?])?.is_empty()
     {
-        return Ok(true);
+        ahead = state::complete_many_ahead(tx, worker, now, &[success(c, result.as_deref())?])?;
     }
-    // Not recorded by the one statement: a job a workflow started, or one no
-    // longer held (a lost lease, an operator's cancel or pause).
-    if !runs_under(tx, &c.id, worker)? {
-        return Ok(false);
+    Ok(Finishing { ahead, c, worker, children, now })
+}
+
+/// An attempt's outcome between its two halves (see [`start_finishing`]).
+pub struct Finishing<'a> {
+    ahead: Option<state::Ended>,
+    c: &'a Completion,
+    worker: &'a str,
+    children: &'a [children::NewChild],
+    now: i64,
+}
+
+impl Finishing<'_> {
+    /// Records the outcome (or reads that it was): whether `worker` still
+    /// held the job running undisturbed, the only case in which the
+    /// attempt's writes may commit.
+    pub fn end(self, tx: &Connection) -> Result<bool> {
+        let Finishing { ahead, c, worker, children, now } = self;
+        if let Some(ended) = ahead
+            && !ended.finish(tx)?.is_empty()
+        {
+            return Ok(true);
+        }
+        // Not recorded by the one statement: a job a workflow started, or one no
+        // longer held (a lost lease, an operator's cancel or pause).
+        if !runs_under(tx, &c.id, worker)? {
+            return Ok(false);
+        }
+        children::insert(tx, &c.id, children, now)?;
+        complete_in(tx, c, worker, now)
     }
-    children::insert(tx, &c.id, children, now)?;
-    complete_in(tx, c, worker, now)
 }
 
 /// Whether `worker` holds job `id` and it is running undisturbed (no cancel

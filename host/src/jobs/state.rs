@@ -516,14 +516,19 @@ pub(crate) fn claim_lanes<T>(
 /// Extends every lease `worker` holds to `lease_until`; returns how many.
 pub(crate) fn heartbeat(conn: &Connection, worker: &str, lease_until: i64, except: &[String]) -> Result<usize> {
     let guard = Transition::Heartbeat.guard();
-    if except.is_empty() {
-        let sql = format!("UPDATE weir_jobs SET lease_until = ?2 WHERE lease_owner = ?1 AND {guard}");
-        return Ok(conn.prepare_cached(&sql)?.execute(params![worker, lease_until])?);
-    }
-    let skip = (0..except.len()).map(|i| format!("?{}", i + 3)).collect::<Vec<_>>().join(", ");
-    let sql = format!("UPDATE weir_jobs SET lease_until = ?2 WHERE lease_owner = ?1 AND {guard} AND id NOT IN ({skip})");
+    let skip = (0..except.len()).map(|i| format!(" AND id NOT IN (?{})", i + 3)).collect::<String>();
+    // A row another transaction of the worker's holds (a group recording its
+    // outcome, which ends its lease anyway) is passed over, not waited for:
+    // on PostgreSQL a heartbeat and a group each lock several of the same
+    // rows, in their own orders, and would otherwise deadlock. Its lease is
+    // renewed by the next beat if that group rolls back.
+    let held = conn.dialect().skip_locked(&format!("SELECT id FROM weir_jobs WHERE lease_owner = ?1 AND {guard}{skip}")).into_owned();
+    let sql = format!("UPDATE weir_jobs SET lease_until = ?2 WHERE id IN ({held})");
     let mut args: Vec<crate::db::ValueRef<'_>> = vec![worker.into(), lease_until.into()];
     args.extend(except.iter().map(|id| crate::db::ValueRef::from(id.as_str())));
+    if except.is_empty() {
+        return Ok(conn.prepare_cached(&sql)?.execute(crate::db::params_from_iter(args))?);
+    }
     Ok(conn.prepare(&sql)?.execute(crate::db::params_from_iter(args))?)
 }
 
@@ -553,11 +558,22 @@ pub(crate) fn release(conn: &Connection, id: &str, worker: &str) -> Result<bool>
 /// Leases that ran out before `now`: the attempt counts; the job is Ready
 /// again, Failed if it was its last, or Canceled/Paused if an operator had
 /// asked for that. Returns how many.
+/// The jobs whose lease expired at `?1`.
+fn expired_sql() -> String {
+    format!("statecode = 2 AND lease_until < ?1 AND statuscode IN ({}, {}, {})", InProgress.statuscode(), Pausing.statuscode(), Canceling.statuscode())
+}
+
+/// Whether any job's lease has expired at `now`: read without a lock (the
+/// usual answer is no, and [`expire`] looks again under its lock).
+pub(crate) fn any_expired(conn: &Connection, now: i64) -> Result<bool> {
+    let sql = format!("SELECT 1 FROM weir_jobs WHERE {} LIMIT 1", expired_sql());
+    Ok(conn.prepare_cached(&sql)?.query_row([now], |_| Ok(())).optional()?.is_some())
+}
+
 pub(crate) fn expire(conn: &Connection, now: i64) -> Result<usize> {
     let lost =
         "error_code = 'lease_expired', error_message = 'attempt ' || attempts || ' of ' || max_attempts || ' was lost: its worker stopped (lease expired)'";
-    let expired =
-        format!("statecode = 2 AND lease_until < ?1 AND statuscode IN ({}, {}, {})", InProgress.statuscode(), Pausing.statuscode(), Canceling.statuscode());
+    let expired = expired_sql();
     // Lock them first where outcomes take row locks, not the write lock
     // this runs under (PostgreSQL), so a job could otherwise be recorded as
     // succeeded between the history's insert and the update below, and keep
@@ -787,29 +803,68 @@ pub(crate) struct Success<'a> {
 /// each row's lease and status are re-checked after waiting for any other
 /// writer of it.
 pub(crate) fn complete_many(conn: &Connection, worker: &str, now: i64, done: &[Success<'_>]) -> Result<Vec<(String, Option<String>)>> {
+    match complete_many_ahead(conn, worker, now, done)? {
+        Some(ended) => ended.finish(conn),
+        None => Ok(Vec::new()),
+    }
+}
+
+/// [`complete_many`] sent ahead of the transaction's next statement (see
+/// [`Connection::query_ahead`](crate::db::Connection::query_ahead)): an
+/// attempt's success goes with its first write, in the same round trip. The
+/// transition is made when it reaches the server; what follows it (telling
+/// those who wait for the jobs) when its answer is read ([`Ended::finish`]).
+/// `None` when there is nothing to do or the database has no set-based statement.
+pub(crate) fn complete_many_ahead(conn: &Connection, worker: &str, now: i64, done: &[Success<'_>]) -> Result<Option<Ended>> {
     if done.is_empty() {
-        return Ok(Vec::new());
+        return Ok(None);
     }
     // The status is InProgress, the one status Complete starts from (its
     // code is unique to its state).
     let t = Transition::Complete;
     debug_assert_eq!(t.from(), &[InProgress]);
-    let Some(sql) = conn.dialect().set_based_success_sql(&status_sql(t).unwrap_or_default(), RELEASE_LEASE, InProgress.statuscode()) else {
-        return Ok(Vec::new());
-    };
-    let rows: Vec<serde_json::Value> =
-        done.iter().map(|d| serde_json::json!({"id": d.id, "ms": d.duration_ms, "trace": d.trace, "result": d.result})).collect();
-    let rows = serde_json::Value::Array(rows).to_string();
-    let ended: Vec<(String, Option<String>, bool)> =
-        conn.prepare_cached(&sql)?.query_map(params![rows, worker, now], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<crate::db::Result<_>>()?;
-    let mut ids = Vec::with_capacity(ended.len());
-    for (id, step, to_tell) in ended {
-        if to_tell {
-            finished(conn, &id, now)?;
+    let (d, set) = (conn.dialect(), status_sql(t).unwrap_or_default());
+    let (sql, params) = match done {
+        [one] => {
+            let Some(sql) = d.one_success_sql(&set, RELEASE_LEASE, InProgress.statuscode()) else {
+                return Ok(None);
+            };
+            let result = one.result.map_or(crate::db::ValueRef::Null, |r| r.to_string().into());
+            (sql, vec![one.id.to_string().into(), worker.to_string().into(), now.into(), one.duration_ms.into(), one.trace.clone().into(), result])
         }
-        ids.push((id, step));
+        _ => {
+            let Some(sql) = d.set_based_success_sql(&set, RELEASE_LEASE, InProgress.statuscode()) else {
+                return Ok(None);
+            };
+            let rows: Vec<serde_json::Value> =
+                done.iter().map(|d| serde_json::json!({"id": d.id, "ms": d.duration_ms, "trace": d.trace, "result": d.result})).collect();
+            (sql, vec![serde_json::Value::Array(rows).to_string().into(), worker.to_string().into(), now.into()])
+        }
+    };
+    let ended = conn.query_ahead(&sql, params, |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+    Ok(Some(Ended { ended, now }))
+}
+
+/// Successes sent ahead ([`complete_many_ahead`]), to be finished.
+pub(crate) struct Ended {
+    ended: crate::db::Ahead<Vec<(String, Option<String>, bool)>>,
+    now: i64,
+}
+
+impl Ended {
+    /// Reads which jobs the successes applied to (with their steps) and
+    /// tells those waiting for them.
+    pub(crate) fn finish(self, conn: &Connection) -> Result<Vec<(String, Option<String>)>> {
+        let ended = self.ended.take(conn)?;
+        let mut ids = Vec::with_capacity(ended.len());
+        for (id, step, to_tell) in ended {
+            if to_tell {
+                finished(conn, &id, self.now)?;
+            }
+            ids.push((id, step));
+        }
+        Ok(ids)
     }
-    Ok(ids)
 }
 
 /// A job just claimed whose row cannot be read (its context or grants are not

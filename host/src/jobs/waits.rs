@@ -117,6 +117,30 @@ fn key_value(rec: &Record, field: &str) -> Option<String> {
 /// the record's values, and those without a key. A write's cost grows with
 /// the waits it can meet, not with every wait on its table.
 pub fn record_changed(conn: &Connection, def: &TableDef, rec: &Record) -> Result<usize> {
+    look_up(conn, def, rec)?.wake(conn, def, rec)
+}
+
+/// The waits a record can meet, being read ([`look_up`]).
+pub struct Lookup {
+    /// The values the waits were read by (see [`keys_of`]).
+    keys: Vec<(String, String)>,
+    waiting: crate::db::Ahead<Vec<(String, i64, String)>>,
+}
+
+/// The values waits are keyed by that `rec` holds: its id, then each
+/// column's (that can be a key) in the table's order.
+fn keys_of(def: &TableDef, rec: &Record) -> Vec<(String, String)> {
+    let columns = std::iter::once("id").chain(def.columns.iter().map(|c| c.name.as_str()));
+    columns.filter_map(|column| key_value(rec, column).map(|value| (column.to_string(), value))).collect()
+}
+
+/// Starts reading the waits of jobs that record `rec` of `def` can meet
+/// (see [`record_changed`]): on PostgreSQL the query is sent ahead, with the
+/// transaction's next statement. A record about to be created can be
+/// looked up before its insert, in the insert's round trip: the lookup
+/// depends only on the record's values, and [`Lookup::wake`] reads it again
+/// if the record stored holds other keys.
+pub fn look_up(conn: &Connection, def: &TableDef, rec: &Record) -> Result<Lookup> {
     let (waiting_on, paused) = (Status::Waiting.statuscode(), Status::Paused.statuscode());
     let waiting = format!("statecode = 1 AND statuscode IN ({waiting_on}, {paused})");
     // One statement (one round trip on PostgreSQL): the waits for this
@@ -125,18 +149,16 @@ pub fn record_changed(conn: &Connection, def: &TableDef, rec: &Record) -> Result
         "SELECT id, statuscode, wait FROM weir_jobs WHERE wait_table = ?1 AND wait_record = ?2 AND {waiting}
          UNION ALL SELECT id, statuscode, wait FROM weir_jobs WHERE wait_table = ?1 AND wait_record IS NULL AND wait_key_column IS NULL AND {waiting}"
     );
-    let mut keys: Vec<crate::db::ValueRef<'_>> = vec![def.name.as_str().into(), rec.id.as_str().into()];
-    let columns = std::iter::once("id").chain(def.columns.iter().map(|c| c.name.as_str()));
-    for column in columns {
-        if let Some(value) = key_value(rec, column) {
-            sql.push_str(&format!(
-                " UNION ALL SELECT id, statuscode, wait FROM weir_jobs WHERE wait_table = ?1 AND wait_record IS NULL AND wait_key_column = ?{} AND wait_key_value = ?{} AND {waiting}",
-                keys.len() + 1,
-                keys.len() + 2
-            ));
-            keys.push(crate::db::ValueRef::Text(std::borrow::Cow::Owned(column.to_string())));
-            keys.push(crate::db::ValueRef::Text(std::borrow::Cow::Owned(value)));
-        }
+    let keys = keys_of(def, rec);
+    let mut params: Vec<crate::db::ValueRef<'static>> = vec![def.name.clone().into(), rec.id.clone().into()];
+    for (column, value) in &keys {
+        sql.push_str(&format!(
+            " UNION ALL SELECT id, statuscode, wait FROM weir_jobs WHERE wait_table = ?1 AND wait_record IS NULL AND wait_key_column = ?{} AND wait_key_value = ?{} AND {waiting}",
+            params.len() + 1,
+            params.len() + 2
+        ));
+        params.push(column.clone().into());
+        params.push(value.clone().into());
     }
     // The condition is read from the stored wait here, not by the database:
     // one job's wait that does not parse (damaged, or holding what the
@@ -147,19 +169,31 @@ pub fn record_changed(conn: &Connection, def: &TableDef, rec: &Record) -> Result
             .and_then(|w| w.get("condition").and_then(|c| c.as_str()).map(str::to_string))
             .unwrap_or_default()
     };
-    let row = |r: &crate::db::Row<'_>| Ok((r.get(0)?, r.get(1)?, condition_of(r.get::<_, Option<String>>(2)?)));
-    let waiting: Vec<(String, i64, String)> =
-        conn.prepare_cached(&sql)?.query_map(crate::db::params_from_iter(keys), row)?.collect::<crate::db::Result<_>>()?;
-    let mut woken = 0;
-    for (job, statuscode, condition) in waiting {
-        let holds = parsed(&condition).is_some_and(|expr| filter::eval(&expr, &|f| rec.scalar(def, f)));
-        if !holds {
-            continue;
+    let waiting = conn.query_ahead(&sql, params, move |r| Ok((r.get(0)?, r.get(1)?, condition_of(r.get::<_, Option<String>>(2)?))))?;
+    Ok(Lookup { keys, waiting })
+}
+
+impl Lookup {
+    /// Wakes the jobs whose wait `rec` (as stored) meets: Waiting ones wake,
+    /// paused ones remember it for their resume. Returns how many.
+    pub fn wake(self, conn: &Connection, def: &TableDef, rec: &Record) -> Result<usize> {
+        let waiting = self.waiting.take(conn)?;
+        if keys_of(def, rec) != self.keys {
+            // Looked up by values the stored record does not hold: again, by its own.
+            return record_changed(conn, def, rec);
         }
-        let changed = if statuscode == Status::Waiting.statuscode() { state::wake_condition_met(conn, &job)? } else { state::note_condition_met(conn, &job)? };
-        woken += usize::from(changed);
+        let mut woken = 0;
+        for (job, statuscode, condition) in waiting {
+            let holds = parsed(&condition).is_some_and(|expr| filter::eval(&expr, &|f| rec.scalar(def, f)));
+            if !holds {
+                continue;
+            }
+            let changed =
+                if statuscode == Status::Waiting.statuscode() { state::wake_condition_met(conn, &job)? } else { state::note_condition_met(conn, &job)? };
+            woken += usize::from(changed);
+        }
+        Ok(woken)
     }
-    Ok(woken)
 }
 
 /// A job just started waiting for `table`/`id` (or, with no id, for a record

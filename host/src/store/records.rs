@@ -295,6 +295,12 @@ pub fn exists(conn: &Connection, table: &str, id: &str) -> Result<bool> {
     Ok(conn.prepare_cached(&format!("SELECT 1 FROM \"data_{table}\" WHERE id = ?1"))?.query_row([id], |_| Ok(())).optional()?.is_some())
 }
 
+/// The record [`insert`] would store, but for its times (set when it is
+/// stored): for what depends only on its values.
+pub fn to_insert(def: &TableDef, id: &str, fields: &[(String, Value)]) -> Record {
+    Record { table: def.name.clone(), id: id.to_string(), fields: fields.to_vec(), created_at: 0, modified_at: 0, notes: Vec::new() }
+}
+
 pub fn insert(conn: &Connection, def: &TableDef, id: &str, fields: &[(String, Value)]) -> Result<Record> {
     let now = now_ms();
     let mut cols = String::from("id, created_at, modified_at");

@@ -165,7 +165,10 @@ fn commit_with_writes(shared: &Shared, writing: &[Done], now: i64) -> Vec<Result
         .iter()
         .filter_map(|d| {
             let (c, writes) = (&d.completion, d.writes.as_ref()?);
-            let finish = move |conn: &crate::db::Connection| jobs::finish_writing(conn, c, worker, &writes.children, now);
+            let finish = move |conn: &crate::db::Connection| -> Result<crate::pipeline::FinishEnd<'_>> {
+                let finishing = jobs::start_finishing(conn, c, worker, &writes.children, now)?;
+                Ok(Box::new(move |conn: &crate::db::Connection| finishing.end(conn)))
+            };
             Some(crate::pipeline::AttemptWrites {
                 user: &writes.user,
                 depth: writes.depth,

@@ -37,7 +37,7 @@ use super::conn::{Connection, DbError, Result};
 mod session;
 mod tls;
 
-pub(crate) use session::Session;
+pub(crate) use session::{Call, Session};
 
 /// Whether `path` names a PostgreSQL database rather than an SQLite file.
 pub fn is_url(path: &str) -> bool {

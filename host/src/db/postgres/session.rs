@@ -42,6 +42,9 @@ pub(crate) struct Session {
 /// TLS): it sends requests and hands answers to the calls awaiting them.
 type Protocol = Pin<Box<dyn Future<Output = Result<(), tokio_postgres::Error>> + Send>>;
 
+/// A call on the session's client, to wait for with others.
+pub(crate) type Call<'s, A> = Pin<Box<dyn Future<Output = A> + 's>>;
+
 /// The session's protocol state machine over its socket.
 struct Driver {
     connection: Option<Protocol>,
@@ -172,28 +175,33 @@ impl Session {
         answered.unwrap_or_else(|| unreachable!("a call without a deadline runs until it ends"))
     }
 
-    /// Waits for two calls sent together (pipelined: one round trip), `first`
-    /// first.
-    pub(crate) fn wait_both<A: Future, B: Future>(&self, first: A, second: B) -> (A::Output, B::Output) {
-        let (mut first, mut second) = (std::pin::pin!(first), std::pin::pin!(second));
-        let (mut a, mut b) = (None, None);
+    /// Waits for `ahead`, calls sent before `call` and with it (pipelined:
+    /// one round trip for all), and for `call`. The calls are sent in order
+    /// (each is first polled after those before it); their answers come in
+    /// the same order.
+    pub(crate) fn wait_after<A, B: Future>(&self, ahead: Vec<Call<'_, A>>, call: B) -> (Vec<A>, B::Output) {
+        let mut call = std::pin::pin!(call);
+        let mut ahead: Vec<(Call<'_, A>, Option<A>)> = ahead.into_iter().map(|f| (f, None)).collect();
+        let mut answer = None;
         self.wait(std::future::poll_fn(|cx| {
-            if a.is_none()
-                && let Poll::Ready(v) = first.as_mut().poll(cx)
-            {
-                a = Some(v);
-            }
-            if b.is_none()
-                && let Poll::Ready(v) = second.as_mut().poll(cx)
-            {
-                b = Some(v);
-            }
-            match (a.take(), b.take()) {
-                (Some(x), Some(y)) => Poll::Ready((x, y)),
-                (x, y) => {
-                    (a, b) = (x, y);
-                    Poll::Pending
+            for (f, done) in ahead.iter_mut() {
+                if done.is_none()
+                    && let Poll::Ready(v) = f.as_mut().poll(cx)
+                {
+                    *done = Some(v);
                 }
+            }
+            if answer.is_none()
+                && let Poll::Ready(v) = call.as_mut().poll(cx)
+            {
+                answer = Some(v);
+            }
+            if ahead.iter().any(|(_, done)| done.is_none()) {
+                return Poll::Pending;
+            }
+            match answer.take() {
+                Some(v) => Poll::Ready((ahead.iter_mut().filter_map(|(_, done)| done.take()).collect(), v)),
+                None => Poll::Pending,
             }
         }))
     }
