@@ -718,10 +718,7 @@ impl Connection {
             Connection::Pg(p) if p.in_transaction.get() => {
                 refuse_nul(&params)?;
                 let stmt = p.statement(sql)?;
-                let args = stmt.takes.iter().map(|&i| {
-                    params.get(i).cloned().ok_or_else(|| DbError::Type(i, format!("the statement uses parameter {} but was given {}", i + 1, params.len())))
-                });
-                let args = args.collect::<Result<Vec<_>>>()?;
+                let args = stmt.taken(&params)?.into_iter().cloned().collect();
                 let to = slot.clone();
                 let answer = move |rows: Result<Vec<postgres::Row>>| {
                     *to.lock() = Some(rows.and_then(|rows| rows.iter().map(|r| f(&Row::Pg(r))).collect()));
@@ -918,11 +915,7 @@ impl PgConn {
         values: &[ValueRef<'_>],
         f: impl AsyncFnOnce(&postgres::Client, &postgres::Statement, &[&(dyn PgToSql + Sync)]) -> Result<T, postgres::Error>,
     ) -> Result<T> {
-        let mut args: Vec<&(dyn PgToSql + Sync)> = Vec::with_capacity(stmt.takes.len());
-        for &i in stmt.takes.iter() {
-            let v = values.get(i).ok_or_else(|| DbError::Type(i, format!("the statement uses parameter {} but was given {}", i + 1, values.len())))?;
-            args.push(v as &(dyn PgToSql + Sync));
-        }
+        let args: Vec<&(dyn PgToSql + Sync)> = stmt.taken(values)?.into_iter().map(|v| v as &(dyn PgToSql + Sync)).collect();
         let session = self.session.borrow();
         let (before, answer) = self.with_deferred(&session, f(session.client(), &stmt.prepared, &args));
         drop(session);
@@ -1089,6 +1082,16 @@ pub struct PgStatement {
     takes: std::sync::Arc<[usize]>,
     /// Whether it opens or ends a transaction (see `PgConn::control`).
     control: Option<bool>,
+}
+
+impl PgStatement {
+    /// Of `values` (weir's `?N` parameters), those the prepared statement
+    /// takes, in its order.
+    fn taken<'v, 'a>(&self, values: &'v [ValueRef<'a>]) -> Result<Vec<&'v ValueRef<'a>>> {
+        let given = values.len();
+        let arg = |i: usize| values.get(i).ok_or_else(|| DbError::Type(i, format!("the statement uses parameter {} but was given {given}", i + 1)));
+        self.takes.iter().map(|&i| arg(i)).collect()
+    }
 }
 
 /// How a transaction takes its locks.

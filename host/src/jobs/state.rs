@@ -516,7 +516,10 @@ pub(crate) fn claim_lanes<T>(
 /// Extends every lease `worker` holds to `lease_until`; returns how many.
 pub(crate) fn heartbeat(conn: &Connection, worker: &str, lease_until: i64, except: &[String]) -> Result<usize> {
     let guard = Transition::Heartbeat.guard();
-    let skip = (0..except.len()).map(|i| format!(" AND id NOT IN (?{})", i + 3)).collect::<String>();
+    let skip = match except.len() {
+        0 => String::new(),
+        n => format!(" AND id NOT IN ({})", (3..n + 3).map(|i| format!("?{i}")).collect::<Vec<_>>().join(", ")),
+    };
     // A row another transaction of the worker's holds (a group recording its
     // outcome, which ends its lease anyway) is passed over, not waited for:
     // on PostgreSQL a heartbeat and a group each lock several of the same
